@@ -1,0 +1,1 @@
+"""blend: see DESIGN.md. Arrives with a later issue."""

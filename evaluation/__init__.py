@@ -1,0 +1,1 @@
+"""evaluation: ranking and classification metrics, protocols, breakdowns, bootstrap."""

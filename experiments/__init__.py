@@ -1,0 +1,1 @@
+"""Thin Hydra entry points around plain run(cfg) functions."""

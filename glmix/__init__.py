@@ -1,0 +1,1 @@
+"""glmix: see DESIGN.md. Arrives with issue 4."""

@@ -1,0 +1,1 @@
+"""ncf: see DESIGN.md. Arrives with issue 3."""

@@ -1,0 +1,87 @@
+"""Caller ids of any hashable type <-> dense int32 indices, mapped once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from watchlog.io import write_parquet
+
+__all__ = ["IdMap", "UnknownIdError"]
+
+
+class UnknownIdError(KeyError):
+    """Ids not present in the map; carries the count and a few examples."""
+
+    def __init__(self, what: str, unknown: np.ndarray, total: int):
+        self.what, self.unknown, self.total = what, unknown, total
+        examples = ", ".join(repr(x) for x in unknown[:5])
+        super().__init__(
+            f"{what}: {len(unknown):,} of {total:,} ids are unknown (not in the id map), e.g. {examples}"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class IdMap:
+    """A frozen bijection between caller ids and 0..n-1.
+
+    Ids are sorted when they are mutually comparable, so the same set of ids gives
+    the same indices whatever the row order of the input.
+    """
+
+    def __init__(self, ids, name: str = "id"):
+        index = pd.Index(pd.unique(pd.Series(ids)))
+        if index.hasnans:
+            raise ValueError(f"{name}: ids must not be missing")
+        with contextlib.suppress(TypeError):  # mixed id types: keep first-seen order
+            index = index.sort_values()
+        self.index = index
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return f"IdMap({self.name}, n={len(self):,})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and self.index.equals(other.index)
+
+    def to_index(self, ids, *, strict: bool = True) -> np.ndarray:
+        """Dense int32 indices of `ids`; unknown ids raise (strict) or map to -1."""
+        if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
+            # Look up each category once, then gather by code: O(n_categories) hashing.
+            cat = pd.Categorical(ids)
+            lookup = np.append(self.index.get_indexer(cat.categories), -1)
+            idx = lookup[cat.codes]  # code -1 (missing) hits the appended -1
+        else:
+            idx = self.index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))
+        if strict and (idx < 0).any():
+            bad = np.asarray(ids, dtype=object)[idx < 0]
+            raise UnknownIdError(self.name, pd.unique(bad), len(idx))
+        return idx.astype(np.int32)
+
+    def to_ids(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(
+                f"{self.name}: indices must be in [0, {len(self)}), got [{idx.min()}, {idx.max()}]"
+            )
+        return self.index.to_numpy()[idx]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_parquet(path, pd.DataFrame({self.name: self.index}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> IdMap:
+        frame = pd.read_parquet(path)
+        out = cls.__new__(cls)
+        out.name = frame.columns[0]
+        out.index = pd.Index(frame.iloc[:, 0])  # saved order is the mapping; do not re-sort
+        return out

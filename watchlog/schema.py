@@ -1,0 +1,347 @@
+"""The event-log data contract (DESIGN.md) and its validation.
+
+Each `normalize_*` function coerces a caller's table to the canonical dtypes and
+returns every broken rule it found as a `Problem` (table, column, rule, count of
+offending rows, a few examples). Nothing is dropped here: a caller either gets
+the whole table back or a `SchemaError` listing every problem at once.
+
+Canonical dtypes
+    events   learner_id, course_id: caller's ids (any hashable, no missing)
+             ts: datetime64[ns, UTC]; watch_seconds: float32 >= 0 or NaN
+             clicked: Int8 in {0, 1} or <NA>, only on impressions
+             impression: bool; position: Int16 >= 1 or <NA>; channel: category
+    learners learner_id (unique), segment: category (+ any profile columns)
+    courses  course_id (unique); when present: duration_seconds float32 >= 0 or NaN,
+             published_at datetime64[ns, UTC]; language/category/difficulty category
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_OPTIONAL_COLUMNS",
+    "DUPLICATE_KEY",
+    "Problem",
+    "SchemaError",
+    "normalize_events",
+    "normalize_learners",
+    "normalize_courses",
+    "duplicate_event_mask",
+    "unknown_id_problems",
+    "to_utc",
+    "ns_to_utc",
+]
+
+EVENT_COLUMNS = ("learner_id", "course_id", "ts", "watch_seconds", "clicked", "impression")
+EVENT_OPTIONAL_COLUMNS = ("position", "channel")
+# Two rows with the same learner, course, timestamp and impression flag are the same event.
+DUPLICATE_KEY = ("learner_id", "course_id", "ts", "impression")
+_N_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: where, what, how many rows, and a few (row, value) examples."""
+
+    table: str
+    column: str
+    rule: str
+    count: int
+    examples: list[Any] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        ex = ", ".join(f"row {r}: {v!r}" for r, v in self.examples)
+        return f"{self.table}.{self.column}: {self.rule} -- {self.count:,} row(s)" + (
+            f", e.g. {ex}" if ex else ""
+        )
+
+
+class SchemaError(ValueError):
+    """Every problem found in the input, raised together."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} data problem(s):\n{lines}")
+
+    def rules(self) -> set[tuple[str, str]]:
+        """(column, rule) pairs, for tests and programmatic handling."""
+        return {(p.column, p.rule) for p in self.problems}
+
+
+def _problem(table: str, column: str, rule: str, values: pd.Series, mask) -> Problem | None:
+    mask = np.asarray(mask, dtype=bool)
+    count = int(mask.sum())
+    if count == 0:
+        return None
+    rows = values.index[mask][:_N_EXAMPLES]
+    vals = values[mask].iloc[:_N_EXAMPLES]
+    examples = [(_plain(r), _plain(v)) for r, v in zip(rows, vals, strict=True)]
+    return Problem(table, column, rule, count, examples)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def _collect(problems: list[Problem], p: Problem | None) -> None:
+    if p is not None:
+        problems.append(p)
+
+
+def _missing_columns(frame: pd.DataFrame, table: str, required) -> list[Problem]:
+    return [
+        Problem(table, col, "required column is missing", len(frame), [])
+        for col in required
+        if col not in frame.columns
+    ]
+
+
+def ns_to_utc(ns: np.ndarray) -> pd.Series:
+    """int64 UTC nanoseconds -> datetime64[ns, UTC] Series, without a pass through Python objects."""
+    return pd.Series(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).dt.tz_localize("UTC")
+
+
+def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np.ndarray]:
+    """Parse timestamps to datetime64[ns, UTC]; return (parsed, mask of unparseable rows).
+
+    Naive datetimes are taken as UTC. Numbers are epochs and need `unit`
+    ('s', 'ms', 'us', 'ns'); without one every numeric row is reported.
+    """
+    present = values.notna().to_numpy()
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        parsed = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        parsed = values.dt.tz_localize("UTC")
+    elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+        values.dtype
+    ):
+        if unit is None:
+            return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]"), present
+        numeric = pd.to_numeric(values, errors="coerce")
+        parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
+    else:
+        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        retry = parsed.isna().to_numpy() & present
+        if retry.any():  # not ISO 8601: let pandas guess per element
+            parsed = parsed.copy()
+            parsed[retry] = pd.to_datetime(values[retry], utc=True, errors="coerce", format="mixed")
+    parsed = parsed.astype("datetime64[ns, UTC]")
+    return parsed, present & parsed.isna().to_numpy()
+
+
+def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Booleans from bool, 0/1 or true/false/yes/no strings; mask of rows that are none of them."""
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.astype(bool), np.zeros(len(values), dtype=bool)
+    text = values.astype("string").str.strip().str.lower()
+    table = {
+        "true": True,
+        "1": True,
+        "yes": True,
+        "false": False,
+        "0": False,
+        "no": False,
+        "1.0": True,
+        "0.0": False,
+    }
+    mapped = text.map(table)
+    bad = mapped.isna().to_numpy()
+    return mapped.fillna(False).astype(bool), bad
+
+
+def normalize_events(
+    frame: pd.DataFrame, *, ts_unit: str | None = None
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Canonical events table and the problems found (duplicates and ids checked elsewhere)."""
+    t = "events"
+    problems = _missing_columns(frame, t, EVENT_COLUMNS)
+    missing = {p.column for p in problems}
+    out = pd.DataFrame(index=frame.index)
+
+    for col in ("learner_id", "course_id"):
+        if col in missing:
+            continue
+        _collect(
+            problems, _problem(t, col, "id must not be missing", frame[col], frame[col].isna())
+        )
+        out[col] = frame[col]
+
+    if "ts" not in missing:
+        ts, bad = to_utc(frame["ts"], unit=ts_unit)
+        rule = (
+            "timestamp is numeric: give ts_unit (s, ms, us, ns) to read epochs"
+            if bad.any() and pd.api.types.is_numeric_dtype(frame["ts"].dtype) and ts_unit is None
+            else "timestamp must be parseable"
+        )
+        _collect(problems, _problem(t, "ts", rule, frame["ts"], bad))
+        _collect(
+            problems,
+            _problem(t, "ts", "timestamp must not be missing", frame["ts"], frame["ts"].isna()),
+        )
+        out["ts"] = ts
+
+    if "watch_seconds" not in missing:
+        raw = frame["watch_seconds"]
+        num = pd.to_numeric(raw, errors="coerce")
+        non_numeric = num.isna().to_numpy() & raw.notna().to_numpy()
+        _collect(
+            problems,
+            _problem(t, "watch_seconds", "must be numeric (missing allowed)", raw, non_numeric),
+        )
+        _collect(
+            problems,
+            _problem(
+                t, "watch_seconds", "must be >= 0 (missing allowed)", raw, (num < 0).to_numpy()
+            ),
+        )
+        _collect(
+            problems,
+            _problem(
+                t,
+                "watch_seconds",
+                "must be finite",
+                raw,
+                np.isinf(num.to_numpy(dtype=float, na_value=np.nan)),
+            ),
+        )
+        out["watch_seconds"] = num.astype(np.float32)
+
+    if "impression" not in missing:
+        imp, bad = _to_bool(frame["impression"])
+        _collect(
+            problems,
+            _problem(
+                t,
+                "impression",
+                "must be boolean (true/false or 1/0), not missing",
+                frame["impression"],
+                bad,
+            ),
+        )
+        out["impression"] = imp
+
+    if "clicked" not in missing:
+        raw = frame["clicked"]
+        num = pd.to_numeric(raw, errors="coerce")
+        not_01 = raw.notna().to_numpy() & ~num.isin([0, 1]).to_numpy()
+        _collect(problems, _problem(t, "clicked", "must be 0 or 1 (missing allowed)", raw, not_01))
+        clicked = num.where(num.isin([0, 1])).astype("Int8")
+        if "impression" in out:
+            on_organic = clicked.notna().to_numpy() & ~out["impression"].to_numpy()
+            _collect(
+                problems,
+                _problem(
+                    t,
+                    "clicked",
+                    "clicked is only defined on impressions (impression=true)",
+                    raw,
+                    on_organic,
+                ),
+            )
+        out["clicked"] = clicked
+
+    if "position" in frame.columns:
+        raw = frame["position"]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = (
+            raw.notna().to_numpy() & ~((num >= 1) & (num == np.floor(num))).fillna(False).to_numpy()
+        )
+        _collect(
+            problems, _problem(t, "position", "must be an integer >= 1 (missing allowed)", raw, bad)
+        )
+        out["position"] = num.where(~pd.Series(bad, index=num.index)).astype("Int16")
+    if "channel" in frame.columns:
+        out["channel"] = frame["channel"].astype("category")
+
+    extra = [c for c in frame.columns if c not in out.columns and c not in EVENT_COLUMNS]
+    for col in extra:  # caller's extra columns (e.g. rating) travel unchanged
+        out[col] = frame[col]
+    return out, problems
+
+
+def _normalize_entity_table(
+    frame: pd.DataFrame, table: str, id_col: str
+) -> tuple[pd.DataFrame, list[Problem]]:
+    problems = _missing_columns(frame, table, (id_col,))
+    if problems:
+        return frame, problems
+    ids = frame[id_col]
+    _collect(problems, _problem(table, id_col, "id must not be missing", ids, ids.isna()))
+    dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    _collect(problems, _problem(table, id_col, "id must be unique", ids, dup))
+    return frame.copy(), problems
+
+
+def normalize_learners(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """Canonical learners table; `segment` filled with 'unknown' when the column is absent."""
+    out, problems = _normalize_entity_table(frame, "learners", "learner_id")
+    if problems and problems[0].rule == "required column is missing":
+        return out, problems
+    if "segment" not in out.columns:
+        out["segment"] = "unknown"
+    out["segment"] = out["segment"].astype("string").fillna("unknown").astype("category")
+    return out, problems
+
+
+def normalize_courses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """Canonical courses table; contract columns are checked when present."""
+    t = "courses"
+    out, problems = _normalize_entity_table(frame, t, "course_id")
+    if problems and problems[0].rule == "required column is missing":
+        return out, problems
+    if "duration_seconds" in out.columns:
+        raw = out["duration_seconds"]
+        num = pd.to_numeric(raw, errors="coerce")
+        _collect(
+            problems,
+            _problem(
+                t,
+                "duration_seconds",
+                "must be numeric (missing allowed)",
+                raw,
+                num.isna().to_numpy() & raw.notna().to_numpy(),
+            ),
+        )
+        _collect(
+            problems,
+            _problem(
+                t, "duration_seconds", "must be >= 0 (missing allowed)", raw, (num < 0).to_numpy()
+            ),
+        )
+        out["duration_seconds"] = num.astype(np.float32)
+    if "published_at" in out.columns:
+        parsed, bad = to_utc(out["published_at"], unit="s")
+        _collect(
+            problems,
+            _problem(t, "published_at", "timestamp must be parseable", out["published_at"], bad),
+        )
+        out["published_at"] = parsed
+    for col in ("language", "category", "difficulty"):
+        if col in out.columns:
+            out[col] = out[col].astype("category")
+    return out, problems
+
+
+def duplicate_event_mask(events: pd.DataFrame, keep: str | bool = False) -> np.ndarray:
+    """Rows whose DUPLICATE_KEY repeats (keep=False marks every copy)."""
+    return events.duplicated(subset=list(DUPLICATE_KEY), keep=keep).to_numpy()
+
+
+def unknown_id_problems(
+    events: pd.DataFrame, column: str, known: pd.Index, table: str
+) -> list[Problem]:
+    """Event rows whose id is not in the learners / courses table."""
+    unknown = ~events[column].isin(known).to_numpy() & events[column].notna().to_numpy()
+    p = _problem("events", column, f"id must exist in the {table} table", events[column], unknown)
+    return [p] if p else []
