@@ -80,28 +80,32 @@ class EventLog:
         lt, lp = normalize_learners(learners)
         ct, cp = normalize_courses(courses)
         problems += lp + cp
-        if not problems:
+        # Every rule is checked whatever else failed, so one run lists all problems.
+        if "learner_id" in ev and "learner_id" in lt:
             problems += unknown_id_problems(
-                ev, "learner_id", pd.Index(lt["learner_id"]), "learners"
+                ev, "learner_id", pd.Index(lt["learner_id"].dropna()), "learners"
             )
-            problems += unknown_id_problems(ev, "course_id", pd.Index(ct["course_id"]), "courses")
-            if duplicates == "error":
-                dup = duplicate_event_mask(ev)
-                if dup.any():
-                    key = ev.loc[dup, list(DUPLICATE_KEY)].head(5)
-                    examples = [
-                        (r, tuple(v))
-                        for r, v in zip(key.index, key.itertuples(index=False), strict=True)
-                    ]
-                    problems.append(
-                        Problem(
-                            "events",
-                            "+".join(DUPLICATE_KEY),
-                            "duplicate event (set cleaning.duplicates to first, last or max_watch)",
-                            int(dup.sum()),
-                            examples,
-                        )
+        if "course_id" in ev and "course_id" in ct:
+            problems += unknown_id_problems(
+                ev, "course_id", pd.Index(ct["course_id"].dropna()), "courses"
+            )
+        if duplicates == "error" and all(c in ev for c in DUPLICATE_KEY):
+            dup = duplicate_event_mask(ev)
+            if dup.any():
+                key = ev.loc[dup, list(DUPLICATE_KEY)].head(5)
+                examples = [
+                    (r, tuple(v))
+                    for r, v in zip(key.index, key.itertuples(index=False), strict=True)
+                ]
+                problems.append(
+                    Problem(
+                        "events",
+                        "+".join(DUPLICATE_KEY),
+                        "duplicate event (set cleaning.duplicates to first, last or max_watch)",
+                        int(dup.sum()),
+                        examples,
                     )
+                )
         if problems:
             raise SchemaError(problems)
         return cls._assemble(ev, lt, ct, report)
@@ -163,6 +167,20 @@ class EventLog:
         lo = 0 if start is None else int(np.searchsorted(ts, utc_ns(start), side="left"))
         hi = len(ts) if end is None else int(np.searchsorted(ts, utc_ns(end), side="left"))
         return self.events.iloc[lo:hi]
+
+    def select(self, on: str = "all") -> pd.DataFrame:
+        """Events of one kind: "all", "watched" (needs cleaning.mark_watched) or "impressions"."""
+        if on == "all":
+            return self.events
+        if on == "impressions":
+            return self.events[self.events["impression"].to_numpy()]
+        if on == "watched":
+            if "watched" not in self.events.columns:
+                raise ValueError(
+                    "select('watched'): no `watched` column yet; run cleaning.mark_watched (or clean) first"
+                )
+            return self.events[self.events["watched"].to_numpy()]
+        raise ValueError(f"select: `on` must be 'all', 'watched' or 'impressions', got {on!r}")
 
     def interactions(
         self, events: pd.DataFrame | None = None, weights: np.ndarray | None = None

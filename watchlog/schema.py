@@ -218,7 +218,7 @@ def normalize_events(
         out["watch_seconds"] = num.astype(np.float32)
 
     if "impression" not in missing:
-        imp, bad = _to_bool(frame["impression"])
+        imp, bad_impression = _to_bool(frame["impression"])
         _collect(
             problems,
             _problem(
@@ -226,7 +226,7 @@ def normalize_events(
                 "impression",
                 "must be boolean (true/false or 1/0), not missing",
                 frame["impression"],
-                bad,
+                bad_impression,
             ),
         )
         out["impression"] = imp
@@ -238,7 +238,10 @@ def normalize_events(
         _collect(problems, _problem(t, "clicked", "must be 0 or 1 (missing allowed)", raw, not_01))
         clicked = num.where(num.isin([0, 1])).astype("Int8")
         if "impression" in out:
-            on_organic = clicked.notna().to_numpy() & ~out["impression"].to_numpy()
+            # Rows whose impression flag is itself invalid are reported once, by its rule.
+            on_organic = (
+                clicked.notna().to_numpy() & ~out["impression"].to_numpy() & ~bad_impression
+            )
             _collect(
                 problems,
                 _problem(
@@ -335,7 +338,10 @@ def normalize_courses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]
 
 def duplicate_event_mask(events: pd.DataFrame, keep: str | bool = False) -> np.ndarray:
     """Rows whose DUPLICATE_KEY repeats (keep=False marks every copy)."""
-    return events.duplicated(subset=list(DUPLICATE_KEY), keep=keep).to_numpy()
+    key = list(DUPLICATE_KEY)
+    # Rows missing a key part (id or timestamp) are reported by their own rule instead.
+    complete = events[key].notna().all(axis=1).to_numpy()
+    return events.duplicated(subset=key, keep=keep).to_numpy() & complete
 
 
 def unknown_id_problems(
