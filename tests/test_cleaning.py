@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from watchlog import DataReport, EventLog, SchemaError
+from watchlog.cleaning import (
+    CleaningConfig,
+    clean,
+    drop_duplicate_events,
+    filter_min_activity,
+    mark_watched,
+    restrict_window,
+)
+
+
+def tiny_log(duplicates: str = "first") -> EventLog:
+    courses = pd.DataFrame(
+        {"course_id": ["x", "y", "z"], "duration_seconds": [1000.0, 100.0, np.nan]}
+    )
+    events = pd.DataFrame(
+        {
+            "learner_id": [1, 1, 1, 2, 2, 3],
+            "course_id": ["x", "x", "y", "y", "z", "x"],
+            "ts": pd.to_datetime(
+                [
+                    "2024-01-01",
+                    "2024-01-01",
+                    "2024-01-02",
+                    "2024-01-03",
+                    "2024-01-04",
+                    "2024-01-05",
+                ],
+                utc=True,
+            ),
+            "watch_seconds": [20.0, 400.0, 60.0, 5.0, 90.0, np.nan],
+            "clicked": [0, 1, 1, 1, None, 0],
+            "impression": [True, True, True, True, False, True],
+        }
+    )
+    return EventLog.from_tables(events, None, courses, duplicates=duplicates)
+
+
+@pytest.mark.parametrize(
+    ("policy", "watch", "clicked"),
+    [("first", 20.0, 0), ("last", 400.0, 1), ("max_watch", 400.0, 1)],
+)
+def test_duplicate_policies(policy, watch, clicked):
+    report = DataReport()
+    out = drop_duplicate_events(tiny_log(), policy, report)
+    assert len(out.events) == 5
+    kept = out.events[(out.events["learner_id"] == 1) & (out.events["course_id"] == "x")]
+    assert kept["watch_seconds"].tolist() == [watch] and kept["clicked"].tolist() == [clicked]
+    step = report.steps[0]
+    assert (step["rows_before"], step["rows_after"], step["rows_in_duplicate_groups"]) == (6, 5, 2)
+
+
+def test_max_watch_keeps_any_click():
+    log = tiny_log()
+    ev = log.events.copy()
+    ev.loc[ev["watch_seconds"] == 400.0, "clicked"] = 0
+    ev.loc[ev["watch_seconds"] == 20.0, "clicked"] = 1
+    out = drop_duplicate_events(log.with_events(ev), "max_watch")
+    kept = out.events[(out.events["learner_id"] == 1) & (out.events["course_id"] == "x")]
+    assert kept["watch_seconds"].tolist() == [400.0] and kept["clicked"].tolist() == [1]
+
+
+def test_duplicate_error_policy_raises_with_examples():
+    with pytest.raises(SchemaError, match="duplicate event -- 2 row"):
+        drop_duplicate_events(tiny_log(), "error")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        drop_duplicate_events(tiny_log(), "average")
+
+
+def test_watch_threshold_marks_and_drops_nothing():
+    report = DataReport()
+    out = mark_watched(tiny_log(), min_seconds=60, report=report)
+    assert len(out.events) == 6
+    assert out.events["watched"].tolist() == [False, True, True, False, True, False]
+    step = report.steps[0]
+    assert step["watched"] == 3 and step["below_threshold"] == 2 and step["missing_watch_time"] == 1
+
+
+def test_watch_fraction_threshold_with_fallback():
+    # fraction 0.5: x needs 500 s, y needs 50 s, z has no duration -> falls back to 60 s
+    out = mark_watched(tiny_log(), min_seconds=60, min_fraction=0.5)
+    assert out.events["watched"].tolist() == [False, False, True, False, True, False]
+    with pytest.raises(ValueError, match="1 courses .* have no duration_seconds"):
+        mark_watched(tiny_log(), min_seconds=None, min_fraction=0.5)
+
+
+def test_lookback_window_reports_both_sides():
+    report = DataReport()
+    out = restrict_window(tiny_log(), "2024-01-02", "2024-01-05", report)
+    assert len(out.events) == 3
+    step = report.steps[0]
+    assert (step["before_start"], step["at_or_after_end"], step["removed"]) == (2, 1, 3)
+
+
+def test_activity_filters_off_by_default_and_reported_when_on(small_platform):
+    report = DataReport()
+    cleaned = clean(small_platform.log, CleaningConfig(), report)
+    assert len(cleaned.events) == len(small_platform.log.events)
+    assert [s["step"] for s in report.steps] == ["duplicates", "watch_threshold"]
+
+    report = DataReport()
+    k = 3
+    out = clean(
+        small_platform.log,
+        CleaningConfig(min_learner_watches=k, min_course_watches=k, iterate=True),
+        report,
+    )
+    w = out.events[out.events["watched"]]
+    # k-core: every remaining learner and course has >= k watches
+    assert w.groupby("learner_idx").size().min() >= k
+    assert w.groupby("course_idx").size().min() >= k
+    # learners with events but no watches are removed too (fewer than k watches)
+    assert set(out.events["learner_idx"]) == set(w["learner_idx"])
+    step = report.steps[-1]
+    assert (
+        step["step"] == "min_activity"
+        and step["rows_after"] == len(out.events)
+        and step["learners_removed"] > 0
+    )
+    assert step["rounds"] >= 2
+
+
+def test_filter_needs_watched_flag():
+    with pytest.raises(ValueError, match="run mark_watched first"):
+        filter_min_activity(tiny_log(), min_learner_watches=1)
+
+
+def test_clean_lookback_counts_back_from_last_event(small_platform):
+    report = DataReport()
+    out = clean(small_platform.log, CleaningConfig(lookback_days=30), report)
+    ts = out.events["ts"]
+    assert ts.max() - ts.min() <= pd.Timedelta(days=30)
+    assert report.steps[1]["step"] == "lookback_window"

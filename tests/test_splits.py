@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from watchlog import DataReport
+from watchlog.cleaning import clean
+from watchlog.splits import (
+    Fold,
+    LeakageError,
+    assert_no_leakage,
+    leave_latest_out,
+    random_split,
+    rolling_folds,
+    stratified_split,
+    temporal_split,
+)
+
+
+@pytest.fixture(scope="module")
+def log(small_platform):
+    return clean(small_platform.log)
+
+
+def test_temporal_split_windows(log):
+    report = DataReport()
+    split = temporal_split(log, valid_days=30, test_days=30, report=report)
+    v, t = split.valid, split.test
+    for fold in split.folds():
+        assert_no_leakage(fold)
+        assert fold.cutoff == fold.cutoff.floor("D")  # day boundaries
+    assert t.cutoff - v.cutoff == pd.Timedelta(days=30)
+    assert v.label_end == t.cutoff
+    # test inputs = valid inputs + valid labels; windows partition the log
+    assert len(t.inputs) == len(v.inputs) + len(v.labels)
+    assert len(t.inputs) + len(t.labels) == len(log.events)
+    assert set(report.splits) == {"valid", "test"}
+    assert report.splits["test"]["label_events"] == len(t.labels)
+
+
+def test_lookback_restricts_inputs(log):
+    fold = temporal_split(log, test_days=30).test
+    recent = fold.lookback(60)
+    assert recent["ts"].min() >= fold.cutoff - pd.Timedelta(days=60)
+    assert len(recent) == int((fold.inputs["ts"] >= fold.cutoff - pd.Timedelta(days=60)).sum())
+    assert fold.lookback(None) is fold.inputs
+
+
+def test_temporal_split_rejects_bad_cutoffs(log):
+    with pytest.raises(ValueError, match="give test_start or test_days"):
+        temporal_split(log)
+    with pytest.raises(ValueError, match="valid_start .* < test_start"):
+        temporal_split(log, valid_start="2024-06-01", test_start="2024-05-01")
+    with pytest.raises(ValueError, match="first event"):
+        temporal_split(log, test_start="2020-01-01")
+
+
+def test_leakage_is_detected(log):
+    fold = temporal_split(log, test_days=30).test
+    leaky = Fold(
+        "test",
+        "temporal",
+        pd.concat([fold.inputs, fold.labels.iloc[:3]]),
+        fold.labels,
+        fold.cutoff,
+        fold.label_end,
+    )
+    with pytest.raises(LeakageError, match="3 input events at or after the cutoff"):
+        assert_no_leakage(leaky)
+    lo = leave_latest_out(log, log.select("watched")).test
+    swapped = Fold("test", "per_learner", lo.inputs, pd.concat([lo.labels, lo.inputs.iloc[:2]]))
+    with pytest.raises(LeakageError, match="not after all of their learner's inputs"):
+        assert_no_leakage(swapped)
+    rs = random_split(log, log.select("watched"), test_ratio=0.2).test
+    shared = Fold("test", "random", rs.inputs, pd.concat([rs.labels, rs.inputs.iloc[:4]]))
+    with pytest.raises(LeakageError, match="4 rows"):
+        assert_no_leakage(shared)
+
+
+def test_rolling_folds(log):
+    before = temporal_split(log, valid_days=30, test_days=30).valid.cutoff
+    folds = rolling_folds(log, before=before, n_cutoffs=3, horizon_days=20, spacing_days=10)
+    assert [f.cutoff for f in folds] == [before - pd.Timedelta(days=20 + 10 * k) for k in range(3)]
+    for f in folds:
+        assert f.labels["ts"].max() < before
+    with pytest.raises(ValueError, match="not after the first event"):
+        rolling_folds(log, before=before, n_cutoffs=100, horizon_days=30)
+
+
+def test_leave_latest_out_takes_each_learners_latest(log):
+    w = log.select("watched")
+    report = DataReport()
+    split = leave_latest_out(log, w, report=report)
+    counts = w.groupby("learner_idx").size()
+    assert split.test.labels["learner_idx"].is_unique
+    assert len(split.test.labels) == int((counts >= 2).sum())
+    assert len(split.valid.labels) == int((counts >= 3).sum())
+    # the test label is the learner's latest event (max position in the time-sorted log)
+    latest = w.reset_index().groupby("learner_idx")["index"].max()
+    got = split.test.labels.reset_index().set_index("learner_idx")["index"]
+    assert (latest.loc[got.index] == got).all()
+    assert split.params["learners_without_test"] == int((counts == 1).sum())
+    # nothing is lost: inputs + labels = all rows
+    assert len(split.test.inputs) + len(split.test.labels) == len(w)
+
+
+def test_leave_latest_out_breaks_timestamp_ties_by_position():
+    from watchlog import EventLog
+
+    ts = pd.Timestamp("2024-01-01", tz="UTC")
+    events = pd.DataFrame(
+        {
+            "learner_id": [1, 1, 1],
+            "course_id": ["a", "b", "c"],
+            "ts": [ts, ts, ts],
+            "watch_seconds": [100.0] * 3,
+            "clicked": [None] * 3,
+            "impression": [False] * 3,
+        }
+    )
+    log = EventLog.from_tables(events)
+    split = leave_latest_out(log)
+    assert split.test.labels["course_id"].tolist() == ["c"]
+    assert split.valid.labels["course_id"].tolist() == ["b"]
+
+
+def _recommenders_rule(learner: np.ndarray, key: np.ndarray, ratio: float) -> np.ndarray:
+    """Reference, per learner in a Python loop: sort by key, rank r of n is test when r/n > ratio."""
+    out = np.zeros(len(learner), dtype=bool)
+    for u in np.unique(learner):
+        rows = np.flatnonzero(learner == u)
+        rows = rows[np.argsort(key[rows], kind="stable")]
+        ranks = np.arange(1, len(rows) + 1) / len(rows)
+        out[rows] = ranks > ratio
+    return out
+
+
+def test_stratified_split_follows_the_recommenders_rule(log):
+    from watchlog.splits import _stratify
+
+    rng = np.random.default_rng(0)
+    learner = rng.integers(0, 50, 2000)
+    key = rng.random(2000)
+    np.testing.assert_array_equal(
+        _stratify(learner, key, 0.75), _recommenders_rule(learner, key, 0.75)
+    )
+
+    w = log.select("watched")
+    a = stratified_split(log, w, test_ratio=0.25, seed=42)
+    b = stratified_split(log, w, test_ratio=0.25, seed=42)
+    pd.testing.assert_index_equal(a.test.labels.index, b.test.labels.index)
+    assert a.valid is None
+    # per learner, the number of training pairs is floor(0.75 n)
+    pairs = w.drop_duplicates(["learner_idx", "course_idx"]).groupby("learner_idx").size()
+    train = (
+        a.test.inputs.drop_duplicates(["learner_idx", "course_idx"]).groupby("learner_idx").size()
+    )
+    np.testing.assert_array_equal(
+        train.reindex(pairs.index, fill_value=0), np.floor(0.75 * pairs + 1e-9)
+    )
+
+
+def test_stratified_split_with_validation_and_whole_pairs(log):
+    w = log.select("all")  # repeated (learner, course) pairs exist among all events
+    split = stratified_split(log, w, test_ratio=0.25, valid_ratio=0.2, seed=1)
+    for fold in split.folds():
+        assert_no_leakage(fold)
+    assert len(split.valid.inputs) + len(split.valid.labels) == len(split.test.inputs)
+
+
+def test_random_split_ratio_and_seed(log):
+    w = log.select("watched")
+    split = random_split(log, w, test_ratio=0.2, valid_ratio=0.1, seed=3)
+    n_pairs = len(w.drop_duplicates(["learner_idx", "course_idx"]))
+    test_pairs = len(split.test.labels.drop_duplicates(["learner_idx", "course_idx"]))
+    assert abs(test_pairs / n_pairs - 0.2) < 0.03
+    other = random_split(log, w, test_ratio=0.2, valid_ratio=0.1, seed=4)
+    assert not split.test.labels.index.equals(other.test.labels.index)
+    with pytest.raises(ValueError, match="test_ratio"):
+        random_split(log, w, test_ratio=1.2)

@@ -1,0 +1,242 @@
+"""Cleaning steps. Each takes an EventLog, returns a new one, and reports counts.
+
+Nothing is dropped silently: every step adds a line to the `DataReport` with rows
+before and after (and what was removed, by reason). The watch-time threshold does
+not drop rows at all: it adds a boolean `watched` column, because impressions
+with short watches are still GLMix training rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from watchlog.eventlog import DUPLICATE_POLICIES, EventLog, ts_ns, utc_ns
+from watchlog.report import DataReport
+from watchlog.schema import DUPLICATE_KEY, Problem, SchemaError, duplicate_event_mask
+
+__all__ = [
+    "CleaningConfig",
+    "clean",
+    "drop_duplicate_events",
+    "mark_watched",
+    "restrict_window",
+    "filter_min_activity",
+]
+
+
+@dataclass(frozen=True)
+class CleaningConfig:
+    """What `clean` does, in order: duplicates, time window, watched flag, activity filters.
+
+    min_watch_seconds / min_watch_fraction: an event counts as a watch when
+      watch_seconds >= min_watch_seconds, or >= min_watch_fraction x the course
+      duration (courses without a duration fall back to min_watch_seconds).
+    lookback_days: keep only events within this many days before `end` (the last
+      event when `end` is None). None keeps everything.
+    min_learner_watches / min_course_watches: activity filters on watched events,
+      OFF (0) by default and reported when on; `iterate` repeats them to a fixed
+      point (k-core).
+    """
+
+    duplicates: str = "error"
+    min_watch_seconds: float | None = 60.0
+    min_watch_fraction: float | None = None
+    lookback_days: float | None = None
+    end: str | None = None
+    min_learner_watches: int = 0
+    min_course_watches: int = 0
+    iterate: bool = False
+
+
+def clean(
+    log: EventLog, config: CleaningConfig | None = None, report: DataReport | None = None
+) -> EventLog:
+    cfg = config or CleaningConfig()
+    report = report if report is not None else DataReport()
+    log = drop_duplicate_events(log, cfg.duplicates, report)
+    if cfg.lookback_days is not None:
+        end = (
+            pd.Timestamp(cfg.end, tz="UTC")
+            if cfg.end
+            else log.events["ts"].max() + pd.Timedelta(1, "ns")
+        )
+        log = restrict_window(log, end - pd.Timedelta(days=cfg.lookback_days), end, report)
+    log = mark_watched(
+        log, min_seconds=cfg.min_watch_seconds, min_fraction=cfg.min_watch_fraction, report=report
+    )
+    if cfg.min_learner_watches or cfg.min_course_watches:
+        log = filter_min_activity(
+            log,
+            min_learner_watches=cfg.min_learner_watches,
+            min_course_watches=cfg.min_course_watches,
+            iterate=cfg.iterate,
+            report=report,
+        )
+    return log
+
+
+def drop_duplicate_events(
+    log: EventLog, policy: str = "error", report: DataReport | None = None
+) -> EventLog:
+    """Resolve events that repeat (learner, course, ts, impression).
+
+    error: raise listing them; first / last: keep that copy; max_watch: keep the
+    copy with the most watch seconds (clicked = 1 if any copy clicked).
+    """
+    if policy not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates: policy must be one of {DUPLICATE_POLICIES}, got {policy!r}")
+    ev = log.events
+    dup = duplicate_event_mask(ev, keep=False)
+    n_dup = int(dup.sum())
+    if n_dup and policy == "error":
+        ex = ev.loc[dup, list(DUPLICATE_KEY)].head(5)
+        raise SchemaError(
+            [
+                Problem(
+                    "events",
+                    "+".join(DUPLICATE_KEY),
+                    "duplicate event",
+                    n_dup,
+                    list(zip(ex.index, ex.itertuples(index=False), strict=True)),
+                )
+            ]
+        )
+    if policy in ("first", "last"):
+        keep = ~duplicate_event_mask(ev, keep=policy)
+        out = ev[keep]
+    elif policy == "max_watch":
+        key = list(DUPLICATE_KEY)
+        any_click = ev.groupby(key, observed=True, sort=False)["clicked"].transform("max")
+        order = (
+            ev.assign(_w=ev["watch_seconds"].fillna(-1.0))
+            .sort_values("_w", ascending=False, kind="stable")
+            .index
+        )
+        best = ~ev.loc[order].duplicated(subset=key, keep="first")
+        out = ev.loc[np.sort(order[best.to_numpy()])].assign(clicked=any_click)
+    else:
+        out = ev
+    if report is not None:
+        report.add_step(
+            "duplicates", "events", len(ev), len(out), policy=policy, rows_in_duplicate_groups=n_dup
+        )
+    return log.with_events(out)
+
+
+def restrict_window(log: EventLog, start, end, report: DataReport | None = None) -> EventLog:
+    """Keep events with start <= ts < end (the lookback window)."""
+    out = log.time_window(start, end)
+    if report is not None:
+        report.add_step(
+            "lookback_window",
+            "events",
+            len(log.events),
+            len(out),
+            start=str(pd.Timestamp(start)),
+            end=str(pd.Timestamp(end)),
+            before_start=int((ts_ns(log.events["ts"]) < utc_ns(start)).sum()),
+            at_or_after_end=int((ts_ns(log.events["ts"]) >= utc_ns(end)).sum()),
+        )
+    return log.with_events(out)
+
+
+def mark_watched(
+    log: EventLog,
+    *,
+    min_seconds: float | None = 60.0,
+    min_fraction: float | None = None,
+    report: DataReport | None = None,
+) -> EventLog:
+    """Add `watched` (bool): the event passes the watch-time threshold. Drops nothing."""
+    if min_seconds is None and min_fraction is None:
+        raise ValueError("watch threshold: give min_seconds, min_fraction, or both")
+    if min_fraction is not None and not 0 < min_fraction <= 1:
+        raise ValueError(f"min_watch_fraction must be in (0, 1], got {min_fraction}")
+    ev = log.events
+    seconds = ev["watch_seconds"].to_numpy(dtype=np.float64, na_value=np.nan)  # NaN never passes
+    if min_fraction is not None:
+        if "duration_seconds" not in log.courses.columns:
+            raise ValueError(
+                "min_watch_fraction needs courses.duration_seconds, which this data set lacks; use min_watch_seconds"
+            )
+        duration = log.courses["duration_seconds"].to_numpy(dtype=np.float64)[
+            ev["course_idx"].to_numpy()
+        ]
+        threshold = min_fraction * duration
+        no_duration = np.isnan(threshold)
+        if no_duration.any():
+            if min_seconds is None:
+                n_courses = int(log.courses["duration_seconds"].isna().sum())
+                raise ValueError(
+                    f"min_watch_fraction: {n_courses:,} courses ({int(no_duration.sum()):,} events) have no duration_seconds; "
+                    "also give min_watch_seconds as their fallback"
+                )
+            threshold = np.where(no_duration, min_seconds, threshold)
+    else:
+        threshold = np.full(len(ev), min_seconds, dtype=np.float64)
+    watched = seconds >= threshold
+    if report is not None:
+        some = seconds > 0
+        report.add_step(
+            "watch_threshold",
+            "events",
+            len(ev),
+            len(ev),
+            min_seconds=min_seconds,
+            min_fraction=min_fraction,
+            with_watch_time=int(some.sum()),
+            watched=int(watched.sum()),
+            below_threshold=int((some & ~watched).sum()),
+            missing_watch_time=int(np.isnan(seconds).sum()),
+        )
+    return log.with_events(ev.assign(watched=watched))
+
+
+def filter_min_activity(
+    log: EventLog,
+    *,
+    min_learner_watches: int = 0,
+    min_course_watches: int = 0,
+    iterate: bool = False,
+    report: DataReport | None = None,
+    max_rounds: int = 100,
+) -> EventLog:
+    """Remove all events of learners / courses with fewer watched events than the minimums.
+
+    Counts are of `watched` events (run `mark_watched` first). With `iterate`, repeat
+    until both minimums hold (k-core). Learners and courses stay in their tables and
+    id maps; only their events go, and the report says how many of each.
+    """
+    if "watched" not in log.events.columns:
+        raise ValueError("filter_min_activity counts watched events: run mark_watched first")
+    ev = log.events
+    keep = np.ones(len(ev), dtype=bool)
+    li, ci, w = ev["learner_idx"].to_numpy(), ev["course_idx"].to_numpy(), ev["watched"].to_numpy()
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
+        lw = np.bincount(li[keep & w], minlength=log.n_learners)
+        cw = np.bincount(ci[keep & w], minlength=log.n_courses)
+        bad = keep & ((lw[li] < min_learner_watches) | (cw[ci] < min_course_watches))
+        if not bad.any():
+            break
+        keep &= ~bad
+        if not iterate:
+            break
+    out = ev[keep]
+    if report is not None:
+        report.add_step(
+            "min_activity",
+            "events",
+            len(ev),
+            len(out),
+            min_learner_watches=min_learner_watches,
+            min_course_watches=min_course_watches,
+            rounds=rounds,
+            learners_removed=int(len(np.unique(li)) - len(np.unique(li[keep]))),
+            courses_removed=int(len(np.unique(ci)) - len(np.unique(ci[keep]))),
+        )
+    return log.with_events(out)

@@ -1,0 +1,427 @@
+"""Leakage-free splits.
+
+A `Fold` is what a model may see (`inputs`) and what it is judged on (`labels`).
+
+- temporal (the default for the platform): global cutoffs; inputs strictly before the
+  cutoff, labels in [cutoff, label_end). `rolling_folds` gives earlier cutoffs for training.
+- per_learner (leave-latest-out): each learner's latest event(s) are labels; the
+  order is (ts, event position), so ties at one timestamp still have a strict order.
+- random (stratified per learner, or plain): only to reproduce published setups.
+  All events of one (learner, course) pair go to the same side.
+
+`assert_no_leakage` checks each kind's rule and is called on every fold built here.
+Folds hold row subsets of `log.events` with its index, which is the event's position
+in the time-sorted log: a stable event id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from watchlog.eventlog import EventLog, ts_ns, utc_ns
+from watchlog.report import DataReport
+
+__all__ = [
+    "Fold",
+    "Split",
+    "LeakageError",
+    "assert_no_leakage",
+    "temporal_split",
+    "rolling_folds",
+    "leave_latest_out",
+    "stratified_split",
+    "random_split",
+]
+
+
+class LeakageError(AssertionError):
+    """A label is not strictly after the inputs it is predicted from."""
+
+
+@dataclass(frozen=True, eq=False)
+class Fold:
+    name: str
+    kind: str  # "temporal" | "per_learner" | "random"
+    inputs: pd.DataFrame
+    labels: pd.DataFrame
+    cutoff: pd.Timestamp | None = None  # temporal only
+    label_end: pd.Timestamp | None = None  # temporal only
+
+    def lookback(self, days: float | None) -> pd.DataFrame:
+        """Inputs within `days` before the cutoff (all inputs when days is None); temporal folds only."""
+        if days is None:
+            return self.inputs
+        if self.kind != "temporal":
+            raise ValueError(
+                f"fold {self.name!r}: a lookback window needs a temporal cutoff, this fold is {self.kind}"
+            )
+        start = utc_ns(self.cutoff - pd.Timedelta(days=days))
+        return self.inputs.iloc[
+            int(np.searchsorted(ts_ns(self.inputs["ts"]), start, side="left")) :
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """Counts for the data report: rows, learners, cold-start learners and courses."""
+        inp, lab = self.inputs, self.labels
+        in_learners = np.unique(inp["learner_idx"].to_numpy())
+        lab_learners = np.unique(lab["learner_idx"].to_numpy())
+        out: dict[str, Any] = {
+            "input_events": len(inp),
+            "label_events": len(lab),
+            "label_learners": len(lab_learners),
+            "label_learners_without_inputs": int((~np.isin(lab_learners, in_learners)).sum()),
+            "label_courses_unseen_in_inputs": int(
+                (~np.isin(np.unique(lab["course_idx"]), np.unique(inp["course_idx"]))).sum()
+            ),
+        }
+        if "watched" in lab.columns:
+            out["label_watches"] = int(lab["watched"].sum())
+            out["input_watches"] = int(inp["watched"].sum())
+        if "impression" in lab.columns:
+            out["label_impressions"] = int(lab["impression"].sum())
+        if self.cutoff is not None:
+            out["cutoff"] = str(self.cutoff)
+            out["label_end"] = str(self.label_end)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    kind: str
+    test: Fold
+    valid: Fold | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def folds(self) -> list[Fold]:
+        return [f for f in (self.valid, self.test) if f is not None]
+
+    def report(self, report: DataReport) -> None:
+        for fold in self.folds():
+            report.add_split(fold.name, kind=fold.kind, **fold.describe())
+
+
+# ---- leakage ------------------------------------------------------------------------------
+def assert_no_leakage(fold: Fold) -> None:
+    """Raise LeakageError unless the fold obeys its kind's rule (see module doc)."""
+    inp, lab = fold.inputs, fold.labels
+    if fold.kind == "temporal":
+        its, lts = ts_ns(inp["ts"]), ts_ns(lab["ts"])
+        cut, end = utc_ns(fold.cutoff), utc_ns(fold.label_end)
+        late = its >= cut
+        early = (lts < cut) | (lts >= end)
+        if late.any() or early.any():
+            raise LeakageError(
+                f"fold {fold.name!r}: {int(late.sum()):,} input events at or after the cutoff {fold.cutoff} "
+                f"(e.g. rows {inp.index[late][:5].tolist()}), {int(early.sum()):,} label events outside "
+                f"[{fold.cutoff}, {fold.label_end}) (e.g. rows {lab.index[early][:5].tolist()})"
+            )
+    elif fold.kind == "per_learner":
+        # Per learner: last input position < first label position, and never a later timestamp.
+        li, ll = inp["learner_idx"].to_numpy(), lab["learner_idx"].to_numpy()
+        n = int(max(li.max(initial=-1), ll.max(initial=-1))) + 1
+        last_pos = np.full(n, -1, dtype=np.int64)
+        np.maximum.at(last_pos, li, inp.index.to_numpy())
+        last_ts = np.full(n, np.iinfo(np.int64).min)
+        np.maximum.at(last_ts, li, ts_ns(inp["ts"]))
+        bad = (lab.index.to_numpy() <= last_pos[ll]) | (ts_ns(lab["ts"]) < last_ts[ll])
+        if bad.any():
+            raise LeakageError(
+                f"fold {fold.name!r}: {int(bad.sum()):,} label events are not after all of their learner's inputs "
+                f"(e.g. rows {lab.index[bad][:5].tolist()})"
+            )
+    elif fold.kind == "random":
+        shared_rows = inp.index.intersection(lab.index)
+        ip = _pair_key(inp)
+        shared_pairs = np.isin(_pair_key(lab), ip)
+        if len(shared_rows) or shared_pairs.any():
+            raise LeakageError(
+                f"fold {fold.name!r}: {len(shared_rows):,} rows and {int(shared_pairs.sum()):,} (learner, course) pairs "
+                f"are in both inputs and labels (e.g. rows {lab.index[shared_pairs][:5].tolist()})"
+            )
+    else:
+        raise ValueError(f"unknown fold kind {fold.kind!r}")
+
+
+def _pair_key(ev: pd.DataFrame) -> np.ndarray:
+    return ev["learner_idx"].to_numpy(np.int64) << 32 | ev["course_idx"].to_numpy(np.int64)
+
+
+def _checked(fold: Fold) -> Fold:
+    assert_no_leakage(fold)
+    return fold
+
+
+# ---- temporal -----------------------------------------------------------------------------
+def _temporal_fold(log: EventLog, events: pd.DataFrame, name: str, cutoff, label_end) -> Fold:
+    ts = ts_ns(events["ts"])
+    cut = int(np.searchsorted(ts, utc_ns(cutoff), side="left"))
+    stop = int(np.searchsorted(ts, utc_ns(label_end), side="left"))
+    return _checked(
+        Fold(
+            name,
+            "temporal",
+            events.iloc[:cut],
+            events.iloc[cut:stop],
+            pd.Timestamp(cutoff),
+            pd.Timestamp(label_end),
+        )
+    )
+
+
+def _utc(t) -> pd.Timestamp:
+    t = pd.Timestamp(t)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def temporal_split(
+    log: EventLog,
+    events: pd.DataFrame | None = None,
+    *,
+    valid_start=None,
+    test_start=None,
+    end=None,
+    valid_days: float | None = None,
+    test_days: float | None = None,
+    report: DataReport | None = None,
+) -> Split:
+    """Global cutoffs: train [.., valid_start), valid [valid_start, test_start), test [test_start, end).
+
+    Give dates, or `test_days` / `valid_days` counted back from `end` (default: the
+    midnight after the last event). valid_days=0 and no valid_start means no validation fold.
+    The valid fold's inputs are the training window; the test fold's inputs are
+    training + validation windows (a model may be refitted on them). `events`
+    (default: all of the log's) must be a time-ordered subset of `log.events`.
+    """
+    ev = log.events if events is None else events
+    if len(ev) == 0:
+        raise ValueError("temporal_split: the event log is empty")
+    # Default end: the midnight (UTC) after the last event, so cutoffs fall on day boundaries.
+    end = _utc(end) if end is not None else ev["ts"].iloc[-1].floor("D") + pd.Timedelta(days=1)
+    if test_start is None:
+        if test_days is None:
+            raise ValueError("temporal_split: give test_start or test_days")
+        test_start = end - pd.Timedelta(days=test_days)
+    test_start = _utc(test_start)
+    if valid_start is None and valid_days:
+        valid_start = test_start - pd.Timedelta(days=valid_days)
+    first = ev["ts"].iloc[0]
+    cuts = [c for c in (valid_start, test_start) if c is not None]
+    if (
+        any(_utc(c) <= first for c in cuts)
+        or test_start > end
+        or (valid_start is not None and _utc(valid_start) >= test_start)
+    ):
+        raise ValueError(
+            f"temporal_split: need first event ({first}) < valid_start ({valid_start}) < test_start ({test_start}) <= end ({end})"
+        )
+    valid = (
+        _temporal_fold(log, ev, "valid", _utc(valid_start), test_start)
+        if valid_start is not None
+        else None
+    )
+    test = _temporal_fold(log, ev, "test", test_start, end)
+    after = int((ts_ns(ev["ts"]) >= utc_ns(end)).sum())
+    split = Split(
+        "temporal",
+        test,
+        valid,
+        params={
+            "valid_start": valid_start,
+            "test_start": test_start,
+            "end": end,
+            "events_after_end": after,
+        },
+    )
+    if report is not None:
+        split.report(report)
+        if after:
+            report.note(f"temporal split: {after:,} events at or after end={end} are in no window")
+    return split
+
+
+def rolling_folds(
+    log: EventLog,
+    *,
+    before,
+    n_cutoffs: int,
+    horizon_days: float,
+    spacing_days: float | None = None,
+    events: pd.DataFrame | None = None,
+) -> list[Fold]:
+    """Training folds at cutoffs before `before`: labels [c, c + horizon) never reach `before`.
+
+    Cutoffs are `before - horizon - k * spacing` for k = 0 .. n_cutoffs - 1 (spacing
+    defaults to the horizon), latest first; each fold is leakage-checked.
+    """
+    if n_cutoffs < 1 or horizon_days <= 0:
+        raise ValueError(
+            f"rolling_folds: need n_cutoffs >= 1 and horizon_days > 0, got {n_cutoffs}, {horizon_days}"
+        )
+    ev = log.events if events is None else events
+    before = _utc(before)
+    horizon = pd.Timedelta(days=horizon_days)
+    spacing = pd.Timedelta(days=spacing_days if spacing_days is not None else horizon_days)
+    first = ev["ts"].iloc[0]
+    folds = []
+    for k in range(n_cutoffs):  # a handful of cutoffs, each a searchsorted slice
+        cutoff = before - horizon - k * spacing
+        if cutoff <= first:
+            raise ValueError(
+                f"rolling_folds: cutoff {k} ({cutoff}) is not after the first event ({first}); use fewer or closer cutoffs"
+            )
+        folds.append(_temporal_fold(log, ev, f"train_{k}", cutoff, cutoff + horizon))
+    return folds
+
+
+# ---- per learner ----------------------------------------------------------------------------
+def leave_latest_out(
+    log: EventLog,
+    events: pd.DataFrame | None = None,
+    *,
+    n_test: int = 1,
+    n_valid: int = 1,
+    min_inputs: int = 1,
+    report: DataReport | None = None,
+) -> Split:
+    """Each learner's latest `n_test` events are test labels, the `n_valid` before them validation.
+
+    A learner gets test labels only with at least n_test + min_inputs events, and
+    validation labels only with n_test + n_valid + min_inputs; otherwise those events
+    stay in the inputs (counted in the report, never dropped).
+    """
+    ev = log.events if events is None else events
+    li = ev["learner_idx"].to_numpy()
+    pos = ev.index.to_numpy()  # time order with a strict tie-break
+    order = np.lexsort((pos, li))
+    counts = np.bincount(li, minlength=log.n_learners)
+    sorted_l = li[order]
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    from_end = np.empty(len(ev), dtype=np.int64)
+    from_end[order] = first[sorted_l] + counts[sorted_l] - np.arange(len(ev))  # 1 = latest
+    n = counts[li]
+    is_test = (from_end <= n_test) & (n >= n_test + min_inputs)
+    is_valid = (
+        (from_end > n_test) & (from_end <= n_test + n_valid) & (n >= n_test + n_valid + min_inputs)
+    )
+    test = _checked(Fold("test", "per_learner", ev[~is_test], ev[is_test]))
+    valid = (
+        _checked(Fold("valid", "per_learner", ev[~is_test & ~is_valid], ev[is_valid]))
+        if n_valid
+        else None
+    )
+    active = counts > 0
+    params = {
+        "n_test": n_test,
+        "n_valid": n_valid,
+        "min_inputs": min_inputs,
+        "learners_without_test": int((active & (counts < n_test + min_inputs)).sum()),
+        "learners_without_valid": int((active & (counts < n_test + n_valid + min_inputs)).sum())
+        if n_valid
+        else 0,
+    }
+    split = Split("per_learner", test, valid, params)
+    if report is not None:
+        split.report(report)
+        report.note(
+            f"leave-latest-out: {params['learners_without_test']:,} learners too short for a test label, "
+            f"{params['learners_without_valid']:,} for a validation label (their events stay inputs)"
+        )
+    return split
+
+
+# ---- random (published setups only) ---------------------------------------------------------
+def _pairs(ev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique pair keys, learner of each pair, inverse: row -> pair)."""
+    keys, inverse = np.unique(_pair_key(ev), return_inverse=True)
+    return keys, (keys >> 32).astype(np.int64), inverse
+
+
+def stratified_split(
+    log: EventLog,
+    events: pd.DataFrame | None = None,
+    *,
+    test_ratio: float = 0.25,
+    valid_ratio: float = 0.0,
+    seed: int = 42,
+    report: DataReport | None = None,
+) -> Split:
+    """Per learner, a random `test_ratio` of their courses are test labels (Microsoft recommenders'
+    python_stratified_split rule: in a random order, course r of n is kept for training when
+    r / n <= 1 - test_ratio). `valid_ratio` of the remaining training courses, by the same
+    rule, are validation labels. Pairs, not rows, are split."""
+    for name, r in (("test_ratio", test_ratio), ("valid_ratio", valid_ratio)):
+        if not 0 <= r < 1:
+            raise ValueError(f"stratified_split: {name} must be in [0, 1), got {r}")
+    ev = log.events if events is None else events
+    _, learner, inverse = _pairs(ev)
+    rng = np.random.default_rng(seed)
+    is_test = _stratify(learner, rng.random(len(learner)), 1 - test_ratio)
+    is_valid = np.zeros_like(is_test)
+    if valid_ratio:
+        train = np.flatnonzero(~is_test)
+        is_valid[train] = _stratify(learner[train], rng.random(len(train)), 1 - valid_ratio)
+    return _random_kind_split(
+        ev,
+        is_test[inverse],
+        is_valid[inverse],
+        "stratified",
+        dict(test_ratio=test_ratio, valid_ratio=valid_ratio, seed=seed),
+        report,
+    )
+
+
+def _stratify(group: np.ndarray, key: np.ndarray, keep_ratio: float) -> np.ndarray:
+    """True where an item falls beyond `keep_ratio` of its group in the random order of `key`."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    rank = np.arange(len(g)) - np.repeat(starts, sizes) + 1  # 1-based rank within group
+    held = np.empty(len(g), dtype=bool)
+    held[order] = rank / np.repeat(sizes, sizes) > keep_ratio
+    return held
+
+
+def random_split(
+    log: EventLog,
+    events: pd.DataFrame | None = None,
+    *,
+    test_ratio: float = 0.2,
+    valid_ratio: float = 0.0,
+    seed: int = 0,
+    report: DataReport | None = None,
+) -> Split:
+    """Plain seeded random split of (learner, course) pairs, e.g. GDMix's random 80/20."""
+    if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 - test_ratio):
+        raise ValueError(
+            f"random_split: need 0 < test_ratio < 1 and 0 <= valid_ratio < 1 - test_ratio, got {test_ratio}, {valid_ratio}"
+        )
+    ev = log.events if events is None else events
+    keys, _, inverse = _pairs(ev)
+    u = np.random.default_rng(seed).random(len(keys))
+    is_test, is_valid = u < test_ratio, (u >= test_ratio) & (u < test_ratio + valid_ratio)
+    return _random_kind_split(
+        ev,
+        is_test[inverse],
+        is_valid[inverse],
+        "random",
+        dict(test_ratio=test_ratio, valid_ratio=valid_ratio, seed=seed),
+        report,
+    )
+
+
+def _random_kind_split(ev, is_test, is_valid, name, params, report) -> Split:
+    test = _checked(Fold("test", "random", ev[~is_test], ev[is_test]))
+    valid = (
+        _checked(Fold("valid", "random", ev[~is_test & ~is_valid], ev[is_valid]))
+        if is_valid.any()
+        else None
+    )
+    split = Split(name, test, valid, params)
+    if report is not None:
+        split.report(report)
+    return split
