@@ -1,0 +1,102 @@
+"""What every run writes beside its outputs: resolved config, data fingerprint, code version,
+package versions, machine, timings and metrics (`run_manifest.json`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from watchlog.io import write_json, write_text
+
+__all__ = ["code_version", "versions", "machine", "write_manifest"]
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the checkout, else the installed package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=_REPO,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        try:
+            return f"ncf-glmix {metadata.version('ncf-glmix')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def versions(*packages: str) -> dict[str, str]:
+    names = packages or (
+        "numpy",
+        "scipy",
+        "pandas",
+        "pyarrow",
+        "torch",
+        "pytorch-lightning",
+        "hydra-core",
+        "scikit-learn",
+    )
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_manifest(
+    out_dir: str | os.PathLike,
+    cfg: DictConfig,
+    *,
+    data_fingerprint: str,
+    metrics: dict[str, Any],
+    timings: dict[str, float],
+    **extra: Any,
+) -> Path:
+    """`resolved_config.yaml` and `run_manifest.json` in `out_dir`, each written atomically."""
+    out_dir = Path(out_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_text(out_dir / "resolved_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    return write_json(
+        out_dir / "run_manifest.json",
+        {
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+            "data_fingerprint": data_fingerprint,
+            "timings_seconds": timings,
+            "metrics": metrics,
+            "config": resolved,
+            "versions": versions(),
+            "machine": machine(),
+            **extra,
+        },
+    )
