@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from experiments.provenance import code_version, machine, versions
 from watchlog.io import write_json
+
+__all__ = [
+    "RESULTS",
+    "SHARED_DATA",
+    "best_of",
+    "code_version",
+    "machine",
+    "peak_rss_gib",
+    "print_table",
+    "timer",
+    "versions",
+    "write_result",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(
@@ -28,50 +39,6 @@ SHARED_DATA = Path(
         "NCF_GLMIX_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "data"
     )
 )
-
-
-def machine() -> dict[str, Any]:
-    import psutil
-
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-    }
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    return info
-
-
-def versions(*packages: str) -> dict[str, str]:
-    names = packages or ("numpy", "scipy", "pandas", "pyarrow", "torch", "scikit-learn")
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def peak_rss_gib() -> float:
