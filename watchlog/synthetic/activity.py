@@ -213,7 +213,10 @@ def _organic(
     sess = np.repeat(np.arange(len(s_learner)), n_org)
     learner = np.broadcast_to(s_learner[sess][:, None], (len(sess), n_options))
     options = sampler.by_interest(truth, learner, rng)
-    ts = s_ts[sess] + rng.integers(60, 3600, len(sess)) * _SECOND_NS
+    # The j-th organic watch of a session falls in its own 10-minute slot: never two at one instant.
+    starts = np.concatenate([[0], np.cumsum(n_org)[:-1]])
+    j = np.arange(len(sess)) - np.repeat(starts, n_org)
+    ts = s_ts[sess] + (60 + 600 * j) * _SECOND_NS + rng.integers(0, 600 * _SECOND_NS, len(sess))
     affinity = truth.affinity(learner, options)
     utility = affinity + rng.gumbel(size=affinity.shape)
     utility[truth.course_published_ns[options] > ts[:, None]] = -np.inf
