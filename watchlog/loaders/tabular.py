@@ -1,0 +1,263 @@
+"""Generic Parquet / CSV tables with a column mapping from configuration.
+
+A table spec is a mapping (a plain dict or a Hydra DictConfig) or just a path:
+
+    events:
+      path: data/events.parquet          # format from the suffix, or `format:`
+      columns: {learner_id: user, course_id: item, ts: time}   # contract <- source
+      fill: {impression: true}           # constant columns absent from the source
+      extra: null                        # null: keep every unmapped column; or a list
+
+Rules: source columns already named like contract columns are taken as they are;
+contract columns neither mapped, present nor filled stay absent so validation names
+them; unmapped source columns travel as extra columns; a mapping to a source column
+that does not exist, or a target given twice, is an error naming the table and columns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from watchlog.eventlog import EventLog
+from watchlog.loaders._read import read_delimited, read_header
+from watchlog.report import DataReport
+from watchlog.schema import EVENT_COLUMNS, EVENT_OPTIONAL_COLUMNS
+
+__all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_table"]
+
+FORMATS = ("parquet", "csv", "tsv")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
+_COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")  # pyarrow decompresses these by suffix
+CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": EVENT_COLUMNS + EVENT_OPTIONAL_COLUMNS,
+    "learners": ("learner_id", "segment"),
+    "courses": (
+        "course_id",
+        "language",
+        "category",
+        "difficulty",
+        "duration_seconds",
+        "skills",
+        "title",
+        "published_at",
+    ),
+}
+_ID_COLUMNS = ("learner_id", "course_id")
+_INT32 = np.iinfo(np.int32)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where one table is and how its columns map onto the contract."""
+
+    path: Path
+    format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    fill: dict[str, Any] = field(default_factory=dict)
+    extra: tuple[str, ...] | None = None
+    delimiter: str | None = None
+
+    @classmethod
+    def parse(
+        cls, table: str, spec: TableSpec | Mapping[str, Any] | str | os.PathLike
+    ) -> TableSpec:
+        """A spec from a TableSpec, a mapping (dict / DictConfig) or a bare path."""
+        if isinstance(spec, TableSpec):
+            return spec
+        if isinstance(spec, str | os.PathLike):
+            return cls(Path(spec))
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"{table}: expected a path or a mapping, got {type(spec).__name__}")
+        allowed = {"path", "format", "columns", "fill", "extra", "delimiter"}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ValueError(f"{table}: unknown spec key(s) {unknown}; allowed: {sorted(allowed)}")
+        if "path" not in spec:
+            raise ValueError(f"{table}: the spec needs a 'path'")
+        extra = spec.get("extra")
+        return cls(
+            path=Path(spec["path"]),
+            format=spec.get("format"),
+            columns={str(k): str(v) for k, v in (spec.get("columns") or {}).items()},
+            fill=dict(spec.get("fill") or {}),
+            extra=None if extra is None else tuple(str(c) for c in extra),
+            delimiter=spec.get("delimiter"),
+        )
+
+    def resolved_format(self) -> str:
+        """The explicit format, else the one named by the suffix (before any .gz etc.)."""
+        if self.format is not None:
+            if self.format not in FORMATS:
+                raise ValueError(
+                    f"{self.path}: format must be one of {FORMATS}, got {self.format!r}"
+                )
+            return self.format
+        suffixes = [s.lower() for s in self.path.suffixes]
+        if suffixes and suffixes[-1] in _COMPRESSION:
+            suffixes = suffixes[:-1]
+        if suffixes and suffixes[-1] in _SUFFIXES:
+            return _SUFFIXES[suffixes[-1]]
+        raise ValueError(
+            f"{self.path}: cannot tell the format from the suffix; give format: one of {FORMATS}"
+        )
+
+
+def load_tables(
+    events: TableSpec | Mapping[str, Any] | str | os.PathLike,
+    learners: TableSpec | Mapping[str, Any] | str | os.PathLike | None = None,
+    courses: TableSpec | Mapping[str, Any] | str | os.PathLike | None = None,
+    *,
+    ts_unit: str | None = None,
+    duplicates: str = "error",
+    report: DataReport | None = None,
+) -> EventLog:
+    """Read mapped Parquet/CSV tables and validate them into an `EventLog`.
+
+    Missing learners / courses tables are derived from the event ids by validation
+    (noted). `ts_unit` reads numeric timestamps as epochs ('s', 'ms', 'us', 'ns').
+    """
+    report = report if report is not None else DataReport()
+    frames = {
+        name: None if spec is None else read_table(spec, name, report=report)
+        for name, spec in (("events", events), ("learners", learners), ("courses", courses))
+    }
+    return EventLog.from_tables(
+        frames["events"],
+        frames["learners"],
+        frames["courses"],
+        ts_unit=ts_unit,
+        duplicates=duplicates,
+        report=report,
+    )
+
+
+def read_table(
+    spec: TableSpec | Mapping[str, Any] | str | os.PathLike,
+    table: str = "events",
+    *,
+    report: DataReport | None = None,
+) -> pd.DataFrame:
+    """One table, renamed and filled per its spec (not validated: see `load_tables`)."""
+    if table not in CONTRACT_COLUMNS:
+        raise ValueError(f"table must be one of {list(CONTRACT_COLUMNS)}, got {table!r}")
+    spec = TableSpec.parse(table, spec)
+    fmt = spec.resolved_format()
+    available = _source_columns(spec, fmt)
+    plan = _plan(table, spec, available)
+    needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
+    source = _read_source(spec, fmt, needed)
+
+    out = pd.DataFrame(index=source.index)
+    for target, col in spec.columns.items():
+        out[target] = source[col]
+    for col in plan:  # kept under their own names (contract-named or extra)
+        out[col] = source[col]
+    n = len(out)
+    for target, value in spec.fill.items():
+        out[target] = _constant(value, n)
+    out = out[_ordered(table, out.columns)]
+    out = _narrow_ids(out)
+
+    if report is not None:
+        report.note(f"{table}: read {n:,} rows from {spec.path} ({fmt})")
+        for target, value in spec.fill.items():
+            report.note(
+                f"{table}.{target} filled with {value!r} for all {n:,} rows (not in source)"
+            )
+        if spec.columns:
+            pairs = ", ".join(f"{t} <- {s}" for t, s in spec.columns.items())
+            report.note(f"{table}: columns mapped {pairs}")
+    return out
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def _delimiter(spec: TableSpec, fmt: str) -> str:
+    return spec.delimiter or ("\t" if fmt == "tsv" else ",")
+
+
+def _source_columns(spec: TableSpec, fmt: str) -> list[str]:
+    """The source's column names, from the Parquet schema or the CSV header only."""
+    if not spec.path.exists():
+        raise FileNotFoundError(f"{spec.path}: no such file")
+    if fmt == "parquet":
+        return list(pq.read_schema(spec.path).names)
+    return read_header(spec.path, delimiter=_delimiter(spec, fmt))
+
+
+def _plan(table: str, spec: TableSpec, available: list[str]) -> list[str]:
+    """Source columns kept under their own names; raises on any inconsistent mapping."""
+    where = f"{table} table ({spec.path})"
+    for target, col in spec.columns.items():
+        if col not in available:
+            raise ValueError(
+                f"{where}: column mapping {target} <- {col!r}: no source column {col!r}; "
+                f"available columns: {available}"
+            )
+    both = sorted(set(spec.columns) & set(spec.fill))
+    if both:
+        raise ValueError(f"{where}: {both} both mapped (columns) and filled (fill); choose one")
+    if spec.extra is not None:
+        absent = [c for c in spec.extra if c not in available]
+        if absent:
+            raise ValueError(
+                f"{where}: extra column(s) {absent} not in the source; available: {available}"
+            )
+    mapped = set(spec.columns.values())
+    contract = CONTRACT_COLUMNS[table]
+    keep = [c for c in available if c not in mapped and c in contract]  # taken as they are
+    extras = [c for c in available if c not in mapped and c not in contract]
+    keep += extras if spec.extra is None else [c for c in spec.extra if c not in keep]
+    clash = sorted(set(keep) & (set(spec.columns) | set(spec.fill)))
+    if clash:
+        raise ValueError(
+            f"{where}: source column(s) {clash} would be overwritten by the mapping or fill; "
+            "map them to another name or leave them out of 'extra'"
+        )
+    return keep
+
+
+def _read_source(spec: TableSpec, fmt: str, columns: list[str]) -> pd.DataFrame:
+    """Only the needed columns, through pyarrow."""
+    if fmt == "parquet":
+        table = pq.read_table(spec.path, columns=columns)
+    else:
+        table = read_delimited(spec.path, delimiter=_delimiter(spec, fmt), include=columns)
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _constant(value: Any, n: int) -> Any:
+    """A column of n copies of `value`, compact for strings (one category)."""
+    if value is None:
+        return np.full(n, np.nan, dtype=np.float32)
+    if isinstance(value, bool | int | float):
+        return np.full(n, value)
+    if isinstance(value, str):
+        return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [value])
+    return pd.Series([value], dtype=object).repeat(n).to_numpy()
+
+
+def _ordered(table: str, columns: pd.Index) -> list[str]:
+    contract = [c for c in CONTRACT_COLUMNS[table] if c in columns]
+    return contract + [c for c in columns if c not in contract]
+
+
+def _narrow_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer ids that fit go to int32 (half the memory; IdMaps compare by value)."""
+    for col in _ID_COLUMNS:
+        # numpy integers only: a nullable Int64 column has missing ids for validation to name
+        if col not in frame.columns or frame[col].dtype.kind not in "iu":
+            continue
+        ids = frame[col]
+        if len(ids) and ids.min() >= _INT32.min and ids.max() <= _INT32.max:
+            frame[col] = ids.astype(np.int32)
+    return frame
