@@ -42,7 +42,17 @@ SHARED_DATA = Path(
 
 
 def peak_rss_gib() -> float:
-    """Peak resident memory of this process so far (Linux ru_maxrss is KiB)."""
+    """Peak resident memory of this process so far, in GiB.
+
+    Reads VmHWM (the high-water mark of this process's own address space, reset by exec);
+    ru_maxrss would also count a parent's memory inherited through fork + exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
