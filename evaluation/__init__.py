@@ -1,1 +1,70 @@
-"""evaluation: ranking and classification metrics, protocols, breakdowns, bootstrap."""
+"""evaluation: ranking and classification metrics, protocols, breakdowns, bootstrap.
+
+Used by every model stage; imports no model package. Typical full-ranking use:
+
+    topk = full_ranking_topk(score_fn, k=10, users=users, exclude=train_csr)  # (n, 10) int
+    res = ranking_metrics(topk, test_csr, ks=(5, 10), users=users)
+    res.summary()  # {"ndcg@10": ..., "map@10": ..., "n_skipped_empty": ...}
+
+or in one call `evaluate_full_ranking(score_fn, test_csr, ks=(5, 10), exclude=train_csr)`.
+"""
+
+from evaluation.bootstrap import (
+    BootstrapCI,
+    PairedComparison,
+    bootstrap_ci,
+    paired_bootstrap,
+    segment_breakdown,
+)
+from evaluation.classification import (
+    EntityAUC,
+    auc,
+    calibration_table,
+    log_loss,
+    per_entity_auc,
+)
+from evaluation.full_ranking import (
+    TargetRanks,
+    evaluate_full_ranking,
+    full_ranking_topk,
+    resolve_device,
+    target_ranks,
+)
+from evaluation.ranking import (
+    MAP_DENOMINATORS,
+    NDCG_GAINS,
+    RankingMetrics,
+    catalogue_coverage,
+    intra_list_diversity,
+    novelty,
+    ranking_metrics,
+)
+from evaluation.sampled import evaluate_sampled, sample_negatives, sampled_metrics
+
+__all__ = [
+    "MAP_DENOMINATORS",
+    "NDCG_GAINS",
+    "BootstrapCI",
+    "EntityAUC",
+    "PairedComparison",
+    "RankingMetrics",
+    "TargetRanks",
+    "auc",
+    "bootstrap_ci",
+    "calibration_table",
+    "catalogue_coverage",
+    "evaluate_full_ranking",
+    "evaluate_sampled",
+    "full_ranking_topk",
+    "intra_list_diversity",
+    "log_loss",
+    "novelty",
+    "paired_bootstrap",
+    "per_entity_auc",
+    "ranking_metrics",
+    "resolve_device",
+    "sample_negatives",
+    "sampled_metrics",
+    "segment_breakdown",
+    "target_ranks",
+]

@@ -1,0 +1,358 @@
+"""Full-ranking protocol: score every item for every user, chunk by chunk, on CPU or GPU.
+
+A score source is either
+  * a callable `score_fn(users_chunk: np.ndarray[int64]) -> (chunk, n_items)` torch tensor
+    or numpy array (e.g. `lambda u: user_emb[u] @ item_emb.T`), or
+  * a dense (n_rows, n_items) numpy array / torch tensor, indexed by user.
+Users, `exclude` rows and `truth`/`targets` rows share one index space (dense learner index).
+
+Memory is bounded by `chunk_size x n_items` scores (plus one copy of a chunk when exclusion
+must not write into the caller's array); the same code runs on "cpu" and "cuda".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from evaluation._checks import as_1d, as_csr, check_ks, few
+from evaluation.ranking import MapDenominator, NdcgGain, RankingMetrics, ranking_metrics
+
+__all__ = [
+    "ScoreSource",
+    "TargetRanks",
+    "resolve_device",
+    "full_ranking_topk",
+    "target_ranks",
+    "evaluate_full_ranking",
+]
+
+ScoreSource = Callable[[np.ndarray], Any] | np.ndarray | torch.Tensor
+DEFAULT_CHUNK = 2048
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; anything else is passed to `torch.device`."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but CUDA is not available")
+    return dev
+
+
+@dataclass
+class TargetRanks:
+    """Rank of each (user, target item) pair among that user's candidates (1 = best).
+
+    users, items, ranks: (n_pairs,) int64, pairs ordered by user chunk then item.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ranks: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        """n_pairs, mean_rank, median_rank and mrr = mean(1 / rank) over pairs."""
+        if self.ranks.size == 0:
+            nan = float("nan")
+            return {"n_pairs": 0.0, "mean_rank": nan, "median_rank": nan, "mrr": nan}
+        r = self.ranks.astype(np.float64)
+        return {
+            "n_pairs": float(r.size),
+            "mean_rank": float(r.mean()),
+            "median_rank": float(np.median(r)),
+            "mrr": float((1.0 / r).mean()),
+        }
+
+
+class _Scores:
+    """Uniform access to a score source: `chunk(users)` -> ((c, n_items) float tensor, owned).
+
+    `owned` is True when the tensor is a buffer this module made (so exclusion may write into
+    it); False when it may share memory with the caller's data.
+    """
+
+    def __init__(self, source: ScoreSource, device: torch.device, copy: bool):
+        self.device, self.copy = device, copy
+        self.fn: Callable[[np.ndarray], Any] | None = None
+        self.dense: torch.Tensor | None = None
+        if callable(source) and not isinstance(source, np.ndarray | torch.Tensor):
+            self.fn = source
+        else:
+            dense = torch.as_tensor(source) if isinstance(source, np.ndarray) else source
+            if not isinstance(dense, torch.Tensor) or dense.ndim != 2:
+                shape = getattr(source, "shape", None)
+                raise ValueError(
+                    "scores: must be a callable or a 2-D (n_users, n_items) array; "
+                    f"got {type(source).__name__} with shape {shape}"
+                )
+            self.dense = dense
+        self.n_items: int | None = None if self.dense is None else int(self.dense.shape[1])
+        self.n_rows: int | None = None if self.dense is None else int(self.dense.shape[0])
+
+    def chunk(self, users: np.ndarray) -> tuple[torch.Tensor, bool]:
+        if self.dense is not None:
+            idx = torch.from_numpy(users).to(self.dense.device)
+            out = self.dense.index_select(0, idx)  # a new (c, n_items) buffer: ours
+            ptr, raw = -1, out
+        else:
+            raw = self.fn(users)
+            raw = torch.as_tensor(raw) if isinstance(raw, np.ndarray) else raw
+            if not isinstance(raw, torch.Tensor):
+                raise TypeError(
+                    f"score_fn: must return a torch tensor or numpy array; got {type(raw).__name__}"
+                )
+            ptr = raw.data_ptr()
+        out = raw.to(self.device)
+        if not out.is_floating_point():
+            out = out.float()
+        expect = (users.shape[0], self.n_items if self.n_items is not None else out.shape[-1])
+        if out.ndim != 2 or tuple(out.shape) != expect:
+            raise ValueError(
+                f"score_fn: must return shape (len(users_chunk), n_items) = {expect}; "
+                f"got {tuple(out.shape)}"
+            )
+        self.n_items = expect[1]
+        owned = (not self.copy) or out.data_ptr() != ptr
+        return out, owned
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _check_chunk_size(chunk_size: int) -> int:
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size: must be a positive int; got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def _users(users: Any, default_rows: int | None, name_of_default: str) -> np.ndarray:
+    if users is None:
+        if default_rows is None:
+            raise ValueError(f"users: required when {name_of_default}")
+        return np.arange(default_rows, dtype=np.int64)
+    arr = as_1d("users", users)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"users: must be integer indices; got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"users: must be >= 0; got {few(arr[arr < 0])}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_rows(name: str, m: Any, users: np.ndarray, n_items: int | None) -> sp.csr_array:
+    if not sp.issparse(m):
+        raise TypeError(f"{name}: must be a scipy sparse matrix (CSR); got {type(m).__name__}")
+    if n_items is not None and m.shape[1] != n_items:
+        raise ValueError(f"{name}: expected {n_items:,} columns (n_items); got shape {m.shape}")
+    if users.size and users.max() >= m.shape[0]:
+        bad = users[users >= m.shape[0]]
+        raise ValueError(
+            f"{name}: has {m.shape[0]:,} rows but users index up to {int(users.max()):,} "
+            f"({bad.size:,} user(s) out of range, e.g. {few(bad)})"
+        )
+    return sp.csr_array(m)
+
+
+def _mask_excluded(
+    s: torch.Tensor, owned: bool, exclude: sp.csr_array | None, users: np.ndarray
+) -> torch.Tensor:
+    """Set the excluded (user, item) entries of the (c, n_items) chunk to -inf."""
+    if exclude is None:
+        return s
+    sub = exclude[users]  # (c, n_items) pattern of already-known items
+    if sub.nnz == 0:
+        return s
+    if not owned:
+        s = s.clone()  # never write into the caller's scores
+    rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), np.diff(sub.indptr))
+    r = torch.from_numpy(rows).to(s.device)
+    c = torch.from_numpy(sub.indices.astype(np.int64, copy=False)).to(s.device)
+    s[r, c] = float("-inf")
+    return s
+
+
+def _nan_error(users: np.ndarray, rows: torch.Tensor) -> ValueError:
+    bad = users[rows.cpu().numpy()]
+    return ValueError(
+        f"scores: NaN for {bad.size:,} user(s) in this chunk (e.g. users {few(bad)}); "
+        "scores must not be NaN"
+    )
+
+
+def full_ranking_topk(
+    scores: ScoreSource,
+    k: int,
+    *,
+    users: Any = None,
+    exclude: Any = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    device: str | torch.device = "auto",
+    return_scores: bool = False,
+    copy: bool = True,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Top-k items per user over the whole catalogue, best first, via `torch.topk`.
+
+    users: (n,) int rows of the score source (default: every row of a dense source).
+    exclude: CSR (>= max(users)+1 x n_items); its stored entries (e.g. already-watched items)
+        get score -inf before top-k. Items at -inf are never returned: a user with fewer than
+        k candidates gets a list padded with -1.
+    copy: False lets exclusion write into the chunk `score_fn` returned (saves one chunk copy;
+        only when that chunk is scratch: a fresh array, or a buffer refilled on every call).
+    Ties are broken by `torch.topk` (unspecified order). NaN scores raise.
+    Returns (n, k) int64 item indices; with `return_scores`, also their (n, k) scores (numpy,
+    the score dtype; -inf at padding).
+    """
+    check_ks(k)
+    chunk_size = _check_chunk_size(chunk_size)
+    dev = resolve_device(device)
+    src = _Scores(scores, dev, copy)
+    user_idx = _users(users, src.n_rows, "scores is a callable")
+    n = user_idx.shape[0]
+    ex = None if exclude is None else _check_rows("exclude", exclude, user_idx, src.n_items)
+    if ex is not None and src.n_items is None:
+        src.n_items = int(ex.shape[1])  # so every score chunk's width is checked against it
+    if src.n_rows is not None and n and user_idx.max() >= src.n_rows:
+        raise ValueError(
+            f"users: index up to {int(user_idx.max()):,}; scores has {src.n_rows:,} rows"
+        )
+
+    top_items = np.full((n, k), -1, dtype=np.int64)  # (n, k) int, -1 = padding
+    top_scores: np.ndarray | None = None
+    with torch.inference_mode():
+        for part in _chunks(n, chunk_size):
+            u = user_idx[part]
+            s, owned = src.chunk(u)  # (c, n_items) float on `dev`
+            s = _mask_excluded(s, owned, ex, u)
+            kk = min(k, s.shape[1])
+            vals, idx = torch.topk(s, kk, dim=1, sorted=True)  # (c, kk) each
+            nan_rows = torch.isnan(vals).any(dim=1)  # NaN sorts above everything
+            if bool(nan_rows.any()):
+                raise _nan_error(u, torch.nonzero(nan_rows).flatten())
+            idx = idx.masked_fill(vals == float("-inf"), -1)
+            top_items[part, :kk] = idx.cpu().numpy()
+            if return_scores:
+                if top_scores is None:
+                    np_dtype = torch.empty((), dtype=vals.dtype).numpy().dtype
+                    top_scores = np.full((n, k), -np.inf, dtype=np_dtype)
+                top_scores[part, :kk] = vals.cpu().numpy()
+    if return_scores:
+        if top_scores is None:
+            top_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        return top_items, top_scores
+    return top_items
+
+
+def target_ranks(
+    scores: ScoreSource,
+    targets: Any,
+    *,
+    users: Any = None,
+    exclude: Any = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    device: str | torch.device = "auto",
+    copy: bool = True,
+) -> TargetRanks:
+    """Rank of every target (stored entry of `targets`, e.g. the engaged items) among the
+    user's candidates: all items except the `exclude`d ones.
+
+    rank = 1 + #(other candidates c with score_c >= score_target): ties count against the
+    target, so a constant scorer ranks it last. Other targets of the same user are
+    candidates too. A target that is itself excluded keeps its own score.
+    users: (n,) rows of the score source, `targets` and `exclude` (default: every row of
+    `targets`). Cost O(pairs x n_items); memory O(chunk_size x n_items).
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    dev = resolve_device(device)
+    src = _Scores(scores, dev, copy)
+    if not sp.issparse(targets):
+        raise TypeError(f"targets: must be a scipy sparse matrix; got {type(targets).__name__}")
+    user_idx = _users(users, int(targets.shape[0]), "")
+    tg = _check_rows("targets", targets, user_idx, src.n_items)
+    ex = None if exclude is None else _check_rows("exclude", exclude, user_idx, tg.shape[1])
+    src.n_items = int(tg.shape[1]) if src.n_items is None else src.n_items
+
+    out_u, out_i, out_r = [], [], []
+    with torch.inference_mode():
+        for part in _chunks(user_idx.shape[0], chunk_size):
+            u = user_idx[part]
+            sub = as_csr("targets", tg, rows=u, structural=True)  # (c, n_items) pattern
+            if sub.nnz == 0:
+                continue
+            s, owned = src.chunk(u)  # (c, n_items)
+            nan_rows = torch.isnan(s).any(dim=1)  # (c,)
+            if bool(nan_rows.any()):
+                raise _nan_error(u, torch.nonzero(nan_rows).flatten())
+            prow = np.repeat(np.arange(u.shape[0], dtype=np.int64), np.diff(sub.indptr))
+            pr = torch.from_numpy(prow).to(dev)  # (p,) local row of each pair
+            pi = torch.from_numpy(sub.indices.astype(np.int64)).to(dev)  # (p,) target item
+            target = s[pr, pi]  # (p,) gathered before exclusion (advanced indexing copies)
+            s = _mask_excluded(s, owned, ex, u)
+            ranks = torch.empty_like(pr)
+            for blk in _chunks(pr.shape[0], chunk_size):  # (b, n_items) at a time
+                t = target[blk, None]  # (b, 1)
+                ge = (s[pr[blk]] >= t).sum(dim=1)  # (b,) candidates scoring >= target
+                self_ge = s[pr[blk], pi[blk]] >= t[:, 0]  # the target itself, if a candidate
+                ranks[blk] = 1 + ge - self_ge.long()
+            out_u.append(u[prow])
+            out_i.append(sub.indices.astype(np.int64))
+            out_r.append(ranks.cpu().numpy())
+    return TargetRanks(_concat(out_u), _concat(out_i), _concat(out_r))
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_full_ranking(
+    scores: ScoreSource,
+    truth: Any,
+    ks: int | Sequence[int] = (10,),
+    *,
+    users: Any = None,
+    exclude: Any = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    device: str | torch.device = "auto",
+    map_denominator: MapDenominator = "min_relevant_k",
+    ndcg_gain: NdcgGain = "linear",
+    item_category: Any = None,
+    item_popularity: Any = None,
+    copy: bool = True,
+) -> RankingMetrics:
+    """`full_ranking_topk` then `ranking_metrics`, scoring only users whose truth row is
+    non-empty (the others are counted in `n_skipped_empty`). users default: every truth row."""
+    ks = check_ks(ks)
+    if not sp.issparse(truth):
+        raise TypeError(f"truth: must be a scipy sparse matrix; got {type(truth).__name__}")
+    user_idx = _users(users, int(truth.shape[0]), "")
+    t = as_csr("truth", _check_rows("truth", truth, user_idx, None), rows=user_idx)
+    nonempty = np.diff(t.indptr) > 0  # (n,)
+    topk = full_ranking_topk(
+        scores,
+        ks[-1],
+        users=user_idx[nonempty],
+        exclude=exclude,
+        chunk_size=chunk_size,
+        device=device,
+        copy=copy,
+    )
+    res = ranking_metrics(
+        topk,
+        t[np.flatnonzero(nonempty)],
+        ks,
+        map_denominator=map_denominator,
+        ndcg_gain=ndcg_gain,
+        item_category=item_category,
+        item_popularity=item_popularity,
+    )
+    res.users = user_idx[nonempty][res.users]
+    res.n_skipped_empty += int((~nonempty).sum())
+    res.settings["protocol"] = "full"
+    return res
