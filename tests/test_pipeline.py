@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose_cfg(tmp_path: Path, *overrides: str):
+    """The pipeline config; the small synthetic platform unless the overrides choose data."""
+    chooses_data = any(o.startswith(("data=", "experiment=")) for o in overrides)
+    small = [] if chooses_data else ["data=synthetic_small"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "pipeline",
-            overrides=["data=synthetic_small", f"paths.output_dir={tmp_path}", *overrides],
-        )
+        return compose("pipeline", overrides=[*small, f"paths.output_dir={tmp_path}", *overrides])
 
 
 def test_run_writes_report_manifest_and_data(tmp_path):
@@ -73,3 +73,66 @@ def test_command_line_entry_point(tmp_path):
     assert (tmp_path / "run_manifest.json").exists() and (
         tmp_path / ".hydra" / "config.yaml"
     ).exists()
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize(
+    ("overrides", "events", "learners"),
+    [
+        (("experiment=ml100k_stratified",), 100_000, 943),
+        (("experiment=ml100k_gdmix",), 100_000, 943),
+        (("data=ml_latest_small", "split=leave_latest"), 100_836, 610),
+    ],
+)
+def test_real_data_configs(tmp_path, shared_data, overrides, events, learners):
+    cfg = compose_cfg(tmp_path, *overrides, f"paths.data_root={shared_data}", "save_data=false")
+    metrics = run(cfg)
+    assert metrics["events"] == events and metrics["learners"] == learners
+    assert metrics["watched_events"] == events  # every rating counts as a watch
+
+
+def test_stratified_experiment_reproduces_the_published_split_sizes(tmp_path, shared_data):
+    """75/25 per learner on MovieLens-100K: each learner keeps floor(0.75 n) training ratings."""
+    cfg = compose_cfg(
+        tmp_path,
+        "experiment=ml100k_stratified",
+        f"paths.data_root={shared_data}",
+        "save_data=false",
+    )
+    run(cfg)
+    test = json.loads((tmp_path / "data_report.json").read_text())["splits"]["test"]
+    assert test["input_events"] + test["label_events"] == 100_000
+    assert 74_000 < test["input_events"] < 75_000
+
+
+def test_generic_tables_config(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    pd.DataFrame(
+        {
+            "user": rng.integers(0, 200, n),
+            "item": rng.integers(0, 50, n),
+            "time": 1_700_000_000 + rng.permutation(n) * 600,
+            "seconds": rng.exponential(300, n).round(1),
+        }
+    ).to_parquet(tmp_path / "events.parquet")
+    out = tmp_path / "run"
+    cfg = compose_cfg(
+        out,
+        "data=tables",
+        f"data.source.events.path={tmp_path / 'events.parquet'}",
+        "data.source.events.columns={learner_id: user, course_id: item, ts: time}",
+        "+data.source.events.columns.watch_seconds=seconds",
+        "+data.source.events.fill={impression: false, clicked: null}",
+        "data.source.ts_unit=s",
+        "split.fn.valid_days=5",
+        "split.fn.test_days=5",
+        "save_data=false",
+    )
+    metrics = run(cfg)
+    assert metrics["events"] == n
+    notes = json.loads((out / "data_report.json").read_text())["notes"]
+    assert any("impression" in note for note in notes)  # the filled column is reported
