@@ -244,7 +244,7 @@ class EventLog:
             pd.read_parquet(directory / "events.parquet"),
             pd.read_parquet(directory / "learners.parquet"),
             pd.read_parquet(directory / "courses.parquet"),
-            duplicates="first",  # saved logs were cleaned already; never re-error on them
+            duplicates="error",  # a saved log was cleaned: a duplicate now means it was altered
             report=report,
         )
 

@@ -61,15 +61,22 @@ class _Sampler:
         self.lang_cdf = cdf
         self.lang_has_courses = np.bincount(lang, minlength=n_lang) > 0
         self.global_cdf = np.cumsum(pop) / pop.sum()
-        self.interest_cdf = np.cumsum(truth.learner_interest, axis=1)  # (n_learners, n_topics)
+        # Every learner's topic CDF, offset by the learner index and flattened: learner l's
+        # lies in (l, l + 1], so one searchsorted samples topics for any mix of learners.
+        n_learners, self.n_topics = truth.learner_interest.shape
+        cdf = np.cumsum(truth.learner_interest, axis=1, dtype=np.float64)
+        cdf /= cdf[:, -1:]
+        self.interest_cdf = (
+            cdf + np.arange(n_learners)[:, None]
+        ).ravel()  # (n_learners * n_topics,)
 
     def by_interest(
         self, truth: PlatformTruth, learner: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """One course per entry of `learner` (any shape): topic ~ interest, language ~ learner's languages."""
-        cum = self.interest_cdf[learner]
-        topic = (rng.random(learner.shape)[..., None] > cum).sum(-1).clip(max=cum.shape[-1] - 1)
-        lang = self._learner_language(truth, learner, rng)
+        pos = np.searchsorted(self.interest_cdf, learner + rng.random(learner.shape))
+        topic = np.minimum(pos - learner.astype(np.int64) * self.n_topics, self.n_topics - 1)
+        lang = self.learner_language(truth, learner, rng)
         bucket = topic * self.n_lang + lang
         size = self.bucket_size[bucket]
         pick = self.bucket_start[bucket] + np.floor(
@@ -91,7 +98,7 @@ class _Sampler:
         out[~has] = np.searchsorted(self.global_cdf, u[~has])
         return out
 
-    def _learner_language(
+    def learner_language(
         self, truth: PlatformTruth, learner: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         main = truth.learner_main_language[learner].astype(np.int64)
@@ -169,7 +176,7 @@ def _impressions(
     learner = np.broadcast_to(s_learner[:, None], (n_sess, m))
     personal = rng.random((n_sess, m)) < PERSONAL_SHARE
     cand = sampler.by_interest(truth, learner, rng)
-    lang = sampler._learner_language(truth, learner[~personal], rng)
+    lang = sampler.learner_language(truth, learner[~personal], rng)
     cand[~personal] = sampler.by_popularity(lang, rng)
     affinity = truth.affinity(learner, cand)
     age_days = (s_ts[:, None] - truth.course_published_ns[cand]) / _DAY_NS
