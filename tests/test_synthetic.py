@@ -141,8 +141,13 @@ def test_affinity_matrix_matches_pairs(small_platform):
     assert A.shape == (3, truth.n_courses) and A.dtype == np.float32
     c = np.arange(truth.n_courses)
     np.testing.assert_allclose(A[1], truth.affinity(np.full_like(c, 5), c))
-    # a foreign-language course is far less attractive than the same course in the main language
-    assert expit(A.max()) > 0.5
+    # courses in a language the learner does not speak are far less attractive
+    spoken = (
+        truth.learner_language_bits[learners][:, None]
+        >> truth.course_language[None, :].astype(np.uint8)
+    ) & 1
+    assert (A[spoken == 1].mean() - A[spoken == 0].mean()) > 3.0
+    assert expit(A.max()) > 0.5  # and someone likes something
     with pytest.raises(ValueError, match="same shape"):
         truth.affinity(np.array([0, 1]), np.array([0]))
 

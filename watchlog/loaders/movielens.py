@@ -127,13 +127,7 @@ def load_movielens_100k(
     """
     path = Path(path)
     report = report if report is not None else DataReport()
-    proxy = RatingProxy(
-        watch=watch,
-        seconds_per_star=seconds_per_star,
-        seconds=seconds,
-        min_rating=min_rating,
-        click_threshold=click_threshold,
-    )
+    proxy = RatingProxy(watch, seconds_per_star, seconds, min_rating, click_threshold)
 
     ratings = _read(
         path / "u.data", report, delimiter="\t", names=list(_RATING_TYPES), types=_RATING_TYPES
@@ -205,13 +199,7 @@ def load_movielens_1m(
     """
     path = Path(path)
     report = report if report is not None else DataReport()
-    proxy = RatingProxy(
-        watch=watch,
-        seconds_per_star=seconds_per_star,
-        seconds=seconds,
-        min_rating=min_rating,
-        click_threshold=click_threshold,
-    )
+    proxy = RatingProxy(watch, seconds_per_star, seconds, min_rating, click_threshold)
 
     ratings = _read(
         path / "ratings.dat",
@@ -279,13 +267,7 @@ def load_movielens_csv(
     """
     path = Path(path)
     report = report if report is not None else DataReport()
-    proxy = RatingProxy(
-        watch=watch,
-        seconds_per_star=seconds_per_star,
-        seconds=seconds,
-        min_rating=min_rating,
-        click_threshold=click_threshold,
-    )
+    proxy = RatingProxy(watch, seconds_per_star, seconds, min_rating, click_threshold)
     source = ["userId", "movieId", "rating", "timestamp"]
     ratings = _read(
         path / "ratings.csv",
