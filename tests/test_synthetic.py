@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
+from watchlog.schema import COURSE_COLUMNS
 from watchlog.synthetic import generate_platform, simulate_tables
 from watchlog.synthetic.world import SEGMENT_NAMES
 
@@ -32,16 +33,7 @@ def test_tables_follow_the_contract(small_platform):
     log, truth = small_platform.log, small_platform.truth
     assert truth.n_learners == log.n_learners and truth.n_courses == log.n_courses
     c = log.courses
-    for col in (
-        "course_id",
-        "language",
-        "category",
-        "difficulty",
-        "duration_seconds",
-        "skills",
-        "title",
-        "published_at",
-    ):
+    for col in COURSE_COLUMNS:
         assert col in c.columns
     for col in (
         "learner_id",

@@ -26,6 +26,9 @@ import pandas as pd
 __all__ = [
     "EVENT_COLUMNS",
     "EVENT_OPTIONAL_COLUMNS",
+    "LEARNER_COLUMNS",
+    "COURSE_COLUMNS",
+    "CONTRACT_COLUMNS",
     "DUPLICATE_KEY",
     "Problem",
     "SchemaError",
@@ -40,6 +43,24 @@ __all__ = [
 
 EVENT_COLUMNS = ("learner_id", "course_id", "ts", "watch_seconds", "clicked", "impression")
 EVENT_OPTIONAL_COLUMNS = ("position", "channel")
+LEARNER_COLUMNS = ("learner_id", "segment")  # + any profile columns
+# The course columns the contract knows; only course_id is required, the rest are checked when present.
+COURSE_COLUMNS = (
+    "course_id",
+    "language",
+    "category",
+    "difficulty",
+    "duration_seconds",
+    "skills",
+    "title",
+    "published_at",
+)
+# Every column the contract names, per table (loaders map sources onto these).
+CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": EVENT_COLUMNS + EVENT_OPTIONAL_COLUMNS,
+    "learners": LEARNER_COLUMNS,
+    "courses": COURSE_COLUMNS,
+}
 # Two rows with the same learner, course, timestamp and impression flag are the same event.
 DUPLICATE_KEY = ("learner_id", "course_id", "ts", "impression")
 _N_EXAMPLES = 5

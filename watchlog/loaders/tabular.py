@@ -29,27 +29,13 @@ import pyarrow.parquet as pq
 from watchlog.eventlog import EventLog
 from watchlog.loaders._read import read_delimited, read_header
 from watchlog.report import DataReport
-from watchlog.schema import EVENT_COLUMNS, EVENT_OPTIONAL_COLUMNS
+from watchlog.schema import CONTRACT_COLUMNS
 
 __all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_table"]
 
 FORMATS = ("parquet", "csv", "tsv")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 _COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")  # pyarrow decompresses these by suffix
-CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": EVENT_COLUMNS + EVENT_OPTIONAL_COLUMNS,
-    "learners": ("learner_id", "segment"),
-    "courses": (
-        "course_id",
-        "language",
-        "category",
-        "difficulty",
-        "duration_seconds",
-        "skills",
-        "title",
-        "published_at",
-    ),
-}
 _ID_COLUMNS = ("learner_id", "course_id")
 _INT32 = np.iinfo(np.int32)
 
