@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 
 __all__ = ["MEASURES", "CoWatchSimilarity", "cowatch_similarity", "binarize_watches"]
 
@@ -300,7 +301,7 @@ def cowatch_similarity(
     return _compute(watch_matrix, measure, top_k, min_count, block_size)[0]
 
 
-class CoWatchSimilarity:
+class CoWatchSimilarity(BaseEstimator):
     """scikit-learn-style wrapper around `cowatch_similarity`.
 
     After `fit(watch_matrix)`:
@@ -321,21 +322,6 @@ class CoWatchSimilarity:
         self.top_k = top_k
         self.min_count = min_count
         self.block_size = block_size
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {
-            "measure": self.measure,
-            "top_k": self.top_k,
-            "min_count": self.min_count,
-            "block_size": self.block_size,
-        }
-
-    def set_params(self, **params: Any) -> CoWatchSimilarity:
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"set_params: unknown parameter {name!r}")
-            setattr(self, name, value)
-        return self
 
     def fit(self, watch_matrix, y=None) -> CoWatchSimilarity:
         sim, stats = _compute(
@@ -405,7 +391,3 @@ class CoWatchSimilarity:
         self.n_watches_ = int(state["n_watches"])
         self.n_candidate_pairs_ = int(state["n_candidate_pairs"])
         return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"CoWatchSimilarity({args})"

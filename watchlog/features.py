@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 
 from watchlog.report import DataReport
 
@@ -187,7 +188,7 @@ def _code_multi_hot(values: pd.Series, separator: str) -> _Coded:
     return _Coded(key // width, key % width, enc.dictionary, missing)
 
 
-class FeatureEncoder:
+class FeatureEncoder(BaseEstimator):
     """One-hot / multi-hot / standardized-numeric encoder with JSON-able state.
 
     categorical: columns one-hot encoded. Values are compared as text (`_arrow_text`); empty
@@ -230,24 +231,6 @@ class FeatureEncoder:
         self.missing_indicator = missing_indicator
         self.intercept = intercept
         self.separator = separator
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {
-            "categorical": list(self.categorical),
-            "multi_hot": list(self.multi_hot),
-            "numeric": list(self.numeric),
-            "min_frequency": self.min_frequency,
-            "missing_indicator": self.missing_indicator,
-            "intercept": self.intercept,
-            "separator": self.separator,
-        }
-
-    def set_params(self, **params: Any) -> FeatureEncoder:
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"set_params: unknown parameter {name!r}")
-            setattr(self, name, value)
-        return self
 
     # ---- validation -------------------------------------------------------------------------
     def _validated(self) -> dict[str, tuple[str, ...]]:
@@ -524,7 +507,8 @@ class FeatureEncoder:
     # ---- plain-data state (no pickle) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
-        params = self.get_params()
+        # tuples (the defaults) as lists, so a JSON round trip gives equal parameters
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
         if isinstance(params["min_frequency"], np.integer | np.floating):
             params["min_frequency"] = params["min_frequency"].item()
         return {
@@ -557,10 +541,6 @@ class FeatureEncoder:
             raise ValueError("from_dict: stored feature names differ from the rebuilt ones")
         self.fit_counts_ = state.get("fit_counts", {})
         return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"FeatureEncoder({args})"
 
 
 def _flat_counts(counts: dict[str, dict[str, Any]], keys: Sequence[str]) -> dict[str, int]:
