@@ -162,7 +162,7 @@ def _checked(fold: Fold) -> Fold:
 
 
 # ---- temporal -----------------------------------------------------------------------------
-def _temporal_fold(log: EventLog, events: pd.DataFrame, name: str, cutoff, label_end) -> Fold:
+def _temporal_fold(events: pd.DataFrame, name: str, cutoff, label_end) -> Fold:
     ts = ts_ns(events["ts"])
     cut = int(np.searchsorted(ts, utc_ns(cutoff), side="left"))
     stop = int(np.searchsorted(ts, utc_ns(label_end), side="left"))
@@ -225,11 +225,11 @@ def temporal_split(
             f"temporal_split: need first event ({first}) < valid_start ({valid_start}) < test_start ({test_start}) <= end ({end})"
         )
     valid = (
-        _temporal_fold(log, ev, "valid", _utc(valid_start), test_start)
+        _temporal_fold(ev, "valid", _utc(valid_start), test_start)
         if valid_start is not None
         else None
     )
-    test = _temporal_fold(log, ev, "test", test_start, end)
+    test = _temporal_fold(ev, "test", test_start, end)
     after = int((ts_ns(ev["ts"]) >= utc_ns(end)).sum())
     split = Split(
         "temporal",
@@ -279,7 +279,7 @@ def rolling_folds(
             raise ValueError(
                 f"rolling_folds: cutoff {k} ({cutoff}) is not after the first event ({first}); use fewer or closer cutoffs"
             )
-        folds.append(_temporal_fold(log, ev, f"train_{k}", cutoff, cutoff + horizon))
+        folds.append(_temporal_fold(ev, f"train_{k}", cutoff, cutoff + horizon))
     return folds
 
 
