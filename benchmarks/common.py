@@ -1,4 +1,4 @@
-"""Shared by every benchmark: machine description, peak memory, timing, results JSON.
+"""Shared by every benchmark: machine description, peak memory, tables, results JSON.
 
 Each benchmark is a module with `main()` that prints a table and calls
 `write_result(name, rows, ...)`, which writes `benchmarks/results/<name>.json`
@@ -8,12 +8,8 @@ Each benchmark is a module with `main()` that prints a table and calls
 from __future__ import annotations
 
 import datetime as dt
-import os
 import resource
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +18,15 @@ from watchlog.io import write_json
 
 __all__ = [
     "RESULTS",
-    "SHARED_DATA",
-    "best_of",
     "code_version",
     "machine",
     "peak_rss_gib",
     "print_table",
-    "timer",
     "versions",
     "write_result",
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARED_DATA = Path(
-    os.environ.get(
-        "NCF_GLMIX_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    )
-)
 
 
 def peak_rss_gib() -> float:
@@ -54,26 +42,6 @@ def peak_rss_gib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-@contextmanager
-def timer() -> Iterator[dict[str, float]]:
-    out: dict[str, float] = {}
-    start = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out["seconds"] = time.perf_counter() - start
-
-
-def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
-    """Minimum wall time over `repeat` calls, and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
