@@ -7,6 +7,7 @@ Used by every model stage; imports no model package. Typical full-ranking use:
     res.summary()  # {"ndcg@10": ..., "map@10": ..., "n_skipped_empty": ...}
 
 or in one call `evaluate_full_ranking(score_fn, test_csr, ks=(5, 10), exclude=train_csr)`.
+Embedding quality: `knn_label_agreement(course_emb, languages, k=10)` -> agreement vs chance.
 """
 
 from evaluation.bootstrap import (
@@ -23,6 +24,7 @@ from evaluation.classification import (
     log_loss,
     per_entity_auc,
 )
+from evaluation.embedding import knn_label_agreement
 from evaluation.full_ranking import (
     TargetRanks,
     evaluate_full_ranking,
@@ -57,6 +59,7 @@ __all__ = [
     "evaluate_sampled",
     "full_ranking_topk",
     "intra_list_diversity",
+    "knn_label_agreement",
     "log_loss",
     "novelty",
     "paired_bootstrap",
