@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from watchlog.idmap import IdMap
+from watchlog.io import atomic_directory
 from watchlog.report import DataReport
 from watchlog.schema import (
     DUPLICATE_KEY,
@@ -217,24 +216,12 @@ class EventLog:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write events/learners/courses Parquet into `directory`, replacing it atomically."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             self.events.drop(columns=["learner_idx", "course_idx"]).to_parquet(
                 tmp / "events.parquet", index=False
             )
             self.learners.to_parquet(tmp / "learners.parquet", index=False)
             self.courses.to_parquet(tmp / "courses.parquet", index=False)
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
