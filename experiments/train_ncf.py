@@ -1,0 +1,143 @@
+"""Train the two-tower: `python -m experiments.train_ncf data=... ncf=... [overrides]`.
+
+data stage -> NCFDataModule (snapshots) -> TwoTower + NCFModule -> fit on validation, test
+once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from evaluation import knn_label_agreement
+from experiments.data import prepare_data
+from experiments.provenance import write_manifest
+from ncf.content import course_content
+from ncf.recommender import NCFRecommender
+from ncf.training import fit_and_test
+from watchlog.io import write_json
+
+__all__ = ["run"]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    start = time.perf_counter()
+    data = prepare_data(cfg.data, cfg.split)
+    log = data.log
+    content = None
+    if cfg.ncf.content:
+        content = course_content(log.courses, **OmegaConf.to_container(cfg.ncf.content))
+    dm = instantiate(cfg.ncf.datamodule, _convert_="all")(
+        log,
+        data.split,
+        instantiate(cfg.ncf.inputs, _convert_="all"),
+        content=content,
+        report=data.report,
+    )
+    dm.setup("fit")
+    print(data.report, flush=True)
+    data.report.write_json(out_dir / "data_report.json")
+    prep_s = time.perf_counter() - start
+
+    n_content = 0 if content is None else content.shape[1]
+    model = instantiate(cfg.ncf.model, _convert_="all")(
+        log.n_learners, log.n_courses, n_content_features=n_content
+    )
+    module = instantiate(cfg.ncf.module, _convert_="all")(
+        model, course_popularity=dm.course_popularity()
+    )
+    result = fit_and_test(
+        dm, module, out_dir,
+        monitor=cfg.ncf.monitor, patience=cfg.ncf.patience,
+        trainer_kwargs=OmegaConf.to_container(cfg.trainer),
+    )  # fmt: skip
+
+    # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
+    rec = NCFRecommender(
+        model, dm.test, log.learner_ids, log.course_ids, content=content, normalize=dm.normalize
+    )
+    quality = embedding_quality(rec, log)
+    outputs = write_outputs(cfg, rec, log, result, out_dir)
+    metrics = {
+        "model": cfg.ncf.name,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "valid": result.valid,
+        "test": result.test,
+        "embedding_quality": quality,
+        "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},
+    }
+    timings = {"prepare": prep_s, **result.timings, "total": time.perf_counter() - start}
+    write_json(out_dir / "metrics.json", {**metrics, "timings": timings, "outputs": outputs})
+    write_manifest(
+        out_dir, cfg, data_fingerprint=log.fingerprint(), metrics=metrics, timings=timings
+    )
+    _print_summary(result, quality, timings, out_dir)
+    return {**metrics, "timings": timings}
+
+
+def embedding_quality(rec: NCFRecommender, log) -> dict[str, dict[str, float]]:
+    """k-NN label agreement of course embeddings by language and category, against chance."""
+    emb = rec.course_embeddings()
+    out = {}
+    for column in ("language", "category"):
+        if column in log.courses.columns:
+            q = knn_label_agreement(emb, log.courses[column].to_numpy(), k=10)
+            out[column] = {key: q[key] for key in ("agreement", "chance", "lift", "n_labels")}
+    return out
+
+
+def write_outputs(
+    cfg: DictConfig, rec: NCFRecommender, log, result, out_dir: Path
+) -> dict[str, str]:
+    written: dict[str, str] = {}
+    if cfg.outputs.model:
+        written["model"] = str(rec.save(out_dir / "model"))
+    if cfg.outputs.embeddings:
+        written.update(
+            {k: str(v) for k, v in rec.export_embeddings(out_dir / "embeddings").items()}
+        )
+    if cfg.outputs.plots:
+        from ncf.plots import plot_run  # matplotlib/umap only when plots are asked for
+
+        written.update(
+            plot_run(
+                rec, log, result.metrics_csv, out_dir / "plots",
+                method=cfg.outputs.plot_method, course_id=cfg.outputs.neighbour_course,
+                seed=cfg.seed,
+            )
+        )  # fmt: skip
+    return written
+
+
+def _print_summary(result, quality, timings, out_dir: Path) -> None:
+    print(f"\nbest epoch {result.best_epoch} of {result.epochs_run} (chosen on validation)")
+    for split, m in (("valid", result.valid), ("test", result.test)):
+        print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+    for column, q in quality.items():
+        print(
+            f"course embeddings, k-NN {column} agreement: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in q.items() if isinstance(v, float))
+        )
+    print("timings (s): " + ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
+    print(f"wrote {out_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_ncf")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

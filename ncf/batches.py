@@ -1,0 +1,131 @@
+"""Batches of learners for training and evaluation (iterable datasets, built on the CPU).
+
+A training batch is B learners of one snapshot (one cutoff), so all of them share the same
+course bags:
+
+    learners     (B,) int64            learner indices
+    history      Bags, B bags          learner tower input (row-normalized weights)
+    labels       Bags, B bags          positives (weights = label weights)
+    course_bags  Bags, n_courses bags  course tower input of this snapshot (cached on device)
+    content      Bags | None           course content features (cached on device)
+
+Evaluation batches carry `seen` and `truth` as scipy CSR rows (for exclusion and metrics)
+instead of labels. The order of learners and batches is a function of (seed, epoch) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import IterableDataset
+
+from ncf.bags import csr_bags
+from ncf.inputs import Snapshot, normalize_rows, split_history
+
+__all__ = ["TrainBatches", "EvalBatches"]
+
+
+class TrainBatches(IterableDataset):
+    """Shuffled learner batches over one or more snapshots, re-drawn every epoch.
+
+    denoise_fraction: None = labels are the snapshot's labels (temporal training); a float =
+    each epoch, that fraction of every learner's history becomes labels and the rest input
+    (random splits, where there is no cutoff).
+    """
+
+    def __init__(
+        self,
+        snapshots: Sequence[Snapshot],
+        *,
+        batch_size: int,
+        seed: int,
+        normalize: str = "mean",
+        denoise_fraction: float | None = None,
+        content: sp.csr_matrix | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self.snapshots = list(snapshots)
+        self.batch_size, self.seed, self.normalize = batch_size, seed, normalize
+        self.denoise_fraction = denoise_fraction
+        self.content = None if content is None else csr_bags(content, key="content")
+        self.course_bags = [csr_bags(s.course_bags, key=f"course_bags/{s.name}") for s in snapshots]
+        self.epoch = 0
+        for s in self.snapshots:
+            if denoise_fraction is None and s.labels is None:
+                raise ValueError(f"snapshot {s.name!r} has no labels to train on")
+
+    def _learners(self, snap: Snapshot) -> np.ndarray:
+        m = snap.history if self.denoise_fraction is not None else snap.labels
+        return np.flatnonzero(np.diff(m.indptr) > 0)
+
+    def __len__(self) -> int:
+        return sum(-(-len(self._learners(s)) // self.batch_size) for s in self.snapshots)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        plan = []  # (snapshot number, learners of the batch)
+        views = []
+        for i, snap in enumerate(self.snapshots):
+            if self.denoise_fraction is not None:
+                inputs, labels = split_history(snap.history, self.denoise_fraction, rng)
+                labels.data[:] = 1.0
+            else:
+                inputs, labels = snap.history, snap.labels
+            views.append((normalize_rows(inputs, self.normalize), labels))
+            learners = rng.permutation(self._learners(snap))
+            plan += [
+                (i, learners[j : j + self.batch_size])
+                for j in range(0, len(learners), self.batch_size)
+            ]
+        for b in rng.permutation(len(plan)):  # batches of different cutoffs interleaved
+            i, learners = plan[b]
+            inputs, labels = views[i]
+            yield {
+                "learners": torch.from_numpy(learners.astype(np.int64)),
+                "history": csr_bags(inputs, learners),
+                "labels": csr_bags(labels, learners),
+                "course_bags": self.course_bags[i],
+                "content": self.content,
+            }
+
+
+class EvalBatches(IterableDataset):
+    """The snapshot's learners with labels (or all given learners), in chunks, in order."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        batch_size: int = 1024,
+        normalize: str = "mean",
+        learners: np.ndarray | None = None,
+        content: sp.csr_matrix | None = None,
+    ):
+        self.snapshot, self.batch_size = snapshot, batch_size
+        self.history = normalize_rows(snapshot.history, normalize)
+        self.learners = snapshot.label_learners() if learners is None else np.asarray(learners)
+        self.course_bags = csr_bags(snapshot.course_bags, key=f"course_bags/{snapshot.name}")
+        self.content = None if content is None else csr_bags(content, key="content")
+
+    def __len__(self) -> int:
+        return -(-len(self.learners) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for j in range(0, len(self.learners), self.batch_size):
+            learners = self.learners[j : j + self.batch_size]
+            batch = {
+                "learners": torch.from_numpy(learners.astype(np.int64)),
+                "history": csr_bags(self.history, learners),
+                "course_bags": self.course_bags,
+                "content": self.content,
+                "seen": self.snapshot.seen[learners],
+            }
+            if self.snapshot.labels is not None:
+                batch["truth"] = self.snapshot.labels[learners]
+            yield batch

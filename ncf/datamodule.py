@@ -1,0 +1,142 @@
+"""`NCFDataModule`: snapshots for training, validation and test, from a `watchlog` split.
+
+Temporal splits (the platform): training snapshots at `n_cutoffs` rolling cutoffs before the
+validation cutoff (`watchlog.splits.rolling_folds`), each with labels in the following
+`horizon_days`; validation = the split's validation fold; test = the test fold. Every fold is
+leakage-checked when built.
+
+Random and stratified splits (published setups): there is no cutoff, so the model trains by
+denoising: each epoch a `label_fraction` of every learner's training courses are labels and
+the rest input. Validation labels are the split's validation pairs, with the training pairs
+as input; test labels the test pairs, with training + validation pairs as input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import scipy.sparse as sp
+from torch.utils.data import DataLoader
+
+from ncf.batches import EvalBatches, TrainBatches
+from ncf.inputs import InputBuilder, Snapshot
+from watchlog import DataReport, EventLog
+from watchlog.splits import Split, rolling_folds
+
+__all__ = ["NCFDataModule"]
+
+TRAININGS = ("auto", "rolling", "denoising")
+
+
+class NCFDataModule(pl.LightningDataModule):
+    """Builds the snapshots once (`setup`) and serves learner batches.
+
+    log, split: the cleaned `EventLog` and its `Split` (runtime objects, passed in code).
+    inputs: the `InputBuilder` (lookback, weights, co-watch) used for every snapshot.
+    training: "auto" (rolling for temporal splits, denoising otherwise), "rolling", "denoising".
+    n_cutoffs / horizon_days / spacing_days: the rolling training cutoffs; horizon defaults to
+      the validation window's length.
+    content: optional (n_courses, n_features) CSR of course content for the course tower.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        split: Split,
+        inputs: InputBuilder,
+        *,
+        training: str = "auto",
+        n_cutoffs: int = 4,
+        horizon_days: float | None = None,
+        spacing_days: float | None = None,
+        label_fraction: float = 0.5,
+        normalize: str = "mean",
+        batch_size: int = 64,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        content: sp.csr_matrix | None = None,
+        report: DataReport | None = None,
+    ):
+        super().__init__()
+        if training not in TRAININGS:
+            raise ValueError(f"training: must be one of {TRAININGS}, got {training!r}")
+        if split.valid is None:
+            raise ValueError(
+                "split: NCF training needs a validation fold (the epoch is chosen on it, never on test)"
+            )
+        self.event_log, self.split, self.inputs = log, split, inputs
+        self.training = training
+        if training == "auto":
+            self.training = "rolling" if split.kind == "temporal" else "denoising"
+        if self.training == "rolling" and split.kind != "temporal":
+            raise ValueError(f"training='rolling' needs a temporal split, got {split.kind!r}")
+        self.n_cutoffs, self.horizon_days, self.spacing_days = n_cutoffs, horizon_days, spacing_days
+        self.label_fraction, self.normalize = label_fraction, normalize
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.content = content
+        self.report = report if report is not None else DataReport()
+        self.train_snapshots: list[Snapshot] = []
+        self.valid: Snapshot | None = None
+        self.test: Snapshot | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.valid is not None:
+            return  # built once; Lightning calls setup for every stage
+        valid_fold, test_fold = self.split.valid, self.split.test
+        self.valid = self.inputs.snapshot(self.event_log, valid_fold, report=self.report)
+        self.test = self.inputs.snapshot(self.event_log, test_fold, report=self.report)
+        if self.training == "rolling":
+            horizon = self.horizon_days
+            if horizon is None:
+                horizon = (test_fold.cutoff - valid_fold.cutoff) / pd.Timedelta(days=1)
+            folds = rolling_folds(
+                self.event_log,
+                before=valid_fold.cutoff,
+                n_cutoffs=self.n_cutoffs,
+                horizon_days=horizon,
+                spacing_days=self.spacing_days,
+                events=valid_fold.inputs,
+            )
+            self.train_snapshots = [
+                self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds
+            ]
+        else:
+            # Denoising trains on the validation fold's inputs (the training pairs); its labels
+            # (validation pairs) are only ever used for validation.
+            self.train_snapshots = [self.valid]
+
+    def course_popularity(self) -> np.ndarray:
+        """(n_courses,) training label counts (rolling) or training-history counts (denoising)."""
+        self.setup()
+        mats = [
+            (s.history if self.training == "denoising" else s.labels) for s in self.train_snapshots
+        ]
+        return np.asarray(sum((m > 0).sum(axis=0) for m in mats), dtype=np.float64).ravel()
+
+    @property
+    def n_content_features(self) -> int:
+        return 0 if self.content is None else int(self.content.shape[1])
+
+    def train_dataloader(self) -> DataLoader:
+        data = TrainBatches(
+            self.train_snapshots,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            normalize=self.normalize,
+            denoise_fraction=self.label_fraction if self.training == "denoising" else None,
+            content=self.content,
+        )
+        return DataLoader(data, batch_size=None)  # the dataset yields whole batches
+
+    def _eval_loader(self, snap: Snapshot) -> DataLoader:
+        data = EvalBatches(
+            snap, batch_size=self.eval_batch_size, normalize=self.normalize, content=self.content
+        )
+        return DataLoader(data, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.valid)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test)

@@ -1,0 +1,333 @@
+"""What the two towers see at one cutoff, built from `watchlog` folds.
+
+A `Snapshot` is everything known at a cutoff, as CSR float32 matrices:
+
+    history      (n_learners, n_courses)  learner tower input: courses watched (past the
+                                          watch-time threshold) in the lookback window,
+                                          weighted (binary | log watch time | recency | a column)
+    seen         (n_learners, n_courses)  every course watched before the cutoff (binary),
+                                          what `filter_already_watched` removes
+    course_bags  (n_courses, n_courses)   course tower input: each course's co-watch row
+                                          (top-k neighbours) from the same window
+    labels       (n_learners, n_courses)  positives: courses watched in [cutoff, label_end),
+                                          weight 1 or a watch-time weight; None at inference
+
+`InputBuilder.snapshot(log, fold)` makes one from a `watchlog.splits.Fold`: temporal folds
+use the lookback window; random/stratified folds (published setups only) use all of the
+fold's inputs. `split_history` makes the denoising split used to train on random splits:
+each epoch a random part of every learner's courses becomes labels, the rest input.
+
+Weights are validated when built: NaN, infinite or negative weights raise with the column,
+the count and examples. Vectorized throughout (pandas group-by on pair keys, CSR arithmetic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from watchlog import EventLog
+from watchlog.cowatch import cowatch_similarity
+from watchlog.eventlog import ts_ns, utc_ns
+from watchlog.report import DataReport
+from watchlog.splits import Fold
+
+__all__ = [
+    "WEIGHTINGS",
+    "NORMALIZATIONS",
+    "Snapshot",
+    "InputBuilder",
+    "history_matrix",
+    "course_bags",
+    "normalize_rows",
+    "split_history",
+]
+
+WEIGHTINGS = ("binary", "log_watch", "recency", "column")
+NORMALIZATIONS = ("mean", "sqrt", "none")
+_DAY_NS = 86_400 * 10**9
+_N_EXAMPLES = 5
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """What is known at one cutoff (shapes in the module doc); all CSR float32."""
+
+    name: str
+    history: sp.csr_matrix
+    seen: sp.csr_matrix
+    course_bags: sp.csr_matrix
+    labels: sp.csr_matrix | None = None
+    cutoff: pd.Timestamp | None = None
+
+    @property
+    def n_learners(self) -> int:
+        return self.history.shape[0]
+
+    @property
+    def n_courses(self) -> int:
+        return self.history.shape[1]
+
+    def label_learners(self) -> np.ndarray:
+        """(n,) int64 learners with at least one label, ascending."""
+        if self.labels is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.diff(self.labels.indptr) > 0).astype(np.int64)
+
+    def describe(self) -> dict[str, int]:
+        rows = np.diff(self.history.indptr)
+        out = {
+            "history_pairs": int(self.history.nnz),
+            "learners_with_history": int((rows > 0).sum()),
+            "course_bag_pairs": int(self.course_bags.nnz),
+            "courses_without_cowatch": int((np.diff(self.course_bags.indptr) == 0).sum()),
+        }
+        if self.labels is not None:
+            out["label_pairs"] = int(self.labels.nnz)
+            out["label_learners"] = int(len(self.label_learners()))
+        return out
+
+
+# ---- weights ----------------------------------------------------------------------------------
+def _reject_bad(values: np.ndarray, what: str, frame: pd.DataFrame) -> None:
+    """NaN, infinite or negative weights are an input error: name them, count them, show some."""
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        rows = frame.index[bad][:_N_EXAMPLES].tolist()
+        examples = values[bad][:_N_EXAMPLES].tolist()
+        raise ValueError(
+            f"{what}: input weights must be finite and >= 0; {int(bad.sum()):,} of {len(values):,} "
+            f"watched events are not (e.g. event rows {rows} with values {examples})"
+        )
+
+
+def history_matrix(
+    events: pd.DataFrame,
+    shape: tuple[int, int],
+    *,
+    weighting: str = "binary",
+    weight_column: str | None = None,
+    half_life_days: float = 30.0,
+    reference_time=None,
+) -> sp.csr_matrix:
+    """Learner x course CSR float32 of pair weights from watch events (one entry per pair).
+
+    binary     1 per watched pair
+    log_watch  log1p(total watch minutes of the pair)
+    recency    0.5 ** (age of the pair's latest watch / half_life_days), age from reference_time
+    column     max of `weight_column` over the pair's events (e.g. a rating)
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "column" and weight_column is None:
+        raise ValueError("weighting='column' needs weight_column (the events column to use)")
+    if weighting == "recency" and not half_life_days > 0:
+        raise ValueError(f"half_life_days: must be > 0, got {half_life_days}")
+    n_learners, n_courses = shape
+    learner = events["learner_idx"].to_numpy(np.int64)
+    course = events["course_idx"].to_numpy(np.int64)
+    key = learner * n_courses + course  # (n_events,) one int64 per (learner, course) pair
+    if weighting == "binary":
+        per_event = np.ones(len(events))
+    elif weighting == "log_watch":
+        per_event = events["watch_seconds"].to_numpy(np.float64)
+        _reject_bad(per_event, "watch_seconds (weighting=log_watch)", events)
+    elif weighting == "recency":
+        per_event = ts_ns(events["ts"]).astype(np.float64)
+    else:
+        if weight_column not in events.columns:
+            raise ValueError(
+                f"weight_column: {weight_column!r} is not an events column; have {list(events.columns)}"
+            )
+        per_event = pd.to_numeric(events[weight_column], errors="coerce").to_numpy(np.float64)
+        _reject_bad(per_event, f"weight column {weight_column!r}", events)
+    agg = "sum" if weighting == "log_watch" else "max"
+    pair = pd.Series(per_event).groupby(key, sort=True).agg(agg)  # hash group-by, sorted keys
+    keys, value = pair.index.to_numpy(np.int64), pair.to_numpy(np.float64)
+    if weighting == "log_watch":
+        value = np.log1p(value / 60.0)
+    elif weighting == "recency":
+        ref = utc_ns(reference_time) if reference_time is not None else value.max(initial=0)
+        value = 0.5 ** (np.maximum(ref - value, 0) / (half_life_days * _DAY_NS))
+    out = sp.csr_matrix(
+        (value.astype(np.float32), (keys // n_courses, keys % n_courses)),
+        shape=shape,
+        dtype=np.float32,
+    )
+    out.sum_duplicates()  # keys are unique: this only sorts indices
+    return out
+
+
+def normalize_rows(m: sp.csr_matrix, mode: str = "mean") -> sp.csr_matrix:
+    """Rows scaled for a sum-pooling bag: mean (sum to 1), sqrt (/ sqrt(nnz)) or none."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize: must be one of {NORMALIZATIONS}, got {mode!r}")
+    if mode == "none":
+        return m
+    if mode == "mean":
+        denom = np.asarray(m.sum(axis=1)).ravel()
+    else:
+        denom = np.sqrt(np.diff(m.indptr).astype(np.float64))
+    scale = np.divide(1.0, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
+    out = m.copy()
+    out.data = (out.data * np.repeat(scale, np.diff(m.indptr))).astype(np.float32)
+    return out
+
+
+def course_bags(
+    watched: sp.csr_matrix,
+    *,
+    measure: str = "cosine",
+    top_k: int | None = 50,
+    self_weight: float = 0.0,
+) -> sp.csr_matrix:
+    """Course x course co-watch rows (`watchlog.cowatch`), optionally with `self_weight` on the
+    diagonal so a course nobody co-watched still has a non-empty input."""
+    sim = cowatch_similarity(watched, measure, top_k=top_k)
+    if self_weight:
+        sim = (
+            sim + sp.identity(sim.shape[0], dtype=np.float32, format="csr") * self_weight
+        ).tocsr()
+    return sim.astype(np.float32)
+
+
+def split_history(
+    history: sp.csr_matrix, label_fraction: float, rng: np.random.Generator
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Denoising split: each stored entry becomes a label with probability `label_fraction`.
+
+    Returns (inputs, labels), disjoint, both (n_learners, n_courses) CSR with the original
+    weights. One uniform draw per entry: vectorized, no loop per learner.
+    """
+    if not 0 < label_fraction < 1:
+        raise ValueError(f"label_fraction: must be in (0, 1), got {label_fraction}")
+    is_label = rng.random(history.nnz) < label_fraction  # (nnz,)
+    return _keep(history, ~is_label), _keep(history, is_label)
+
+
+def _keep(m: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    counts = np.bincount(rows[mask], minlength=m.shape[0])
+    indptr = np.zeros(m.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return sp.csr_matrix((m.data[mask], m.indices[mask], indptr), shape=m.shape)
+
+
+# ---- snapshots from folds ---------------------------------------------------------------------
+class InputBuilder:
+    """Builds `Snapshot`s from folds with one set of input rules (explicit arguments, no config).
+
+    lookback_days: learner history and co-watch window before the cutoff (None: all inputs).
+    weighting / weight_column / half_life_days: the learner bag weights (`history_matrix`).
+    cowatch_measure / cowatch_top_k / self_weight: the course bags (`course_bags`).
+    label_weighting: "none" (1 per positive) or "log_watch" (log1p watch minutes).
+    exclude_seen_from_labels: positives already watched before the cutoff are not labels
+      (they would be filtered at recommendation time anyway); the count goes to the report.
+    """
+
+    def __init__(
+        self,
+        lookback_days: float | None = None,
+        weighting: str = "binary",
+        weight_column: str | None = None,
+        half_life_days: float = 30.0,
+        cowatch_measure: str = "cosine",
+        cowatch_top_k: int | None = 50,
+        self_weight: float = 0.0,
+        label_weighting: str = "none",
+        exclude_seen_from_labels: bool = True,
+    ):
+        self.lookback_days = lookback_days
+        self.weighting = weighting
+        self.weight_column = weight_column
+        self.half_life_days = half_life_days
+        self.cowatch_measure = cowatch_measure
+        self.cowatch_top_k = cowatch_top_k
+        self.self_weight = self_weight
+        self.label_weighting = label_weighting
+        self.exclude_seen_from_labels = exclude_seen_from_labels
+
+    def _history(self, events: pd.DataFrame, shape, reference_time) -> sp.csr_matrix:
+        return history_matrix(
+            events,
+            shape,
+            weighting=self.weighting,
+            weight_column=self.weight_column,
+            half_life_days=self.half_life_days,
+            reference_time=reference_time,
+        )
+
+    def snapshot(
+        self,
+        log: EventLog,
+        fold: Fold,
+        *,
+        name: str | None = None,
+        report: DataReport | None = None,
+    ) -> Snapshot:
+        """The snapshot at `fold`'s cutoff (labels from `fold.labels`)."""
+        if self.label_weighting not in ("none", "log_watch"):
+            raise ValueError(
+                f"label_weighting: must be 'none' or 'log_watch', got {self.label_weighting!r}"
+            )
+        name = name or fold.name
+        shape = (log.n_learners, log.n_courses)
+        temporal = fold.kind == "temporal"
+        window = fold.lookback(self.lookback_days if temporal else None)
+        watched_window = _watched(window)
+        reference = fold.cutoff if temporal else None
+        history = self._history(watched_window, shape, reference)
+        seen = log.interactions(_watched(fold.inputs))
+        seen.data[:] = 1.0
+        bags = course_bags(
+            (history > 0).astype(np.float32),
+            measure=self.cowatch_measure,
+            top_k=self.cowatch_top_k,
+            self_weight=self.self_weight,
+        )
+        label_events = _watched(fold.labels)
+        labels = history_matrix(
+            label_events,
+            shape,
+            weighting="log_watch" if self.label_weighting == "log_watch" else "binary",
+        )
+        if self.exclude_seen_from_labels and labels.nnz:
+            already = labels.multiply(seen).astype(bool)
+            n_seen = int(already.nnz)
+            labels = (labels - labels.multiply(already)).tocsr()
+            labels.eliminate_zeros()
+            if report is not None:
+                report.add_step(
+                    f"ncf labels {name}: drop courses already watched before the cutoff",
+                    "label pairs",
+                    before=int(labels.nnz + n_seen),
+                    after=int(labels.nnz),
+                )
+        if not temporal and self.lookback_days is not None and report is not None:
+            report.note(
+                f"ncf inputs {name}: lookback_days ignored on a {fold.kind} fold (no cutoff)"
+            )
+        snap = Snapshot(name, history, seen, bags, labels.astype(np.float32), fold.cutoff)
+        if report is not None:
+            report.add_split(f"ncf {name}", **snap.describe())
+        return snap
+
+    def inference_snapshot(self, log: EventLog, cutoff=None, *, name: str = "serve") -> Snapshot:
+        """Inputs from every watch before `cutoff` (default: the whole log), no labels."""
+        events = log.events if cutoff is None else log.time_window(end=cutoff)
+        cutoff = pd.Timestamp(cutoff) if cutoff is not None else None
+        end = cutoff if cutoff is not None else events["ts"].iloc[-1] + pd.Timedelta(seconds=1)
+        fold = Fold(name, "temporal", events, events.iloc[:0], end, end)
+        snap = self.snapshot(log, fold, name=name)
+        return Snapshot(name, snap.history, snap.seen, snap.course_bags, None, cutoff)
+
+
+def _watched(events: pd.DataFrame) -> pd.DataFrame:
+    if "watched" not in events.columns:
+        raise ValueError(
+            "events: no `watched` column; run watchlog.cleaning.clean (or mark_watched) first"
+        )
+    return events[events["watched"].to_numpy()]

@@ -1,0 +1,204 @@
+"""`NCFModule`: how the two-tower is trained and validated (Lightning).
+
+One training step, top to bottom:
+    L = learner tower(history bags [, ids])            # (B, d)
+    courses(idx) = course tower(co-watch bags [, ids, content])  # (C, d), C = all or some
+    loss = full_softmax | sampled_softmax | bce        # see ncf.losses
+Validation: full-ranking top-k over every course for the snapshot's learners with labels,
+already-watched courses excluded, then `evaluation.ranking_metrics`: logs val_ndcg@k,
+val_recall@k, ... which early stopping and checkpointing monitor. The test snapshot goes
+through the same code (`trainer.test`), and only after the epoch was chosen on validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import scipy.sparse as sp
+import torch
+
+from evaluation import full_ranking_topk, ranking_metrics
+from ncf.bags import Bags
+from ncf.losses import LOSSES, bce_sampled, full_softmax, sampled_softmax
+from ncf.model import TwoTower
+
+__all__ = ["NCFModule"]
+
+_CPU_ONLY_KEYS = ("seen", "truth")  # scipy rows for exclusion/metrics stay on the host
+_CACHED_KEYS = ("course_bags", "content")  # same object every step: copied to the device once
+
+
+class NCFModule(pl.LightningModule):
+    """Trains a `TwoTower`.
+
+    loss: "full_softmax" | "sampled_softmax" | "bce" (ncf.losses).
+    n_negatives / negative_alpha: bce negatives per positive, drawn with prob ~ popularity^alpha
+      (alpha 0 = uniform); extra_negatives: uniform extras for sampled_softmax.
+    course_popularity: (n_courses,) training counts, for popularity negatives and logQ.
+    eval_ks: cut-offs of the validation/test metrics; monitor: the metric checkpointing and
+      early stopping watch (a key of the logged metrics, e.g. "val_ndcg@10").
+    """
+
+    def __init__(
+        self,
+        model: TwoTower,
+        *,
+        loss: str = "full_softmax",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        n_negatives: int = 4,
+        negative_alpha: float = 0.0,
+        extra_negatives: int = 0,
+        course_popularity: np.ndarray | None = None,
+        eval_ks: tuple[int, ...] = (10,),
+        seed: int = 0,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss: must be one of {LOSSES}, got {loss!r}")
+        self.model = model
+        self.loss_kind, self.lr, self.weight_decay = loss, lr, weight_decay
+        self.n_negatives, self.negative_alpha = n_negatives, negative_alpha
+        self.extra_negatives = extra_negatives
+        self.eval_ks = tuple(int(k) for k in eval_ks)
+        self.seed = seed
+        pop = (
+            np.ones(model.n_courses)
+            if course_popularity is None
+            else np.asarray(course_popularity, dtype=np.float64)
+        )
+        if pop.shape != (model.n_courses,) or (pop < 0).any():
+            raise ValueError(
+                f"course_popularity: expected ({model.n_courses},) counts >= 0, got {pop.shape}"
+            )
+        share = (pop + 1.0) / (pop + 1.0).sum()  # +1: a never-seen course keeps a finite log q
+        self.register_buffer("log_q", torch.from_numpy(np.log(share)).float(), persistent=False)
+        neg = share**negative_alpha if negative_alpha else np.ones_like(share)
+        self.register_buffer(
+            "negative_probs", torch.from_numpy(neg / neg.sum()).float(), persistent=False
+        )
+        self.save_hyperparameters(ignore=["model", "course_popularity"])
+        self._device_cache: dict[str, Bags] = {}
+        self._eval: dict[str, list] = {}
+        self._generator: torch.Generator | None = None
+
+    # ---- device handling -------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
+        out = {}
+        for key, value in batch.items():
+            if key in _CPU_ONLY_KEYS or value is None:
+                out[key] = value
+            elif key in _CACHED_KEYS:
+                out[key] = self._cached(value, device)
+            else:
+                out[key] = value.to(device)
+        return out
+
+    def _cached(self, bags: Bags, device: torch.device) -> Bags:
+        key = f"{bags.key}@{device}"
+        if key not in self._device_cache:
+            self._device_cache[key] = bags.to(device)
+        return self._device_cache[key]
+
+    def _gen(self) -> torch.Generator:
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    # ---- forward pieces --------------------------------------------------------------------
+    def learner_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:
+        m = self.model
+        return m.learners(
+            batch["history"] if m.learner_tower.bag is not None else None,
+            batch["learners"] if m.learner_tower.ids is not None else None,
+        )
+
+    def course_embeddings(self, batch: dict[str, Any], idx: torch.Tensor | None) -> torch.Tensor:
+        """(C, d) for courses `idx` (None: all), from this batch's snapshot inputs."""
+        m, tower = self.model, self.model.course_tower
+        if idx is None:
+            idx = torch.arange(m.n_courses, device=self.device)
+            bags, content = batch["course_bags"], batch["content"]
+        else:
+            bags, content = batch["course_bags"].rows(idx), batch["content"]
+            content = None if content is None else content.rows(idx)
+        return m.courses(
+            bags if tower.bag is not None else None,
+            idx if tower.ids is not None else None,
+            content if tower.content is not None else None,
+        )
+
+    # ---- training --------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        L = self.learner_embeddings(batch)  # (B, d)
+        courses = lambda idx: self.course_embeddings(batch, idx)  # noqa: E731
+        labels, history = batch["labels"], batch["history"]
+        if self.loss_kind == "full_softmax":
+            loss = full_softmax(L, courses, self.model, labels, history)
+        elif self.loss_kind == "sampled_softmax":
+            loss = sampled_softmax(
+                L, courses, self.model, labels, history,
+                log_q=self.log_q, n_courses=self.model.n_courses,
+                extra_negatives=self.extra_negatives, generator=self._gen(),
+            )  # fmt: skip
+        else:
+            loss = bce_sampled(
+                L, courses, self.model, labels, history,
+                negative_probs=self.negative_probs, n_negatives=self.n_negatives,
+                n_courses=self.model.n_courses, generator=self._gen(),
+            )  # fmt: skip
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=L.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    # ---- validation and test: full ranking ------------------------------------------------
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        L = self.learner_embeddings(batch)  # (B, d)
+        key = batch["course_bags"].key
+        if key not in self._eval["courses"]:
+            self._eval["courses"][key] = self.course_embeddings(batch, None)  # (n_courses, d)
+        scores = self.model.score(L, self._eval["courses"][key])  # (B, n_courses)
+        topk = full_ranking_topk(
+            scores, max(self.eval_ks), exclude=batch["seen"], device=scores.device, copy=False
+        )
+        self._eval["topk"].append(topk)
+        self._eval["truth"].append(batch["truth"])
+
+    def _eval_start(self) -> None:
+        self._eval = {"courses": {}, "topk": [], "truth": []}
+
+    def _eval_end(self, prefix: str) -> dict[str, float]:
+        if not self._eval["topk"]:
+            return {}
+        res = ranking_metrics(
+            np.concatenate(self._eval["topk"]), sp.vstack(self._eval["truth"]).tocsr(), self.eval_ks
+        ).summary()
+        metrics = {f"{prefix}_{k}": float(v) for k, v in res.items() if "@" in k}
+        k = max(self.eval_ks)
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=name == f"{prefix}_ndcg@{k}")
+        self._eval = {}
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")

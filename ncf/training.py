@@ -1,0 +1,137 @@
+"""Fit on validation, then test once: the loop every NCF run (experiment or benchmark) uses.
+
+    result = fit_and_test(datamodule, module, trainer_kwargs, out_dir)
+
+1. `Trainer.fit` with early stopping and checkpointing on the validation metric
+   (`monitor`, default val_ndcg@10): the epoch is chosen on validation, never on test.
+2. The best checkpoint's weights are loaded back (`torch.load(..., weights_only=True)`).
+3. `Trainer.test` on the test snapshot, once.
+Wall time is split into training batches and validation (`PhaseTimer`), so a run can show
+that evaluation stays a small part of training.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from ncf.datamodule import NCFDataModule
+from ncf.module import NCFModule
+
+__all__ = ["PhaseTimer", "TrainResult", "fit_and_test"]
+
+
+class PhaseTimer(pl.Callback):
+    """Seconds spent in training batches and in validation, summed over the whole fit.
+
+    (Lightning's `Timer` keeps only the last validation's span, not the sum.)
+    """
+
+    def __init__(self) -> None:
+        self.train_s = self.validate_s = 0.0
+        self.learners = self.positives = 0  # training rows seen, and their positive pairs
+        self._t0 = self._v0 = self._val_this_epoch = 0.0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.learners += int(batch["learners"].shape[0])
+        self.positives += int(batch["labels"].indices.shape[0])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        # Lightning runs the epoch's validation before on_train_epoch_end: subtract it.
+        self.train_s += time.perf_counter() - self._t0 - self._val_this_epoch
+        self._val_this_epoch = 0.0
+
+    def on_validation_start(self, trainer, module) -> None:
+        self._v0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, module) -> None:
+        dt = time.perf_counter() - self._v0
+        self.validate_s += dt
+        self._val_this_epoch += dt
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    timings: dict[str, float]
+    checkpoint: str
+    metrics_csv: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_and_test(
+    datamodule: NCFDataModule,
+    module: NCFModule,
+    out_dir: str | Path,
+    *,
+    monitor: str = "val_ndcg@10",
+    patience: int = 5,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Fit with early stopping on `monitor` (max), reload the best weights, test once."""
+    out_dir = Path(out_dir)
+    timer = PhaseTimer()
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", monitor=monitor, mode="max", save_top_k=1,
+        filename="best", save_weights_only=True, auto_insert_metric_name=False,
+    )  # fmt: skip
+    stop = EarlyStopping(monitor=monitor, mode="max", patience=patience)
+    kwargs = {
+        "accelerator": "auto", "devices": 1, "max_epochs": 50, "num_sanity_val_steps": 0,
+        "enable_model_summary": False, "log_every_n_steps": 1,
+        **(trainer_kwargs or {}),
+    }  # fmt: skip
+    logger = kwargs.pop("logger", None)
+    if logger is None:
+        logger = CSVLogger(out_dir, name="logs", version="")
+    trainer = pl.Trainer(logger=logger, callbacks=[timer, checkpoint, stop], **kwargs)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_s = time.perf_counter() - start
+    if not checkpoint.best_model_path:
+        raise RuntimeError(f"no checkpoint was saved: was {monitor!r} ever logged?")
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    # The best checkpoint's validation metrics, recomputed on the reloaded weights.
+    valid = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    start = time.perf_counter()
+    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    test_s = time.perf_counter() - start
+    best_epoch = int(state.get("epoch", -1))
+    timings = {
+        "fit": fit_s,
+        "train_batches": timer.train_s,
+        "validation": timer.validate_s,
+        "validation_share_of_training": timer.validate_s / max(timer.train_s, 1e-9),
+        "test": test_s,
+        "train_learners_per_s": timer.learners / max(timer.train_s, 1e-9),
+        "train_positives_per_s": timer.positives / max(timer.train_s, 1e-9),
+        "seconds_per_epoch": timer.train_s / max(trainer.current_epoch, 1),
+    }
+    csv = getattr(logger, "log_dir", None)
+    metrics_csv = str(Path(csv) / "metrics.csv") if csv else None
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_score=float(checkpoint.best_model_score),
+        epochs_run=int(trainer.current_epoch),
+        valid={k: float(v) for k, v in valid.items()},
+        test={k: float(v) for k, v in test.items()},
+        timings=timings,
+        checkpoint=checkpoint.best_model_path,
+        metrics_csv=metrics_csv,
+    )
