@@ -237,7 +237,10 @@ class EventLog:
 
 
 def ts_ns(ts: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 nanoseconds (a zero-copy view of the column)."""
+    """UTC timestamps as int64 nanoseconds (a zero-copy view when the column is already in ns,
+    as the contract makes it; other units, e.g. pandas 3's default "us", are converted)."""
+    if getattr(ts.dtype, "unit", "ns") != "ns":
+        ts = ts.dt.as_unit("ns")
     return ts.array.asi8
 
 
