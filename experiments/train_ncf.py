@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def embedding_quality(rec: NCFRecommender, log) -> dict[str, dict[str, float]]:
     """k-NN label agreement of course embeddings by language and category, against chance."""
-    emb = rec.course_embeddings()
+    emb = rec.course_embeddings(with_bias=False)
     out = {}
     for column in ("language", "category"):
         if column in log.courses.columns:

@@ -144,6 +144,7 @@ class TwoTower(nn.Module):
     learner_history / course_cowatch: use the sparse bags (LinkedIn's inputs).
     learner_ids / course_ids: add ID embeddings (options beyond the article; alone = MF).
     n_content_features: width of the course content bag (0 = none).
+    course_bias: a learned per-course score offset (dot score only).
     score: "dot" or "cosine" (divided by `temperature`).
     """
 
@@ -164,6 +165,7 @@ class TwoTower(nn.Module):
         learner_ids: bool = False,
         course_ids: bool = False,
         n_content_features: int = 0,
+        course_bias: bool = False,
         score: str = "dot",
         temperature: float = 0.1,
     ):
@@ -174,7 +176,8 @@ class TwoTower(nn.Module):
             activation=activation, dropout=dropout, norm=norm, init_std=init_std, pooling=pooling,
             learner_history=learner_history, course_cowatch=course_cowatch,
             learner_ids=learner_ids, course_ids=course_ids,
-            n_content_features=n_content_features, score=score, temperature=temperature,
+            n_content_features=n_content_features, course_bias=course_bias, score=score,
+            temperature=temperature,
         )  # fmt: skip
         if score not in SCORES:
             raise ValueError(f"score: must be one of {SCORES}, got {score!r}")
@@ -204,20 +207,40 @@ class TwoTower(nn.Module):
             **common,
         )
         self.score_kind, self.temperature = score, temperature
+        if course_bias and score == "cosine":
+            raise ValueError("course_bias needs score='dot' (a bias has no place in a cosine)")
+        # A per-course scalar (popularity, in effect) so the embeddings need not encode it.
+        self.course_bias = nn.Parameter(torch.zeros(n_courses)) if course_bias else None
 
     @property
     def embedding_dim(self) -> int:
         return self.learner_tower.out_dim
 
-    def learners(self, history: Bags | None, learner_idx: torch.Tensor | None) -> torch.Tensor:
-        """(B, d) learner embeddings from history bags and/or ids."""
-        return self.learner_tower(history, learner_idx)
+    def learners(self, history: Bags | None, learner_idx: torch.Tensor) -> torch.Tensor:
+        """(B, d) learner embeddings ((B, d + 1) with a course bias: a last column of ones).
+
+        Each input is used only if the tower has it (the others may be None).
+        """
+        t = self.learner_tower
+        emb = t(history if t.bag is not None else None, learner_idx if t.ids is not None else None)
+        if self.course_bias is None:
+            return emb
+        return torch.cat([emb, emb.new_ones(emb.shape[0], 1)], dim=1)
 
     def courses(
-        self, cowatch: Bags | None, course_idx: torch.Tensor | None, content: Bags | None = None
+        self, cowatch: Bags | None, course_idx: torch.Tensor, content: Bags | None = None
     ) -> torch.Tensor:
-        """(C, d) course embeddings from co-watch bags, ids and/or content."""
-        return self.course_tower(cowatch, course_idx, content)
+        """(C, d) course embeddings ((C, d + 1) with the course bias as the last column), so a
+        plain dot product with `learners` includes the bias and retrieval stays one matmul."""
+        t = self.course_tower
+        emb = t(
+            cowatch if t.bag is not None else None,
+            course_idx if t.ids is not None else None,
+            content if t.content is not None else None,
+        )
+        if self.course_bias is None:
+            return emb
+        return torch.cat([emb, self.course_bias[course_idx].unsqueeze(1)], dim=1)
 
     def normalize(self, emb: torch.Tensor) -> torch.Tensor:
         """What the score is a dot product of: the embedding, or its unit vector for cosine."""

@@ -110,26 +110,15 @@ class NCFModule(pl.LightningModule):
 
     # ---- forward pieces --------------------------------------------------------------------
     def learner_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:
-        m = self.model
-        return m.learners(
-            batch["history"] if m.learner_tower.bag is not None else None,
-            batch["learners"] if m.learner_tower.ids is not None else None,
-        )
+        return self.model.learners(batch["history"], batch["learners"])
 
     def course_embeddings(self, batch: dict[str, Any], idx: torch.Tensor | None) -> torch.Tensor:
         """(C, d) for courses `idx` (None: all), from this batch's snapshot inputs."""
-        m, tower = self.model, self.model.course_tower
         if idx is None:
-            idx = torch.arange(m.n_courses, device=self.device)
-            bags, content = batch["course_bags"], batch["content"]
-        else:
-            bags, content = batch["course_bags"].rows(idx), batch["content"]
-            content = None if content is None else content.rows(idx)
-        return m.courses(
-            bags if tower.bag is not None else None,
-            idx if tower.ids is not None else None,
-            content if tower.content is not None else None,
-        )
+            idx = torch.arange(self.model.n_courses, device=self.device)
+            return self.model.courses(batch["course_bags"], idx, batch["content"])
+        content = None if batch["content"] is None else batch["content"].rows(idx)
+        return self.model.courses(batch["course_bags"].rows(idx), idx, content)
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

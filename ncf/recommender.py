@@ -82,45 +82,40 @@ class NCFRecommender:
 
     # ---- embeddings -------------------------------------------------------------------------
     @torch.inference_mode()
-    def course_embeddings(self) -> torch.Tensor:
-        """(n_courses, d) on the device, computed once."""
+    def course_embeddings(self, *, with_bias: bool = True) -> torch.Tensor:
+        """(n_courses, d) on the device, computed once; with a course bias, its column is last
+        (`with_bias=False` drops it, e.g. for plots and neighbour searches)."""
         if self._courses is None:
-            tower, dev = self.model.course_tower, self.device
-            idx = torch.arange(self.model.n_courses, device=dev)
-            bags = csr_bags(self.snapshot.course_bags).to(dev) if tower.bag is not None else None
-            content = csr_bags(self.content).to(dev) if tower.content is not None else None
+            dev = self.device
+            content = None if self.content is None else csr_bags(self.content).to(dev)
             self._courses = self.model.courses(
-                bags, idx if tower.ids is not None else None, content
+                csr_bags(self.snapshot.course_bags).to(dev),
+                torch.arange(self.model.n_courses, device=dev),
+                content,
             )
+        if not with_bias and self.model.course_bias is not None:
+            return self._courses[:, :-1]
         return self._courses
 
     @torch.inference_mode()
     def learner_embeddings(self, learner_idx: np.ndarray) -> torch.Tensor:
         """(n, d) on the device for dense learner indices; index -1 = an empty history."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
-        tower = self.model.learner_tower
-        if tower.ids is not None and (learner_idx < 0).any():
+        unknown = learner_idx < 0
+        if self.model.learner_tower.ids is not None and unknown.any():
             raise ValueError(
                 "cold_start='empty_history' needs a model without learner ID embeddings: "
-                f"{int((learner_idx < 0).sum()):,} learners have no ID row"
+                f"{int(unknown.sum()):,} learners have no ID row"
             )
-        # An unknown learner reads row 0 of an all-empty matrix: an empty bag.
-        empty = sp.csr_matrix((1, self._history.shape[1]), dtype=np.float32)
         out = []
         for start in range(0, len(learner_idx), self.chunk_size):
             part = learner_idx[start : start + self.chunk_size]
-            known = part >= 0
-            rows = sp.vstack([self._history[part[known]], empty[np.zeros((~known).sum(), int)]])
-            order = np.argsort(np.r_[np.flatnonzero(known), np.flatnonzero(~known)], kind="stable")
-            rows = rows.tocsr()[order]  # back to the caller's order
-            bags = csr_bags(rows).to(self.device) if tower.bag is not None else None
-            ids = (
-                torch.from_numpy(np.maximum(part, 0)).to(self.device)
-                if tower.ids is not None
-                else None
-            )
-            out.append(self.model.learners(bags, ids))  # (chunk, d)
-        d = self.model.embedding_dim
+            # An unknown learner (-1) gets an empty bag: its row of the history is zeroed.
+            rows = sp.diags((part >= 0).astype(np.float32)) @ self._history[np.maximum(part, 0)]
+            rows.eliminate_zeros()
+            ids = torch.from_numpy(np.maximum(part, 0)).to(self.device)
+            out.append(self.model.learners(csr_bags(rows.tocsr()).to(self.device), ids))
+        d = self.model.embedding_dim + (self.model.course_bias is not None)
         return torch.cat(out) if out else torch.zeros(0, d, device=self.device)
 
     def _learner_index(self, learner_ids: Sequence[Any]) -> np.ndarray:
@@ -163,7 +158,7 @@ class NCFRecommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The N most cosine-similar courses to each given course (itself excluded)."""
         idx = self.course_ids.to_index(course_ids).astype(np.int64)
-        top, scores = similar_by_cosine(self.course_embeddings(), idx, N)
+        top, scores = similar_by_cosine(self.course_embeddings(with_bias=False), idx, N)
         return self._to_ids(top), scores
 
     def _to_ids(self, top: np.ndarray) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""ncf.inputs and ncf.bags: what the towers see, its weights, leakage, and the denoising split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ncf.bags import csr_bags
+from ncf.inputs import InputBuilder, history_matrix, normalize_rows, split_history
+from watchlog.cleaning import CleaningConfig, clean
+from watchlog.eventlog import ts_ns, utc_ns
+from watchlog.splits import temporal_split
+
+
+def _events(**columns) -> pd.DataFrame:
+    n = len(columns["learner_idx"])
+    base = {
+        "ts": pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC"),
+        "watch_seconds": np.full(n, 600.0),
+    }
+    return pd.DataFrame({**base, **columns})
+
+
+def test_history_weightings():
+    ev = _events(
+        learner_idx=[0, 0, 0, 1], course_idx=[0, 0, 2, 1], watch_seconds=[60.0, 120.0, 600.0, 0.0]
+    )
+    binary = history_matrix(ev, (2, 3)).toarray()
+    assert binary.tolist() == [[1, 0, 1], [0, 1, 0]]  # repeated watches of a pair count once
+    logw = history_matrix(ev, (2, 3), weighting="log_watch").toarray()
+    np.testing.assert_allclose(logw[0], [np.log1p(3.0), 0, np.log1p(10.0)], rtol=1e-6)
+    rec = history_matrix(
+        ev, (2, 3), weighting="recency", half_life_days=1.0, reference_time="2024-01-05"
+    )
+    # latest watch of (0, 0) is day 2 (Jan 2): 3 days before the reference -> 0.5 ** 3
+    assert rec[0, 0] == pytest.approx(0.125) and rec[1, 1] == pytest.approx(0.5)
+    col = history_matrix(ev.assign(r=[1, 4, 2, 3]), (2, 3), weighting="column", weight_column="r")
+    assert col[0, 0] == 4 and col[1, 1] == 3  # max over the pair's events
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0])
+def test_nan_or_negative_weights_are_rejected_with_counts(bad):
+    ev = _events(learner_idx=[0, 1, 1], course_idx=[0, 1, 2]).assign(r=[1.0, bad, bad])
+    with pytest.raises(ValueError, match=r"weight column 'r'.*2 of 3 .*event rows \[1, 2\]"):
+        history_matrix(ev, (2, 3), weighting="column", weight_column="r")
+    ev = ev.assign(watch_seconds=[1.0, bad, 5.0])
+    with pytest.raises(ValueError, match=r"watch_seconds.*1 of 3"):
+        history_matrix(ev, (2, 3), weighting="log_watch")
+
+
+def test_normalize_rows_and_empty_rows():
+    m = sp.csr_matrix(np.array([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [4.0, 0.0, 0.0]], np.float32))
+    assert normalize_rows(m, "mean").toarray().tolist() == [[0.25, 0.75, 0], [0, 0, 0], [1, 0, 0]]
+    np.testing.assert_allclose(
+        normalize_rows(m, "sqrt")[0].toarray(), [[1 / 2**0.5, 3 / 2**0.5, 0]]
+    )
+    with pytest.raises(ValueError, match="normalize"):
+        normalize_rows(m, "l2")
+
+
+def test_split_history_is_a_disjoint_partition_and_seeded():
+    m = sp.random(50, 40, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    a, b = split_history(m, 0.5, np.random.default_rng(3))
+    assert a.multiply(b).nnz == 0
+    assert abs(a + b - m).sum() == 0
+    assert 0.4 < b.nnz / m.nnz < 0.6
+    a2, _ = split_history(m, 0.5, np.random.default_rng(3))
+    assert (a2 != a).nnz == 0
+
+
+def test_bags_match_csr_rows_and_gather_on_device():
+    m = sp.random(30, 20, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    rows = np.array([5, 0, 29, 5])
+    table = torch.randn(20, 4)
+    bags = csr_bags(m, rows)
+    pooled = torch.nn.functional.embedding_bag(
+        bags.indices, table, bags.offsets, mode="sum", per_sample_weights=bags.weights
+    )
+    dense = torch.from_numpy(m[rows].toarray()) @ table
+    torch.testing.assert_close(pooled, dense)
+    sub = csr_bags(m).rows(torch.tensor(rows))
+    again = torch.nn.functional.embedding_bag(
+        sub.indices, table, sub.offsets, mode="sum", per_sample_weights=sub.weights
+    )
+    torch.testing.assert_close(again, dense)
+
+
+def test_snapshot_respects_the_cutoff(small_platform):
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    snap = InputBuilder(lookback_days=90).snapshot(log, split.test)
+    ev = log.events
+    ts = ts_ns(ev["ts"])
+    watched = ev["watched"].to_numpy()
+    cut, end = utc_ns(split.test.cutoff), utc_ns(split.test.label_end)
+    start = utc_ns(split.test.cutoff - pd.Timedelta(days=90))
+    # history = watched pairs inside [cutoff - 90 days, cutoff); nothing at or after the cutoff
+    win = ev[watched & (ts >= start) & (ts < cut)]
+    expect = set(zip(win["learner_idx"], win["course_idx"], strict=True))
+    got = set(zip(*snap.history.nonzero(), strict=True))
+    assert got == expect
+    # labels: watched in [cutoff, end), minus courses seen before the cutoff
+    lab = ev[watched & (ts >= cut) & (ts < end)]
+    before = ev[watched & (ts < cut)]
+    seen = set(zip(before["learner_idx"], before["course_idx"], strict=True))
+    want = set(zip(lab["learner_idx"], lab["course_idx"], strict=True)) - seen
+    assert set(zip(*snap.labels.nonzero(), strict=True)) == want
+    assert set(zip(*snap.seen.nonzero(), strict=True)) == seen
+    assert snap.course_bags.shape == (log.n_courses, log.n_courses)
+    assert snap.course_bags.diagonal().sum() == 0  # neighbours only (self_weight=0)
+    assert (np.diff(snap.course_bags.indptr) <= 50).all()
+
+
+def test_snapshot_without_watched_flag_is_an_error(small_platform):
+    split = temporal_split(small_platform.log, valid_days=30, test_days=30)
+    with pytest.raises(ValueError, match="watched"):
+        InputBuilder().snapshot(small_platform.log, split.test)
