@@ -1,0 +1,132 @@
+"""benchmarks.baselines: EASE by hand and by per-column ridge, ItemKNN by brute force."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from benchmarks.baselines import EASE, ItemKNN, Popularity
+from evaluation import full_ranking_topk
+
+
+def random_watches(n_learners=60, n_courses=15, density=0.25, seed=0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    x = sp.random(
+        n_learners, n_courses, density=density, random_state=rng, format="csr", dtype=np.float32
+    )
+    x.data = np.ceil(x.data * 500)  # watch seconds: binarized by every baseline
+    return x
+
+
+def test_ease_hand_computed():
+    # X = [[1, 1], [1, 0]], l2 = 1: G + I = [[3, 1], [1, 2]], P = [[2, -1], [-1, 3]] / 5,
+    # B_01 = -P_01 / P_11 = 1/3, B_10 = -P_10 / P_00 = 1/2 (= the per-column ridge
+    # solutions x0.x1 / (x0.x0 + 1) and x0.x1 / (x1.x1 + 1)).
+    x = sp.csr_matrix(np.array([[1.0, 1.0], [1.0, 0.0]], dtype=np.float32))
+    m = EASE(l2=1.0).fit(x)
+    np.testing.assert_allclose(m.B_, [[0.0, 1 / 3], [1 / 2, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(m.score([0, 1]), [[1 / 2, 1 / 3], [0.0, 1 / 3]], rtol=1e-6)
+
+
+def test_ease_equals_per_column_ridge_with_zero_diagonal():
+    x = random_watches()
+    xb = (x.toarray() > 0).astype(np.float64)
+    l2 = 3.0
+    m = EASE(l2=l2).fit(x)
+    for j in range(xb.shape[1]):
+        others = np.delete(np.arange(xb.shape[1]), j)
+        a = xb[:, others]
+        coef = np.linalg.solve(a.T @ a + l2 * np.eye(len(others)), a.T @ xb[:, j])
+        np.testing.assert_allclose(m.B_[others, j], coef, rtol=1e-4, atol=1e-6)
+        assert m.B_[j, j] == 0.0
+    assert m.B_.dtype == np.float32
+
+
+def brute_item_knn(x, k, shrink):
+    """The definition, densely: cosine (float32, as co-watch stores it), shrink, top-k per row
+    by value then lower column, score = binary history @ S^T."""
+    b = (x.toarray() > 0).astype(np.float64)
+    c = b.T @ b
+    n = np.diag(c)
+    d = np.sqrt(n[:, None] * n[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = (c / d).astype(np.float32)
+        v = (cos.astype(np.float64) * (d / (d + shrink))).astype(np.float32)
+    ok = (c > 0) & ~np.eye(len(c), dtype=bool)
+    s = np.zeros_like(v)
+    for i in range(len(v)):
+        cols = np.flatnonzero(ok[i])
+        top = cols[np.lexsort((cols, -v[i, cols]))][:k]
+        s[i, top] = v[i, top]
+    return b @ s.T.astype(np.float64), s
+
+
+@pytest.mark.parametrize("k,shrink", [(3, 0.0), (3, 10.0), (100, 0.0), (5, 2.5)])
+def test_item_knn_matches_brute_force(k, shrink):
+    for seed in range(3):
+        x = random_watches(seed=seed)
+        m = ItemKNN(k=k, shrink=shrink, block_size=4).fit(x)
+        want_scores, want_s = brute_item_knn(x, k, shrink)
+        np.testing.assert_array_equal(m.similarity_.toarray(), want_s)
+        got = m.score(np.arange(x.shape[0]))
+        assert got.shape == x.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_popularity_counts_distinct_learners():
+    x = random_watches()
+    m = Popularity().fit(x)
+    want = (x.toarray() > 0).sum(axis=0)
+    s = m.score([4, 0, 4])
+    assert s.shape == (3, 15) and s.dtype == np.float32
+    np.testing.assert_array_equal(s, np.tile(want, (3, 1)))
+
+
+@pytest.mark.parametrize("model", [Popularity(), ItemKNN(k=5), EASE(l2=10.0)])
+def test_score_fn_for_full_ranking_and_x_input(model):
+    x_train = random_watches(seed=1)
+    model.fit(x_train)
+    users = np.arange(60)
+    topk = full_ranking_topk(model.score, 5, users=users, exclude=x_train, chunk_size=16)
+    assert topk.shape == (60, 5)
+    watched = x_train.toarray() > 0
+    assert not watched[np.repeat(users, 5), topk.ravel()][topk.ravel() >= 0].any()
+    # temporal use: history rows from another matrix, scored with the fitted model
+    x_hist = random_watches(n_learners=7, seed=9)
+    got = model.score(np.array([6, 2]), X_input=x_hist)
+    ref = type(model)(**model.get_params()).fit(x_train)
+    ref_rows = ref.score(np.array([6, 2]), X_input=x_hist)
+    np.testing.assert_array_equal(got, ref_rows)
+    if not isinstance(model, Popularity):  # history-based: the input rows matter
+        xb = (x_hist[[6, 2]].toarray() > 0).astype(np.float32)
+        w = model.B_ if isinstance(model, EASE) else model.similarity_.T.toarray()
+        np.testing.assert_allclose(got, xb @ w, rtol=1e-5, atol=1e-6)
+    topk = full_ranking_topk(partial(model.score, X_input=x_hist), 3, users=[0, 6], exclude=x_hist)
+    assert topk.shape == (2, 3)
+
+
+def test_bad_input():
+    x = random_watches()
+    with pytest.raises(TypeError, match="X: must be a scipy sparse"):
+        EASE().fit(x.toarray())
+    with pytest.raises(ValueError, match="l2: must be finite and > 0"):
+        EASE(l2=0.0).fit(x)
+    with pytest.raises(ValueError, match="shrink: only defined for measure='cosine'"):
+        ItemKNN(measure="jaccard", shrink=1.0).fit(x)
+    with pytest.raises(RuntimeError, match="ItemKNN is not fitted"):
+        ItemKNN().score([0])
+    m = Popularity().fit(x)
+    with pytest.raises(
+        ValueError,
+        match=r"learner_idx: rows must be in \[0, 60\) of X \(fitted\); 2 are not \(e.g. 60, -1\)",
+    ):
+        m.score([0, 60, -1])
+    with pytest.raises(ValueError, match=r"X_input: expected 15 columns \(n_courses at fit\)"):
+        m.score([0], X_input=random_watches(n_courses=14))
+    neg = x.copy()
+    neg.data[0] = -1.0
+    with pytest.raises(ValueError, match="values must be finite and >= 0"):
+        ItemKNN().fit(neg)
