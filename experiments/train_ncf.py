@@ -92,7 +92,8 @@ def embedding_quality(rec: NCFRecommender, log) -> dict[str, dict[str, float]]:
     emb = rec.course_embeddings(with_bias=False)
     out = {}
     for column in ("language", "category"):
-        if column in log.courses.columns:
+        labelled = column in log.courses.columns and log.courses[column].notna().sum() > 10
+        if labelled:  # MovieLens has no language; its genres are a multi-label column
             q = knn_label_agreement(emb, log.courses[column].to_numpy(), k=10)
             out[column] = {key: q[key] for key in ("agreement", "chance", "lift", "n_labels")}
     return out
@@ -109,7 +110,7 @@ def write_outputs(
             {k: str(v) for k, v in rec.export_embeddings(out_dir / "embeddings").items()}
         )
     if cfg.outputs.plots:
-        from ncf.plots import plot_run  # matplotlib/umap only when plots are asked for
+        from ncf.run_plots import plot_run  # matplotlib/umap only when plots are asked for
 
         written.update(
             plot_run(
