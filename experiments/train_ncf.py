@@ -7,6 +7,7 @@ once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import knn_label_agreement
-from experiments.data import prepare_data
+from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from ncf.content import course_content
+from ncf.datamodule import NCFDataModule
 from ncf.recommender import NCFRecommender
-from ncf.training import fit_and_test
+from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
 
-__all__ = ["run"]
+__all__ = ["TrainedNCF", "fit", "run"]
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class TrainedNCF:
+    data: PreparedData
+    datamodule: NCFDataModule
+    recommender: NCFRecommender  # serves from the test snapshot
+    result: TrainResult
+    prepare_s: float
+
+
+def fit(cfg: DictConfig) -> TrainedNCF:
+    """Data stage, snapshots, model, fit on validation, test once (no files but the logs)."""
     out_dir = Path(cfg.paths.output_dir)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -39,16 +51,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ncf.content:
         content = course_content(log.courses, **OmegaConf.to_container(cfg.ncf.content))
     dm = instantiate(cfg.ncf.datamodule, _convert_="all")(
-        log,
-        data.split,
-        instantiate(cfg.ncf.inputs, _convert_="all"),
-        content=content,
-        report=data.report,
-    )
+        log, data.split, instantiate(cfg.ncf.inputs, _convert_="all"),
+        content=content, report=data.report,
+    )  # fmt: skip
     dm.setup("fit")
-    print(data.report, flush=True)
-    data.report.write_json(out_dir / "data_report.json")
-    prep_s = time.perf_counter() - start
+    prepare_s = time.perf_counter() - start
 
     n_content = 0 if content is None else content.shape[1]
     model = instantiate(cfg.ncf.model, _convert_="all")(
@@ -62,13 +69,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience,
         trainer_kwargs=OmegaConf.to_container(cfg.trainer),
     )  # fmt: skip
-
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
     rec = NCFRecommender(
         model, dm.test, log.learner_ids, log.course_ids, content=content, normalize=dm.normalize
     )
-    quality = embedding_quality(rec, log)
-    outputs = write_outputs(cfg, rec, log, result, out_dir)
+    return TrainedNCF(data, dm, rec, result, prepare_s)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """`fit`, then write metrics, model, embeddings, plots and the run manifest."""
+    out_dir = Path(cfg.paths.output_dir)
+    start = time.perf_counter()
+    trained = fit(cfg)
+    data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
+    print(data.report, flush=True)
+    data.report.write_json(out_dir / "data_report.json")
+    quality = embedding_quality(rec, data.log)
+    outputs = write_outputs(cfg, rec, data.log, result, out_dir)
     metrics = {
         "model": cfg.ncf.name,
         "best_epoch": result.best_epoch,
@@ -78,10 +95,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "embedding_quality": quality,
         "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},
     }
-    timings = {"prepare": prep_s, **result.timings, "total": time.perf_counter() - start}
+    timings = {"prepare": trained.prepare_s, **result.timings, "total": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", {**metrics, "timings": timings, "outputs": outputs})
     write_manifest(
-        out_dir, cfg, data_fingerprint=log.fingerprint(), metrics=metrics, timings=timings
+        out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
     )
     _print_summary(result, quality, timings, out_dir)
     return {**metrics, "timings": timings}
