@@ -13,6 +13,7 @@ that evaluation stays a small part of training.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,18 @@ from ncf.datamodule import NCFDataModule
 from ncf.module import NCFModule
 
 __all__ = ["PhaseTimer", "TrainResult", "fit_and_test"]
+
+# Lightning warnings that do not apply here, silenced so real ones stand out:
+# our IterableDatasets run in the main process (no workers to split them), and overriding
+# transfer_batch_to_device in the module (to keep scipy rows on the host and cache the
+# course bags on the device) is deliberate.
+for _message in (
+    r".*IterableDataset.*has `__len__` defined",
+    r"You have overridden `transfer_batch_to_device`",
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*litlogger",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 class PhaseTimer(pl.Callback):
