@@ -130,3 +130,53 @@ def test_bad_input():
     neg.data[0] = -1.0
     with pytest.raises(ValueError, match="values must be finite and >= 0"):
         ItemKNN().fit(neg)
+
+
+# ---- the NeuMF speed peer -------------------------------------------------------------------
+def test_negative_sampling_avoids_positives_and_is_seeded():
+    from benchmarks.neumf_peer import sample_training_pairs
+
+    x = random_watches(density=0.6)  # dense rows: many draws must be redrawn
+    xb = (x > 0).astype(np.int32).tocsr()
+    u, i, y = sample_training_pairs(xb, 4, np.random.default_rng(0))
+    assert u.size == i.size == y.size == xb.nnz * 5 and y.sum() == xb.nnz
+    watched = xb.toarray() > 0
+    assert watched[u[y == 1], i[y == 1]].all() and not watched[u[y == 0], i[y == 0]].any()
+    assert (np.bincount(u[y == 0], minlength=60) == 4 * np.diff(xb.indptr)).all()
+    u2, i2, _ = sample_training_pairs(xb, 4, np.random.default_rng(0))
+    np.testing.assert_array_equal(i, i2)
+
+
+def test_neumf_learns_two_groups_and_scores_for_full_ranking():
+    from benchmarks.neumf_peer import NeuMF, train_neumf
+
+    # learners 0-39 watch courses 0-9, learners 40-79 courses 10-19 (each about half of them)
+    rng = np.random.default_rng(0)
+    group = np.arange(80) // 40
+    dense = (rng.random((80, 20)) < 0.5) & (np.arange(20)[None, :] // 10 == group[:, None])
+    x = sp.csr_matrix(dense.astype(np.float32))
+    out = train_neumf(
+        x, epochs=6, batch_size=128, factors=8, mlp_layers=(16, 8), lr=0.03, seed=1, threads=1
+    )
+    assert set(out) >= {"samples_per_s", "seconds_per_epoch", "losses", "model"}
+    assert out["samples_per_epoch"] == x.nnz * 5 and out["samples_per_s"] > 0
+    assert out["losses"][-1] < out["losses"][0]
+    s = out["model"].score(np.arange(80)).numpy()  # (80, 20) logits
+    assert s.shape == (80, 20)
+    own = np.where(
+        group[:, None] == 0, s[:, :10].mean(1, keepdims=True), s[:, 10:].mean(1, keepdims=True)
+    )
+    other = np.where(
+        group[:, None] == 0, s[:, 10:].mean(1, keepdims=True), s[:, :10].mean(1, keepdims=True)
+    )
+    assert (own > other).mean() > 0.95
+    topk = full_ranking_topk(out["model"].score, 3, users=np.arange(80), exclude=x)
+    # a learner's unwatched own-group courses were also sampled as negatives for them, so
+    # only "mostly own group" holds: chance would be 1/3 (about 5 of the 15 unwatched)
+    assert (topk // 10 == group[:, None]).mean() > 0.75
+    again = train_neumf(
+        x, epochs=2, batch_size=128, factors=8, mlp_layers=(16, 8), lr=0.03, seed=1, threads=1
+    )
+    np.testing.assert_allclose(again["losses"], out["losses"][:2], rtol=1e-6)
+    with pytest.raises(ValueError, match="mlp_layers: need >= 2 widths, the first even"):
+        NeuMF(3, 4, mlp_layers=(15, 8))
