@@ -73,7 +73,9 @@ def main() -> None:
     cost = [
         {"what": "training batches", "seconds": t["train_batches"]},
         {"what": "validation (all epochs)", "seconds": t["validation"]},
-        {"what": "validation / training", "seconds": t["validation_share_of_training"]},
+        {"what": "refit (chosen epochs, validation window added)", "seconds": t["refit"]},
+        {"what": "test", "seconds": t["test"]},
+        {"what": "evaluation / training (ratio)", "seconds": t["evaluation_share_of_training"]},
         {"what": "seconds per epoch", "seconds": t["seconds_per_epoch"]},
         {"what": "learners per second", "seconds": t["train_learners_per_s"]},
         {"what": "whole fit (incl. Lightning overhead)", "seconds": t["fit"]},

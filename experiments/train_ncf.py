@@ -66,7 +66,7 @@ def fit(cfg: DictConfig) -> TrainedNCF:
     )
     result = fit_and_test(
         dm, module, out_dir,
-        monitor=cfg.ncf.monitor, patience=cfg.ncf.patience,
+        monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
         trainer_kwargs=OmegaConf.to_container(cfg.trainer),
     )  # fmt: skip
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.

@@ -13,6 +13,9 @@ as input; test labels the test pairs, with training + validation pairs as input.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
@@ -83,28 +86,39 @@ class NCFDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.valid is not None:
             return  # built once; Lightning calls setup for every stage
-        valid_fold, test_fold = self.split.valid, self.split.test
-        self.valid = self.inputs.snapshot(self.event_log, valid_fold, report=self.report)
-        self.test = self.inputs.snapshot(self.event_log, test_fold, report=self.report)
-        if self.training == "rolling":
-            horizon = self.horizon_days
-            if horizon is None:
-                horizon = (test_fold.cutoff - valid_fold.cutoff) / pd.Timedelta(days=1)
-            folds = rolling_folds(
-                self.event_log,
-                before=valid_fold.cutoff,
-                n_cutoffs=self.n_cutoffs,
-                horizon_days=horizon,
-                spacing_days=self.spacing_days,
-                events=valid_fold.inputs,
-            )
-            self.train_snapshots = [
-                self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds
-            ]
-        else:
-            # Denoising trains on the validation fold's inputs (the training pairs); its labels
-            # (validation pairs) are only ever used for validation.
-            self.train_snapshots = [self.valid]
+        self.valid = self.inputs.snapshot(self.event_log, self.split.valid, report=self.report)
+        self.test = self.inputs.snapshot(self.event_log, self.split.test, report=self.report)
+        self.train_snapshots = self._training_snapshots(before=self.split.valid)
+
+    def _training_snapshots(self, before) -> list[Snapshot]:
+        """What the model trains on when `before` (a fold) is the next evaluation point."""
+        if self.training == "denoising":
+            # The training pairs are `before`'s inputs; its labels are never trained on.
+            return [self.valid if before is self.split.valid else self.test]
+        horizon = self.horizon_days
+        if horizon is None:
+            horizon = (self.split.test.cutoff - self.split.valid.cutoff) / pd.Timedelta(days=1)
+        folds = rolling_folds(
+            self.event_log,
+            before=before.cutoff,
+            n_cutoffs=self.n_cutoffs,
+            horizon_days=horizon,
+            spacing_days=self.spacing_days,
+            events=before.inputs,
+        )
+        if before is self.split.test:
+            folds = [replace(f, name=f"refit_{f.name}") for f in folds]
+        return [self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds]
+
+    def for_refit(self) -> NCFDataModule:
+        """The same data, training moved forward to the test cutoff: rolling cutoffs before it
+        (so the newest labels are the validation window) or denoising on training +
+        validation pairs. Used to refit with the epoch count chosen on validation; it has no
+        validation of its own, and the same test snapshot."""
+        self.setup()
+        out = copy.copy(self)
+        out.train_snapshots = self._training_snapshots(before=self.split.test)
+        return out
 
     def course_popularity(self) -> np.ndarray:
         """(n_courses,) training label counts (rolling) or training-history counts (denoising)."""

@@ -118,3 +118,37 @@ def test_snapshot_without_watched_flag_is_an_error(small_platform):
     split = temporal_split(small_platform.log, valid_days=30, test_days=30)
     with pytest.raises(ValueError, match="watched"):
         InputBuilder().snapshot(small_platform.log, split.test)
+
+
+def test_datamodule_rolling_cutoffs_and_refit_move_forward(small_platform):
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    dm = NCFDataModule(log, split, InputBuilder(lookback_days=90), n_cutoffs=3, spacing_days=10)
+    dm.setup()
+    cutoffs = [s.cutoff for s in dm.train_snapshots]
+    # labels of every training cutoff end by the validation cutoff (30-day horizon)
+    assert max(cutoffs) == split.valid.cutoff - pd.Timedelta(days=30)
+    assert cutoffs == sorted(cutoffs, reverse=True) and len(set(cutoffs)) == 3
+    refit = dm.for_refit()
+    assert [s.cutoff for s in refit.train_snapshots] == [c + pd.Timedelta(days=30) for c in cutoffs]
+    assert max(s.cutoff for s in refit.train_snapshots) + pd.Timedelta(days=30) == split.test.cutoff
+    assert refit.test is dm.test and dm.train_snapshots[0].name == "train_0"
+    assert refit.train_snapshots[0].name == "refit_train_0"
+
+
+def test_datamodule_denoising_trains_on_training_pairs_only(small_platform):
+    from ncf.datamodule import NCFDataModule
+    from watchlog.splits import stratified_split
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    dm = NCFDataModule(log, split, InputBuilder())
+    dm.setup()
+    assert dm.training == "denoising" and dm.train_snapshots == [dm.valid]
+    # training history never holds a validation or test pair
+    assert dm.valid.history.multiply(dm.valid.labels).nnz == 0
+    assert dm.valid.history.multiply(dm.test.labels).nnz == 0
+    assert dm.for_refit().train_snapshots == [dm.test]  # training + validation pairs
+    assert dm.test.history.multiply(dm.test.labels).nnz == 0
