@@ -1,0 +1,112 @@
+"""Fixed effect: equals scikit-learn / scipy; elastic net satisfies its optimality conditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.optimize import minimize
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from glmix import FixedEffect
+from watchlog import FeatureBlock
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def make_problem(seed=0, n=2000, p=12):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    X[rng.random((n, p)) < 0.6] = 0.0
+    z = X @ rng.normal(0, 0.7, p) - 0.8
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+    return X, y, rng.uniform(0.2, 3.0, n), rng.normal(0, 0.5, n)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_matches_sklearn_unpenalized_intercept(sparse):
+    X, y, w, _ = make_problem()
+    l2 = 3.0
+    sk = LogisticRegression(C=1 / l2, tol=1e-12, max_iter=10_000).fit(X, y, sample_weight=w)
+    fe = FixedEffect(l2=l2).fit(sp.csr_matrix(X) if sparse else X, y, w)
+    assert fe.fit_stats_["converged"] and fe.intercept_added_
+    np.testing.assert_allclose(fe.coef_, np.r_[sk.coef_.ravel(), sk.intercept_], atol=1e-6)
+    np.testing.assert_allclose(fe.decision_function(X), sk.decision_function(X), atol=1e-6)
+
+
+def test_design_intercept_column_is_used_and_unpenalized():
+    X, y, w, _ = make_problem(seed=1)
+    names = ("intercept",) + tuple(f"f{j}" for j in range(X.shape[1]))
+    block = FeatureBlock(sp.csr_matrix(np.c_[np.ones(len(X)), X]).astype(np.float32), names)
+    fe = FixedEffect(l2=2.0).fit(block, y, w)
+    assert not fe.intercept_added_ and fe.intercept_index_ == 0 and fe.feature_names_ == names
+    sk = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)
+    sk.fit(X.astype(np.float32).astype(np.float64), y, sample_weight=w)
+    np.testing.assert_allclose(fe.coef_, np.r_[sk.intercept_, sk.coef_.ravel()], atol=1e-6)
+
+
+def test_matches_scipy_with_offsets():
+    X, y, w, o = make_problem(seed=2)
+    l2 = 1.5
+    A = np.c_[X, np.ones(len(X))]
+    pen = np.r_[np.full(X.shape[1], l2), 0.0]
+
+    def fg(b):
+        z = A @ b + o
+        p = 1 / (1 + np.exp(-z))
+        f = (w * (np.logaddexp(0, z) - y * z)).sum() + 0.5 * (pen * b * b).sum()
+        return f, A.T @ (w * (p - y)) + pen * b
+
+    def h(b):
+        p = 1 / (1 + np.exp(-(A @ b + o)))
+        return (A * (w * p * (1 - p))[:, None]).T @ A + np.diag(pen)
+
+    want = minimize(fg, np.zeros(A.shape[1]), jac=True, hess=h, method="trust-exact",
+                    options={"gtol": 1e-10}).x  # fmt: skip
+    fe = FixedEffect(l2=l2, variances=True).fit(X, y, w, o)
+    np.testing.assert_allclose(fe.coef_, want, atol=1e-6)
+    np.testing.assert_allclose(fe.coef_var_, np.diag(np.linalg.inv(h(want))), rtol=1e-6)
+
+
+def test_elastic_net_kkt_and_sklearn_saga():
+    X, y, w, _ = make_problem(seed=3, n=1000, p=10)
+    l1, l2 = 6.0, 1.0
+    fe = FixedEffect(l2=l2, l1=l1).fit(X, y, w)
+    assert fe.fit_stats_["solver"] == "fista" and fe.fit_stats_["converged"]
+    b, c = fe.coef_[:-1], fe.coef_[-1]
+    z = X @ b + c
+    r = w * (1 / (1 + np.exp(-z)) - y)
+    grad = X.T @ r + l2 * b  # gradient of the smooth part
+    nz = b != 0
+    assert (~nz).sum() >= 1 and nz.sum() >= 1  # the L1 term zeroes some, not all
+    scale = w.sum()
+    assert np.abs(grad[nz] + l1 * np.sign(b[nz])).max() / scale < 1e-6
+    assert np.all(np.abs(grad[~nz]) <= l1 * (1 + 1e-6))
+    assert abs(r.sum()) / scale < 1e-6  # unpenalized intercept: zero gradient
+    # sklearn: C * sum loss + l1_ratio |b|_1 + (1 - l1_ratio) / 2 |b|^2
+    sk = LogisticRegression(
+        solver="saga", C=1 / (l1 + l2), l1_ratio=l1 / (l1 + l2),
+        tol=1e-10, max_iter=100_000,
+    ).fit(X, y, sample_weight=w)  # fmt: skip
+    np.testing.assert_allclose(fe.coef_, np.r_[sk.coef_.ravel(), sk.intercept_], atol=1e-5)
+
+
+def test_float32_close_to_float64_and_prior():
+    X, y, w, o = make_problem(seed=4)
+    f64 = FixedEffect(l2=1.0, variances=True).fit(X, y, w, o)
+    f32 = FixedEffect(l2=1.0, dtype="float32").fit(X.astype(np.float32), y, w, o)
+    np.testing.assert_allclose(f32.coef_, f64.coef_, atol=1e-3)
+    # a prior with tiny variances pins every coefficient, the intercept too
+    f64.coef_var_[:] = 1e-12
+    X2, y2, w2, o2 = make_problem(seed=5)
+    pinned = FixedEffect(l2=1.0).fit(X2, y2, w2, o2, prior=f64)
+    np.testing.assert_allclose(pinned.coef_, f64.coef_, atol=1e-6)
