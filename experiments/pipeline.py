@@ -1,7 +1,8 @@
 """The main job: `python -m experiments.pipeline [hydra overrides]` (what `make run` calls).
 
-Today: data stage (generate or load, validate, clean, split) and the data report.
-Model stages (ncf, glmix, blend, export) plug in here as their issues land.
+Data stage (generate or load, validate, clean, split) and its report, then each model stage
+switched on in `stages` (today: ncf, into <output>/ncf/). Later stages (glmix, blend,
+export) plug in the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t = time.perf_counter()
         data.log.save(out_dir / "eventlog")
         timings["save_data"] = time.perf_counter() - t
+    ncf_metrics = None
+    if cfg.stages.ncf:
+        from experiments.train_ncf import train_and_report
+
+        t = time.perf_counter()
+        ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
+        timings["ncf"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
 
     metrics = {
@@ -41,6 +49,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
     }
+    if ncf_metrics is not None:
+        metrics["ncf"] = {k: ncf_metrics[k] for k in ("best_epoch", "valid", "test")}
     write_manifest(
         out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
     )

@@ -26,7 +26,7 @@ from ncf.recommender import NCFRecommender
 from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
 
-__all__ = ["TrainedNCF", "fit", "run"]
+__all__ = ["TrainedNCF", "fit", "run", "train_and_report"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,14 +38,19 @@ class TrainedNCF:
     prepare_s: float
 
 
-def fit(cfg: DictConfig) -> TrainedNCF:
-    """Data stage, snapshots, model, fit on validation, test once (no files but the logs)."""
-    out_dir = Path(cfg.paths.output_dir)
+def fit(
+    cfg: DictConfig, data: PreparedData | None = None, out_dir: Path | None = None
+) -> TrainedNCF:
+    """Data stage (unless `data` is given), snapshots, model, fit on validation, test once.
+
+    Writes nothing but the Lightning logs and checkpoint under `out_dir` (default: the run's
+    output directory)."""
+    out_dir = Path(cfg.paths.output_dir) if out_dir is None else out_dir
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True)
     start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.split)
+    data = prepare_data(cfg.data, cfg.split) if data is None else data
     log = data.log
     content = None
     if cfg.ncf.content:
@@ -78,9 +83,14 @@ def fit(cfg: DictConfig) -> TrainedNCF:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """`fit`, then write metrics, model, embeddings, plots and the run manifest."""
-    out_dir = Path(cfg.paths.output_dir)
+    return train_and_report(cfg, None, Path(cfg.paths.output_dir))
+
+
+def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) -> dict[str, Any]:
+    """`fit` into `out_dir`, then write its metrics, model, embeddings, plots and manifest
+    there (the main pipeline calls this with the data it already prepared)."""
     start = time.perf_counter()
-    trained = fit(cfg)
+    trained = fit(cfg, data, out_dir)
     data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
     print(data.report, flush=True)
     data.report.write_json(out_dir / "data_report.json")

@@ -20,7 +20,11 @@ def compose_cfg(tmp_path: Path, *overrides: str):
     chooses_data = any(o.startswith(("data=", "experiment=")) for o in overrides)
     small = [] if chooses_data else ["data=synthetic_small"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("pipeline", overrides=[*small, f"paths.output_dir={tmp_path}", *overrides])
+        # the data stage only, unless a test switches the ncf stage back on
+        return compose(
+            "pipeline",
+            overrides=[*small, f"paths.output_dir={tmp_path}", "stages.ncf=false", *overrides],
+        )
 
 
 def test_run_writes_report_manifest_and_data(tmp_path):
@@ -61,6 +65,9 @@ def test_command_line_entry_point(tmp_path):
             "experiments.pipeline",
             "data=synthetic_small",
             "save_data=false",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "outputs.plots=false",
             f"hydra.run.dir={tmp_path}",
         ],
         cwd=ROOT,
@@ -73,6 +80,11 @@ def test_command_line_entry_point(tmp_path):
     assert (tmp_path / "run_manifest.json").exists() and (
         tmp_path / ".hydra" / "config.yaml"
     ).exists()
+    # the main job trains the two-tower into ncf/ and reports its test metrics
+    manifest = json.loads((tmp_path / "run_manifest.json").read_text())
+    assert 0 < manifest["metrics"]["ncf"]["test"]["test_ndcg@10"] <= 1
+    assert (tmp_path / "ncf" / "model" / "weights.pt").exists()
+    assert (tmp_path / "ncf" / "embeddings" / "courses.parquet").exists()
 
 
 @pytest.mark.real_data
