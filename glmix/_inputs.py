@@ -126,7 +126,7 @@ def check_labels(y: Any, what: str = "y") -> np.ndarray:
     bad = ~np.isin(out, (0.0, 1.0))
     if bad.any():
         pos = np.flatnonzero(bad)
-        ex = ", ".join(f"row {p}: {arr[p]!r}" for p in pos[:_N_EXAMPLES])
+        ex = ", ".join(f"row {p}: {arr[p].item()!r}" for p in pos[:_N_EXAMPLES])
         raise ValueError(
             f"{what}: labels must be binary 0/1; {int(bad.sum()):,} of {len(arr):,} are not, "
             f"e.g. {ex} (values seen: {few(np.unique(arr[bad]))})"

@@ -1,0 +1,145 @@
+"""Save and load a fitted GLMix: a directory with model.json and arrays.npz, no pickle.
+
+model.json: format version, the GLMix parameters, every coordinate's parameters, feature
+names, intercept layout and fit statistics, the coordinate-descent history and best update.
+arrays.npz (read with allow_pickle=False): per coordinate `<name>.coef`, `<name>.coef_var`
+(when fitted with variances), the penalty state (so a loaded model can be a prior), and for
+random effects `<name>.ids`, the id map in index order (integers, floats or strings; other
+id types cannot be stored portably and raise). The directory is written beside its final
+place and swapped in (watchlog.io.atomic_directory): a reader sees the old model or the new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from glmix.fixed_effect import FixedEffect
+from glmix.random_effect import RandomEffect
+from watchlog.idmap import IdMap
+from watchlog.io import atomic_directory, to_jsonable
+
+__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_GLMIX_PARAMS = ("fixed_design", "passes", "order", "keep_best", "verbose")
+_COMMON = ("feature_names_", "n_features_in_", "intercept_added_", "intercept_index_")
+
+
+def _ids_array(ids: IdMap, coord: str) -> np.ndarray:
+    values = np.asarray(ids.index.astype(object) if isinstance(ids.index, pd.CategoricalIndex)
+                        else ids.index)  # fmt: skip
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        return values.astype(np.float64)
+    if values.dtype.kind == "U":
+        return values
+    if all(isinstance(v, str) for v in values):
+        return values.astype(str) if len(values) else np.array([], dtype="U1")
+    kinds = sorted({type(v).__name__ for v in values})
+    raise TypeError(
+        f"save: coordinate {coord!r} has ids of type(s) {kinds}; only integer, float or string "
+        "ids can be stored without pickle (map them to strings first)"
+    )
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Write a fitted GLMix to the directory `path` (replaced atomically)."""
+    model._check_fitted()
+    meta: dict[str, Any] = {
+        "type": "GLMix",
+        "format_version": FORMAT_VERSION,
+        "params": {k: getattr(model, k) for k in _GLMIX_PARAMS},
+        "order_": list(model.order_),
+        "history_": model.history_,
+        "best_": model.best_,
+        "n_rows_": model.n_rows_,
+        "coordinates": {},
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for name, est in model.coordinates_.items():
+        entry: dict[str, Any] = {
+            "kind": "fixed" if isinstance(est, FixedEffect) else "random",
+            "params": est.get_params(),
+            **{k: getattr(est, k) for k in _COMMON},
+            "fit_stats_": est.fit_stats_,
+            "has_variances": est.coef_var_ is not None,
+        }
+        arrays[f"{name}.coef"] = est.coef_
+        if est.coef_var_ is not None:
+            arrays[f"{name}.coef_var"] = est.coef_var_
+        if isinstance(est, FixedEffect):
+            arrays[f"{name}.pen"], arrays[f"{name}.mean"] = est._pen, est._mean
+            arrays[f"{name}.l1_mask"] = est._l1_mask
+        else:
+            entry["id_name"] = est.ids_.name
+            arrays[f"{name}.ids"] = _ids_array(est.ids_, name)
+            arrays[f"{name}.intercept_penalty"] = est._intercept_penalty
+            entry["has_prior"] = est.prior_precision_ is not None
+            if est.prior_precision_ is not None:
+                arrays[f"{name}.prior_mean"] = est.prior_mean_
+                arrays[f"{name}.prior_precision"] = est.prior_precision_
+        meta["coordinates"][name] = entry
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        np.savez(tmp / "arrays.npz", **arrays)
+        (tmp / "model.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
+    return path
+
+
+def load_model(path: str | os.PathLike):
+    """Read a GLMix written by save_model."""
+    from glmix.model import GLMix
+
+    path = Path(path)
+    meta = json.loads((path / "model.json").read_text())
+    if meta.get("type") != "GLMix" or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: not a GLMix model of format {FORMAT_VERSION} "
+            f"(type {meta.get('type')!r}, format {meta.get('format_version')!r})"
+        )
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    coords: dict[str, Any] = {}
+    for name, entry in meta["coordinates"].items():
+        cls = FixedEffect if entry["kind"] == "fixed" else RandomEffect
+        est = cls(**entry["params"])
+        est.feature_names_ = tuple(entry["feature_names_"])
+        est.n_features_in_ = int(entry["n_features_in_"])
+        est.intercept_added_ = bool(entry["intercept_added_"])
+        est.intercept_index_ = int(entry["intercept_index_"])
+        est.fit_stats_ = entry["fit_stats_"]
+        est.coef_ = arrays[f"{name}.coef"]
+        est.coef_var_ = arrays.get(f"{name}.coef_var") if entry["has_variances"] else None
+        if cls is FixedEffect:
+            est._pen, est._mean = arrays[f"{name}.pen"], arrays[f"{name}.mean"]
+            est._l1_mask = arrays[f"{name}.l1_mask"]
+        else:
+            ids = arrays[f"{name}.ids"]
+            est.ids_ = IdMap(ids, name=entry["id_name"])
+            if not np.array_equal(np.asarray(est.ids_.index), ids):
+                raise ValueError(f"{path}: coordinate {name!r}: stored ids are not in id-map order")
+            est._intercept_penalty = arrays[f"{name}.intercept_penalty"]
+            est.prior_mean_ = arrays.get(f"{name}.prior_mean")
+            est.prior_precision_ = arrays.get(f"{name}.prior_precision")
+        coords[name] = est
+    fixed_name = meta["params"]["fixed_design"]
+    fixed = (
+        coords.get(fixed_name)
+        if meta["coordinates"].get(fixed_name, {}).get("kind") == "fixed"
+        else None
+    )
+    random = {k: v for k, v in coords.items() if isinstance(v, RandomEffect)}
+    model = GLMix(fixed=fixed, random=random, **meta["params"])
+    model.coordinates_ = coords
+    model.order_ = meta["order_"]
+    model.history_ = meta["history_"]
+    model.best_ = meta["best_"]
+    model.n_rows_ = meta["n_rows_"]
+    return model

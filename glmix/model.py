@@ -1,0 +1,374 @@
+"""GLMix: a fixed effect plus named random-effect coordinates, fitted by coordinate descent.
+
+    logit_i = offset_i + global(x_i) + sum_c coef_c[key_c(i)] . x_c(i)
+
+Inputs are a mapping of design blocks (one row per event, e.g. `watchlog.design_matrices`:
+{"global", "per_learner", "per_course"} FeatureBlocks) and a mapping of entity keys
+({"learner": ids, "course": ids}); the fixed effect reads `designs[fixed_design]`, and the
+random-effect coordinate named c reads `designs[c]` with the ids `keys[coordinate.key]`.
+
+Coordinate descent: for each pass, for each coordinate in `order`, refit it with
+offset = total score - its own score (warm-started from its previous coefficients), then
+record the objective (weighted log loss summed over rows + every penalty) and, when a
+validation set is given, its AUC; with keep_best, the coefficients of the update with the
+best validation AUC are kept. Each update minimizes the full objective over its own block,
+so the objective does not go up (up to solver tolerance; a max_rows subsample breaks this).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+
+from evaluation import auc, log_loss, per_entity_auc
+from glmix._inputs import as_design, check_keys, check_labels, check_offset, check_weights
+from glmix.distributed import LOCAL, Comm
+from glmix.fixed_effect import FixedEffect
+from glmix.random_effect import RandomEffect
+from glmix.solvers import softplus
+
+__all__ = ["GLMix", "ComponentScores"]
+
+
+@dataclass
+class ComponentScores:
+    """total: (n,) logits; components: coordinate -> (n,) its score; n_unknown: random
+    coordinate -> rows whose entity was not seen in fit (they score 0)."""
+
+    total: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    n_unknown: dict[str, int] = field(default_factory=dict)
+
+
+def _loss_sum(y: np.ndarray, w: np.ndarray, z: np.ndarray) -> float:
+    import torch
+
+    zt = torch.from_numpy(z)
+    return float((w * (softplus(zt).numpy() - y * z)).sum())
+
+
+class GLMix(BaseEstimator):
+    """Generalized linear mixed model for binary responses (see the module docstring).
+
+    fixed: the fixed effect (None: no fixed effect); random: {coordinate name: RandomEffect}
+      (each coordinate reads the design of the same name and keys[RandomEffect.key]).
+    fixed_design: the design the fixed effect reads (default "global").
+    passes: coordinate-descent passes; order: coordinate names in update order (default:
+      the fixed effect, then `random` in its order); must name every coordinate once.
+    keep_best: with a validation set, keep the update with the best validation AUC.
+    distributed: shard the work over the default torch.distributed process group
+      (glmix.distributed).
+
+    Fitted: coordinates_ {name: fitted FixedEffect / RandomEffect}, history_ (one dict per
+    update: pass, coordinate, objective, train_log_loss, val_auc, val_log_loss, seconds,
+    solver stats), best_ (the kept update), n_rows_.
+    """
+
+    def __init__(
+        self,
+        fixed: FixedEffect | None = None,
+        random: Mapping[str, RandomEffect] | None = None,
+        fixed_design: str = "global",
+        passes: int = 1,
+        order: Sequence[str] | None = None,
+        keep_best: bool = True,
+        distributed: bool = False,
+        verbose: bool = False,
+    ):
+        self.fixed = fixed
+        self.random = random
+        self.fixed_design = fixed_design
+        self.passes = passes
+        self.order = order
+        self.keep_best = keep_best
+        self.distributed = distributed
+        self.verbose = verbose
+
+    # ---- layout -------------------------------------------------------------------------------
+    def _coordinate_names(self) -> list[str]:
+        names = ([self.fixed_design] if self.fixed is not None else []) + list(self.random or {})
+        if not names:
+            raise ValueError("GLMix: no coordinates: give a fixed effect and/or random effects")
+        if self.fixed is not None and self.fixed_design in (self.random or {}):
+            raise ValueError(
+                f"GLMix: random coordinate {self.fixed_design!r} has the fixed effect's design name"
+            )
+        for name, re in (self.random or {}).items():
+            if not isinstance(re, RandomEffect):
+                raise TypeError(f"GLMix.random[{name!r}]: expected a RandomEffect; got {re!r}")
+        if self.fixed is not None and not isinstance(self.fixed, FixedEffect):
+            raise TypeError(f"GLMix.fixed: expected a FixedEffect; got {self.fixed!r}")
+        return names
+
+    def _update_order(self, names: list[str]) -> list[str]:
+        order = list(self.order) if self.order is not None else names
+        if sorted(order) != sorted(names):
+            raise ValueError(
+                f"GLMix.order: must name every coordinate exactly once, {names}; got {order}"
+            )
+        return order
+
+    def _designs(self, designs: Mapping[str, Any], n: int | None, names: list[str]):
+        missing = [c for c in names if c not in designs]
+        if missing:
+            raise KeyError(
+                f"designs: no design for coordinate(s) {missing}; designs given: {sorted(designs)}"
+            )
+        out = {c: as_design(designs[c], f"designs[{c!r}]", n) for c in names}
+        rows = {c: d.shape[0] for c, d in out.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"designs: every design needs the same rows; got {rows}")
+        return out
+
+    def _keys(self, keys: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name, re in (self.random or {}).items():
+            if re.key not in keys:
+                raise KeyError(
+                    f"keys: coordinate {name!r} is keyed by {re.key!r}, which is not in keys "
+                    f"({sorted(keys)})"
+                )
+            if re.key not in out:
+                out[re.key] = check_keys(keys[re.key], n, f"keys[{re.key!r}]")
+        return out
+
+    # ---- fit ----------------------------------------------------------------------------------
+    def fit(
+        self,
+        designs: Mapping[str, Any],
+        keys: Mapping[str, Any] | None,
+        y,
+        sample_weight=None,
+        offset=None,
+        *,
+        validation: tuple | None = None,
+        prior: GLMix | None = None,
+    ) -> GLMix:
+        """designs: {name: (n, p) FeatureBlock / CSR / dense}; keys: {key column: (n,) ids};
+        y: (n,) 0/1; sample_weight: (n,) >= 0 (e.g. glmix.watch_time_weights); offset: (n,).
+        validation: (designs, keys, y) or (designs, keys, y, offset) for AUC after every
+        update. prior: a fitted GLMix whose coordinates become shrinkage priors (incremental
+        training; see FixedEffect.fit / RandomEffect.fit)."""
+        t_fit = time.perf_counter()
+        names = self._coordinate_names()
+        order = self._update_order(names)
+        if int(self.passes) < 1:
+            raise ValueError(f"GLMix.passes: must be >= 1; got {self.passes!r}")
+        y = check_labels(y)
+        n = len(y)
+        w = check_weights(sample_weight, n)
+        o = check_offset(offset, n)
+        D = self._designs(designs, n, names)
+        K = self._keys(keys or {}, n)
+        comm = Comm.from_torch() if self.distributed else LOCAL
+        coords: dict[str, Any] = {}
+        prepared: dict[str, Any] = {}
+        for c in names:
+            if self.fixed is not None and c == self.fixed_design:
+                coords[c] = clone(self.fixed)
+                pri = prior.coordinates_[c] if prior is not None else None
+                prepared[c] = coords[c]._prepare(D[c], y, w, prior=pri, comm=comm)
+            else:
+                coords[c] = clone(self.random[c])
+                prepared[c] = coords[c]._prepare(D[c], K[coords[c].key], y, w)
+        val = self._validation(validation, names, coords) if validation is not None else None
+        scores = {c: np.zeros(n) for c in names}
+        total = o.copy()
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] | None = None
+        snapshot: dict[str, tuple] | None = None
+        fitted: set[str] = set()
+        for it in range(int(self.passes)):
+            for c in order:
+                t0 = time.perf_counter()
+                est = coords[c]
+                off = total - scores[c]
+                init = est.coef_ if c in fitted else None
+                if isinstance(est, FixedEffect):
+                    est._fit_prepared(prepared[c], off, init=init)
+                    new = est._margin_np(D[c])
+                else:
+                    pri = prior.coordinates_[c] if prior is not None else None
+                    est._fit_prepared(prepared[c], off, init=init, prior=pri, comm=comm)
+                    new = est._score_codes(D[c], prepared[c].codes)
+                fitted.add(c)
+                scores[c] = new
+                total = off + new
+                rec = self._record(it, c, est, y, w, total, coords, fitted, val, t0)
+                history.append(rec)
+                if self.verbose:
+                    print(f"glmix pass {it} {c}: " + ", ".join(
+                        f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float)))  # fmt: skip
+                better = val is not None and (best is None or rec["val_auc"] > best["val_auc"])
+                if best is None or better:
+                    best = {"update": len(history) - 1, "pass": it, "coordinate": c,
+                            "val_auc": rec.get("val_auc"), "objective": rec["objective"]}  # fmt: skip
+                    if self.keep_best and val is not None:
+                        snapshot = {k: _coef_state(coords[k]) for k in fitted}
+        if self.keep_best and snapshot is not None:
+            for k, state in snapshot.items():
+                _restore(coords[k], state)
+            for k in names:  # coordinates not yet fitted at the best update score 0
+                if k not in snapshot:
+                    coords[k].coef_ = np.zeros_like(coords[k].coef_)
+        elif val is None:
+            best = {"update": len(history) - 1, "pass": int(self.passes) - 1,
+                    "coordinate": order[-1], "val_auc": None, "objective": history[-1]["objective"]}  # fmt: skip
+        self.coordinates_ = coords
+        self.order_ = order
+        self.history_ = history
+        self.best_ = best
+        self.n_rows_ = n
+        self.fit_seconds_ = time.perf_counter() - t_fit
+        return self
+
+    def _validation(self, validation, names, coords):
+        if not isinstance(validation, tuple | list) or len(validation) not in (3, 4):
+            raise ValueError(
+                "validation: expected (designs, keys, y) or (designs, keys, y, offset)"
+            )
+        vd, vk, vy = validation[:3]
+        vy = check_labels(vy, "validation y")
+        nv = len(vy)
+        vo = check_offset(validation[3] if len(validation) == 4 else None, nv, "validation offset")
+        D = self._designs(vd, nv, names)
+        K = self._keys(vk or {}, nv)
+        codes = {
+            c: coords[c].ids_.to_index(K[coords[c].key], strict=False)
+            for c in names
+            if isinstance(coords[c], RandomEffect)
+        }
+        return {
+            "D": D,
+            "codes": codes,
+            "y": vy,
+            "o": vo,
+            "scores": {c: np.zeros(nv) for c in names},
+        }
+
+    def _record(self, it, c, est, y, w, total, coords, fitted, val, t0) -> dict[str, Any]:
+        loss = _loss_sum(y, w, total)
+        pen = sum(coords[k].penalty() for k in fitted)
+        rec: dict[str, Any] = {
+            "pass": it,
+            "coordinate": c,
+            "objective": loss + pen,
+            "train_log_loss": loss / float(w.sum()),
+        }
+        if val is not None:
+            if isinstance(est, FixedEffect):
+                val["scores"][c] = est._margin_np(val["D"][c])
+            else:
+                val["scores"][c] = est._score_codes(val["D"][c], val["codes"][c])
+            vt = val["o"] + sum(val["scores"].values())
+            rec["val_auc"] = auc(val["y"], vt)
+            rec["val_log_loss"] = log_loss(val["y"], 1.0 / (1.0 + np.exp(-vt)))
+        rec["seconds"] = time.perf_counter() - t0
+        rec["solver"] = {k: v for k, v in est.fit_stats_.items() if k != "seconds"}
+        return rec
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coordinates_"):
+            raise RuntimeError("GLMix is not fitted: call fit first (or GLMix.load)")
+
+    def score_components(self, designs: Mapping[str, Any], keys: Mapping[str, Any] | None,
+                         offset=None) -> ComponentScores:  # fmt: skip
+        """Each coordinate's score, their sum (+ offset) and the unknown-entity counts."""
+        self._check_fitted()
+        D = self._designs(designs, None, list(self.coordinates_))
+        n = next(iter(D.values())).shape[0]
+        K = self._keys(keys or {}, n)
+        out = ComponentScores(total=check_offset(offset, n).copy())
+        for c, est in self.coordinates_.items():
+            if isinstance(est, FixedEffect):
+                s = est._margin_np(est._check_design(D[c]))
+            else:
+                s, out.n_unknown[c] = est._score_keys(D[c], K[est.key])
+            out.components[c] = s
+            out.total += s
+        return out
+
+    def predict_logit(self, designs, keys, offset=None) -> np.ndarray:
+        """(n,) float64 logits (use score_components for the unknown-entity counts)."""
+        return self.score_components(designs, keys, offset).total
+
+    def predict_proba(self, designs, keys, offset=None) -> np.ndarray:
+        """(n, 2) [P(y=0), P(y=1)], scikit-learn's layout."""
+        p1 = 1.0 / (1.0 + np.exp(-self.predict_logit(designs, keys, offset)))
+        return np.column_stack([1.0 - p1, p1])
+
+    def evaluate(self, designs, keys, y, *, offset=None, per_entity: str | None = None):
+        """{"auc", "log_loss", "n_unknown", and with per_entity (a key column, e.g.
+        "learner"): "per_entity_auc_mean", "per_entity_auc_row_weighted", "per_entity_skipped"}."""
+        y = check_labels(y)
+        sc = self.score_components(designs, keys, offset)
+        res: dict[str, Any] = {
+            "auc": auc(y, sc.total),
+            "log_loss": log_loss(y, 1.0 / (1.0 + np.exp(-sc.total))),
+            "n_unknown": dict(sc.n_unknown),
+        }
+        if per_entity is not None:
+            if keys is None or per_entity not in keys:
+                raise KeyError(f"evaluate(per_entity={per_entity!r}): no such key in keys")
+            ea = per_entity_auc(np.asarray(keys[per_entity]), y, sc.total)
+            res.update(per_entity_auc_mean=ea.mean, per_entity_auc_row_weighted=ea.row_weighted_mean,
+                       per_entity_skipped=ea.n_skipped_single_class)  # fmt: skip
+        return res
+
+    def score_candidates(
+        self,
+        learners,
+        candidates,
+        pair_data: Callable[[np.ndarray, np.ndarray], tuple[Mapping, Mapping]],
+        *,
+        batch_pairs: int = 1_000_000,
+    ) -> np.ndarray:
+        """(n, K) logits for each learner's candidate list, for the blender.
+
+        learners: (n,) ids; candidates: (n, K) ids; pair_data(left, right) builds (designs,
+        keys) for the flattened pairs (left[i], right[i]), e.g. a partial of
+        watchlog.design_matrices plus {"learner": left, "course": right}. Whole learners
+        go through in batches of about batch_pairs pairs, so memory stays bounded.
+        """
+        self._check_fitted()
+        learners = np.asarray(learners)
+        cand = np.asarray(candidates)
+        if cand.ndim != 2 or cand.shape[0] != len(learners):
+            raise ValueError(f"candidates: expected shape ({len(learners)}, K); got {cand.shape}")
+        n, k = cand.shape
+        out = np.empty((n, k))
+        step = max(1, int(batch_pairs) // max(k, 1))
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            left = np.repeat(learners[lo:hi], k)
+            right = cand[lo:hi].reshape(-1)
+            d, kk = pair_data(left, right)
+            out[lo:hi] = self.predict_logit(d, kk).reshape(hi - lo, k)
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save(self, path) -> Any:
+        """Write the fitted model to the directory `path` (npz + JSON, atomic; glmix.io)."""
+        from glmix.io import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path) -> GLMix:
+        from glmix.io import load_model
+
+        return load_model(path)
+
+
+def _coef_state(est) -> tuple:
+    return (est.coef_.copy(), None if est.coef_var_ is None else est.coef_var_.copy())
+
+
+def _restore(est, state: tuple) -> None:
+    est.coef_, est.coef_var_ = state
