@@ -83,7 +83,7 @@ def group_rows(codes: np.ndarray, n_entities: int, max_rows: int | None = None, 
     """
     n_rows = np.bincount(codes, minlength=n_entities).astype(np.int64)
     if max_rows is None or n_rows.max(initial=0) <= max_rows:
-        order = np.argsort(codes, kind="stable")
+        order = _argsort_codes(codes, n_entities)
         count = n_rows
     else:
         key = np.random.default_rng(seed).random(len(codes))
@@ -95,6 +95,18 @@ def group_rows(codes: np.ndarray, n_entities: int, max_rows: int | None = None, 
     start = np.concatenate(([0], np.cumsum(count)[:-1])).astype(np.int64)
     mult = np.where(count > 0, n_rows / np.maximum(count, 1), 1.0)
     return Grouping(order.astype(np.int64), start, count, n_rows, mult)
+
+
+def _argsort_codes(codes: np.ndarray, n_entities: int) -> np.ndarray:
+    """Stable argsort of entity codes in O(n): one or two passes of numpy's radix sort on
+    16-bit digits (its stable sort of int32 is a merge sort, 2-3x slower at 20M rows)."""
+    if n_entities <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    if n_entities > 1 << 32:
+        return np.argsort(codes, kind="stable")
+    o1 = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")  # low digit
+    o2 = np.argsort((codes[o1] >> 16).astype(np.uint16), kind="stable")  # then high, stable
+    return o1[o2]
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
@@ -242,11 +254,14 @@ class RandomEffect(BaseEstimator):
         self.intercept_added_ = added
         self.intercept_index_ = self.feature_names_.index(INTERCEPT) if self.fit_intercept else -1
         g = group_rows(codes, E, None if self.max_rows is None else int(self.max_rows), self.seed)
-        rows = g.order
-        ent = np.repeat(np.arange(E), g.count)  # (m,) entity of each active row
-        wa = w[rows] * g.weight_mult[ent]
-        wsum = np.bincount(ent, weights=wa, minlength=E)
-        wpos = np.bincount(ent, weights=wa * y[rows], minlength=E)
+        if counts_subsampled := int((g.count < g.n_rows).sum()):  # weights of the sample
+            ent = np.repeat(np.arange(E), g.count)  # (m,) entity of each active row
+            wa = w[g.order] * g.weight_mult[ent]
+            wsum = np.bincount(ent, weights=wa, minlength=E)
+            wpos = np.bincount(ent, weights=wa * y[g.order], minlength=E)
+        else:  # every row is active: no gather needed
+            wsum = np.bincount(codes, weights=w, minlength=E)
+            wpos = np.bincount(codes, weights=w * y, minlength=E)
         single = (wsum > 0) & ((wpos <= 0) | (wpos >= wsum))
         solvable = (g.n_rows >= int(self.min_rows)) & (wsum > 0)
         il2 = self.l2 if self.intercept_l2 is None else self.intercept_l2
@@ -257,13 +272,13 @@ class RandomEffect(BaseEstimator):
         counts = {
             "entities": E,
             "rows": int(len(y)),
-            "active_rows": int(len(rows)),
+            "active_rows": int(len(g.order)),
             "below_min_rows": int((g.n_rows < int(self.min_rows)).sum()),
             "zero_weight": int(((wsum <= 0) & (g.n_rows >= int(self.min_rows))).sum()),
             "solvable": int(solvable.sum()),
             "single_class": int((single & solvable).sum()),
             "single_class_intercept_penalized": int((single & solvable).sum()) if il2 == 0 else 0,
-            "subsampled": int((g.count < g.n_rows).sum()),
+            "subsampled": counts_subsampled,
         }
         return _Prepared(design, codes, y, w, g, n_feat, solvable, icpt_pen, counts)
 
