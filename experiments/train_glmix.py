@@ -35,7 +35,7 @@ from glmix import GLMix, watch_time_weights
 from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, write_json, write_parquet
 
-__all__ = ["run", "sample_weights", "keys_of"]
+__all__ = ["run", "sample_weights", "keys_of", "features_for", "designs_for"]
 
 
 def sample_weights(rows: RowSet, log: EventLog, weighting: Any) -> tuple[np.ndarray | None, dict]:
@@ -61,14 +61,16 @@ def keys_of(rows: RowSet) -> dict[str, np.ndarray]:
     }
 
 
-def _features(cfg_glmix, base: EntityFeatures, train: RowSet, seed: int) -> EntityFeatures:
+def features_for(cfg_glmix, base: EntityFeatures, train: RowSet, seed: int) -> EntityFeatures:
+    """`base`, plus label-matrix factors of the `train` rows when the config asks for them."""
     lf = cfg_glmix.features.label_factors
     if not lf:
         return base
     return with_label_factors(base, train, rank=int(lf.rank), seed=seed, scale=float(lf.scale))
 
 
-def _designs(cfg_glmix, rows: RowSet, feats: EntityFeatures):
+def designs_for(cfg_glmix, rows: RowSet, feats: EntityFeatures):
+    """The per-row designs of `rows` as `cfg_glmix.design` lays them out."""
     d = cfg_glmix.design
     return row_designs(
         rows,
@@ -105,8 +107,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.to_container(g.features.course),
         report,
     )
-    feats = _features(g, base, rows["train"], cfg.seed)
-    D = {k: _designs(g, rows[k], feats) for k in ("train", "valid")}
+    feats = features_for(g, base, rows["train"], cfg.seed)
+    D = {k: designs_for(g, rows[k], feats) for k in ("train", "valid")}
     W = {k: sample_weights(rows[k], log, g.weighting) for k in ("train", "valid", "test")}
     print(report, flush=True)
     report.write_json(out_dir / "data_report.json")
@@ -129,16 +131,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t = time.perf_counter()
         passes = model.best_["pass"] + 1 if model.keep_best else int(model.passes)
         train_rows = rows["refit"]
-        final_feats = _features(g, base, train_rows, cfg.seed)
+        final_feats = features_for(g, base, train_rows, cfg.seed)
         w_refit, _ = sample_weights(train_rows, log, g.weighting)
         final = instantiate(g.model, _convert_="all").set_params(passes=passes, keep_best=False)
         final.fit(
-            _designs(g, train_rows, final_feats), keys_of(train_rows), train_rows.y,
+            designs_for(g, train_rows, final_feats), keys_of(train_rows), train_rows.y,
             sample_weight=w_refit,
         )  # fmt: skip
         timings["refit"] = time.perf_counter() - t
     t = time.perf_counter()
-    D_test = _designs(g, rows["test"], final_feats)
+    D_test = designs_for(g, rows["test"], final_feats)
     test = _evaluate(final, D_test, keys_of(rows["test"]), rows["test"], W["test"][0])
     timings["test"] = time.perf_counter() - t
 

@@ -17,7 +17,7 @@ from glmix import GLMix
 from watchlog.collaborative import concat_blocks, label_factors, scaled_numeric
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["glmix.model.passes=1", "+glmix.model.fixed.tol=1e-4"]  # a loose fixed-effect tolerance
+FAST = ["glmix.model.passes=1", "glmix.model.fixed.tol=1e-4"]  # a loose fixed-effect tolerance
 
 
 def compose_cfg(tmp_path: Path, *overrides: str):
