@@ -210,7 +210,7 @@ class FixedEffect(BaseEstimator):
                 pen = 1.0 / np.maximum(prior.coef_var_, 1e-12)
         self._pen, self._mean, self._l1_mask = pen, mean, l1_mask
         rows = comm.row_block(len(y))
-        block = design.rows(rows)
+        block = design if rows == slice(0, len(y)) else design.rows(rows)  # no copy when whole
         prob = _Problem(
             block, y[rows], w[rows], np.zeros(len(y[rows])), self.intercept_added_,
             pen, l1_mask, mean, comm, self._device(), torch_dtype(self.dtype),
