@@ -202,12 +202,10 @@ class GLMix(BaseEstimator):
                 rec = self._record(it, c, est, y, w, total, coords, fitted, val, t0)
                 history.append(rec)
                 if self.verbose:
-                    print(f"glmix pass {it} {c}: " + ", ".join(
-                        f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float)))  # fmt: skip
-                better = val is not None and (best is None or rec["val_auc"] > best["val_auc"])
-                if best is None or better:
-                    best = {"update": len(history) - 1, "pass": it, "coordinate": c,
-                            "val_auc": rec.get("val_auc"), "objective": rec["objective"]}  # fmt: skip
+                    nums = ", ".join(f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float))
+                    print(f"glmix pass {it} {c}: {nums}", flush=True)
+                if best is None or (val is not None and rec["val_auc"] > best["val_auc"]):
+                    best = _best(len(history) - 1, rec)
                     if self.keep_best and val is not None:
                         snapshot = {k: _coef_state(coords[k]) for k in fitted}
         if self.keep_best and snapshot is not None:
@@ -216,9 +214,8 @@ class GLMix(BaseEstimator):
             for k in names:  # coordinates not yet fitted at the best update score 0
                 if k not in snapshot:
                     coords[k].coef_ = np.zeros_like(coords[k].coef_)
-        elif val is None:
-            best = {"update": len(history) - 1, "pass": int(self.passes) - 1,
-                    "coordinate": order[-1], "val_auc": None, "objective": history[-1]["objective"]}  # fmt: skip
+        elif val is None:  # no validation: the last update
+            best = _best(len(history) - 1, history[-1])
         self.coordinates_ = coords
         self.order_ = order
         self.history_ = history
@@ -364,6 +361,11 @@ class GLMix(BaseEstimator):
         from glmix.io import load_model
 
         return load_model(path)
+
+
+def _best(update: int, rec: dict[str, Any]) -> dict[str, Any]:
+    return {"update": update, "pass": rec["pass"], "coordinate": rec["coordinate"],
+            "val_auc": rec.get("val_auc"), "objective": rec["objective"]}  # fmt: skip
 
 
 def _coef_state(est) -> tuple:
