@@ -212,9 +212,18 @@ class FixedEffect(BaseEstimator):
         rows = comm.row_block(len(y))
         block = design if rows == slice(0, len(y)) else design.rows(rows)  # no copy when whole
         prob = _Problem(
-            block, y[rows], w[rows], np.zeros(len(y[rows])), self.intercept_added_,
-            pen, l1_mask, mean, comm, self._device(), torch_dtype(self.dtype),
-        )  # fmt: skip
+            block,
+            y[rows],
+            w[rows],
+            np.zeros(len(y[rows])),
+            self.intercept_added_,
+            pen,
+            l1_mask,
+            mean,
+            comm,
+            self._device(),
+            torch_dtype(self.dtype),
+        )
         prob.rows, prob.block, prob.w_np = rows, block, w[rows]
         return prob
 

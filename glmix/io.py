@@ -32,8 +32,9 @@ _COMMON = ("feature_names_", "n_features_in_", "intercept_added_", "intercept_in
 
 
 def _ids_array(ids: IdMap, coord: str) -> np.ndarray:
-    values = np.asarray(ids.index.astype(object) if isinstance(ids.index, pd.CategoricalIndex)
-                        else ids.index)  # fmt: skip
+    values = np.asarray(
+        ids.index.astype(object) if isinstance(ids.index, pd.CategoricalIndex) else ids.index
+    )
     if values.dtype.kind in "iub":
         return values.astype(np.int64)
     if values.dtype.kind == "f":

@@ -274,8 +274,9 @@ class GLMix(BaseEstimator):
         if not hasattr(self, "coordinates_"):
             raise RuntimeError("GLMix is not fitted: call fit first (or GLMix.load)")
 
-    def score_components(self, designs: Mapping[str, Any], keys: Mapping[str, Any] | None,
-                         offset=None) -> ComponentScores:  # fmt: skip
+    def score_components(
+        self, designs: Mapping[str, Any], keys: Mapping[str, Any] | None, offset=None
+    ) -> ComponentScores:
         """Each coordinate's score, their sum (+ offset) and the unknown-entity counts."""
         self._check_fitted()
         D = self._designs(designs, None, list(self.coordinates_))
@@ -314,8 +315,11 @@ class GLMix(BaseEstimator):
             if keys is None or per_entity not in keys:
                 raise KeyError(f"evaluate(per_entity={per_entity!r}): no such key in keys")
             ea = per_entity_auc(np.asarray(keys[per_entity]), y, sc.total)
-            res.update(per_entity_auc_mean=ea.mean, per_entity_auc_row_weighted=ea.row_weighted_mean,
-                       per_entity_skipped=ea.n_skipped_single_class)  # fmt: skip
+            res.update(
+                per_entity_auc_mean=ea.mean,
+                per_entity_auc_row_weighted=ea.row_weighted_mean,
+                per_entity_skipped=ea.n_skipped_single_class,
+            )
         return res
 
     def score_candidates(
@@ -364,8 +368,13 @@ class GLMix(BaseEstimator):
 
 
 def _best(update: int, rec: dict[str, Any]) -> dict[str, Any]:
-    return {"update": update, "pass": rec["pass"], "coordinate": rec["coordinate"],
-            "val_auc": rec.get("val_auc"), "objective": rec["objective"]}  # fmt: skip
+    return {
+        "update": update,
+        "pass": rec["pass"],
+        "coordinate": rec["coordinate"],
+        "val_auc": rec.get("val_auc"),
+        "objective": rec["objective"],
+    }
 
 
 def _coef_state(est) -> tuple:

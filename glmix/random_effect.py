@@ -239,8 +239,12 @@ class RandomEffect(BaseEstimator):
         y = check_labels(y)
         n = len(y)
         design = as_design(X, f"RandomEffect(key={self.key!r}) X", n)
-        prep = self._prepare(design, check_keys(entity, n, f"entity ({self.key})"), y,
-                             check_weights(sample_weight, n))  # fmt: skip
+        prep = self._prepare(
+            design,
+            check_keys(entity, n, f"entity ({self.key})"),
+            y,
+            check_weights(sample_weight, n),
+        )
         self._fit_prepared(prep, check_offset(offset, n), prior=prior, comm=comm)
         return self
 
@@ -348,9 +352,17 @@ class RandomEffect(BaseEstimator):
             pen, mu, beta0 = self._chunk_penalty(prep, ents, colmap, mean, prec, coef)
             T = lambda a: torch.from_numpy(a).to(dev, dt)  # noqa: E731
             res = newton_logistic(
-                XT.to(dev, dt), T(Y), T(W), T(Off), T(pen), T(mu), T(beta0),
-                tol=self._tol, max_iter=int(self.max_iter), variances=self.variances,
-            )  # fmt: skip
+                XT.to(dev, dt),
+                T(Y),
+                T(W),
+                T(Off),
+                T(pen),
+                T(mu),
+                T(beta0),
+                tol=self._tol,
+                max_iter=int(self.max_iter),
+                variances=self.variances,
+            )
             valid = colmap >= 0
             rows_e = np.broadcast_to(ents[:, None], colmap.shape)[valid]
             coef[rows_e, colmap[valid]] = res.coef.cpu().numpy()[valid]

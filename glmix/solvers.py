@@ -158,9 +158,13 @@ def newton_logistic(
             t[todo] *= 0.5
             tt = t[todo].unsqueeze(1)
             fz = batch_objective(
-                z[todo] + tt * Xd[todo], ya[todo], wa[todo], beta[todo] + tt * d[todo],
-                pa[todo], ma[todo],
-            )  # fmt: skip
+                z[todo] + tt * Xd[todo],
+                ya[todo],
+                wa[todo],
+                beta[todo] + tt * d[todo],
+                pa[todo],
+                ma[todo],
+            )
             ok = fz <= f[todo] + armijo * t[todo] * slope[todo] + fuzz[todo]
             f_new[todo[ok]] = fz[ok]
             todo = todo[~ok]

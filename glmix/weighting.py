@@ -38,8 +38,10 @@ class WatchTimeWeights:
 
 
 def _as_float(name: str, x: Any, n: int | None) -> np.ndarray:
-    arr = np.asarray(x.to_numpy(dtype="float64", na_value=np.nan) if hasattr(x, "to_numpy") else x,
-                     dtype=np.float64)  # fmt: skip
+    arr = np.asarray(
+        x.to_numpy(dtype="float64", na_value=np.nan) if hasattr(x, "to_numpy") else x,
+        dtype=np.float64,
+    )
     if arr.ndim != 1 or (n is not None and len(arr) != n):
         raise ValueError(f"{name}: expected a 1-D array of length {n}; got shape {arr.shape}")
     return arr

@@ -57,9 +57,10 @@ def test_two_processes_equal_one(tmp_path):
     for name, c in single.coordinates_.items():
         np.testing.assert_allclose(two.coordinates_[name].coef_, c.coef_, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(
-        two.coordinates_["per_learner"].coef_var_, single.coordinates_["per_learner"].coef_var_,
+        two.coordinates_["per_learner"].coef_var_,
+        single.coordinates_["per_learner"].coef_var_,
         rtol=1e-6,
-    )  # fmt: skip
+    )
     obj1 = [h["objective"] for h in single.history_]
     obj2 = [h["objective"] for h in two.history_]
     assert obj2 == pytest.approx(obj1, rel=1e-9)

@@ -70,8 +70,9 @@ def test_matches_scipy_with_offsets():
         p = 1 / (1 + np.exp(-(A @ b + o)))
         return (A * (w * p * (1 - p))[:, None]).T @ A + np.diag(pen)
 
-    want = minimize(fg, np.zeros(A.shape[1]), jac=True, hess=h, method="trust-exact",
-                    options={"gtol": 1e-10}).x  # fmt: skip
+    want = minimize(
+        fg, np.zeros(A.shape[1]), jac=True, hess=h, method="trust-exact", options={"gtol": 1e-10}
+    ).x
     fe = FixedEffect(l2=l2, variances=True).fit(X, y, w, o)
     np.testing.assert_allclose(fe.coef_, want, atol=1e-6)
     np.testing.assert_allclose(fe.coef_var_, np.diag(np.linalg.inv(h(want))), rtol=1e-6)
@@ -94,9 +95,12 @@ def test_elastic_net_kkt_and_sklearn_saga():
     assert abs(r.sum()) / scale < 1e-6  # unpenalized intercept: zero gradient
     # sklearn: C * sum loss + l1_ratio |b|_1 + (1 - l1_ratio) / 2 |b|^2
     sk = LogisticRegression(
-        solver="saga", C=1 / (l1 + l2), l1_ratio=l1 / (l1 + l2),
-        tol=1e-10, max_iter=100_000,
-    ).fit(X, y, sample_weight=w)  # fmt: skip
+        solver="saga",
+        C=1 / (l1 + l2),
+        l1_ratio=l1 / (l1 + l2),
+        tol=1e-10,
+        max_iter=100_000,
+    ).fit(X, y, sample_weight=w)
     np.testing.assert_allclose(fe.coef_, np.r_[sk.coef_.ravel(), sk.intercept_], atol=1e-5)
 
 

@@ -40,8 +40,11 @@ def fitted(seed=0, learner_ids=None):
 
 @pytest.mark.parametrize("ids", [None, "str", "float"])
 def test_round_trip_gives_identical_predictions(tmp_path, ids):
-    learner_ids = {None: None, "str": np.array([f"user-{i}" for i in range(50)]),
-                   "float": np.arange(50) + 0.5}[ids]  # fmt: skip
+    learner_ids = {
+        None: None,
+        "str": np.array([f"user-{i}" for i in range(50)]),
+        "float": np.arange(50) + 0.5,
+    }[ids]
     m, designs, keys = fitted(learner_ids=learner_ids)
     m.save(tmp_path / "model")
     m2 = GLMix.load(tmp_path / "model")
@@ -56,8 +59,13 @@ def test_round_trip_gives_identical_predictions(tmp_path, ids):
     assert m2.history_ == json.loads(json.dumps(m2.history_)) and len(m2.history_) == 6
     assert m2.best_ == m.best_
     # a loaded model works as a prior for incremental training
-    m3 = GLMix(fixed=FixedEffect(), random={"per_learner": RandomEffect(key="learner"),
-               "per_course": RandomEffect(key="course")})  # fmt: skip
+    m3 = GLMix(
+        fixed=FixedEffect(),
+        random={
+            "per_learner": RandomEffect(key="learner"),
+            "per_course": RandomEffect(key="course"),
+        },
+    )
     m3.fit(designs, keys, (m.predict_logit(designs, keys) > 0).astype(float), prior=m2)
 
 

@@ -65,8 +65,10 @@ def test_coordinate_descent_objective_never_increases_and_history():
     m = model(passes=3, keep_best=False).fit(*tr, validation=va)
     obj = [h["objective"] for h in m.history_]
     assert len(m.history_) == 9 and [h["coordinate"] for h in m.history_[:3]] == [
-        "global", "per_learner", "per_course",
-    ]  # fmt: skip
+        "global",
+        "per_learner",
+        "per_course",
+    ]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(obj, obj[1:], strict=False))
     assert obj[-1] < 0.9 * obj[0]
     # the recorded objective is the model's: weighted loss + every coordinate's penalty
@@ -173,6 +175,12 @@ def test_plugs_into_watchlog_design_matrices():
     assert not pl.intercept_added_ and pl.feature_names_ == designs["per_learner"].names
     assert m.coordinates_["global"].feature_names_[0] == "intercept"
     res = m.evaluate(designs, keys, y, per_entity="learner")
-    assert res["auc"] > 0.7 and res["per_entity_auc_mean"] > 0.6 and res["n_unknown"] == {
-        "per_learner": 0, "per_course": 0,
-    }  # fmt: skip
+    assert (
+        res["auc"] > 0.7
+        and res["per_entity_auc_mean"] > 0.6
+        and res["n_unknown"]
+        == {
+            "per_learner": 0,
+            "per_course": 0,
+        }
+    )
