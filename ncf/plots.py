@@ -145,6 +145,11 @@ def _label_series(name: str, labels: Any, n: int) -> pd.Series:
     return s.reset_index(drop=True)
 
 
+def _column(s: pd.Series) -> pd.Series:
+    """Numbers stay numbers; anything else becomes pandas strings (Parquet-safe, NA kept)."""
+    return s if pd.api.types.is_numeric_dtype(s) else s.astype("string")
+
+
 def _is_continuous(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and s.nunique() > MAX_LEGEND
 
@@ -224,30 +229,33 @@ def embedding_map(
     with more than 12 distinct values get a continuous colour scale.
     ids: optional (n_rows,) caller ids, copied into the Parquet.
     Writes <out_dir>/<name>_<method>_<colouring>.png for every colouring and
-    <out_dir>/<name>_<method>.parquet (coordinates + labels). Learner embeddings coloured by
+    <out_dir>/<name>_<method>.parquet (coordinates + labels); characters other than letters,
+    digits, '-', '_' and '.' in names become '_' in file names. Learner embeddings coloured by
     segment are the same call: `embedding_map(learner_emb, {"segment": seg}, out, "learners")`.
     """
     x = _embeddings(emb)
     n = x.shape[0]
     if not isinstance(colour_by, dict) or not colour_by:
         raise ValueError("colour_by: must be a non-empty dict {name: labels}")
+    clash = [k for k in colour_by if k in ("row", "id", "x", "y")]
+    if clash:
+        raise ValueError(f"colour_by: names {clash} clash with the coordinate columns row/id/x/y")
     labels = {k: _label_series(k, v, n) for k, v in colour_by.items()}
     rows = _subsample(n, max_points, seed, np.zeros(0, dtype=np.int64))
     xy = project_2d(x[rows], method, seed=seed)  # (len(rows), 2)
     frame = pd.DataFrame({"row": rows})
     if ids is not None:
-        frame["id"] = _label_series("ids", ids, n).iloc[rows].to_numpy()
+        frame["id"] = _column(_label_series("ids", ids, n).iloc[rows].reset_index(drop=True))
     frame["x"], frame["y"] = xy[:, 0], xy[:, 1]
     for k, s in labels.items():
-        sub = s.iloc[rows].reset_index(drop=True).rename(k)
-        frame[k] = sub if pd.api.types.is_numeric_dtype(sub) else sub.astype("string")
+        frame[k] = _column(s.iloc[rows].reset_index(drop=True).rename(k))
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
     shown = f"{len(rows):,} of {n:,}" if len(rows) < n else f"{n:,}"
     for k in labels:
         fig = _draw_map(xy, frame[k].rename(k), f"{name}: {method.upper()} by {k} ({shown})", seed)
-        files[f"png:{k}"] = _save_png(fig, out_dir / f"{name}_{method}_{k}.png")
-    files["parquet"] = write_parquet(out_dir / f"{name}_{method}.parquet", frame)
+        files[f"png:{k}"] = _save_png(fig, out_dir / f"{_safe(name)}_{method}_{_safe(k)}.png")
+    files["parquet"] = write_parquet(out_dir / f"{_safe(name)}_{method}.parquet", frame)
     return EmbeddingMap(frame, files)
 
 
@@ -325,7 +333,7 @@ def neighbour_figure(
         {
             "rank": np.arange(chosen.size),
             "row": chosen,
-            "id": id_s.iloc[chosen].to_numpy(),
+            "id": _column(id_s.iloc[chosen]).to_numpy(),
             "title": title_s.iloc[chosen].astype("string").to_numpy(),
             "cosine": np.concatenate([[1.0], cos]).astype(np.float32),
             "x": xy_chosen[:, 0],
@@ -334,11 +342,12 @@ def neighbour_figure(
     )
     fig = _draw_neighbours(xy_all, xy_chosen, table)
     fig.suptitle(f"{title_s.iloc[item_index]} (id {id_s.iloc[item_index]}): {nbr.size} nearest")
-    stem = Path(out_dir) / f"{name}_{_safe(id_s.iloc[item_index])}"
+    stem = f"{_safe(name)}_{_safe(id_s.iloc[item_index])}"  # ids may hold '.': no with_suffix
+    out_dir = Path(out_dir)
     files = {
-        "png": _save_png(fig, stem.with_suffix(".png")),
-        "csv": write_text(stem.with_suffix(".csv"), table.to_csv(index=False)),
-        "parquet": write_parquet(stem.with_suffix(".parquet"), table),
+        "png": _save_png(fig, out_dir / f"{stem}.png"),
+        "csv": write_text(out_dir / f"{stem}.csv", table.to_csv(index=False)),
+        "parquet": write_parquet(out_dir / f"{stem}.parquet", table),
     }
     return NeighbourFigure(table, files)
 

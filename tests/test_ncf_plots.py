@@ -199,3 +199,22 @@ def test_umap_is_reproducible_with_a_seed_and_keeps_clusters(courses):
     from evaluation import knn_label_agreement
 
     assert knn_label_agreement(a, lang, k=5, metric="euclidean")["agreement"] > 0.95
+
+
+def test_file_names_are_safe_and_ids_of_any_kind_are_kept(courses, tmp_path):
+    emb = courses["emb"]
+    ids = pd.Series([f"c.{i}" for i in range(300)], dtype=object)
+    ids[3] = 17  # mixed types: stored as strings
+    f = neighbour_figure(emb, 5, courses["titles"], ids, tmp_path, n=3, method="pca", name="nb/x")
+    assert {p.name for p in f.files.values()} == {
+        "nb_x_c.5.png",
+        "nb_x_c.5.csv",
+        "nb_x_c.5.parquet",
+    }
+    m = embedding_map(
+        emb, {"lang/uage": courses["language"]}, tmp_path, "a b", method="pca", ids=ids
+    )
+    assert m.files["png:lang/uage"].name == "a_b_pca_lang_uage.png"
+    assert pd.read_parquet(m.files["parquet"])["id"].iloc[3] == "17"
+    with pytest.raises(ValueError, match="clash with the coordinate columns"):
+        embedding_map(emb, {"x": courses["language"]}, tmp_path, "c", method="pca")
