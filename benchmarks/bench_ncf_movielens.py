@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--ncf", default="two_tower_ml100k", help="conf/ncf config of the two-tower")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
     p.add_argument("--out", default="/tmp/bench_ncf_movielens")
-    p.add_argument("--skip-sampled", action="store_true")
+    p.add_argument("--sampled-seeds", type=int, nargs="*", default=[0], help="none: skip it")
     args = p.parse_args()
     out = Path(args.out)
     torch.set_num_threads(2)
@@ -145,10 +145,10 @@ def main() -> None:
     print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
 
     sampled = []
-    if not args.skip_sampled:
+    if args.sampled_seeds:
         for ncf in (args.ncf, "mf"):
             summary, per_seed[f"{ncf}_sampled"] = trained_model(
-                out, args.seeds, ncf, "sampled", args.overrides
+                out, args.sampled_seeds, ncf, "sampled", args.overrides
             )
             sampled.append(summary)
         print_table(sampled, "MovieLens-100K, NCF sampled protocol (latest item, 99 negatives)")

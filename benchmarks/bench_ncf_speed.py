@@ -3,7 +3,7 @@
     python -m benchmarks.bench_ncf_speed                 # both parts
     python -m benchmarks.bench_ncf_speed --part train --epochs 5
 
-Training (same data, same batch size, same run, 2 threads each): the MovieLens-100K training
+Training (same data, same batch size, same run, the same --threads for both): the MovieLens-100K training
 part of the stratified split (the pairs the two-tower trains on). The two-tower runs through
 the real code path (`experiments.train_ncf.fit`: Lightning, denoising, full softmax), timed by
 `PhaseTimer` over training batches only (validation excluded). NeuMF (benchmarks/neumf_peer)
@@ -40,17 +40,18 @@ from benchmarks.neumf_peer import train_neumf
 from experiments.train_ncf import fit
 
 
-def training_rows(epochs: int, batch_sizes: list[int], out: Path) -> list[dict]:
+def training_rows(epochs: int, batch_sizes: list[int], out: Path, threads: int) -> list[dict]:
     rows = []
     for b in batch_sizes:
         cfg = compose_cfg(
             out / f"tt_{b}", "experiment=ml100k_stratified", f"ncf.datamodule.batch_size={b}",
-            f"trainer.max_epochs={epochs}", "ncf.patience=1000", "threads=2",
+            f"trainer.max_epochs={epochs}", "ncf.patience=1000", "ncf.refit=false",
+            f"threads={threads}",
         )  # fmt: skip
         trained = fit(cfg)
         t = trained.result.timings
         x_train = trained.datamodule.valid.history  # the training pairs (validation fold inputs)
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
         peer = train_neumf(x_train, epochs=epochs, batch_size=b, seed=0, device="cpu")
         peer_pos_s = peer["samples_per_s"] / 5  # 1 positive + 4 negatives per positive
         rows += [
@@ -146,12 +147,15 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     p.add_argument("--chunk", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=2, help="torch threads, the same for both")
     p.add_argument("--out", default="/tmp/bench_ncf_speed")
     args = p.parse_args()
     result = {}
     if args.part in ("train", "both"):
-        rows = training_rows(args.epochs, args.batch_sizes, Path(args.out))
-        print_table(rows, "Training on MovieLens-100K (2 threads): two-tower vs plain NeuMF")
+        rows = training_rows(args.epochs, args.batch_sizes, Path(args.out), args.threads)
+        print_table(
+            rows, f"Training on MovieLens-100K ({args.threads} threads): two-tower vs NeuMF"
+        )
         result["training"] = rows
     if args.part in ("recommend", "both"):
         rows = recommend_rows(args.sizes, 10_000, 100, args.chunk)
