@@ -1,7 +1,7 @@
 """GLMix on the synthetic platform: do per-learner coefficients follow the true topic interests,
 and does watch-time weighting rank long watches higher?
 
-    python -m benchmarks.bench_glmix_synthetic                       # 10,000 learners, seeds 0-2
+    python -m benchmarks.bench_glmix_synthetic                       # 10,000 learners, seeds 0-4
     python -m benchmarks.bench_glmix_synthetic --learners 2000 --seeds 0   # smoke run
 
 Data: `watchlog.synthetic.generate_platform` (1,000 courses per 10,000 learners, 450 days),
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--learners", type=int, default=10_000)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--min-rows", type=int, default=30, help="training impressions per learner")
     ap.add_argument("--min-topic-rows", type=int, default=3, help="per (learner, topic)")
     ap.add_argument("--fixed-tol", type=float, default=1e-4, help="fixed-effect tolerance")
