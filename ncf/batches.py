@@ -32,9 +32,10 @@ __all__ = ["TrainBatches", "EvalBatches"]
 class TrainBatches(IterableDataset):
     """Shuffled learner batches over one or more snapshots, re-drawn every epoch.
 
-    denoise_fraction: None = labels are the snapshot's labels (temporal training); a float =
-    each epoch, that fraction of every learner's history becomes labels and the rest input
-    (random splits, where there is no cutoff).
+    denoise: one flag per snapshot (default: none). False = the snapshot's labels are the
+    labels (courses watched after its cutoff); True = each epoch, `label_fraction` of every
+    learner's history becomes labels and the rest input (denoising: random splits, where
+    there is no cutoff, or as extra training signal from the history itself).
     """
 
     def __init__(
@@ -44,27 +45,36 @@ class TrainBatches(IterableDataset):
         batch_size: int,
         seed: int,
         normalize: str = "mean",
-        denoise_fraction: float | None = None,
+        denoise: Sequence[bool] | None = None,
+        label_fraction: float = 0.5,
         content: sp.csr_matrix | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         self.snapshots = list(snapshots)
         self.batch_size, self.seed, self.normalize = batch_size, seed, normalize
-        self.denoise_fraction = denoise_fraction
+        self.denoise = [False] * len(self.snapshots) if denoise is None else list(denoise)
+        if len(self.denoise) != len(self.snapshots):
+            raise ValueError(
+                f"denoise: one flag per snapshot, got {len(self.denoise)} for {len(self.snapshots)}"
+            )
+        self.label_fraction = label_fraction
         self.content = None if content is None else csr_bags(content, key="content")
         self.course_bags = [csr_bags(s.course_bags, key=f"course_bags/{s.name}") for s in snapshots]
         self.epoch = 0
-        for s in self.snapshots:
-            if denoise_fraction is None and s.labels is None:
+        for s, d in zip(self.snapshots, self.denoise, strict=True):
+            if not d and s.labels is None:
                 raise ValueError(f"snapshot {s.name!r} has no labels to train on")
 
-    def _learners(self, snap: Snapshot) -> np.ndarray:
-        m = snap.history if self.denoise_fraction is not None else snap.labels
+    def _learners(self, i: int) -> np.ndarray:
+        snap = self.snapshots[i]
+        m = snap.history if self.denoise[i] else snap.labels
         return np.flatnonzero(np.diff(m.indptr) > 0)
 
     def __len__(self) -> int:
-        return sum(-(-len(self._learners(s)) // self.batch_size) for s in self.snapshots)
+        return sum(
+            -(-len(self._learners(i)) // self.batch_size) for i in range(len(self.snapshots))
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -72,13 +82,13 @@ class TrainBatches(IterableDataset):
         plan = []  # (snapshot number, learners of the batch)
         views = []
         for i, snap in enumerate(self.snapshots):
-            if self.denoise_fraction is not None:
-                inputs, labels = split_history(snap.history, self.denoise_fraction, rng)
+            if self.denoise[i]:
+                inputs, labels = split_history(snap.history, self.label_fraction, rng)
                 labels.data[:] = 1.0
             else:
                 inputs, labels = snap.history, snap.labels
             views.append((normalize_rows(inputs, self.normalize), labels))
-            learners = rng.permutation(self._learners(snap))
+            learners = rng.permutation(self._learners(i))
             plan += [
                 (i, learners[j : j + self.batch_size])
                 for j in range(0, len(learners), self.batch_size)

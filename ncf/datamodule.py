@@ -29,7 +29,7 @@ from watchlog.splits import Split, rolling_folds
 
 __all__ = ["NCFDataModule"]
 
-TRAININGS = ("auto", "rolling", "denoising")
+TRAININGS = ("auto", "rolling", "denoising", "rolling+denoising")
 
 
 class NCFDataModule(pl.LightningDataModule):
@@ -37,7 +37,9 @@ class NCFDataModule(pl.LightningDataModule):
 
     log, split: the cleaned `EventLog` and its `Split` (runtime objects, passed in code).
     inputs: the `InputBuilder` (lookback, weights, co-watch) used for every snapshot.
-    training: "auto" (rolling for temporal splits, denoising otherwise), "rolling", "denoising".
+    training: "auto" (rolling for temporal splits, denoising otherwise), "rolling",
+      "denoising", or "rolling+denoising" (temporal: the rolling snapshots plus a denoising
+      pass over the history at the evaluation cutoff, so every learner's history also teaches).
     n_cutoffs / horizon_days / spacing_days: the rolling training cutoffs; horizon defaults to
       the validation window's length.
     content: optional (n_courses, n_features) CSR of course content for the course tower.
@@ -72,8 +74,8 @@ class NCFDataModule(pl.LightningDataModule):
         self.training = training
         if training == "auto":
             self.training = "rolling" if split.kind == "temporal" else "denoising"
-        if self.training == "rolling" and split.kind != "temporal":
-            raise ValueError(f"training='rolling' needs a temporal split, got {split.kind!r}")
+        if self.training.startswith("rolling") and split.kind != "temporal":
+            raise ValueError(f"training={training!r} needs a temporal split, got {split.kind!r}")
         self.n_cutoffs, self.horizon_days, self.spacing_days = n_cutoffs, horizon_days, spacing_days
         self.label_fraction, self.normalize = label_fraction, normalize
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
@@ -91,10 +93,13 @@ class NCFDataModule(pl.LightningDataModule):
         self.train_snapshots = self._training_snapshots(before=self.split.valid)
 
     def _training_snapshots(self, before) -> list[Snapshot]:
-        """What the model trains on when `before` (a fold) is the next evaluation point."""
+        """What the model trains on when `before` (a fold) is the next evaluation point.
+
+        Denoising snapshots come last (`denoise_flags`)."""
+        # Denoising trains on `before`'s inputs only; its labels are never trained on.
+        at_cutoff = [self.valid if before is self.split.valid else self.test]
         if self.training == "denoising":
-            # The training pairs are `before`'s inputs; its labels are never trained on.
-            return [self.valid if before is self.split.valid else self.test]
+            return at_cutoff
         horizon = self.horizon_days
         if horizon is None:
             horizon = (self.split.test.cutoff - self.split.valid.cutoff) / pd.Timedelta(days=1)
@@ -108,7 +113,17 @@ class NCFDataModule(pl.LightningDataModule):
         )
         if before is self.split.test:
             folds = [replace(f, name=f"refit_{f.name}") for f in folds]
-        return [self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds]
+        rolling = [self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds]
+        return rolling + (at_cutoff if self.training == "rolling+denoising" else [])
+
+    def denoise_flags(self, snapshots: list[Snapshot]) -> list[bool]:
+        """Which training snapshots are denoised: all (denoising), none (rolling), the last
+        one (rolling+denoising)."""
+        if self.training == "denoising":
+            return [True] * len(snapshots)
+        if self.training == "rolling":
+            return [False] * len(snapshots)
+        return [False] * (len(snapshots) - 1) + [True]
 
     def for_refit(self) -> NCFDataModule:
         """The same data, training moved forward to the test cutoff: rolling cutoffs before it
@@ -123,8 +138,9 @@ class NCFDataModule(pl.LightningDataModule):
     def course_popularity(self) -> np.ndarray:
         """(n_courses,) training label counts (rolling) or training-history counts (denoising)."""
         self.setup()
+        flags = self.denoise_flags(self.train_snapshots)
         mats = [
-            (s.history if self.training == "denoising" else s.labels) for s in self.train_snapshots
+            (s.history if d else s.labels) for s, d in zip(self.train_snapshots, flags, strict=True)
         ]
         return np.asarray(sum((m > 0).sum(axis=0) for m in mats), dtype=np.float64).ravel()
 
@@ -138,7 +154,8 @@ class NCFDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             seed=self.seed,
             normalize=self.normalize,
-            denoise_fraction=self.label_fraction if self.training == "denoising" else None,
+            denoise=self.denoise_flags(self.train_snapshots),
+            label_fraction=self.label_fraction,
             content=self.content,
         )
         return DataLoader(data, batch_size=None)  # the dataset yields whole batches

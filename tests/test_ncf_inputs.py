@@ -152,3 +152,30 @@ def test_datamodule_denoising_trains_on_training_pairs_only(small_platform):
     assert dm.valid.history.multiply(dm.test.labels).nnz == 0
     assert dm.for_refit().train_snapshots == [dm.test]  # training + validation pairs
     assert dm.test.history.multiply(dm.test.labels).nnz == 0
+
+
+def test_rolling_plus_denoising_adds_the_history_at_the_cutoff(small_platform):
+    from ncf.batches import TrainBatches
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    dm = NCFDataModule(
+        log, split, InputBuilder(lookback_days=90), training="rolling+denoising",
+        n_cutoffs=2, spacing_days=10, batch_size=32,
+    )  # fmt: skip
+    dm.setup()
+    assert [s.name for s in dm.train_snapshots] == ["train_0", "train_1", "valid"]
+    assert dm.denoise_flags(dm.train_snapshots) == [False, False, True]
+    assert [s.name for s in dm.for_refit().train_snapshots][-1] == "test"
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.train_dataloader().dataset)
+    valid_labels = dm.valid.labels
+    for b in batches:  # a denoising batch's labels come from its history, never the future
+        if b["course_bags"].key == "course_bags/valid":
+            rows = b["learners"].numpy()
+            lab = np.zeros((len(rows), log.n_courses), bool)
+            lab[b["labels"].bag_of_entry().numpy(), b["labels"].indices.numpy()] = True
+            assert not (lab & (valid_labels[rows].toarray() > 0)).any()
+            assert (lab <= (dm.valid.history[rows].toarray() > 0)).all()
+    assert isinstance(dm.train_dataloader().dataset, TrainBatches)
