@@ -126,3 +126,28 @@ def test_similar_courses_excludes_the_course_itself(rec):
     assert ids.shape == (4, 10)
     assert all(c not in row for c, row in zip(cid, ids, strict=True))
     assert (scores <= 1 + 1e-5).all()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("ncf=two_tower_plus",),  # attention pooling, content features, course IDs
+        ("ncf=mf",),  # ID-only matrix factorization through the same code
+        (
+            "ncf.module.loss=bce",
+            "ncf.module.negative_alpha=0.75",
+            "ncf.inputs.label_weighting=log_watch",
+        ),
+        ("ncf.module.loss=sampled_softmax", "ncf.module.extra_negatives=20"),
+        ("ncf.datamodule.training=rolling+denoising", "ncf.inputs.weighting=recency"),
+    ],
+)
+def test_model_variants_and_losses_train(tmp_path, overrides):
+    metrics = run(
+        compose_cfg(
+            tmp_path, "trainer.max_epochs=1", "ncf.refit=false", "outputs.model=false",
+            "outputs.embeddings=false", *overrides,
+        )
+    )  # fmt: skip
+    assert 0 < metrics["test"]["test_ndcg@10"] <= 1
+    assert metrics["valid"]["val_recall@10"] >= 0
