@@ -303,14 +303,18 @@ class RandomEffect(BaseEstimator):
         X = design.matrix
         out = np.zeros(E, dtype=np.int64)
         block = max(1, 2**24 // max(p, 1))  # entities per block: (block, p) presence bitmap
-        for e0 in range(0, E, block):
-            e1 = min(E, e0 + block)
-            lo, hi = g.start[e0], g.start[e1 - 1] + g.count[e1 - 1]
+        end = g.start + g.count  # (E,) and at most 2**22 rows gathered per block
+        e0 = 0
+        while e0 < E:
+            e1 = min(E, e0 + block, int(np.searchsorted(end, g.start[e0] + 2**22, "right")))
+            e1 = max(e1, e0 + 1)
+            lo, hi = g.start[e0], end[e1 - 1]
             sub = X[g.order[lo:hi]]
             ent = np.repeat(np.arange(e1 - e0), g.count[e0:e1])  # (rows,) local entity
             present = np.zeros((e1 - e0, p), dtype=bool)
             present[np.repeat(ent, np.diff(sub.indptr)), sub.indices] = True
             out[e0:e1] = present.sum(1)
+            e0 = e1
         return out + added
 
     def _fit_prepared(
