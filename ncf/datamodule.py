@@ -3,7 +3,8 @@
 Temporal splits (the platform): training snapshots at `n_cutoffs` rolling cutoffs before the
 validation cutoff (`watchlog.splits.rolling_folds`), each with labels in the following
 `horizon_days`; validation = the split's validation fold; test = the test fold. Every fold is
-leakage-checked when built.
+leakage-checked when built. By default ("auto") the history at the validation cutoff is also
+trained on by denoising (see below): it is input-side data only, its labels never enter.
 
 Random and stratified splits (published setups): there is no cutoff, so the model trains by
 denoising: each epoch a `label_fraction` of every learner's training courses are labels and
@@ -37,7 +38,7 @@ class NCFDataModule(pl.LightningDataModule):
 
     log, split: the cleaned `EventLog` and its `Split` (runtime objects, passed in code).
     inputs: the `InputBuilder` (lookback, weights, co-watch) used for every snapshot.
-    training: "auto" (rolling for temporal splits, denoising otherwise), "rolling",
+    training: "auto" (rolling+denoising for temporal splits, denoising otherwise), "rolling",
       "denoising", or "rolling+denoising" (temporal: the rolling snapshots plus a denoising
       pass over the history at the evaluation cutoff, so every learner's history also teaches).
     n_cutoffs / horizon_days / spacing_days: the rolling training cutoffs; horizon defaults to
@@ -73,7 +74,7 @@ class NCFDataModule(pl.LightningDataModule):
         self.event_log, self.split, self.inputs = log, split, inputs
         self.training = training
         if training == "auto":
-            self.training = "rolling" if split.kind == "temporal" else "denoising"
+            self.training = "rolling+denoising" if split.kind == "temporal" else "denoising"
         if self.training.startswith("rolling") and split.kind != "temporal":
             raise ValueError(f"training={training!r} needs a temporal split, got {split.kind!r}")
         self.n_cutoffs, self.horizon_days, self.spacing_days = n_cutoffs, horizon_days, spacing_days

@@ -170,7 +170,10 @@ class NCFRecommender:
 
     # ---- export and persistence --------------------------------------------------------------
     def export_embeddings(self, directory: str | os.PathLike) -> dict[str, Path]:
-        """learners.parquet and courses.parquet: caller id + `embedding` (fixed-size float32 list)."""
+        """learners.parquet and courses.parquet: caller id + `embedding` (fixed-size float32 list).
+
+        The dot product of a learner's and a course's vectors is the model's score: with a
+        course bias, the course vector's last entry is the bias and the learner's is 1."""
         directory = Path(directory)
         learners = self.learner_embeddings(np.arange(self.model.n_learners)).cpu().numpy()
         courses = self.course_embeddings().cpu().numpy()

@@ -125,7 +125,9 @@ def test_datamodule_rolling_cutoffs_and_refit_move_forward(small_platform):
 
     log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
     split = temporal_split(log, valid_days=30, test_days=30)
-    dm = NCFDataModule(log, split, InputBuilder(lookback_days=90), n_cutoffs=3, spacing_days=10)
+    dm = NCFDataModule(
+        log, split, InputBuilder(lookback_days=90), training="rolling", n_cutoffs=3, spacing_days=10
+    )
     dm.setup()
     cutoffs = [s.cutoff for s in dm.train_snapshots]
     # labels of every training cutoff end by the validation cutoff (30-day horizon)

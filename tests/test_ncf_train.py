@@ -57,7 +57,10 @@ def test_run_writes_metrics_model_embeddings_and_manifest(trained):
     )
     assert metrics["timings"]["validation"] < metrics["timings"]["train_batches"]
     courses = pd.read_parquet(out / "embeddings" / "courses.parquet")
-    assert len(courses) == 120 and len(courses["embedding"].iloc[0]) == 64
+    # 128 dims + the course-bias column (learners carry a 1 there): dot product = model score
+    assert len(courses) == 120 and len(courses["embedding"].iloc[0]) == 129
+    learners = pd.read_parquet(out / "embeddings" / "learners.parquet")
+    assert len(learners) == 500 and (np.stack(learners["embedding"])[:, -1] == 1).all()
     assert (out / "logs" / "metrics.csv").exists() and (out / "model" / "weights.pt").exists()
 
 
