@@ -1,8 +1,8 @@
 """The main job: `python -m experiments.pipeline [hydra overrides]` (what `make run` calls).
 
 Data stage (generate or load, validate, clean, split) and its report, then each model stage
-switched on in `stages` (today: ncf, into <output>/ncf/). Later stages (glmix, blend,
-export) plug in the same way.
+switched on in `stages` (ncf into <output>/ncf/, glmix into <output>/glmix/). Later stages
+(blend, export) plug in the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t = time.perf_counter()
         ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
         timings["ncf"] = time.perf_counter() - t
+    glmix_metrics = None
+    if cfg.stages.glmix:
+        from experiments.train_glmix import train_and_report as train_glmix
+
+        t = time.perf_counter()
+        glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
+        timings["glmix"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
 
     metrics = {
@@ -49,6 +56,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
     }
+    if glmix_metrics is not None:
+        metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
     if ncf_metrics is not None:
         metrics["ncf"] = {k: ncf_metrics[k] for k in ("best_epoch", "valid", "test")}
     write_manifest(

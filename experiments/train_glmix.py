@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import auc
-from experiments.data import prepare_data
+from experiments.data import PreparedData, prepare_data
 from experiments.glmix_data import (
     EntityFeatures,
     RowSet,
@@ -91,14 +91,20 @@ def _evaluate(model: GLMix, designs, keys, rows: RowSet, weights) -> dict[str, A
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    out_dir = Path(cfg.paths.output_dir)
+    return train_and_report(cfg, None, Path(cfg.paths.output_dir))
+
+
+def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) -> dict[str, Any]:
+    """Data stage (unless `data` is given: the main pipeline passes what it prepared), fit,
+    test once, write everything into `out_dir`."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     g = cfg.glmix
     start = time.perf_counter()
-    report = DataReport()
-    data = prepare_data(cfg.data, cfg.split, report)
+    if data is None:
+        data = prepare_data(cfg.data, cfg.split, DataReport())
+    report = data.report
     log = data.log
     rows = row_sets(data.split, events=g.rows.events, label=g.rows.label, report=report)
     base = encode_entities(

@@ -23,7 +23,13 @@ def compose_cfg(tmp_path: Path, *overrides: str):
         # the data stage only, unless a test switches the ncf stage back on
         return compose(
             "pipeline",
-            overrides=[*small, f"paths.output_dir={tmp_path}", "stages.ncf=false", *overrides],
+            overrides=[
+                *small,
+                f"paths.output_dir={tmp_path}",
+                "stages.ncf=false",
+                "stages.glmix=false",
+                *overrides,
+            ],
         )
 
 
@@ -85,6 +91,9 @@ def test_command_line_entry_point(tmp_path):
     assert 0 < manifest["metrics"]["ncf"]["test"]["test_ndcg@10"] <= 1
     assert (tmp_path / "ncf" / "model" / "weights.pt").exists()
     assert (tmp_path / "ncf" / "embeddings" / "courses.parquet").exists()
+    # ... and fits GLMix into glmix/ on the same prepared data
+    assert manifest["metrics"]["glmix"]["test"]["auc"] > 0.5
+    assert (tmp_path / "glmix" / "model").exists()
 
 
 @pytest.mark.real_data
