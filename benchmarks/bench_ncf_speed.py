@@ -69,14 +69,16 @@ def training_rows(epochs: int, batch_sizes: list[int], out: Path, threads: int) 
     return rows
 
 
-def recommend_child(n_learners: int, n_courses: int, top: int, chunk: int) -> dict:
+def recommend_child(
+    n_learners: int, n_courses: int, top: int, chunk: int, threads: int = 2
+) -> dict:
     """Runs in its own process: build a random model + snapshot, time recommend() and the peer."""
     from ncf.inputs import Snapshot
     from ncf.model import TwoTower
     from ncf.recommender import NCFRecommender
     from watchlog.idmap import IdMap
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     per = 20
     rows = np.repeat(np.arange(n_learners), per)
@@ -126,12 +128,14 @@ def recommend_child(n_learners: int, n_courses: int, top: int, chunk: int) -> di
     }  # fmt: skip
 
 
-def recommend_rows(sizes: list[int], n_courses: int, top: int, chunk: int) -> list[dict]:
+def recommend_rows(
+    sizes: list[int], n_courses: int, top: int, chunk: int, threads: int
+) -> list[dict]:
     rows = []
     for n in sizes:
         code = (
             "import json; from benchmarks.bench_ncf_speed import recommend_child; "
-            f"print(json.dumps(recommend_child({n}, {n_courses}, {top}, {chunk})))"
+            f"print(json.dumps(recommend_child({n}, {n_courses}, {top}, {chunk}, {threads})))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -150,23 +154,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for both")
     p.add_argument("--out", default="/tmp/bench_ncf_speed")
     args = p.parse_args()
-    result = {}
+    units = {"seconds_per_epoch": "s", "positives_per_s": "1/s", "recommend_s": "s",
+             "peak_rss_gib": "GiB", "recommend_gflops": "GFLOP/s"}  # fmt: skip
+    # One results file per part, so running one part never erases the other's figures.
     if args.part in ("train", "both"):
         rows = training_rows(args.epochs, args.batch_sizes, Path(args.out), args.threads)
         print_table(
             rows, f"Training on MovieLens-100K ({args.threads} threads): two-tower vs NeuMF"
         )
-        result["training"] = rows
+        write_result("ncf_speed_training", rows, units, epochs=args.epochs, threads=args.threads)
     if args.part in ("recommend", "both"):
-        rows = recommend_rows(args.sizes, 10_000, 100, args.chunk)
+        rows = recommend_rows(args.sizes, 10_000, 100, args.chunk, args.threads)
         print_table(rows, "recommend(): all learners x 10,000 courses, top 100")
-        result["recommend"] = rows
-    write_result(
-        "ncf_speed", result.get("training", []),
-        units={"seconds_per_epoch": "s", "positives_per_s": "1/s", "recommend_s": "s",
-               "peak_rss_gib": "GiB", "recommend_gflops": "GFLOP/s"},
-        recommend=result.get("recommend", []), epochs=args.epochs,
-    )  # fmt: skip
+        write_result("ncf_speed_recommend", rows, units, threads=args.threads)
 
 
 if __name__ == "__main__":
