@@ -74,8 +74,9 @@ def trained_model(out: Path, seeds, ncf: str, protocol: str, overrides=()) -> tu
     for seed in seeds:
         if protocol == "full":
             cfg = compose_cfg(
-                out / f"{ncf}_{seed}", "experiment=ml100k_stratified", f"ncf={ncf}", f"seed={seed}"
-            )
+                out / f"{ncf}_{seed}", "experiment=ml100k_stratified", f"ncf={ncf}",
+                f"seed={seed}", *overrides,
+            )  # fmt: skip
         else:
             cfg = compose_cfg(
                 out / f"{ncf}_sampled_{seed}", "data=ml100k", "split=leave_latest",
@@ -127,7 +128,7 @@ def sampled_metrics(trained, seed: int) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip it")
     p.add_argument("--ncf", default="two_tower_ml100k", help="conf/ncf config of the two-tower")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
     p.add_argument("--out", default="/tmp/bench_ncf_movielens")
@@ -136,13 +137,13 @@ def main() -> None:
     out = Path(args.out)
     torch.set_num_threads(2)
 
-    base_cfg = compose_cfg(out / "baselines", "experiment=ml100k_stratified")
-    rows = closed_form_baselines(base_cfg)
-    per_seed = {}
-    for ncf in (args.ncf, "mf"):
-        summary, per_seed[ncf] = trained_model(out, args.seeds, ncf, "full", args.overrides)
-        rows.insert(0 if ncf == args.ncf else 1, summary)
-    print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
+    rows, per_seed = [], {}
+    if args.seeds:
+        rows = closed_form_baselines(compose_cfg(out / "baselines", "experiment=ml100k_stratified"))
+        for ncf in (args.ncf, "mf"):
+            summary, per_seed[ncf] = trained_model(out, args.seeds, ncf, "full", args.overrides)
+            rows.insert(0 if ncf == args.ncf else 1, summary)
+        print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
 
     sampled = []
     if args.sampled_seeds:
@@ -153,7 +154,7 @@ def main() -> None:
             sampled.append(summary)
         print_table(sampled, "MovieLens-100K, NCF sampled protocol (latest item, 99 negatives)")
     write_result(
-        "ncf_movielens",
+        "ncf_movielens" if args.seeds else "ncf_movielens_sampled",
         rows,
         units={
             "seconds": "s",
