@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 
 N_COURSES = 10_000
 LEARNERS_PER_EVENT = 0.1
@@ -150,15 +148,7 @@ def _run(task: dict[str, Any]) -> dict[str, Any]:
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Run `_run(task)` in a fresh interpreter (so the peak is this measurement's only);
     task and answer travel as JSON on the command line and stdout."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_cowatch", "--worker", json.dumps(task)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed for {task}:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.bench_cowatch", "--worker", json.dumps(task))
 
 
 def _agreement(ours: sp.csr_matrix, peer: sp.csr_matrix) -> tuple[float, float]:

@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 
 N_FEATURES = 16
 L2 = 1.0
@@ -183,11 +181,7 @@ def run_size(n_ent: int, n_rows: int) -> dict[str, Any]:
 
 
 def _child(argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_glmix_solver", *argv]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.bench_glmix_solver", *argv)
 
 
 def main(argv: list[str] | None = None) -> None:

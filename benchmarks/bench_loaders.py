@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 
 N_USERS, N_MOVIES = 138_493, 27_278  # ML-20M's
 
@@ -95,13 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     rows = []
     for n in args.sizes:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_loaders", "--one", str(n)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_child("benchmarks.bench_loaders", "--one", str(n)))
         print(
             f"  {n:,} ratings: {rows[-1]['load_s']:.1f} s, {rows[-1]['peak_rss_gib']:.2f} GiB",
             flush=True,

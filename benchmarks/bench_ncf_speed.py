@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.bench_ncf_movielens import compose_cfg
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 from benchmarks.neumf_peer import train_neumf
 from experiments.train_ncf import fit
 
@@ -132,15 +130,9 @@ def recommend_rows(
     sizes: list[int], n_courses: int, top: int, chunk: int, threads: int
 ) -> list[dict]:
     rows = []
-    for n in sizes:
-        code = (
-            "import json; from benchmarks.bench_ncf_speed import recommend_child; "
-            f"print(json.dumps(recommend_child({n}, {n_courses}, {top}, {chunk}, {threads})))"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for n in sizes:  # each size in a fresh interpreter: its own peak memory
+        task = json.dumps([n, n_courses, top, chunk, threads])
+        rows.append(run_child("benchmarks.bench_ncf_speed", "--worker", task))
     return rows
 
 
@@ -152,8 +144,12 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for both")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one recommend() size
     p.add_argument("--out", default="/tmp/bench_ncf_speed")
     args = p.parse_args()
+    if args.worker:
+        print(json.dumps(recommend_child(*json.loads(args.worker))))
+        return
     units = {"seconds_per_epoch": "s", "positives_per_s": "1/s", "recommend_s": "s",
              "peak_rss_gib": "GiB", "recommend_gflops": "GFLOP/s"}  # fmt: skip
     # One results file per part, so running one part never erases the other's figures.

@@ -25,17 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 
 N_COURSES = 10_000
 DIM = 64
@@ -108,15 +105,8 @@ def _run(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_recommend", "--worker", json.dumps(task)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed for {task}:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """One measurement in a fresh interpreter (its own peak memory)."""
+    return run_child("benchmarks.bench_recommend", "--worker", json.dumps(task))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.common import peak_rss_gib, print_table, write_result
+from benchmarks.common import peak_rss_gib, print_table, run_child, write_result
 
 # learners -> courses (the default platform has 1,000 courses; larger worlds get more)
 COURSES = {10_000: 1_000, 100_000: 5_000, 300_000: 10_000, 1_000_000: 10_000}
@@ -80,13 +78,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     rows = []
     for n in args.sizes:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_synthetic", "--one", str(n)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_child("benchmarks.bench_synthetic", "--one", str(n)))
         print(
             f"  {n:,} learners: {rows[-1]['total_s']:.1f} s, {rows[-1]['peak_rss_gib']:.2f} GiB",
             flush=True,

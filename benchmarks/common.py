@@ -8,7 +8,9 @@ Each benchmark is a module with `main()` that prints a table and calls
 from __future__ import annotations
 
 import datetime as dt
+import json
 import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from watchlog.io import write_json
 
 __all__ = [
     "RESULTS",
+    "run_child",
     "code_version",
     "machine",
     "peak_rss_gib",
@@ -42,6 +45,18 @@ def peak_rss_gib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_child(module: str, *args: str) -> dict[str, Any]:
+    """`python -m <module> <args>` in a fresh interpreter, so that its peak memory is this
+    measurement's alone; the child prints its result as JSON on its last stdout line."""
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
