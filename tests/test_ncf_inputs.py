@@ -181,3 +181,14 @@ def test_rolling_plus_denoising_adds_the_history_at_the_cutoff(small_platform):
             assert not (lab & (valid_labels[rows].toarray() > 0)).any()
             assert (lab <= (dm.valid.history[rows].toarray() > 0)).all()
     assert isinstance(dm.train_dataloader().dataset, TrainBatches)
+
+
+def test_inference_snapshot_matches_the_test_inputs(small_platform):
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    builder = InputBuilder(lookback_days=90)
+    at_test = builder.snapshot(log, split.test)
+    serve = builder.inference_snapshot(log, split.test.cutoff)
+    assert serve.labels is None and serve.cutoff == split.test.cutoff
+    for part in ("history", "seen", "course_bags"):
+        assert (getattr(serve, part) != getattr(at_test, part)).nnz == 0
