@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from experiments.train_ncf import run
+from experiments.train_ncf import fit, run
 from ncf.recommender import NCFRecommender
 from watchlog.idmap import UnknownIdError
 
@@ -154,3 +156,32 @@ def test_model_variants_and_losses_train(tmp_path, overrides):
     )  # fmt: skip
     assert 0 < metrics["test"]["test_ndcg@10"] <= 1
     assert metrics["valid"]["val_recall@10"] >= 0
+
+
+def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_seed(tmp_path):
+    """The refit equals a fresh run: same initial weights, reseeded, best_epoch + 1 epochs on
+    the refit data. Before the reseed its dropout draws depended on how long the first fit
+    (and its early stopping) ran, so changing patience changed the refitted model."""
+    cfg = compose_cfg(tmp_path, "outputs.model=false", "outputs.embeddings=false")
+    trained = fit(cfg, out_dir=tmp_path / "fit")
+    assert cfg.ncf.refit and trained.result.epochs_run == 3  # the first fit ran 3 epochs
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as `fit` does: same init
+    dm = instantiate(cfg.ncf.datamodule, _convert_="all")(
+        trained.data.log, trained.data.split, instantiate(cfg.ncf.inputs, _convert_="all")
+    )
+    model = instantiate(cfg.ncf.model, _convert_="all")(
+        trained.data.log.n_learners, trained.data.log.n_courses
+    )
+    module = instantiate(cfg.ncf.module, _convert_="all")(
+        model, course_popularity=dm.course_popularity()
+    )
+    pl.seed_everything(module.seed, workers=True, verbose=False)
+    pl.Trainer(
+        accelerator="cpu", max_epochs=trained.result.best_epoch + 1, limit_val_batches=0,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    ).fit(module, datamodule=dm.for_refit())  # fmt: skip
+    refitted = trained.recommender.model.state_dict()
+    for name, weights in model.state_dict().items():
+        torch.testing.assert_close(refitted[name].cpu(), weights, msg=name)
