@@ -102,9 +102,8 @@ def fit_and_test(
     refit: after the epoch is chosen on validation, train the same initial weights again for
     that many epochs on data moved forward to the test cutoff (`NCFDataModule.for_refit`:
     the validation labels become training data), reseeded with `module.seed`, then test that
-    model. The epoch count is
-    still chosen on validation only; the reported validation metrics are those of the model
-    chosen before the refit.
+    model. The epoch count is still chosen on validation only; the reported validation
+    metrics are those of the model chosen before the refit.
     """
     out_dir = Path(out_dir)
     initial = copy.deepcopy(module) if refit else None
@@ -139,7 +138,7 @@ def fit_and_test(
         start = time.perf_counter()
         # Reseed: the refit's dropout draws then depend on the seed alone, not on how many
         # epochs (and RNG draws) the first fit happened to run before early stopping.
-        pl.seed_everything(getattr(module, "seed", 0), workers=True, verbose=False)
+        pl.seed_everything(module.seed, workers=True, verbose=False)
         again = pl.Trainer(
             **{**kwargs, "max_epochs": best_epoch + 1, "limit_val_batches": 0},
             logger=False, enable_checkpointing=False,
