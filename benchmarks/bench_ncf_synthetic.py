@@ -86,8 +86,9 @@ def main() -> None:
         for k, v in tt["embedding_quality"].items()
     ]
     print_table(quality, "Course embeddings: k-NN (k=10) label agreement")
+    # One file per seed (seed 0 keeps the plain name), so seeds can run side by side.
     write_result(
-        "ncf_synthetic", rows,
+        "ncf_synthetic" if args.seed == 0 else f"ncf_synthetic_seed{args.seed}", rows,
         units={"seconds": "s"}, cost=cost, embedding_quality=quality, detail=detail,
         peak_rss_gib=peak_rss_gib(),
     )  # fmt: skip
