@@ -35,6 +35,27 @@ def few(values: Any, n: int = _N_EXAMPLES) -> str:
     return head + (", ..." if len(values) > n else "")
 
 
+def _float_vector(x: Any, n: int, what: str) -> np.ndarray:
+    """x as float64 of shape (n,): one value per label, or a shape error naming `what`."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{what}: expected shape ({n:,},) (one per label); got {arr.shape}")
+    return arr
+
+
+def _reject_rows(
+    arr: np.ndarray, bad: np.ndarray, what: str, rule: str, *, example=str, suffix: str = ""
+) -> None:
+    """Raise if any row breaks `rule`: how many, of how many, and the first few rows."""
+    if not bad.any():
+        return
+    pos = np.flatnonzero(bad)
+    ex = ", ".join(f"row {p}: {example(arr[p])}" for p in pos[:_N_EXAMPLES])
+    raise ValueError(
+        f"{what}: {rule}; {int(bad.sum()):,} of {len(arr):,} are not, e.g. {ex}{suffix}"
+    )
+
+
 def torch_dtype(dtype: str) -> torch.dtype:
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: must be 'float32' or 'float64'; got {dtype!r}")
@@ -125,12 +146,10 @@ def check_labels(y: Any, what: str = "y") -> np.ndarray:
     out = arr.astype(np.float64)
     bad = ~np.isin(out, (0.0, 1.0))
     if bad.any():
-        pos = np.flatnonzero(bad)
-        ex = ", ".join(f"row {p}: {arr[p].item()!r}" for p in pos[:_N_EXAMPLES])
-        raise ValueError(
-            f"{what}: labels must be binary 0/1; {int(bad.sum()):,} of {len(arr):,} are not, "
-            f"e.g. {ex} (values seen: {few(np.unique(arr[bad]))})"
-        )
+        _reject_rows(
+            arr, bad, what, "labels must be binary 0/1", example=lambda v: repr(v.item()),
+            suffix=f" (values seen: {few(np.unique(arr[bad]))})",
+        )  # fmt: skip
     return out
 
 
@@ -138,16 +157,8 @@ def check_weights(w: Any, n: int, what: str = "sample_weight") -> np.ndarray:
     """Non-negative finite weights as float64 (n,); None -> ones."""
     if w is None:
         return np.ones(n)
-    arr = np.asarray(w, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"{what}: expected shape ({n:,},) (one per label); got {arr.shape}")
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if bad.any():
-        pos = np.flatnonzero(bad)
-        ex = ", ".join(f"row {p}: {arr[p]}" for p in pos[:_N_EXAMPLES])
-        raise ValueError(
-            f"{what}: weights must be finite and >= 0; {int(bad.sum()):,} of {n:,} are not, e.g. {ex}"
-        )
+    arr = _float_vector(w, n, what)
+    _reject_rows(arr, ~np.isfinite(arr) | (arr < 0), what, "weights must be finite and >= 0")
     if not (arr > 0).any():
         raise ValueError(f"{what}: all {n:,} weights are 0; nothing to fit")
     return arr
@@ -157,14 +168,8 @@ def check_offset(o: Any, n: int, what: str = "offset") -> np.ndarray:
     """Finite offsets as float64 (n,); None -> zeros."""
     if o is None:
         return np.zeros(n)
-    arr = np.asarray(o, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"{what}: expected shape ({n:,},) (one per label); got {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        pos = np.flatnonzero(bad)
-        ex = ", ".join(f"row {p}: {arr[p]}" for p in pos[:_N_EXAMPLES])
-        raise ValueError(f"{what}: must be finite; {int(bad.sum()):,} of {n:,} are not, e.g. {ex}")
+    arr = _float_vector(o, n, what)
+    _reject_rows(arr, ~np.isfinite(arr), what, "must be finite")
     return arr
 
 
