@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic platform (session-scoped) and the real-data root."""
+"""Shared fixtures: a small synthetic platform (session-scoped), the real-data root, and one
+thread for tests of many tiny solves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 SHARED_DATA = Path(
     os.environ.get(
@@ -28,3 +31,14 @@ def small_platform():
     from watchlog.synthetic import generate_platform
 
     return generate_platform(n_learners=2_000, n_courses=300, n_days=300, seed=7)
+
+
+@pytest.fixture
+def one_thread():
+    """torch and BLAS on one thread: tiny problems only gain contention from more on a shared
+    machine. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)

@@ -5,22 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 from glmix import FixedEffect
 from watchlog import FeatureBlock
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_problem(seed=0, n=2000, p=12):

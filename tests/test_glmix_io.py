@@ -6,17 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from glmix import FixedEffect, GLMix, RandomEffect, load_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fitted(seed=0, learner_ids=None):

@@ -13,13 +13,7 @@ from glmix import FixedEffect, GLMix, RandomEffect
 from glmix.solvers import softplus
 from watchlog import FeatureEncoder, design_matrices
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(seed=0, n=6000, n_learners=150, n_courses=40, pl=3, pc=4):

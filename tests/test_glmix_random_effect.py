@@ -10,20 +10,11 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 from glmix import RandomEffect, newton_logistic
 from glmix.random_effect import group_rows
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_problem(seed=0, n_entities=40, p=4, max_rows=30, offsets=True):
