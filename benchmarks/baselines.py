@@ -20,8 +20,8 @@ not removed here: pass them as `exclude` to the ranking.
   2019's ItemKNNCF) divides by sqrt(n_i n_j) + shrink instead of sqrt(n_i n_j), damping
   pairs of rarely watched courses; the k neighbours are chosen after shrinking.
 - EASE (Steck 2019): B = argmin ||X - X B||^2 + l2 ||B||^2 subject to diag(B) = 0, in closed
-  form: P = (X^T X + l2 I)^-1, B_ij = -P_ij / P_jj, B_jj = 0; score = x_u B. The Gram matrix
-  is dense float64 (n_courses^2 x 8 bytes: 0.8 GB at 10,000 courses, x 3 during the solve).
+  form (`watchlog.ease.ease_weights`): P = (X^T X + l2 I)^-1, B_ij = -P_ij / P_jj, B_jj = 0;
+  score = x_u B. The Gram matrix is dense float64 (0.8 GB at 10,000 courses, x 3 in the solve).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from watchlog.cowatch import MEASURES, CoWatchSimilarity, binarize_watches
+from watchlog.ease import ease_weights
 
 __all__ = ["Popularity", "ItemKNN", "EASE"]
 
@@ -177,18 +177,7 @@ class EASE(_Baseline):
         self.l2 = l2
 
     def fit(self, X: Any, y: Any = None) -> EASE:
-        if not (np.isfinite(self.l2) and self.l2 > 0):
-            raise ValueError(f"l2: must be finite and > 0; got {self.l2!r}")
-        xb = self._fit_input(X).astype(np.float64)
-        gram = (xb.T @ xb).toarray()  # (n_courses, n_courses) float64 co-occurrence counts
-        gram[np.diag_indices_from(gram)] += self.l2
-        # G + l2 I is symmetric positive definite: Cholesky, then P = G^-1 by solving G P = I.
-        factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)
-        p = scipy.linalg.cho_solve(factor, np.eye(self.n_courses_), overwrite_b=True)
-        del factor, gram
-        b = p / (-np.diag(p))[None, :]  # B_ij = -P_ij / P_jj
-        b[np.diag_indices_from(b)] = 0.0
-        self.B_ = b.astype(np.float32)  # (n_courses, n_courses)
+        self.B_ = ease_weights(self._fit_input(X), self.l2)  # (n_courses, n_courses) float32
         return self
 
     def score(self, learner_idx: Any, X_input: Any = None) -> np.ndarray:
