@@ -8,6 +8,7 @@ course bags:
     labels       Bags, B bags          positives (weights = label weights)
     course_bags  Bags, n_courses bags  course tower input of this snapshot (cached on device)
     content      Bags | None           course content features (cached on device)
+    teacher      Teacher | None        distillation teacher of this snapshot (cached on device)
 
 Evaluation batches carry `seen` and `truth` as scipy CSR rows (for exclusion and metrics)
 instead of labels. The order of learners and batches is a function of (seed, epoch) only.
@@ -25,6 +26,7 @@ from torch.utils.data import IterableDataset
 
 from ncf.bags import csr_bags
 from ncf.inputs import Snapshot, normalize_rows, split_history
+from ncf.teacher import Teacher
 
 __all__ = ["TrainBatches", "EvalBatches"]
 
@@ -36,6 +38,7 @@ class TrainBatches(IterableDataset):
     labels (courses watched after its cutoff); True = each epoch, `label_fraction` of every
     learner's history becomes labels and the rest input (denoising: random splits, where
     there is no cutoff, or as extra training signal from the history itself).
+    teachers: one `ncf.teacher.Teacher` or None per snapshot (default: none).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class TrainBatches(IterableDataset):
         denoise: Sequence[bool] | None = None,
         label_fraction: float = 0.5,
         content: sp.csr_matrix | None = None,
+        teachers: Sequence[Teacher | None] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
@@ -57,6 +61,11 @@ class TrainBatches(IterableDataset):
         if len(self.denoise) != len(self.snapshots):
             raise ValueError(
                 f"denoise: one flag per snapshot, got {len(self.denoise)} for {len(self.snapshots)}"
+            )
+        self.teachers = [None] * len(self.snapshots) if teachers is None else list(teachers)
+        if len(self.teachers) != len(self.snapshots):
+            raise ValueError(
+                f"teachers: one per snapshot, got {len(self.teachers)} for {len(self.snapshots)}"
             )
         self.label_fraction = label_fraction
         self.content = None if content is None else csr_bags(content, key="content")
@@ -102,6 +111,7 @@ class TrainBatches(IterableDataset):
                 "labels": csr_bags(labels, learners),
                 "course_bags": self.course_bags[i],
                 "content": self.content,
+                "teacher": self.teachers[i],
             }
 
 

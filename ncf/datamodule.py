@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from ncf.batches import EvalBatches, TrainBatches
 from ncf.inputs import InputBuilder, Snapshot
+from ncf.teacher import Teacher, fit_teacher
 from watchlog import DataReport, EventLog
 from watchlog.splits import Split, rolling_folds
 
@@ -44,6 +45,8 @@ class NCFDataModule(pl.LightningDataModule):
     n_cutoffs / horizon_days / spacing_days: the rolling training cutoffs; horizon defaults to
       the validation window's length.
     content: optional (n_courses, n_features) CSR of course content for the course tower.
+    teacher_l2: when set, every denoising snapshot gets a distillation teacher, EASE with this
+      L2 fitted on that snapshot's history (`ncf.teacher`); the module's distill_weight uses it.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class NCFDataModule(pl.LightningDataModule):
         seed: int = 0,
         content: sp.csr_matrix | None = None,
         report: DataReport | None = None,
+        teacher_l2: float | None = None,
     ):
         super().__init__()
         if training not in TRAININGS:
@@ -80,7 +84,7 @@ class NCFDataModule(pl.LightningDataModule):
         self.n_cutoffs, self.horizon_days, self.spacing_days = n_cutoffs, horizon_days, spacing_days
         self.label_fraction, self.normalize = label_fraction, normalize
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.content = content
+        self.content, self.teacher_l2 = content, teacher_l2
         self.report = report if report is not None else DataReport()
         self.train_snapshots: list[Snapshot] = []
         self.valid: Snapshot | None = None
@@ -158,8 +162,21 @@ class NCFDataModule(pl.LightningDataModule):
             denoise=self.denoise_flags(self.train_snapshots),
             label_fraction=self.label_fraction,
             content=self.content,
+            teachers=self.teachers(),
         )
         return DataLoader(data, batch_size=None)  # the dataset yields whole batches
+
+    def teachers(self) -> list[Teacher | None]:
+        """One teacher per training snapshot: EASE on its history for denoising snapshots
+        (their labels come from that history), None for rolling ones and without teacher_l2."""
+        self.setup()
+        flags = self.denoise_flags(self.train_snapshots)
+        if self.teacher_l2 is None:
+            return [None] * len(flags)
+        return [
+            fit_teacher(s, self.teacher_l2) if d else None
+            for s, d in zip(self.train_snapshots, flags, strict=True)
+        ]
 
     def _eval_loader(self, snap: Snapshot) -> DataLoader:
         data = EvalBatches(

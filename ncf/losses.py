@@ -13,6 +13,10 @@ any course indices, the batch's label bags (positives, with weights) and its his
     bce              binary cross-entropy: each positive against k negatives drawn on the
                      device every step (uniform or popularity^alpha); negatives that are one of
                      the learner's known courses (history or labels) are masked out of the loss.
+
+Beside any of them, `distillation` fits the model's softmax over every course to a teacher's
+(`ncf.teacher`): cross-entropy against the teacher's softmax at a temperature, input
+courses out of both.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import torch.nn.functional as F
 
 from ncf.bags import Bags
 
-__all__ = ["LOSSES", "full_softmax", "sampled_softmax", "bce_sampled", "known_mask"]
+__all__ = [
+    "LOSSES", "full_softmax", "sampled_softmax", "bce_sampled", "distillation", "known_mask"
+]  # fmt: skip
 
 LOSSES = ("full_softmax", "sampled_softmax", "bce")
 CourseFn = Callable[[torch.Tensor | None], torch.Tensor]  # course idx (C,) or None=all -> (C, d)
@@ -54,16 +60,21 @@ def known_mask(
     return known_keys_sorted[pos] == key
 
 
+def _without_inputs(logits: torch.Tensor, history: Bags | None) -> torch.Tensor:
+    """(B, n_courses) logits with each learner's input courses at -inf: not candidates, so
+    they leave the softmax denominator."""
+    if history is None or not history.indices.numel():
+        return logits
+    return logits.index_put(
+        (history.bag_of_entry(), history.indices),
+        torch.tensor(float("-inf"), device=logits.device, dtype=logits.dtype),
+    )
+
+
 def full_softmax(
     L: torch.Tensor, courses: CourseFn, model: Scorer, labels: Bags, history: Bags | None
 ) -> torch.Tensor:
-    logits = model.score(L, courses(None))  # (B, n_courses)
-    if history is not None and history.indices.numel():
-        # input courses are not candidates: -inf leaves them out of the softmax denominator
-        logits = logits.index_put(
-            (history.bag_of_entry(), history.indices),
-            torch.tensor(float("-inf"), device=logits.device, dtype=logits.dtype),
-        )
+    logits = _without_inputs(model.score(L, courses(None)), history)  # (B, n_courses)
     logp = torch.log_softmax(logits, dim=1)  # (B, n_courses)
     row = labels.bag_of_entry()  # (n_pos,)
     picked = logp[row, labels.indices] * labels.weights  # (n_pos,)
@@ -147,3 +158,21 @@ def bce_sampled(
     neg_loss = F.binary_cross_entropy_with_logits(s_neg, torch.zeros_like(s_neg), reduction="none")
     w = labels.weights
     return ((pos_loss * w).sum() + (neg_loss * valid).sum()) / (w.sum() + valid.sum())
+
+
+def distillation(
+    L: torch.Tensor,
+    courses: CourseFn,
+    model: Scorer,
+    teacher_scores: torch.Tensor,
+    history: Bags,
+    *,
+    temperature: float,
+) -> torch.Tensor:
+    """Mean over learners of CE(softmax(teacher_scores / T), softmax(model logits)), both over
+    the courses that are not the learner's inputs. teacher_scores: (B, n_courses)."""
+    target = torch.softmax(_without_inputs(teacher_scores / temperature, history), dim=1)
+    logp = torch.log_softmax(_without_inputs(model.score(L, courses(None)), history), dim=1)
+    # input courses: target 0 and logp -inf; 0 * -inf would be NaN, so they are zeroed
+    logp = torch.where(target > 0, logp, torch.zeros_like(logp))
+    return -(target * logp).sum(dim=1).mean()

@@ -4,6 +4,7 @@ One training step, top to bottom:
     L = learner tower(history bags [, ids])            # (B, d)
     courses(idx) = course tower(co-watch bags [, ids, content])  # (C, d), C = all or some
     loss = full_softmax | sampled_softmax | bce        # see ncf.losses
+    [loss = (1 - w) loss + w distillation(teacher)]     # batches with a teacher, w > 0
 Validation: full-ranking top-k over every course for the snapshot's learners with labels,
 already-watched courses excluded, then `evaluation.ranking_metrics`: logs val_ndcg@k,
 val_recall@k, ... which early stopping and checkpointing monitor. The test snapshot goes
@@ -21,13 +22,14 @@ import torch
 
 from evaluation import full_ranking_topk, ranking_metrics
 from ncf.bags import Bags
-from ncf.losses import LOSSES, bce_sampled, full_softmax, sampled_softmax
+from ncf.losses import LOSSES, bce_sampled, distillation, full_softmax, sampled_softmax
 from ncf.model import TwoTower
+from ncf.teacher import Teacher
 
 __all__ = ["NCFModule"]
 
 _CPU_ONLY_KEYS = ("seen", "truth")  # scipy rows for exclusion/metrics stay on the host
-_CACHED_KEYS = ("course_bags", "content")  # same object every step: copied to the device once
+_CACHED_KEYS = ("course_bags", "content", "teacher")  # same object every step: to the device once
 
 
 class NCFModule(pl.LightningModule):
@@ -37,6 +39,8 @@ class NCFModule(pl.LightningModule):
     n_negatives / negative_alpha: bce negatives per positive, drawn with prob ~ popularity^alpha
       (alpha 0 = uniform); extra_negatives: uniform extras for sampled_softmax.
     course_popularity: (n_courses,) training counts, for popularity negatives and logQ.
+    distill_weight / distill_temperature: w and T of the distillation term on batches that
+      carry a teacher (`ncf.teacher`, built by the datamodule when its teacher_l2 is set).
     eval_ks: cut-offs of the validation/test metrics; monitor: the metric checkpointing and
       early stopping watch (a key of the logged metrics, e.g. "val_ndcg@10").
     """
@@ -54,16 +58,23 @@ class NCFModule(pl.LightningModule):
         course_popularity: np.ndarray | None = None,
         eval_ks: tuple[int, ...] = (10,),
         seed: int = 0,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 0.05,
     ):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss: must be one of {LOSSES}, got {loss!r}")
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight: must be in [0, 1], got {distill_weight!r}")
+        if not distill_temperature > 0:
+            raise ValueError(f"distill_temperature: must be > 0, got {distill_temperature!r}")
         self.model = model
         self.loss_kind, self.lr, self.weight_decay = loss, lr, weight_decay
         self.n_negatives, self.negative_alpha = n_negatives, negative_alpha
         self.extra_negatives = extra_negatives
         self.eval_ks = tuple(int(k) for k in eval_ks)
         self.seed = seed
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
         pop = (
             np.ones(model.n_courses)
             if course_popularity is None
@@ -96,7 +107,7 @@ class NCFModule(pl.LightningModule):
                 out[key] = value.to(device)
         return out
 
-    def _cached(self, bags: Bags, device: torch.device) -> Bags:
+    def _cached(self, bags: Bags | Teacher, device: torch.device) -> Bags | Teacher:
         key = f"{bags.key}@{device}"
         if key not in self._device_cache:
             self._device_cache[key] = bags.to(device)
@@ -121,9 +132,25 @@ class NCFModule(pl.LightningModule):
         return self.model.courses(batch["course_bags"].rows(idx), idx, content)
 
     # ---- training --------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.distill_weight and getattr(dm, "teacher_l2", None) is None:
+            raise ValueError(
+                "distill_weight > 0 needs a teacher: set the datamodule's teacher_l2 "
+                "(e.g. ncf.datamodule.teacher_l2=500)"
+            )
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         L = self.learner_embeddings(batch)  # (B, d)
-        courses = lambda idx: self.course_embeddings(batch, idx)  # noqa: E731
+        every_course: list[torch.Tensor] = []  # the course tower runs over all courses once
+
+        def courses(idx: torch.Tensor | None) -> torch.Tensor:
+            if idx is not None:
+                return self.course_embeddings(batch, idx)
+            if not every_course:
+                every_course.append(self.course_embeddings(batch, None))  # (n_courses, d)
+            return every_course[0]
+
         labels, history = batch["labels"], batch["history"]
         if self.loss_kind == "full_softmax":
             loss = full_softmax(L, courses, self.model, labels, history)
@@ -139,6 +166,15 @@ class NCFModule(pl.LightningModule):
                 negative_probs=self.negative_probs, n_negatives=self.n_negatives,
                 n_courses=self.model.n_courses, generator=self._gen(),
             )  # fmt: skip
+        teacher = batch.get("teacher")
+        if self.distill_weight and teacher is not None:
+            w = self.distill_weight
+            soft = distillation(
+                L, courses, self.model, teacher.scores(history), history,
+                temperature=self.distill_temperature,
+            )  # fmt: skip
+            self.log("train_distill", soft, on_step=False, on_epoch=True, batch_size=L.shape[0])
+            loss = (1 - w) * loss + w * soft
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=L.shape[0])
         return loss
 

@@ -145,6 +145,7 @@ def test_similar_courses_excludes_the_course_itself(rec):
         ),
         ("ncf.module.loss=sampled_softmax", "ncf.module.extra_negatives=20"),
         ("ncf.datamodule.training=rolling+denoising", "ncf.inputs.weighting=recency"),
+        ("ncf.datamodule.teacher_l2=50", "ncf.module.distill_weight=0.5"),  # EASE teacher
     ],
 )
 def test_model_variants_and_losses_train(tmp_path, overrides):
@@ -156,6 +157,12 @@ def test_model_variants_and_losses_train(tmp_path, overrides):
     )  # fmt: skip
     assert 0 < metrics["test"]["test_ndcg@10"] <= 1
     assert metrics["valid"]["val_recall@10"] >= 0
+
+
+def test_distillation_without_a_teacher_is_an_error(tmp_path):
+    cfg = compose_cfg(tmp_path, "ncf.refit=false", "ncf.module.distill_weight=0.5")
+    with pytest.raises(ValueError, match="teacher_l2"):
+        fit(cfg, out_dir=tmp_path / "fit")
 
 
 def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_seed(tmp_path):

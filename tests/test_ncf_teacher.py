@@ -1,0 +1,121 @@
+"""ncf.teacher and ncf.losses.distillation: the EASE teacher's scores, the distillation loss
+against a dense version, where the datamodule fits teachers (no leakage), and the checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ncf.bags import csr_bags
+from ncf.inputs import InputBuilder, Snapshot
+from ncf.losses import distillation
+from ncf.teacher import fit_teacher
+from watchlog.cleaning import CleaningConfig, clean
+from watchlog.ease import ease_weights
+from watchlog.splits import stratified_split, temporal_split
+
+
+class _Dot:
+    def score(self, a, b):
+        return a @ b.T
+
+
+def _history(rows) -> sp.csr_matrix:
+    return sp.csr_matrix(np.array(rows, dtype=np.float32))
+
+
+def test_teacher_scores_are_binary_history_times_ease_weights():
+    x = sp.random(40, 12, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    x.data = np.abs(x.data) * 3 + 0.1  # weights other than 1: the teacher reads them as watches
+    snap = Snapshot("train_0", history=x, seen=x, course_bags=sp.identity(12, format="csr"))
+    teacher = fit_teacher(snap, l2=5.0)
+    B = ease_weights(x, 5.0)
+    assert teacher.key == "teacher/train_0" and np.allclose(np.diag(B), 0)
+    rows = np.array([3, 0, 17])
+    got = teacher.scores(csr_bags(x, rows)).numpy()  # (3, 12)
+    np.testing.assert_allclose(got, (x[rows] > 0).astype(np.float32) @ B, rtol=1e-5, atol=1e-6)
+
+
+def test_distillation_matches_dense_cross_entropy_with_inputs_left_out():
+    L, C = torch.randn(2, 3), torch.randn(5, 3)
+    history = csr_bags(_history([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0]]))
+    teacher = torch.randn(2, 5)
+    loss = distillation(L, lambda idx: C, _Dot(), teacher, history, temperature=0.5)
+    keep = torch.tensor([[False, True, True, False, True], [True] * 5])
+    t = torch.softmax((teacher / 0.5).masked_fill(~keep, -np.inf), 1)
+    logp = torch.log_softmax((L @ C.T).masked_fill(~keep, -np.inf), 1)
+    expect = -(t * logp.masked_fill(~keep, 0)).sum(1).mean()
+    torch.testing.assert_close(loss, expect)
+    assert torch.isfinite(loss)
+
+
+def test_distillation_pulls_the_model_towards_the_teacher():
+    """Its gradient vanishes where the model's logits equal the teacher's / T (up to a
+    per-learner constant) on the non-input courses, and not elsewhere."""
+    history = csr_bags(_history([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    teacher = torch.tensor([[9.0, 0.2, 0.4, 0.1], [0.3, -5.0, 0.1, 0.5]])
+    T = 0.1
+
+    def grad(logits):
+        logits = logits.clone().requires_grad_(True)
+
+        class Fixed:
+            def score(self, a, b):
+                return logits
+
+        distillation(
+            torch.zeros(2, 1), lambda idx: None, Fixed(), teacher, history, temperature=T
+        ).backward()
+        return logits.grad
+
+    at_teacher = teacher / T + torch.tensor([[1.0], [-2.0]])  # shifted rows: same softmax
+    at_teacher[0, 0] = at_teacher[1, 1] = 123.0  # input courses: any value, no gradient
+    assert grad(at_teacher).abs().max() < 1e-6
+    assert grad(torch.zeros(2, 4)).abs().max() > 0.1
+
+
+def test_datamodule_fits_a_teacher_per_denoising_snapshot_on_its_history(small_platform):
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0)
+    dm.setup()
+    (teacher,) = dm.teachers()
+    np.testing.assert_array_equal(teacher.weights.numpy(), ease_weights(dm.valid.history, 20.0))
+    # the history it is fitted on holds no validation or test pair (asserted in
+    # test_ncf_inputs); the refit's teacher moves to the test snapshot with the validation pairs
+    (refit_teacher,) = dm.for_refit().teachers()
+    assert refit_teacher.key == "teacher/test"
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher"].key == "teacher/valid"
+    assert NCFDataModule(log, split, InputBuilder()).teachers() == [None]
+
+
+def test_rolling_snapshots_get_no_teacher(small_platform):
+    """A teacher fitted at a later cutoff would know a rolling snapshot's labels."""
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    dm = NCFDataModule(
+        log, split, InputBuilder(lookback_days=90), training="rolling+denoising",
+        n_cutoffs=2, spacing_days=10, teacher_l2=20.0,
+    )  # fmt: skip
+    dm.setup()
+    teachers = dm.teachers()
+    assert teachers[:2] == [None, None] and teachers[2].key == "teacher/valid"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"distill_weight": 1.5}, "distill_weight"), ({"distill_temperature": 0.0}, "temperature")],
+)
+def test_module_rejects_bad_distillation_settings(kwargs, match):
+    from ncf.model import TwoTower
+    from ncf.module import NCFModule
+
+    with pytest.raises(ValueError, match=match):
+        NCFModule(TwoTower(5, 7), **kwargs)
