@@ -11,6 +11,8 @@
     ids, scores = rec.recommend(["u1", "u2"], N=10)    # caller ids, best first
 
 From the command line: `python -m experiments.train_ncf data=... ncf=...` (conf/ncf/*.yaml).
+Distillation from an EASE teacher (ncf.teacher): NCFDataModule(..., teacher_l2=500) and
+NCFModule(..., distill_weight=0.5) (`conf/ncf/two_tower_ml100k`).
 Plots: `ncf.plots` (UMAP/PCA maps, neighbours, training curves), `ncf.run_plots.plot_run`.
 """
 
