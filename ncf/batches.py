@@ -96,7 +96,12 @@ class TrainBatches(IterableDataset):
                 labels.data[:] = 1.0
             else:
                 inputs, labels = snap.history, snap.labels
-            views.append((normalize_rows(inputs, self.normalize), labels))
+            full = (
+                normalize_rows(snap.history, self.normalize)
+                if self.teachers[i] is not None
+                else None
+            )  # the whole history: what the learner tower sees at evaluation
+            views.append((normalize_rows(inputs, self.normalize), labels, full))
             learners = rng.permutation(self._learners(i))
             plan += [
                 (i, learners[j : j + self.batch_size])
@@ -104,7 +109,7 @@ class TrainBatches(IterableDataset):
             ]
         for b in rng.permutation(len(plan)):  # batches of different cutoffs interleaved
             i, learners = plan[b]
-            inputs, labels = views[i]
+            inputs, labels, full = views[i]
             yield {
                 "learners": torch.from_numpy(learners.astype(np.int64)),
                 "history": csr_bags(inputs, learners),
@@ -112,6 +117,7 @@ class TrainBatches(IterableDataset):
                 "course_bags": self.course_bags[i],
                 "content": self.content,
                 "teacher": self.teachers[i],
+                "full_history": None if full is None else csr_bags(full, learners),
             }
 
 

@@ -13,6 +13,7 @@ through the same code (`trainer.test`), and only after the epoch was chosen on v
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,9 @@ from ncf.losses import LOSSES, bce_sampled, distillation, full_softmax, sampled_
 from ncf.model import TwoTower
 from ncf.teacher import Teacher
 
-__all__ = ["NCFModule"]
+__all__ = ["NCFModule", "DISTILL_INPUTS"]
+
+DISTILL_INPUTS = ("denoised", "history", "both")
 
 _CPU_ONLY_KEYS = ("seen", "truth")  # scipy rows for exclusion/metrics stay on the host
 _CACHED_KEYS = ("course_bags", "content", "teacher")  # same object every step: to the device once
@@ -60,6 +63,9 @@ class NCFModule(pl.LightningModule):
         seed: int = 0,
         distill_weight: float = 0.0,
         distill_temperature: float = 0.05,
+        distill_inputs: str = "denoised",
+        lr_decay_epochs: int | None = None,
+        lr_final_ratio: float = 0.01,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -74,7 +80,17 @@ class NCFModule(pl.LightningModule):
         self.extra_negatives = extra_negatives
         self.eval_ks = tuple(int(k) for k in eval_ks)
         self.seed = seed
+        if distill_inputs not in DISTILL_INPUTS:
+            raise ValueError(
+                f"distill_inputs: must be one of {DISTILL_INPUTS}, got {distill_inputs!r}"
+            )
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.distill_inputs = distill_inputs
+        if lr_decay_epochs is not None and lr_decay_epochs < 1:
+            raise ValueError(f"lr_decay_epochs: must be >= 1 or None, got {lr_decay_epochs!r}")
+        if not 0.0 <= lr_final_ratio <= 1.0:
+            raise ValueError(f"lr_final_ratio: must be in [0, 1], got {lr_final_ratio!r}")
+        self.lr_decay_epochs, self.lr_final_ratio = lr_decay_epochs, lr_final_ratio
         pop = (
             np.ones(model.n_courses)
             if course_popularity is None
@@ -169,17 +185,47 @@ class NCFModule(pl.LightningModule):
         teacher = batch.get("teacher")
         if self.distill_weight and teacher is not None:
             w = self.distill_weight
-            soft = distillation(
-                L, courses, self.model, teacher.scores(history), history,
-                temperature=self.distill_temperature,
-            )  # fmt: skip
+            soft = self._distillation(batch, L, courses, teacher)
             self.log("train_distill", soft, on_step=False, on_epoch=True, batch_size=L.shape[0])
             loss = (1 - w) * loss + w * soft
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=L.shape[0])
         return loss
 
+    def _distillation(self, batch, L, courses, teacher) -> torch.Tensor:
+        """The distillation term on the denoising input, on the whole history (the learner
+        tower's input at evaluation), or the mean of both."""
+        terms = []
+        if self.distill_inputs in ("denoised", "both"):
+            history = batch["history"]
+            terms.append(distillation(
+                L, courses, self.model, teacher.scores(history), history,
+                temperature=self.distill_temperature,
+            ))  # fmt: skip
+        if self.distill_inputs in ("history", "both"):
+            full = batch["full_history"]
+            L_full = self.model.learners(full, batch["learners"])  # (B, d)
+            terms.append(distillation(
+                L_full, courses, self.model, teacher.scores(full), full,
+                temperature=self.distill_temperature,
+            ))  # fmt: skip
+        return sum(terms) / len(terms)
+
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_decay_epochs is None:
+            return optimizer
+        # Cosine from lr to lr * lr_final_ratio over lr_decay_epochs, then flat. Its length is
+        # fixed (not the trainer's max_epochs), so a refit for the epoch count chosen on
+        # validation follows the same learning rates epoch by epoch.
+        T, floor = self.lr_decay_epochs, self.lr_final_ratio
+
+        def factor(epoch: int) -> float:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, T) / T))
+
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+        }
 
     # ---- validation and test: full ranking ------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:
