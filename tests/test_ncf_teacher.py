@@ -111,7 +111,13 @@ def test_rolling_snapshots_get_no_teacher(small_platform):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"distill_weight": 1.5}, "distill_weight"), ({"distill_temperature": 0.0}, "temperature")],
+    [
+        ({"distill_weight": 1.5}, "distill_weight"),
+        ({"distill_temperature": 0.0}, "temperature"),
+        ({"distill_inputs": "labels"}, "distill_inputs"),
+        ({"lr_decay_epochs": 0}, "lr_decay_epochs"),
+        ({"lr_final_ratio": 2.0}, "lr_final_ratio"),
+    ],
 )
 def test_module_rejects_bad_distillation_settings(kwargs, match):
     from ncf.model import TwoTower
@@ -119,3 +125,87 @@ def test_module_rejects_bad_distillation_settings(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         NCFModule(TwoTower(5, 7), **kwargs)
+
+
+def test_training_batches_carry_the_whole_history_where_there_is_a_teacher(small_platform):
+    """The learner tower sees a learner's whole history at evaluation; distill_inputs=history
+    distils on that input, so the batch carries it (row-normalized like the denoising input),
+    a superset of the denoising input."""
+    from ncf.datamodule import NCFDataModule
+    from ncf.inputs import normalize_rows
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0, batch_size=16)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    full, learners = batch["full_history"], batch["learners"].numpy()
+    expect = csr_bags(normalize_rows(dm.valid.history, "mean"), learners)
+    torch.testing.assert_close(full.indices, expect.indices)
+    torch.testing.assert_close(full.weights, expect.weights)
+
+    def pairs(bags):
+        return set(zip(bags.bag_of_entry().tolist(), bags.indices.tolist(), strict=True))
+
+    assert pairs(batch["history"]) < pairs(full)
+    no_teacher = NCFDataModule(log, split, InputBuilder(), batch_size=16)
+    no_teacher.setup()
+    assert next(iter(no_teacher.train_dataloader()))["full_history"] is None
+
+
+def _module_and_batch(distill_inputs):
+    from ncf.model import TwoTower
+    from ncf.module import NCFModule
+
+    torch.manual_seed(0)
+    x = _history([[1, 1, 0, 0, 1, 0], [0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 1, 1]])
+    snap = Snapshot("s", history=x, seen=x, course_bags=sp.identity(6, format="csr"))
+    teacher = fit_teacher(snap, l2=1.0)
+    module = NCFModule(
+        TwoTower(3, 6, bag_dim=8, mlp=[4], dropout=0.0), distill_inputs=distill_inputs
+    )
+    part = _history([[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
+    batch = {
+        "learners": torch.arange(3), "history": csr_bags(part), "full_history": csr_bags(x),
+        "course_bags": csr_bags(sp.identity(6, format="csr")), "content": None,
+    }  # fmt: skip
+    return module, batch, teacher
+
+
+@pytest.mark.parametrize("which", ["denoised", "history", "both"])
+def test_distillation_on_the_denoising_input_the_whole_history_or_both(which):
+    module, batch, teacher = _module_and_batch(which)
+    courses = lambda idx: module.course_embeddings(batch, idx)  # noqa: E731
+    L = module.learner_embeddings(batch)
+    got = module._distillation(batch, L, courses, teacher)
+
+    def term(history):
+        L_h = module.model.learners(history, batch["learners"])
+        return distillation(
+            L_h, courses, module.model, teacher.scores(history), history, temperature=0.05
+        )
+
+    on_input, on_full = term(batch["history"]), term(batch["full_history"])
+    expect = {"denoised": on_input, "history": on_full, "both": (on_input + on_full) / 2}[which]
+    torch.testing.assert_close(got, expect)
+    assert not torch.allclose(on_input, on_full)
+
+
+def test_cosine_lr_decay_has_a_fixed_length_so_a_shorter_refit_follows_it():
+    from ncf.model import TwoTower
+    from ncf.module import NCFModule
+
+    module = NCFModule(TwoTower(3, 6), lr=0.1, lr_decay_epochs=4, lr_final_ratio=0.01)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(
+        lrs, [0.1, 0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi / 4))), 0.0505,
+              0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(3 * np.pi / 4))), 0.001, 0.001],
+        rtol=1e-6,
+    )  # fmt: skip
+    assert isinstance(NCFModule(TwoTower(3, 6)).configure_optimizers(), torch.optim.Adam)

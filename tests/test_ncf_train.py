@@ -146,6 +146,12 @@ def test_similar_courses_excludes_the_course_itself(rec):
         ("ncf.module.loss=sampled_softmax", "ncf.module.extra_negatives=20"),
         ("ncf.datamodule.training=rolling+denoising", "ncf.inputs.weighting=recency"),
         ("ncf.datamodule.teacher_l2=50", "ncf.module.distill_weight=0.5"),  # EASE teacher
+        (
+            "ncf.datamodule.teacher_l2=50",
+            "ncf.module.distill_weight=0.5",
+            "ncf.module.distill_inputs=both",
+            "ncf.module.lr_decay_epochs=3",
+        ),  # fmt: skip
     ],
 )
 def test_model_variants_and_losses_train(tmp_path, overrides):
