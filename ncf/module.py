@@ -5,6 +5,8 @@ One training step, top to bottom:
     courses(idx) = course tower(co-watch bags [, ids, content])  # (C, d), C = all or some
     loss = full_softmax | sampled_softmax | bce        # see ncf.losses
     [loss = (1 - w) loss + w distillation(teacher)]     # batches with a teacher, w > 0
+    # distillation on the denoising input, on the whole history (the input at test), or both
+Optimizer: Adam; optionally a cosine lr decay of fixed length (lr_decay_epochs).
 Validation: full-ranking top-k over every course for the snapshot's learners with labels,
 already-watched courses excluded, then `evaluation.ranking_metrics`: logs val_ndcg@k,
 val_recall@k, ... which early stopping and checkpointing monitor. The test snapshot goes
@@ -44,6 +46,12 @@ class NCFModule(pl.LightningModule):
     course_popularity: (n_courses,) training counts, for popularity negatives and logQ.
     distill_weight / distill_temperature: w and T of the distillation term on batches that
       carry a teacher (`ncf.teacher`, built by the datamodule when its teacher_l2 is set).
+    distill_inputs: what the learner tower reads for that term: "denoised" (the step's input
+      courses), "history" (the learner's whole history, as at evaluation; costs one more
+      learner-tower pass) or "both" (the mean of the two terms).
+    lr_decay_epochs / lr_final_ratio: cosine decay of the lr to lr * ratio over that many
+      epochs, then flat (None: constant). Its length does not depend on the trainer's
+      max_epochs, so the refit for a chosen epoch count sees the same lrs.
     eval_ks: cut-offs of the validation/test metrics; monitor: the metric checkpointing and
       early stopping watch (a key of the logged metrics, e.g. "val_ndcg@10").
     """

@@ -8,7 +8,9 @@ them. So, as an option, every denoising step also fits the two-tower's softmax t
     teacher logits = (x_input B) / T                  # (batch, n_courses), x binary
     loss = (1 - w) * CE(labels) + w * CE(softmax(teacher logits), model)
 
-with the learner's input courses out of both softmaxes (`ncf.losses.distillation`).
+with the learner's input courses out of both softmaxes (`ncf.losses.distillation`). With
+`NCFModule(distill_inputs="history" | "both")` the term is (also) taken on the learner's whole
+history, the input the learner tower reads at evaluation: x_input above becomes x_history.
 
 No leakage: a teacher is fitted on the history of the snapshot it teaches, the same pairs the
 denoising split draws its inputs and labels from, never on validation or test labels; the
