@@ -15,8 +15,8 @@ any course indices, the batch's label bags (positives, with weights) and its his
                      the learner's known courses (history or labels) are masked out of the loss.
 
 Beside any of them, `distillation` fits the model's softmax over every course to a teacher's
-(`ncf.teacher`): cross-entropy against the teacher's softmax at a temperature, input
-courses out of both.
+(`ncf.teacher`): cross-entropy against the teacher's softmax at a temperature (optionally of
+the teacher's scores standardized per learner), input courses out of both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from ncf.bags import Bags
 
 __all__ = [
-    "LOSSES", "full_softmax", "sampled_softmax", "bce_sampled", "distillation", "known_mask"
+    "LOSSES", "full_softmax", "sampled_softmax", "bce_sampled", "distillation", "known_mask",
+    "standardize_scores",
 ]  # fmt: skip
 
 LOSSES = ("full_softmax", "sampled_softmax", "bce")
@@ -160,6 +161,23 @@ def bce_sampled(
     return ((pos_loss * w).sum() + (neg_loss * valid).sum()) / (w.sum() + valid.sum())
 
 
+def standardize_scores(scores: torch.Tensor, history: Bags | None) -> torch.Tensor:
+    """(B, n_courses) scores minus each learner's mean, over its sd, both taken over the
+    courses that are not the learner's inputs (input courses come out as 0; they are masked
+    later). The ranking of every row is unchanged; its spread becomes 1."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if history is not None and history.indices.numel():
+        keep = keep.index_put(
+            (history.bag_of_entry(), history.indices), torch.tensor(False, device=keep.device)
+        )
+    w = keep.to(scores.dtype)
+    n = w.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1) candidates per learner
+    mean = (scores * w).sum(1, keepdim=True) / n
+    centred = (scores - mean) * w
+    sd = (centred.square().sum(1, keepdim=True) / n).sqrt()
+    return centred / sd.clamp_min(1e-12)
+
+
 def distillation(
     L: torch.Tensor,
     courses: CourseFn,
@@ -168,9 +186,18 @@ def distillation(
     history: Bags,
     *,
     temperature: float,
+    standardize: bool = False,
 ) -> torch.Tensor:
     """Mean over learners of CE(softmax(teacher_scores / T), softmax(model logits)), both over
-    the courses that are not the learner's inputs. teacher_scores: (B, n_courses)."""
+    the courses that are not the learner's inputs. teacher_scores: (B, n_courses).
+
+    standardize: the teacher's scores are first standardized per learner
+    (`standardize_scores`), so T is in units of the learner's own spread of scores. Why: EASE
+    scores are sums over the history, so the raw teacher is sharper the more a learner has
+    watched, while the learner tower reads a mean-normalized bag and cannot see that length.
+    """
+    if standardize:
+        teacher_scores = standardize_scores(teacher_scores, history)
     target = torch.softmax(_without_inputs(teacher_scores / temperature, history), dim=1)
     logp = torch.log_softmax(_without_inputs(model.score(L, courses(None)), history), dim=1)
     # input courses: target 0 and logp -inf; 0 * -inf would be NaN, so they are zeroed

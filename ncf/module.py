@@ -49,6 +49,8 @@ class NCFModule(pl.LightningModule):
     distill_inputs: what the learner tower reads for that term: "denoised" (the step's input
       courses), "history" (the learner's whole history, as at evaluation; costs one more
       learner-tower pass) or "both" (the mean of the two terms).
+    distill_standardize: standardize the teacher's scores per learner before the temperature
+      (`ncf.losses.standardize_scores`); T is then in units of each learner's spread.
     lr_decay_epochs / lr_final_ratio: cosine decay of the lr to lr * ratio over that many
       epochs, then flat (None: constant). Its length does not depend on the trainer's
       max_epochs, so the refit for a chosen epoch count sees the same lrs.
@@ -72,6 +74,7 @@ class NCFModule(pl.LightningModule):
         distill_weight: float = 0.0,
         distill_temperature: float = 0.05,
         distill_inputs: str = "denoised",
+        distill_standardize: bool = False,
         lr_decay_epochs: int | None = None,
         lr_final_ratio: float = 0.01,
     ):
@@ -93,7 +96,7 @@ class NCFModule(pl.LightningModule):
                 f"distill_inputs: must be one of {DISTILL_INPUTS}, got {distill_inputs!r}"
             )
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
-        self.distill_inputs = distill_inputs
+        self.distill_inputs, self.distill_standardize = distill_inputs, bool(distill_standardize)
         if lr_decay_epochs is not None and lr_decay_epochs < 1:
             raise ValueError(f"lr_decay_epochs: must be >= 1 or None, got {lr_decay_epochs!r}")
         if not 0.0 <= lr_final_ratio <= 1.0:
@@ -207,14 +210,14 @@ class NCFModule(pl.LightningModule):
             history = batch["history"]
             terms.append(distillation(
                 L, courses, self.model, teacher.scores(history), history,
-                temperature=self.distill_temperature,
+                temperature=self.distill_temperature, standardize=self.distill_standardize,
             ))  # fmt: skip
         if self.distill_inputs in ("history", "both"):
             full = batch["full_history"]
             L_full = self.model.learners(full, batch["learners"])  # (B, d)
             terms.append(distillation(
                 L_full, courses, self.model, teacher.scores(full), full,
-                temperature=self.distill_temperature,
+                temperature=self.distill_temperature, standardize=self.distill_standardize,
             ))  # fmt: skip
         return sum(terms) / len(terms)
 

@@ -10,7 +10,7 @@ import torch
 
 from ncf.bags import csr_bags
 from ncf.inputs import InputBuilder, Snapshot
-from ncf.losses import distillation
+from ncf.losses import distillation, standardize_scores
 from ncf.teacher import fit_teacher
 from watchlog.cleaning import CleaningConfig, clean
 from watchlog.ease import ease_weights
@@ -74,6 +74,41 @@ def test_distillation_pulls_the_model_towards_the_teacher():
     at_teacher[0, 0] = at_teacher[1, 1] = 123.0  # input courses: any value, no gradient
     assert grad(at_teacher).abs().max() < 1e-6
     assert grad(torch.zeros(2, 4)).abs().max() > 0.1
+
+
+def test_standardized_scores_have_mean_0_and_sd_1_over_each_learners_candidates():
+    history = csr_bags(_history([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]]))
+    scores = torch.tensor([[50.0, 1.0, 3.0, -9.0, 2.0, 6.0], [0.1, 0.4, 0.2, 0.9, 0.3, 0.0]])
+    z = standardize_scores(scores, history)
+    keep = torch.tensor([[False, True, True, False, True, True], [True] * 6])
+    for row in range(2):
+        cand = z[row][keep[row]]
+        torch.testing.assert_close(cand.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(cand.pow(2).mean(), torch.tensor(1.0))
+        # the ranking of the candidates is the teacher's
+        assert torch.equal(cand.argsort(), scores[row][keep[row]].argsort())
+    assert torch.equal(z[0][~keep[0]], torch.zeros(2))  # input courses: masked later anyway
+
+
+def test_standardized_distillation_ignores_each_learners_scale_and_shift():
+    """EASE scores are sums over the history: a longer history is a sharper raw teacher. With
+    standardize=True a learner's teacher scores a * s + b (a > 0) give the target of s."""
+    L, C = torch.randn(2, 3), torch.randn(5, 3)
+    history = csr_bags(_history([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0]]))
+    teacher = torch.randn(2, 5)
+    scaled = teacher * torch.tensor([[7.0], [0.2]]) + torch.tensor([[3.0], [-1.0]])
+
+    def loss(t, standardize):
+        return distillation(
+            L, lambda idx: C, _Dot(), t, history, temperature=0.5, standardize=standardize
+        )
+
+    torch.testing.assert_close(loss(scaled, True), loss(teacher, True))
+    assert not torch.allclose(loss(scaled, False), loss(teacher, False))
+    expect = distillation(
+        L, lambda idx: C, _Dot(), standardize_scores(teacher, history), history, temperature=0.5
+    )
+    torch.testing.assert_close(loss(teacher, True), expect)
 
 
 def test_datamodule_fits_a_teacher_per_denoising_snapshot_on_its_history(small_platform):
@@ -153,7 +188,7 @@ def test_training_batches_carry_the_whole_history_where_there_is_a_teacher(small
     assert next(iter(no_teacher.train_dataloader()))["full_history"] is None
 
 
-def _module_and_batch(distill_inputs):
+def _module_and_batch(distill_inputs, standardize=False):
     from ncf.model import TwoTower
     from ncf.module import NCFModule
 
@@ -162,7 +197,9 @@ def _module_and_batch(distill_inputs):
     snap = Snapshot("s", history=x, seen=x, course_bags=sp.identity(6, format="csr"))
     teacher = fit_teacher(snap, l2=1.0)
     module = NCFModule(
-        TwoTower(3, 6, bag_dim=8, mlp=[4], dropout=0.0), distill_inputs=distill_inputs
+        TwoTower(3, 6, bag_dim=8, mlp=[4], dropout=0.0),
+        distill_inputs=distill_inputs,
+        distill_standardize=standardize,
     )
     part = _history([[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
     batch = {
@@ -172,9 +209,10 @@ def _module_and_batch(distill_inputs):
     return module, batch, teacher
 
 
+@pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("which", ["denoised", "history", "both"])
-def test_distillation_on_the_denoising_input_the_whole_history_or_both(which):
-    module, batch, teacher = _module_and_batch(which)
+def test_distillation_on_the_denoising_input_the_whole_history_or_both(which, standardize):
+    module, batch, teacher = _module_and_batch(which, standardize)
     courses = lambda idx: module.course_embeddings(batch, idx)  # noqa: E731
     L = module.learner_embeddings(batch)
     got = module._distillation(batch, L, courses, teacher)
@@ -182,7 +220,13 @@ def test_distillation_on_the_denoising_input_the_whole_history_or_both(which):
     def term(history):
         L_h = module.model.learners(history, batch["learners"])
         return distillation(
-            L_h, courses, module.model, teacher.scores(history), history, temperature=0.05
+            L_h,
+            courses,
+            module.model,
+            teacher.scores(history),
+            history,
+            temperature=0.05,
+            standardize=standardize,
         )
 
     on_input, on_full = term(batch["history"]), term(batch["full_history"])

@@ -150,6 +150,8 @@ def test_similar_courses_excludes_the_course_itself(rec):
             "ncf.datamodule.teacher_l2=50",
             "ncf.module.distill_weight=0.5",
             "ncf.module.distill_inputs=both",
+            "ncf.module.distill_standardize=true",
+            "ncf.module.distill_temperature=1.0",
             "ncf.module.lr_decay_epochs=3",
         ),  # fmt: skip
     ],
