@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["atomic_path", "atomic_directory", "write_json", "write_parquet", "write_text", "to_jsonable"]
+__all__ = [
+    "atomic_path",
+    "atomic_directory",
+    "write_json",
+    "write_parquet",
+    "write_text",
+    "to_jsonable",
+]
 
 
 @contextlib.contextmanager
