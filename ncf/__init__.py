@@ -12,7 +12,8 @@
 
 From the command line: `python -m experiments.train_ncf data=... ncf=...` (conf/ncf/*.yaml).
 Distillation from an EASE teacher (ncf.teacher): NCFDataModule(..., teacher_l2=500) and
-NCFModule(..., distill_weight=0.5, distill_inputs="both") (`conf/ncf/two_tower_ml100k`).
+NCFModule(..., distill_weight=0.5, distill_inputs="both", distill_standardize=True,
+distill_temperature=1.5) (`conf/ncf/two_tower_ml100k`).
 Plots: `ncf.plots` (UMAP/PCA maps, neighbours, training curves), `ncf.run_plots.plot_run`.
 """
 

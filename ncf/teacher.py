@@ -11,6 +11,10 @@ them. So, as an option, every denoising step also fits the two-tower's softmax t
 with the learner's input courses out of both softmaxes (`ncf.losses.distillation`). With
 `NCFModule(distill_inputs="history" | "both")` the term is (also) taken on the learner's whole
 history, the input the learner tower reads at evaluation: x_input above becomes x_history.
+With `NCFModule(distill_standardize=True)` the teacher's scores are standardized per learner
+before the temperature (z = (s - mean) / sd over the candidate courses, then z / T): raw EASE
+scores are sums over the history, sharper the longer it is, while the learner tower reads a
+mean-normalized bag and cannot see its length.
 
 No leakage: a teacher is fitted on the history of the snapshot it teaches, the same pairs the
 denoising split draws its inputs and labels from, never on validation or test labels; the
