@@ -10,7 +10,10 @@ all items ranked. Models: the two-tower (`conf/ncf/<--ncf>`), ID-only MF through
 training code (`conf/ncf/mf`), EASE (closed form, L2 chosen on validation), item-kNN on
 co-watch cosine (k chosen on validation) and popularity. Trained models run once per seed
 (seeds 0, 1, 2: mean +- sd); the closed-form ones are deterministic.
-MAP@10 here divides by min(#relevant, 10) (recommenders' `map_at_k`).
+MAP@10 here divides by min(#relevant, 10) (recommenders' `map_at_k`). Paired comparisons:
+per-user test NDCG@10 of the two-tower (its mean over seeds, and each seed) against each
+other model on the same users, with a paired bootstrap interval of the difference (users
+resampled jointly, `evaluation.paired_bootstrap`).
 
 Sampled (the NCF paper's protocol): each user's latest item is the test label (the one
 before it validation), 99 negatives the user never rated, HR@10 and NDCG@10.
@@ -30,7 +33,7 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.common import print_table, write_result
 from benchmarks.ncf_harness import Window, baseline_rows
-from evaluation import evaluate_sampled
+from evaluation import RankingMetrics, evaluate_full_ranking, evaluate_sampled, paired_bootstrap
 from experiments.data import prepare_data
 from experiments.train_ncf import fit
 
@@ -56,20 +59,23 @@ def _binary(log, events):
     return m
 
 
-def closed_form_baselines(cfg) -> list[dict[str, Any]]:
+def closed_form_baselines(cfg, per_user: dict[str, RankingMetrics]) -> list[dict[str, Any]]:
     """EASE, item-kNN, popularity on the stratified split: chosen on validation, refitted on
-    all training pairs for test."""
+    all training pairs for test (per-user test metrics into `per_user`, by model name)."""
     data = prepare_data(cfg.data, cfg.split)
     log, split = data.log, data.split
     windows = {}
     for name, fold in (("valid", split.valid), ("test", split.test)):
         x_in = _binary(log, fold.inputs)
         windows[name] = Window(x_in, _binary(log, fold.labels), exclude=x_in)
-    return baseline_rows(windows["valid"], windows["test"], METRICS)
+    return baseline_rows(windows["valid"], windows["test"], METRICS, per_user)
 
 
-def trained_model(out: Path, seeds, ncf: str, protocol: str, overrides=()) -> tuple[dict, list]:
-    """The model of `conf/ncf/<ncf>` for each seed; returns (summary row, per-seed rows)."""
+def trained_model(
+    out: Path, seeds, ncf: str, protocol: str, overrides=(), per_user: list | None = None
+) -> tuple[dict, list]:
+    """The model of `conf/ncf/<ncf>` for each seed; returns (summary row, per-seed rows).
+    per_user (full protocol): each seed's per-user test metrics are appended to it."""
     per_seed = []
     for seed in seeds:
         if protocol == "full":
@@ -92,6 +98,8 @@ def trained_model(out: Path, seeds, ncf: str, protocol: str, overrides=()) -> tu
         }
         if protocol == "full":
             row.update({m: res.test[f"test_{m}"] for m in METRICS})
+            if per_user is not None:
+                per_user.append(per_user_test(trained, res.test["test_ndcg@10"]))
         else:
             row.update(sampled_metrics(trained, seed))
         row["seconds"] = time.perf_counter() - start
@@ -105,6 +113,48 @@ def trained_model(out: Path, seeds, ncf: str, protocol: str, overrides=()) -> tu
         summary[f"{k}_sd"] = stdev(vals) if len(vals) > 1 else 0.0
     summary["best_epochs"] = "/".join(str(r["best_epoch"]) for r in per_seed)
     return summary, per_seed
+
+
+def per_user_test(trained, reported_ndcg: float) -> RankingMetrics:
+    """Per-user test metrics of a trained model, ranked again from its exported embeddings:
+    the same lists as its test (checked against the NDCG it reported)."""
+    rec, test = trained.recommender, trained.datamodule.test
+    learners = rec.learner_embeddings(np.arange(rec.model.n_learners))  # (n_learners, d)
+    courses = rec.course_embeddings()  # (n_courses, d)
+    res = evaluate_full_ranking(
+        lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
+        test.labels, ks=KS, exclude=test.seen,
+    )  # fmt: skip
+    got = res.summary()["ndcg@10"]
+    if abs(got - reported_ndcg) > 1e-5:
+        raise RuntimeError(f"per-user test NDCG@10 {got:.6f} != the reported {reported_ndcg:.6f}")
+    return res
+
+
+def paired_rows(
+    name: str, seeds: list[RankingMetrics], others: dict[str, RankingMetrics]
+) -> list[dict[str, Any]]:
+    """Per-user NDCG@10 of `name` (mean over its seeds, then each seed) minus each other
+    model's, on the same users: mean difference, 95% paired-bootstrap interval, user wins."""
+    users = seeds[0].users
+    a_mean = np.mean([s.per_user["ndcg@10"] for s in seeds], axis=0)  # (n_users,)
+    rows = []
+    for other, res in others.items():
+        if not np.array_equal(res.users, users) or any(
+            not np.array_equal(s.users, users) for s in seeds
+        ):
+            raise RuntimeError(f"{name} and {other} were evaluated on different users")
+        pairs = [(f"mean of {len(seeds)} seeds", a_mean)]
+        pairs += [(f"seed {i}", s.per_user["ndcg@10"]) for i, s in enumerate(seeds)]
+        for label, a in pairs:
+            c = paired_bootstrap(a, res.per_user["ndcg@10"], n_boot=10_000, seed=0)
+            rows.append({
+                "model": name, "runs": label, "against": other, "ndcg@10": c.mean_a,
+                "other_ndcg@10": c.mean_b, "difference": c.mean_diff, "ci95_low": c.low,
+                "ci95_high": c.high, "share_of_replicates_ahead": c.win_rate,
+                "users_ahead": c.user_win, "users_behind": c.user_loss, "users": c.n,
+            })  # fmt: skip
+    return rows
 
 
 def sampled_metrics(trained, seed: int) -> dict[str, float]:
@@ -126,6 +176,12 @@ def sampled_metrics(trained, seed: int) -> dict[str, float]:
     return {"hr@10": s["hr@10"], "ndcg@10": s["ndcg@10"]}
 
 
+def _seed_mean(seeds: list[RankingMetrics]) -> RankingMetrics:
+    """One RankingMetrics whose per-user NDCG@10 is the mean over the seeds."""
+    ndcg = np.mean([s.per_user["ndcg@10"] for s in seeds], axis=0)
+    return RankingMetrics(per_user={"ndcg@10": ndcg}, users=seeds[0].users)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip it")
@@ -137,13 +193,24 @@ def main() -> None:
     out = Path(args.out)
     torch.set_num_threads(2)
 
-    rows, per_seed = [], {}
+    rows, per_seed, paired = [], {}, []
     if args.seeds:
-        rows = closed_form_baselines(compose_cfg(out / "baselines", "experiment=ml100k_stratified"))
+        per_user: dict[str, Any] = {}
+        rows = closed_form_baselines(
+            compose_cfg(out / "baselines", "experiment=ml100k_stratified"), per_user
+        )
         for ncf in (args.ncf, "mf"):
-            summary, per_seed[ncf] = trained_model(out, args.seeds, ncf, "full", args.overrides)
+            per_user[ncf] = []
+            summary, per_seed[ncf] = trained_model(
+                out, args.seeds, ncf, "full", args.overrides, per_user[ncf]
+            )
             rows.insert(0 if ncf == args.ncf else 1, summary)
         print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
+        mf = per_user.pop("mf")
+        others = {"mf (mean of seeds)": _seed_mean(mf), **per_user}
+        others = {k: v for k, v in others.items() if k != args.ncf}
+        paired = paired_rows(args.ncf, per_user[args.ncf], others)
+        print_table(paired, "Paired comparison: per-user test NDCG@10, 10,000 bootstrap replicates")
 
     sampled = []
     if args.sampled_seeds:
@@ -163,6 +230,7 @@ def main() -> None:
         },
         sampled=sampled,
         per_seed=per_seed,
+        paired=paired,
         published={"NCF": 0.3686, "BPR": 0.445, "BiVAE": 0.469},
     )
 

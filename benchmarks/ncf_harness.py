@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks.baselines import EASE, ItemKNN, Popularity
-from evaluation import evaluate_full_ranking
+from evaluation import RankingMetrics, evaluate_full_ranking
 
 __all__ = ["Window", "baseline_rows", "EASE_L2", "KNN_K"]
 
@@ -31,17 +31,26 @@ class Window:
     exclude: sp.csr_matrix  # (n_learners, n_courses) removed from every list
 
     def evaluate(self, model, ks=(10,)) -> dict[str, float]:
+        return self.evaluate_per_user(model, ks).summary()
+
+    def evaluate_per_user(self, model, ks=(10,)) -> RankingMetrics:
+        """Fit `model` on the inputs, rank for every learner with truth; per-user metrics."""
         model.fit(self.inputs)
         users = np.flatnonzero(np.diff(self.truth.indptr) > 0)
-        res = evaluate_full_ranking(
+        return evaluate_full_ranking(
             model.score, self.truth, ks=ks, users=users, exclude=self.exclude
         )
-        return res.summary()
 
 
-def baseline_rows(valid: Window, test: Window, metrics: Sequence[str]) -> list[dict[str, Any]]:
+def baseline_rows(
+    valid: Window,
+    test: Window,
+    metrics: Sequence[str],
+    per_user: dict[str, RankingMetrics] | None = None,
+) -> list[dict[str, Any]]:
     """EASE (L2), item-kNN on co-watch cosine (k) and popularity: the parameter with the best
-    validation NDCG@10, then one test evaluation."""
+    validation NDCG@10, then one test evaluation. per_user: filled with each model's per-user
+    test metrics, by model name (for paired comparisons)."""
     rows = []
     for name, grid, make in (
         ("EASE", EASE_L2, lambda v: EASE(l2=v)),
@@ -51,7 +60,10 @@ def baseline_rows(valid: Window, test: Window, metrics: Sequence[str]) -> list[d
         start = time.perf_counter()
         scores = {v: valid.evaluate(make(v))["ndcg@10"] for v in grid}
         best = max(scores, key=scores.get)
-        res = test.evaluate(make(best))
+        tested = test.evaluate_per_user(make(best))
+        if per_user is not None:
+            per_user[name] = tested
+        res = tested.summary()
         rows.append(
             {"model": name, "chosen": best, "valid_ndcg@10": scores[best],
              **{m: res[m] for m in metrics}, "seconds": time.perf_counter() - start}
