@@ -61,15 +61,18 @@ def known_mask(
     return known_keys_sorted[pos] == key
 
 
+def _with_inputs_set(x: torch.Tensor, history: Bags | None, value) -> torch.Tensor:
+    """(B, n_courses) x with each learner's input courses (its history bag) set to value."""
+    if history is None or not history.indices.numel():
+        return x
+    fill = torch.tensor(value, device=x.device, dtype=x.dtype)
+    return x.index_put((history.bag_of_entry(), history.indices), fill)
+
+
 def _without_inputs(logits: torch.Tensor, history: Bags | None) -> torch.Tensor:
     """(B, n_courses) logits with each learner's input courses at -inf: not candidates, so
     they leave the softmax denominator."""
-    if history is None or not history.indices.numel():
-        return logits
-    return logits.index_put(
-        (history.bag_of_entry(), history.indices),
-        torch.tensor(float("-inf"), device=logits.device, dtype=logits.dtype),
-    )
+    return _with_inputs_set(logits, history, float("-inf"))
 
 
 def full_softmax(
@@ -165,12 +168,7 @@ def standardize_scores(scores: torch.Tensor, history: Bags | None) -> torch.Tens
     """(B, n_courses) scores minus each learner's mean, over its sd, both taken over the
     courses that are not the learner's inputs (input courses come out as 0; they are masked
     later). The ranking of every row is unchanged; its spread becomes 1."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if history is not None and history.indices.numel():
-        keep = keep.index_put(
-            (history.bag_of_entry(), history.indices), torch.tensor(False, device=keep.device)
-        )
-    w = keep.to(scores.dtype)
+    w = _with_inputs_set(torch.ones_like(scores), history, 0.0)  # (B, n_courses) candidates
     n = w.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1) candidates per learner
     mean = (scores * w).sum(1, keepdim=True) / n
     centred = (scores - mean) * w
