@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.common import print_table, write_result
 from benchmarks.ncf_harness import Window, baseline_rows
-from evaluation import RankingMetrics, evaluate_full_ranking, evaluate_sampled, paired_bootstrap
+from evaluation import RankingMetrics, evaluate_sampled, paired_bootstrap
 from experiments.data import prepare_data
 from experiments.train_ncf import fit
 
@@ -99,7 +99,7 @@ def trained_model(
         if protocol == "full":
             row.update({m: res.test[f"test_{m}"] for m in METRICS})
             if per_user is not None:
-                per_user.append(per_user_test(trained, res.test["test_ndcg@10"]))
+                per_user.append(res.test_per_user)
         else:
             row.update(sampled_metrics(trained, seed))
         row["seconds"] = time.perf_counter() - start
@@ -115,20 +115,10 @@ def trained_model(
     return summary, per_seed
 
 
-def per_user_test(trained, reported_ndcg: float) -> RankingMetrics:
-    """Per-user test metrics of a trained model, ranked again from its exported embeddings:
-    the same lists as its test (checked against the NDCG it reported)."""
-    rec, test = trained.recommender, trained.datamodule.test
-    learners = rec.learner_embeddings(np.arange(rec.model.n_learners))  # (n_learners, d)
-    courses = rec.course_embeddings()  # (n_courses, d)
-    res = evaluate_full_ranking(
-        lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
-        test.labels, ks=KS, exclude=test.seen,
-    )  # fmt: skip
-    got = res.summary()["ndcg@10"]
-    if abs(got - reported_ndcg) > 1e-5:
-        raise RuntimeError(f"per-user test NDCG@10 {got:.6f} != the reported {reported_ndcg:.6f}")
-    return res
+def _seed_mean(seeds: list[RankingMetrics]) -> RankingMetrics:
+    """One RankingMetrics whose per-user NDCG@10 is the mean over the seeds."""
+    ndcg = np.mean([s.per_user["ndcg@10"] for s in seeds], axis=0)
+    return RankingMetrics(per_user={"ndcg@10": ndcg}, users=seeds[0].users)
 
 
 def paired_rows(
@@ -137,7 +127,7 @@ def paired_rows(
     """Per-user NDCG@10 of `name` (mean over its seeds, then each seed) minus each other
     model's, on the same users: mean difference, 95% paired-bootstrap interval, user wins."""
     users = seeds[0].users
-    a_mean = np.mean([s.per_user["ndcg@10"] for s in seeds], axis=0)  # (n_users,)
+    a_mean = _seed_mean(seeds).per_user["ndcg@10"]  # (n_users,)
     rows = []
     for other, res in others.items():
         if not np.array_equal(res.users, users) or any(
@@ -176,12 +166,6 @@ def sampled_metrics(trained, seed: int) -> dict[str, float]:
     return {"hr@10": s["hr@10"], "ndcg@10": s["ndcg@10"]}
 
 
-def _seed_mean(seeds: list[RankingMetrics]) -> RankingMetrics:
-    """One RankingMetrics whose per-user NDCG@10 is the mean over the seeds."""
-    ndcg = np.mean([s.per_user["ndcg@10"] for s in seeds], axis=0)
-    return RankingMetrics(per_user={"ndcg@10": ndcg}, users=seeds[0].users)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip it")
@@ -206,9 +190,8 @@ def main() -> None:
             )
             rows.insert(0 if ncf == args.ncf else 1, summary)
         print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
-        mf = per_user.pop("mf")
-        others = {"mf (mean of seeds)": _seed_mean(mf), **per_user}
-        others = {k: v for k, v in others.items() if k != args.ncf}
+        others = {k: v for k, v in per_user.items() if k not in (args.ncf, "mf")}
+        others["mf (mean of seeds)"] = _seed_mean(per_user["mf"])
         paired = paired_rows(args.ncf, per_user[args.ncf], others)
         print_table(paired, "Paired comparison: per-user test NDCG@10, 10,000 bootstrap replicates")
 

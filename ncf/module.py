@@ -15,6 +15,7 @@ through the same code (`trainer.test`), and only after the epoch was chosen on v
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 
-from evaluation import full_ranking_topk, ranking_metrics
+from evaluation import RankingMetrics, full_ranking_topk, ranking_metrics
 from ncf.bags import Bags
 from ncf.losses import LOSSES, bce_sampled, distillation, full_softmax, sampled_softmax
 from ncf.model import TwoTower
@@ -250,17 +251,21 @@ class NCFModule(pl.LightningModule):
         )
         self._eval["topk"].append(topk)
         self._eval["truth"].append(batch["truth"])
+        self._eval["learners"].append(batch["learners"].cpu().numpy())
 
     def _eval_start(self) -> None:
-        self._eval = {"courses": {}, "topk": [], "truth": []}
+        self._eval = {"courses": {}, "topk": [], "truth": [], "learners": []}
 
     def _eval_end(self, prefix: str) -> dict[str, float]:
         if not self._eval["topk"]:
             return {}
         res = ranking_metrics(
             np.concatenate(self._eval["topk"]), sp.vstack(self._eval["truth"]).tocsr(), self.eval_ks
-        ).summary()
-        metrics = {f"{prefix}_{k}": float(v) for k, v in res.items() if "@" in k}
+        )
+        # per-user metrics of this evaluation, `users` = learner indices (for paired tests)
+        learners = np.concatenate(self._eval["learners"])  # (n_evaluated,) row -> learner
+        self.last_evaluation_: RankingMetrics = dataclasses.replace(res, users=learners[res.users])
+        metrics = {f"{prefix}_{k}": float(v) for k, v in res.summary().items() if "@" in k}
         k = max(self.eval_ks)
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name == f"{prefix}_ndcg@{k}")

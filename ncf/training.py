@@ -24,6 +24,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from evaluation import RankingMetrics
 from ncf.datamodule import NCFDataModule
 from ncf.module import NCFModule
 
@@ -84,6 +85,7 @@ class TrainResult:
     timings: dict[str, float]
     checkpoint: str
     metrics_csv: str | None
+    test_per_user: RankingMetrics | None = None  # users = learner indices
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,6 +151,7 @@ def fit_and_test(
     start = time.perf_counter()
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     test_s = time.perf_counter() - start
+    test_per_user = getattr(module, "last_evaluation_", None)
     timings = {
         "fit": fit_s,
         "train_batches": timer.train_s,
@@ -173,4 +176,5 @@ def fit_and_test(
         timings=timings,
         checkpoint=checkpoint.best_model_path,
         metrics_csv=metrics_csv,
+        test_per_user=test_per_user,
     )

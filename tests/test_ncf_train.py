@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from evaluation import evaluate_full_ranking
 from experiments.train_ncf import fit, run
 from ncf.recommender import NCFRecommender
 from watchlog.idmap import UnknownIdError
@@ -171,6 +172,26 @@ def test_distillation_without_a_teacher_is_an_error(tmp_path):
     cfg = compose_cfg(tmp_path, "ncf.refit=false", "ncf.module.distill_weight=0.5")
     with pytest.raises(ValueError, match="teacher_l2"):
         fit(cfg, out_dir=tmp_path / "fit")
+
+
+def test_fit_returns_the_per_user_test_metrics_of_the_tested_model(tmp_path):
+    """result.test_per_user: one entry per learner with test labels (users = learner rows),
+    their mean is the reported test figure, and they are the metrics of ranking the
+    recommender's own embeddings (the refitted model's), as a paired test needs."""
+    cfg = compose_cfg(tmp_path, "outputs.model=false", "outputs.embeddings=false")
+    trained = fit(cfg, out_dir=tmp_path / "fit")
+    res, test, rec = trained.result, trained.datamodule.test, trained.recommender
+    per_user = res.test_per_user
+    np.testing.assert_array_equal(per_user.users, np.flatnonzero(np.diff(test.labels.indptr)))
+    assert per_user.summary()["ndcg@10"] == pytest.approx(res.test["test_ndcg@10"], abs=1e-6)
+    learners = rec.learner_embeddings(np.arange(rec.model.n_learners))  # (n_learners, d)
+    courses = rec.course_embeddings()  # (n_courses, d)
+    again = evaluate_full_ranking(
+        lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
+        test.labels, exclude=test.seen,
+    )  # fmt: skip
+    np.testing.assert_array_equal(again.users, per_user.users)
+    np.testing.assert_allclose(per_user.per_user["ndcg@10"], again.per_user["ndcg@10"], atol=1e-6)
 
 
 def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_seed(tmp_path):
