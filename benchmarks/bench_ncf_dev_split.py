@@ -15,6 +15,7 @@ of history length with the raw teacher's top candidate score and spread).
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -65,7 +66,8 @@ def stop_epoch(curve: np.ndarray, patience: int) -> int:
 
 
 def two_tower_row(out: Path, name: str, seed: int, overrides) -> dict[str, Any]:
-    cfg = compose_cfg(out / f"{name}_{seed}".replace(" ", "_"), *DEV, *TWO_TOWER,
+    run_dir = out / re.sub(r"[^A-Za-z0-9.]+", "_", f"{name}_{seed}")  # Hydra-safe path
+    cfg = compose_cfg(run_dir, *DEV, *TWO_TOWER,
                       f"seed={seed}", *SETTINGS[name], *overrides)  # fmt: skip
     res = fit(cfg).result
     curve = validation_curve(res.metrics_csv, res.epochs_run)
