@@ -179,3 +179,45 @@ def test_random_split_ratio_and_seed(log):
     assert not split.test.labels.index.equals(other.test.labels.index)
     with pytest.raises(ValueError, match="test_ratio"):
         random_split(log, w, test_ratio=1.2)
+
+
+def test_temporal_split_with_a_blend_window_before_validation(log):
+    report = DataReport()
+    split = temporal_split(log, valid_days=20, test_days=20, blend_days=20, report=report)
+    b, v, t = split.blend, split.valid, split.test
+    assert [f.name for f in split.folds()] == ["blend", "valid", "test"]
+    for fold in split.folds():
+        assert_no_leakage(fold)
+    # train -> blend -> valid -> test, contiguous windows of the asked lengths
+    assert b.label_end == v.cutoff and v.cutoff - b.cutoff == pd.Timedelta(days=20)
+    assert len(v.inputs) == len(b.inputs) + len(b.labels)
+    assert split.params["blend_start"] == b.cutoff
+    assert set(report.splits) == {"blend", "valid", "test"}
+    # the model folds are the same as without the blend window
+    plain = temporal_split(log, valid_days=20, test_days=20)
+    assert plain.valid.inputs.index.equals(v.inputs.index)
+    assert plain.test.labels.index.equals(t.labels.index)
+
+
+def test_blend_models_split_sees_nothing_from_the_blend_window_on(log):
+    split = temporal_split(log, valid_days=20, test_days=20, blend_days=20)
+    shifted = split.for_blend_models()
+    assert shifted.test.cutoff == split.blend.cutoff
+    assert shifted.test.label_end == split.valid.cutoff
+    assert shifted.test.labels.index.equals(split.blend.labels.index)
+    assert shifted.valid.label_end == split.blend.cutoff
+    assert shifted.test.cutoff - shifted.valid.cutoff == pd.Timedelta(days=20)
+    # everything a model may train on or be refitted on is before the blend start
+    for fold in shifted.folds():
+        assert_no_leakage(fold)
+        assert fold.inputs["ts"].max() < split.blend.cutoff
+    assert shifted.valid.labels["ts"].max() < split.blend.cutoff
+
+
+def test_blend_window_needs_validation_and_room(log):
+    with pytest.raises(ValueError, match="blend window needs a validation window"):
+        temporal_split(log, test_days=20, blend_days=20)
+    with pytest.raises(ValueError, match="blend_start"):
+        temporal_split(log, valid_days=20, test_days=20, blend_days=10_000)
+    with pytest.raises(ValueError, match="needs a temporal split with blend"):
+        temporal_split(log, valid_days=20, test_days=20).for_blend_models()

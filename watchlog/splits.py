@@ -4,6 +4,9 @@ A `Fold` is what a model may see (`inputs`) and what it is judged on (`labels`).
 
 - temporal (the default for the platform): global cutoffs; inputs strictly before the
   cutoff, labels in [cutoff, label_end). `rolling_folds` gives earlier cutoffs for training.
+  An optional blend window before validation (train -> blend -> validation -> test) holds
+  the labels a blender is fitted on; `Split.for_blend_models` is the same split moved back
+  so that models trained on it see nothing at or after the blend window's start.
 - per_learner (leave-latest-out): each learner's latest event(s) are labels; the
   order is (ts, event position), so ties at one timestamp still have a strict order.
 - random (stratified per learner, or plain): only to reproduce published setups.
@@ -94,9 +97,34 @@ class Split:
     test: Fold
     valid: Fold | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    blend: Fold | None = None  # temporal only: labels in [blend_start, valid_start)
 
     def folds(self) -> list[Fold]:
-        return [f for f in (self.valid, self.test) if f is not None]
+        return [f for f in (self.blend, self.valid, self.test) if f is not None]
+
+    def for_blend_models(self) -> Split:
+        """The split that models feeding the blender are trained on: every window moved back
+        so that its test window is the blend window. Its validation window has the length of
+        this split's, ending at the blend start; its events are this split's before the
+        validation start. So a model fitted (and refitted) on it sees no event at or after the
+        blend start, and its test snapshot is what the blender is fitted on."""
+        if self.kind != "temporal" or self.blend is None or self.valid is None:
+            raise ValueError(
+                f"for_blend_models: needs a temporal split with blend and validation windows; "
+                f"this {self.kind} split has blend={self.blend is not None}, "
+                f"valid={self.valid is not None}"
+            )
+        blend_start, valid_start = self.blend.cutoff, self.valid.cutoff
+        valid_len = self.test.cutoff - valid_start
+        events = self.valid.inputs  # every selected event before the validation start
+        if events["ts"].iloc[0] >= blend_start - valid_len:
+            raise ValueError(
+                f"for_blend_models: no events before {blend_start - valid_len} (the blend start "
+                f"{blend_start} minus the validation length {valid_len}); shorten the windows"
+            )
+        valid = _temporal_fold(events, "valid", blend_start - valid_len, blend_start)
+        test = _temporal_fold(events, "test", blend_start, valid_start)
+        return Split("temporal", test, valid, {**self.params, "shifted_to": "blend"})
 
     def report(self, report: DataReport) -> None:
         for fold in self.folds():
@@ -192,6 +220,8 @@ def temporal_split(
     end=None,
     valid_days: float | None = None,
     test_days: float | None = None,
+    blend_start=None,
+    blend_days: float | None = None,
     report: DataReport | None = None,
 ) -> Split:
     """Global cutoffs: train [.., valid_start), valid [valid_start, test_start), test [test_start, end).
@@ -201,6 +231,11 @@ def temporal_split(
     The valid fold's inputs are the training window; the test fold's inputs are
     training + validation windows (a model may be refitted on them). `events`
     (default: all of the log's) must be a time-ordered subset of `log.events`.
+
+    blend_start / blend_days (counted back from valid_start) add a blend window
+    [blend_start, valid_start) before validation: `split.blend` has the events before
+    blend_start as inputs and the window as labels (train -> blend -> valid -> test). It
+    needs a validation window. The model folds are unchanged by it.
     """
     ev = log.events if events is None else events
     if len(ev) == 0:
@@ -214,19 +249,34 @@ def temporal_split(
     test_start = _utc(test_start)
     if valid_start is None and valid_days:
         valid_start = test_start - pd.Timedelta(days=valid_days)
+    if blend_start is None and blend_days:
+        if valid_start is None:
+            raise ValueError("temporal_split: a blend window needs a validation window")
+        blend_start = _utc(valid_start) - pd.Timedelta(days=blend_days)
     first = ev["ts"].iloc[0]
-    cuts = [c for c in (valid_start, test_start) if c is not None]
+    cuts = [c for c in (blend_start, valid_start, test_start) if c is not None]
     if (
         any(_utc(c) <= first for c in cuts)
         or test_start > end
         or (valid_start is not None and _utc(valid_start) >= test_start)
+        or (
+            blend_start is not None
+            and (valid_start is None or _utc(blend_start) >= _utc(valid_start))
+        )
     ):
         raise ValueError(
-            f"temporal_split: need first event ({first}) < valid_start ({valid_start}) < test_start ({test_start}) <= end ({end})"
+            f"temporal_split: need first event ({first}) < blend_start ({blend_start}) < "
+            f"valid_start ({valid_start}) < test_start ({test_start}) <= end ({end}); "
+            "blend_start is optional, and needs valid_start"
         )
     valid = (
         _temporal_fold(ev, "valid", _utc(valid_start), test_start)
         if valid_start is not None
+        else None
+    )
+    blend = (
+        _temporal_fold(ev, "blend", _utc(blend_start), _utc(valid_start))
+        if blend_start is not None
         else None
     )
     test = _temporal_fold(ev, "test", test_start, end)
@@ -236,11 +286,13 @@ def temporal_split(
         test,
         valid,
         params={
+            "blend_start": blend_start,
             "valid_start": valid_start,
             "test_start": test_start,
             "end": end,
             "events_after_end": after,
         },
+        blend=blend,
     )
     if report is not None:
         split.report(report)
