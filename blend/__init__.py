@@ -1,1 +1,75 @@
-"""blend: see DESIGN.md. Arrives with a later issue."""
+"""blend: retrieve with the two-tower, re-rank with a blender of both models' scores.
+
+    builder = CandidateBuilder(n_retrieve=200, n_fallback=20)
+    table = builder.build(learner_ids, log=log, cutoff=cutoff, retriever=rec, scorer=glmix)
+    blender = PersonalizedBlender(["ncf_z", "glmix_logit", "log_popularity", "course_age",
+                                  "retrieval_rank"]).fit(table, labels, sample_weight=w)
+    table["blend_score"] = blender.score(table)
+    lists = served_lists(table, "blend_score", k=10, route=route)  # learner_id, rank, course_id,
+                                                                    # score, source
+Stages of the package, one module each:
+    candidates / points   the candidate table at a cutoff: the two-tower's top-N, popular
+                          fallback courses, both models' scores, the features (features.py)
+    blenders              fixed-weight linear, reciprocal-rank fusion, global logistic, and
+                          the personalized GLMix blender (per-segment + per-learner effects)
+    selection / variants  fit on the blend window, choose settings on validation
+    replay                tune linear weights by offline replay (mean rank, expected clicks
+                          under a click-by-position curve): gradient, Nelder-Mead, DE
+    evaluate / study      metrics, the tournament (paired bootstrap over learners)
+    lists                 top-K and the fallback chain: blend -> two-tower -> popular in the
+                          learner's segment and language -> globally popular
+
+`blend` takes scores, not models: models are reached through the methods listed in
+`blend.points` (the two-tower's `NCFRecommender` and GLMix's scorer provide them).
+"""
+
+from blend.blenders import (
+    LinearBlender,
+    LogisticBlender,
+    PersonalizedBlender,
+    RankFusionBlender,
+)
+from blend.candidates import build_candidates, seen_before
+from blend.evaluate import candidate_auc, candidate_labels, list_metrics, tournament, window_truth
+from blend.features import CONTEXT_FEATURES, NCF_NORMALIZATIONS, add_features
+from blend.lists import ROUTES, routes, served_lists, top_k
+from blend.points import CandidateBuilder
+from blend.popularity import Popularity
+from blend.replay import PositionCurve, ReplaySet, tune_weights
+from blend.selection import LabelledPoint, Variant, compare
+from blend.study import choose_blenders, judge_systems, replay_study
+from blend.variants import KINDS, make_variants
+
+__all__ = [
+    "CONTEXT_FEATURES",
+    "KINDS",
+    "NCF_NORMALIZATIONS",
+    "ROUTES",
+    "CandidateBuilder",
+    "LabelledPoint",
+    "LinearBlender",
+    "LogisticBlender",
+    "PersonalizedBlender",
+    "Popularity",
+    "PositionCurve",
+    "RankFusionBlender",
+    "ReplaySet",
+    "Variant",
+    "add_features",
+    "build_candidates",
+    "candidate_auc",
+    "candidate_labels",
+    "choose_blenders",
+    "compare",
+    "judge_systems",
+    "list_metrics",
+    "make_variants",
+    "replay_study",
+    "routes",
+    "seen_before",
+    "served_lists",
+    "top_k",
+    "tournament",
+    "tune_weights",
+    "window_truth",
+]

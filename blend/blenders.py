@@ -1,0 +1,259 @@
+"""Blenders: one score per candidate from the models' scores and the context features.
+
+Every blender is `fit(candidates, labels, sample_weight=None) -> self` and
+`score(candidates) -> (n,) float64`, on a candidate table (`watchlog.candidates`: learner_id,
+course_id, feature columns; learners contiguous). Higher is better; only the order within a
+learner matters for the lists.
+
+    LinearBlender(weights)          fixed weights on standardized features (a baseline, and what
+                                    replay tuning sets); fit only learns the standardization
+    RankFusionBlender(columns, k)   reciprocal-rank fusion: sum over columns of 1 / (k + rank)
+    LogisticBlender(features, l2)   one global L2 logistic regression (glmix.FixedEffect)
+    PersonalizedBlender(features, ...)
+                                    a GLMix on the same features: global coefficients plus
+                                    per-segment and per-learner random-effect coefficients,
+                                    each shrunk toward the level above by its L2; a learner the
+                                    blender never saw gets the global + its segment's weights
+
+Features are standardized with the fitted mean and standard deviation, so one L2 suits them
+all and weights are comparable. Non-finite feature values are an input error (named, counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from glmix import FixedEffect, GLMix, RandomEffect
+from watchlog.candidates import LEARNER, learner_bounds
+
+__all__ = [
+    "LinearBlender",
+    "RankFusionBlender",
+    "LogisticBlender",
+    "PersonalizedBlender",
+    "feature_matrix",
+    "ranks_within_learner",
+]
+
+_N_EXAMPLES = 5
+
+
+def feature_matrix(candidates: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """(n, p) float64 of the named columns; missing columns and non-finite values raise."""
+    absent = [f for f in features if f not in candidates.columns]
+    if absent:
+        raise KeyError(
+            f"blender features {absent} are not columns of the candidates "
+            f"({list(candidates.columns)})"
+        )
+    X = candidates[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        col = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, col])
+        ex = candidates.iloc[rows[:_N_EXAMPLES]][[LEARNER, "course_id"]].to_numpy().tolist()
+        raise ValueError(
+            f"blender feature {features[col]!r}: {int(bad[:, col].sum()):,} of {len(X):,} "
+            f"candidates are NaN or infinite (e.g. {ex}); a model could not score them"
+        )
+    return X
+
+
+def ranks_within_learner(candidates: pd.DataFrame, column: str) -> np.ndarray:
+    """(n,) float64 1-based rank of each row by `column` (descending) within its learner;
+    ties get distinct ranks in row order."""
+    bounds = learner_bounds(candidates)
+    sizes = np.diff(bounds)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    values = candidates[column].to_numpy(np.float64)
+    order = np.lexsort((np.arange(len(values)), -values, group))
+    rank = np.empty(len(values))
+    rank[order] = np.arange(len(values)) - np.repeat(bounds[:-1], sizes) + 1
+    return rank
+
+
+class _Standardized(BaseEstimator):
+    """Shared: learn the features' mean and scale on fit; transform to z-scores."""
+
+    features: Sequence[str]
+
+    def _fit_scaler(self, X: np.ndarray) -> None:
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant column: centred only
+
+    def _z(self, candidates: pd.DataFrame) -> np.ndarray:
+        if not hasattr(self, "mean_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit first")
+        return (feature_matrix(candidates, self.features) - self.mean_) / self.scale_
+
+    def coefficients(self) -> dict[str, float]:
+        """Global weights per feature, on the standardized scale."""
+        return dict(zip(self.features, map(float, self._global_coef()), strict=True))
+
+
+class LinearBlender(_Standardized):
+    """score = sum_f weights[f] * z_f (fixed weights; see the module docstring)."""
+
+    def __init__(self, weights: Mapping[str, float]):
+        self.weights = weights
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.weights)
+
+    def fit(self, candidates: pd.DataFrame, labels=None, sample_weight=None) -> LinearBlender:
+        self._fit_scaler(feature_matrix(candidates, self.features))
+        return self
+
+    def _global_coef(self) -> np.ndarray:
+        return np.array([self.weights[f] for f in self.features], dtype=np.float64)
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        return self._z(candidates) @ self._global_coef()
+
+    def with_weights(self, w: Sequence[float]) -> LinearBlender:
+        """A copy with new weights (same features, same fitted standardization)."""
+        out = LinearBlender(dict(zip(self.features, map(float, w), strict=True)))
+        out.mean_, out.scale_ = self.mean_, self.scale_
+        return out
+
+
+class RankFusionBlender(BaseEstimator):
+    """Reciprocal-rank fusion: score = sum_c 1 / (k + rank_c), rank_c within the learner."""
+
+    def __init__(self, columns: Sequence[str] = ("ncf_score", "glmix_logit"), k: float = 60.0):
+        self.columns = columns
+        self.k = k
+
+    def fit(self, candidates: pd.DataFrame, labels=None, sample_weight=None) -> RankFusionBlender:
+        feature_matrix(candidates, list(self.columns))  # the same checks as the other blenders
+        self.fitted_ = True
+        return self
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        feature_matrix(candidates, list(self.columns))
+        return sum(1.0 / (self.k + ranks_within_learner(candidates, c)) for c in self.columns)
+
+    def coefficients(self) -> dict[str, float]:
+        return dict.fromkeys(self.columns, 1.0)
+
+
+def _slopes(effect: FixedEffect) -> np.ndarray:
+    """The coefficients of the features, without the intercept the effect appended."""
+    coef = np.asarray(effect.coef_, dtype=np.float64)
+    return np.delete(coef, effect.intercept_index_) if effect.intercept_index_ >= 0 else coef
+
+
+def _labels(labels, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.shape != (n,):
+        raise ValueError(f"labels: expected shape ({n},) (one per candidate), got {y.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels: must be 0/1")
+    if y.min() == y.max():
+        raise ValueError(f"labels: need positives and negatives, got {int(y.sum()):,} of {n:,}")
+    return y.astype(np.float64)
+
+
+class LogisticBlender(_Standardized):
+    """One global L2 logistic regression on the standardized features."""
+
+    def __init__(self, features: Sequence[str], l2: float = 1.0):
+        self.features = features
+        self.l2 = l2
+
+    def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> LogisticBlender:
+        X = feature_matrix(candidates, self.features)
+        y = _labels(labels, len(X))
+        self._fit_scaler(X)
+        self.model_ = FixedEffect(l2=self.l2, dtype="float64").fit(
+            (X - self.mean_) / self.scale_, y, sample_weight=sample_weight
+        )
+        return self
+
+    def _global_coef(self) -> np.ndarray:
+        return _slopes(self.model_)
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        return self._z(candidates) @ self._global_coef()
+
+
+class PersonalizedBlender(_Standardized):
+    """GLMix on the blend features: global + per-segment + per-learner coefficients.
+
+    l2: the global coefficients' L2; segment_l2 / learner_l2: the random effects' slopes
+    (large = close to the level above); intercept_l2: their intercepts (a learner's base rate,
+    which does not change the order within a learner); passes: coordinate-descent passes.
+    segment_column: the candidates' column of learner segments (None: no segment level)."""
+
+    def __init__(
+        self,
+        features: Sequence[str],
+        l2: float = 1.0,
+        segment_l2: float = 30.0,
+        learner_l2: float = 30.0,
+        intercept_l2: float = 1.0,
+        segment_column: str | None = "segment",
+        passes: int = 2,
+    ):
+        self.features = features
+        self.l2 = l2
+        self.segment_l2 = segment_l2
+        self.learner_l2 = learner_l2
+        self.intercept_l2 = intercept_l2
+        self.segment_column = segment_column
+        self.passes = passes
+
+    def _keys(self, candidates: pd.DataFrame) -> dict[str, np.ndarray]:
+        keys = {"learner": candidates[LEARNER].to_numpy()}
+        if self.segment_column is not None:
+            if self.segment_column not in candidates.columns:
+                raise KeyError(
+                    f"segment_column {self.segment_column!r} is not a column of the candidates"
+                )
+            keys["segment"] = (
+                candidates[self.segment_column].astype("string").fillna("<missing>").to_numpy()
+            )
+        return keys
+
+    def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> PersonalizedBlender:
+        X = feature_matrix(candidates, self.features)
+        y = _labels(labels, len(X))
+        self._fit_scaler(X)
+        Z = (X - self.mean_) / self.scale_  # (n, p); every coordinate appends its intercept
+        random = {}
+        if self.segment_column is not None:
+            random["per_segment"] = RandomEffect(
+                key="segment", l2=self.segment_l2, intercept_l2=self.intercept_l2,
+                dtype="float64",
+            )  # fmt: skip
+        random["per_learner"] = RandomEffect(
+            key="learner", l2=self.learner_l2, intercept_l2=self.intercept_l2, dtype="float64"
+        )
+        self.model_ = GLMix(
+            fixed=FixedEffect(l2=self.l2, dtype="float64"),
+            random=random,
+            passes=self.passes,
+            keep_best=False,
+        )
+        designs = {"global": Z, **{name: Z for name in random}}
+        self.model_.fit(designs, self._keys(candidates), y, sample_weight=sample_weight)
+        return self
+
+    def _global_coef(self) -> np.ndarray:
+        return _slopes(self.model_.coordinates_["global"])
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        Z = self._z(candidates)
+        designs = {name: Z for name in self.model_.coordinates_}
+        return self.model_.predict_logit(designs, self._keys(candidates))
+
+    def known_learners(self, learner_ids) -> np.ndarray:
+        """(n,) bool: learners with their own coefficients."""
+        ids = self.model_.coordinates_["per_learner"].ids_
+        return ids.to_index(learner_ids, strict=False) >= 0

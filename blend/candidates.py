@@ -1,0 +1,122 @@
+"""Candidates for a chunk of learners at a cutoff: the two-tower's top-N plus the fallback lists.
+
+    table = build_candidates(learner_ids, retriever, log=log, seen=seen, popularity=pop,
+                             n_retrieve=200, n_fallback=20)
+
+The result is the long candidate table of `watchlog.candidates` (ids in the caller's dtype,
+learners contiguous, in the given order) with
+
+    ncf_score          the two-tower's score of the pair (also for fallback-only rows)
+    ncf_rank           its retrieval rank, 1..N; n_retrieve + 1 for pairs it did not retrieve
+    retrieved          True for the two-tower's top-N pairs
+    fallback_rank      rank in the learner's popular list (segment first, then global); NaN if
+                       the pair is not in it
+    fallback_source    "popular_segment" | "popular_global" | "" (not a fallback pair)
+
+`blend` takes scores, not models: the retriever is any object with the methods of `Retriever`
+(the two-tower's `NCFRecommender` has them); nothing here imports a model package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from blend.popularity import Popularity
+from watchlog import EventLog
+from watchlog.candidates import COURSE, LEARNER, id_column
+
+__all__ = ["Retriever", "build_candidates", "seen_before"]
+
+
+class Retriever(Protocol):
+    """What the blender needs from a retrieval model, in the caller's ids."""
+
+    def recommend_table(
+        self, learner_ids: Sequence[Any], N: int, *, filter_already_watched: bool = True
+    ) -> pd.DataFrame:  # learner_id, course_id, ncf_score, ncf_rank
+        ...
+
+    def score(self, learner_ids: Sequence[Any], course_ids: Sequence[Any]) -> np.ndarray: ...
+
+
+def seen_before(log: EventLog, cutoff) -> sp.csr_matrix:
+    """(n_learners, n_courses) CSR of every course a learner watched before `cutoff`: what a
+    list must not contain (the same rule as the two-tower's `filter_already_watched`)."""
+    window = log.time_window(None, cutoff)
+    m = log.interactions(window[window["watched"].to_numpy()])
+    m.data[:] = 1.0
+    return m
+
+
+def build_candidates(
+    learner_ids: Sequence[Any],
+    retriever: Retriever,
+    *,
+    log: EventLog,
+    seen: sp.csr_matrix,
+    popularity: Popularity,
+    n_retrieve: int = 200,
+    n_fallback: int = 20,
+) -> pd.DataFrame:
+    """Candidates of `learner_ids` (see the module docstring). Learners unknown to the log's
+    learner table still get the global fallback list; the retriever is asked about every
+    learner (it decides how to serve one without history)."""
+    ids = pd.Index(learner_ids)
+    if ids.has_duplicates:
+        raise ValueError(
+            f"learner_ids: {int(ids.duplicated().sum()):,} repeated ids (e.g. "
+            f"{ids[ids.duplicated()][:5].tolist()}); ask for each learner once"
+        )
+    n_courses = log.n_courses
+    retrieved = retriever.recommend_table(ids, n_retrieve, filter_already_watched=True)
+    pos_r = ids.get_indexer(pd.Index(retrieved[LEARNER]))  # (m,) row of each pair's learner
+    if (pos_r < 0).any():
+        raise ValueError("retriever returned learners that were not asked for")
+    course_r = log.course_ids.to_index(retrieved[COURSE]).astype(np.int64)
+
+    learner_idx = log.learner_ids.to_index(ids, strict=False).astype(np.int64)  # -1: unknown
+    fb = popularity.fallback_pairs(learner_idx, n_fallback, exclude=seen)
+
+    # Union of both lists on (learner position, course) keys.
+    key_r = pos_r * n_courses + course_r
+    key_f = fb["learner"].to_numpy(np.int64) * n_courses + fb["course_idx"].to_numpy(np.int64)
+    keys = np.union1d(key_r, key_f)  # sorted: learner position, then course
+    in_r = np.searchsorted(keys, key_r)
+    in_f = np.searchsorted(keys, key_f)
+    m = len(keys)
+    ncf_score = np.full(m, np.nan)
+    ncf_score[in_r] = retrieved["ncf_score"].to_numpy(np.float64)
+    ncf_rank = np.full(m, float(n_retrieve + 1))
+    ncf_rank[in_r] = retrieved["ncf_rank"].to_numpy(np.float64)
+    was_retrieved = np.zeros(m, dtype=bool)
+    was_retrieved[in_r] = True
+    fallback_rank = np.full(m, np.nan)
+    fallback_rank[in_f] = fb["rank"].to_numpy(np.float64)
+    fallback_source = np.full(m, "", dtype=object)
+    fallback_source[in_f] = fb["source"].to_numpy()
+    learner_pos, course_idx = keys // n_courses, keys % n_courses
+
+    missing = np.isnan(ncf_score)  # fallback pairs the retriever did not return: score them
+    if missing.any():
+        ncf_score[missing] = retriever.score(
+            ids.take(learner_pos[missing]), id_column(log.course_ids.index, course_idx[missing])
+        )
+    # Within a learner: retrieval order first, then the fallback-only pairs by fallback rank.
+    order = np.lexsort((np.nan_to_num(fallback_rank, nan=np.inf), ncf_rank, learner_pos))
+    table = pd.DataFrame(
+        {
+            LEARNER: ids.take(learner_pos[order]).array,
+            COURSE: id_column(log.course_ids.index, course_idx[order]),
+            "ncf_score": ncf_score[order],
+            "ncf_rank": ncf_rank[order],
+            "retrieved": was_retrieved[order],
+            "fallback_rank": fallback_rank[order],
+            "fallback_source": pd.array(fallback_source[order], dtype="str"),
+        }
+    )
+    return table

@@ -1,0 +1,139 @@
+"""Judging lists and scores on a window's labels, and the tournament between two versions.
+
+    truth = window_truth(log, fold, seen, gain="watch_seconds")   # learner x course CSR
+    labels, gains = candidate_labels(table, log, truth)           # (n,) per candidate
+    res = list_metrics(lists, log, truth, ks=(10,))               # evaluation.RankingMetrics
+    auc = candidate_auc(table, "blend_score", labels)             # mean per-learner AUC
+    t = tournament(res_current, res_proposed, "ndcg@10")          # paired bootstrap, 10,000
+
+Truth: the courses a learner watched (the cleaned log's `watched` flag) in the fold's label
+window, minus those watched before the cutoff (lists never hold them); the gain is the
+pair's watched seconds in the window ("watch_seconds") or 1 ("binary"). Metrics come from
+`evaluation` (the same code as every model stage), so figures are comparable across stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from evaluation import PairedComparison, RankingMetrics, paired_bootstrap, per_entity_auc
+from evaluation import ranking_metrics as _ranking_metrics
+from watchlog import EventLog
+from watchlog.candidates import COURSE, LEARNER, learner_bounds
+from watchlog.splits import Fold
+
+__all__ = [
+    "GAINS",
+    "window_truth",
+    "candidate_labels",
+    "list_metrics",
+    "candidate_auc",
+    "tournament",
+    "aligned",
+]
+
+GAINS = ("watch_seconds", "binary")
+
+
+def window_truth(
+    log: EventLog, fold: Fold, seen: sp.csr_matrix, *, gain: str = "watch_seconds"
+) -> sp.csr_matrix:
+    """(n_learners, n_courses) CSR float32 of the fold's label watches (see module doc)."""
+    if gain not in GAINS:
+        raise ValueError(f"gain: must be one of {GAINS}, got {gain!r}")
+    lab = fold.labels[fold.labels["watched"].to_numpy(bool)]
+    weights = (
+        lab["watch_seconds"].fillna(0).to_numpy(np.float32) if gain == "watch_seconds" else None
+    )
+    m = log.interactions(lab, weights)
+    if gain == "binary":
+        m.data[:] = 1.0
+    m = (m - m.multiply(seen > 0)).tocsr()  # a course watched before the cutoff is no label
+    m.eliminate_zeros()
+    return m.astype(np.float32)
+
+
+def _indices(log: EventLog, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    learner = log.learner_ids.to_index(frame[LEARNER], strict=False).astype(np.int64)
+    course = log.course_ids.to_index(frame[COURSE]).astype(np.int64)
+    return learner, course
+
+
+def candidate_labels(
+    table: pd.DataFrame, log: EventLog, truth: sp.csr_matrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (n,) int8, gains (n,) float64) of each candidate from a truth matrix; learners
+    unknown to the log have no labels."""
+    learner, course = _indices(log, table)
+    gains = np.zeros(len(table))
+    ok = learner >= 0
+    gains[ok] = np.asarray(truth[learner[ok], course[ok]]).ravel()
+    return (gains > 0).astype(np.int8), gains
+
+
+def list_metrics(
+    lists: pd.DataFrame,
+    log: EventLog,
+    truth: sp.csr_matrix,
+    *,
+    ks: Sequence[int] = (10,),
+    learners: np.ndarray | None = None,
+) -> RankingMetrics:
+    """Ranking metrics of ranked lists (learner_id, rank, course_id) against `truth`.
+
+    learners: the learner indices to judge (default: every learner with truth); a learner
+    without a list counts as an empty list (all misses), never as skipped."""
+    if learners is None:
+        learners = np.flatnonzero(np.diff(truth.indptr) > 0)
+    learners = np.asarray(learners, dtype=np.int64)
+    k = max(ks)
+    topk = np.full((len(learners), k), -1, dtype=np.int64)  # (n, k) course index, -1 padding
+    learner, course = _indices(log, lists)
+    row = pd.Index(learners).get_indexer(learner)
+    rank = lists["rank"].to_numpy(np.int64)
+    ok = (row >= 0) & (rank <= k)
+    topk[row[ok], rank[ok] - 1] = course[ok]
+    # ranks are 1..n per learner, so padding is only at the end of a row
+    return _ranking_metrics(topk, truth, ks, users=learners)
+
+
+def candidate_auc(table: pd.DataFrame, score_column: str, labels: np.ndarray) -> float:
+    """Mean over learners of the AUC of `score_column` separating each learner's labelled
+    candidates from the rest (learners without both classes are skipped)."""
+    has = np.asarray(labels) > 0
+    bounds = learner_bounds(table)
+    sizes = np.diff(bounds)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    pos = np.bincount(group, weights=has, minlength=len(sizes))
+    keep = ((pos > 0) & (pos < sizes))[group]
+    if not keep.any():
+        return float("nan")
+    res = per_entity_auc(group[keep], labels[keep], table[score_column].to_numpy(np.float64)[keep])
+    return res.mean
+
+
+def aligned(a: RankingMetrics, b: RankingMetrics, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The per-learner values of `metric` of two evaluations, on the learners both judged."""
+    common, ia, ib = np.intersect1d(a.users, b.users, return_indices=True)
+    if len(common) == 0:
+        raise ValueError("aligned: the two evaluations share no learner")
+    return a.per_user[metric][ia], b.per_user[metric][ib]
+
+
+def tournament(
+    current: RankingMetrics,
+    proposed: RankingMetrics,
+    metric: str = "ndcg@10",
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Proposed against current on the same learners: the paired bootstrap over learners
+    (`evaluation.paired_bootstrap`): mean difference (proposed - current), its 95% interval
+    and the win rate (share of resamples in which proposed is ahead)."""
+    cur, new = aligned(current, proposed, metric)
+    return paired_bootstrap(new, cur, n_boot=n_boot, seed=seed)

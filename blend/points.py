@@ -1,0 +1,119 @@
+"""Scored candidates at one cutoff: retrieval, both models' scores and the blend features.
+
+    builder = CandidateBuilder(n_retrieve=200, n_fallback=20, popularity_days=90)
+    table = builder.build(learner_ids, log=log, cutoff=cutoff, retriever=rec, scorer=glmix)
+    for chunk in builder.chunks(learner_ids, ..., learners_per_chunk=20_000): ...
+
+The table holds, per candidate: the retrieval columns (`blend.candidates`), GLMix's logit and
+components (when a scorer is given), the features (`blend.features`), the learner's segment,
+and per learner (repeated on its rows) `has_history` and `known_to_glmix`, which the fallback
+chain reads. Models are reached only through these methods (what `NCFRecommender` and
+`glmix.GLMixScorer` provide):
+
+    retriever.recommend_table(learner_ids, N, filter_already_watched=True) -> long table
+    retriever.score(learner_ids, course_ids) -> (n,) scores
+    retriever.score_stats(learner_ids) -> learner_id, ncf_mean, ncf_std, ncf_logsumexp
+    retriever.history_sizes(learner_ids) -> (n,) courses in each learner's input history
+    scorer.score_candidates(table, learners=..., courses=...) -> table + glmix_* columns
+    scorer.known("learner", learner_ids) -> (n,) bool
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from blend.candidates import build_candidates, seen_before
+from blend.features import add_features
+from blend.popularity import Popularity
+from watchlog import EventLog
+from watchlog.candidates import LEARNER, validate_candidates
+
+__all__ = ["CandidateBuilder"]
+
+
+class CandidateBuilder:
+    """How candidates are gathered and described (explicit settings, see the module doc).
+
+    n_retrieve: the two-tower's top-N per learner; n_fallback: popular courses added per
+    learner (segment and language first, then global); popularity_days: the window of the
+    popularity counts before the cutoff (None: everything before it); group_columns: the
+    learner-table columns that define "popular in the learner's segment and language"."""
+
+    def __init__(
+        self,
+        n_retrieve: int = 200,
+        n_fallback: int = 20,
+        popularity_days: float | None = 90.0,
+        group_columns: Sequence[str] = ("segment", "language"),
+    ):
+        self.n_retrieve = n_retrieve
+        self.n_fallback = n_fallback
+        self.popularity_days = popularity_days
+        self.group_columns = group_columns
+
+    def context(self, log: EventLog, cutoff) -> tuple[Any, Popularity]:
+        """What every chunk at this cutoff shares: (seen before the cutoff, popularity)."""
+        pop = Popularity.at(
+            log, cutoff, lookback_days=self.popularity_days, group_columns=self.group_columns
+        )
+        return seen_before(log, cutoff), pop
+
+    def build(
+        self,
+        learner_ids: Sequence[Any],
+        *,
+        log: EventLog,
+        cutoff,
+        retriever: Any,
+        scorer: Any | None = None,
+        context: tuple[Any, Popularity] | None = None,
+    ) -> pd.DataFrame:
+        """The scored candidate table of `learner_ids` (one chunk; see `chunks`)."""
+        seen, pop = context if context is not None else self.context(log, cutoff)
+        ids = pd.Index(learner_ids)
+        table = build_candidates(
+            ids, retriever, log=log, seen=seen, popularity=pop,
+            n_retrieve=self.n_retrieve, n_fallback=self.n_fallback,
+        )  # fmt: skip
+        if scorer is not None:
+            table = scorer.score_candidates(table, learners=log.learners, courses=log.courses)
+        stats = retriever.score_stats(ids)
+        table = add_features(table, stats=stats, log=log, popularity=pop)
+        per_learner = pd.DataFrame(
+            {
+                "has_history": np.asarray(retriever.history_sizes(ids)) > 0,
+                "known_to_glmix": (
+                    np.asarray(scorer.known("learner", ids), dtype=bool)
+                    if scorer is not None
+                    else np.ones(len(ids), dtype=bool)
+                ),
+            },
+            index=ids,
+        )
+        pos = ids.get_indexer(pd.Index(table[LEARNER]))
+        for col in per_learner.columns:
+            table[col] = per_learner[col].to_numpy()[pos]
+        return validate_candidates(table, score_columns=["ncf_score"])
+
+    def chunks(
+        self,
+        learner_ids: Sequence[Any],
+        *,
+        log: EventLog,
+        cutoff,
+        retriever: Any,
+        scorer: Any | None = None,
+        learners_per_chunk: int = 20_000,
+    ) -> Iterator[pd.DataFrame]:
+        """`build` for consecutive chunks of learners: memory bounded by the chunk."""
+        context = self.context(log, cutoff)
+        ids = pd.Index(learner_ids)
+        for lo in range(0, len(ids), learners_per_chunk):
+            yield self.build(
+                ids[lo : lo + learners_per_chunk], log=log, cutoff=cutoff,
+                retriever=retriever, scorer=scorer, context=context,
+            )  # fmt: skip

@@ -1,0 +1,170 @@
+"""Popularity at a cutoff: the `log_popularity` feature and the fallback lists.
+
+    pop = Popularity.at(log, cutoff, lookback_days=90, group_columns=("segment", "language"))
+    pop.log_count[course_idx]                    # (n,) log1p(watches in the window)
+    pairs = pop.fallback_pairs(learner_idx, k=10, exclude=seen)   # ragged (learner, course, source)
+
+Counts are watches (the cleaned log's `watched` flag) in [cutoff - lookback, cutoff), so the
+feature and the fallback never look past the cutoff. A learner's group is its value of
+`group_columns` in the learners table (e.g. segment and language): "popular in the learner's
+segment and language" is the courses most watched by learners of the same group. Groups are few
+(tens), so per-group lists are computed once; the per-learner lists are gathered from them with
+array arithmetic, never a loop per learner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from watchlog import EventLog
+
+__all__ = ["Popularity", "GLOBAL", "GROUP"]
+
+GROUP = "popular_segment"  # source names of fallback rows
+GLOBAL = "popular_global"
+
+
+@dataclass(frozen=True, eq=False)
+class Popularity:
+    """Course watch counts before a cutoff, globally and per learner group.
+
+    count: (n_courses,) float64; group_of: (n_learners,) int64 group code (-1: a value is
+    missing); group_count: (n_groups, n_courses); groups: the group values (one row each)."""
+
+    count: np.ndarray
+    group_of: np.ndarray
+    group_count: np.ndarray
+    groups: pd.DataFrame
+    cutoff: pd.Timestamp
+
+    @classmethod
+    def at(
+        cls,
+        log: EventLog,
+        cutoff,
+        *,
+        lookback_days: float | None = None,
+        group_columns: Sequence[str] = ("segment", "language"),
+    ) -> Popularity:
+        """Counts from `log`'s watched events in [cutoff - lookback_days, cutoff)."""
+        cutoff = pd.Timestamp(cutoff)
+        start = None if lookback_days is None else cutoff - pd.Timedelta(days=lookback_days)
+        window = log.time_window(start, cutoff)
+        if "watched" not in window.columns:
+            raise ValueError("Popularity.at: the log has no `watched` column; clean it first")
+        watched = window[window["watched"].to_numpy()]
+        columns = [c for c in group_columns if c in log.learners.columns]
+        if columns:
+            codes, groups = _group_codes(log.learners, columns)
+        else:  # no group column at all: one group, which is the global list
+            codes, groups = np.zeros(log.n_learners, dtype=np.int64), pd.DataFrame(index=[0])
+        n_groups = len(groups)
+        li = watched["learner_idx"].to_numpy(np.int64)
+        ci = watched["course_idx"].to_numpy(np.int64)
+        g = codes[li]
+        ok = g >= 0
+        group_count = sp.csr_matrix(
+            (np.ones(int(ok.sum())), (g[ok], ci[ok])), shape=(n_groups, log.n_courses)
+        ).toarray()  # (n_groups, n_courses): tens x thousands
+        count = np.bincount(ci, minlength=log.n_courses).astype(np.float64)
+        return cls(count, codes, group_count, groups, cutoff)
+
+    @property
+    def log_count(self) -> np.ndarray:
+        """(n_courses,) log1p(watches): the blender's popularity feature."""
+        return np.log1p(self.count)
+
+    def fallback_pairs(
+        self, learner_idx: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None
+    ) -> pd.DataFrame:
+        """Up to k courses per learner, best first: the learner's group's most watched, then
+        the globally most watched to fill, never a course in `exclude` (learner x course, e.g.
+        already watched). Learners with index -1 (not in the learner table) or a missing group
+        value get the global list only.
+
+        Returns columns learner (position in `learner_idx`), course_idx, rank (1-based),
+        source ("popular_segment" | "popular_global"); courses with no watch at all are never
+        returned, so a list can be shorter than k."""
+        learner_idx = np.asarray(learner_idx, dtype=np.int64)
+        n = len(learner_idx)
+        seen_max = 0
+        if exclude is not None and n:
+            rows = exclude[np.maximum(learner_idx, 0)]
+            seen_max = int(np.diff(rows.indptr).max(initial=0))
+        fetch = k + seen_max  # enough to still have k after removing every excluded course
+        group = np.where(learner_idx >= 0, self.group_of[np.maximum(learner_idx, 0)], -1)
+        parts = []
+        for source, lists, owner in (
+            (GROUP, _top(self.group_count, fetch), group),
+            (GLOBAL, _top(self.count[None, :], fetch), np.zeros(n, dtype=np.int64)),
+        ):
+            has = owner >= 0
+            pos = np.flatnonzero(has)  # (m,) learners with such a list
+            cand = lists[owner[pos]]  # (m, fetch) course indices, -1 where no watches
+            learner = np.repeat(pos, cand.shape[1])
+            course = cand.ravel()
+            parts.append((source, learner, course, np.tile(np.arange(cand.shape[1]), len(pos))))
+        learner = np.concatenate([p[1] for p in parts])
+        course = np.concatenate([p[2] for p in parts])
+        order_in = np.concatenate([p[3] + i * fetch for i, p in enumerate(parts)])
+        source = np.concatenate([np.full(len(p[1]), i, dtype=np.int8) for i, p in enumerate(parts)])
+        keep = course >= 0
+        if exclude is not None and n:
+            keep &= ~_in_rows(exclude, np.where(learner_idx >= 0, learner_idx, -1)[learner], course)
+        learner, course, order_in, source = (a[keep] for a in (learner, course, order_in, source))
+        # One row per (learner, course): the group row wins over the global one (it comes first).
+        order = np.lexsort((order_in, learner))
+        learner, course, source = learner[order], course[order], source[order]
+        key = learner * (len(self.count) + 1) + course
+        first = ~pd.Index(key).duplicated()
+        learner, course, source = learner[first], course[first], source[first]
+        # rank within learner, keep k
+        start = np.r_[0, np.flatnonzero(learner[1:] != learner[:-1]) + 1]
+        size = np.diff(np.r_[start, len(learner)])
+        rank = np.arange(len(learner)) - np.repeat(start, size) + 1
+        keep = rank <= k
+        names = np.array([GROUP, GLOBAL])
+        return pd.DataFrame(
+            {
+                "learner": learner[keep],
+                "course_idx": course[keep],
+                "rank": rank[keep],
+                "source": names[source[keep]],
+            }
+        )
+
+
+def _group_codes(learners: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    frame = learners[columns].astype("string")
+    missing = frame.isna().any(axis=1).to_numpy()
+    keys = pd.MultiIndex.from_frame(frame.fillna(""))
+    codes, uniques = pd.factorize(keys, sort=True)
+    codes = np.where(missing, -1, codes).astype(np.int64)
+    return codes, pd.DataFrame(list(uniques), columns=columns)
+
+
+def _top(counts: np.ndarray, k: int) -> np.ndarray:
+    """(rows, min(k, n_courses)) course indices by count, best first (ties: lower index);
+    -1 where the count is 0."""
+    k = min(k, counts.shape[1])
+    order = np.argsort(-counts, axis=1, kind="stable")[:, :k]
+    return np.where(np.take_along_axis(counts, order, axis=1) > 0, order, -1)
+
+
+def _in_rows(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n,) bool: is (rows[i], cols[i]) a stored entry of CSR m? Rows -1 are never in m."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    r = np.maximum(rows, 0)
+    n_cols = m.shape[1]
+    entry_rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    keys = entry_rows * n_cols + m.indices  # sorted: rows ascending, columns sorted within
+    query = r * n_cols + cols
+    pos = np.searchsorted(keys, query)
+    hit = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == query)
+    return hit & (rows >= 0)

@@ -1,0 +1,125 @@
+"""Fit blenders on one window, judge them on a later one, keep the best settings.
+
+    fit_pt = LabelledPoint.from_table(table_blend, log, truth_blend)   # the blend window
+    val_pt = LabelledPoint.from_table(table_valid, log, truth_valid)   # the validation window
+    results = compare(variants, fit_pt, val_pt)     # every variant fitted, then judged
+    best = best_by_kind(results)                    # kind -> the variant best on validation
+
+A variant is a named blender with its settings (`Variant("personalized", "learner_l2=30",
+PersonalizedBlender(...))`); `variants_grid` expands settings grids. Blenders are fitted on
+the candidates of learners with at least one label in the window (learners with none teach
+nothing about order; they are counted), with watch-time sample weights as GLMix uses:
+1 + log1p(watched seconds / 60) for a watched candidate, 1 otherwise. They are judged by the
+mean per-learner NDCG@10 of their top 10 (gain = watched seconds) over every learner with a
+label in the judging window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import clone
+
+from blend.evaluate import candidate_auc, candidate_labels, list_metrics
+from blend.lists import top_k
+from evaluation import RankingMetrics
+from glmix import watch_time_weights
+from watchlog import EventLog
+from watchlog.candidates import learner_bounds
+
+__all__ = ["LabelledPoint", "Variant", "VariantResult", "compare", "best_by_kind"]
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledPoint:
+    """Scored candidates at a cutoff and what happened after it."""
+
+    table: pd.DataFrame
+    log: EventLog
+    truth: sp.csr_matrix  # (n_learners, n_courses) gains of the window (blend.evaluate)
+    labels: np.ndarray  # (n,) int8 per candidate
+    gains: np.ndarray  # (n,) float64 per candidate
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, log: EventLog, truth: sp.csr_matrix):
+        labels, gains = candidate_labels(table, log, truth)
+        return cls(table, log, truth, labels, gains)
+
+    def fit_rows(self) -> tuple[np.ndarray, dict[str, int]]:
+        """(rows of learners with a label, counts)."""
+        bounds = learner_bounds(self.table)
+        sizes = np.diff(bounds)
+        group = np.repeat(np.arange(len(sizes)), sizes)
+        has = np.bincount(group, weights=self.labels, minlength=len(sizes)) > 0
+        rows = np.flatnonzero(has[group])
+        return rows, {
+            "learners": int(len(sizes)),
+            "learners_with_labels": int(has.sum()),
+            "rows": int(len(rows)),
+            "positives": int(self.labels.sum()),
+        }
+
+    def sample_weight(self, rows: np.ndarray) -> np.ndarray:
+        y = self.labels[rows]
+        return watch_time_weights(y, self.gains[rows], kind="log1p", scale=60.0).weights
+
+    def judge(self, scores: np.ndarray, *, k: int = 10) -> RankingMetrics:
+        """Per-learner metrics of the top k of `scores` over learners with truth."""
+        t = self.table.assign(_score=scores)
+        return list_metrics(top_k(t, "_score", k), self.log, self.truth, ks=(k,))
+
+
+@dataclass
+class Variant:
+    kind: str  # e.g. "personalized"
+    name: str  # e.g. "zscore, learner_l2=30"
+    blender: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VariantResult:
+    variant: Variant
+    fitted: Any
+    valid: dict[str, float]
+    per_user: RankingMetrics
+    fit_seconds: float
+
+
+def compare(
+    variants: Iterable[Variant], fit: LabelledPoint, judge: LabelledPoint, *, k: int = 10
+) -> list[VariantResult]:
+    """Fit every variant on `fit` (learners with labels), judge it on `judge`; best first
+    by validation NDCG@k."""
+    rows, _ = fit.fit_rows()
+    train = fit.table.iloc[rows].reset_index(drop=True)
+    y, w = fit.labels[rows], fit.sample_weight(rows)
+    out = []
+    for v in variants:
+        start = time.perf_counter()
+        b = clone(v.blender).fit(train, y, sample_weight=w)
+        seconds = time.perf_counter() - start
+        scores = b.score(judge.table)
+        per_user = judge.judge(scores, k=k)
+        summary = per_user.summary()
+        valid = {
+            f"ndcg@{k}": summary[f"ndcg@{k}"],
+            f"recall@{k}": summary[f"recall@{k}"],
+            "auc": candidate_auc(judge.table.assign(_s=scores), "_s", judge.labels),
+        }
+        out.append(VariantResult(v, b, valid, per_user, seconds))
+    return sorted(out, key=lambda r: -r.valid[f"ndcg@{k}"])
+
+
+def best_by_kind(results: list[VariantResult]) -> dict[str, VariantResult]:
+    """The first (best) result of each kind, in the order of `results`."""
+    best: dict[str, VariantResult] = {}
+    for r in results:
+        best.setdefault(r.variant.kind, r)
+    return best

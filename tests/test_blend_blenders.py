@@ -1,0 +1,162 @@
+"""blend.blenders and blend.selection on tables whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blend import (
+    LabelledPoint,
+    LinearBlender,
+    LogisticBlender,
+    PersonalizedBlender,
+    RankFusionBlender,
+    make_variants,
+)
+from blend.blenders import ranks_within_learner
+from blend.selection import best_by_kind, compare
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _two_tastes(n_learners=300, n_cand=30, seed=0):
+    """Half the learners engage with what feature `a` ranks high, half with `b`; a third
+    feature is noise. Segments are the tastes."""
+    rng = np.random.default_rng(seed)
+    n = n_learners * n_cand
+    learner = np.repeat(np.arange(n_learners), n_cand)
+    taste = learner % 2
+    a, b, noise = rng.normal(size=(3, n))
+    utility = np.where(taste == 0, 2.0 * a, 2.0 * b) + 0.5 * rng.normal(size=n)
+    # each learner engages with its 2 best candidates
+    order = np.lexsort((-utility, learner))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(np.arange(n_learners) * n_cand, n_cand)
+    y = (rank < 2).astype(np.int8)
+    table = pd.DataFrame(
+        {
+            "learner_id": pd.array([f"u{i}" for i in learner], dtype="str"),
+            "course_id": np.tile(np.arange(n_cand), n_learners),
+            "a": a,
+            "b": b,
+            "noise": noise,
+            "segment": pd.array(np.where(taste == 0, "A", "B"), dtype="str"),
+        }
+    )
+    return table, y
+
+
+def _mean_top1_hit(table, y, scores):
+    t = table.assign(s=scores, y=y)
+    best = t.loc[t.groupby("learner_id", sort=False)["s"].idxmax()]
+    return float(best["y"].mean())
+
+
+def test_logistic_blender_finds_the_informative_features():
+    table, y = _two_tastes()
+    b = LogisticBlender(["a", "b", "noise"], l2=1.0).fit(table, y)
+    w = b.coefficients()
+    assert w["a"] > 0.3 and w["b"] > 0.3 and abs(w["noise"]) < 0.15
+    assert b.score(table).shape == (len(table),)
+
+
+def test_personalized_blender_learns_each_learners_taste_and_beats_the_global_one():
+    table, y = _two_tastes(seed=1)
+    fresh, y_fresh = _two_tastes(seed=2)  # same learners and tastes, new candidates
+    glob = LogisticBlender(["a", "b", "noise"], l2=1.0).fit(table, y)
+    pers = PersonalizedBlender(["a", "b", "noise"], learner_l2=10.0, segment_l2=10.0).fit(table, y)
+    hit_g = _mean_top1_hit(fresh, y_fresh, glob.score(fresh))
+    hit_p = _mean_top1_hit(fresh, y_fresh, pers.score(fresh))
+    assert hit_p > hit_g + 0.2, (hit_p, hit_g)
+    # a learner it never saw gets the global + segment weights: still its segment's taste
+    stranger = fresh.assign(
+        learner_id=pd.array(["new" + s for s in fresh["learner_id"]], dtype="str")
+    )
+    assert not pers.known_learners(stranger["learner_id"]).any()
+    hit_s = _mean_top1_hit(stranger, y_fresh, pers.score(stranger))
+    assert hit_s > hit_g + 0.15, (hit_s, hit_g)
+
+
+def test_personalized_blender_without_segments_still_personalizes():
+    table, y = _two_tastes(seed=3)
+    fresh, y_fresh = _two_tastes(seed=4)
+    pers = PersonalizedBlender(["a", "b"], segment_column=None, learner_l2=3.0).fit(table, y)
+    glob = LogisticBlender(["a", "b"]).fit(table, y)
+    assert _mean_top1_hit(fresh, y_fresh, pers.score(fresh)) > _mean_top1_hit(
+        fresh, y_fresh, glob.score(fresh)
+    )
+
+
+def test_linear_and_rank_fusion_blenders_compute_what_they_say():
+    table, _ = _two_tastes(n_learners=4, n_cand=5)
+    lin = LinearBlender({"a": 2.0, "b": -1.0}).fit(table)
+    z = (table[["a", "b"]] - table[["a", "b"]].mean()) / table[["a", "b"]].std(ddof=0)
+    np.testing.assert_allclose(lin.score(table), 2.0 * z["a"] - z["b"])
+    rrf = RankFusionBlender(["a", "b"], k=10.0).fit(table)
+    ra, rb = ranks_within_learner(table, "a"), ranks_within_learner(table, "b")
+    np.testing.assert_allclose(rrf.score(table), 1 / (10 + ra) + 1 / (10 + rb))
+    first = table.iloc[:5]["a"].to_numpy()
+    assert ra[:5].tolist() == (np.argsort(np.argsort(-first)) + 1).tolist()
+
+
+def test_blenders_name_bad_features_and_labels():
+    table, y = _two_tastes(n_learners=10, n_cand=5)
+    bad = table.copy()
+    bad.loc[[3, 7], "a"] = np.nan
+    with pytest.raises(ValueError, match=r"feature 'a': 2 of 50 candidates are NaN"):
+        LogisticBlender(["a", "b"]).fit(bad, y)
+    with pytest.raises(KeyError, match=r"\['zz'\] are not columns"):
+        LogisticBlender(["a", "zz"]).fit(table, y)
+    with pytest.raises(ValueError, match="labels: expected shape"):
+        LogisticBlender(["a"]).fit(table, y[:-1])
+    with pytest.raises(ValueError, match="need positives and negatives"):
+        LogisticBlender(["a"]).fit(table, np.zeros(len(table)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LogisticBlender(["a"]).score(table)
+
+
+class _Log:
+    """The two attributes of an EventLog that LabelledPoint's judging reads."""
+
+    def __init__(self, table):
+        from watchlog.idmap import IdMap
+
+        self.learner_ids = IdMap(table["learner_id"].unique(), "learner_id")
+        self.course_ids = IdMap(np.unique(table["course_id"]), "course_id")
+
+
+def test_compare_fits_on_one_window_and_keeps_the_best_on_the_other():
+    import scipy.sparse as sp
+
+    table, y = _two_tastes(seed=5)
+    fresh, y_fresh = _two_tastes(seed=6)
+    log = _Log(table)
+
+    def point(t, labels):
+        li = log.learner_ids.to_index(t["learner_id"])
+        ci = log.course_ids.to_index(t["course_id"])
+        truth = sp.csr_matrix(
+            (labels.astype(float), (li, ci)), shape=(len(log.learner_ids), len(log.course_ids))
+        )
+        truth.eliminate_zeros()
+        return LabelledPoint.from_table(t, log, truth)
+
+    fit, judge = point(table, y), point(fresh, y_fresh)
+    assert fit.fit_rows()[1]["learners_with_labels"] == 300
+    variants = make_variants(
+        context=["b", "noise"], normalizations=(), kinds=("rrf",), rrf_columns=["a", "b"]
+    )
+    from blend.selection import Variant
+
+    variants += [
+        Variant("logistic", "global", LogisticBlender(["a", "b", "noise"])),
+        Variant("personalized", "l2=10", PersonalizedBlender(["a", "b", "noise"], learner_l2=10.0)),
+        Variant("personalized", "l2=1e6", PersonalizedBlender(["a", "b", "noise"], learner_l2=1e6, segment_l2=1e6)),
+    ]  # fmt: skip
+    results = compare(variants, fit, judge)
+    ndcg = [r.valid["ndcg@10"] for r in results]
+    assert ndcg == sorted(ndcg, reverse=True)
+    best = best_by_kind(results)
+    assert best["personalized"].variant.name == "l2=10"
+    assert results[0].variant.kind == "personalized"

@@ -1,0 +1,184 @@
+"""blend: popularity fallback lists, the candidate table, the features, the served lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blend import (
+    CandidateBuilder,
+    Popularity,
+    add_features,
+    build_candidates,
+    routes,
+    seen_before,
+    served_lists,
+    top_k,
+)
+from tests.blend_fakes import NoisyTruthRetriever
+from watchlog.candidates import validate_candidates
+from watchlog.cleaning import clean
+from watchlog.splits import temporal_split
+
+
+@pytest.fixture(scope="module")
+def world(small_platform):
+    log = clean(small_platform.log)
+    split = temporal_split(log, valid_days=30, test_days=30, blend_days=30)
+    cutoff = split.blend.cutoff
+    return log, small_platform.truth, split, cutoff
+
+
+def test_popularity_counts_only_watches_before_the_cutoff(world):
+    log, _, _, cutoff = world
+    pop = Popularity.at(log, cutoff, lookback_days=60)
+    ev = log.events
+    w = ev[ev["watched"] & (ev["ts"] < cutoff) & (ev["ts"] >= cutoff - pd.Timedelta(days=60))]
+    expect = np.bincount(w["course_idx"], minlength=log.n_courses)
+    np.testing.assert_array_equal(pop.count, expect)
+    # per group: the learners' (segment, language) groups partition the counts
+    assert pop.group_count.sum() == len(w)
+    np.testing.assert_allclose(pop.log_count, np.log1p(expect))
+
+
+def test_fallback_lists_prefer_the_group_skip_watched_and_fill_from_global(world):
+    log, _, _, cutoff = world
+    pop = Popularity.at(log, cutoff, lookback_days=60)
+    seen = seen_before(log, cutoff)
+    learners = np.array([0, 1, 2, -1])  # -1: not in the learner table
+    fb = pop.fallback_pairs(learners, k=15, exclude=seen)
+    for pos, li in enumerate(learners):
+        mine = fb[fb["learner"] == pos]
+        assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
+        assert len(mine) == 15 and mine["course_idx"].is_unique
+        if li < 0:
+            assert set(mine["source"]) == {"popular_global"}
+            top = np.argsort(-pop.count, kind="stable")[:15]
+            assert mine["course_idx"].tolist() == top.tolist()
+            continue
+        assert not seen[li, mine["course_idx"].to_numpy()].toarray().any()
+        group = pop.group_of[li]
+        seg = mine[mine["source"] == "popular_segment"]["course_idx"].to_numpy()
+        counts = pop.group_count[group, seg]
+        assert (np.diff(counts) <= 0).all()  # most watched in the group first
+        # the group list comes before any global filler
+        src = mine["source"].tolist()
+        assert src == sorted(src, key=lambda s: s != "popular_segment")
+
+
+def test_candidates_join_retrieval_and_fallback_on_the_callers_ids(world):
+    log, truth, _, cutoff = world
+    ret = NoisyTruthRetriever(log, truth)
+    seen, pop = seen_before(log, cutoff), Popularity.at(log, cutoff)
+    ids = pd.Index(["L0003", "L0010", "L0042", "nobody"])
+    table = build_candidates(
+        ids, ret, log=log, seen=seen, popularity=pop, n_retrieve=30, n_fallback=10
+    )
+    validate_candidates(table, score_columns=["ncf_score"])
+    assert table["learner_id"].unique().tolist() == ids.tolist()  # learner order kept
+    for lid in ids:
+        mine = table[table["learner_id"] == lid]
+        r = mine[mine["retrieved"]]
+        assert r["ncf_rank"].tolist() == list(range(1, 31))
+        assert (mine.loc[~mine["retrieved"], "ncf_rank"] == 31).all()
+        assert mine["fallback_rank"].notna().sum() == 10
+    # fallback-only pairs are scored by the retriever too
+    extra = table[~table["retrieved"]]
+    np.testing.assert_allclose(
+        extra["ncf_score"], ret.score(extra["learner_id"], extra["course_id"]), rtol=1e-6
+    )
+    assert (table[table["learner_id"] == "nobody"]["fallback_source"]
+            .replace("", np.nan).dropna() == "popular_global").all()  # fmt: skip
+
+
+def test_features_normalize_the_two_tower_score_per_learner(world):
+    log, truth, _, cutoff = world
+    ret = NoisyTruthRetriever(log, truth)
+    builder = CandidateBuilder(n_retrieve=20, n_fallback=5)
+    ids = pd.Index(["L0003", "L0010"])
+    table = builder.build(ids, log=log, cutoff=cutoff, retriever=ret)
+    stats = ret.score_stats(ids).set_index("learner_id")
+    row = table.iloc[0]
+    s = stats.loc[row["learner_id"]]
+    assert row["ncf_z"] == pytest.approx((row["ncf_score"] - s["ncf_mean"]) / s["ncf_std"])
+    assert row["ncf_log_softmax"] == pytest.approx(row["ncf_score"] - s["ncf_logsumexp"])
+    np.testing.assert_allclose(table["retrieval_rank"], np.log(table["ncf_rank"]))
+    course = log.course_ids.to_index(table["course_id"])
+    published = pd.to_datetime(log.courses["published_at"], utc=True).iloc[course]
+    days = np.maximum(((cutoff - published) / pd.Timedelta(days=1)).to_numpy(), 0)
+    np.testing.assert_allclose(table["course_age"], np.log1p(days), rtol=1e-6)
+    seg = log.learners.set_index("learner_id").loc[table["learner_id"], "segment"]
+    assert (table["segment"].to_numpy() == seg.to_numpy()).all()
+    assert table["has_history"].all() and table["known_to_glmix"].all()
+
+
+def test_add_features_needs_stats_for_every_learner(world):
+    log, truth, _, cutoff = world
+    ret = NoisyTruthRetriever(log, truth)
+    seen, pop = seen_before(log, cutoff), Popularity.at(log, cutoff)
+    table = build_candidates(["L0003"], ret, log=log, seen=seen, popularity=pop, n_retrieve=5)
+    with pytest.raises(KeyError, match="no two-tower statistics for learners"):
+        add_features(table, stats=ret.score_stats(["L0010"]), log=log, popularity=pop)
+
+
+def test_served_lists_follow_the_fallback_chain_and_never_increase(world):
+    log, truth, _, cutoff = world
+    ret = NoisyTruthRetriever(log, truth, no_history=["L0042"])
+    builder = CandidateBuilder(n_retrieve=6, n_fallback=8)
+    ids = pd.Index(["L0003", "L0010", "L0042", "nobody"])
+    table = builder.build(ids, log=log, cutoff=cutoff, retriever=ret)
+    table["blend_score"] = -table["ncf_score"]  # a blender that reverses the two-tower
+    route = pd.Series(
+        routes(ids, has_history=np.array([1, 1, 0, 0], bool),
+               known_to_glmix=np.array([1, 0, 1, 0], bool)),
+        index=ids,
+    )  # fmt: skip
+    assert route.tolist() == ["blend", "two_tower", "popular", "popular"]
+    lists = served_lists(table, "blend_score", 10, route=route)
+    for lid, mine in lists.groupby("learner_id", sort=False):
+        assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
+        assert (np.diff(mine["score"].to_numpy()) <= 0).all(), lid
+        assert mine["course_id"].is_unique
+    blend = lists[lists["learner_id"] == "L0003"]
+    assert len(blend) == 10 and set(blend["source"]) == {"blend"}  # 6 + 8 candidates >= 10
+    cand = table[table["learner_id"] == "L0003"]
+    assert blend["course_id"].tolist() == cand.nsmallest(10, "ncf_score")["course_id"].tolist()
+    tt = lists[lists["learner_id"] == "L0010"]
+    # only 6 retrieved pairs: the two-tower's order, then fallback filler
+    assert tt["source"].tolist()[:6] == ["two_tower"] * 6
+    assert set(tt["source"].tolist()[6:]) <= {"popular_segment", "popular_global"}
+    assert (
+        tt["course_id"].tolist()[:6]
+        == (cand_tt := table[(table["learner_id"] == "L0010") & table["retrieved"]])
+        .sort_values("ncf_rank")["course_id"]
+        .tolist()
+    )
+    del cand_tt
+    pop = lists[lists["learner_id"] == "L0042"]
+    assert set(pop["source"]) <= {"popular_segment", "popular_global"} and len(pop) == 8
+    assert set(lists[lists["learner_id"] == "nobody"]["source"]) == {"popular_global"}
+
+
+def test_top_k_takes_each_learners_best_rows():
+    t = pd.DataFrame(
+        {
+            "learner_id": pd.array(["a"] * 4 + ["b"] * 2, dtype="str"),
+            "course_id": np.arange(6),
+            "s": [0.1, 0.9, 0.5, 0.7, 0.2, 0.3],
+        }
+    )
+    top = top_k(t, "s", 3)
+    assert top["course_id"].tolist() == [1, 3, 2, 5, 4]
+    assert top["rank"].tolist() == [1, 2, 3, 1, 2]
+
+
+def test_served_lists_refuse_unknown_routes(world):
+    log, truth, _, cutoff = world
+    table = CandidateBuilder(n_retrieve=3, n_fallback=2).build(
+        ["L0003"], log=log, cutoff=cutoff, retriever=NoisyTruthRetriever(log, truth)
+    )
+    with pytest.raises(KeyError, match="no route for learners"):
+        served_lists(table, "ncf_score", 3, route=pd.Series(dtype=object))
+    with pytest.raises(ValueError, match="must be one of"):
+        served_lists(table, "ncf_score", 3, route=pd.Series({"L0003": "magic"}))

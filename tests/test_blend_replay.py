@@ -1,0 +1,139 @@
+"""blend.replay: exact ranks, the surrogate's gradient, the optimizers, the click curve;
+blend.evaluate: truth of a window, list metrics, the tournament."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import approx_fprime
+
+from blend import PositionCurve, ReplaySet, tune_weights
+from blend.evaluate import list_metrics, tournament, window_truth
+from blend.replay import METHODS
+from watchlog.cleaning import clean
+from watchlog.splits import temporal_split
+
+
+def _replay(n_learners=120, n_cand=25, seed=0):
+    """Engagement utility = 1.0 a + 0.5 b (+ noise); c is noise."""
+    rng = np.random.default_rng(seed)
+    n = n_learners * n_cand
+    X = rng.normal(size=(n, 3))
+    util = X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=n)
+    learner = np.repeat(np.arange(n_learners), n_cand)
+    best = pd.Series(util).groupby(learner).idxmax().to_numpy()
+    y = np.zeros(n, dtype=np.int8)
+    y[best] = 1
+    table = pd.DataFrame(
+        {"learner_id": learner, "course_id": np.tile(np.arange(n_cand), n_learners)}
+    )
+    return ReplaySet.from_candidates(table, X, y, ["a", "b", "c"]), X, learner, y
+
+
+def test_exact_ranks_match_a_brute_force_count():
+    rs, X, learner, y = _replay(n_learners=10, n_cand=6)
+    w = np.array([1.0, -0.3, 0.2])
+    s = X @ w
+    expect = [1 + int((s[learner == learner[e]] > s[e]).sum()) for e in np.flatnonzero(y)]
+    np.testing.assert_array_equal(rs.ranks(w), expect)
+    assert rs.objective(w, "mean_rank") == pytest.approx(np.mean(expect))
+
+
+@pytest.mark.parametrize("kind", ["mean_rank", "expected_clicks"])
+def test_surrogate_gradient_matches_finite_differences(kind):
+    rs, *_ = _replay(n_learners=15, n_cand=8)
+    curve = PositionCurve(0.3, 1.1)
+    w = np.array([1.0, 0.4, -0.2])
+    value, grad = rs.surrogate(w, kind, 0.5, curve)
+    numeric = approx_fprime(w, lambda v: rs.surrogate(v, kind, 0.5, curve)[0], 1e-6)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-7)
+    # scale invariance: the surrogate of 3 w is the surrogate of w
+    assert rs.surrogate(3 * w, kind, 0.5, curve)[0] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_improves_on_the_two_tower_alone_and_finds_the_useful_feature(method):
+    rs, *_ = _replay(seed=1)
+    init = [1.0, 0.0, 0.0]
+    before = rs.objective(np.array(init), "mean_rank")
+    res = tune_weights(rs, init, objective="mean_rank", method=method, seed=0)
+    assert res.method == method and res.seconds > 0 and res.evaluations > 0
+    assert res.objective < before - 0.3, (res.objective, before)
+    assert res.weights["a"] == 1.0  # held fixed
+    assert 0.15 < res.weights["b"] < 1.5 and abs(res.weights["c"]) < 0.4, res.weights
+
+
+def test_expected_clicks_are_maximized():
+    rs, *_ = _replay(seed=2)
+    curve = PositionCurve(0.3, 1.1)
+    before = -rs.objective(np.array([1.0, 0.0, 0.0]), "expected_clicks", curve)
+    res = tune_weights(rs, [1.0, 0.0, 0.0], objective="expected_clicks", curve=curve)
+    assert res.objective > before
+
+
+def test_tune_weights_rejects_bad_arguments():
+    rs, *_ = _replay(n_learners=5, n_cand=4)
+    with pytest.raises(ValueError, match="objective"):
+        tune_weights(rs, [1, 0, 0], objective="clicks")
+    with pytest.raises(ValueError, match="method"):
+        tune_weights(rs, [1, 0, 0], method="adam")
+    with pytest.raises(ValueError, match="expected 3 weights"):
+        tune_weights(rs, [1, 0])
+    with pytest.raises(ValueError, match="needs a PositionCurve"):
+        rs.objective(np.ones(3), "expected_clicks")
+
+
+def test_position_curve_recovers_a_power_law_from_impressions():
+    rng = np.random.default_rng(0)
+    pos = rng.integers(1, 9, size=200_000)
+    clicked = rng.random(pos.size) < 0.4 * pos**-0.8
+    ev = pd.DataFrame({"impression": True, "position": pos, "clicked": clicked.astype(int)})
+    curve = PositionCurve.from_impressions(ev)
+    assert curve.a == pytest.approx(0.4, rel=0.05) and curve.b == pytest.approx(0.8, rel=0.05)
+    assert set(curve.observed) == set(range(1, 9))
+    # no positions at all: the documented default
+    assert PositionCurve.from_impressions(ev.drop(columns="position")).source.startswith("default")
+
+
+@pytest.fixture(scope="module")
+def log_split(small_platform):
+    log = clean(small_platform.log)
+    return log, temporal_split(log, valid_days=30, test_days=30)
+
+
+def test_window_truth_holds_new_watches_with_their_seconds(log_split):
+    from blend import seen_before
+
+    log, split = log_split
+    fold = split.test
+    seen = seen_before(log, fold.cutoff)
+    truth = window_truth(log, fold, seen)
+    lab = fold.labels[fold.labels["watched"]]
+    pairs = lab.groupby(["learner_idx", "course_idx"], observed=True)["watch_seconds"].sum()
+    for (li, ci), secs in pairs.head(50).items():
+        if seen[li, ci]:
+            assert truth[li, ci] == 0  # watched before the cutoff: no label
+        else:
+            assert truth[li, ci] == pytest.approx(secs, rel=1e-5)
+    assert truth.multiply(seen).nnz == 0
+    binary = window_truth(log, fold, seen, gain="binary")
+    assert set(np.unique(binary.data)) == {1.0} and binary.nnz == truth.nnz
+
+
+def test_list_metrics_count_a_missing_list_as_all_misses_and_tournament_pairs_learners(log_split):
+    import scipy.sparse as sp
+
+    log, _ = log_split
+    truth = sp.csr_matrix(
+        ([1.0, 1.0, 1.0], ([0, 1, 2], [5, 6, 7])), shape=(log.n_learners, log.n_courses)
+    )
+    ids = log.learner_ids.to_ids([0, 1, 2])
+    courses = log.course_ids.to_ids([5, 9, 7])
+    lists = pd.DataFrame({"learner_id": ids[[0, 1]], "rank": [1, 1], "course_id": courses[:2]})
+    res = list_metrics(lists, log, truth)
+    assert res.n_users == 3  # learner 2 has no list: judged, not skipped
+    np.testing.assert_allclose(res.per_user["hr@10"], [1.0, 0.0, 0.0])
+    better = pd.DataFrame({"learner_id": ids, "rank": [1, 1, 1], "course_id": courses})
+    t = tournament(res, list_metrics(better, log, truth), "hr@10", n_boot=2000)
+    assert t.mean_diff == pytest.approx(1 / 3) and t.win_rate > 0.5 and t.n == 3
