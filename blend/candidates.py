@@ -30,7 +30,7 @@ from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, id_column
 
-__all__ = ["Retriever", "build_candidates", "seen_before"]
+__all__ = ["Retriever", "build_candidates", "seen_before", "seen_in"]
 
 
 class Retriever(Protocol):
@@ -47,8 +47,13 @@ class Retriever(Protocol):
 def seen_before(log: EventLog, cutoff) -> sp.csr_matrix:
     """(n_learners, n_courses) CSR of every course a learner watched before `cutoff`: what a
     list must not contain (the same rule as the two-tower's `filter_already_watched`)."""
-    window = log.time_window(None, cutoff)
-    m = log.interactions(window[window["watched"].to_numpy()])
+    return seen_in(log, log.time_window(None, cutoff))
+
+
+def seen_in(log: EventLog, events: pd.DataFrame) -> sp.csr_matrix:
+    """(n_learners, n_courses) CSR, 1 where the learner watched the course in `events` (a
+    fold's inputs)."""
+    m = log.interactions(events[events["watched"].to_numpy()])
     m.data[:] = 1.0
     return m
 

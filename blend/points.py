@@ -1,8 +1,12 @@
 """Scored candidates at one cutoff: retrieval, both models' scores and the blend features.
 
     builder = CandidateBuilder(n_retrieve=200, n_fallback=20, popularity_days=90)
-    table = builder.build(learner_ids, log=log, cutoff=cutoff, retriever=rec, scorer=glmix)
+    table = builder.build(learner_ids, log=log, fold=split.test, retriever=rec, scorer=glmix)
     for chunk in builder.chunks(learner_ids, ..., learners_per_chunk=20_000): ...
+
+A fold (`watchlog.splits.Fold`) says what is known: its inputs are what the learners had
+watched (never in a list) and what popularity is counted on (the last `popularity_days`
+before a temporal fold's cutoff; all inputs of a random / stratified fold, which has none).
 
 The table holds, per candidate: the retrieval columns (`blend.candidates`), GLMix's logit and
 components (when a scorer is given), the features (`blend.features`), the learner's segment,
@@ -26,11 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from blend.candidates import build_candidates, seen_before
+from blend.candidates import build_candidates, seen_in
 from blend.features import add_features
 from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import LEARNER, validate_candidates
+from watchlog.splits import Fold
 
 __all__ = ["CandidateBuilder"]
 
@@ -55,25 +60,27 @@ class CandidateBuilder:
         self.popularity_days = popularity_days
         self.group_columns = group_columns
 
-    def context(self, log: EventLog, cutoff) -> tuple[Any, Popularity]:
-        """What every chunk at this cutoff shares: (seen before the cutoff, popularity)."""
-        pop = Popularity.at(
-            log, cutoff, lookback_days=self.popularity_days, group_columns=self.group_columns
-        )
-        return seen_before(log, cutoff), pop
+    def context(self, log: EventLog, fold: Fold) -> tuple[Any, Popularity]:
+        """What every chunk of a fold shares: (seen in its inputs, popularity)."""
+        if fold.kind == "temporal":
+            events, when = fold.lookback(self.popularity_days), fold.cutoff
+        else:
+            events, when = fold.inputs, fold.inputs["ts"].max()
+        pop = Popularity.from_events(log, events, when, group_columns=self.group_columns)
+        return seen_in(log, fold.inputs), pop
 
     def build(
         self,
         learner_ids: Sequence[Any],
         *,
         log: EventLog,
-        cutoff,
+        fold: Fold,
         retriever: Any,
         scorer: Any | None = None,
         context: tuple[Any, Popularity] | None = None,
     ) -> pd.DataFrame:
         """The scored candidate table of `learner_ids` (one chunk; see `chunks`)."""
-        seen, pop = context if context is not None else self.context(log, cutoff)
+        seen, pop = context if context is not None else self.context(log, fold)
         ids = pd.Index(learner_ids)
         table = build_candidates(
             ids, retriever, log=log, seen=seen, popularity=pop,
@@ -104,16 +111,16 @@ class CandidateBuilder:
         learner_ids: Sequence[Any],
         *,
         log: EventLog,
-        cutoff,
+        fold: Fold,
         retriever: Any,
         scorer: Any | None = None,
         learners_per_chunk: int = 20_000,
     ) -> Iterator[pd.DataFrame]:
         """`build` for consecutive chunks of learners: memory bounded by the chunk."""
-        context = self.context(log, cutoff)
+        context = self.context(log, fold)
         ids = pd.Index(learner_ids)
         for lo in range(0, len(ids), learners_per_chunk):
             yield self.build(
-                ids[lo : lo + learners_per_chunk], log=log, cutoff=cutoff,
+                ids[lo : lo + learners_per_chunk], log=log, fold=fold,
                 retriever=retriever, scorer=scorer, context=context,
             )  # fmt: skip

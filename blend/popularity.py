@@ -54,10 +54,24 @@ class Popularity:
         """Counts from `log`'s watched events in [cutoff - lookback_days, cutoff)."""
         cutoff = pd.Timestamp(cutoff)
         start = None if lookback_days is None else cutoff - pd.Timedelta(days=lookback_days)
-        window = log.time_window(start, cutoff)
-        if "watched" not in window.columns:
-            raise ValueError("Popularity.at: the log has no `watched` column; clean it first")
-        watched = window[window["watched"].to_numpy()]
+        return cls.from_events(
+            log, log.time_window(start, cutoff), cutoff, group_columns=group_columns
+        )
+
+    @classmethod
+    def from_events(
+        cls,
+        log: EventLog,
+        events: pd.DataFrame,
+        reference_time,
+        *,
+        group_columns: Sequence[str] = ("segment", "language"),
+    ) -> Popularity:
+        """Counts from the watched rows of `events` (a fold's inputs, a time window);
+        `reference_time` is the moment they describe (the cutoff)."""
+        if "watched" not in events.columns:
+            raise ValueError("Popularity: the events have no `watched` column; clean them first")
+        watched = events[events["watched"].to_numpy()]
         columns = [c for c in group_columns if c in log.learners.columns]
         if columns:
             codes, groups = _group_codes(log.learners, columns)
@@ -72,7 +86,7 @@ class Popularity:
             (np.ones(int(ok.sum())), (g[ok], ci[ok])), shape=(n_groups, log.n_courses)
         ).toarray()  # (n_groups, n_courses): tens x thousands
         count = np.bincount(ci, minlength=log.n_courses).astype(np.float64)
-        return cls(count, codes, group_count, groups, cutoff)
+        return cls(count, codes, group_count, groups, pd.Timestamp(reference_time))
 
     @property
     def log_count(self) -> np.ndarray:

@@ -93,11 +93,12 @@ def test_candidates_join_retrieval_and_fallback_on_the_callers_ids(world):
 
 
 def test_features_normalize_the_two_tower_score_per_learner(world):
-    log, truth, _, cutoff = world
+    log, truth, split, cutoff = world
+    fold = split.blend
     ret = NoisyTruthRetriever(log, truth)
     builder = CandidateBuilder(n_retrieve=20, n_fallback=5)
     ids = pd.Index(["L0003", "L0010"])
-    table = builder.build(ids, log=log, cutoff=cutoff, retriever=ret)
+    table = builder.build(ids, log=log, fold=fold, retriever=ret)
     stats = ret.score_stats(ids).set_index("learner_id")
     row = table.iloc[0]
     s = stats.loc[row["learner_id"]]
@@ -123,11 +124,12 @@ def test_add_features_needs_stats_for_every_learner(world):
 
 
 def test_served_lists_follow_the_fallback_chain_and_never_increase(world):
-    log, truth, _, cutoff = world
+    log, truth, split, cutoff = world
+    fold = split.blend
     ret = NoisyTruthRetriever(log, truth, no_history=["L0042"])
     builder = CandidateBuilder(n_retrieve=6, n_fallback=8)
     ids = pd.Index(["L0003", "L0010", "L0042", "nobody"])
-    table = builder.build(ids, log=log, cutoff=cutoff, retriever=ret)
+    table = builder.build(ids, log=log, fold=fold, retriever=ret)
     table["blend_score"] = -table["ncf_score"]  # a blender that reverses the two-tower
     route = pd.Series(
         routes(ids, has_history=np.array([1, 1, 0, 0], bool),
@@ -174,9 +176,10 @@ def test_top_k_takes_each_learners_best_rows():
 
 
 def test_served_lists_refuse_unknown_routes(world):
-    log, truth, _, cutoff = world
+    log, truth, split, cutoff = world
+    fold = split.blend
     table = CandidateBuilder(n_retrieve=3, n_fallback=2).build(
-        ["L0003"], log=log, cutoff=cutoff, retriever=NoisyTruthRetriever(log, truth)
+        ["L0003"], log=log, fold=fold, retriever=NoisyTruthRetriever(log, truth)
     )
     with pytest.raises(KeyError, match="no route for learners"):
         served_lists(table, "ncf_score", 3, route=pd.Series(dtype=object))
