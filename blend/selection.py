@@ -69,6 +69,26 @@ class LabelledPoint:
         y = self.labels[rows]
         return watch_time_weights(y, self.gains[rows], kind="log1p", scale=60.0).weights
 
+    def split_labels(self, fraction: float, seed: int = 0) -> tuple[LabelledPoint, LabelledPoint]:
+        """(fit, judge): the same candidates with the window's labelled pairs divided at
+        random, `fraction` of them to judge on. For splits without a later window to choose
+        settings on (random / stratified): fit on one part, judge on the other."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction: must be in (0, 1), got {fraction}")
+        t = self.truth.tocsr()
+        held = np.random.default_rng(seed).random(t.nnz) < fraction  # (nnz,) one draw a pair
+
+        def part(mask: np.ndarray) -> sp.csr_matrix:
+            m = t.copy()
+            m.data = np.where(mask, m.data, 0.0).astype(m.dtype)
+            m.eliminate_zeros()
+            return m
+
+        return (
+            LabelledPoint.from_table(self.table, self.log, part(~held)),
+            LabelledPoint.from_table(self.table, self.log, part(held)),
+        )
+
     def judge(self, scores: np.ndarray, *, k: int = 10) -> RankingMetrics:
         """Per-learner metrics of the top k of `scores` over learners with truth."""
         t = self.table.assign(_score=scores)

@@ -160,3 +160,22 @@ def test_compare_fits_on_one_window_and_keeps_the_best_on_the_other():
     best = best_by_kind(results)
     assert best["personalized"].variant.name == "l2=10"
     assert results[0].variant.kind == "personalized"
+
+
+def test_split_labels_divides_the_labelled_pairs_between_fit_and_judge():
+    import scipy.sparse as sp
+
+    table, y = _two_tastes(n_learners=200, n_cand=10, seed=7)
+    log = _Log(table)
+    li = log.learner_ids.to_index(table["learner_id"])
+    ci = log.course_ids.to_index(table["course_id"])
+    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(200, 10))
+    truth.eliminate_zeros()
+    point = LabelledPoint.from_table(table, log, truth)
+    fit, judge = point.split_labels(0.25, seed=1)
+    assert fit.truth.multiply(judge.truth).nnz == 0
+    assert fit.truth.nnz + judge.truth.nnz == truth.nnz
+    assert abs(judge.truth.nnz / truth.nnz - 0.25) < 0.06
+    np.testing.assert_array_equal(fit.labels + judge.labels, point.labels)
+    with pytest.raises(ValueError, match="fraction"):
+        point.split_labels(1.0)
