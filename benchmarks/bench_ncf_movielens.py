@@ -153,7 +153,7 @@ def sampled_metrics(trained, seed: int) -> dict[str, float]:
     truth = test.labels.tocoo()
     users, positives = truth.row.astype(np.int64), truth.col.astype(np.int64)
     rated = ((test.seen + test.labels) > 0).astype(np.float32)  # never a negative
-    learner_emb = rec.learner_embeddings(np.arange(rec.model.n_learners))
+    learner_emb = rec.learner_embeddings_at(np.arange(len(rec.learner_ids)))
     course_emb = rec.course_embeddings()
 
     def score_pairs(u: np.ndarray, items: np.ndarray) -> torch.Tensor:

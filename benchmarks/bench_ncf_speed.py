@@ -104,7 +104,7 @@ def recommend_child(
     rec_s = time.perf_counter() - start
     assert ids.shape == (n_learners, top) and np.isfinite(scores[:, 0]).all()
     # Peer: the same matmul, same chunks, nothing else.
-    q = rec.learner_embeddings(learners[:chunk])  # one chunk of queries, reused
+    q = rec.learner_embeddings_at(learners[:chunk])  # one chunk of queries, reused
     c = rec.course_embeddings()
     d = int(c.shape[1])
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def recommend_child(
             del s
     peer_s = time.perf_counter() - start
     start = time.perf_counter()
-    rec.learner_embeddings(learners)
+    rec.learner_embeddings_at(learners)
     tower_s = time.perf_counter() - start
     flops = 2.0 * n_learners * n_courses * d
     return {

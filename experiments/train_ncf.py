@@ -6,6 +6,7 @@ once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,11 @@ from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
+from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
 from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
+from watchlog.splits import Split
 
 __all__ = ["TrainedNCF", "fit", "run", "train_and_report"]
 
@@ -33,16 +36,26 @@ __all__ = ["TrainedNCF", "fit", "run", "train_and_report"]
 class TrainedNCF:
     data: PreparedData
     datamodule: NCFDataModule
-    recommender: NCFRecommender  # serves from the test snapshot
+    recommender: NCFRecommender  # the tested model (refitted when ncf.refit), test snapshot
     result: TrainResult
     prepare_s: float
+    # The model chosen on validation, before any refit (the best checkpoint's weights), serving
+    # the validation snapshot: what a blender fitted on the validation window must score with.
+    valid_recommender: NCFRecommender | None = None
 
 
 def fit(
-    cfg: DictConfig, data: PreparedData | None = None, out_dir: Path | None = None
+    cfg: DictConfig,
+    data: PreparedData | None = None,
+    out_dir: Path | None = None,
+    *,
+    split: Split | None = None,
 ) -> TrainedNCF:
     """Data stage (unless `data` is given), snapshots, model, fit on validation, test once.
 
+    split: the temporal (or other) split to train, validate and test on; default: the
+    prepared data's (`data.split`). Both recommenders carry the InputBuilder, so their
+    saved folders can be served at later cutoffs (`NCFRecommender.at`).
     Writes nothing but the Lightning logs and checkpoint under `out_dir` (default: the run's
     output directory)."""
     out_dir = Path(cfg.paths.output_dir) if out_dir is None else out_dir
@@ -51,14 +64,15 @@ def fit(
     pl.seed_everything(cfg.seed, workers=True)
     start = time.perf_counter()
     data = prepare_data(cfg.data, cfg.split) if data is None else data
+    split = data.split if split is None else split
     log = data.log
     content = None
     if cfg.ncf.content:
         content = course_content(log.courses, **OmegaConf.to_container(cfg.ncf.content))
+    inputs = instantiate(cfg.ncf.inputs, _convert_="all")
     dm = instantiate(cfg.ncf.datamodule, _convert_="all")(
-        log, data.split, instantiate(cfg.ncf.inputs, _convert_="all"),
-        content=content, report=data.report,
-    )  # fmt: skip
+        log, split, inputs, content=content, report=data.report
+    )
     dm.setup("fit")
     prepare_s = time.perf_counter() - start
 
@@ -74,11 +88,23 @@ def fit(
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
         trainer_kwargs=OmegaConf.to_container(cfg.trainer),
     )  # fmt: skip
+    serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
-    rec = NCFRecommender(
-        model, dm.test, log.learner_ids, log.course_ids, content=content, normalize=dm.normalize
-    )
-    return TrainedNCF(data, dm, rec, result, prepare_s)
+    rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids, **serve)
+    valid_rec = NCFRecommender(
+        _best_checkpoint_model(model, result.checkpoint), dm.valid, log.learner_ids,
+        log.course_ids, **serve,
+    )  # fmt: skip
+    return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
+
+
+def _best_checkpoint_model(model: TwoTower, checkpoint: str) -> TwoTower:
+    """A copy of `model` with the weights of the checkpoint chosen on validation (the
+    Lightning module's state dict: the model's parameters under `model.`)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    best = copy.deepcopy(model)
+    best.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return best
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -7,8 +7,10 @@
     model = TwoTower(log.n_learners, log.n_courses, bag_dim=256, mlp=(128, 64))
     module = NCFModule(model, loss="full_softmax", course_popularity=dm.course_popularity())
     result = fit_and_test(dm, module, "out/")          # epoch chosen on validation, test once
-    rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids)
+    rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids, inputs=dm.inputs)
     ids, scores = rec.recommend(["u1", "u2"], N=10)    # caller ids, best first
+    table = rec.recommend_table(["u1", "u2"], N=10)    # long table (watchlog.candidates)
+    later = rec.at(log, "2024-06-01")                  # histories up to a later cutoff
 
 From the command line: `python -m experiments.train_ncf data=... ncf=...` (conf/ncf/*.yaml).
 Distillation from an EASE teacher (ncf.teacher): NCFDataModule(..., teacher_l2=500) and
@@ -20,21 +22,30 @@ Plots: `ncf.plots` (UMAP/PCA maps, neighbours, training curves), `ncf.run_plots.
 from ncf.bags import Bags, csr_bags
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
-from ncf.inputs import InputBuilder, Snapshot, history_matrix, normalize_rows, split_history
+from ncf.inputs import (
+    InputBuilder,
+    Reindex,
+    Snapshot,
+    history_matrix,
+    normalize_rows,
+    split_history,
+)
 from ncf.model import Tower, TwoTower
 from ncf.module import NCFModule
-from ncf.recommender import COLD_START_POLICIES, NCFRecommender
+from ncf.recommender import COLD_START_POLICIES, FORMAT_VERSION, NCFRecommender
 from ncf.retrieval import similar_by_cosine, top_k_by_dot
 from ncf.training import PhaseTimer, TrainResult, fit_and_test
 
 __all__ = [
     "COLD_START_POLICIES",
+    "FORMAT_VERSION",
     "Bags",
     "InputBuilder",
     "NCFDataModule",
     "NCFModule",
     "NCFRecommender",
     "PhaseTimer",
+    "Reindex",
     "Snapshot",
     "Tower",
     "TrainResult",

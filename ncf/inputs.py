@@ -19,6 +19,11 @@ each epoch a random part of every learner's courses becomes labels, the rest inp
 
 Weights are validated when built: NaN, infinite or negative weights raise with the column,
 the count and examples. Vectorized throughout (pandas group-by on pair keys, CSR arithmetic).
+
+Serving a trained model from another log (`NCFRecommender.at`): `Reindex` maps the log's dense
+indices onto the model's (courses the model does not know are dropped before the co-watch
+bags are built, so they never take a neighbour slot); `InputBuilder.config` is what a saved
+recommender stores to rebuild its snapshots.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import scipy.sparse as sp
 from watchlog import EventLog
 from watchlog.cowatch import cowatch_similarity
 from watchlog.eventlog import ts_ns, utc_ns
+from watchlog.idmap import IdMap
 from watchlog.report import DataReport
 from watchlog.splits import Fold
 
@@ -40,6 +46,7 @@ __all__ = [
     "NORMALIZATIONS",
     "Snapshot",
     "InputBuilder",
+    "Reindex",
     "history_matrix",
     "course_bags",
     "normalize_rows",
@@ -216,6 +223,64 @@ def _keep(m: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((m.data[mask], m.indices[mask], indptr), shape=m.shape)
 
 
+# ---- index maps between logs -------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Reindex:
+    """One dense index space onto another: old index i becomes `target[i]`, or is dropped (-1).
+
+    target: (n_old,) int64, injective on its kept entries; size: the new space's length.
+    Applied to CSR rows or columns by remapping the stored coordinates (no loop per row);
+    entries whose index is dropped are removed.
+    """
+
+    target: np.ndarray
+    size: int
+
+    @classmethod
+    def between(cls, source: IdMap, target: IdMap) -> Reindex:
+        """`source`'s indices onto `target`'s by caller id (ids `target` lacks are dropped)."""
+        return cls(target.to_index(source.index, strict=False).astype(np.int64), len(target))
+
+    @property
+    def is_identity(self) -> bool:
+        n = len(self.target)
+        return n == self.size and bool((self.target == np.arange(n)).all())
+
+    @property
+    def dropped(self) -> np.ndarray:
+        """(k,) int64 old indices with no new index."""
+        return np.flatnonzero(self.target < 0)
+
+    def rows(self, m: sp.csr_matrix) -> sp.csr_matrix:
+        return _reindex(m, self, None)
+
+    def columns(self, m: sp.csr_matrix) -> sp.csr_matrix:
+        return _reindex(m, None, self)
+
+
+def _reindex(m: sp.csr_matrix, rows: Reindex | None, cols: Reindex | None) -> sp.csr_matrix:
+    for what, r, n in (("rows", rows, m.shape[0]), ("columns", cols, m.shape[1])):
+        if r is not None and len(r.target) != n:
+            raise ValueError(f"Reindex of {what}: maps {len(r.target):,} indices, matrix has {n:,}")
+    if (rows is None or rows.is_identity) and (cols is None or cols.is_identity):
+        return m
+    m = sp.csr_matrix(m)
+    r = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))  # (nnz,) row of entry
+    c = m.indices.astype(np.int64)  # (nnz,)
+    if rows is not None:
+        r = rows.target[r]
+    if cols is not None:
+        c = cols.target[c]
+    keep = (r >= 0) & (c >= 0)
+    shape = (
+        m.shape[0] if rows is None else rows.size,
+        m.shape[1] if cols is None else cols.size,
+    )
+    out = sp.csr_matrix((m.data[keep], (r[keep], c[keep])), shape=shape, dtype=m.dtype)
+    out.sort_indices()  # the maps are injective: no duplicates to sum, only an order to restore
+    return out
+
+
 # ---- snapshots from folds ---------------------------------------------------------------------
 class InputBuilder:
     """Builds `Snapshot`s from folds with one set of input rules (explicit arguments, no config).
@@ -250,6 +315,24 @@ class InputBuilder:
         self.label_weighting = label_weighting
         self.exclude_seen_from_labels = exclude_seen_from_labels
 
+    @property
+    def config(self) -> dict:
+        """The constructor arguments, JSON-able: `InputBuilder(**b.config)` rebuilds `b`."""
+        return {
+            "lookback_days": self.lookback_days,
+            "weighting": self.weighting,
+            "weight_column": self.weight_column,
+            "half_life_days": self.half_life_days,
+            "cowatch_measure": self.cowatch_measure,
+            "cowatch_top_k": self.cowatch_top_k,
+            "self_weight": self.self_weight,
+            "label_weighting": self.label_weighting,
+            "exclude_seen_from_labels": self.exclude_seen_from_labels,
+        }
+
+    def __repr__(self) -> str:
+        return "InputBuilder(" + ", ".join(f"{k}={v!r}" for k, v in self.config.items()) + ")"
+
     def _history(self, events: pd.DataFrame, shape, reference_time) -> sp.csr_matrix:
         return history_matrix(
             events,
@@ -267,8 +350,14 @@ class InputBuilder:
         *,
         name: str | None = None,
         report: DataReport | None = None,
+        learners: Reindex | None = None,
+        courses: Reindex | None = None,
     ) -> Snapshot:
-        """The snapshot at `fold`'s cutoff (labels from `fold.labels`)."""
+        """The snapshot at `fold`'s cutoff (labels from `fold.labels`).
+
+        learners / courses: map the log's indices onto another index space (a trained model's);
+        courses are remapped before the co-watch bags are built, learners after (so every
+        learner's watches count for co-watch, even one the target space drops)."""
         if self.label_weighting not in ("none", "log_watch"):
             raise ValueError(
                 f"label_weighting: must be 'none' or 'log_watch', got {self.label_weighting!r}"
@@ -282,18 +371,23 @@ class InputBuilder:
         history = self._history(watched_window, shape, reference)
         seen = log.interactions(_watched(fold.inputs))
         seen.data[:] = 1.0
+        if courses is not None:
+            history, seen = courses.columns(history), courses.columns(seen)
         bags = course_bags(
             (history > 0).astype(np.float32),
             measure=self.cowatch_measure,
             top_k=self.cowatch_top_k,
             self_weight=self.self_weight,
         )
+        if learners is not None:
+            history, seen = learners.rows(history), learners.rows(seen)
         label_events = _watched(fold.labels)
         labels = history_matrix(
             label_events,
             shape,
             weighting="log_watch" if self.label_weighting == "log_watch" else "binary",
         )
+        labels = _reindex(labels, learners, courses)
         if self.exclude_seen_from_labels and labels.nnz:
             already = labels.multiply(seen).astype(bool)
             n_seen = int(already.nnz)
@@ -315,13 +409,22 @@ class InputBuilder:
             report.add_split(f"ncf {name}", **snap.describe())
         return snap
 
-    def inference_snapshot(self, log: EventLog, cutoff=None, *, name: str = "serve") -> Snapshot:
-        """Inputs from every watch before `cutoff` (default: the whole log), no labels."""
+    def inference_snapshot(
+        self,
+        log: EventLog,
+        cutoff=None,
+        *,
+        name: str = "serve",
+        learners: Reindex | None = None,
+        courses: Reindex | None = None,
+    ) -> Snapshot:
+        """Inputs from every watch before `cutoff` (default: the whole log), no labels;
+        `learners` / `courses` as in `snapshot`."""
         events = log.events if cutoff is None else log.time_window(end=cutoff)
         cutoff = pd.Timestamp(cutoff) if cutoff is not None else None
         end = cutoff if cutoff is not None else events["ts"].iloc[-1] + pd.Timedelta(seconds=1)
         fold = Fold(name, "temporal", events, events.iloc[:0], end, end)
-        snap = self.snapshot(log, fold, name=name)
+        snap = self.snapshot(log, fold, name=name, learners=learners, courses=courses)
         return Snapshot(name, snap.history, snap.seen, snap.course_bags, None, cutoff)
 
 

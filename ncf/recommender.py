@@ -1,26 +1,46 @@
 """`NCFRecommender`: a trained two-tower plus the snapshot it serves from, in the caller's ids.
 
-    rec = NCFRecommender(model, snapshot, log.learner_ids, log.course_ids)
+    rec = NCFRecommender(model, snapshot, log.learner_ids, log.course_ids, inputs=builder)
     ids, scores = rec.recommend(["u1", "u2"], N=10)          # (2, 10) course ids, scores
+    table = rec.recommend_table(["u1", "u2"], N=10)          # long table (watchlog.candidates)
+    s = rec.score(["u1", "u1"], ["c3", "c9"])                 # (2,) float32, explicit pairs
+    stats = rec.score_stats(["u1"])                           # mean, std, logsumexp per learner
+    later = rec.at(log, "2024-06-01")                         # histories up to a later cutoff
     ids, scores = rec.similar_courses(["c7"], N=50)           # cosine neighbours
     rec.export_embeddings("out/embeddings")                   # Parquet, caller ids
     rec.save("out/model"); rec = NCFRecommender.load("out/model")
 
 Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is one
 matmul + top-k per chunk (`ncf.retrieval.top_k_by_dot`), so memory is bounded by the chunk.
+Every score here (recommend, recommend_table, score, score_table, score_stats) is the one
+validation ranks by, `TwoTower.score`: the dot product of the learner's and the course's
+vectors, course bias included (for a cosine model: of their unit vectors / temperature).
 
 Cold start. `cold_start="error"` (default) raises `UnknownIdError` for learner ids not in the
 id map. `cold_start="empty_history"` scores them like a known learner with no watches in the
 window: the learner tower on an empty bag, which is one fixed vector, so they all get the
 same list (the model's prior over courses, close to popularity). A known learner with an
-empty history gets that same list; that is the defined result, not an error.
+empty history gets that same list; that is the defined result, not an error. A model with
+learner ID embeddings has no row for an unknown learner: it can only raise.
+
+Serving later (`at`). `inputs` is the `InputBuilder` that made the training snapshots; `at(log,
+T')` rebuilds history, `seen` and co-watch bags with it from a (cleaned) log before T', in the
+model's course index, so a model trained up to T serves histories up to T' without retraining.
+Courses the model does not know are left out (counted in `serving_report`, and a warning); the
+learners served are the log's (a model with learner ID embeddings keeps its own). T' before
+the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True`: the model
+was trained on labels after T', so scores there are not a fair backtest.
+
+Saved folders (`save`) carry `format_version` 2: weights, config.json (model, input settings,
+normalize, content presence, cutoffs), id maps and snapshot. A folder from before version 2
+still loads and serves its snapshot; its `at()` raises until it is re-saved with `inputs`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +52,36 @@ import scipy.sparse as sp
 import torch
 
 from evaluation import resolve_device
+from ncf import serving
 from ncf.bags import csr_bags
-from ncf.inputs import Snapshot, normalize_rows
+from ncf.inputs import InputBuilder, Snapshot, normalize_rows
 from ncf.model import TwoTower
 from ncf.retrieval import similar_by_cosine, top_k_by_dot
+from watchlog.candidates import COURSE, LEARNER, CandidateError
+from watchlog.eventlog import EventLog
 from watchlog.idmap import IdMap
 from watchlog.io import atomic_directory, atomic_path, write_json
+from watchlog.report import DataReport
 
-__all__ = ["COLD_START_POLICIES", "NCFRecommender"]
+__all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "NCFRecommender"]
 
 COLD_START_POLICIES = ("error", "empty_history")
+FORMAT_VERSION = 2  # 1: before input settings were saved (no `format_version` key)
 _SNAPSHOT_PARTS = ("history", "seen", "course_bags")
+_UNKNOWN_PAIRS = ("error", "nan")
 
 
 class NCFRecommender:
-    """See the module docstring. `normalize` must match how the model was trained."""
+    """See the module docstring.
+
+    model, snapshot: the trained `TwoTower` and what it serves from (`Snapshot`, no labels
+      needed); learner_ids / course_ids: the id maps of the snapshot's rows and columns (the
+      course map is the model's; the learner map too when the model has learner ID embeddings).
+    inputs: the `InputBuilder` that made the snapshots (None: `at` is unavailable).
+    content: the course content matrix the model was trained with, if any.
+    normalize: the learner bag normalization the model was trained with.
+    model_cutoff: the latest cutoff the model's training saw (default: the snapshot's).
+    """
 
     def __init__(
         self,
@@ -55,27 +90,44 @@ class NCFRecommender:
         learner_ids: IdMap,
         course_ids: IdMap,
         *,
+        inputs: InputBuilder | None = None,
         content: sp.csr_matrix | None = None,
         normalize: str = "mean",
         cold_start: str = "error",
         device: str | torch.device = "auto",
         chunk_size: int = 4096,
+        model_cutoff: pd.Timestamp | None = None,
     ):
         if cold_start not in COLD_START_POLICIES:
             raise ValueError(
                 f"cold_start: must be one of {COLD_START_POLICIES}, got {cold_start!r}"
             )
-        shape = (len(learner_ids), len(course_ids))
-        if snapshot.history.shape != shape or (model.n_learners, model.n_courses) != shape:
+        if inputs is not None and not isinstance(inputs, InputBuilder):
+            raise TypeError(f"inputs: must be an InputBuilder or None; got {type(inputs).__name__}")
+        n_l, n_c = len(learner_ids), len(course_ids)
+        id_rows = model.learner_tower.ids is not None
+        shapes = {
+            "snapshot.history": (snapshot.history.shape, (n_l, n_c)),
+            "snapshot.seen": (snapshot.seen.shape, (n_l, n_c)),
+            "snapshot.course_bags": (snapshot.course_bags.shape, (n_c, n_c)),
+            "model.n_courses": (model.n_courses, n_c),
+        }
+        if id_rows:  # an ID row per learner: the learner map is the model's
+            shapes["model.n_learners (learner ID embeddings)"] = (model.n_learners, n_l)
+        bad = {k: v for k, v in shapes.items() if v[0] != v[1]}
+        if bad:
             raise ValueError(
-                f"shapes disagree: id maps {shape}, snapshot history {snapshot.history.shape}, "
-                f"model ({model.n_learners}, {model.n_courses})"
+                f"shapes disagree with the id maps ({n_l:,} learners, {n_c:,} courses): "
+                + "; ".join(f"{k} is {got}, expected {want}" for k, (got, want) in bad.items())
             )
-        self.model, self.snapshot = model, snapshot
+        self.model, self.snapshot, self.inputs = model, snapshot, inputs
         self.learner_ids, self.course_ids = learner_ids, course_ids
         self.content, self.normalize, self.cold_start = content, normalize, cold_start
+        self.model_cutoff = snapshot.cutoff if model_cutoff is None else model_cutoff
         self.device = resolve_device(device)
         self.chunk_size = chunk_size
+        self.serving_report: dict[str, Any] | None = None  # what `at` dropped; None otherwise
+        self.format_version: int | None = None  # set by `load`: the folder's format version
         self.model.to(self.device).eval()
         self._history = normalize_rows(snapshot.history, normalize)
         self._courses: torch.Tensor | None = None
@@ -97,8 +149,12 @@ class NCFRecommender:
             return self._courses[:, :-1]
         return self._courses
 
+    def learner_embeddings(self, learner_ids: Sequence[Any]) -> torch.Tensor:
+        """(n, d) on the device for caller ids (unknown ones follow `cold_start`)."""
+        return self.learner_embeddings_at(self._learner_index(learner_ids))
+
     @torch.inference_mode()
-    def learner_embeddings(self, learner_idx: np.ndarray) -> torch.Tensor:
+    def learner_embeddings_at(self, learner_idx: np.ndarray) -> torch.Tensor:
         """(n, d) on the device for dense learner indices; index -1 = an empty history."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
         unknown = learner_idx < 0
@@ -118,9 +174,40 @@ class NCFRecommender:
         d = self.model.embedding_dim + (self.model.course_bias is not None)
         return torch.cat(out) if out else torch.zeros(0, d, device=self.device)
 
-    def _learner_index(self, learner_ids: Sequence[Any]) -> np.ndarray:
+    def known_learners(self, learner_ids: Sequence[Any]) -> np.ndarray:
+        """(n,) bool: which ids this recommender has a row for (the others are cold starts)."""
+        return serving.index_of(self.learner_ids, learner_ids, "learner_ids", strict=False) >= 0
+
+    def history_sizes(self, learner_ids: Sequence[Any]) -> np.ndarray:
+        """(n,) int64: courses in each learner's input history (the lookback window before the
+        cutoff); 0 for a learner without one or unknown to this recommender. A learner with 0
+        is served the empty-history prior, which the blender's fallback chain replaces."""
+        idx = serving.index_of(self.learner_ids, learner_ids, "learner_ids", strict=False)
+        sizes = np.diff(self.snapshot.history.indptr).astype(np.int64)  # (n_learners,)
+        return np.where(idx >= 0, sizes[np.maximum(idx, 0)], 0)
+
+    def known_courses(self, course_ids: Sequence[Any]) -> np.ndarray:
+        """(n,) bool: which course ids the model knows (only those can be scored)."""
+        return serving.index_of(self.course_ids, course_ids, "course_ids", strict=False) >= 0
+
+    def _learner_index(self, learner_ids: Sequence[Any], what: str = "learner_ids") -> np.ndarray:
         strict = self.cold_start == "error"
-        return self.learner_ids.to_index(learner_ids, strict=strict).astype(np.int64)
+        return serving.index_of(self.learner_ids, learner_ids, what, strict=strict)
+
+    # Scoring vectors: the model's score is queries @ items.T exactly (TwoTower.score).
+    def _queries(self, learner_idx: np.ndarray) -> torch.Tensor:
+        q = self.learner_embeddings_at(learner_idx)  # (c, d)
+        if self.model.score_kind == "cosine":
+            q = self.model.normalize(q) / self.model.temperature
+        return q
+
+    def _items(self) -> torch.Tensor:
+        return self.model.normalize(self.course_embeddings())  # (n_courses, d)
+
+    def _seen_rows(self, learner_idx: np.ndarray) -> sp.csr_matrix:
+        """(c, n_courses) courses watched before the cutoff; unknown learners (-1): none."""
+        seen = self.snapshot.seen[np.maximum(learner_idx, 0)]
+        return sp.csr_matrix(sp.diags((learner_idx >= 0).astype(np.float32)) @ seen)
 
     # ---- retrieval ----------------------------------------------------------------------------
     def recommend(
@@ -129,35 +216,90 @@ class NCFRecommender:
         N: int = 10,
         *,
         filter_already_watched: bool = True,
-        candidates: Sequence[Any] | None = None,
+        candidates: Sequence[Any] | pd.DataFrame | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N courses per learner, best first: (ids (n, N), scores (n, N) float32).
 
         filter_already_watched: drop every course the learner watched before the snapshot's
           cutoff (`snapshot.seen`), not just the lookback window.
-        candidates: course ids to choose from (the same list for every learner).
+        candidates: course ids to choose from, either one list for every learner, or a long
+          DataFrame with `learner_id` and `course_id` columns (each learner's allowed
+          courses; a learner without rows has none). Exclusion applies on top.
         Rows with fewer than N allowed courses are padded with None ids and -inf scores (the
-        id array is then of object dtype).
+        id array is then of object dtype); `recommend_table` gives the ragged table instead.
         """
+        N = serving.check_n(N)
         idx = self._learner_index(learner_ids)
-        queries = self.learner_embeddings(idx)
-        exclude = None
-        if filter_already_watched:
-            # unknown learners (-1) have watched nothing: an empty row
-            seen = self.snapshot.seen[np.maximum(idx, 0)]
-            exclude = sp.diags((idx >= 0).astype(np.float32)) @ seen
-        cand = None if candidates is None else self.course_ids.to_index(candidates).astype(np.int64)
-        top, scores = top_k_by_dot(
-            queries, self.course_embeddings(), N,
-            exclude=exclude, candidates=cand, chunk_size=self.chunk_size, device=self.device,
-        )  # fmt: skip
+        cand = self._candidates(candidates, learner_ids)
+        chunks = list(self._ranked(idx, N, filter_already_watched, cand))
+        if not chunks:  # no learners asked for
+            return self._to_ids(np.zeros((0, N), np.int64)), np.zeros((0, N), np.float32)
+        top = np.concatenate([t for _, t, _ in chunks])
+        scores = np.concatenate([s for _, _, s in chunks])
         return self._to_ids(top), scores
+
+    def recommend_table(
+        self,
+        learner_ids: Sequence[Any],
+        N: int | None = 10,
+        *,
+        filter_already_watched: bool = True,
+        candidates: Sequence[Any] | pd.DataFrame | None = None,
+        prefix: str = "ncf",
+    ) -> pd.DataFrame:
+        """`recommend` as the long candidate table (`watchlog.candidates`): columns
+        learner_id, course_id, `<prefix>_score` (float64: the float32 score, exactly) and
+        `<prefix>_rank` (int64, 1 = best). Ragged: a learner with fewer allowed courses than N
+        has fewer rows (none when nothing is allowed), never padding; learners' rows are
+        contiguous, in the given order, best first; ids keep their id map's dtype.
+        N=None: every allowed course (with per-learner candidates: all of each learner's).
+        learner_ids must be unique (a repeated learner would repeat its pairs).
+        """
+        N = serving.check_n(N, allow_none=True)
+        index = serving.as_index(learner_ids, "learner_ids")
+        dup = index.duplicated()
+        if dup.any():
+            raise ValueError(
+                f"learner_ids: must be unique for a table (each pair appears once); "
+                f"{int(dup.sum()):,} repeat an earlier id (e.g. {index[dup][:5].tolist()})"
+            )
+        idx = self._learner_index(index)
+        cand = self._candidates(candidates, index)
+        chunks = self._ranked(idx, N, filter_already_watched, cand)  # compacted one by one
+        learners = serving.caller_ids(index, self.learner_ids, idx)
+        return serving.long_table(learners, self.course_ids.index, chunks, prefix)
+
+    def _candidates(self, candidates: Any, learner_ids: Sequence[Any]) -> Any:
+        """None, (k,) int64 course indices (one set for all), or CSR (n, n_courses) per learner."""
+        if candidates is None:
+            return None
+        if isinstance(candidates, pd.DataFrame):
+            return serving.candidate_rows(candidates, learner_ids, self.course_ids)
+        return serving.index_of(self.course_ids, candidates, "candidates")
+
+    def _ranked(
+        self, idx: np.ndarray, N: int | None, filter_already_watched: bool, candidates: Any
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first row, top (c, N) course indices, scores (c, N)) per chunk of learners."""
+        items = self._items()  # (n_courses, d)
+        for lo in range(0, len(idx), self.chunk_size):
+            part = idx[lo : lo + self.chunk_size]  # (c,)
+            exclude = self._seen_rows(part) if filter_already_watched else None
+            cand = candidates
+            if sp.issparse(candidates):
+                cand = candidates[lo : lo + len(part)]  # (c, n_courses)
+            n = N if N is not None else serving.allowed_count(cand, len(self.course_ids))
+            top, scores = top_k_by_dot(
+                self._queries(part), items, n, exclude=exclude, candidates=cand,
+                chunk_size=self.chunk_size, device=self.device,
+            )  # fmt: skip
+            yield lo, top, scores
 
     def similar_courses(
         self, course_ids: Sequence[Any], N: int = 10
     ) -> tuple[np.ndarray, np.ndarray]:
         """The N most cosine-similar courses to each given course (itself excluded)."""
-        idx = self.course_ids.to_index(course_ids).astype(np.int64)
+        idx = serving.index_of(self.course_ids, course_ids, "course_ids")
         top, scores = similar_by_cosine(self.course_embeddings(with_bias=False), idx, N)
         return self._to_ids(top), scores
 
@@ -168,14 +310,149 @@ class NCFRecommender:
         out[top >= 0] = self.course_ids.to_ids(top[top >= 0])
         return out
 
+    # ---- scores of given pairs -----------------------------------------------------------------
+    def score(self, learner_ids: Sequence[Any], course_ids: Sequence[Any]) -> np.ndarray:
+        """(n,) float32 model scores of the pairs (learner_ids[i], course_ids[i]): the score
+        `recommend` ranks by. Unknown learners follow `cold_start`; unknown courses raise
+        `UnknownIdError`. Costs one (chunk, n_courses) matmul per chunk of distinct learners,
+        as `recommend` does; courses already watched are scored like any other."""
+        n_l = len(serving.as_index(learner_ids, "learner_ids"))
+        n_c = len(serving.as_index(course_ids, "course_ids"))
+        if n_l != n_c:
+            raise ValueError(
+                f"learner_ids and course_ids: one pair per position, so the same length; "
+                f"got {n_l:,} learner ids and {n_c:,} course ids"
+            )
+        lidx = self._learner_index(learner_ids)
+        cidx = serving.index_of(self.course_ids, course_ids, "course_ids")
+        return self._score_index(lidx, cidx)
+
+    @torch.inference_mode()
+    def _score_index(self, lidx: np.ndarray, cidx: np.ndarray) -> np.ndarray:
+        out = np.empty(len(lidx), dtype=np.float32)
+        if not len(lidx):
+            return out
+        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses), as top_k
+        learners, inv = np.unique(lidx, return_inverse=True)  # (u,), (n,) pair -> learner
+        order = np.argsort(inv, kind="stable")  # pairs grouped by learner
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(learners)))])
+        for lo in range(0, len(learners), self.chunk_size):
+            hi = min(lo + self.chunk_size, len(learners))
+            pairs = order[bounds[lo] : bounds[hi]]  # (p,) the pairs of these learners
+            s = self._queries(learners[lo:hi]).to(torch.float32) @ item_t  # (c, n_courses)
+            rows = torch.from_numpy(inv[pairs] - lo).to(self.device)
+            cols = torch.from_numpy(cidx[pairs]).to(self.device)
+            out[pairs] = s[rows, cols].cpu().numpy()
+        return out
+
+    def score_table(
+        self, frame: pd.DataFrame, *, prefix: str = "ncf", unknown: str = "error"
+    ) -> pd.DataFrame:
+        """A copy of the long table `frame` (learner_id, course_id, ...) with `<prefix>_score`
+        (float64) added, row order kept. unknown="error": unknown courses (and learners, under
+        cold_start='error') raise; "nan": such pairs get NaN (the contract's marker for a pair
+        a model could not score: validate with allow_nan=[f"{prefix}_score"])."""
+        if unknown not in _UNKNOWN_PAIRS:
+            raise ValueError(f"unknown: must be one of {_UNKNOWN_PAIRS}, got {unknown!r}")
+        absent = [c for c in (LEARNER, COURSE) if c not in frame.columns]
+        if absent:
+            raise CandidateError(
+                f"frame: column(s) {absent} missing; score_table needs {[LEARNER, COURSE]}, "
+                f"the table has {list(frame.columns)}"
+            )
+        if unknown == "error":
+            scores = self.score(frame[LEARNER], frame[COURSE]).astype(np.float64)
+            return frame.assign(**{f"{prefix}_score": scores})
+        lidx = serving.index_of(self.learner_ids, frame[LEARNER], "frame.learner_id", strict=False)
+        cidx = serving.index_of(self.course_ids, frame[COURSE], "frame.course_id", strict=False)
+        cold = self.cold_start == "empty_history" and self.model.learner_tower.ids is None
+        ok = (cidx >= 0) & ((lidx >= 0) | cold)  # (n,) pairs the model can score
+        scores = np.full(len(frame), np.nan)
+        scores[ok] = self._score_index(lidx[ok], cidx[ok])
+        return frame.assign(**{f"{prefix}_score": scores})
+
+    @torch.inference_mode()
+    def score_stats(self, learner_ids: Sequence[Any], *, prefix: str = "ncf") -> pd.DataFrame:
+        """Per learner, over the whole catalogue (every course, watched ones included, no
+        candidates): `<prefix>_mean`, `<prefix>_std` (population, ddof 0) and
+        `<prefix>_logsumexp` of its scores, float64, one row per given id in order. For a
+        per-learner z-score (s - mean) / std or log-softmax s - logsumexp. One float32
+        matmul per chunk of learners; the statistics are accumulated in float64."""
+        idx = self._learner_index(learner_ids)
+        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses)
+        parts = []
+        for lo in range(0, len(idx), self.chunk_size):
+            s = self._queries(idx[lo : lo + self.chunk_size]).to(torch.float32) @ item_t
+            parts.append(serving.score_moments(s))  # (c, n_courses) -> 3 x (c,)
+        mean, std, lse = (
+            np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3)
+        )
+        return pd.DataFrame(
+            {
+                LEARNER: serving.caller_ids(learner_ids, self.learner_ids, idx),
+                f"{prefix}_mean": mean,
+                f"{prefix}_std": std,
+                f"{prefix}_logsumexp": lse,
+            }
+        )
+
+    # ---- another log, a later cutoff ----------------------------------------------------------
+    def at(
+        self,
+        log: EventLog,
+        cutoff: Any,
+        *,
+        allow_earlier: bool = False,
+        report: DataReport | None = None,
+    ) -> NCFRecommender:
+        """A recommender sharing this model whose snapshot is rebuilt from `log` (cleaned: it
+        has the `watched` column) with the saved input settings, from events strictly before
+        `cutoff` (a timestamp; naive = UTC).
+
+        The log's ids may differ from the model's: its courses are mapped into the model's
+        course index by id, and courses the model does not know are left out of histories,
+        `seen` and co-watch bags (counted in the new recommender's `serving_report`, warned
+        about, and noted in `report` when given). Learners: without learner ID embeddings the
+        new recommender serves the log's learners (new ones from their history alone); with
+        them, the model's learners only (the log's others have no ID row: `UnknownIdError`).
+        A cutoff before `model_cutoff` raises unless `allow_earlier` (the model was trained
+        on labels after it: a leak for any evaluation there).
+        """
+        if self.inputs is None:
+            raise ValueError(
+                "at(): this recommender has no input settings (`inputs`, the InputBuilder "
+                "that made its snapshots): it was saved without input settings (a folder from "
+                f"before format_version {FORMAT_VERSION}) or built without inputs=. Re-save it: "
+                "set rec.inputs = InputBuilder(...) as trained (conf/ncf/*.yaml `inputs`), then "
+                "rec.save(folder)"
+            )
+        cutoff = serving.as_cutoff(cutoff)
+        if self.model_cutoff is not None and cutoff < self.model_cutoff and not allow_earlier:
+            raise ValueError(
+                f"cutoff: {cutoff} is before the model's training cutoff {self.model_cutoff}; "
+                "the model was trained on labels after it, so its scores there leak the future "
+                "(pass allow_earlier=True to serve there anyway, e.g. for a diagnostic)"
+            )
+        snap, learner_ids, out = serving.snapshot_at(self, log, cutoff, report)
+        rec = NCFRecommender(
+            self.model, snap, learner_ids, self.course_ids,
+            inputs=self.inputs, content=self.content, normalize=self.normalize,
+            cold_start=self.cold_start, device=self.device, chunk_size=self.chunk_size,
+        )  # fmt: skip
+        rec.model_cutoff = self.model_cutoff  # the model's, not the new snapshot's
+        rec.serving_report = out
+        return rec
+
     # ---- export and persistence --------------------------------------------------------------
     def export_embeddings(self, directory: str | os.PathLike) -> dict[str, Path]:
         """learners.parquet and courses.parquet: caller id + `embedding` (fixed-size float32 list).
 
         The dot product of a learner's and a course's vectors is the model's score: with a
-        course bias, the course vector's last entry is the bias and the learner's is 1."""
+        course bias, the course vector's last entry is the bias and the learner's is 1 (for a
+        cosine model the raw tower outputs are written: normalize both, divide by the
+        temperature)."""
         directory = Path(directory)
-        learners = self.learner_embeddings(np.arange(self.model.n_learners)).cpu().numpy()
+        learners = self.learner_embeddings_at(np.arange(len(self.learner_ids))).cpu().numpy()
         courses = self.course_embeddings().cpu().numpy()
         return {
             "learners": _write_embeddings(
@@ -185,16 +462,27 @@ class NCFRecommender:
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Weights (torch state dict), config JSON, id maps (Parquet), snapshot (npz): no pickle."""
+        """Weights (torch state dict), config JSON (format_version, model, input settings,
+        normalize, content presence, cutoffs), id maps (Parquet), snapshot (npz): no pickle.
+        The folder is replaced atomically."""
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
             torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, tmp / "weights.pt")
             write_json(
                 tmp / "config.json",
-                {"model": self.model.config, "normalize": self.normalize, "cold_start": self.cold_start,
-                 "cutoff": None if self.snapshot.cutoff is None else str(self.snapshot.cutoff),
-                 "snapshot": self.snapshot.name},
-            )  # fmt: skip
+                {
+                    "format_version": FORMAT_VERSION,
+                    "model": self.model.config,
+                    "inputs": None if self.inputs is None else self.inputs.config,
+                    "normalize": self.normalize,
+                    "cold_start": self.cold_start,
+                    "content": self.content is not None,
+                    "cutoff": _when(self.snapshot.cutoff),
+                    "model_cutoff": _when(self.model_cutoff),
+                    "snapshot": self.snapshot.name,
+                    "serving_report": self.serving_report,
+                },
+            )
             self.learner_ids.save(tmp / "learner_ids.parquet")
             self.course_ids.save(tmp / "course_ids.parquet")
             for part in _SNAPSHOT_PARTS:
@@ -207,8 +495,16 @@ class NCFRecommender:
     def load(
         cls, directory: str | os.PathLike, *, device: str | torch.device = "auto"
     ) -> NCFRecommender:
+        """A saved folder (any format_version up to FORMAT_VERSION). Folders without a
+        format_version (1) load with inputs=None: they serve their snapshot, `at` raises."""
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
+        version = int(config.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{directory}: saved with format_version {version}; this code reads up to "
+                f"{FORMAT_VERSION} (update ncf-glmix)"
+            )
         model = TwoTower(**config["model"])
         state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -216,12 +512,28 @@ class NCFRecommender:
         cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
         snapshot = Snapshot(config["snapshot"], cutoff=cutoff, **parts)
         content_path = directory / "content.npz"
-        return cls(
+        if version >= 2 and bool(config["content"]) != content_path.exists():
+            raise ValueError(
+                f"{directory}: config.json says content={config['content']} but content.npz "
+                f"is {'present' if content_path.exists() else 'missing'}: the folder is incomplete"
+            )
+        inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
+        model_cutoff = config.get("model_cutoff", config["cutoff"])
+        rec = cls(
             model, snapshot,
             IdMap.load(directory / "learner_ids.parquet"), IdMap.load(directory / "course_ids.parquet"),
+            inputs=inputs,
             content=sp.load_npz(content_path).tocsr() if content_path.exists() else None,
             normalize=config["normalize"], cold_start=config["cold_start"], device=device,
+            model_cutoff=pd.Timestamp(model_cutoff) if model_cutoff else None,
         )  # fmt: skip
+        rec.serving_report = config.get("serving_report")
+        rec.format_version = version  # the version the folder was written with
+        return rec
+
+
+def _when(t: pd.Timestamp | None) -> str | None:
+    return None if t is None else str(t)
 
 
 def _write_embeddings(path: Path, ids: IdMap, emb: np.ndarray) -> Path:

@@ -73,7 +73,7 @@ def plot_run(
             if n > _MAX_LEARNERS
             else np.arange(n)
         )
-        emb = rec.learner_embeddings(rows).cpu().numpy()
+        emb = rec.learner_embeddings_at(rows).cpu().numpy()
         if rec.model.course_bias is not None:
             emb = emb[:, :-1]  # the constant bias column carries no information
         lmap = embedding_map(

@@ -65,6 +65,11 @@ def test_run_writes_metrics_model_embeddings_and_manifest(trained):
     learners = pd.read_parquet(out / "embeddings" / "learners.parquet")
     assert len(learners) == 500 and (np.stack(learners["embedding"])[:, -1] == 1).all()
     assert (out / "logs" / "metrics.csv").exists() and (out / "model" / "weights.pt").exists()
+    # the saved folder carries the input settings, so it can be served at later cutoffs
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["format_version"] == 2
+    wanted = {k: v for k, v in manifest["config"]["ncf"]["inputs"].items() if k != "_target_"}
+    assert config["inputs"] == wanted and config["model_cutoff"] == config["cutoff"]
 
 
 def test_same_seed_same_result(tmp_path, trained):
@@ -174,17 +179,24 @@ def test_distillation_without_a_teacher_is_an_error(tmp_path):
         fit(cfg, out_dir=tmp_path / "fit")
 
 
-def test_fit_returns_the_per_user_test_metrics_of_the_tested_model(tmp_path):
+@pytest.fixture(scope="module")
+def refitted(tmp_path_factory):
+    """`fit` with the default refit: (cfg, TrainedNCF)."""
+    tmp_path = tmp_path_factory.mktemp("refit")
+    cfg = compose_cfg(tmp_path, "outputs.model=false", "outputs.embeddings=false")
+    return cfg, fit(cfg, out_dir=tmp_path / "fit")
+
+
+def test_fit_returns_the_per_user_test_metrics_of_the_tested_model(refitted):
     """result.test_per_user: one entry per learner with test labels (users = learner rows),
     their mean is the reported test figure, and they are the metrics of ranking the
     recommender's own embeddings (the refitted model's), as a paired test needs."""
-    cfg = compose_cfg(tmp_path, "outputs.model=false", "outputs.embeddings=false")
-    trained = fit(cfg, out_dir=tmp_path / "fit")
+    _, trained = refitted
     res, test, rec = trained.result, trained.datamodule.test, trained.recommender
     per_user = res.test_per_user
     np.testing.assert_array_equal(per_user.users, np.flatnonzero(np.diff(test.labels.indptr)))
     assert per_user.summary()["ndcg@10"] == pytest.approx(res.test["test_ndcg@10"], abs=1e-6)
-    learners = rec.learner_embeddings(np.arange(rec.model.n_learners))  # (n_learners, d)
+    learners = rec.learner_embeddings_at(np.arange(len(rec.learner_ids)))  # (n_learners, d)
     courses = rec.course_embeddings()  # (n_courses, d)
     again = evaluate_full_ranking(
         lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
@@ -194,12 +206,34 @@ def test_fit_returns_the_per_user_test_metrics_of_the_tested_model(tmp_path):
     np.testing.assert_allclose(per_user.per_user["ndcg@10"], again.per_user["ndcg@10"], atol=1e-6)
 
 
-def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_seed(tmp_path):
+def test_valid_recommender_is_the_model_chosen_on_validation_before_the_refit(refitted):
+    """TrainedNCF.valid_recommender: the best checkpoint's weights (not the refitted ones),
+    serving the validation snapshot; ranking with it reproduces the reported validation
+    metrics, which are those of the model chosen before the refit."""
+    _, trained = refitted
+    valid, res = trained.valid_recommender, trained.result
+    assert valid.snapshot is trained.datamodule.valid and valid.inputs is trained.datamodule.inputs
+    assert trained.recommender.inputs is trained.datamodule.inputs
+    assert valid.model is not trained.recommender.model
+    best = torch.load(res.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    mine, refit = valid.model.state_dict(), trained.recommender.model.state_dict()
+    for name, weights in mine.items():
+        torch.testing.assert_close(weights.cpu(), best[f"model.{name}"], msg=name)
+    assert any(not torch.equal(mine[k].cpu(), refit[k].cpu()) for k in mine)  # refit moved on
+    learners = valid.learner_embeddings_at(np.arange(len(valid.learner_ids)))
+    courses = valid.course_embeddings()
+    again = evaluate_full_ranking(
+        lambda idx: valid.model.score(learners[torch.from_numpy(idx)], courses),
+        valid.snapshot.labels, exclude=valid.snapshot.seen,
+    )  # fmt: skip
+    assert again.summary()["ndcg@10"] == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)
+
+
+def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_seed(refitted):
     """The refit equals a fresh run: same initial weights, reseeded, best_epoch + 1 epochs on
     the refit data. Before the reseed its dropout draws depended on how long the first fit
     (and its early stopping) ran, so changing patience changed the refitted model."""
-    cfg = compose_cfg(tmp_path, "outputs.model=false", "outputs.embeddings=false")
-    trained = fit(cfg, out_dir=tmp_path / "fit")
+    cfg, trained = refitted
     assert cfg.ncf.refit and trained.result.epochs_run == 3  # the first fit ran 3 epochs
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as `fit` does: same init

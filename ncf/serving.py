@@ -1,0 +1,269 @@
+"""Serving helpers for `NCFRecommender`: cutoffs, per-learner candidate tables, long tables,
+score statistics, and rebuilding a snapshot from another log (`NCFRecommender.at`).
+
+Everything is vectorized over learners (CSR coordinate remaps, pandas index look-ups); the
+only loops are over chunks of learners, so memory is bounded by the chunk, never n x courses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ncf.inputs import Reindex
+from watchlog.candidates import COURSE, LEARNER, CandidateError, id_column
+from watchlog.eventlog import EventLog
+from watchlog.idmap import IdMap, UnknownIdError
+from watchlog.report import DataReport
+
+if TYPE_CHECKING:
+    from ncf.recommender import NCFRecommender
+
+__all__ = [
+    "as_cutoff",
+    "as_index",
+    "index_of",
+    "caller_ids",
+    "candidate_rows",
+    "long_table",
+    "score_moments",
+    "snapshot_at",
+]
+
+_N_EXAMPLES = 5
+
+
+# ---- arguments ------------------------------------------------------------------------------
+def as_cutoff(cutoff: Any, what: str = "cutoff") -> pd.Timestamp:
+    """`cutoff` as a UTC `pd.Timestamp` (a naive one is read as UTC, as the event log does).
+
+    Accepted: pd.Timestamp, datetime, date, np.datetime64 or an ISO string. Numbers are
+    refused (an epoch needs a unit), and so are None and NaT."""
+    if cutoff is None or isinstance(cutoff, bool | int | float | np.number):
+        raise TypeError(
+            f"{what}: must be a timestamp (pd.Timestamp, datetime, np.datetime64 or an ISO "
+            f"string such as '2024-03-01'); got {cutoff!r} of type {type(cutoff).__name__}"
+        )
+    if not isinstance(cutoff, str | dt.date | np.datetime64 | pd.Timestamp):
+        raise TypeError(f"{what}: must be a timestamp; got {type(cutoff).__name__}")
+    try:
+        ts = pd.Timestamp(cutoff)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: {cutoff!r} is not a parseable timestamp ({e})") from None
+    if pd.isna(ts):
+        raise ValueError(f"{what}: must not be NaT")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def index_of(ids_map: IdMap, ids: Any, what: str, *, strict: bool = True) -> np.ndarray:
+    """(n,) int64 dense indices of `ids`; unknown ids raise `UnknownIdError` naming `what`
+    (strict) or map to -1."""
+    try:
+        return ids_map.to_index(as_index(ids, what), strict=strict).astype(np.int64)
+    except UnknownIdError as e:
+        raise UnknownIdError(what, e.unknown, e.total) from None
+
+
+def as_index(ids: Any, what: str = "ids") -> pd.Index:
+    """A 1-D sequence of ids as a `pd.Index` (no copy for an Index, Series or array)."""
+    if isinstance(ids, pd.Index):
+        return ids
+    if np.ndim(ids) != 1:
+        raise TypeError(
+            f"{what}: must be a 1-D sequence of ids; got {type(ids).__name__} "
+            f"with {np.ndim(ids)} dimensions"
+        )
+    if isinstance(ids, pd.Series | np.ndarray | pd.api.extensions.ExtensionArray):
+        return pd.Index(ids)
+    return pd.Index(list(ids))
+
+
+def caller_ids(ids: Any, ids_map: IdMap, idx: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The caller's ids as a column of the id map's dtype (never `object`, as the candidate
+    table contract wants); `idx` are their dense indices (-1 for ids the map lacks)."""
+    if (idx >= 0).all():
+        return id_column(ids_map.index, idx)
+    values = as_index(ids)
+    if values.dtype == object:
+        # mixed types stay as they are: validate_candidates then names the column
+        with contextlib.suppress(TypeError, ValueError):
+            values = values.astype(ids_map.index.dtype)
+    return values.array
+
+
+def check_n(N: Any, *, allow_none: bool = False) -> int | None:
+    if N is None and allow_none:
+        return None
+    if isinstance(N, bool) or not isinstance(N, int | np.integer) or N < 1:
+        extra = " or None (every allowed course)" if allow_none else ""
+        raise ValueError(f"N: must be a positive int{extra}; got {N!r}")
+    return int(N)
+
+
+# ---- candidates -----------------------------------------------------------------------------
+def candidate_rows(
+    frame: pd.DataFrame, learner_ids: Sequence[Any], course_ids: IdMap
+) -> sp.csr_matrix:
+    """(n, n_courses) CSR: row i holds the courses the long table `frame` (learner_id,
+    course_id) allows for `learner_ids[i]` (repeats allowed). Rows of learners that were not
+    asked for are ignored; a learner asked for without rows has no allowed course. Course ids
+    the model does not know raise `UnknownIdError` (filter with `known_courses` first)."""
+    absent = [c for c in (LEARNER, COURSE) if c not in frame.columns]
+    if absent:
+        raise CandidateError(
+            f"candidates: column(s) {absent} missing; a per-learner candidates table needs "
+            f"{[LEARNER, COURSE]}, the table has {list(frame.columns)}"
+        )
+    codes, uniques = pd.factorize(as_index(learner_ids, "learner_ids"))  # (n,), (u,) asked
+    pos = pd.Index(uniques).get_indexer(pd.Index(frame[LEARNER]))  # (k,) row's learner or -1
+    asked = pos >= 0
+    course = index_of(course_ids, frame[COURSE][asked], f"candidates.{COURSE}")
+    per_learner = sp.csr_matrix(
+        (np.ones(len(course), dtype=np.float32), (pos[asked], course)),
+        shape=(len(uniques), len(course_ids)),
+    )  # (u, n_courses); a repeated pair is summed, its pattern is what counts
+    per_learner.sum_duplicates()
+    known = codes >= 0  # a missing learner id has code -1: no candidates (it fails look-up)
+    if known.all():
+        return per_learner[codes]
+    rows = sp.diags(known.astype(np.float32)) @ per_learner[np.maximum(codes, 0)]
+    return sp.csr_matrix(rows)
+
+
+def allowed_count(candidates: Any, n_courses: int) -> int:
+    """The most courses any row of a chunk may get: its N when the caller asks for all."""
+    if candidates is None:
+        return max(n_courses, 1)
+    if sp.issparse(candidates):
+        lengths = np.diff(sp.csr_matrix(candidates).indptr)
+        return max(int(lengths.max(initial=0)), 1)
+    return max(len(np.unique(candidates)), 1)
+
+
+# ---- long tables ----------------------------------------------------------------------------
+def long_table(
+    learners: pd.api.extensions.ExtensionArray,
+    course_index: pd.Index,
+    chunks: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    prefix: str,
+) -> pd.DataFrame:
+    """The contract's long table from ranked chunks `(first learner row, top (c, N) course
+    indices padded with -1, scores (c, N) float32)`: one row per returned course, learners
+    in order, best first; `<prefix>_score` float64, `<prefix>_rank` int64 (1 = best).
+    Each chunk is compacted (padding dropped) as it comes, so only the rows are kept."""
+    rows, cols, scores, ranks = [], [], [], []
+    for lo, top, s in chunks:
+        r, k = np.nonzero(top >= 0)  # row-major: each learner's courses best first
+        rows.append(lo + r.astype(np.int64))
+        cols.append(top[r, k])
+        scores.append(s[r, k].astype(np.float64))
+        ranks.append(k.astype(np.int64) + 1)  # padding is only ever at the end of a row
+    empty = np.zeros(0, dtype=np.int64)
+    rows_all = np.concatenate(rows) if rows else empty
+    return pd.DataFrame(
+        {
+            LEARNER: learners.take(rows_all),
+            COURSE: id_column(course_index, np.concatenate(cols) if cols else empty),
+            f"{prefix}_score": np.concatenate(scores) if scores else np.zeros(0),
+            f"{prefix}_rank": np.concatenate(ranks) if ranks else empty,
+        }
+    )
+
+
+def score_moments(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of `s` (c, m): mean, standard deviation (population, ddof 0) and log-sum-exp,
+    in float64 (a float32 sum over a large catalogue loses digits the z-score needs)."""
+    s64 = s.to(torch.float64)  # (c, m)
+    mean = s64.mean(dim=1)  # (c,)
+    std = (s64 - mean[:, None]).square().mean(dim=1).sqrt()  # two-pass: no cancellation
+    lse = torch.logsumexp(s64, dim=1)  # (c,) max-shifted, so large scores do not overflow
+    return tuple(t.cpu().numpy() for t in (mean, std, lse))  # type: ignore[return-value]
+
+
+# ---- another log, a later cutoff ------------------------------------------------------------
+def snapshot_at(
+    rec: NCFRecommender,
+    log: EventLog,
+    cutoff: pd.Timestamp,
+    report: DataReport | None,
+):
+    """The snapshot `rec.at` serves: `rec.inputs` applied to `log` before `cutoff`, in the
+    model's course index; returns (snapshot, learner id map, serving report dict)."""
+    if "watched" not in log.events.columns:
+        raise ValueError(
+            "log: no `watched` column; at() needs a cleaned log (watchlog.cleaning.clean)"
+        )
+    courses = Reindex.between(log.course_ids, rec.course_ids)
+    if log.n_courses and (courses.target < 0).all():
+        raise ValueError(
+            f"log: none of its {log.n_courses:,} course ids is known to the model "
+            f"(log ids {log.course_ids.index.dtype}, e.g. {log.course_ids.index[:3].tolist()}; "
+            f"model ids {rec.course_ids.index.dtype}, e.g. {rec.course_ids.index[:3].tolist()})"
+        )
+    id_model = rec.model.learner_tower.ids is not None
+    # Without learner ID embeddings a learner is its history: serve the log's learners. With
+    # them a learner needs its ID row: keep the model's learners, drop the others' rows.
+    learners = Reindex.between(log.learner_ids, rec.learner_ids) if id_model else None
+    learner_ids = rec.learner_ids if id_model else log.learner_ids
+    snap = rec.inputs.inference_snapshot(log, cutoff, learners=learners, courses=courses)
+
+    # What was dropped, counted on the watch events before the cutoff (never silent).
+    events = log.time_window(end=cutoff)
+    events = events[events["watched"].to_numpy()]
+    course_lost = courses.target[events["course_idx"].to_numpy()] < 0  # (n_watched,)
+    unknown_courses = log.course_ids.index[courses.dropped]
+    in_log = np.zeros(len(rec.course_ids), dtype=bool)
+    in_log[courses.target[courses.target >= 0]] = True
+    out: dict[str, Any] = {
+        "cutoff": str(cutoff),
+        "model_cutoff": None if rec.model_cutoff is None else str(rec.model_cutoff),
+        "log_learners": int(log.n_learners),
+        "log_courses": int(log.n_courses),
+        "watched_events": int(len(events)),
+        "unknown_courses": int(len(unknown_courses)),
+        "unknown_course_examples": unknown_courses[:_N_EXAMPLES].tolist(),
+        "unknown_course_watches": int(course_lost.sum()),
+        "model_courses_not_in_log": int((~in_log).sum()),
+    }
+    known = rec.learner_ids.to_index(log.learner_ids.index, strict=False) >= 0  # (log_learners,)
+    if id_model:
+        lost = ~known[events["learner_idx"].to_numpy()]
+        out["unknown_learners"] = int((~known).sum())  # no ID row: not served
+        out["unknown_learner_examples"] = log.learner_ids.index[~known][:_N_EXAMPLES].tolist()
+        out["unknown_learner_watches"] = int(lost.sum())
+    else:
+        out["new_learners"] = int((~known).sum())  # served from their history alone
+    lost_watches = out["unknown_course_watches"] + out.get("unknown_learner_watches", 0)
+    message = (
+        f"NCFRecommender.at({cutoff}): {out['unknown_course_watches']:,} of {len(events):,} "
+        f"watches before the cutoff are of {out['unknown_courses']:,} courses the model does "
+        f"not know (e.g. {out['unknown_course_examples']}); they are left out of histories, "
+        "`seen` and co-watch bags"
+    )
+    if id_model and out["unknown_learners"]:
+        message += (
+            f"; {out['unknown_learners']:,} learners have no learner-ID row in the model "
+            f"(e.g. {out['unknown_learner_examples']}) and are not served "
+            f"({out['unknown_learner_watches']:,} of their watches still count for co-watch)"
+        )
+    if lost_watches:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    if report is not None:
+        report.add_step(
+            f"ncf serving at {cutoff}: drop watches of courses the model does not know",
+            "watched events",
+            before=len(events),
+            after=len(events) - out["unknown_course_watches"],
+            unknown_courses=out["unknown_courses"],
+        )
+        if lost_watches:
+            report.note(message)
+    return snap, learner_ids, out

@@ -1,0 +1,490 @@
+"""Serving the two-tower: `NCFRecommender.at` (histories up to a later cutoff, other id maps),
+`score`, `score_table`, `recommend_table` (the long candidate table), `score_stats`, input
+settings in saved folders (format_version 2, old folders), and `fit(..., split=...)`.
+
+One tiny model is trained once (module scope, about a second on `synthetic_small`); models
+for the rules that need another architecture (learner ID embeddings, cosine score) are
+random-initialised: serving does not care how good the weights are."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from hydra import compose, initialize_config_dir
+from scipy.special import logsumexp
+
+from experiments.train_ncf import fit
+from ncf.inputs import InputBuilder
+from ncf.model import TwoTower
+from ncf.recommender import FORMAT_VERSION, NCFRecommender
+from watchlog.candidates import CandidateError, validate_candidates
+from watchlog.eventlog import EventLog
+from watchlog.idmap import IdMap, UnknownIdError
+from watchlog.splits import temporal_split
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = pd.Timedelta(days=1)
+NEW_LEARNER, NEW_COURSE = "A-new-learner", "A-new-course"  # sort first: every index shifts
+
+
+def compose_cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "train_ncf",
+            overrides=[
+                "data=synthetic_small", f"paths.output_dir={tmp_path}", "trainer.max_epochs=2",
+                "trainer.enable_progress_bar=false", "outputs.plots=false", "ncf.refit=false",
+                *overrides,
+            ],
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ncf_serving")
+    return fit(compose_cfg(out), out_dir=out)
+
+
+@pytest.fixture(scope="module")
+def rec(trained):
+    return trained.recommender
+
+
+@pytest.fixture(scope="module")
+def log(trained):
+    return trained.data.log
+
+
+def copy_of(rec: NCFRecommender, **changes) -> NCFRecommender:
+    """The same model and snapshot with other serving options (fixtures stay untouched)."""
+    kwargs = dict(
+        inputs=rec.inputs, content=rec.content, normalize=rec.normalize,
+        cold_start=rec.cold_start, device="cpu", chunk_size=rec.chunk_size,
+    )  # fmt: skip
+    return NCFRecommender(
+        rec.model, rec.snapshot, rec.learner_ids, rec.course_ids, **{**kwargs, **changes}
+    )
+
+
+def same_snapshot(a, b) -> None:
+    for part in ("history", "seen", "course_bags"):
+        x, y = getattr(a, part), getattr(b, part)
+        assert x.shape == y.shape, part
+        assert (x != y).nnz == 0, part
+
+
+def other_ids(log: EventLog, when: pd.Timestamp, *, new_course: bool = True) -> EventLog:
+    """`log` plus a new learner (who watches three known courses and, with `new_course`, a
+    new course) and the first 15 learners who watched course 3 watching the new course too
+    (so it would be a strong co-watch neighbour of course 3), all at `when`. The new ids sort
+    first, so every dense index of the result differs from `log`'s."""
+    ev = log.events.drop(columns=["learner_idx", "course_idx"])
+    ev = ev.assign(
+        learner_id=ev["learner_id"].astype("string"), course_id=ev["course_id"].astype("string")
+    )
+    template = ev[ev["watched"]].iloc[[0]]
+    known = log.course_ids.index[[3, 40, 77]].tolist()
+    pairs = [(NEW_LEARNER, c) for c in known]
+    if new_course:
+        pairs += [(NEW_LEARNER, NEW_COURSE)] + [(f, NEW_COURSE) for f in fans_of_course_3(log)]
+    extra = pd.concat([template] * len(pairs), ignore_index=True)
+    extra["learner_id"] = pd.array([p[0] for p in pairs], dtype="string")
+    extra["course_id"] = pd.array([p[1] for p in pairs], dtype="string")
+    extra["ts"] = pd.Series([when] * len(pairs), dtype=ev["ts"].dtype)
+    events = pd.concat([ev, extra], ignore_index=True)
+    events = events.iloc[np.argsort(events["ts"].to_numpy(), kind="stable")].reset_index(drop=True)
+    learners = pd.concat(
+        [log.learners, pd.DataFrame({"learner_id": pd.array([NEW_LEARNER], dtype="string")})],
+        ignore_index=True,
+    )
+    courses = log.courses
+    if new_course:
+        new = pd.DataFrame({"course_id": pd.array([NEW_COURSE], dtype="string")})
+        courses = pd.concat([courses, new], ignore_index=True)
+    learner_ids = IdMap(learners["learner_id"], "learner_id")
+    course_ids = IdMap(courses["course_id"], "course_id")
+    learners = learners.iloc[learner_ids.to_index(learners["learner_id"]).argsort()]
+    courses = courses.iloc[course_ids.to_index(courses["course_id"]).argsort()]
+    events = events.assign(
+        learner_idx=learner_ids.to_index(events["learner_id"]),
+        course_idx=course_ids.to_index(events["course_id"]),
+    )
+    return EventLog(
+        events, learners.reset_index(drop=True), courses.reset_index(drop=True),
+        learner_ids, course_ids,
+    )  # fmt: skip
+
+
+def fans_of_course_3(log: EventLog) -> list:
+    ev = log.events[log.events["watched"].to_numpy() & (log.events["course_idx"] == 3).to_numpy()]
+    return log.learner_ids.to_ids(pd.unique(ev["learner_idx"].to_numpy())[:15]).tolist()
+
+
+# ---- at(): the same cutoff, a later one, an earlier one -------------------------------------
+def test_at_the_models_own_cutoff_reproduces_the_recommender_exactly(rec, log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing dropped: no warning either
+        again = rec.at(log, rec.snapshot.cutoff)
+    assert again.model is rec.model and again.inputs is rec.inputs
+    same_snapshot(again.snapshot, rec.snapshot)
+    learners = rec.learner_ids.index
+    a, b = rec.recommend(learners, N=15), again.recommend(learners, N=15)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    report = again.serving_report
+    assert report["unknown_courses"] == report["unknown_course_watches"] == 0
+    assert report["new_learners"] == report["model_courses_not_in_log"] == 0
+    assert report["cutoff"] == report["model_cutoff"] == str(rec.snapshot.cutoff)
+
+
+def test_at_a_later_cutoff_serves_the_history_watched_since(rec, log):
+    T = rec.snapshot.cutoff
+    later = rec.at(log, T + 20 * DAY)
+    assert later.snapshot.cutoff == T + 20 * DAY and later.model_cutoff == T
+    ev = log.events[log.events["watched"].to_numpy()]
+    window = ev[(ev["ts"] >= T) & (ev["ts"] < T + 20 * DAY)]
+    new_pairs = [
+        (lrn, crs)
+        for lrn, crs in zip(window["learner_idx"], window["course_idx"], strict=True)
+        if rec.snapshot.seen[lrn, crs] == 0
+    ]
+    assert new_pairs, "the fixture's log has watches after the model's cutoff"
+    learner, course = (int(x) for x in new_pairs[0])
+    assert later.snapshot.seen[learner, course] == 1 and later.snapshot.history[learner, course] > 0
+    lid, cid = rec.learner_ids.to_ids([learner])[0], rec.course_ids.to_ids([course])[0]
+    n = len(rec.course_ids)
+    before, _ = rec.recommend([lid], N=n)
+    after, _ = later.recommend([lid], N=n)
+    assert cid in before[0] and cid not in after[0]  # watched after T: excluded at T' only
+    # the history at T' changed the learner's embedding, so its scores too
+    assert not np.allclose(rec.score([lid], [cid]), later.score([lid], [cid]))
+
+
+def test_at_checks_the_cutoff(rec, log):
+    T = rec.snapshot.cutoff
+    with pytest.raises(ValueError, match="before the model's training cutoff"):
+        rec.at(log, T - DAY)
+    earlier = rec.at(log, T - 10 * DAY, allow_earlier=True)
+    assert earlier.snapshot.cutoff == T - 10 * DAY
+    naive = rec.at(log, T.tz_localize(None) + DAY)  # a naive timestamp is read as UTC
+    assert naive.snapshot.cutoff == T + DAY
+    assert rec.at(log, str((T + DAY).date())).snapshot.cutoff == T + DAY
+    with pytest.raises(TypeError, match="cutoff: must be a timestamp"):
+        rec.at(log, 1_700_000_000)
+    with pytest.raises(ValueError, match="cutoff: 'soon' is not a parseable timestamp"):
+        rec.at(log, "soon")
+    with pytest.raises(ValueError, match="needs a cleaned log"):
+        rec.at(log.with_events(log.events.drop(columns="watched")), T)
+
+
+def test_at_maps_other_ids_drops_unknown_courses_and_serves_new_learners(rec, log):
+    # Three co-watch neighbours per course (the fixture's 50 are never all filled here), so a
+    # new course left in the co-watch computation would push a known neighbour out.
+    rec = copy_of(rec, inputs=InputBuilder(**{**rec.inputs.config, "cowatch_top_k": 3}))
+    T2 = rec.snapshot.cutoff + 20 * DAY
+    log2 = other_ids(log, T2 - 5 * DAY)
+    assert log2.course_ids.to_index([log.course_ids.index[0]])[0] == 1  # indices shifted
+    lost = 1 + len(fans_of_course_3(log))  # watches of the new course
+    assert lost > 5
+    with pytest.warns(UserWarning, match=rf"{lost} of .* watches .* 1 courses the model does not"):
+        served = rec.at(log2, T2)
+    report = served.serving_report
+    assert report["unknown_courses"] == 1 and report["unknown_course_examples"] == [NEW_COURSE]
+    assert report["unknown_course_watches"] == lost and report["new_learners"] == 1
+    assert served.course_ids is rec.course_ids and served.learner_ids == log2.learner_ids
+
+    # The same log without the new course (so no course remap at all) gives the same inputs:
+    # the remap is right and the unknown course never took a co-watch neighbour's slot.
+    reference = rec.at(other_ids(log, T2 - 5 * DAY, new_course=False), T2)
+    same_snapshot(served.snapshot, reference.snapshot)
+    learners = [NEW_LEARNER, *log.learner_ids.index[:30]]
+    np.testing.assert_array_equal(served.recommend(learners)[1], reference.recommend(learners)[1])
+
+    # The new learner is served from its history: its three courses are seen and excluded.
+    watched = log.course_ids.index[[3, 40, 77]].tolist()
+    row = served.learner_ids.to_index([NEW_LEARNER])[0]
+    assert sorted(rec.course_ids.to_ids(served.snapshot.seen[row].indices)) == sorted(watched)
+    ids, _ = served.recommend([NEW_LEARNER], N=len(rec.course_ids))
+    assert not set(watched) & set(ids[0][ids[0] != None])  # noqa: E711
+    with pytest.raises(UnknownIdError, match="course_ids: 1 of 1 ids are unknown"):
+        served.score([NEW_LEARNER], [NEW_COURSE])
+
+
+def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
+    """With learner ID embeddings a learner needs its ID row: the model's learners are
+    served, the log's new learner is not (UnknownIdError), its watches still count for the
+    co-watch bags."""
+    torch.manual_seed(0)
+    model = TwoTower(len(rec.learner_ids), len(rec.course_ids), bag_dim=16, mlp=[8],
+                     learner_ids=True)  # fmt: skip
+    T = rec.snapshot.cutoff
+    ids_rec = NCFRecommender(
+        model, rec.inputs.inference_snapshot(log, T), log.learner_ids, log.course_ids,
+        inputs=rec.inputs, device="cpu",
+    )  # fmt: skip
+    log2 = other_ids(log, T + 5 * DAY)
+    with pytest.warns(UserWarning, match="1 learners have no learner-ID row"):
+        served = ids_rec.at(log2, T + 10 * DAY)
+    assert served.learner_ids is ids_rec.learner_ids
+    assert served.serving_report["unknown_learners"] == 1
+    assert served.serving_report["unknown_learner_watches"] == 4
+    with pytest.raises(UnknownIdError, match="learner_ids: 1 of 2 ids are unknown"):
+        served.recommend([log.learner_ids.index[0], NEW_LEARNER])
+    with pytest.warns(UserWarning, match="courses the model does not know"):
+        without_ids = rec.at(log2, T + 10 * DAY)  # same inputs, the log's learners
+    assert (served.snapshot.course_bags != without_ids.snapshot.course_bags).nnz == 0
+    cold = copy_of(served, cold_start="empty_history")
+    with pytest.raises(ValueError, match="needs a model without learner ID embeddings"):
+        cold.score([NEW_LEARNER], [log.course_ids.index[0]])
+    # a known learner's history rows moved to the model's index
+    known = log.learner_ids.index[5]
+    a = served.snapshot.seen[served.learner_ids.to_index([known])[0]]
+    b = without_ids.snapshot.seen[without_ids.learner_ids.to_index([known])[0]]
+    assert (a != b).nnz == 0
+
+
+# ---- score, recommend_table, score_stats -----------------------------------------------------
+def test_score_equals_the_scores_recommend_ranks_by(rec):
+    learners = rec.learner_ids.index[:40].to_numpy()
+    ids, scores = rec.recommend(learners, N=12)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(ids.size)  # pairs in any order, learners repeated and interleaved
+    pl, pc = np.repeat(learners, 12)[order], ids.ravel()[order]
+    small = copy_of(rec, chunk_size=7)  # several chunks of learners
+    for r in (rec, small):
+        np.testing.assert_allclose(r.score(pl, pc), scores.ravel()[order], rtol=1e-6, atol=1e-6)
+    assert rec.score(pl, pc).dtype == np.float32 and rec.score([], []).shape == (0,)
+
+
+def test_score_bad_inputs_and_cold_start(rec):
+    lid, cid = rec.learner_ids.index[:3].tolist(), rec.course_ids.index[:3].tolist()
+    with pytest.raises(ValueError, match="the same length; got 3 learner ids and 2 course ids"):
+        rec.score(lid, cid[:2])
+    with pytest.raises(UnknownIdError, match=r"course_ids: 2 of 3 ids are unknown.*'nope'"):
+        rec.score(lid, [cid[0], "nope", "nada"])
+    with pytest.raises(UnknownIdError, match="learner_ids: 1 of 3 ids are unknown"):
+        rec.score([lid[0], "nobody", lid[1]], cid)
+    with pytest.raises(TypeError, match="learner_ids: must be a 1-D sequence"):
+        rec.score("L000", "C000")
+    cold = copy_of(rec, cold_start="empty_history")
+    ids, scores = cold.recommend(["nobody"], N=5, filter_already_watched=False)
+    np.testing.assert_allclose(cold.score(["nobody"] * 5, ids[0]), scores[0], rtol=1e-6)
+
+
+def test_recommend_table_is_recommend_as_a_long_table(rec):
+    learners = rec.learner_ids.index[:25].tolist()
+    ids, scores = rec.recommend(learners, N=10)
+    table = rec.recommend_table(learners, N=10)
+    validate_candidates(table, score_columns=["ncf_score"])
+    assert list(table.columns) == ["learner_id", "course_id", "ncf_score", "ncf_rank"]
+    assert table["ncf_score"].dtype == np.float64 and table["ncf_rank"].dtype == np.int64
+    assert table["learner_id"].dtype == rec.learner_ids.index.dtype
+    assert table["course_id"].dtype == rec.course_ids.index.dtype
+    np.testing.assert_array_equal(table["learner_id"].to_numpy(), np.repeat(learners, 10))
+    np.testing.assert_array_equal(table["course_id"].to_numpy(), ids.ravel())
+    np.testing.assert_array_equal(table["ncf_score"].to_numpy(), scores.ravel().astype(np.float64))
+    np.testing.assert_array_equal(table["ncf_rank"].to_numpy(), np.tile(np.arange(1, 11), 25))
+    chunked = copy_of(rec, chunk_size=4).recommend_table(learners, N=10)
+    pd.testing.assert_frame_equal(chunked, table, check_exact=False, rtol=1e-6)
+    shared = rec.course_ids.index[:6].tolist()  # one list for all, fewer than N: ragged
+    small = rec.recommend_table(learners, N=10, candidates=shared, filter_already_watched=False)
+    assert len(small) == 25 * 6 and set(small["course_id"]) == set(shared)
+    empty = rec.recommend_table([], N=3)
+    assert len(empty) == 0 and list(empty.columns) == list(table.columns)
+    validate_candidates(empty, score_columns=["ncf_score"])
+
+
+def test_per_learner_candidates_are_ragged_and_exclusion_applies_on_top(rec):
+    learners = [rec.learner_ids.index[i] for i in (4, 0, 9)]  # not in id-map order
+    seen0 = rec.course_ids.to_ids(
+        rec.snapshot.seen[rec.learner_ids.to_index([learners[0]])[0]].indices
+    )
+    assert len(seen0), "the first learner has watched something"
+    unseen = [c for c in rec.course_ids.index if c not in set(seen0)]
+    allowed = {
+        learners[0]: [seen0[0], *unseen[:4]],  # one already watched
+        learners[1]: unseen[10:12],
+        learners[2]: [],  # no candidates: no rows
+    }
+    frame = pd.DataFrame(
+        [(lrn, c) for lrn, cs in allowed.items() for c in cs]
+        + [(rec.learner_ids.index[50], unseen[0])],  # a learner not asked for: ignored
+        columns=["course_id", "learner_id"][::-1],
+    )
+    table = rec.recommend_table(learners, N=10, candidates=frame)
+    validate_candidates(table, score_columns=["ncf_score"])
+    counts = table.groupby("learner_id", sort=False, observed=True).size()
+    assert counts.to_dict() == {learners[0]: 4, learners[1]: 2}  # seen one excluded
+    assert table["learner_id"].iloc[0] == learners[0]  # the given learner order
+    for lrn, rows in table.groupby("learner_id", sort=False, observed=True):
+        assert set(rows["course_id"]) <= set(allowed[lrn]) - {seen0[0]}
+        assert (np.diff(rows["ncf_score"].to_numpy()) <= 0).all()
+    everything = rec.recommend_table(learners, N=None, candidates=frame,
+                                     filter_already_watched=False)  # fmt: skip
+    assert len(everything) == 5 + 2 and seen0[0] in set(everything["course_id"])
+    top2 = rec.recommend_table(learners, N=2, candidates=frame)
+    assert len(top2) == 4 and top2["ncf_rank"].max() == 2
+    # the 2-D API: the same lists, padded with None / -inf
+    ids, scores = rec.recommend(learners, N=5, candidates=frame)
+    assert (ids[0, :4] == table["course_id"].to_numpy()[:4]).all() and ids[0, 4] is None
+    assert (ids[2] == None).all() and np.isneginf(scores[2]).all()  # noqa: E711
+    np.testing.assert_array_equal(scores[1, :2], table["ncf_score"].to_numpy()[4:6])
+
+
+def test_candidate_table_errors(rec):
+    learners = rec.learner_ids.index[:3].tolist()
+    with pytest.raises(CandidateError, match=r"candidates: column\(s\) \['course_id'\] missing"):
+        rec.recommend_table(learners, candidates=pd.DataFrame({"learner_id": learners}))
+    bad = pd.DataFrame({"learner_id": learners, "course_id": ["nope", "C001", "C002"]})
+    with pytest.raises(UnknownIdError, match="candidates.course_id: 1 of 3 ids are unknown"):
+        rec.recommend(learners, candidates=bad)
+    with pytest.raises(ValueError, match=r"learner_ids: must be unique .* 1 repeat"):
+        rec.recommend_table([*learners, learners[0]])
+    with pytest.raises(ValueError, match="N: must be a positive int or None"):
+        rec.recommend_table(learners, N=0)
+
+
+def test_score_table_adds_a_column_or_nan_for_pairs_it_cannot_score(rec):
+    table = rec.recommend_table(rec.learner_ids.index[:5].tolist(), N=4).drop(columns="ncf_rank")
+    scored = rec.score_table(table.drop(columns="ncf_score"), prefix="two_tower")
+    np.testing.assert_allclose(scored["two_tower_score"], table["ncf_score"], rtol=1e-6)
+    odd = pd.concat(
+        [table[["learner_id", "course_id"]],
+         pd.DataFrame({"learner_id": ["L499", "nobody"], "course_id": ["nope", "C001"]})],
+        ignore_index=True,
+    )  # fmt: skip
+    with pytest.raises(UnknownIdError):
+        rec.score_table(odd)
+    lenient = rec.score_table(odd, unknown="nan")
+    assert lenient["ncf_score"].isna().tolist() == [False] * len(table) + [True, True]
+    validate_candidates(lenient, score_columns=["ncf_score"], allow_nan=["ncf_score"])
+
+
+def test_score_stats_match_a_dense_computation(rec):
+    cold = copy_of(rec, cold_start="empty_history", chunk_size=16)
+    learners = [*rec.learner_ids.index[:40].tolist(), "nobody"]
+    stats = cold.score_stats(learners)
+    assert list(stats.columns) == ["learner_id", "ncf_mean", "ncf_std", "ncf_logsumexp"]
+    assert stats["learner_id"].tolist() == learners
+    emb = cold.learner_embeddings(learners).cpu().numpy().astype(np.float64)  # (41, d)
+    courses = cold.course_embeddings().cpu().numpy().astype(np.float64)  # (n_courses, d)
+    dense = emb @ courses.T  # (41, n_courses): every course, watched ones included
+    np.testing.assert_allclose(stats["ncf_mean"], dense.mean(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["ncf_std"], dense.std(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["ncf_logsumexp"], logsumexp(dense, axis=1), rtol=1e-6)
+    # the z-score and log-softmax a blender forms from them agree with `score`
+    lid, cid = learners[0], rec.course_ids.index[7]
+    z = (rec.score([lid], [cid])[0] - stats["ncf_mean"][0]) / stats["ncf_std"][0]
+    assert z == pytest.approx((dense[0, 7] - dense[0].mean()) / dense[0].std(), rel=1e-4)
+
+
+def test_learner_embeddings_by_caller_ids(rec):
+    ids = rec.learner_ids.index[[7, 2, 7]].tolist()
+    by_id = rec.learner_embeddings(ids)
+    by_index = rec.learner_embeddings_at(rec.learner_ids.to_index(ids))
+    torch.testing.assert_close(by_id, by_index)
+    with pytest.raises(UnknownIdError, match="learner_ids: 1 of 1 ids are unknown"):
+        rec.learner_embeddings(["nobody"])
+
+
+def test_history_sizes_count_the_input_history_and_zero_for_strangers(rec):
+    ids = rec.learner_ids.index[[3, 0, 11]].tolist()
+    rows = rec.learner_ids.to_index(ids)
+    expect = np.diff(rec.snapshot.history.indptr)[rows]
+    np.testing.assert_array_equal(rec.history_sizes([*ids, "nobody"]), [*expect, 0])
+
+
+def test_a_cosine_model_is_served_by_its_cosine_score(rec, log):
+    """recommend, score and score_stats rank by `TwoTower.score` (unit vectors / temperature),
+    as validation does, not by the raw dot product of the tower outputs."""
+    torch.manual_seed(0)
+    model = TwoTower(len(rec.learner_ids), len(rec.course_ids), bag_dim=16, mlp=[8],
+                     score="cosine", temperature=0.2)  # fmt: skip
+    cos = NCFRecommender(model, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+    learners = rec.learner_ids.index[:10].tolist()
+    full = model.score(cos.learner_embeddings(learners), cos.course_embeddings()).numpy()
+    ids, scores = cos.recommend(learners, N=5, filter_already_watched=False)
+    np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :5], rtol=1e-5)
+    np.testing.assert_allclose(cos.score_stats(learners)["ncf_mean"], full.mean(1), atol=1e-5)
+
+
+# ---- persistence -----------------------------------------------------------------------------
+def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_path):
+    T = rec.snapshot.cutoff
+    later = rec.at(log, T + 10 * DAY)
+    later.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION == 2
+    assert config["inputs"] == rec.inputs.config and config["content"] is False
+    loaded = NCFRecommender.load(tmp_path / "model", device="cpu")
+    assert loaded.inputs.config == rec.inputs.config and loaded.normalize == rec.normalize
+    assert loaded.model_cutoff == T and loaded.snapshot.cutoff == T + 10 * DAY
+    assert loaded.serving_report == later.serving_report and loaded.format_version == 2
+    learners = rec.learner_ids.index[:30]
+    np.testing.assert_array_equal(loaded.recommend(learners)[1], later.recommend(learners)[1])
+    a = loaded.at(log, T + 30 * DAY).recommend(learners)
+    b = rec.at(log, T + 30 * DAY).recommend(learners)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="before the model's training cutoff"):
+        loaded.at(log, T - DAY)  # the model's cutoff survived the round trip
+
+
+def test_old_format_folders_serve_their_snapshot_but_at_asks_for_a_re_save(rec, log, tmp_path):
+    rec.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    old = {k: config[k] for k in ("model", "normalize", "cold_start", "cutoff", "snapshot")}
+    path.write_text(json.dumps(old))  # what save wrote before format_version 2
+    loaded = NCFRecommender.load(tmp_path / "model", device="cpu")
+    assert loaded.inputs is None and loaded.format_version == 1
+    learners = rec.learner_ids.index[:20]
+    np.testing.assert_array_equal(loaded.recommend(learners)[1], rec.recommend(learners)[1])
+    with pytest.raises(ValueError, match="saved without input settings.*Re-save"):
+        loaded.at(log, rec.snapshot.cutoff)
+    loaded.inputs = InputBuilder(**rec.inputs.config)  # the re-save the message asks for
+    loaded.save(tmp_path / "resaved")
+    again = NCFRecommender.load(tmp_path / "resaved", device="cpu")
+    same_snapshot(again.at(log, rec.snapshot.cutoff).snapshot, rec.snapshot)
+
+    path.write_text(json.dumps({**config, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(ValueError, match=f"format_version {FORMAT_VERSION + 1}; this code reads"):
+        NCFRecommender.load(tmp_path / "model")
+    path.write_text(json.dumps({**config, "content": True}))
+    with pytest.raises(ValueError, match="content.npz is missing"):
+        NCFRecommender.load(tmp_path / "model")
+    shutil.rmtree(tmp_path / "model")
+
+
+def test_constructor_checks_shapes(rec):
+    smaller = IdMap(rec.course_ids.index[:-1], "course_id")
+    with pytest.raises(
+        ValueError, match=r"snapshot.history is \(500, 120\), expected \(500, 119\)"
+    ):
+        NCFRecommender(rec.model, rec.snapshot, rec.learner_ids, smaller, device="cpu")
+    with pytest.raises(TypeError, match="inputs: must be an InputBuilder"):
+        NCFRecommender(rec.model, rec.snapshot, rec.learner_ids, rec.course_ids, inputs={})
+
+
+# ---- fit on another split --------------------------------------------------------------------
+def test_fit_on_an_earlier_split_then_serve_at_the_later_cutoff(trained, tmp_path):
+    data, log = trained.data, trained.data.log
+    late = data.split.test.cutoff
+    early = temporal_split(log, end=late, valid_days=30, test_days=30)
+    again = fit(compose_cfg(tmp_path, "trainer.max_epochs=1"), data, tmp_path, split=early)
+    assert again.datamodule.split is early
+    assert again.recommender.snapshot.cutoff == early.test.cutoff < late
+    assert again.valid_recommender.snapshot.cutoff == early.valid.cutoff
+    served = again.recommender.at(log, late)
+    same = trained.recommender.snapshot  # the inputs at `late` do not depend on the model
+    same_snapshot(served.snapshot, same)
+    assert isinstance(served.recommend_table(log.learner_ids.index[:5], N=3), pd.DataFrame)
+    assert sp.issparse(served.snapshot.seen)
