@@ -59,14 +59,14 @@ STD_FEATURES = (
 
 
 class Seed:
-    """One seed's split, row sets and design cache."""
+    """One seed's split, row sets, and caches of fitted featurizers and designs."""
 
     def __init__(self, seed: int):
         from hydra import compose, initialize_config_dir
 
         from benchmarks.common import RESULTS
         from experiments.data import prepare_data
-        from experiments.glmix_data import encode_entities, row_sets
+        from glmix import row_sets
 
         conf = RESULTS.parents[1] / "conf"
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -79,27 +79,29 @@ class Seed:
         self.seed = seed
         self.log = data.log
         self.rows = row_sets(data.split, events="all")
-        self.base = {
-            "gdmix": encode_entities(self.log, *GDMIX_FEATURES),
-            "std": encode_entities(self.log, *STD_FEATURES),
-        }
+        self.specs = {"gdmix": GDMIX_FEATURES, "std": STD_FEATURES}
+        self._features: dict[tuple, Any] = {}
         self._designs: dict[tuple, Any] = {}
         self.fits = 0
 
     def designs(self, role: str, train_role: str, encoding: str, rank: int, scale: float):
         """Designs of rows `role`, features (and label factors) from rows `train_role`."""
-        from experiments.glmix_data import row_designs, with_label_factors
-        from experiments.train_glmix import keys_of
+        from glmix import EntityFeaturizer, row_designs
+        from glmix.training import fit_featurizer
 
-        key = (role, train_role, encoding, rank, scale)
+        fkey = (train_role, encoding, rank, scale)
+        if fkey not in self._features:
+            template = EntityFeaturizer(
+                *self.specs[encoding], factor_rank=rank or None, factor_scale=scale,
+                factor_seed=self.seed,
+            )  # fmt: skip
+            feats = fit_featurizer(template, self.log, self.rows[train_role])
+            self._features[fkey] = (feats, feats.encode(self.log.learners, self.log.courses))
+        key = (role, *fkey)
         if key not in self._designs:
-            feats = self.base[encoding]
-            if rank:
-                feats = with_label_factors(
-                    feats, self.rows[train_role], rank=rank, seed=self.seed, scale=scale
-                )
+            feats, enc = self._features[fkey]
             rows = self.rows[role]
-            self._designs[key] = (row_designs(rows, feats), keys_of(rows), rows.y)
+            self._designs[key] = (row_designs(feats, enc, rows), rows.keys, rows.y)
         return self._designs[key]
 
 

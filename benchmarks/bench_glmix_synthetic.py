@@ -52,8 +52,9 @@ def prepare(n_learners: int, seed: int, fixed_tol: float):
 
     from benchmarks.common import RESULTS
     from experiments.data import prepare_data
-    from experiments.glmix_data import encode_entities, row_sets
-    from experiments.train_glmix import designs_for, keys_of
+    from experiments.train_glmix import featurizer_from
+    from glmix import row_designs, row_sets
+    from glmix.training import fit_featurizer
 
     conf = RESULTS.parents[1] / "conf"
     n_courses = max(100, n_learners // 10)
@@ -67,15 +68,10 @@ def prepare(n_learners: int, seed: int, fixed_tol: float):
     data = prepare_data(cfg.data, cfg.split)
     g = cfg.glmix
     rows = row_sets(data.split, events=g.rows.events, label=g.rows.label)
-    from omegaconf import OmegaConf
-
-    feats = encode_entities(
-        data.log,
-        OmegaConf.to_container(g.features.learner),
-        OmegaConf.to_container(g.features.course),
-    )
+    feats = fit_featurizer(featurizer_from(g, seed), data.log, rows["train"])
+    enc = feats.encode(data.log.learners, data.log.courses)
     sets = {
-        k: (designs_for(g, rows[k], feats), keys_of(rows[k]), rows[k].y)
+        k: (row_designs(feats, enc, rows[k]), rows[k].keys, rows[k].y)
         for k in ("train", "valid", "test")
     }
     return cfg, data, rows, sets
@@ -172,8 +168,10 @@ def graded_ndcg(scores: np.ndarray, test_rows, log, ks=(10,)) -> dict[str, Any]:
 
 
 def one_seed(n_learners: int, seed: int, args) -> list[dict[str, Any]]:
+    from omegaconf import OmegaConf
+
     from evaluation import paired_bootstrap
-    from experiments.train_glmix import sample_weights
+    from glmix import sample_weights
 
     t0 = time.perf_counter()
     cfg, data, rows, sets = prepare(n_learners, seed, args.fixed_tol)
@@ -182,7 +180,8 @@ def one_seed(n_learners: int, seed: int, args) -> list[dict[str, Any]]:
     for kind in WEIGHTINGS:
         from hydra.utils import instantiate
 
-        w, counts = sample_weights(rows["train"], data.log, {**cfg.glmix.weighting, "kind": kind})
+        weighting = {**OmegaConf.to_container(cfg.glmix.weighting), "kind": kind}
+        w, counts = sample_weights(rows["train"], courses=data.log.courses, **weighting)
         model = instantiate(cfg.glmix.model, _convert_="all")
         t = time.perf_counter()
         model.fit(*sets["train"], sample_weight=w, validation=sets["valid"])

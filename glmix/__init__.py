@@ -26,6 +26,14 @@ Typical use, on the per-event designs of `watchlog.design_matrices` (FeatureBloc
     model.history_                                  # objective + validation AUC per update
     model.save("runs/glmix"); model = GLMix.load("runs/glmix")
 
+From entity tables to scores, with nothing but the saved folder (glmix.scorer):
+
+    trained = fit_on_split(log, split, model=GLMix(...), featurizer=EntityFeaturizer(
+        learner={"categorical": ["segment"]}, course={"categorical": ["category"]}))
+    trained.scorer.save("runs/glmix/model")
+    scorer = GLMixScorer.load("runs/glmix/model")
+    scorer.score_table(learner_ids, course_ids, learners=log.learners, courses=log.courses)
+
 Designs may also be scipy CSR matrices or dense arrays (features named x0, x1, ...); keys
 are ids of any hashable type. Each coordinate is an estimator of its own:
 `RandomEffect(...).fit(X, entity_ids, y, sample_weight, offset)` solves every entity's
@@ -33,29 +41,48 @@ regression in one batched Newton problem (glmix.solvers), `FixedEffect(...).fit(
 one L-BFGS / FISTA problem. Scale-out over torch.distributed: glmix.distributed.
 
 Modules: solvers (batched Newton), random_effect, fixed_effect, model (GLMix), weighting,
-io (save / load), distributed.
+io (save / load), distributed; the feature pipeline: rows (row sets of a split, sample
+weights), entity_features (table encoders, label factors), featurizer (pairs -> designs),
+scorer (GLMixScorer: model + featurizer, saved together), training (fit on a split).
 """
 
 from glmix.distributed import Comm, run_distributed
+from glmix.entity_features import LabelFactors, TableEncoder
+from glmix.featurizer import EncodedEntities, EntityFeaturizer
 from glmix.fixed_effect import FixedEffect
 from glmix.io import load_model, save_model
 from glmix.model import ComponentScores, GLMix
 from glmix.random_effect import RandomEffect
+from glmix.rows import RowSet, row_sets, sample_weights
+from glmix.scorer import GLMixScorer, UnknownEntityError
 from glmix.solvers import NewtonResult, newton_logistic
+from glmix.training import TrainedGLMix, fit_on_split, row_designs
 from glmix.weighting import WATCH_WEIGHTINGS, WatchTimeWeights, watch_time_weights
 
 __all__ = [
     "WATCH_WEIGHTINGS",
     "Comm",
     "ComponentScores",
+    "EncodedEntities",
+    "EntityFeaturizer",
     "FixedEffect",
     "GLMix",
+    "GLMixScorer",
+    "LabelFactors",
     "NewtonResult",
     "RandomEffect",
+    "RowSet",
+    "TableEncoder",
+    "TrainedGLMix",
+    "UnknownEntityError",
     "WatchTimeWeights",
+    "fit_on_split",
     "load_model",
     "newton_logistic",
+    "row_designs",
+    "row_sets",
     "run_distributed",
+    "sample_weights",
     "save_model",
     "watch_time_weights",
 ]

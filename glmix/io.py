@@ -1,5 +1,8 @@
 """Save and load a fitted GLMix: a directory with model.json and arrays.npz, no pickle.
 
+Format 2 added the GLMix parameter max_updates; format 1 folders (written before it) still
+load, with max_updates = None (what they were fitted with).
+
 model.json: format version, the GLMix parameters, every coordinate's parameters, feature
 names, intercept layout and fit statistics, the coordinate-descent history and best update.
 arrays.npz (read with allow_pickle=False): per coordinate `<name>.coef`, `<name>.coef_var`
@@ -24,17 +27,17 @@ from glmix.random_effect import RandomEffect
 from watchlog.idmap import IdMap
 from watchlog.io import atomic_directory, to_jsonable
 
-__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "write_model_files", "ids_array", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
-_GLMIX_PARAMS = ("fixed_design", "passes", "order", "keep_best", "verbose")
+FORMAT_VERSION = 2
+_READABLE = (1, 2)  # 1: before max_updates
+_GLMIX_PARAMS = ("fixed_design", "passes", "order", "keep_best", "verbose", "max_updates")
 _COMMON = ("feature_names_", "n_features_in_", "intercept_added_", "intercept_index_")
 
 
-def _ids_array(ids: IdMap, coord: str) -> np.ndarray:
-    values = np.asarray(
-        ids.index.astype(object) if isinstance(ids.index, pd.CategoricalIndex) else ids.index
-    )
+def ids_array(index: pd.Index, what: str) -> np.ndarray:
+    """Ids as an array np.load(allow_pickle=False) can read: int64, float64 or unicode."""
+    values = np.asarray(index.astype(object) if isinstance(index, pd.CategoricalIndex) else index)
     if values.dtype.kind in "iub":
         return values.astype(np.int64)
     if values.dtype.kind == "f":
@@ -45,13 +48,22 @@ def _ids_array(ids: IdMap, coord: str) -> np.ndarray:
         return values.astype(str) if len(values) else np.array([], dtype="U1")
     kinds = sorted({type(v).__name__ for v in values})
     raise TypeError(
-        f"save: coordinate {coord!r} has ids of type(s) {kinds}; only integer, float or string "
+        f"save: {what} has ids of type(s) {kinds}; only integer, float or string "
         "ids can be stored without pickle (map them to strings first)"
     )
 
 
 def save_model(model, path: str | os.PathLike) -> Path:
     """Write a fitted GLMix to the directory `path` (replaced atomically)."""
+    model._check_fitted()
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        write_model_files(model, tmp)
+    return path
+
+
+def write_model_files(model, directory: Path) -> None:
+    """model.json and arrays.npz into an existing (temporary) directory; callers swap it in."""
     model._check_fitted()
     meta: dict[str, Any] = {
         "type": "GLMix",
@@ -80,18 +92,15 @@ def save_model(model, path: str | os.PathLike) -> Path:
             arrays[f"{name}.l1_mask"] = est._l1_mask
         else:
             entry["id_name"] = est.ids_.name
-            arrays[f"{name}.ids"] = _ids_array(est.ids_, name)
+            arrays[f"{name}.ids"] = ids_array(est.ids_.index, f"coordinate {name!r}")
             arrays[f"{name}.intercept_penalty"] = est._intercept_penalty
             entry["has_prior"] = est.prior_precision_ is not None
             if est.prior_precision_ is not None:
                 arrays[f"{name}.prior_mean"] = est.prior_mean_
                 arrays[f"{name}.prior_precision"] = est.prior_precision_
         meta["coordinates"][name] = entry
-    path = Path(path)
-    with atomic_directory(path) as tmp:
-        np.savez(tmp / "arrays.npz", **arrays)
-        (tmp / "model.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
-    return path
+    np.savez(directory / "arrays.npz", **arrays)
+    (directory / "model.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
 
 
 def load_model(path: str | os.PathLike):
@@ -99,10 +108,12 @@ def load_model(path: str | os.PathLike):
     from glmix.model import GLMix
 
     path = Path(path)
+    if not (path / "model.json").is_file():
+        raise FileNotFoundError(f"{path}: no model.json; not a folder written by GLMix.save")
     meta = json.loads((path / "model.json").read_text())
-    if meta.get("type") != "GLMix" or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("type") != "GLMix" or meta.get("format_version") not in _READABLE:
         raise ValueError(
-            f"{path}: not a GLMix model of format {FORMAT_VERSION} "
+            f"{path}: not a GLMix model of a format this code reads {list(_READABLE)} "
             f"(type {meta.get('type')!r}, format {meta.get('format_version')!r})"
         )
     with np.load(path / "arrays.npz", allow_pickle=False) as z:

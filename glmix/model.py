@@ -11,14 +11,17 @@ Coordinate descent: for each pass, for each coordinate in `order`, refit it with
 offset = total score - its own score (warm-started from its previous coefficients), then
 record the objective (weighted log loss summed over rows + every penalty) and, when a
 validation set is given, its AUC; with keep_best, the coefficients of the update with the
-best validation AUC are kept. Each update minimizes the full objective over its own block,
-so the objective does not go up (up to solver tolerance; a max_rows subsample breaks this).
+best validation AUC are kept. With max_updates, descent stops after that many updates
+(counted across passes), so a refit can stop exactly at the update chosen on validation
+(`max_updates = best_["update"] + 1`); a coordinate not updated by then scores 0. Each update
+minimizes the full objective over its own block, so the objective does not go up (up to
+solver tolerance; a max_rows subsample breaks this).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +63,8 @@ class GLMix(BaseEstimator):
     fixed_design: the design the fixed effect reads (default "global").
     passes: coordinate-descent passes; order: coordinate names in update order (default:
       the fixed effect, then `random` in its order); must name every coordinate once.
+    max_updates: stop after this many coordinate updates, counted across passes (None: run
+      every pass); coordinates not updated by then get zero coefficients (they score 0).
     keep_best: with a validation set, keep the update with the best validation AUC.
     distributed: shard the work over the default torch.distributed process group
       (glmix.distributed).
@@ -79,12 +84,14 @@ class GLMix(BaseEstimator):
         keep_best: bool = True,
         distributed: bool = False,
         verbose: bool = False,
+        max_updates: int | None = None,
     ):
         self.fixed = fixed
         self.random = random
         self.fixed_design = fixed_design
         self.passes = passes
         self.order = order
+        self.max_updates = max_updates
         self.keep_best = keep_best
         self.distributed = distributed
         self.verbose = verbose
@@ -159,6 +166,14 @@ class GLMix(BaseEstimator):
         order = self._update_order(names)
         if int(self.passes) < 1:
             raise ValueError(f"GLMix.passes: must be >= 1; got {self.passes!r}")
+        mu = self.max_updates
+        if mu is not None and (isinstance(mu, bool) or not isinstance(mu, int | np.integer)):
+            raise TypeError(f"GLMix.max_updates: expected None or an int; got {mu!r}")
+        if mu is not None and mu < 1:
+            raise ValueError(f"GLMix.max_updates: must be None or >= 1; got {mu!r}")
+        n_updates = int(self.passes) * len(order)
+        if mu is not None:
+            n_updates = min(n_updates, int(mu))
         y = check_labels(y)
         n = len(y)
         w = check_weights(sample_weight, n)
@@ -183,31 +198,34 @@ class GLMix(BaseEstimator):
         best: dict[str, Any] | None = None
         snapshot: dict[str, tuple] | None = None
         fitted: set[str] = set()
-        for it in range(int(self.passes)):
-            for c in order:
-                t0 = time.perf_counter()
-                est = coords[c]
-                off = total - scores[c]
-                init = est.coef_ if c in fitted else None
-                if isinstance(est, FixedEffect):
-                    est._fit_prepared(prepared[c], off, init=init)
-                    new = est._margin_np(D[c])
-                else:
-                    pri = prior.coordinates_[c] if prior is not None else None
-                    est._fit_prepared(prepared[c], off, init=init, prior=pri, comm=comm)
-                    new = est._score_codes(D[c], prepared[c].codes)
-                fitted.add(c)
-                scores[c] = new
-                total = off + new
-                rec = self._record(it, c, est, y, w, total, coords, fitted, val, t0)
-                history.append(rec)
-                if self.verbose:
-                    nums = ", ".join(f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float))
-                    print(f"glmix pass {it} {c}: {nums}", flush=True)
-                if best is None or (val is not None and rec["val_auc"] > best["val_auc"]):
-                    best = _best(len(history) - 1, rec)
-                    if self.keep_best and val is not None:
-                        snapshot = {k: _coef_state(coords[k]) for k in fitted}
+        for update in range(n_updates):  # pass `it`, coordinate `c`
+            it, c = update // len(order), order[update % len(order)]
+            t0 = time.perf_counter()
+            est = coords[c]
+            off = total - scores[c]
+            init = est.coef_ if c in fitted else None
+            if isinstance(est, FixedEffect):
+                est._fit_prepared(prepared[c], off, init=init)
+                new = est._margin_np(D[c])
+            else:
+                pri = prior.coordinates_[c] if prior is not None else None
+                est._fit_prepared(prepared[c], off, init=init, prior=pri, comm=comm)
+                new = est._score_codes(D[c], prepared[c].codes)
+            fitted.add(c)
+            scores[c] = new
+            total = off + new
+            rec = self._record(it, c, est, y, w, total, coords, fitted, val, t0)
+            history.append(rec)
+            if self.verbose:
+                nums = ", ".join(f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float))
+                print(f"glmix pass {it} {c}: {nums}", flush=True)
+            if best is None or (val is not None and rec["val_auc"] > best["val_auc"]):
+                best = _best(len(history) - 1, rec)
+                if self.keep_best and val is not None:
+                    snapshot = {k: _coef_state(coords[k]) for k in fitted}
+        for k in names:  # stopped (max_updates) before updating k: it scores 0
+            if k not in fitted:
+                _zero_unfitted(coords[k], prepared[k])
         if self.keep_best and snapshot is not None:
             for k, state in snapshot.items():
                 _restore(coords[k], state)
@@ -275,22 +293,66 @@ class GLMix(BaseEstimator):
             raise RuntimeError("GLMix is not fitted: call fit first (or GLMix.load)")
 
     def score_components(
-        self, designs: Mapping[str, Any], keys: Mapping[str, Any] | None, offset=None
+        self,
+        designs: Mapping[str, Any],
+        keys: Mapping[str, Any] | None,
+        offset=None,
+        *,
+        codes: Mapping[str, np.ndarray] | None = None,
     ) -> ComponentScores:
-        """Each coordinate's score, their sum (+ offset) and the unknown-entity counts."""
+        """Each coordinate's score, their sum (+ offset) and the unknown-entity counts.
+
+        codes: instead of keys, the rows' entity indices per random coordinate, as
+        `entity_codes` gives them (a caller scoring many pairs of few entities looks the ids
+        up once per entity, not once per row)."""
         self._check_fitted()
         D = self._designs(designs, None, list(self.coordinates_))
         n = next(iter(D.values())).shape[0]
-        K = self._keys(keys or {}, n)
+        if codes is None:
+            codes = self.entity_codes(self._keys(keys or {}, n))
         out = ComponentScores(total=check_offset(offset, n).copy())
         for c, est in self.coordinates_.items():
             if isinstance(est, FixedEffect):
                 s = est._margin_np(est._check_design(D[c]))
             else:
-                s, out.n_unknown[c] = est._score_keys(D[c], K[est.key])
+                if D[c].shape[1] != est.n_features_in_:
+                    raise ValueError(
+                        f"designs[{c!r}]: the coordinate was fitted on {est.n_features_in_} "
+                        f"features; got {D[c].shape[1]}"
+                    )
+                cc = self._check_codes(codes, c, n, len(est.ids_))
+                s, out.n_unknown[c] = est._score_codes(D[c], cc), int((cc < 0).sum())
             out.components[c] = s
             out.total += s
         return out
+
+    def entity_codes(self, keys: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """{random coordinate: (n_key,) int32 index of each id of keys[its key] in its id map,
+        -1 for ids it did not see in fit}. keys: {key column: ids}; columns may differ in
+        length (e.g. the distinct learners and the distinct courses of a batch)."""
+        self._check_fitted()
+        out = {}
+        for c, est in self.coordinates_.items():
+            if isinstance(est, RandomEffect):
+                if est.key not in keys:
+                    raise KeyError(
+                        f"keys: coordinate {c!r} is keyed by {est.key!r}, which is not in keys "
+                        f"({sorted(keys)})"
+                    )
+                ids = keys[est.key]
+                out[c] = est.ids_.to_index(ids, strict=False) if len(ids) else np.zeros(0, np.int32)
+        return out
+
+    @staticmethod
+    def _check_codes(codes: Mapping[str, np.ndarray], c: str, n: int, n_entities: int):
+        if c not in codes:
+            raise KeyError(f"codes: no entity codes for coordinate {c!r}; given {sorted(codes)}")
+        cc = np.asarray(codes[c])
+        if cc.shape != (n,) or (n and not np.issubdtype(cc.dtype, np.integer)):
+            raise ValueError(f"codes[{c!r}]: expected ({n:,},) integers; got {cc.shape} {cc.dtype}")
+        if n and (cc.min() < -1 or cc.max() >= n_entities):
+            raise ValueError(f"codes[{c!r}]: entity indices must be in [-1, {n_entities})")
+        return cc
 
     def predict_logit(self, designs, keys, offset=None) -> np.ndarray:
         """(n,) float64 logits (use score_components for the unknown-entity counts)."""
@@ -322,37 +384,6 @@ class GLMix(BaseEstimator):
             )
         return res
 
-    def score_candidates(
-        self,
-        learners,
-        candidates,
-        pair_data: Callable[[np.ndarray, np.ndarray], tuple[Mapping, Mapping]],
-        *,
-        batch_pairs: int = 1_000_000,
-    ) -> np.ndarray:
-        """(n, K) logits for each learner's candidate list, for the blender.
-
-        learners: (n,) ids; candidates: (n, K) ids; pair_data(left, right) builds (designs,
-        keys) for the flattened pairs (left[i], right[i]), e.g. a partial of
-        watchlog.design_matrices plus {"learner": left, "course": right}. Whole learners
-        go through in batches of about batch_pairs pairs, so memory stays bounded.
-        """
-        self._check_fitted()
-        learners = np.asarray(learners)
-        cand = np.asarray(candidates)
-        if cand.ndim != 2 or cand.shape[0] != len(learners):
-            raise ValueError(f"candidates: expected shape ({len(learners)}, K); got {cand.shape}")
-        n, k = cand.shape
-        out = np.empty((n, k))
-        step = max(1, int(batch_pairs) // max(k, 1))
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            left = np.repeat(learners[lo:hi], k)
-            right = cand[lo:hi].reshape(-1)
-            d, kk = pair_data(left, right)
-            out[lo:hi] = self.predict_logit(d, kk).reshape(hi - lo, k)
-        return out
-
     # ---- persistence --------------------------------------------------------------------------
     def save(self, path) -> Any:
         """Write the fitted model to the directory `path` (npz + JSON, atomic; glmix.io)."""
@@ -375,6 +406,19 @@ def _best(update: int, rec: dict[str, Any]) -> dict[str, Any]:
         "val_auc": rec.get("val_auc"),
         "objective": rec["objective"],
     }
+
+
+def _zero_unfitted(est, prepared) -> None:
+    """Zero coefficients (and the attributes fit would set) for a coordinate never updated."""
+    if isinstance(est, FixedEffect):
+        est.coef_ = np.zeros(len(est.feature_names_))  # (P,)
+    else:
+        dt = np.float32 if est.dtype == "float32" else np.float64
+        est.coef_ = np.zeros((len(est.ids_), len(est.feature_names_)), dtype=dt)  # (E, P)
+        est.prior_mean_ = est.prior_precision_ = None
+        est._intercept_penalty = prepared.intercept_penalty
+    est.coef_var_ = None
+    est.fit_stats_ = {"updated": False, "reason": "max_updates reached before its turn"}
 
 
 def _coef_state(est) -> tuple:

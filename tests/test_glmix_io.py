@@ -88,3 +88,25 @@ def test_save_replaces_atomically_and_rejects_unportable_ids(tmp_path):
     with pytest.raises(TypeError, match="per_learner.*tuple"):
         m3.save(tmp_path / "odd")
     assert not (tmp_path / "odd").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_max_updates_travels_and_format_1_folders_still_load(tmp_path):
+    m, designs, keys = fitted(seed=5)
+    m.set_params(max_updates=4)
+    path = m.save(tmp_path / "model")
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["format_version"] == 2 and meta["params"]["max_updates"] == 4
+    assert load_model(path).max_updates == 4
+    # a folder written before max_updates existed: format 1, no such parameter
+    del meta["params"]["max_updates"]
+    meta["format_version"] = 1
+    (path / "model.json").write_text(json.dumps(meta))
+    old = load_model(path)
+    assert old.max_updates is None
+    np.testing.assert_array_equal(old.predict_logit(designs, keys), m.predict_logit(designs, keys))
+    meta["format_version"] = 99
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"format this code reads \[1, 2\].*format 99"):
+        load_model(path)
+    with pytest.raises(FileNotFoundError, match="no model.json"):
+        load_model(tmp_path / "nothing")

@@ -128,23 +128,35 @@ def test_scoring_components_unknown_candidates_and_proba():
         and np.allclose(p.sum(1), 1)
         and np.allclose(p[:, 1], 1 / (1 + np.exp(-sc.total)))
     )
-    # candidate lists: (learner, K courses) pairs scored in batches
-    rng = np.random.default_rng(0)
-    lf = rng.standard_normal((150, 3))
-    cf = rng.standard_normal((40, 4))
-    learners = np.array(["L1", "L7", "L8"])
-    cands = np.array([[0, 1, 2, 3], [5, 6, 7, 8], [0, 9, 1, 2]])
 
-    def pair_data(left, right):
-        li = np.array([int(s[1:]) for s in left])
-        return (
-            {"global": np.c_[lf[li], cf[right]], "per_learner": cf[right], "per_course": lf[li]},
-            {"learner": left, "course": right},
-        )
 
-    got = m.score_candidates(learners, cands, pair_data, batch_pairs=5)
-    flat = m.predict_logit(*pair_data(np.repeat(learners, 4), cands.reshape(-1)))
-    np.testing.assert_allclose(got, flat.reshape(3, 4))
+def test_max_updates_stops_after_the_chosen_update_across_passes():
+    """A refit with max_updates = best update + 1 runs exactly up to that update: its pass
+    and its coordinate, not the rest of the pass."""
+    d, k, y = make_data(seed=6, n=4000)
+    tr, va = split(d, k, y, 0, 3200), split(d, k, y, 3200, 4000)
+    sel = model(passes=3, order=["per_course", "global", "per_learner"]).fit(*tr, validation=va)
+    assert len(sel.history_) == 9
+    for best in (4, 0):  # pass 1's "global"; pass 0's first coordinate
+        h = sel.history_[best]
+        refit = model(passes=h["pass"] + 1, max_updates=best + 1, keep_best=False)
+        refit.set_params(order=["per_course", "global", "per_learner"]).fit(*tr)
+        assert len(refit.history_) == best + 1
+        assert refit.history_[-1]["coordinate"] == h["coordinate"]
+        assert refit.history_[-1]["pass"] == h["pass"]
+        # the same updates on the same rows: the same path as the selection fit
+        assert refit.history_[-1]["objective"] == pytest.approx(h["objective"], rel=1e-6)
+    # stopped after update 0 (per_course): the others were never updated and score 0
+    sc = refit.score_components(*va[:2])
+    assert not sc.components["global"].any() and not sc.components["per_learner"].any()
+    assert sc.components["per_course"].any()
+    assert refit.coordinates_["global"].fit_stats_["updated"] is False
+    assert refit.coordinates_["global"].penalty() == 0.0
+    # more updates than passes allow: the passes bound it
+    assert len(model(passes=1, max_updates=10, keep_best=False).fit(*tr).history_) == 3
+    for bad, err in ((0, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="max_updates"):
+            model(max_updates=bad).fit(*tr)
 
 
 def test_plugs_into_watchlog_design_matrices():

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.glmix_data import encode_entities, row_designs, row_sets, with_label_factors
 from experiments.train_glmix import run
-from glmix import GLMix
+from glmix import EntityFeaturizer, GLMix, GLMixScorer, row_sets
+from glmix.training import fit_featurizer, row_designs
 from watchlog.collaborative import concat_blocks, label_factors, scaled_numeric
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small fits: more threads only contend
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["glmix.model.passes=1", "glmix.model.fixed.tol=1e-4"]  # a loose fixed-effect tolerance
@@ -38,8 +40,9 @@ def small_run(tmp_path_factory):
 def test_run_writes_outputs_and_beats_chance(small_run):
     out, metrics = small_run
     for name in ("metrics.json", "run_manifest.json", "resolved_config.yaml", "data_report.json",
-                 "features.json", "test_scores.parquet", "model"):  # fmt: skip
+                 "test_scores.parquet", "model/scorer.json", "model/model.json"):  # fmt: skip
         assert (out / name).exists(), name
+    assert not (out / "features.json").exists() and not (out / "label_factors.npz").exists()
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert len(manifest["data_fingerprint"]) == 64 and manifest["code_version"]
     assert manifest["config"]["glmix"]["name"] == "default"
@@ -57,31 +60,86 @@ def test_run_writes_outputs_and_beats_chance(small_run):
     assert w["kind"] == "log1p" and 0 < w["watched_clicks"] <= w["clicks"] < w["rows"]
 
 
-def test_saved_model_reproduces_test_scores(small_run):
-    """Load the saved model, rebuild the test designs from the config, score: same logits."""
+def test_saved_scorer_reproduces_test_scores(small_run):
+    """Load the scorer folder, score the test pairs from the entity tables alone (shuffled):
+    the logits the in-memory model gave on the pipeline's designs (test_scores.parquet)."""
     import pandas as pd
     from omegaconf import OmegaConf
 
     from evaluation import auc
     from experiments.data import prepare_data
-    from experiments.train_glmix import designs_for, keys_of
 
     out, metrics = small_run
     cfg = OmegaConf.load(out / "resolved_config.yaml")
-    data = prepare_data(cfg.data, cfg.split)
-    rows = row_sets(data.split)
-    feats = encode_entities(
-        data.log,
-        OmegaConf.to_container(cfg.glmix.features.learner),
-        OmegaConf.to_container(cfg.glmix.features.course),
-    )
-    model = GLMix.load(out / "model")
-    logit = model.predict_logit(designs_for(cfg.glmix, rows["test"], feats), keys_of(rows["test"]))
+    log = prepare_data(cfg.data, cfg.split).log
     scores = pd.read_parquet(out / "test_scores.parquet")
-    np.testing.assert_allclose(logit, scores["logit"].to_numpy(), rtol=1e-6, atol=1e-6)
-    assert auc(scores["y"], logit) == pytest.approx(metrics["test"]["auc"])
-    spec = json.loads((out / "features.json").read_text())
-    assert spec["learner_features"] == list(feats.learner.names)
+    scorer = GLMixScorer.load(out / "model")
+    table = scorer.score_table(
+        scores["learner_id"], scores["course_id"],
+        learners=log.learners.sample(frac=1.0, random_state=0),
+        courses=log.courses.sample(frac=1.0, random_state=1),
+    )  # fmt: skip
+    for col in ("glmix_logit", "glmix_global", "glmix_per_learner", "glmix_per_course"):
+        np.testing.assert_allclose(table[col], scores[col], rtol=1e-6, atol=1e-6)
+    assert auc(scores["y"], table["glmix_logit"]) == pytest.approx(metrics["test"]["auc"])
+    assert (
+        table.attrs["glmix_unknown"]["per_learner"] == metrics["test"]["n_unknown"]["per_learner"]
+    )
+    # the history written is the selection fit's, the model saved is the final one
+    assert GLMix.load(out / "model").history_ == metrics["history"]
+
+
+def test_fit_takes_the_split_and_refits_up_to_the_kept_update(tmp_path):
+    """experiments.train_glmix.fit on a split of the caller's choosing: the refit stops after
+    the update kept on validation, label factors come from the refit rows and travel."""
+    from experiments.data import prepare_data
+    from experiments.train_glmix import fit
+    from watchlog.splits import temporal_split
+
+    cfg = compose_cfg(
+        tmp_path, "glmix.model.fixed.tol=1e-4", "glmix.model.passes=2", "glmix.refit=true",
+        "glmix.features.label_factors={rank: 2, scale: 0.5}",
+        "glmix.design.coordinates.per_learner=[course.category, course.factors]",
+    )  # fmt: skip
+    data = prepare_data(cfg.data, cfg.split)
+    earlier = temporal_split(data.log, valid_days=30, test_days=30)
+    trained = fit(cfg, data, earlier)
+    assert trained.rows["test"].events.index.equals(
+        earlier.test.labels.index[earlier.test.labels["impression"].to_numpy()]
+    )
+    best = trained.selected.best_
+    assert best["update"] < 5  # (seeded data) not the last update, so the stop matters
+    refit = trained.scorer.model
+    assert len(refit.history_) == best["update"] + 1 == trained.metrics["refit_updates"]
+    assert refit.history_[-1]["coordinate"] == best["coordinate"]
+    assert refit.history_[-1]["pass"] == best["pass"]
+    assert refit.n_rows_ == len(trained.rows["refit"])
+    # factors of the refit rows, not of the train rows
+    lf = trained.scorer.featurizer.factors_
+    assert len(lf.learner_ids) == trained.rows["refit"].events["learner_id"].nunique()
+    trained.scorer.save(tmp_path / "scorer")
+    loaded = GLMixScorer.load(tmp_path / "scorer")
+    test = trained.rows["test"]
+    table = loaded.score_table(
+        test.learner_ids, test.course_ids, learners=data.log.learners, courses=data.log.courses
+    )
+    np.testing.assert_allclose(
+        table["glmix_logit"], trained.test_scores.total, rtol=1e-6, atol=1e-6
+    )
+    # the model chosen before the refit, with the factors of the training rows only
+    before = trained.selected_scorer
+    assert before.model is trained.selected
+    assert (
+        len(before.featurizer.factors_.learner_ids)
+        == trained.rows["train"].events["learner_id"].nunique()
+    )
+    valid = trained.rows["valid"]
+    auc_before = before.score_table(
+        valid.learner_ids, valid.course_ids, learners=data.log.learners, courses=data.log.courses
+    )["glmix_logit"]
+    from evaluation import auc
+
+    assert auc(valid.y, auc_before) == pytest.approx(trained.metrics["valid"]["auc"], abs=1e-6)
 
 
 def test_unweighted_and_refit(tmp_path):
@@ -108,8 +166,9 @@ def test_row_sets_follow_the_split_and_keep_labels_out_of_features(small_platfor
     assert rows["train"].events["ts"].max() < rows["valid"].events["ts"].min()
     assert rows["valid"].events["ts"].max() < rows["test"].events["ts"].min()
     assert len(rows["refit"]) == len(rows["train"]) + len(rows["valid"])
-    feats = encode_entities(log, {"categorical": ["segment"]}, {"categorical": ["category"]})
-    d = row_designs(rows["valid"], feats)
+    template = EntityFeaturizer({"categorical": ["segment"]}, {"categorical": ["category"]})
+    feats = fit_featurizer(template, log, rows["train"])
+    d = row_designs(feats, feats.encode(log.learners, log.courses), rows["valid"])
     assert set(d) == {"global", "per_learner", "per_course"}
     assert d["per_learner"].names[0] == "intercept" and d["global"].shape[0] == len(rows["valid"])
     with pytest.raises(ValueError, match="validation fold"):
@@ -159,10 +218,24 @@ def test_with_label_factors_adds_a_selectable_group(small_platform):
 
     log = clean(small_platform.log)
     rows = row_sets(temporal_split(log, valid_days=45, test_days=45))
-    feats = encode_entities(log, {"categorical": ["segment"]}, {"categorical": ["category"]})
-    f2 = with_label_factors(feats, rows["train"], rank=3)
-    d = row_designs(rows["valid"], f2, coordinates={"per_learner": ["course.factors"]})
+    template = EntityFeaturizer(
+        {"categorical": ["segment"]},
+        {"categorical": ["category"]},
+        factor_rank=3,
+        coordinates={"per_learner": ["course.factors"]},
+    )
+    feats = fit_featurizer(template, log, rows["train"])
+    d = row_designs(feats, feats.encode(log.learners, log.courses), rows["valid"])
     assert d["per_learner"].names == ("intercept", "course.cf0", "course.cf1", "course.cf2")
+    # the factors are those of watchlog.collaborative.label_factors on the training rows
+    lf, _ = label_factors(
+        rows["train"].learner_idx, rows["train"].course_idx, rows["train"].y,
+        (log.n_learners, log.n_courses), rank=3,
+    )  # fmt: skip
+    held = feats.factors_
+    pos = log.learner_ids.to_index(held.learner_ids)
+    np.testing.assert_array_equal(held.learner, lf.matrix.toarray()[pos])
+    assert len(held.learner_ids) == len(np.unique(rows["train"].learner_idx))
 
 
 @pytest.mark.slow

@@ -1,0 +1,302 @@
+"""A saved GLMix that scores (learner id, course id) pairs from the learner and course tables.
+
+`GLMixScorer` bundles a fitted `GLMix` with the fitted `EntityFeaturizer` that builds its
+designs (encoders, design layout, label factors keyed by ids), so nothing else is needed:
+
+    scorer = GLMixScorer.load("run/glmix/model")
+    table = scorer.score_table(learner_ids, course_ids, learners=log.learners,
+                               courses=log.courses)
+    # learner_id, course_id, glmix_logit, glmix_<coordinate>..., one row per pair, in order
+    frame = scorer.score_candidates(candidates, learners=..., courses=...)  # columns added
+    scorer.known("learner", ids)  # (n,) bool: has coefficients in the learner coordinate(s)
+
+Pairs are scored in chunks of `chunk_pairs` (memory bounded); the table rows of the entities
+the pairs name are encoded once per call (entity level) and gathered per chunk; rows no pair
+names are not read (nor checked beyond the id column). No Python loop per pair or entity.
+
+Unknowns are scored, not dropped, and counted in the result's `attrs["glmix_unknown"]`
+({"learners": n, "courses": n, "<coordinate>": n, ...}, in pairs):
+- an id absent from its table (`<table>` counts): with unknown="missing" (the default) it
+  is scored as an entity whose every feature is missing (categorical all-zero or
+  `<missing>`, numeric at the training mean, label factors 0); unknown="raise" raises;
+- an entity without coefficients in a random-effect coordinate (`<coordinate>` counts):
+  that coordinate gives 0, as GLMix does.
+
+Folder (`save`, atomic; no pickle, read with allow_pickle=False): model.json + arrays.npz
+(`GLMix.save`'s files, so `GLMix.load` reads the model alone), scorer.json (format version,
+featurizer state) and, with label factors, factors.npz (learner_ids, learner, course_ids,
+course).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from glmix.entity_features import ID_COLUMNS, TABLE_NAMES, rows_of
+from glmix.featurizer import EntityFeaturizer
+from glmix.io import ids_array, load_model, write_model_files
+from glmix.model import GLMix
+from glmix.random_effect import RandomEffect
+from watchlog.io import atomic_directory, to_jsonable
+
+__all__ = ["GLMixScorer", "UnknownEntityError", "SCORER_FORMAT", "UNKNOWN_MODES"]
+
+SCORER_FORMAT = 1
+UNKNOWN_MODES = ("missing", "raise")
+PREFIX = "glmix_"
+_N_EXAMPLES = 5
+
+
+class UnknownEntityError(KeyError):
+    """Pairs name an id absent from its entity table (score_table(..., unknown="raise"))."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+def _id_series(ids: Any, what: str) -> pd.Series:
+    """Ids as a Series of an integer or string dtype (pandas infers `str` from Python
+    strings; a pandas input keeps its dtype); missing or mixed ids raise."""
+    s = ids.reset_index(drop=True) if isinstance(ids, pd.Series) else pd.Series(ids)
+    if s.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D sequence of ids")
+    dtype = s.dtype
+    is_int = pd.api.types.is_integer_dtype(dtype)
+    is_str = pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
+    if not (is_int or is_str) and len(s):
+        raise TypeError(
+            f"{what}: ids must be integers or strings, got dtype {dtype} "
+            f"(e.g. {s.head(_N_EXAMPLES).tolist()})"
+        )
+    missing = s.isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"{what}: ids must not be missing; {int(missing.sum()):,} of {len(s):,} are "
+            f"(e.g. positions {np.flatnonzero(missing)[:_N_EXAMPLES].tolist()})"
+        )
+    return s
+
+
+class GLMixScorer:
+    """A fitted GLMix plus the fitted featurizer of its designs (see the module docstring).
+
+    model: a fitted GLMix whose random effects are keyed by "learner" and/or "course";
+    featurizer: the fitted EntityFeaturizer its designs came from; chunk_pairs: pairs
+    scored at a time.
+    """
+
+    def __init__(self, model: GLMix, featurizer: EntityFeaturizer, *, chunk_pairs: int = 1_000_000):
+        model._check_fitted()
+        featurizer._check_fitted()
+        if int(chunk_pairs) < 1:
+            raise ValueError(f"GLMixScorer.chunk_pairs: must be >= 1; got {chunk_pairs!r}")
+        keys = {c: est.key for c, est in model.coordinates_.items() if _is_random(est)}
+        odd = {c: k for c, k in keys.items() if k not in ID_COLUMNS}
+        if odd:
+            raise ValueError(
+                f"GLMixScorer: coordinates {odd} are keyed by something other than 'learner' / "
+                "'course'; the scorer builds keys from learner and course ids only"
+            )
+        self.model = model
+        self.featurizer = featurizer
+        self.chunk_pairs = int(chunk_pairs)
+
+    @property
+    def coordinates(self) -> list[str]:
+        return list(self.model.coordinates_)
+
+    @property
+    def score_columns(self) -> list[str]:
+        """glmix_logit, then glmix_<coordinate> for every coordinate."""
+        return [f"{PREFIX}logit", *(PREFIX + c for c in self.coordinates)]
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def score_table(
+        self,
+        learner_ids,
+        course_ids,
+        *,
+        learners: pd.DataFrame,
+        courses: pd.DataFrame,
+        unknown: str = "missing",
+    ) -> pd.DataFrame:
+        """DataFrame learner_id, course_id, glmix_logit, glmix_<coordinate>... (float64), one
+        row per pair (learner_ids[i], course_ids[i]) in the given order; ids keep their dtype.
+        learners / courses: entity tables with learner_id / course_id columns, any row order.
+        unknown: "missing" | "raise" for ids absent from their table (module docstring).
+        attrs["glmix_unknown"]: counts of unknowns per table and per coordinate."""
+        lid = _id_series(learner_ids, "learner_ids")
+        cid = _id_series(course_ids, "course_ids")
+        if len(lid) != len(cid):
+            raise ValueError(
+                f"learner_ids and course_ids: one of each per pair; got {len(lid):,} learner ids "
+                f"and {len(cid):,} course ids"
+            )
+        scores, counts = self._score(lid, cid, learners, courses, unknown)
+        out = pd.DataFrame({ID_COLUMNS["learner"]: lid, ID_COLUMNS["course"]: cid, **scores})
+        out.attrs["glmix_unknown"] = counts
+        return out
+
+    def score_candidates(
+        self,
+        frame: pd.DataFrame,
+        *,
+        learners: pd.DataFrame,
+        courses: pd.DataFrame,
+        unknown: str = "missing",
+    ) -> pd.DataFrame:
+        """A candidate table (`watchlog.candidates`) with glmix_logit and glmix_<coordinate>
+        added, rows in their order (a copy; the input is not changed). Columns of those names
+        already present raise. attrs["glmix_unknown"] as in score_table."""
+        from watchlog.candidates import validate_candidates
+
+        validate_candidates(frame)
+        clash = [c for c in self.score_columns if c in frame.columns]
+        if clash:
+            raise ValueError(
+                f"score_candidates: the candidate table already has column(s) {clash}; drop or "
+                "rename them first (scores are never overwritten silently)"
+            )
+        lid = _id_series(frame[ID_COLUMNS["learner"]], "candidates.learner_id")
+        cid = _id_series(frame[ID_COLUMNS["course"]], "candidates.course_id")
+        scores, counts = self._score(lid, cid, learners, courses, unknown)
+        out = frame.assign(**scores)  # a copy: same index, same row order
+        out.attrs = {**frame.attrs, "glmix_unknown": counts}
+        return out
+
+    def known(self, key: str, ids) -> np.ndarray:
+        """(n,) bool: the entity has coefficients in every random-effect coordinate keyed by
+        `key` ("learner" or "course"); an unknown one gets 0 from them."""
+        coords = [est for est in self.model.coordinates_.values() if _is_random(est)]
+        coords = [est for est in coords if est.key == key]
+        if not coords:
+            have = sorted({est.key for est in self.model.coordinates_.values() if _is_random(est)})
+            raise KeyError(
+                f"known({key!r}): no random-effect coordinate is keyed by it; keys: {have}"
+            )
+        s = _id_series(ids, f"known({key!r}) ids")
+        out = np.ones(len(s), dtype=bool)
+        for est in coords:
+            out &= est.ids_.to_index(s, strict=False) >= 0
+        return out
+
+    def _score(self, lid: pd.Series, cid: pd.Series, learners, courses, unknown: str):
+        if unknown not in UNKNOWN_MODES:
+            raise ValueError(f"unknown: must be one of {UNKNOWN_MODES}; got {unknown!r}")
+        # every look-up runs once per distinct entity, then is gathered per pair:
+        # inv (n,) pair -> distinct entity, uni (u,) the distinct ids
+        inv, uni = {}, {}
+        for side, ids in (("learner", lid), ("course", cid)):
+            codes, uniques = pd.factorize(ids)
+            inv[side], uni[side] = codes.astype(np.int64), pd.Index(uniques)
+        # the table rows of those entities only, encoded once per call (row-wise encoding:
+        # a subset encodes as it would in the whole table)
+        enc = self.featurizer.encode(
+            rows_of(learners, "learner", uni["learner"]), rows_of(courses, "course", uni["course"])
+        )
+        pos, absent = {}, {}
+        for side in ("learner", "course"):
+            p, a = enc.positions(side, uni[side])  # (u,) block rows, (u,) not in the table
+            pos[side], absent[side] = p[inv[side]], a[inv[side]]
+            if unknown == "raise" and a.any():
+                mask, ex = absent[side], uni[side][a][:_N_EXAMPLES].tolist()
+                raise UnknownEntityError(
+                    f"{side}_ids: {int(mask.sum()):,} of {len(mask):,} pairs have an id that "
+                    f"is not in the {TABLE_NAMES[side]} table (e.g. {ex}); pass "
+                    "unknown='missing' to score them with missing features"
+                )
+        entity = self.model.entity_codes(uni)  # {coordinate: (u,) index in its id map}
+        keyed = {c: est.key for c, est in self.model.coordinates_.items() if _is_random(est)}
+        codes = {c: entity[c][inv[k]] for c, k in keyed.items()}  # (n,) each
+        n = len(lid)
+        cols = {c: np.empty(n) for c in self.score_columns}  # (n,) float64 each
+        counts: dict[str, int] = {
+            TABLE_NAMES["learner"]: int(absent["learner"].sum()),
+            TABLE_NAMES["course"]: int(absent["course"].sum()),
+            **{c: 0 for c in keyed},
+        }
+        for lo in range(0, n, self.chunk_pairs):
+            sl = slice(lo, min(n, lo + self.chunk_pairs))
+            designs = self.featurizer.designs(enc, pos["learner"][sl], pos["course"][sl])
+            if lo == 0:
+                self._check_layout(designs)
+            sc = self.model.score_components(
+                designs, None, codes={c: v[sl] for c, v in codes.items()}
+            )
+            cols[f"{PREFIX}logit"][sl] = sc.total
+            for c, s in sc.components.items():
+                cols[PREFIX + c][sl] = s
+            for c, k in sc.n_unknown.items():
+                counts[c] += k
+        return cols, counts
+
+    def _check_layout(self, designs) -> None:
+        """The featurizer's designs have the model's feature names (else: mismatched files)."""
+        for c, est in self.model.coordinates_.items():
+            got = tuple(designs[c].names) if c in designs else None
+            want = tuple(est.feature_names_[: est.n_features_in_])
+            if got != want:
+                wanted = set(want)
+                diff = None if got is None else [g for g in got if g not in wanted][:_N_EXAMPLES]
+                raise ValueError(
+                    f"GLMixScorer: coordinate {c!r}: the featurizer's design "
+                    f"({'absent' if got is None else f'{len(got)} features'}) is not the one the "
+                    f"model was fitted on ({len(want)} features); e.g. unexpected {diff}"
+                )
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the scorer folder (module docstring), replacing `path` atomically."""
+        path = Path(path)
+        state = {
+            "type": "GLMixScorer",
+            "format_version": SCORER_FORMAT,
+            "chunk_pairs": self.chunk_pairs,
+            "featurizer": self.featurizer.to_dict(),
+        }
+        factors = self.featurizer.factor_arrays()
+        with atomic_directory(path) as tmp:
+            write_model_files(self.model, tmp)
+            (tmp / "scorer.json").write_text(json.dumps(to_jsonable(state), indent=2) + "\n")
+            if factors is not None:
+                arrays = {
+                    k: ids_array(v, f"label factor {k}") if k.endswith("_ids") else v
+                    for k, v in factors.items()
+                }
+                np.savez(tmp / "factors.npz", **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GLMixScorer:
+        """Read a folder written by `save`."""
+        path = Path(path)
+        if not (path / "scorer.json").is_file():
+            what = "a bare GLMix (GLMix.load reads it)" if (path / "model.json").is_file() else (
+                "no GLMix at all"
+            )  # fmt: skip
+            raise FileNotFoundError(
+                f"{path}: no scorer.json, so not a GLMixScorer folder ({what}); write one with "
+                "GLMixScorer.save"
+            )
+        state = json.loads((path / "scorer.json").read_text())
+        if state.get("type") != "GLMixScorer" or state.get("format_version") != SCORER_FORMAT:
+            raise ValueError(
+                f"{path}/scorer.json: expected a GLMixScorer of format {SCORER_FORMAT}; got type "
+                f"{state.get('type')!r}, format {state.get('format_version')!r}"
+            )
+        factors = None
+        if (path / "factors.npz").is_file():
+            with np.load(path / "factors.npz", allow_pickle=False) as z:
+                factors = {k: z[k] for k in z.files}
+        featurizer = EntityFeaturizer.from_dict(state["featurizer"], factors)
+        return cls(load_model(path), featurizer, chunk_pairs=state["chunk_pairs"])
+
+
+def _is_random(est) -> bool:
+    return isinstance(est, RandomEffect)

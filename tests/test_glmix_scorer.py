@@ -1,0 +1,292 @@
+"""GLMixScorer: a saved GLMix scores (learner id, course id) pairs from the entity tables alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glmix import (
+    EntityFeaturizer,
+    FixedEffect,
+    GLMix,
+    GLMixScorer,
+    RandomEffect,
+    UnknownEntityError,
+    fit_on_split,
+    row_designs,
+)
+from watchlog.candidates import CandidateError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+COLS = ["glmix_logit", "glmix_global", "glmix_per_learner", "glmix_per_course"]
+LEARNER_SPEC = {
+    "categorical": ["segment", "language", "industry"],
+    "multi_hot": ["skills"],
+    "numeric": ["signup_at"],  # a datetime: its missing row must stay a datetime
+    "min_frequency": 5,
+    "missing_indicator": True,
+}
+COURSE_SPEC = {
+    "categorical": ["language", "category", "difficulty"],
+    "numeric": ["duration_seconds"],
+    "min_frequency": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(small_platform):
+    from watchlog.cleaning import clean
+    from watchlog.splits import temporal_split
+
+    log = clean(small_platform.log)
+    split = temporal_split(log, valid_days=45, test_days=45)
+    model = GLMix(
+        fixed=FixedEffect(l2=1.0, tol=1e-4),
+        random={
+            "per_learner": RandomEffect(key="learner", l2=10.0, intercept_l2=1.0),
+            "per_course": RandomEffect(key="course", l2=10.0, intercept_l2=1.0),
+        },
+    )
+    feat = EntityFeaturizer(
+        LEARNER_SPEC,
+        COURSE_SPEC,
+        factor_rank=3,
+        factor_scale=0.5,
+        crosses=[["learner.language", "course.language"]],
+        coordinates={
+            "per_learner": ["course.category", "course.factors"],
+            "per_course": ["learner.segment", "learner.factors"],
+        },
+    )
+    out = fit_on_split(log, split, model=model, featurizer=feat, weighting={"kind": "log1p"})
+    return log, out
+
+
+@pytest.fixture(scope="module")
+def saved(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("scorer") / "model"
+    trained[1].scorer.save(path)
+    return path, GLMixScorer.load(path)
+
+
+def _shuffled(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return table.sample(frac=1.0, random_state=seed)  # index kept: not positional either
+
+
+def test_loaded_scorer_reproduces_the_pipelines_test_scores(trained, saved):
+    """Scores from the folder + shuffled tables = the in-memory model on the designs the
+    training pipeline built for the test rows."""
+    log, tr = trained
+    path, loaded = saved
+    test = tr.rows["test"]
+    table = loaded.score_table(
+        test.learner_ids, test.course_ids,
+        learners=_shuffled(log.learners, 1), courses=_shuffled(log.courses, 2),
+    )  # fmt: skip
+    assert list(table.columns) == ["learner_id", "course_id", *COLS]
+    assert all(table[c].dtype == np.float64 for c in COLS)
+    np.testing.assert_allclose(table["glmix_logit"], tr.test_scores.total, rtol=1e-6, atol=1e-6)
+    for c, s in tr.test_scores.components.items():
+        np.testing.assert_allclose(table[f"glmix_{c}"], s, rtol=1e-6, atol=1e-6)
+    # the in-memory model on the pipeline's own designs, once more
+    enc = tr.scorer.featurizer.encode(log.learners, log.courses)
+    direct = tr.scorer.model.predict_logit(row_designs(tr.scorer.featurizer, enc, test), test.keys)
+    np.testing.assert_allclose(table["glmix_logit"], direct, rtol=1e-6, atol=1e-6)
+    assert table.attrs["glmix_unknown"]["learners"] == 0
+    assert (
+        table.attrs["glmix_unknown"]["per_learner"]
+        == tr.metrics["test"]["n_unknown"]["per_learner"]
+    )
+
+
+def test_folder_is_npz_and_json_and_label_factors_come_back(trained, saved):
+    _, tr = trained
+    path, loaded = saved
+    assert sorted(p.name for p in path.iterdir()) == [
+        "arrays.npz", "factors.npz", "model.json", "scorer.json",
+    ]  # fmt: skip
+    state = json.loads((path / "scorer.json").read_text())
+    assert state["type"] == "GLMixScorer" and state["format_version"] == 1
+    with np.load(path / "factors.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"learner_ids", "learner", "course_ids", "course"}
+        assert z["learner"].shape[1] == 3 and z["learner_ids"].dtype.kind == "U"
+    a, b = tr.scorer.featurizer.factors_, loaded.featurizer.factors_
+    assert b.rank == 3 and b.scale == 0.5
+    for side in ("learner", "course"):
+        np.testing.assert_array_equal(getattr(a, side), getattr(b, side))
+        assert list(getattr(a, f"{side}_ids")) == list(getattr(b, f"{side}_ids"))
+    # the factors are used: the per-learner design reads course factors
+    names = loaded.model.coordinates_["per_learner"].feature_names_
+    assert "course.cf0" in names
+    # GLMix.load reads the model alone from the same folder
+    assert GLMix.load(path).history_ == loaded.model.history_
+
+
+def test_shuffled_tables_chunks_and_candidates_agree(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    rng = np.random.default_rng(0)
+    lid = log.learners["learner_id"].to_numpy()[rng.integers(0, log.n_learners, 500)]
+    cid = log.courses["course_id"].to_numpy()[rng.integers(0, log.n_courses, 500)]
+    ordered = scorer.score_table(lid, cid, learners=log.learners, courses=log.courses)
+    shuffled = scorer.score_table(
+        lid, cid, learners=_shuffled(log.learners, 3), courses=_shuffled(log.courses, 4)
+    )
+    pd.testing.assert_frame_equal(ordered, shuffled)
+    small = GLMixScorer(scorer.model, scorer.featurizer, chunk_pairs=7)  # 72 chunks
+    chunked = small.score_table(lid, cid, learners=log.learners, courses=log.courses)
+    pd.testing.assert_frame_equal(ordered, chunked, check_exact=False, rtol=1e-12)
+    assert chunked.attrs == ordered.attrs
+    # ids keep their dtype: strings stay strings (never object), integers integers
+    dtype = ordered["learner_id"].dtype
+    assert pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
+    # a candidate table: same scores, columns added, row order and index kept
+    cand = pd.DataFrame({"learner_id": pd.array(lid, dtype="str"), "course_id": cid})
+    cand = cand.drop_duplicates().sort_values("learner_id", kind="stable")
+    cand.index = cand.index + 100
+    got = scorer.score_candidates(cand, learners=log.learners, courses=log.courses)
+    assert got.index.equals(cand.index) and list(got.columns) == [*cand.columns, *COLS]
+    assert "glmix_logit" not in cand.columns  # the input is not changed
+    expect = ordered.drop_duplicates(["learner_id", "course_id"]).set_index(
+        ["learner_id", "course_id"]
+    )
+    keyed = got.set_index(["learner_id", "course_id"])
+    np.testing.assert_allclose(keyed["glmix_logit"], expect.loc[keyed.index, "glmix_logit"])
+    assert got.attrs["glmix_unknown"]["learners"] == 0
+
+
+def test_unknown_ids_missing_features_and_no_coefficients(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    learners, courses = log.learners, log.courses
+    known_l = learners["learner_id"].iloc[0]
+    c = courses["course_id"].iloc[:3].to_numpy()
+    # "ghost" is in no table: scored as a learner whose every feature is missing, which is
+    # what a table row with every feature missing gives
+    ghost = scorer.score_table(["ghost"] * 3, c, learners=learners, courses=courses)
+    counts = {"learners": 3, "courses": 0, "per_learner": 3, "per_course": 0}
+    assert ghost.attrs["glmix_unknown"] == counts
+    blank = learners.iloc[:1].copy()
+    blank["learner_id"] = pd.array(["ghost"], dtype=learners["learner_id"].dtype)
+    for col in LEARNER_SPEC["categorical"] + LEARNER_SPEC["multi_hot"] + ["signup_at"]:
+        blank[col] = blank[col].where(np.zeros(1, dtype=bool))  # missing, dtype kept
+    with_blank = pd.concat([learners, blank], ignore_index=True)
+    as_row = scorer.score_table(["ghost"] * 3, c, learners=with_blank, courses=courses)
+    np.testing.assert_allclose(ghost[COLS].to_numpy(), as_row[COLS].to_numpy(), rtol=1e-12)
+    # the same at the feature level (the model may put ~0 weight on never-seen indicators)
+    absent = scorer.featurizer.encode(learners, courses)
+    present = scorer.featurizer.encode(with_blank, courses)
+    row_a = absent.learner.matrix[absent.positions("learner", ["ghost"])[0]].toarray()
+    row_p = present.learner.matrix[present.positions("learner", ["ghost"])[0]].toarray()
+    np.testing.assert_array_equal(row_a, row_p)
+    on = [absent.learner.names[j] for j in np.flatnonzero(row_a[0])]
+    assert "segment=<missing>" in on and "signup_at=<missing>" in on and "lf0" not in on
+    assert as_row.attrs["glmix_unknown"]["learners"] == 0
+    # the random effect gives 0 to an entity it never saw; the fixed effect still scores
+    assert (ghost["glmix_per_learner"] == 0).all() and (ghost["glmix_global"] != 0).all()
+    real = scorer.score_table([known_l] * 3, c, learners=learners, courses=courses)
+    assert not np.allclose(ghost["glmix_global"], real["glmix_global"])
+    fitted_ids = set(scorer.model.coordinates_["per_learner"].ids_.index)
+    assert known_l in fitted_ids
+    np.testing.assert_array_equal(scorer.known("learner", ["ghost", known_l]), [False, True])
+    assert (real["glmix_per_learner"] != 0).all()
+    # an unknown course: missing features, per_course 0, counted
+    pairs = ([known_l, known_l], [c[0], "no-such-course"])
+    both = scorer.score_table(*pairs, learners=learners, courses=courses)
+    assert both.attrs["glmix_unknown"]["courses"] == 1 and both["glmix_per_course"].iloc[1] == 0
+    # unknown="raise" names the table, the count and examples
+    with pytest.raises(
+        UnknownEntityError, match=r"1 of 2 pairs .* not in the courses table.*no-such"
+    ):
+        scorer.score_table(*pairs, learners=learners, courses=courses, unknown="raise")
+    with pytest.raises(KeyError, match="keyed by it"):
+        scorer.known("segment", ["a"])
+
+
+def test_nan_in_a_numeric_feature_is_missing_not_an_error(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    courses = log.courses.copy()
+    courses.loc[courses.index[:5], "duration_seconds"] = np.nan
+    c = courses["course_id"].iloc[:5].to_numpy()
+    lid = [log.learners["learner_id"].iloc[0]] * 5
+    a = scorer.score_table(lid, c, learners=log.learners, courses=courses)
+    b = scorer.score_table(lid, c, learners=log.learners, courses=log.courses)
+    assert np.isfinite(a["glmix_logit"]).all()
+    assert not np.allclose(a["glmix_global"], b["glmix_global"])  # scored at the mean instead
+
+
+def test_bad_inputs_raise_clear_errors(trained, saved, tmp_path):
+    log, tr = trained
+    _, scorer = saved
+    L, C = log.learners, log.courses
+    lid, cid = L["learner_id"].iloc[:2].to_numpy(), C["course_id"].iloc[:2].to_numpy()
+    with pytest.raises(KeyError, match="learners: no 'learner_id' column"):
+        scorer.score_table(lid, cid, learners=L.drop(columns="learner_id"), courses=C)
+    dup = pd.concat([C, C.iloc[:2]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"courses.course_id: ids must be unique.*4 of"):
+        scorer.score_table(lid, cid, learners=L, courses=dup)
+    with pytest.raises(TypeError, match="learners: expected a pandas DataFrame"):
+        scorer.score_table(lid, cid, learners=L.to_dict(), courses=C)
+    with pytest.raises(ValueError, match="2 learner ids and 1 course ids"):
+        scorer.score_table(lid, cid[:1], learners=L, courses=C)
+    with pytest.raises(ValueError, match=r"learner_ids: ids must not be missing; 1 of 2"):
+        scorer.score_table(pd.array([lid[0], None], dtype="str"), cid, learners=L, courses=C)
+    with pytest.raises(TypeError, match="integers or strings"):
+        scorer.score_table(np.array([1.5, 2.5]), cid, learners=L, courses=C)
+    with pytest.raises(ValueError, match="unknown: must be one of"):
+        scorer.score_table(lid, cid, learners=L, courses=C, unknown="drop")
+    cand = pd.DataFrame({"learner_id": pd.array(lid, dtype="str"), "course_id": cid})
+    with pytest.raises(ValueError, match="already has column"):
+        scorer.score_candidates(cand.assign(glmix_logit=0.0), learners=L, courses=C)
+    split = pd.DataFrame({"learner_id": pd.array([lid[0], lid[1], lid[0]], dtype="str"),
+                          "course_id": [cid[0], cid[0], cid[1]]})  # fmt: skip
+    with pytest.raises(CandidateError, match="contiguous"):
+        scorer.score_candidates(split, learners=L, courses=C)
+    # a featurizer that is not the model's: caught before scoring, naming the coordinate
+    other = EntityFeaturizer({"categorical": ["segment"]}, {"categorical": ["category"]})
+    other.fit(L, C)
+    with pytest.raises(ValueError, match="coordinate 'global'.*not the one the model"):
+        GLMixScorer(scorer.model, other).score_table(lid, cid, learners=L, courses=C)
+    # a bare GLMix folder is not a scorer folder
+    tr.scorer.model.save(tmp_path / "bare")
+    with pytest.raises(FileNotFoundError, match="bare GLMix"):
+        GLMixScorer.load(tmp_path / "bare")
+
+
+def test_integer_ids_and_no_label_factors(tmp_path):
+    """Integer ids stay integers; a featurizer without factors saves no factors.npz."""
+    rng = np.random.default_rng(5)
+    learners = pd.DataFrame({"learner_id": np.arange(100, 160), "g": rng.choice(list("abc"), 60)})
+    courses = pd.DataFrame({"course_id": np.arange(20) * 7, "k": rng.choice(list("xyz"), 20)})
+    n = 3000
+    li = learners["learner_id"].to_numpy()[rng.integers(0, 60, n)]
+    ci = courses["course_id"].to_numpy()[rng.integers(0, 20, n)]
+    feat = EntityFeaturizer({"categorical": ["g"]}, {"categorical": ["k"]}).fit(learners, courses)
+    enc = feat.encode(learners, courses)
+    designs = feat.designs(enc, enc.positions("learner", li)[0], enc.positions("course", ci)[0])
+    y = (rng.random(n) < 0.3 + 0.4 * (li % 2 == ci % 2)).astype(float)
+    model = GLMix(
+        fixed=FixedEffect(l2=1.0),
+        random={"per_learner": RandomEffect(key="learner", l2=3.0)},
+    ).fit(designs, {"learner": li, "course": ci}, y)
+    GLMixScorer(model, feat).save(tmp_path / "m")
+    assert not (tmp_path / "m" / "factors.npz").exists()
+    scorer = GLMixScorer.load(tmp_path / "m")
+    out = scorer.score_table(li[:50].astype(np.int32), ci[:50], learners=learners, courses=courses)
+    assert out["learner_id"].dtype == np.int32 and out["course_id"].dtype == np.int64
+    assert list(out.columns) == ["learner_id", "course_id", "glmix_logit", "glmix_global",
+                                 "glmix_per_learner"]  # fmt: skip
+    np.testing.assert_allclose(
+        out["glmix_logit"],
+        model.predict_logit({k: v.matrix[:50] for k, v in designs.items()},
+                            {"learner": li[:50], "course": ci[:50]}),
+        rtol=1e-12,
+    )  # fmt: skip
+    with pytest.raises(KeyError, match="keyed by it"):
+        scorer.known("course", ci[:3])
+    assert scorer.known("learner", li[:3]).all()
