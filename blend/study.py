@@ -80,6 +80,7 @@ def replay_study(
     methods: Sequence[str] = METHODS,
     objectives: Sequence[str] = OBJECTIVES,
     tau: float = 0.1,
+    max_evaluations: int = 20_000,
     seed: int = 0,
     k: int = 10,
 ) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def replay_study(
             t = time.perf_counter()
             res = tune_weights(
                 sets["fit"], w0, objective=objective, method=method, curve=curve,
-                tau=tau, seed=seed,
+                tau=tau, seed=seed, max_evaluations=max_evaluations,
             )  # fmt: skip
             w = np.array([res.weights[f] for f in features])
             v = sets["valid"].objective(w, objective, curve)
