@@ -4,6 +4,7 @@ thread for tests of many tiny solves."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,20 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A throwaway PostgreSQL 16 (pgserver's binaries) on 127.0.0.1 TCP for the session,
+    stopped and deleted after; skipped where none can start, failed instead when CI=true."""
+    from export.pgtest import PostgresUnavailable, start_postgres
+
+    try:
+        server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    except PostgresUnavailable as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no PostgreSQL server could start: {err}")
+        pytest.skip(f"no PostgreSQL server could start here: {err}")
+    yield server.url
+    server.stop()
+    shutil.rmtree(server.pgdata, ignore_errors=True)

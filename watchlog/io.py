@@ -7,9 +7,13 @@ system, so the final `os.replace` is atomic) and renames it into place.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ import pandas as pd
 __all__ = [
     "atomic_path",
     "atomic_directory",
+    "exchange_paths",
     "write_json",
     "write_parquet",
     "write_text",
@@ -48,25 +53,97 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# renameat2(2) flag: swap two existing paths in one step (Linux >= 3.15, most local file
+# systems: ext4, xfs, btrfs, tmpfs, overlayfs).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}
+
+
+def _load_renameat2():
+    """libc's renameat2 (glibc >= 2.28), else the raw syscall; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    args = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        fn.argtypes, fn.restype = args, ctypes.c_int
+        return fn
+    number = _SYS_RENAMEAT2.get(platform.machine())
+    if number is None:
+        return None
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+
+    def renameat2(olddirfd, oldpath, newdirfd, newpath, flags):
+        return syscall(
+            ctypes.c_long(number),
+            ctypes.c_int(olddirfd),
+            ctypes.c_char_p(oldpath),
+            ctypes.c_int(newdirfd),
+            ctypes.c_char_p(newpath),
+            ctypes.c_uint(flags),
+        )
+
+    return renameat2
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths atomically (`renameat2(RENAME_EXCHANGE)`); False where that is
+    not possible here (not Linux, an old kernel, a file system without it, or `b` missing), so
+    the caller can fall back. Other errors raise OSError."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory beside `directory`; swap it in if the block succeeds.
 
-    A reader sees the old directory or the new one, never a half-written one (the old one is
-    renamed aside, the new one renamed in, then the old one removed).
+    A reader sees the old directory or the new one, never a half-written one, and never no
+    directory: where `directory` exists, the two are exchanged in one step
+    (`renameat2(RENAME_EXCHANGE)` through ctypes, Linux), then the old one (now at the
+    temporary name) is removed. Fallback where the exchange is unavailable (other systems,
+    kernels before 3.15, file systems without it): the old directory is renamed aside, then
+    the new one renamed in, which leaves a moment with no `directory` at all (a reader then
+    gets FileNotFoundError and should retry). A first write is a plain atomic rename.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         yield tmp
+        if exchange_paths(tmp, directory):
+            _remove(tmp)  # the old directory now lives at the temporary name
+            return
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
         os.replace(tmp, directory)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

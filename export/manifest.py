@@ -1,0 +1,196 @@
+"""What every published version carries: provenance (config, data fingerprint and code version,
+given by the caller), gate results, counts, the rows' checksum, the sink; and the helpers that
+name versions and keep passwords out of it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+import pyarrow as pa
+
+from export.checksum import CANONICAL
+from export.gates import GateConfig, GateResult
+from export.view import ChunkView, Vocabulary
+
+__all__ = [
+    "FORMAT",
+    "PROVENANCE",
+    "new_version",
+    "redact_url",
+    "Counts",
+    "check_provenance",
+    "build_manifest",
+    "to_jsonable",
+]
+
+FORMAT = "ncf-glmix export manifest v1"
+PROVENANCE = ("config", "data_fingerprint", "code_version")
+_SECRET_KEYS = ("pass", "secret", "token", "key")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Numpy / pandas scalars and containers to plain JSON types (NaN -> None); the same rules
+    as watchlog.io.to_jsonable, without importing watchlog (see export.rows)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | np.ndarray):
+        return [to_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dt.datetime | dt.date):
+        return obj.isoformat()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    """A version name that sorts by time: UTC to the microsecond, e.g. 20261201T204300123456Z."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (and any password-like query value) replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<unparseable URL>"
+    query = {
+        k: ("***" if any(s in k.lower() for s in _SECRET_KEYS) else v)
+        for k, v in parsed.query.items()
+    }
+    text = parsed.set(query={}).render_as_string(hide_password=True)
+    if query:
+        pairs = [(k, x) for k, v in query.items() for x in (v if isinstance(v, tuple) else [v])]
+        text += "?" + urlencode(pairs, safe="*/")
+    return text
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (a Hydra config) as plain dicts / lists, resolved."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return value
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class Counts:
+    """Rows, learners and per-source / per-model-version counts, accumulated per chunk."""
+
+    def __init__(self, sources: Vocabulary, versions: Vocabulary):
+        self.sources, self.versions = sources, versions
+        self.rows = 0
+        self.learners = 0
+        self.chunks = 0
+        self._rows_per_source = np.zeros(0, dtype=np.int64)
+        self._learners_per_source = np.zeros(0, dtype=np.int64)
+        self._rows_per_version = np.zeros(0, dtype=np.int64)
+
+    @staticmethod
+    def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+        if len(part) > len(total):
+            total = np.r_[total, np.zeros(len(part) - len(total), dtype=np.int64)]
+        total[: len(part)] += part
+        return total
+
+    def update(self, view: ChunkView) -> None:
+        self.rows += view.n_rows
+        self.learners += view.n_runs
+        self.chunks += 1
+        n_src = len(self.sources.codes)
+        rows = view.source.rows_per_code(n_src)
+        self._rows_per_source = self._add(self._rows_per_source, rows)
+        # a learner counts once for every source among its rows
+        per_learner = np.zeros(n_src, dtype=np.int64)
+        for code in np.flatnonzero(rows):
+            wanted = np.arange(n_src) == code
+            per_learner[code] = int(view.source.learners_with(wanted, view.starts).sum())
+        self._learners_per_source = self._add(self._learners_per_source, per_learner)
+        self._rows_per_version = self._add(
+            self._rows_per_version, view.model_version.rows_per_code(len(self.versions.codes))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "learners": self.learners,
+            "chunks": self.chunks,
+            "rows_per_source": dict(
+                zip(self.sources.labels, self._rows_per_source.tolist(), strict=False)
+            ),
+            "learners_per_source": dict(
+                zip(self.sources.labels, self._learners_per_source.tolist(), strict=False)
+            ),
+            "rows_per_model_version": dict(
+                zip(self.versions.labels, self._rows_per_version.tolist(), strict=False)
+            ),
+        }
+
+
+_RESERVED = ("format", "version", "created_at", "sink", "gates", "counts", "checksum", "schema")
+
+
+def check_provenance(provenance: Mapping[str, Any]) -> None:
+    """The caller's provenance must name config, data fingerprint and code version, and must
+    not use a key the export writes itself."""
+    if not isinstance(provenance, Mapping):
+        raise ValueError(f"manifest: expected a mapping, got {type(provenance).__name__}")
+    missing = [k for k in PROVENANCE if k not in provenance]
+    if missing:
+        raise ValueError(
+            f"manifest: provenance keys {missing} are missing; pass config, data_fingerprint "
+            "and code_version (e.g. experiments.provenance.code_version())"
+        )
+    clash = sorted(set(_RESERVED) & set(provenance))
+    if clash:
+        raise ValueError(f"manifest: keys {clash} are written by the export; rename them")
+
+
+def build_manifest(
+    *,
+    version: str,
+    provenance: Mapping[str, Any],
+    sink: Mapping[str, Any],
+    gate_config: GateConfig,
+    gate_results: list[GateResult],
+    counts: Counts,
+    checksum: str,
+    schema: pa.Schema,
+    created_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The manifest of one version, plain JSON types only."""
+    check_provenance(provenance)
+    created = (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+    provenance = {k: _plain(v) for k, v in provenance.items()}
+    return to_jsonable(
+        {
+            "format": FORMAT,
+            "version": version,
+            "created_at": created,
+            **{k: provenance[k] for k in PROVENANCE},
+            "sink": dict(sink),
+            "gates": {
+                "passed": all(r.passed is not False for r in gate_results),
+                "config": gate_config.to_dict(),
+                "results": [r.to_dict() for r in gate_results],
+            },
+            "counts": counts.to_dict(),
+            "checksum": {"algorithm": "sha256", "canonical": CANONICAL, "hex": checksum},
+            "schema": {f.name: str(f.type) for f in schema},
+            **{k: v for k, v in provenance.items() if k not in PROVENANCE},
+        }
+    )

@@ -1,0 +1,140 @@
+"""What the SQL sinks share: table names (validated, derived per version), column types per
+dialect, and the comparison of an existing table's columns with the export's.
+
+Names: the live table is `<table>`; a version in the making `<table>__stg_<version>`; earlier
+versions `<table>__v<version>` (the newest `keep_versions - 1` are kept); its learner index
+`<table>__ix_<version>`; one row per version in `<table>__manifest` (version, created_at,
+table_name: where that version's rows are now, NULL once dropped, manifest: JSON). A live
+table that no manifest row claims (made by someone else with the same columns) is kept as
+`<table>__prior_<version>` and never dropped by the export.
+
+Identifiers are validated against `NAME_PATTERN` and then quoted by the driver's quoting; every
+value goes in as a bound parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from export.sinks.base import SchemaMismatchError
+
+__all__ = [
+    "NAME_PATTERN",
+    "TableNames",
+    "column_types",
+    "MANIFEST_COLUMNS",
+    "manifest_ddl",
+    "compare_columns",
+]
+
+# Lower case (PostgreSQL folds unquoted names), no "__" (the separator of derived names), and
+# short enough that every derived name fits PostgreSQL's 63-byte identifiers.
+NAME_PATTERN = re.compile(r"^[a-z](?:[a-z0-9]|_(?!_)){0,31}$")
+_VERSION = r"\d{8}t\d{12}z"
+
+_TYPES = {
+    "sqlite": {"int64": "INTEGER", "int32": "INTEGER", "double": "REAL", "string": "TEXT"},
+    "postgresql": {
+        "int64": "bigint",
+        "int32": "integer",
+        "double": "double precision",
+        "string": "text",
+    },
+}
+MANIFEST_COLUMNS = {
+    "sqlite": {"version": "TEXT", "created_at": "TEXT", "table_name": "TEXT", "manifest": "TEXT"},
+    "postgresql": {
+        "version": "text",
+        "created_at": "timestamp with time zone",
+        "table_name": "text",
+        "manifest": "jsonb",
+    },
+}
+
+
+@dataclass(frozen=True)
+class TableNames:
+    live: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.live, str) or not NAME_PATTERN.match(self.live):
+            raise ValueError(
+                f"table: {self.live!r} is not a valid table name; use 1-32 characters: a lower-case "
+                "letter, then lower-case letters, digits and single underscores"
+            )
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.live}__manifest"
+
+    @staticmethod
+    def _v(version: str) -> str:
+        v = version.lower()
+        if not re.fullmatch(_VERSION, v):
+            raise ValueError(f"version: {version!r} is not a version name")
+        return v
+
+    def staging(self, version: str) -> str:
+        return f"{self.live}__stg_{self._v(version)}"
+
+    def archive(self, version: str) -> str:
+        return f"{self.live}__v{self._v(version)}"
+
+    def prior(self, version: str) -> str:
+        return f"{self.live}__prior_{self._v(version)}"
+
+    def index(self, version: str) -> str:
+        return f"{self.live}__ix_{self._v(version)}"
+
+    def is_archive(self, name: str) -> bool:
+        return re.fullmatch(re.escape(self.live) + "__v" + _VERSION, name) is not None
+
+    def is_staging(self, name: str) -> bool:
+        return re.fullmatch(re.escape(self.live) + "__stg_" + _VERSION, name) is not None
+
+
+def manifest_ddl(dialect: str, quote) -> str:
+    """Column definitions of the manifest table (`quote`: the dialect's identifier quoting)."""
+    t = MANIFEST_COLUMNS[dialect]
+    return (
+        f"{quote('version')} {t['version']} PRIMARY KEY, "
+        f"{quote('created_at')} {t['created_at']} NOT NULL, "
+        f"{quote('table_name')} {t['table_name']}, "
+        f"{quote('manifest')} {t['manifest']} NOT NULL"
+    )
+
+
+def column_types(schema: pa.Schema, dialect: str) -> dict[str, str]:
+    """Column -> SQL type of the export's rows in `dialect` ('sqlite' or 'postgresql')."""
+    types = _TYPES[dialect]
+    return {f.name: types[str(f.type)] for f in schema}
+
+
+def compare_columns(
+    actual: dict[str, str], expected: dict[str, str], *, table: str, where: str
+) -> None:
+    """Raise `SchemaMismatchError` naming every difference of an existing table's columns."""
+    norm = {k: v.strip().lower() for k, v in actual.items()}
+    want = {k: v.lower() for k, v in expected.items()}
+    missing = [c for c in want if c not in norm]
+    extra = [c for c in norm if c not in want]
+    differ = [
+        f"{c} is {actual[c]!r}, the export writes {expected[c]!r}"
+        for c in want
+        if c in norm and norm[c] != want[c]
+    ]
+    if missing or extra or differ:
+        problems = []
+        if missing:
+            problems.append(f"missing columns {missing}")
+        if extra:
+            problems.append(f"unexpected columns {extra}")
+        problems += differ
+        raise SchemaMismatchError(
+            f"{where}: table {table!r} exists with other columns: {'; '.join(problems)}. "
+            "Nothing was published and the table was left untouched; publish under another "
+            "table name, or rename or drop that table."
+        )

@@ -1,0 +1,286 @@
+"""export gates and the row contract: each bad input fails with the gate (or column), the
+count and examples, and publishes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from export import (
+    EmptyInputError,
+    GateConfig,
+    GateError,
+    ParquetSink,
+    RowError,
+    WatchedPairs,
+    current_version,
+    publish,
+)
+from export.synthetic import SyntheticLists
+
+PROVENANCE = {"config": {"k": 5}, "data_fingerprint": "fp-test", "code_version": "test"}
+
+
+def lists(**kw) -> SyntheticLists:
+    return SyntheticLists(**{"n_learners": 60, "k": 5, "n_courses": 40, "chunk_learners": 25, **kw})
+
+
+def run(rows, data: SyntheticLists, root, **kw):
+    args = {
+        "sink": ParquetSink(root),
+        "gates": GateConfig(k=data.k),
+        "learners": data.learner_ids,
+        "catalogue": data.course_ids,
+        "manifest": PROVENANCE,
+        "chunk_learners": data.chunk_learners,
+    }
+    return publish(rows, **{**args, **kw})
+
+
+def failed_gate(rows, data, root, name, **kw):
+    """Run, expect GateError, check nothing was published, return the named gate's result."""
+    with pytest.raises(GateError) as info:
+        run(rows, data, root, **kw)
+    assert not (root / "current").exists()
+    assert [p.name for p in (root / "versions").iterdir()] == []  # staging removed
+    failed = {r.name: r for r in info.value.failed}
+    assert name in failed, str(info.value)
+    assert name in str(info.value)
+    return failed[name], info.value
+
+
+def test_clean_lists_pass_every_gate_and_the_manifest_records_them(tmp_path):
+    data = lists(watched_per_learner=3)
+    result = run(data.chunks(), data, tmp_path / "out", watched=data.watched())
+    gates = {r["name"]: r for r in result.manifest["gates"]["results"]}
+    assert result.manifest["gates"]["passed"] is True
+    assert all(g["passed"] for g in gates.values()), gates
+    assert gates["not_watched"]["counts"]["watched_pairs_given"] == 60 * 3
+    assert gates["complete_lists"]["counts"]["complete"] == 60
+    assert 0 < gates["coverage"]["value"] <= 1
+    counts = result.manifest["counts"]
+    assert counts["rows"] == 300 and counts["learners"] == 60 and counts["chunks"] == 3
+    assert sum(counts["rows_per_source"].values()) == 300
+    assert set(counts["rows_per_source"]) <= {"blend", "popular_global"}
+    assert counts["rows_per_model_version"] == {"synthetic-v1": 300}
+    assert current_version(tmp_path / "out").name == result.version
+
+
+def test_unknown_learner_fails_learners_known(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[frame.learner_id == 7, "learner_id"] = 10**9
+    gate, err = failed_gate(frame, data, tmp_path / "out", "learners_known")
+    assert gate.counts == {"unknown_learners": 1, "rows": 5}
+    assert gate.examples == [10**9]
+    # learner 7 has no list now: the completeness gate says so too
+    complete = next(r for r in err.failed if r.name == "complete_lists")
+    assert complete.counts["missing"] == 1 and complete.examples[0] == {"learner_id": 7, "rows": 0}
+
+
+def test_course_missing_from_the_catalogue_fails_courses_known(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[[3, 11], "course_id"] = 999_999
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "courses_known")
+    assert gate.counts == {"rows": 2, "unknown_courses": 1}
+    assert gate.examples == [(0, 999_999), (2, 999_999)]
+
+
+def test_nan_and_infinite_scores_fail_scores(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[2, "score"] = np.nan
+    frame.loc[9, "score"] = -np.inf  # the last row of learner 1: nothing below it rises
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "scores")
+    assert gate.counts["not_finite_rows"] == 2
+    assert [e[:2] for e in gate.examples] == [(0, 3), (1, 5)]
+    assert np.isnan(gate.examples[0][2]) and gate.examples[1][2] == -np.inf
+
+
+def test_rising_scores_fail_scores(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[6, "score"] = 100.0  # learner 1, rank 2 above its rank 1
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "scores")
+    assert gate.counts == {"not_finite_rows": 0, "increasing_rows": 1}
+
+
+def test_a_repeated_course_fails_unique_pairs(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[1, "course_id"] = frame.loc[0, "course_id"]
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "unique_pairs")
+    assert gate.counts == {"repeated_rows": 1}
+    assert gate.examples == [(0, int(frame.loc[0, "course_id"]))]
+
+
+@pytest.mark.parametrize("form", ["csr", "csr in other id maps", "pairs"])
+def test_an_already_watched_course_fails_not_watched(tmp_path, form):
+    data = lists()
+    frame = data.frame()
+    pairs = frame.loc[[0, 17], ["learner_id", "course_id"]].reset_index(drop=True)
+    if form.startswith("csr"):
+        learners = pd.Index(data.learner_ids)
+        courses = pd.Index(data.course_ids)
+        if form == "csr in other id maps":  # other order, an extra learner: remapped
+            learners = pd.Index([10**9, *learners[::-1]])
+            courses = courses[np.random.default_rng(0).permutation(len(courses))]
+        matrix = np.zeros((len(learners), len(courses)), dtype=np.float32)
+        matrix[learners.get_indexer(pairs.learner_id), courses.get_indexer(pairs.course_id)] = 1
+        import scipy.sparse as sp
+
+        watched = WatchedPairs(sp.csr_matrix(matrix), learners, courses)
+    else:
+        watched = pd.concat([pairs, pd.DataFrame({"learner_id": [10**9], "course_id": [7]})])
+    gate, _ = failed_gate(data.chunks(), data, tmp_path / "out", "not_watched", watched=watched)
+    assert gate.counts["watched_rows"] == 2
+    assert gate.examples == list(pairs.itertuples(index=False, name=None))
+
+
+def test_ranks_must_run_one_to_k_in_row_order(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame.loc[[0, 1], "rank"] = np.array([2, 1], dtype=np.int32)  # swapped
+    frame.loc[9, "rank"] = 7  # a gap, beyond K
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "ranks")
+    assert gate.counts == {"rows": 4}  # rows 0, 1, 2 (follows 1) and 9
+    assert gate.examples[0] == (0, 2, int(frame.loc[0, "course_id"]))
+
+
+def test_short_and_missing_lists_fail_complete_lists_unless_not_eligible(tmp_path):
+    data = lists()
+    frame = data.frame()
+    frame = frame[(frame.learner_id != 3) & ~((frame.learner_id == 8) & (frame["rank"] == 5))]
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "complete_lists")
+    assert gate.counts["missing"] == 1 and gate.counts["short"] == 1
+    assert gate.examples == [{"learner_id": 3, "rows": 0}, {"learner_id": 8, "rows": 4}]
+    # the same lists pass when learners 3 and 8 are not eligible; 8's short list is counted
+    eligible = [i for i in data.learner_ids if i not in (3, 8)]
+    result = run(frame, data, tmp_path / "ok", eligible_learners=eligible)
+    gate = next(r for r in result.manifest["gates"]["results"] if r["name"] == "complete_lists")
+    assert gate["passed"] and gate["counts"]["not_eligible_with_rows"] == 1
+
+
+def test_low_coverage_and_high_fallback_share_fail_on_their_thresholds(tmp_path):
+    data = lists(n_courses=400, fallback_share=0.5)
+    gates = GateConfig(k=5, min_coverage=0.9, max_fallback_share=0.1)
+    with pytest.raises(GateError) as info:
+        run(data.chunks(), data, tmp_path / "out", gates=gates)
+    failed = {r.name: r for r in info.value.failed}
+    assert set(failed) == {"coverage", "fallback_share"}
+    assert failed["coverage"].value < 0.9 and failed["coverage"].threshold == 0.9
+    assert failed["coverage"].counts["catalogue_courses"] == 400
+    assert failed["fallback_share"].value > 0.1
+    assert "value" in str(info.value)
+    manifest = info.value.manifest  # every gate's result travels with the error
+    assert len(manifest["gates"]["results"]) == 9 and manifest["gates"]["passed"] is False
+
+
+def test_not_watched_is_skipped_and_said_so_without_pairs(tmp_path):
+    data = lists()
+    result = run(data.chunks(), data, tmp_path / "out")
+    gate = next(r for r in result.manifest["gates"]["results"] if r["name"] == "not_watched")
+    assert gate["passed"] is None and "skipped" in gate["rule"]
+
+
+def test_string_ids_are_checked_the_same_way(tmp_path):
+    data = lists(string_ids=True)
+    frame = data.frame()
+    frame.loc[4, "course_id"] = "nope"
+    gate, _ = failed_gate(frame, data, tmp_path / "out", "courses_known")
+    assert gate.examples == [("L0000000", "nope")]
+
+
+def test_a_failing_gate_stops_loading_the_sink_but_counts_to_the_end(tmp_path):
+    data = lists()
+
+    class Recording:
+        kind = "recording"
+        writes = 0
+        aborted = False
+
+        def describe(self):
+            return {"kind": self.kind}
+
+        def open(self, version, schema):
+            sink = self
+
+            class Staging:
+                def write(self, table):
+                    sink.writes += 1
+
+                def commit(self, manifest):  # pragma: no cover - must not be reached
+                    raise AssertionError
+
+                def abort(self):
+                    sink.aborted = True
+
+            return Staging()
+
+    frame = data.frame()
+    frame.loc[0, "score"] = np.nan  # in the first chunk
+    sink = Recording()
+    with pytest.raises(GateError) as info:
+        run(frame, data, tmp_path, sink=sink, write_ahead=0)
+    assert sink.writes == 0 and sink.aborted
+    assert info.value.manifest["counts"]["rows"] == 300  # the whole stream was still counted
+
+
+# --- the row contract: RowError at once ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns="source"), r"missing \['source'\]"),
+        (lambda f: f.assign(extra=1.0), r"unexpected \['extra'\]"),
+        (lambda f: f.assign(source=f.source.astype(object)), "dtype object"),
+        (lambda f: f.assign(rank=f["rank"].astype(float)), "ranks must be integers"),
+        (lambda f: f.assign(learner_id=f.learner_id.astype("str")), "learner table's ids"),
+        (lambda f: f.assign(score=f.score.astype(int)), "floating point"),
+        (lambda f: f.assign(model_version=pd.array([None] * len(f), "str")), "missing"),
+    ],
+)
+def test_a_chunk_breaking_the_row_contract_raises_row_error(tmp_path, change, message):
+    data = lists()
+    with pytest.raises(RowError, match=message):
+        run(change(data.frame()), data, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out" / "versions").iterdir()] == []
+
+
+def test_learner_rows_must_be_contiguous_and_in_one_chunk(tmp_path):
+    data = lists()
+    frame = data.frame()
+    split = pd.concat([frame.iloc[:3], frame.iloc[5:10], frame.iloc[3:5], frame.iloc[10:]])
+    with pytest.raises(RowError, match=r"contiguous.*e\.g\. \[0\]"):
+        run([split], data, tmp_path / "a")
+    with pytest.raises(RowError, match="earlier chunk"):
+        run([frame.iloc[:3], frame.iloc[3:]], data, tmp_path / "b")
+
+
+@pytest.mark.parametrize("empty", [[], "frame", "chunks"])
+def test_empty_input_is_an_error_and_publishes_nothing(tmp_path, empty):
+    data = lists()
+    frame = data.frame()
+    rows = {
+        "frame": frame.iloc[:0],
+        "chunks": [frame.iloc[:0], pa.Table.from_pandas(frame.iloc[:0])],
+    }
+    with pytest.raises(EmptyInputError, match="no rows"):
+        run(rows.get(empty, []) if empty != [] else [], data, tmp_path / "out")
+    assert not (tmp_path / "out" / "current").exists()
+
+
+def test_setup_errors_name_the_argument(tmp_path):
+    data = lists()
+    with pytest.raises(ValueError, match="eligible_learners: 1 of 2 ids are not in the learner"):
+        run(data.chunks(), data, tmp_path, eligible_learners=[1, 10**9])
+    with pytest.raises(ValueError, match="provenance keys \\['code_version'\\]"):
+        run(data.chunks(), data, tmp_path, manifest={"config": {}, "data_fingerprint": "x"})
+    with pytest.raises(ValueError, match="GateConfig.k"):
+        GateConfig(k=0)
+    with pytest.raises(ValueError, match="min_coverage"):
+        GateConfig(k=3, min_coverage=1.5)

@@ -1,0 +1,99 @@
+"""The rows' checksum (any chunking gives the same digest, any change another one), version
+names, provenance checks, password redaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from export import PostgresSink, rows_checksum
+from export.checksum import RowChecksum
+from export.manifest import check_provenance, new_version, redact_url
+from export.synthetic import SyntheticLists
+
+
+@pytest.fixture(scope="module")
+def table() -> pa.Table:
+    return pa.concat_tables(
+        SyntheticLists(n_learners=40, k=4, n_courses=30, chunk_learners=7).chunks()
+    )
+
+
+def _digest(tables) -> str:
+    check = RowChecksum(tables[0].schema)
+    for t in tables:
+        check.update(t)
+    return check.hexdigest()
+
+
+def test_the_digest_does_not_depend_on_chunking(table):
+    whole = _digest([table.combine_chunks()])
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # cuts anywhere, mid-learner and mid-run included
+        cuts = np.sort(rng.choice(np.arange(1, table.num_rows), size=9, replace=False))
+        bounds = np.r_[0, cuts, table.num_rows]
+        parts = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        assert _digest(parts) == whole
+    assert _digest([table.slice(i, 1) for i in range(table.num_rows)]) == whole
+    assert (
+        rows_checksum(table) == whole == rows_checksum(table.to_pandas().pipe(pa.Table.from_pandas))
+    )
+
+
+def _changed(table: pa.Table, column: str, row: int, value) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = value
+    return table.set_column(
+        table.schema.get_field_index(column),
+        column,
+        pa.array(values, table.schema.field(column).type),
+    )
+
+
+def test_any_change_changes_the_digest(table):
+    whole = rows_checksum(table)
+    changes = [
+        _changed(table, "score", 5, 0.123),
+        _changed(table, "course_id", 0, 99_999),
+        _changed(table, "rank", 3, 7),
+        _changed(table, "learner_id", 4, 0),  # learner 1's first row joins learner 0's run
+        _changed(table, "source", 9, "popular_segment"),
+        _changed(table, "model_version", 159, "other"),  # the very last row
+        table.take(np.r_[1, 0, np.arange(2, table.num_rows)]),  # two rows swapped
+        table.slice(0, table.num_rows - 1),  # a row missing
+    ]
+    digests = {rows_checksum(t) for t in changes}
+    assert whole not in digests and len(digests) == len(changes)
+
+
+def test_string_ids_have_their_own_digest():
+    data = SyntheticLists(n_learners=10, k=3, n_courses=20, string_ids=True, chunk_learners=4)
+    table = pa.concat_tables(data.chunks())
+    assert rows_checksum(table) == _digest(list(data.chunks()))
+    assert rows_checksum(_changed(table, "course_id", 2, "C9999999")) != rows_checksum(table)
+
+
+def test_versions_sort_by_time():
+    a = new_version(dt.datetime(2026, 12, 1, 9, 5, 3, 7, tzinfo=dt.UTC))
+    b = new_version(dt.datetime(2026, 12, 1, 10, 0, 0, 0, tzinfo=dt.UTC))
+    assert a == "20261201T090503000007Z" and a < b and len(new_version()) == len(a)
+
+
+def test_provenance_must_be_given_and_must_not_clash():
+    check_provenance({"config": {}, "data_fingerprint": "f", "code_version": "c", "run": 1})
+    with pytest.raises(ValueError, match=r"\['data_fingerprint'\] are missing"):
+        check_provenance({"config": {}, "code_version": "c"})
+    with pytest.raises(ValueError, match=r"keys \['checksum'\] are written by the export"):
+        check_provenance(
+            {"config": {}, "data_fingerprint": "f", "code_version": "c", "checksum": 1}
+        )
+
+
+def test_no_password_reaches_a_description():
+    sink = PostgresSink("postgresql://svc:hunter2@db.internal:5432/recs?sslpassword=x2")
+    text = f"{sink.describe()} {sink!r} {sink.where}"
+    assert "hunter2" not in text and "x2" not in text and "svc:***@db.internal" in text
+    assert redact_url("not a url") == "<unparseable URL>"

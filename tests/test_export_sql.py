@@ -1,0 +1,323 @@
+"""SQL sinks on SQLite and on a real PostgreSQL (the `postgres_url` fixture): staging + swap in
+one transaction, manifest table, retention, bad databases; and the binary COPY encoder."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import struct
+import threading
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from export import (
+    COLUMNS,
+    GateConfig,
+    GateError,
+    PostgresSink,
+    SchemaMismatchError,
+    SinkError,
+    SqliteSink,
+    publish,
+    redact_url,
+    rows_checksum,
+)
+from export.sinks.pgcopy import encode_binary
+from export.sinks.postgres import _lock_key
+from export.sinks.sql import TableNames
+from export.synthetic import SyntheticLists
+
+PROVENANCE = {"config": {"k": 5}, "data_fingerprint": "fp-test", "code_version": "test"}
+
+
+def lists(**kw) -> SyntheticLists:
+    return SyntheticLists(**{"n_learners": 80, "k": 5, "n_courses": 50, "chunk_learners": 30, **kw})
+
+
+def run(data: SyntheticLists, sink, **kw):
+    args = {
+        "sink": sink,
+        "gates": GateConfig(k=data.k),
+        "learners": data.learner_ids,
+        "catalogue": data.course_ids,
+        "manifest": PROVENANCE,
+    }
+    return publish(data.chunks(), **{**args, **kw})
+
+
+class Target:
+    """One database and table name to publish to, with plain-driver readers."""
+
+    def __init__(self, kind: str, where: str, table: str):
+        self.kind, self.where, self.table = kind, where, table
+
+    def sink(self, **kw):
+        cls = SqliteSink if self.kind == "sqlite" else PostgresSink
+        return cls(self.where, **{"table": self.table, **kw})
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if self.kind == "sqlite":
+            con = sqlite3.connect(self.where)
+            try:
+                rows = con.execute(sql.replace("%s", "?"), params).fetchall()
+                con.commit()
+                return rows
+            finally:
+                con.close()
+        import psycopg
+
+        with psycopg.connect(self.where, autocommit=True) as con:
+            cur = con.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def read(self, table: str | None = None) -> pa.Table:
+        """The live table in one statement, in publish order (learners were emitted by id)."""
+        rows = self.query(f'SELECT * FROM "{table or self.table}" ORDER BY learner_id, rank')
+        return pa.Table.from_pylist([dict(zip(COLUMNS, r, strict=True)) for r in rows])
+
+    def tables(self) -> list[str]:
+        if self.kind == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        return sorted(n for (n,) in self.query(sql) if n.startswith(self.table))
+
+    def manifest_rows(self) -> list[tuple]:
+        return self.query(
+            f'SELECT version, table_name FROM "{self.table}__manifest" ORDER BY version'
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path) -> Target:
+    if request.param == "sqlite":
+        return Target("sqlite", str(tmp_path / "lists.db"), "lists")
+    url = request.getfixturevalue("postgres_url")
+    return Target("postgresql", url, f"t{uuid.uuid4().hex[:12]}")
+
+
+def test_publishes_swap_the_live_table_and_keep_versions(target):
+    results = [
+        run(lists(model_version=f"m{i}", seed=i), target.sink(keep_versions=2)) for i in range(3)
+    ]
+    v = [r.version for r in results]
+    names = TableNames(target.table)
+    live = target.read()
+    assert rows_checksum(live) == results[-1].manifest["checksum"]["hex"]
+    assert live.column("model_version").unique().to_pylist() == ["m2"]
+    assert target.tables() == sorted([target.table, names.manifest, names.archive(v[1])])
+    assert target.manifest_rows() == [
+        (v[0], None),
+        (v[1], names.archive(v[1])),
+        (v[2], target.table),
+    ]
+    (stored,) = target.query(
+        f'SELECT manifest FROM "{names.manifest}" WHERE version = %s', (v[2],)
+    )[0:1]
+    stored = stored[0] if isinstance(stored[0], dict) else json.loads(stored[0])
+    assert stored == json.loads(json.dumps(results[-1].manifest))
+    assert stored["table"] == {
+        "live": target.table,
+        "previous_version_kept_as": names.archive(v[1]),
+    }
+    archived = target.read(names.archive(v[1]))  # the previous version stays readable
+    assert rows_checksum(archived) == results[1].manifest["checksum"]["hex"]
+
+
+def test_string_ids_round_trip(target):
+    data = lists(string_ids=True)
+    result = run(data, target.sink())
+    assert target.read().equals(pa.concat_tables(data.chunks()).cast(target.read().schema))
+    assert rows_checksum(target.read()) == result.manifest["checksum"]["hex"]
+
+
+def test_a_table_with_other_columns_is_left_untouched(target):
+    target.query(f'CREATE TABLE "{target.table}" (learner_id TEXT, course_id INTEGER, extra REAL)')
+    target.query(f'INSERT INTO "{target.table}" VALUES (%s, %s, %s)', ("a", 1, 0.5))
+    with pytest.raises(SchemaMismatchError) as info:
+        run(lists(), target.sink())
+    message = str(info.value)
+    assert "missing columns ['rank', 'score', 'source', 'model_version']" in message
+    assert "unexpected columns ['extra']" in message
+    assert "learner_id is " in message and "Nothing was published" in message
+    assert target.query(f'SELECT * FROM "{target.table}"') == [("a", 1, 0.5)]
+    assert target.tables() == [target.table]  # no staging table, no manifest table
+
+
+def test_a_failed_gate_leaves_the_live_table_untouched(target):
+    first = run(lists(), target.sink())
+    with pytest.raises(GateError, match="complete_lists"):
+        run(lists(k=4, model_version="bad"), target.sink(), gates=GateConfig(k=5))
+    assert rows_checksum(target.read()) == first.manifest["checksum"]["hex"]
+    assert target.tables() == sorted([target.table, f"{target.table}__manifest"])
+    assert target.manifest_rows() == [(first.version, target.table)]
+
+
+def test_a_committed_leftover_staging_table_is_dropped(target):
+    run(lists(), target.sink())
+    leftover = TableNames(target.table).staging("20000101T000000000000Z")
+    target.query(f'CREATE TABLE "{leftover}" (x INTEGER)')
+    run(lists(), target.sink())
+    assert leftover not in target.tables()
+
+
+def test_a_reader_during_publishes_sees_one_whole_version(target):
+    datasets = [lists(model_version=f"m{i}", seed=i, n_learners=300) for i in range(5)]
+    checksums = {d.model_version: rows_checksum(pa.concat_tables(d.chunks())) for d in datasets}
+    run(datasets[0], target.sink(keep_versions=2))
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                table = target.read()
+            except Exception as err:  # noqa: BLE001 - every failure is a test failure
+                errors.append(repr(err))
+                continue
+            tags = table.column("model_version").unique().to_pylist()
+            seen.append(tags[0] if tags else None)
+            if len(tags) != 1 or rows_checksum(table) != checksums[tags[0]]:
+                errors.append(f"mixed, empty or altered version: {tags}")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for data in datasets[1:]:
+            run(data, target.sink(keep_versions=2))
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:3]
+    assert len(seen) > 3 and seen == sorted(seen)  # versions only move forward
+    assert target.read().column("model_version")[0].as_py() == "m4"
+
+
+# --- databases that refuse -------------------------------------------------------------------
+
+
+def test_sqlite_opened_read_only_publishes_nothing(tmp_path):
+    path = tmp_path / "lists.db"
+    first = run(lists(), SqliteSink(path, table="lists"))
+    with pytest.raises(SinkError, match="read-only.*nothing published"):
+        run(lists(model_version="m2"), SqliteSink(f"file:{path}?mode=ro", table="lists"))
+    target = Target("sqlite", str(path), "lists")
+    assert rows_checksum(target.read()) == first.manifest["checksum"]["hex"]
+
+
+def test_sqlite_in_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SinkError, match="cannot open the database"):
+        run(lists(), SqliteSink(tmp_path / "no" / "such" / "lists.db"))
+
+
+def test_postgres_refusing_the_connection_names_the_redacted_url():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://bob:s3cret@127.0.0.1:{port}/lists"
+    with pytest.raises(SinkError) as info:
+        run(lists(), PostgresSink(url, connect_timeout=2))
+    message = str(info.value)
+    assert f"postgresql+psycopg://bob:***@127.0.0.1:{port}/lists" in message or (
+        f"postgresql://bob:***@127.0.0.1:{port}/lists" in message
+    )
+    assert "cannot connect" in message and "s3cret" not in message
+
+
+def test_postgres_role_without_write_permission_publishes_nothing(postgres_url):
+    role, table = f"r{uuid.uuid4().hex[:10]}", f"t{uuid.uuid4().hex[:12]}"
+    admin = Target("postgresql", postgres_url, table)
+    admin.query(f'CREATE ROLE "{role}" LOGIN')
+    url = postgres_url.replace("postgres@", f"{role}@", 1)
+    with pytest.raises(SinkError, match="permission denied"):
+        run(lists(), PostgresSink(url, table=table))
+    assert admin.tables() == []
+
+
+def test_postgres_read_only_transactions_publish_nothing(postgres_url):
+    table = f"t{uuid.uuid4().hex[:12]}"
+    url = postgres_url + "?options=-c%20default_transaction_read_only%3Don"
+    with pytest.raises(SinkError, match="read-only transaction"):
+        run(lists(), PostgresSink(url, table=table))
+    assert Target("postgresql", postgres_url, table).tables() == []
+
+
+def test_postgres_publisher_lock_held_elsewhere_is_a_clear_error(postgres_url):
+    import psycopg
+
+    table = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (_lock_key(table),))
+        with pytest.raises(SinkError, match="another export holds the publish lock"):
+            run(lists(), PostgresSink(postgres_url, table=table, lock_timeout=0.3))
+
+
+def test_postgres_many_labels_use_the_general_encoder(postgres_url):
+    data = lists()
+    chunks = []
+    for chunk in data.chunks():  # one model_version per learner: too many combinations
+        tags = pa.array([f"mv-{i // 5}-é" for i in chunk.column("learner_id").to_pylist()])
+        chunks.append(chunk.set_column(5, "model_version", tags))
+    result = publish(
+        chunks,
+        sink=PostgresSink(postgres_url, table=f"t{uuid.uuid4().hex[:12]}", freeze=False),
+        gates=GateConfig(k=5),
+        learners=data.learner_ids,
+        catalogue=data.course_ids,
+        manifest=PROVENANCE,
+    )
+    table = Target("postgresql", postgres_url, result.location).read()
+    assert rows_checksum(table) == result.manifest["checksum"]["hex"]
+
+
+# --- names, URLs, the COPY encoder -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["Lists", "1lists", "lists__x", "lists; drop table x", 'a"b', "a" * 33, "", "lists-x"]
+)
+def test_table_names_are_validated(name):
+    with pytest.raises(ValueError, match="not a valid table name"):
+        TableNames(name)
+
+
+def test_urls_are_redacted():
+    assert redact_url("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
+    assert "pw" not in redact_url("postgresql://u@h/d?password=pw&sslmode=require")
+    assert "sslmode=require" in redact_url("postgresql://u@h/d?password=pw&sslmode=require")
+
+
+def _decode(payload: bytes, types: list[str]) -> list[tuple]:
+    """A plain-Python reader of binary COPY row data (the format's reference)."""
+    rows, pos = [], 0
+    while pos < len(payload):
+        (count,) = struct.unpack_from(">h", payload, pos)
+        pos += 2
+        row = []
+        for kind in types[:count]:
+            (size,) = struct.unpack_from(">i", payload, pos)
+            pos += 4
+            raw = payload[pos : pos + size]
+            pos += size
+            fmt = {"int64": ">q", "int32": ">i", "double": ">d"}.get(kind)
+            row.append(struct.unpack(fmt, raw)[0] if fmt else raw.decode())
+        rows.append(tuple(row))
+    return rows
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_binary_copy_encoding_matches_the_format(string_ids):
+    data = lists(n_learners=40, string_ids=string_ids)
+    table = pa.concat_tables(data.chunks())
+    table = table.set_column(4, "source", pa.array(["", "ünï", "blend", "x"] * 50))
+    expected = sorted(tuple(r.values()) for r in table.to_pylist())
+    types = [str(f.type) for f in table.schema]
+    for max_groups in (64, 0):  # the grouped fast path and the general path
+        payload = b"".join(
+            bytes(p) for p in encode_binary(table, batch_rows=77, max_groups=max_groups)
+        )
+        assert sorted(_decode(payload, types)) == expected
+    assert np.isfinite(table.column("score").to_numpy()).all()
