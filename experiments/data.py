@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from watchlog import DataReport, EventLog
 from watchlog.cleaning import clean
 from watchlog.splits import Split
 from watchlog.synthetic import PlatformTruth, SyntheticPlatform
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "load_run", "prepare_data"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,3 +50,25 @@ def prepare_data(
     split = split_fn(log, log.select(split_cfg.events), report=report)
     timings["split"] = time.perf_counter() - start
     return PreparedData(log, split, report, truth, timings)
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, PreparedData]:
+    """A finished run's resolved config and its data: the cleaned event log it saved
+    (`<run_dir>/eventlog`, validated again on load) split again by its split config, which
+    gives the same folds. The synthetic platform's truth is not saved (data.truth is None)."""
+    run_dir = Path(run_dir)
+    cfg_path, log_dir = run_dir / "resolved_config.yaml", run_dir / "eventlog"
+    for path, what in ((cfg_path, "resolved config"), (log_dir, "saved event log (save_data)")):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{run_dir}: no {what} at {path}; give the output folder of a pipeline run"
+            )
+    cfg = OmegaConf.load(cfg_path)
+    report = DataReport()
+    start = time.perf_counter()
+    log = EventLog.load(log_dir, report=report)
+    timings = {"load": time.perf_counter() - start}
+    start = time.perf_counter()
+    split = instantiate(cfg.split.fn)(log, log.select(cfg.split.events), report=report)
+    timings["split"] = time.perf_counter() - start
+    return cfg, PreparedData(log, split, report, None, timings)

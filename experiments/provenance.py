@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from watchlog.io import write_json, write_text
 
-__all__ = ["code_version", "versions", "machine", "write_manifest"]
+__all__ = ["code_version", "versions", "machine", "write_manifest", "write_resolved_config"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -73,6 +73,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_resolved_config(out_dir: str | os.PathLike, cfg: DictConfig) -> dict[str, Any]:
+    """`resolved_config.yaml` in `out_dir` (atomic); returns the resolved config. Long runs
+    write it first, so a crashed run still says how it was configured."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_text(
+        Path(out_dir) / "resolved_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved))
+    )
+    return resolved
+
+
 def write_manifest(
     out_dir: str | os.PathLike,
     cfg: DictConfig,
@@ -84,8 +94,7 @@ def write_manifest(
 ) -> Path:
     """`resolved_config.yaml` and `run_manifest.json` in `out_dir`, each written atomically."""
     out_dir = Path(out_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_text(out_dir / "resolved_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    resolved = write_resolved_config(out_dir, cfg)
     return write_json(
         out_dir / "run_manifest.json",
         {

@@ -29,7 +29,9 @@ from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
-__all__ = ["run", "fit", "featurizer_from", "train_and_report"]
+__all__ = ["MODEL_BEFORE_REFIT", "run", "fit", "featurizer_from", "train_and_report"]
+
+MODEL_BEFORE_REFIT = "model_before_refit"  # beside model/ when refitted (see train_ncf)
 
 
 def featurizer_from(g: DictConfig, seed: int) -> EntityFeaturizer:
@@ -99,6 +101,9 @@ def _write_outputs(cfg: DictConfig, trained: TrainedGLMix, out_dir: Path) -> dic
     written: dict[str, str] = {}
     if cfg.outputs.model:
         written["model"] = str(trained.scorer.save(out_dir / "model"))
+        if cfg.glmix.refit:  # the model chosen on validation, before the refit
+            path = out_dir / MODEL_BEFORE_REFIT
+            written["model_before_refit"] = str(trained.selected_scorer.save(path))
     if cfg.outputs.test_scores:
         test, sc = trained.rows["test"], trained.test_scores
         frame = pd.DataFrame(

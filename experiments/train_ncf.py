@@ -29,7 +29,11 @@ from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
 from watchlog.splits import Split
 
-__all__ = ["TrainedNCF", "fit", "run", "train_and_report"]
+__all__ = ["MODEL_BEFORE_REFIT", "TrainedNCF", "fit", "run", "train_and_report"]
+
+# The model chosen on validation before the refit, serving the validation snapshot (written
+# beside model/ when the model is refitted; without a refit model/ is that model).
+MODEL_BEFORE_REFIT = "model_before_refit"
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +126,10 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
     data.report.write_json(out_dir / "data_report.json")
     quality = embedding_quality(rec, data.log)
     outputs = write_outputs(cfg, rec, data.log, result, out_dir)
+    if cfg.outputs.model and cfg.ncf.refit:  # what a blender fitted on validation scores with
+        outputs["model_before_refit"] = str(
+            trained.valid_recommender.save(out_dir / MODEL_BEFORE_REFIT)
+        )
     metrics = {
         "model": cfg.ncf.name,
         "best_epoch": result.best_epoch,

@@ -28,6 +28,8 @@ def compose_cfg(tmp_path: Path, *overrides: str):
                 f"paths.output_dir={tmp_path}",
                 "stages.ncf=false",
                 "stages.glmix=false",
+                "stages.blend=false",
+                "stages.export=false",
                 *overrides,
             ],
         )
@@ -39,7 +41,7 @@ def test_run_writes_report_manifest_and_data(tmp_path):
     manifest = json.loads((tmp_path / "run_manifest.json").read_text())
     assert report["tables"]["learners"]["rows"] == 500
     assert [s["step"] for s in report["steps"]] == ["duplicates", "watch_threshold"]
-    assert set(report["splits"]) == {"valid", "test"}
+    assert set(report["splits"]) == {"blend", "valid", "test"}
     assert manifest["metrics"]["events"] == metrics["events"] == report["tables"]["events"]["rows"]
     assert len(manifest["data_fingerprint"]) == 64 and manifest["code_version"]
     assert manifest["config"]["data"]["source"]["n_learners"] == 500  # resolved config
@@ -74,6 +76,11 @@ def test_command_line_entry_point(tmp_path):
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
             "outputs.plots=false",
+            "split.fn.valid_days=20",  # the small platform has 200 days: room for 4 windows
+            "split.fn.test_days=20",
+            "split.fn.blend_days=20",
+            "blend.variants.personalized.learner_l2=[30.0]",
+            f"export.sink.path={tmp_path / 'lists'}",
             f"hydra.run.dir={tmp_path}",
         ],
         cwd=ROOT,
@@ -94,6 +101,10 @@ def test_command_line_entry_point(tmp_path):
     # ... and fits GLMix into glmix/ on the same prepared data
     assert manifest["metrics"]["glmix"]["test"]["auc"] > 0.5
     assert (tmp_path / "glmix" / "model").exists()
+    # ... then blends both, and publishes the served lists; the summary says where
+    assert {r["system"] for r in manifest["metrics"]["blend"]["test"]} >= {"two_tower", "glmix"}
+    assert manifest["metrics"]["export"]["published"]
+    assert "published 5,000 rows as version" in out.stdout and str(tmp_path / "lists") in out.stdout
 
 
 @pytest.mark.real_data
@@ -151,6 +162,7 @@ def test_generic_tables_config(tmp_path):
         "data.source.ts_unit=s",
         "split.fn.valid_days=5",
         "split.fn.test_days=5",
+        "split.fn.blend_days=5",
         "save_data=false",
     )
     metrics = run(cfg)

@@ -267,7 +267,8 @@ def temporal_split(
         raise ValueError(
             f"temporal_split: need first event ({first}) < blend_start ({blend_start}) < "
             f"valid_start ({valid_start}) < test_start ({test_start}) <= end ({end}); "
-            "blend_start is optional, and needs valid_start"
+            "blend_start is optional, and needs valid_start. Shorter windows fit shorter "
+            "data (split.fn.valid_days / test_days / blend_days; blend_days=0: no blend window)"
         )
     valid = (
         _temporal_fold(ev, "valid", _utc(valid_start), test_start)

@@ -1,0 +1,278 @@
+"""The blend stage: `python -m experiments.blend run_dir=outputs/pipeline/<timestamp>`.
+
+Wiring only (the logic is `blend.run_study`): reads a pipeline run's folder (its resolved
+config, the cleaned event log, the final models `ncf/model` + `glmix/model`, and the models
+the blender is fitted with, `blend_models/{ncf,glmix}/model`), builds the scored candidates of
+each window (`blend.workflow` says which model serves which window), runs the study and writes
+`<run_dir>/blend/`:
+
+    metrics.json          validation table of every blender variant, the chosen ones, test
+                          figures of every system, tournaments, replay tuning, served sources
+    test_per_learner.parquet  every system's per-learner test metrics (paired comparisons,
+                          per-segment breakdowns)
+    ranked_lists.parquet  the served top-k of every learner in the learner table, at the end of
+                          the log (learner_id, rank, course_id, score, source), written in
+                          chunks of learners; what `experiments.export` publishes
+    run_manifest.json     resolved config, data fingerprint, code version, timings
+
+The main pipeline calls `blend_and_report` with the data and models it has in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from blend import CandidateBuilder, LabelledPoint, PositionCurve, make_variants, window_truth
+from blend.candidates import seen_in
+from blend.lists import served_lists
+from blend.workflow import Points, learner_routes, run_study
+from experiments.data import PreparedData, load_run
+from experiments.provenance import write_manifest
+from experiments.tables import print_table
+from experiments.train_ncf import MODEL_BEFORE_REFIT
+from glmix import GLMixScorer
+from ncf import NCFRecommender
+from watchlog import EventLog
+from watchlog.io import atomic_path, write_json, write_parquet
+from watchlog.splits import Fold
+
+__all__ = ["BLEND_MODELS", "Models", "blend_and_report", "run", "serving_fold"]
+
+BLEND_MODELS = "blend_models"  # <run_dir>/blend_models/{ncf,glmix}/model: trained before the
+# blend window (splits with one)
+
+
+@dataclass
+class Models:
+    ncf: NCFRecommender
+    glmix: GLMixScorer | None
+
+    @classmethod
+    def load(cls, folder: Path, name: str = "model") -> Models:
+        """`folder/ncf/<name>` and, when present, `folder/glmix/<name>`."""
+        if not (folder / "ncf" / name).exists():
+            raise FileNotFoundError(
+                f"{folder}/ncf/{name}: no two-tower here; the blend needs the pipeline's model "
+                "stages (stages.ncf=true, outputs.model=true)"
+            )
+        rec = NCFRecommender.load(folder / "ncf" / name)
+        glmix = folder / "glmix" / name
+        return cls(rec, GLMixScorer.load(glmix) if glmix.exists() else None)
+
+    @classmethod
+    def load_early(cls, run_dir: Path) -> Models:
+        """The models the blender is fitted with: `blend_models/` (a split with a blend
+        window), else the models chosen before the refit (`model_before_refit`), else the
+        final ones (no refit: they never saw the validation labels)."""
+        if (run_dir / BLEND_MODELS).exists():
+            return cls.load(run_dir / BLEND_MODELS)
+        before = run_dir / "ncf" / MODEL_BEFORE_REFIT
+        return cls.load(run_dir, MODEL_BEFORE_REFIT if before.exists() else "model")
+
+    def serving(self) -> Models:
+        """The same models, serving learners the two-tower has no row for from an empty
+        history (the fallback chain then replaces their lists) instead of raising."""
+        self.ncf.cold_start = "empty_history"
+        return self
+
+
+def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
+    """Scored candidates of every learner with a label in the fold's window."""
+    truth = window_truth(log, fold, seen_in(log, fold.inputs), gain=gain)
+    learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
+    table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)
+    return LabelledPoint.from_table(table, log, truth)
+
+
+def make_points(
+    b: DictConfig, data: PreparedData, final: Models, early: Models, *, seed: int
+) -> Points:
+    """Which models serve which window (see blend.workflow)."""
+    builder: CandidateBuilder = instantiate(b.candidates, _convert_="all")
+    log, split = data.log, data.split
+    test = _point(builder, log, split.test, final, b.gain)
+    if split.blend is not None:
+        fit = _point(builder, log, split.blend, early, b.gain)
+        later = Models(early.ncf.at(log, split.valid.cutoff), early.glmix).serving()
+        valid = _point(builder, log, split.valid, later, b.gain)
+        return Points(fit, valid, test)
+    whole = _point(builder, log, split.valid, early, b.gain)
+    fit, valid = whole.split_labels(float(b.holdout_fraction), seed=seed)
+    return Points(fit, valid, test, refit_on=whole)
+
+
+def serving_fold(data: PreparedData) -> Fold:
+    """Everything known at the end of the log: the exported lists' inputs."""
+    events = data.log.events
+    end = events["ts"].iloc[-1].floor("D") + pd.Timedelta(days=1)
+    return Fold("serve", "temporal", events, events.iloc[:0], end, end)
+
+
+def write_served_lists(
+    b: DictConfig, data: PreparedData, final: Models, blender, path: Path
+) -> dict[str, Any]:
+    """The served lists of every learner at the end of the log, chunk by chunk into one
+    Parquet file (atomic): memory is bounded by the chunk."""
+    builder: CandidateBuilder = instantiate(b.candidates, _convert_="all")
+    fold = serving_fold(data)
+    now = Models(final.ncf.at(data.log, fold.cutoff), final.glmix).serving()
+    counts: dict[str, int] = {}
+    n_rows = n_learners = 0
+    schema = None
+    with atomic_path(path) as tmp:
+        writer = None
+        for chunk in builder.chunks(
+            data.log.learner_ids.index, log=data.log, fold=fold, retriever=now.ncf,
+            scorer=now.glmix, learners_per_chunk=int(b.learners_per_chunk),
+        ):  # fmt: skip
+            chunk = chunk.assign(blend_score=blender.score(chunk))
+            lists = served_lists(chunk, "blend_score", int(b.k), route=learner_routes(chunk))
+            table = pa.Table.from_pandas(lists, preserve_index=False)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table.cast(schema))
+            n_rows += len(lists)
+            n_learners += lists["learner_id"].nunique()
+            for s, n in lists.loc[lists["rank"] == 1, "source"].value_counts().items():
+                counts[str(s)] = counts.get(str(s), 0) + int(n)
+        if writer is not None:
+            writer.close()
+    return {
+        "path": str(path),
+        "rows": n_rows,
+        "learners": n_learners,
+        "learners_in_table": data.log.n_learners,
+        "cutoff": str(fold.cutoff),
+        "learners_by_first_source": counts,
+    }
+
+
+def blend_and_report(
+    cfg: DictConfig, data: PreparedData, final: Models, early: Models, out_dir: Path
+) -> dict[str, Any]:
+    """Points -> study -> served lists of every learner -> metrics.json and the manifest."""
+    b, seed = cfg.blend, int(cfg.seed)
+    start = time.perf_counter()
+    final, early = final.serving(), early.serving()
+    points = make_points(b, data, final, early, seed=seed)
+    timings = {"candidates": time.perf_counter() - start}
+    present = [f for f in b.features if f in points.fit.table.columns]
+    variants = make_variants(
+        context=present,
+        normalizations=list(b.normalizations),
+        kinds=[k for k in b.variants.kinds if k != "rrf" or _has(points, b.variants.rrf_columns)],
+        fixed_weights={k: v for k, v in b.variants.fixed_weights.items()
+                       if k == "ncf" or k in points.fit.table.columns},
+        rrf_columns=list(b.variants.rrf_columns),
+        rrf_k=float(b.variants.rrf_k),
+        logistic=OmegaConf.to_container(b.variants.logistic),
+        personalized=OmegaConf.to_container(b.variants.personalized),
+    )  # fmt: skip
+    oracle = None
+    if data.truth is not None:  # the synthetic platform: rank by the true affinity (ceiling)
+        t = points.test.table
+        oracle = data.truth.affinity(
+            data.log.learner_ids.to_index(t["learner_id"]), data.log.course_ids.to_index(t["course_id"])
+        )  # fmt: skip
+    catalogue = catalogue_oracle(data, points.test, int(b.k)) if data.truth is not None else None
+    t = time.perf_counter()
+    replay = OmegaConf.to_container(b.replay)
+    report = run_study(
+        points, variants, serve=str(b.serve),
+        replay_features=["ncf_z", *present] if replay.pop("enabled") else None,
+        curve=PositionCurve.from_impressions(data.log.events), replay=replay,
+        oracle=oracle, k=int(b.k), n_boot=int(b.n_boot), seed=seed,
+    )  # fmt: skip
+    timings["study"] = time.perf_counter() - t
+    if catalogue is not None:  # the ceiling without the candidate set's limits
+        summary = catalogue.summary()
+        report.test_rows.append(
+            {"system": "oracle (whole catalogue)", "ndcg@10": summary["ndcg@10"],
+             "recall@10": summary["recall@10"], "auc": float("nan"),
+             "learners": catalogue.n_users}
+        )  # fmt: skip
+        report.per_user["oracle (whole catalogue)"] = catalogue
+    t = time.perf_counter()
+    lists = write_served_lists(b, data, final, report.serving, out_dir / "ranked_lists.parquet")
+    timings["served_lists"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    absent = [f for f in b.features if f not in present]
+    metrics = {
+        **report.summary(),
+        "features": present,
+        "features_absent": absent,
+        "ranked_lists": lists,
+        "windows": {n: getattr(data.split, n).cutoff for n in ("blend", "valid", "test")
+                    if getattr(data.split, n, None) is not None},
+    }  # fmt: skip
+    write_json(out_dir / "metrics.json", {**metrics, "timings": timings})
+    write_parquet(out_dir / "test_per_learner.parquet", report.per_learner_frame(data.log))
+    write_manifest(
+        out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
+    )
+    _print_summary(report, lists, absent, timings, out_dir)
+    return {**metrics, "timings": timings}
+
+
+def catalogue_oracle(data: PreparedData, test: LabelledPoint, k: int):
+    """The synthetic platform's true affinity ranking the whole catalogue (courses watched
+    before the cutoff excluded) for the learners judged on test: the ceiling of any list."""
+    from evaluation import evaluate_full_ranking
+
+    learners = data.log.learner_ids.to_index(pd.unique(test.table["learner_id"]))
+    exclude = seen_in(data.log, data.split.test.inputs)
+    res = evaluate_full_ranking(
+        lambda u: data.truth.affinity_matrix(u), test.truth, ks=(k,),
+        users=np.sort(learners).astype(np.int64), exclude=exclude,
+    )  # fmt: skip
+    return res
+
+
+def _has(points: Points, columns) -> bool:
+    return all(c in points.fit.table.columns for c in columns)
+
+
+def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
+    print_table(report.choice.table()[:10], "Blenders on validation (best 10)")
+    print_table(report.test_rows, "Test: every system on the same candidates")
+    rows = [{"duel": k, "diff": v.mean_diff, "low": v.low, "high": v.high,
+             "win_rate": v.win_rate} for k, v in report.tournaments.items()]  # fmt: skip
+    print_table(rows, "Tournaments (paired bootstrap over learners, NDCG@10)")
+    if absent:
+        print(f"features not available (no such column): {absent}")
+    print(f"served lists: {lists['rows']:,} rows for {lists['learners']:,} learners, "
+          f"first source {lists['learners_by_first_source']} -> {lists['path']}")  # fmt: skip
+    print("timings (s): " + ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
+    print(f"wrote {out_dir}")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """From a finished pipeline run's folder (`run_dir`): its data and models."""
+    run_dir = Path(cfg.run_dir)
+    run_cfg, data = load_run(run_dir)
+    seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed
+    merged = OmegaConf.merge(run_cfg, {"blend": cfg.blend, "seed": seed})
+    final = Models.load(run_dir)
+    early = Models.load_early(run_dir)
+    return blend_and_report(merged, data, final, early, run_dir / "blend")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="blend")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

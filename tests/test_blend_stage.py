@@ -1,0 +1,170 @@
+"""The blend and export stages end to end: the pipeline on the small platform, then each stage
+again from the run's folder (`python -m experiments.blend / .export run_dir=...`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.pipeline import run as run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small windows (the small platform has 200 days), 2 epochs, small grids: about a minute.
+FAST = [
+    "data=synthetic_small",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "outputs.plots=false",
+    "outputs.embeddings=false",
+    "threads=1",
+    "split.fn.valid_days=20",
+    "split.fn.test_days=20",
+    "split.fn.blend_days=20",
+    "blend.candidates.n_retrieve=40",
+    "blend.variants.logistic.l2=[1.0]",
+    "blend.variants.personalized.learner_l2=[30.0]",
+    "blend.replay.methods=[gradient,nelder_mead]",
+    "blend.n_boot=500",
+]
+
+
+def compose_cfg(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline")
+    cfg = compose_cfg(
+        "pipeline", *FAST, f"paths.output_dir={out}", f"export.sink.path={out / 'lists'}"
+    )
+    run_pipeline(cfg)
+    return out
+
+
+def test_the_pipeline_blends_judges_and_publishes(run_dir):
+    m = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    systems = {r["system"] for r in m["test"]}
+    assert {"two_tower", "glmix", "fixed", "rrf", "logistic", "personalized", "oracle"} <= systems
+    assert any(s.startswith("served (personalized") for s in systems)
+    kinds = {r["kind"] for r in m["validation"]}
+    assert kinds == {"fixed", "rrf", "logistic", "personalized"}
+    # both normalizations of the two-tower score were tried, and one was chosen per kind
+    assert {r["variant"].split(",")[0] for r in m["validation"] if r["kind"] == "logistic"} == {
+        "zscore", "log_softmax",
+    }  # fmt: skip
+    assert m["chosen"]["personalized"]["settings"]["normalization"] in ("zscore", "log_softmax")
+    oracle = next(r for r in m["test"] if r["system"] == "oracle")
+    assert all(oracle["ndcg@10"] >= r["ndcg@10"] for r in m["test"])  # the ceiling
+    t = m["tournaments"]["personalized vs two_tower"]
+    assert t["n_boot"] == 500 and t["low"] <= t["mean_diff"] <= t["high"]
+    runs = m["replay"]["runs"]
+    assert {(r["objective"], r["method"]) for r in runs} == {
+        (o, me) for o in ("mean_rank", "expected_clicks") for me in ("gradient", "nelder_mead")
+    }
+    assert m["replay"]["curve"]["source"] == "impressions"  # the platform logs positions
+
+
+def test_blend_models_see_nothing_from_the_blend_window_on(run_dir):
+    from glmix import GLMixScorer
+    from ncf import NCFRecommender
+
+    m = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    blend_start = pd.Timestamp(m["windows"]["blend"])
+    rec = NCFRecommender.load(run_dir / "blend_models" / "ncf" / "model")
+    assert rec.model_cutoff == blend_start == rec.snapshot.cutoff
+    final = NCFRecommender.load(run_dir / "ncf" / "model")
+    assert final.model_cutoff == pd.Timestamp(m["windows"]["test"])
+    GLMixScorer.load(run_dir / "blend_models" / "glmix" / "model")  # a scorer folder
+
+
+def test_served_lists_cover_every_learner_with_k_rows_and_a_source(run_dir):
+    lists = pq.read_table(run_dir / "blend" / "ranked_lists.parquet").to_pandas()
+    n = lists.groupby("learner_id", sort=False).size()
+    assert len(n) == 500 and (n == 10).all()
+    assert set(lists["source"]) <= {"blend", "two_tower", "popular_segment", "popular_global"}
+    assert (lists.groupby("learner_id")["score"].diff().dropna() <= 0).all()
+    m = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    assert sum(m["ranked_lists"]["learners_by_first_source"].values()) == 500
+
+
+def test_the_published_version_is_the_served_lists_with_a_model_version(run_dir):
+    from export import current_version, read_version
+
+    exp = json.loads((run_dir / "export.json").read_text())
+    assert exp["published"] and exp["rows"] == 5000
+    assert all(g["passed"] is not False for g in exp["gates"])
+    root = run_dir / "lists"
+    assert current_version(root).name == exp["version"]
+    published = read_version(current_version(root)).to_pandas()
+    served = pq.read_table(run_dir / "blend" / "ranked_lists.parquet").to_pandas()
+    assert len(published) == len(served)
+    assert (published["model_version"] == exp["model_version"]).all()
+    np.testing.assert_array_equal(
+        published["course_id"].astype(str), served["course_id"].astype(str)
+    )
+
+
+def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
+    from experiments.blend import run as run_blend
+    from experiments.export import run as run_export
+    from export import GateError, current_version
+
+    before = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    cfg = compose_cfg("blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")])
+    again = run_blend(cfg)
+    # same data, models, config and seed: the same choice and the same test figures
+    assert [r["variant"] for r in again["validation"]] == [
+        r["variant"] for r in before["validation"]
+    ]
+    first = {r["system"]: r["ndcg@10"] for r in before["test"]}
+    second = {r["system"]: r["ndcg@10"] for r in again["test"]}
+    assert set(first) - set(second) == {"oracle"}  # the platform's truth is not in the folder
+    assert second == pytest.approx({k: v for k, v in first.items() if k != "oracle"})
+    db = tmp_path / "lists.db"
+    sql = compose_cfg(
+        "export", f"run_dir={run_dir}", "export.sink.kind=sqlite", f"export.sink.path={db}",
+        "export.gates.k=10",
+    )  # fmt: skip
+    res = run_export(sql)
+    assert res["published"] and res["rows"] == 5000
+    # a gate that cannot pass: nothing is published, the current version stays
+    strict = compose_cfg(
+        "export", f"run_dir={run_dir}", f"export.sink.path={run_dir / 'lists'}",
+        "export.gates.k=10", "export.gates.min_coverage=1.0",
+    )  # fmt: skip
+    current = current_version(run_dir / "lists")
+    with pytest.raises(GateError, match="coverage"):
+        run_export(strict)
+    assert current_version(run_dir / "lists") == current
+    assert json.loads((run_dir / "export.json").read_text())["published"] is False
+
+
+def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(tmp_path):
+    """Stratified split (no time): the blender is fitted on the validation part with the
+    models chosen before the refit. Without GLMix (the platform's stratified split keeps
+    watched events only, so every impression row is a click) the blend goes on without its
+    columns, and says so."""
+    fast = [o for o in FAST if not o.startswith("split.")]
+    cfg = compose_cfg(
+        "pipeline", *fast, "split=stratified", "ncf.refit=true", "stages.glmix=false",
+        "stages.export=false", f"paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    metrics = run_pipeline(cfg)
+    assert (tmp_path / "ncf" / "model_before_refit").exists()
+    assert not (tmp_path / "blend_models").exists()
+    m = json.loads((tmp_path / "blend" / "metrics.json").read_text())
+    assert "blend" not in m["windows"]
+    assert m["features_absent"] == ["glmix_global", "glmix_per_learner", "glmix_per_course"]
+    assert "rrf" not in m["chosen"]  # its columns (ncf_score, glmix_logit) are not all there
+    assert {r["system"] for r in metrics["blend"]["test"]} >= {"two_tower", "personalized"}
+    assert "glmix" not in {r["system"] for r in metrics["blend"]["test"]}
+    lists = pq.read_table(tmp_path / "blend" / "ranked_lists.parquet").to_pandas()
+    assert "two_tower" not in set(lists["source"])  # without GLMix every known learner blends
