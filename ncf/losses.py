@@ -6,7 +6,7 @@ any course indices, the batch's label bags (positives, with weights) and its his
 
     full_softmax     softmax over every course; history courses masked out of the denominator;
                      cross-entropy averaged over each learner's positives (label-weighted).
-                     Best on ML-100K in NOTES.md; costs a (B, n_courses) logit matrix.
+                     Best on ML-100K (benchmarks/README.md); costs a (B, n_courses) logit matrix.
     sampled_softmax  in-batch softmax: the candidates are the batch's positives (+ optional
                      uniform extras); logits corrected by -log q(course) (logQ, Yi et al. 2019)
                      since popular courses appear as in-batch negatives more often.

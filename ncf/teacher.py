@@ -1,7 +1,7 @@
 """A distillation teacher for the two-tower: EASE's item-item weights on one snapshot.
 
-Tuned linear item-item models beat neural recommenders on small, dense data (NOTES.md,
-benchmarks/README.md "The gap to EASE"). The two-tower can hold EASE's rankings (EASE
+Tuned linear item-item models beat neural recommenders on small, dense data
+(benchmarks/README.md, "The gap to EASE"). The two-tower can hold EASE's rankings (EASE
 factored to rank 128 keeps its accuracy) but softmax training on sparse labels does not find
 them. So, as an option, every denoising step also fits the two-tower's softmax to EASE's:
 

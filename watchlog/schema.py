@@ -1,4 +1,4 @@
-"""The event-log data contract (DESIGN.md) and its validation.
+"""The event-log data contract (docs/design.md) and its validation.
 
 Each `normalize_*` function coerces a caller's table to the canonical dtypes and
 returns every broken rule it found as a `Problem` (table, column, rule, count of
