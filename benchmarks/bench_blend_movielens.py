@@ -1,0 +1,81 @@
+"""The blend on MovieLens-100K: the stratified split of bench_ncf_movielens, one seed per run.
+
+    python -m benchmarks.bench_blend_movielens --seed 0          # results/blend_movielens_seed0.json
+    python -m benchmarks.bench_blend_movielens --summarize 0 1 2 # results/blend_movielens.json
+
+Split: 75/25 per user (seed 42), validation = 10% of each user's training items. The
+two-tower (`conf/ncf/two_tower_ml100k`) and GLMix (`conf/glmix/tuned_ml100k`: rating > 3 on
+every rating) choose their epoch / update on validation; the blender is fitted on the
+validation part with those models (half of each user's validation items fit it, the other
+half choose its settings), then refitted on all of it and kept while the models are refitted
+on train + validation and serve test. Test, once, on the same candidates (the two-tower's top
+200 plus popular fallbacks per occupation): NDCG@10 with binary gain, as the published figures
+(seen items removed, all 943 users), Recall@10 and per-user AUC. EASE (L2 chosen on
+validation, refitted on the whole training part) ranks the whole catalogue, as in
+bench_ncf_movielens; the paired comparison of the blend against it uses the same users.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmarks.bench_ncf_movielens import closed_form_baselines, compose_cfg
+from benchmarks.blend_harness import run_seed, seed_result, summarize
+from evaluation import paired_bootstrap
+from experiments.data import prepare_data
+
+NAME = "blend_movielens"
+ML100K = ["experiment=ml100k_stratified", "ncf=two_tower_ml100k", "glmix=tuned_ml100k"]
+
+
+def ease_per_user(out: Path, seed: int) -> tuple[pd.Series, dict]:
+    """EASE's per-user test NDCG@10 by learner id on the same split, and its summary row."""
+    cfg = compose_cfg(out, ML100K[0], f"seed={seed}")
+    per_user: dict = {}
+    rows = closed_form_baselines(cfg, per_user)
+    log = prepare_data(cfg.data, cfg.split).log  # the same log: users are its learner rows
+    res = per_user["EASE"]
+    ndcg = pd.Series(res.per_user["ndcg@10"], index=log.learner_ids.to_ids(res.users))
+    return ndcg, next(r for r in rows if r["model"] == "EASE")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summarize", type=int, nargs="+", metavar="SEED")
+    p.add_argument("--out", default="/tmp/bench_blend_movielens")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
+    args = p.parse_args()
+    if args.summarize:
+        summarize(NAME, args.summarize)
+        return
+    torch.set_num_threads(1)
+    overrides = [
+        *ML100K,
+        "trainer.max_epochs=200",  # as bench_ncf_movielens
+        "blend.gain=binary",
+        "blend.candidates.group_columns=[segment]",  # MovieLens learners have no language
+        "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
+        *args.overrides,
+    ]
+    out = Path(args.out) / f"seed{args.seed}"
+    res = run_seed(out, args.seed, overrides)
+    ease, ease_row = ease_per_user(out / "ease", args.seed)
+    extra_rows = [{"system": "EASE (whole catalogue)", "ndcg@10": ease_row["ndcg@10"],
+                   "recall@10": ease_row["recall@10"], "auc": float("nan"),
+                   "learners": len(ease)}]  # fmt: skip
+    pl = res["per_learner"]
+    for system in ("personalized", "served", "two_tower"):
+        mine = pl[pl["system"] == system].set_index("learner_id")["ndcg@10"]
+        common = mine.index.intersection(ease.index)
+        t = paired_bootstrap(mine.loc[common], ease.loc[common], n_boot=10_000, seed=0)
+        res["blend"]["tournaments"][f"{system} vs EASE"] = vars(t)
+    seed_result(NAME, res, extra_rows=extra_rows, extra={"ease": ease_row})
+
+
+if __name__ == "__main__":
+    main()
