@@ -28,9 +28,9 @@ import scipy.sparse as sp
 
 from blend.popularity import Popularity
 from watchlog import EventLog
-from watchlog.candidates import COURSE, LEARNER, id_column
+from watchlog.candidates import COURSE, LEARNER, id_column, validate_candidates
 
-__all__ = ["Retriever", "build_candidates", "seen_before", "seen_in"]
+__all__ = ["Retriever", "as_learner_ids", "build_candidates", "seen_before", "seen_in"]
 
 
 class Retriever(Protocol):
@@ -58,6 +58,17 @@ def seen_in(log: EventLog, events: pd.DataFrame) -> sp.csr_matrix:
     return m
 
 
+def as_learner_ids(learner_ids: Sequence[Any], log: EventLog) -> pd.Index:
+    """The learner ids as an Index of the log's id dtype family (never `object`: an empty
+    list or a list of Python strings would otherwise be one)."""
+    ids = pd.Index(learner_ids)
+    if len(ids) == 0:
+        return pd.Index([], dtype=log.learner_ids.index.dtype)
+    if pd.api.types.is_object_dtype(ids.dtype) and all(isinstance(i, str) for i in ids):
+        return ids.astype("str")
+    return ids
+
+
 def build_candidates(
     learner_ids: Sequence[Any],
     retriever: Retriever,
@@ -71,7 +82,7 @@ def build_candidates(
     """Candidates of `learner_ids` (see the module docstring). Learners unknown to the log's
     learner table still get the global fallback list; the retriever is asked about every
     learner (it decides how to serve one without history)."""
-    ids = pd.Index(learner_ids)
+    ids = as_learner_ids(learner_ids, log)
     if ids.has_duplicates:
         raise ValueError(
             f"learner_ids: {int(ids.duplicated().sum()):,} repeated ids (e.g. "
@@ -79,6 +90,8 @@ def build_candidates(
         )
     n_courses = log.n_courses
     retrieved = retriever.recommend_table(ids, n_retrieve, filter_already_watched=True)
+    # A broken model's NaN must not pass as "not retrieved, score it again".
+    validate_candidates(retrieved, score_columns=["ncf_score"], name="retriever.recommend_table")
     pos_r = ids.get_indexer(pd.Index(retrieved[LEARNER]))  # (m,) row of each pair's learner
     if (pos_r < 0).any():
         raise ValueError("retriever returned learners that were not asked for")

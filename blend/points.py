@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from blend.candidates import build_candidates, seen_in
+from blend.candidates import as_learner_ids, build_candidates, seen_in
 from blend.features import add_features
 from blend.popularity import Popularity
 from watchlog import EventLog
@@ -81,7 +81,7 @@ class CandidateBuilder:
     ) -> pd.DataFrame:
         """The scored candidate table of `learner_ids` (one chunk; see `chunks`)."""
         seen, pop = context if context is not None else self.context(log, fold)
-        ids = pd.Index(learner_ids)
+        ids = as_learner_ids(learner_ids, log)
         table = build_candidates(
             ids, retriever, log=log, seen=seen, popularity=pop,
             n_retrieve=self.n_retrieve, n_fallback=self.n_fallback,

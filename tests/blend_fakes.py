@@ -60,4 +60,6 @@ class NoisyTruthRetriever:
         )
 
     def history_sizes(self, learner_ids):
-        return np.array([0 if i in self.no_history else 5 for i in pd.Index(learner_ids)])
+        known = self.log.learner_ids.to_index(learner_ids, strict=False) >= 0
+        mine = np.array([i not in self.no_history for i in pd.Index(learner_ids)], dtype=bool)
+        return np.where(known & mine, 5, 0)
