@@ -61,8 +61,9 @@ def test_the_pipeline_blends_judges_and_publishes(run_dir):
         "zscore", "log_softmax",
     }  # fmt: skip
     assert m["chosen"]["personalized"]["settings"]["normalization"] in ("zscore", "log_softmax")
-    oracle = next(r for r in m["test"] if r["system"] == "oracle")
-    assert all(oracle["ndcg@10"] >= r["ndcg@10"] for r in m["test"])  # the ceiling
+    ndcg = {r["system"]: r["ndcg@10"] for r in m["test"]}
+    # the true affinity: far above the models (seeded data, so a fixed outcome)
+    assert ndcg["oracle (whole catalogue)"] > ndcg["oracle"] > ndcg["two_tower"] + 0.1
     t = m["tournaments"]["personalized vs two_tower"]
     assert t["n_boot"] == 500 and t["low"] <= t["mean_diff"] <= t["high"]
     runs = m["replay"]["runs"]
@@ -126,8 +127,9 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
     ]
     first = {r["system"]: r["ndcg@10"] for r in before["test"]}
     second = {r["system"]: r["ndcg@10"] for r in again["test"]}
-    assert set(first) - set(second) == {"oracle"}  # the platform's truth is not in the folder
-    assert second == pytest.approx({k: v for k, v in first.items() if k != "oracle"})
+    # the platform's truth is not in the folder: no oracle rows
+    assert set(first) - set(second) == {"oracle", "oracle (whole catalogue)"}
+    assert second == pytest.approx({k: v for k, v in first.items() if k in second})
     db = tmp_path / "lists.db"
     sql = compose_cfg(
         "export", f"run_dir={run_dir}", "export.sink.kind=sqlite", f"export.sink.path={db}",
