@@ -1,4 +1,4 @@
-"""export: ranked lists published safely for services (see DESIGN.md).
+"""export: ranked lists published safely for services (see docs/design.md).
 
     from export import publish, ParquetSink, GateConfig
     result = publish(chunks, sink=ParquetSink("out/lists", keep_versions=3),
