@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from blend.evaluate import list_metrics, tournament
+from blend.blenders import LinearBlender
+from blend.evaluate import candidate_auc, list_metrics, tournament
 from blend.lists import routes, served_lists
 from blend.replay import PositionCurve
 from blend.selection import LabelledPoint, Variant, VariantResult
@@ -183,10 +184,39 @@ def run_study(
         rep = replay_study(
             points.fit, points.valid, list(replay_features), curve, seed=seed, k=k, **replay
         )
+        # Current weights (the fixed-weight blend) against the weights replay proposes.
+        tuned = _replay_blender(points.fit, rep)
+        if tuned is not None and "fixed" in per_user:
+            res = test.judge(tuned.score(test.table), k=k)
+            per_user["replay-tuned"] = res
+            summary = res.summary()
+            rows.append(
+                {"system": "replay-tuned (gradient, mean rank)", f"ndcg@{k}": summary[f"ndcg@{k}"],
+                 f"recall@{k}": summary[f"recall@{k}"],
+                 "auc": candidate_auc(test.table.assign(_s=tuned.score(test.table)), "_s",
+                                      test.labels),
+                 "learners": res.n_users}
+            )  # fmt: skip
+            tournaments["replay-tuned vs fixed weights"] = tournament(
+                per_user["fixed"], res, f"ndcg@{k}", n_boot=n_boot, seed=seed
+            )
     return StudyReport(
         choice, fitted, fitted[serve], serve, rows, tournaments, served, rep,
         points.fit.fit_rows()[1], per_user,
     )  # fmt: skip
+
+
+def _replay_blender(fit: LabelledPoint, rep: Mapping[str, Any]) -> LinearBlender | None:
+    """The linear blend with the weights the gradient method found for the mean rank (the
+    standardization of the fit window's rows, as `replay_study` used)."""
+    run = next(
+        (r for r in rep["runs"] if r["method"] == "gradient" and r["objective"] == "mean_rank"),
+        None,
+    )
+    if run is None:
+        return None
+    rows, _ = fit.fit_rows()
+    return LinearBlender(run["weights"]).fit(fit.table.iloc[rows].reset_index(drop=True))
 
 
 def _valid_ndcg(choice: Choice, points: Points, system: str, k: int) -> float:

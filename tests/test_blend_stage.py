@@ -66,6 +66,10 @@ def test_the_pipeline_blends_judges_and_publishes(run_dir):
     assert ndcg["oracle (whole catalogue)"] > ndcg["oracle"] > ndcg["two_tower"] + 0.1
     t = m["tournaments"]["personalized vs two_tower"]
     assert t["n_boot"] == 500 and t["low"] <= t["mean_diff"] <= t["high"]
+    # current (fixed) weights against the weights replay proposes, on test
+    duel = m["tournaments"]["replay-tuned vs fixed weights"]
+    assert duel["n"] == next(r["learners"] for r in m["test"] if r["system"] == "fixed")
+    assert "replay-tuned (gradient, mean rank)" in ndcg
     runs = m["replay"]["runs"]
     assert {(r["objective"], r["method"]) for r in runs} == {
         (o, me) for o in ("mean_rank", "expected_clicks") for me in ("gradient", "nelder_mead")
