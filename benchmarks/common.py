@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.provenance import code_version, machine, versions
+from experiments.tables import print_table
 from watchlog.io import write_json
 
 __all__ = [
@@ -57,26 +58,6 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
-    """Markdown table of `rows` (same keys); printed and returned for README pasting."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:,.4g}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v:,}"
-        return str(v)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
-    text = (f"### {title}\n\n" if title else "") + "\n".join(lines)
-    print(text, flush=True)
-    return text
 
 
 def write_result(

@@ -43,8 +43,8 @@ from export.manifest import redact_url, to_jsonable
 from export.sinks.base import SinkError, check_keep_versions
 from export.sinks.pgcopy import HEADER, TRAILER, encode_binary
 from export.sinks.sql import (
-    MANIFEST_COLUMNS,
     TableNames,
+    check_existing_tables,
     column_types,
     compare_columns,
     manifest_ddl,
@@ -178,17 +178,7 @@ class _PostgresStaging:
         return {name: kind for name, kind in rows}
 
     def _check_tables(self) -> None:
-        live = self._columns(self.names.live)
-        if live:
-            compare_columns(live, self.types, table=self.names.live, where=self.sink.where)
-        manifest = self._columns(self.names.manifest)
-        if manifest:
-            compare_columns(
-                manifest,
-                MANIFEST_COLUMNS["postgresql"],
-                table=self.names.manifest,
-                where=self.sink.where,
-            )
+        check_existing_tables(self._columns, self.names, self.types, "postgresql", self.sink.where)
 
     def _prepare(self) -> None:
         self._set_lock_timeout(self.sink.lock_timeout)

@@ -27,6 +27,7 @@ __all__ = [
     "column_types",
     "MANIFEST_COLUMNS",
     "manifest_ddl",
+    "check_existing_tables",
     "compare_columns",
 ]
 
@@ -138,3 +139,14 @@ def compare_columns(
             "Nothing was published and the table was left untouched; publish under another "
             "table name, or rename or drop that table."
         )
+
+
+def check_existing_tables(
+    columns_of, names: TableNames, types: dict[str, str], dialect: str, where: str
+) -> None:
+    """The live table and the manifest table, when they exist, must have the export's
+    columns (`compare_columns`). columns_of(table) -> {column: SQL type}, empty if absent."""
+    for table, expected in ((names.live, types), (names.manifest, MANIFEST_COLUMNS[dialect])):
+        actual = columns_of(table)
+        if actual:
+            compare_columns(actual, expected, table=table, where=where)

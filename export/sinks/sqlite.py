@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 from export.manifest import to_jsonable
 from export.sinks.base import FileLock, SinkError, check_keep_versions
 from export.sinks.sql import (
-    MANIFEST_COLUMNS,
     TableNames,
+    check_existing_tables,
     column_types,
     compare_columns,
     manifest_ddl,
@@ -161,17 +161,7 @@ class _SqliteStaging:
         return {r[1]: r[2] for r in rows}
 
     def _check_tables(self) -> None:
-        live = self._columns(self.names.live)
-        if live:
-            compare_columns(live, self.types, table=self.names.live, where=self.sink.where)
-        manifest = self._columns(self.names.manifest)
-        if manifest:
-            compare_columns(
-                manifest,
-                MANIFEST_COLUMNS["sqlite"],
-                table=self.names.manifest,
-                where=self.sink.where,
-            )
+        check_existing_tables(self._columns, self.names, self.types, "sqlite", self.sink.where)
 
     def _prepare(self) -> None:
         self._step("checking the database", "SELECT count(*) FROM sqlite_master").fetchone()
