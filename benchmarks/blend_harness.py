@@ -98,8 +98,9 @@ def summarize(name: str, seeds: list[int], serve: str = "personalized") -> None:
                     per_seed.values()] for m in ("ndcg@10", "recall@10", "auc")}  # fmt: skip
         row: dict[str, Any] = {"system": system}
         for m, v in vals.items():
-            row[m] = mean(v)
-            row[f"{m}_sd"] = stdev(v) if len(v) > 1 else 0.0
+            v = [x for x in v if x is not None]  # AUC is not defined for served lists
+            row[m] = mean(v) if v else None
+            row[f"{m}_sd"] = stdev(v) if len(v) > 1 else None
         row["ndcg@10 per seed"] = " / ".join(f"{x:.4f}" for x in vals["ndcg@10"])
         rows.append(row)
     print_table(rows, f"{name}: mean over seeds {seeds}")
