@@ -110,8 +110,15 @@ def summarize(name: str, seeds: list[int], serve: str = "personalized") -> None:
             duels.append({"seed": s, "duel": duel, "mean_diff": t["mean_diff"], "low": t["low"],
                           "high": t["high"], "win_rate": t["win_rate"]})  # fmt: skip
     print_table(duels, "Tournaments per seed")
+    replay = [{"seed": s, "objective": r["objective"], "method": r["method"],
+               "fit_objective": r["fit_objective"], "valid_objective": r["valid_objective"],
+               "seconds": r["seconds"], "time_vs_gradient": r["time_vs_gradient"]}
+              for s, p in per_seed.items() for r in (p.get("replay") or {}).get("runs", [])]  # fmt: skip
+    if replay:
+        print_table(replay, "Replay tuning per seed")
+    gaps = {s: p["gap_closed"] for s, p in per_seed.items() if "gap_closed" in p}
     write_result(
-        name, rows, units={}, seeds=seeds, tournaments=duels,
+        name, rows, units={}, seeds=seeds, tournaments=duels, replay=replay, gap_closed=gaps,
         source_files=[f"{name}_seed{s}.json" for s in seeds],
         code_versions={s: p["code_version"] for s, p in per_seed.items()},
     )  # fmt: skip
