@@ -3,6 +3,7 @@ to Parquet, SQLite and PostgreSQL, against the plain way to write the same rows.
 
     python -m benchmarks.bench_export                     # 1M learners (~10 min on 2 cores)
     python -m benchmarks.bench_export --learners 20000    # a small run (~1 min)
+    python -m benchmarks.bench_export --learners 250000 --name export_250k  # cost vs size
 
 Data (`export.synthetic.SyntheticLists`, seed 0): 10,000 courses, top-100 lists, 20% of the
 learners on the fallback source, 20 watched courses per learner (a 1M x 10k CSR handed to the
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--pg-url", help="an existing PostgreSQL (default: a throwaway one)")
     parser.add_argument("--dir", help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--name", default="export", help="results/<name>.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one measurement
     args = parser.parse_args(argv)
     if args.worker:
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     print_table(rows, f"export: {args.learners:,} learners x top-{K}, {COURSES:,} courses")
     write_result(
-        "export",
+        args.name,
         rows,
         units={
             "seconds": "wall clock of the measured call (publish: the whole publish, chunk "
