@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -119,3 +120,20 @@ def test_a_polling_reader_always_finds_the_folder_during_swaps(tmp_path):
     assert seen["reads"] > 100, seen  # it really polled while the swaps ran
     assert (target / "a.txt").read_text() == "400"
     assert _siblings(target) == ["ready", "stop"]
+
+
+def test_folders_and_files_get_the_mode_plain_creation_would(tmp_path):
+    # mkdtemp / mkstemp create owner-only entries; a service reading the published folder as
+    # another user needs the umask's mode, as os.mkdir / open() would give.
+    from watchlog.io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "lists") as tmp:
+            _fill(tmp, 1)
+        with atomic_path(tmp_path / "f.txt") as p:
+            p.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "lists").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

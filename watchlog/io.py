@@ -33,6 +33,16 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask sets it,
+    briefly, for every thread)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
@@ -41,10 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file owner-only (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_path.chmod(0o666 & ~umask)
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes it 0600; plain open() would not
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -133,6 +140,7 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: readers of other users need it
         yield tmp
         if exchange_paths(tmp, directory):
             _remove(tmp)  # the old directory now lives at the temporary name
