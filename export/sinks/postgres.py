@@ -44,18 +44,18 @@ from export.sinks.base import SinkError, check_keep_versions
 from export.sinks.pgcopy import HEADER, TRAILER, encode_binary
 from export.sinks.sql import (
     TableNames,
+    archives_to_drop,
     check_existing_tables,
     column_types,
     compare_columns,
+    drop_statements,
+    live_version_statement,
     manifest_ddl,
+    swap_statements,
 )
+from export.sinks.sql import quote as _q
 
 __all__ = ["PostgresSink"]
-
-
-def _q(name: str) -> str:
-    """Quote an identifier that `TableNames` already validated."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _engine_url(url: str) -> str:
@@ -249,32 +249,18 @@ class _PostgresStaging:
             self._step("analyzing the staging table", f"ANALYZE {_q(self.staging)}")
         self._set_lock_timeout(self.sink.swap_lock_timeout)
         live_cols = self._columns(names.live)
-        archived = None
+        live_version = None
         if live_cols:
             compare_columns(live_cols, self.types, table=names.live, where=self.sink.where)
-            row = self._step(
-                "reading the live version",
-                f"SELECT version FROM {_q(names.manifest)} WHERE table_name = :t",
-                {"t": names.live},
-            ).first()
-            archived = names.archive(row[0]) if row else names.prior(version)
+            row = self._step(*live_version_statement(names)).first()
+            live_version = row[0] if row else None
+        archived, swap = swap_statements(names, version, bool(live_cols), live_version)
         manifest = {
             **manifest,
             "table": {"live": names.live, "previous_version_kept_as": archived},
         }
-        if archived:
-            self._step(
-                "archiving the live table", f"ALTER TABLE {_q(names.live)} RENAME TO {_q(archived)}"
-            )
-            self._step(
-                "updating the manifest table",
-                f"UPDATE {_q(names.manifest)} SET table_name = :a WHERE table_name = :t",
-                {"a": archived, "t": names.live},
-            )
-        self._step(
-            "renaming the staging table",
-            f"ALTER TABLE {_q(self.staging)} RENAME TO {_q(names.live)}",
-        )
+        for statement in swap:
+            self._step(*statement)
         created = manifest.get("created_at")
         self._step(
             "recording the manifest",
@@ -305,14 +291,9 @@ class _PostgresStaging:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
         ).all()
         self.conn.commit()
-        archives = sorted(n for (n,) in rows if self.names.is_archive(n))
-        for name in archives[: max(len(archives) - (self.sink.keep_versions - 1), 0)]:
-            self._step("dropping an old version", f"DROP TABLE IF EXISTS {_q(name)}")
-            self._step(
-                "dropping an old version",
-                f"UPDATE {_q(self.names.manifest)} SET table_name = NULL WHERE table_name = :t",
-                {"t": name},
-            )
+        for name in archives_to_drop((n for (n,) in rows), self.names, self.sink.keep_versions):
+            for statement in drop_statements(self.names, name):
+                self._step(*statement)
             self.conn.commit()
 
     def abort(self) -> None:

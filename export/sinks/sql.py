@@ -1,5 +1,6 @@
 """What the SQL sinks share: table names (validated, derived per version), column types per
-dialect, and the comparison of an existing table's columns with the export's.
+dialect, the comparison of an existing table's columns with the export's, and the statements
+of the swap and of pruning old versions (each sink runs them in its own transactions).
 
 Names: the live table is `<table>`; a version in the making `<table>__stg_<version>`; earlier
 versions `<table>__v<version>` (the newest `keep_versions - 1` are kept); its learner index
@@ -23,6 +24,11 @@ from export.sinks.base import SchemaMismatchError
 
 __all__ = [
     "NAME_PATTERN",
+    "quote",
+    "live_version_statement",
+    "swap_statements",
+    "drop_statements",
+    "archives_to_drop",
     "TableNames",
     "column_types",
     "MANIFEST_COLUMNS",
@@ -97,7 +103,59 @@ class TableNames:
         return re.fullmatch(re.escape(self.live) + "__stg_" + _VERSION, name) is not None
 
 
-def manifest_ddl(dialect: str, quote) -> str:
+def quote(name: str) -> str:
+    """Quote an identifier that `TableNames` already validated (same in both dialects)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+Statement = tuple[str, str, dict]  # (what it does, for errors; SQL; named :parameters)
+
+
+def live_version_statement(names: TableNames) -> Statement:
+    """The version the manifest says the live table holds (no row: someone else's table)."""
+    sql = f"SELECT version FROM {quote(names.manifest)} WHERE table_name = :t"
+    return "reading the live version", sql, {"t": names.live}
+
+
+def swap_statements(
+    names: TableNames, version: str, live_exists: bool, live_version: str | None
+) -> tuple[str | None, list[Statement]]:
+    """The swap, run in the caller's open transaction: the live table, if any, renamed to its
+    archive name (`prior` when no manifest row claims it) with its manifest row following it,
+    then the staging table renamed live. Returns (the name the old live table is kept as, or
+    None; the statements in order)."""
+    staging = ("renaming the staging table",
+               f"ALTER TABLE {quote(names.staging(version))} RENAME TO {quote(names.live)}", {})  # fmt: skip
+    if not live_exists:
+        return None, [staging]
+    kept = names.archive(live_version) if live_version else names.prior(version)
+    return kept, [
+        ("archiving the live table",
+         f"ALTER TABLE {quote(names.live)} RENAME TO {quote(kept)}", {}),
+        ("updating the manifest table",
+         f"UPDATE {quote(names.manifest)} SET table_name = :a WHERE table_name = :t",
+         {"a": kept, "t": names.live}),
+        staging,
+    ]  # fmt: skip
+
+
+def archives_to_drop(table_names, names: TableNames, keep_versions: int) -> list[str]:
+    """The archived versions beyond the newest `keep_versions - 1` (names sort by version)."""
+    archives = sorted(n for n in table_names if names.is_archive(n))
+    return archives[: max(len(archives) - (keep_versions - 1), 0)]
+
+
+def drop_statements(names: TableNames, table: str) -> list[Statement]:
+    """Drop an archived version; its manifest row stays, pointing nowhere."""
+    return [
+        ("dropping an old version", f"DROP TABLE IF EXISTS {quote(table)}", {}),
+        ("dropping an old version",
+         f"UPDATE {quote(names.manifest)} SET table_name = NULL WHERE table_name = :t",
+         {"t": table}),
+    ]  # fmt: skip
+
+
+def manifest_ddl(dialect: str, quote=quote) -> str:
     """Column definitions of the manifest table (`quote`: the dialect's identifier quoting)."""
     t = MANIFEST_COLUMNS[dialect]
     return (

@@ -33,20 +33,20 @@ from export.manifest import to_jsonable
 from export.sinks.base import FileLock, SinkError, check_keep_versions
 from export.sinks.sql import (
     TableNames,
+    archives_to_drop,
     check_existing_tables,
     column_types,
     compare_columns,
+    drop_statements,
+    live_version_statement,
     manifest_ddl,
+    swap_statements,
 )
+from export.sinks.sql import quote as _q
 
 __all__ = ["SqliteSink"]
 
 _SLICE = 100_000  # rows turned into Python objects at a time
-
-
-def _q(name: str) -> str:
-    """Quote an identifier that `TableNames` already validated (no quotes inside)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _database(path: str | os.PathLike) -> tuple[str, bool, Path]:
@@ -147,7 +147,7 @@ class _SqliteStaging:
             self._close()
             raise
 
-    def _step(self, what: str, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+    def _step(self, what: str, sql: str, params: dict | tuple = ()) -> sqlite3.Cursor:
         try:
             return self.con.execute(sql, params)
         except sqlite3.Error as err:
@@ -224,33 +224,18 @@ class _SqliteStaging:
         self._step("setting synchronous", "PRAGMA synchronous=FULL")
         self._step("starting the swap", "BEGIN IMMEDIATE")
         live_cols = self._columns(names.live)
-        archived = None
+        live_version = None
         if live_cols:
             compare_columns(live_cols, self.types, table=names.live, where=self.sink.where)
-            row = self._step(
-                "reading the live version",
-                f"SELECT version FROM {_q(names.manifest)} WHERE table_name = ?",
-                (names.live,),
-            ).fetchone()
-            archived = names.archive(row[0]) if row else names.prior(version)
+            row = self._step(*live_version_statement(names)).fetchone()
+            live_version = row[0] if row else None
+        archived, swap = swap_statements(names, version, bool(live_cols), live_version)
         manifest = {
             **manifest,
             "table": {"live": names.live, "previous_version_kept_as": archived},
         }
-        if archived:
-            self._step(
-                "archiving the live table",
-                f"ALTER TABLE {_q(names.live)} RENAME TO {_q(archived)}",
-            )
-            self._step(
-                "updating the manifest table",
-                f"UPDATE {_q(names.manifest)} SET table_name = ? WHERE table_name = ?",
-                (archived, names.live),
-            )
-        self._step(
-            "renaming the staging table",
-            f"ALTER TABLE {_q(self.staging)} RENAME TO {_q(names.live)}",
-        )
+        for statement in swap:
+            self._step(*statement)
         self._step(
             "recording the manifest",
             f"INSERT INTO {_q(names.manifest)} (version, created_at, table_name, manifest) "
@@ -273,15 +258,10 @@ class _SqliteStaging:
         """Drop versions beyond `keep_versions`, each in its own transaction, after the swap
         (a drop inside the swap would hold the write lock while it frees the pages)."""
         tables = self.con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        archives = sorted(n for (n,) in tables if self.names.is_archive(n))
-        for name in archives[: max(len(archives) - (self.sink.keep_versions - 1), 0)]:
+        for name in archives_to_drop((n for (n,) in tables), self.names, self.sink.keep_versions):
             self._step("dropping an old version", "BEGIN IMMEDIATE")
-            self._step("dropping an old version", f"DROP TABLE {_q(name)}")
-            self._step(
-                "dropping an old version",
-                f"UPDATE {_q(self.names.manifest)} SET table_name = NULL WHERE table_name = ?",
-                (name,),
-            )
+            for statement in drop_statements(self.names, name):
+                self._step(*statement)
             self._step("dropping an old version", "COMMIT")
 
     def abort(self) -> None:
