@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from export import (
     rows_checksum,
 )
 from export.synthetic import SyntheticLists
+from tests.export_fakes import version_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE = {"config": {}, "data_fingerprint": "fp-crash", "code_version": "test"}
@@ -133,23 +133,6 @@ def test_a_killed_export_leaves_the_old_version_and_the_next_one_succeeds(tmp_pa
     }
     _publish(sink, old)
 
-    seen, errors, stop = [], [], threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                table = _read_live(sink)
-            except Exception as err:  # noqa: BLE001 - every failure is a test failure
-                errors.append(repr(err))
-                continue
-            tags = table.column("model_version").unique().to_pylist()
-            seen.append(tags[0] if tags else None)
-            if len(tags) != 1 or rows_checksum(table) != checksums[tags[0]]:
-                errors.append(f"mixed, empty or altered version: {tags}")
-            time.sleep(0.05)  # leave the CPUs to the export child
-
-    thread = threading.Thread(target=reader)
-    thread.start()
     signal_file = tmp_path / "stalled"
     args = {
         "data": {**DATA, "model_version": "b", "seed": 1},
@@ -158,23 +141,23 @@ def test_a_killed_export_leaves_the_old_version_and_the_next_one_succeeds(tmp_pa
         "signal": str(signal_file),
         "manifest": PROVENANCE,
     }
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 120
-        while not signal_file.exists():
-            assert child.poll() is None, "the export child died before stalling"
-            assert time.monotonic() < deadline, "the export child never stalled"
-            time.sleep(0.02)
-        time.sleep(0.2)  # let the reader read while the new version is half-written
-        assert _partial_new_version(sink) > 0
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        after_kill = _read_live(sink)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        stop.set()
-        thread.join()
+    # pause: leave the CPUs to the export child
+    with version_reader(lambda: _read_live(sink), checksums, pause=0.05) as (seen, errors):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 120
+            while not signal_file.exists():
+                assert child.poll() is None, "the export child died before stalling"
+                assert time.monotonic() < deadline, "the export child never stalled"
+                time.sleep(0.02)
+            time.sleep(0.2)  # let the reader read while the new version is half-written
+            assert _partial_new_version(sink) > 0
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            after_kill = _read_live(sink)
+        finally:
+            if child.poll() is None:
+                child.kill()
     assert not errors, errors[:3]
     assert set(seen) == {"a"}
     assert rows_checksum(after_kill) == checksums["a"]

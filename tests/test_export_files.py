@@ -27,26 +27,10 @@ from export import (
     rows_checksum,
 )
 from export.sinks.base import FileLock
-from export.synthetic import SyntheticLists
+from tests.export_fakes import PROVENANCE, lists, run
 
 ROOT = Path(__file__).resolve().parents[1]
-PROVENANCE = {"config": {"k": 5}, "data_fingerprint": "fp-test", "code_version": "test"}
 SINKS = {"parquet": ParquetSink, "csv": CsvSink, "jsonl": JsonlSink}
-
-
-def lists(**kw) -> SyntheticLists:
-    return SyntheticLists(**{"n_learners": 80, "k": 5, "n_courses": 50, "chunk_learners": 30, **kw})
-
-
-def run(data: SyntheticLists, sink, **kw):
-    args = {
-        "sink": sink,
-        "gates": GateConfig(k=data.k),
-        "learners": data.learner_ids,
-        "catalogue": data.course_ids,
-        "manifest": PROVENANCE,
-    }
-    return publish(data.chunks(), **{**args, **kw})
 
 
 @pytest.mark.parametrize("kind", list(SINKS))

@@ -19,8 +19,7 @@ from export import (
     publish,
 )
 from export.synthetic import SyntheticLists
-
-PROVENANCE = {"config": {"k": 5}, "data_fingerprint": "fp-test", "code_version": "test"}
+from tests.export_fakes import PROVENANCE
 
 
 def lists(**kw) -> SyntheticLists:

@@ -7,7 +7,6 @@ import json
 import socket
 import sqlite3
 import struct
-import threading
 import uuid
 
 import numpy as np
@@ -29,24 +28,7 @@ from export import (
 from export.sinks.pgcopy import encode_binary
 from export.sinks.postgres import _lock_key
 from export.sinks.sql import TableNames
-from export.synthetic import SyntheticLists
-
-PROVENANCE = {"config": {"k": 5}, "data_fingerprint": "fp-test", "code_version": "test"}
-
-
-def lists(**kw) -> SyntheticLists:
-    return SyntheticLists(**{"n_learners": 80, "k": 5, "n_courses": 50, "chunk_learners": 30, **kw})
-
-
-def run(data: SyntheticLists, sink, **kw):
-    args = {
-        "sink": sink,
-        "gates": GateConfig(k=data.k),
-        "learners": data.learner_ids,
-        "catalogue": data.course_ids,
-        "manifest": PROVENANCE,
-    }
-    return publish(data.chunks(), **{**args, **kw})
+from tests.export_fakes import PROVENANCE, lists, run, version_reader
 
 
 class Target:
@@ -169,28 +151,9 @@ def test_a_reader_during_publishes_sees_one_whole_version(target):
     datasets = [lists(model_version=f"m{i}", seed=i, n_learners=300) for i in range(5)]
     checksums = {d.model_version: rows_checksum(pa.concat_tables(d.chunks())) for d in datasets}
     run(datasets[0], target.sink(keep_versions=2))
-    seen, errors, stop = [], [], threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                table = target.read()
-            except Exception as err:  # noqa: BLE001 - every failure is a test failure
-                errors.append(repr(err))
-                continue
-            tags = table.column("model_version").unique().to_pylist()
-            seen.append(tags[0] if tags else None)
-            if len(tags) != 1 or rows_checksum(table) != checksums[tags[0]]:
-                errors.append(f"mixed, empty or altered version: {tags}")
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with version_reader(target.read, checksums) as (seen, errors):
         for data in datasets[1:]:
             run(data, target.sink(keep_versions=2))
-    finally:
-        stop.set()
-        thread.join()
     assert not errors, errors[:3]
     assert len(seen) > 3 and seen == sorted(seen)  # versions only move forward
     assert target.read().column("model_version")[0].as_py() == "m4"
