@@ -17,14 +17,12 @@ bench_ncf_movielens; the paired comparison of the blend against it uses the same
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from benchmarks.bench_ncf_movielens import closed_form_baselines, compose_cfg
-from benchmarks.blend_harness import run_seed, seed_result, summarize
+from benchmarks.blend_harness import command_line, run_seed, seed_result
 from evaluation import paired_bootstrap
 from experiments.data import prepare_data
 
@@ -44,27 +42,19 @@ def ease_per_user(out: Path, seed: int) -> tuple[pd.Series, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--summarize", type=int, nargs="+", metavar="SEED")
-    p.add_argument("--out", default="/tmp/bench_blend_movielens")
-    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
-    args = p.parse_args()
-    if args.summarize:
-        summarize(NAME, args.summarize)
+    if (cli := command_line(NAME, __doc__)) is None:
         return
-    torch.set_num_threads(1)
+    out, seed, extra = cli
     overrides = [
         *ML100K,
         "trainer.max_epochs=200",  # as bench_ncf_movielens
         "blend.gain=binary",
         "blend.candidates.group_columns=[segment]",  # MovieLens learners have no language
         "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
-        *args.overrides,
+        *extra,
     ]
-    out = Path(args.out) / f"seed{args.seed}"
-    res = run_seed(out, args.seed, overrides)
-    ease, ease_row = ease_per_user(out / "ease", args.seed)
+    res = run_seed(out, seed, overrides)
+    ease, ease_row = ease_per_user(out / "ease", seed)
     extra_rows = [{"system": "EASE (whole catalogue)", "ndcg@10": ease_row["ndcg@10"],
                    "recall@10": ease_row["recall@10"], "auc": float("nan"),
                    "learners": len(ease)}]  # fmt: skip

@@ -17,34 +17,22 @@ learners); replay tuning with gradient, Nelder-Mead and differential evolution.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import torch
-
-from benchmarks.blend_harness import gap_closed, run_seed, seed_result, summarize
+from benchmarks.blend_harness import command_line, gap_closed, run_seed, seed_result
 
 NAME = "blend_synthetic"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--summarize", type=int, nargs="+", metavar="SEED")
-    p.add_argument("--out", default="/tmp/bench_blend_synthetic")
-    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
-    args = p.parse_args()
-    if args.summarize:
-        summarize(NAME, args.summarize)
+    if (cli := command_line(NAME, __doc__)) is None:
         return
-    torch.set_num_threads(1)
+    out, seed, extra = cli
     overrides = [
         "data=synthetic",
         "trainer.max_epochs=60",  # early stopping decides, as in bench_ncf_synthetic
         "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
-        *args.overrides,
+        *extra,
     ]
-    res = run_seed(Path(args.out) / f"seed{args.seed}", args.seed, overrides)
+    res = run_seed(out, seed, overrides)
     rows = {r["system"]: r for r in res["blend"]["test"]}
     singles = {s: rows[s]["ndcg@10"] for s in ("two_tower", "glmix") if s in rows}
     better = max(singles, key=singles.get)  # on test: the gap is measured, nothing chosen

@@ -8,6 +8,7 @@ learners; its `blend/metrics.json` and `blend/test_per_learner.parquet` are the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from statistics import mean, stdev
 from typing import Any
 
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_dir
 
 from benchmarks.common import RESULTS, print_table, write_result
@@ -30,6 +32,22 @@ COMMON = (
     "save_data=false",
     "threads=1",
 )
+
+
+def command_line(name: str, doc: str) -> tuple[Path, int, list[str]] | None:
+    """`--seed N [overrides]` -> (this seed's output folder, seed, overrides), with torch on
+    one thread; `--summarize SEED ...` writes the summary over seeds and returns None."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summarize", type=int, nargs="+", metavar="SEED")
+    p.add_argument("--out", default=f"/tmp/bench_{name}")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
+    args = p.parse_args()
+    if args.summarize:
+        summarize(name, args.summarize)
+        return None
+    torch.set_num_threads(1)
+    return Path(args.out) / f"seed{args.seed}", args.seed, args.overrides
 
 
 def run_seed(out: Path, seed: int, overrides: list[str]) -> dict[str, Any]:
