@@ -20,17 +20,20 @@ __all__ = ["code_version", "versions", "machine", "write_manifest", "write_resol
 _REPO = Path(__file__).resolve().parents[1]
 
 
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=_REPO)
+    return out.stdout.strip()
+
+
 def code_version() -> str:
-    """`git describe --always --dirty` of the checkout, else the installed package version."""
+    """The checkout's commit (`git describe --always`), `-dirty` when a tracked file differs
+    from it, results files under benchmarks/results/ aside (they are outputs: one benchmark's
+    fresh results must not mark the next one's code as changed); else the package version."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=_REPO,
-        )
-        return out.stdout.strip()
+        described = _git("describe", "--always")
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                       ":(exclude)benchmarks/results")  # fmt: skip
+        return f"{described}-dirty" if changed else described
     except (OSError, subprocess.CalledProcessError):
         try:
             return f"ncf-glmix {metadata.version('ncf-glmix')}"
