@@ -12,7 +12,7 @@ must not write into the caller's array); the same code runs on "cpu" and "cuda".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,7 @@ def full_ranking_topk(
     device: str | torch.device = "auto",
     return_scores: bool = False,
     copy: bool = True,
+    track: Callable[[Iterable[slice], int], Iterable[slice]] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Top-k items per user over the whole catalogue, best first, via `torch.topk`.
 
@@ -206,6 +207,8 @@ def full_ranking_topk(
         k candidates gets a list padded with -1.
     copy: False lets exclusion write into the chunk `score_fn` returned (saves one chunk copy;
         only when that chunk is scratch: a fresh array, or a buffer refilled on every call).
+    track: optional wrapper of the chunk loop, called as `track(chunks, n_chunks)`, e.g. a
+        progress bar (`watchlog.progress.progress`); this package stays free of such imports.
     Ties are broken by `torch.topk` (unspecified order). NaN scores raise.
     Returns (n, k) int64 item indices; with `return_scores`, also their (n, k) scores (numpy,
     the score dtype; -inf at padding).
@@ -226,8 +229,11 @@ def full_ranking_topk(
 
     top_items = np.full((n, k), -1, dtype=np.int64)  # (n, k) int, -1 = padding
     top_scores: np.ndarray | None = None
+    parts: Iterable[slice] = _chunks(n, chunk_size)
+    if track is not None:
+        parts = track(parts, -(-n // chunk_size))
     with torch.inference_mode():
-        for part in _chunks(n, chunk_size):
+        for part in parts:
             u = user_idx[part]
             s, owned = src.chunk(u)  # (c, n_items) float on `dev`
             s = _mask_excluded(s, owned, ex, u)

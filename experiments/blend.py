@@ -20,6 +20,7 @@ The main pipeline calls `blend_and_report` with the data and models it has in me
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from blend.lists import served_lists
 from blend.workflow import Points, learner_routes, run_study
 from experiments.data import PreparedData, load_run
 from experiments.provenance import write_manifest
-from experiments.tables import print_table
+from experiments.tables import log_table
 from experiments.train_ncf import MODEL_BEFORE_REFIT
 from glmix import GLMixScorer
 from ncf import NCFRecommender
@@ -48,6 +49,8 @@ from watchlog.io import atomic_path, write_json, write_parquet
 from watchlog.splits import Fold
 
 __all__ = ["BLEND_MODELS", "Models", "blend_and_report", "run", "serving_fold"]
+
+_log = logging.getLogger(__name__)
 
 BLEND_MODELS = "blend_models"  # <run_dir>/blend_models/{ncf,glmix}/model: trained before the
 # blend window (splits with one)
@@ -245,17 +248,18 @@ def _has(points: Points, columns) -> bool:
 
 
 def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
-    print_table(report.choice.table()[:10], "Blenders on validation (best 10)")
-    print_table(report.test_rows, "Test: every system on the same candidates")
+    log_table(report.choice.table()[:10], "Blenders on validation (best 10)", _log)
+    log_table(report.test_rows, "Test: every system on the same candidates", _log)
     rows = [{"duel": k, "diff": v.mean_diff, "low": v.low, "high": v.high,
              "win_rate": v.win_rate} for k, v in report.tournaments.items()]  # fmt: skip
-    print_table(rows, "Tournaments (paired bootstrap over learners, NDCG@10)")
+    log_table(rows, "Tournaments (paired bootstrap over learners, NDCG@10)", _log)
     if absent:
-        print(f"features not available (no such column): {absent}")
-    print(f"served lists: {lists['rows']:,} rows for {lists['learners']:,} learners, "
-          f"first source {lists['learners_by_first_source']} -> {lists['path']}")  # fmt: skip
-    print("timings (s): " + ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
-    print(f"wrote {out_dir}")
+        _log.info("features not available (no such column): %s", absent)
+    _log.info("served lists: %s rows for %s learners, first source %s -> %s",
+              f"{lists['rows']:,}", f"{lists['learners']:,}", lists["learners_by_first_source"],
+              lists["path"])  # fmt: skip
+    _log.info("timings (s): %s", ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
+    _log.info("wrote %s", out_dir)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

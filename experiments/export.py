@@ -11,6 +11,7 @@ PostgreSQL by URL). A failed gate publishes nothing. `<run_dir>/export.json` rec
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,11 @@ from experiments.provenance import code_version
 from export import GateError, WatchedPairs
 from watchlog.candidates import LEARNER
 from watchlog.io import write_json
+from watchlog.progress import progress
 
 __all__ = ["export_run", "list_chunks", "run"]
+
+_log = logging.getLogger(__name__)
 
 LISTS = Path("blend") / "ranked_lists.parquet"
 
@@ -76,8 +80,12 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
     }
     out: dict[str, Any] = {"lists": str(path), "model_version": version}
     try:
+        chunks = progress(
+            list_chunks(path, version), total=pq.ParquetFile(path).num_row_groups,
+            desc="export: checked and written chunks", unit="chunks", logger=_log,
+        )  # fmt: skip
         result = publish(
-            list_chunks(path, version),
+            chunks,
             learners=log.learner_ids.index,
             catalogue=log.course_ids.index,
             eligible_learners=log.learner_ids.index,
@@ -109,9 +117,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_cfg, data = load_run(run_dir)
     merged = OmegaConf.merge(run_cfg, {"export": cfg.export})
     res = export_run(merged, data, run_dir)
-    print(f"published {res['rows']:,} rows as {res['version']} at {res['location']}")
+    _log.info("published %s rows as %s at %s", f"{res['rows']:,}", res["version"],
+              res["location"])  # fmt: skip
     for g in res["gates"]:
-        print(f"  gate {g['gate']}: {'passed' if g['passed'] else g['passed']}")
+        _log.info("  gate %s: %s", g["gate"], "passed" if g["passed"] else g["passed"])
     return res
 
 

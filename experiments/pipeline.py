@@ -13,7 +13,7 @@ switched on in `stages`:
 
 from __future__ import annotations
 
-import time
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,50 +22,45 @@ from omegaconf import DictConfig
 
 from experiments.data import prepare_data
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.summary import StageMeter, headline_metrics, summary_text
 
 __all__ = ["run"]
+
+_log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
     out_dir = Path(cfg.paths.output_dir)
     write_resolved_config(out_dir, cfg)
-    start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.split)
-    print(data.report, flush=True)
-    data.report.write_json(out_dir / "data_report.json")
-
+    meter = StageMeter()
+    with meter.stage("data"):
+        data = prepare_data(cfg.data, cfg.split)
+        _log.info("%s", data.report)
+        data.report.write_json(out_dir / "data_report.json")
+        if cfg.save_data:
+            data.log.save(out_dir / "eventlog")
     timings = dict(data.timings)
-    if cfg.save_data:
-        t = time.perf_counter()
-        data.log.save(out_dir / "eventlog")
-        timings["save_data"] = time.perf_counter() - t
-    ncf_metrics = None
+    ncf_metrics = glmix_metrics = blend_metrics = export_result = None
     if cfg.stages.ncf:
-        from experiments.train_ncf import train_and_report
+        with meter.stage("ncf"):  # the import (torch, Lightning) belongs to the stage's time
+            from experiments.train_ncf import train_and_report
 
-        t = time.perf_counter()
-        ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
-        timings["ncf"] = time.perf_counter() - t
-    glmix_metrics = None
+            ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
     if cfg.stages.glmix:
-        from experiments.train_glmix import train_and_report as train_glmix
+        with meter.stage("glmix"):
+            from experiments.train_glmix import train_and_report as train_glmix
 
-        t = time.perf_counter()
-        glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
-        timings["glmix"] = time.perf_counter() - t
-    blend_metrics = export_result = None
+            glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
     if cfg.stages.blend:
-        t = time.perf_counter()
-        blend_metrics = _blend(cfg, data, out_dir)
-        timings["blend"] = time.perf_counter() - t
+        blend_metrics = _blend(cfg, data, out_dir, meter)
     if cfg.stages.export:
-        from experiments.export import export_run
+        with meter.stage("export"):
+            from experiments.export import export_run
 
-        t = time.perf_counter()
-        export_result = export_run(cfg, data, out_dir)
-        timings["export"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
+            export_result = export_run(cfg, data, out_dir)
+    timings.update(meter.timings())
+    timings["total"] = sum(r.seconds for r in meter.records)
 
     metrics = {
         "events": len(data.log.events),
@@ -73,11 +68,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "courses": data.log.n_courses,
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
+        "stages": [r.to_dict() for r in meter.records],
     }
     if glmix_metrics is not None:
         metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
     if ncf_metrics is not None:
-        metrics["ncf"] = {k: ncf_metrics[k] for k in ("best_epoch", "valid", "test")}
+        metrics["ncf"] = {k: ncf_metrics[k] for k in ("best_epoch", "valid", "test", "test_ci")}
     if blend_metrics is not None:
         metrics["blend"] = {k: blend_metrics[k] for k in ("serve", "chosen", "test", "served")}
     if export_result is not None:
@@ -85,20 +81,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_manifest(
         out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
     )
-    print(
-        f"\nwrote {out_dir}/data_report.json, run_manifest.json, resolved_config.yaml"
-        + (", eventlog/" if cfg.save_data else "")
-    )
-    print("timings (s): " + ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
-    if export_result is not None:
-        gates = ", ".join(f"{g['gate']}={'ok' if g['passed'] else 'FAILED'}"
-                          for g in export_result["gates"])  # fmt: skip
-        print(f"published {export_result['rows']:,} rows as version {export_result['version']} "
-              f"at {export_result['location']} (gates: {gates})")  # fmt: skip
+    _log.info("%s", summary_text(meter.records, headline_metrics(out_dir), _where(
+        cfg, out_dir, export_result)))  # fmt: skip
     return metrics
 
 
-def _blend(cfg: DictConfig, data, out_dir: Path) -> dict[str, Any]:
+def _where(cfg: DictConfig, out_dir: Path, export_result: dict | None) -> dict[str, str]:
+    """Where a person finds the run's outputs, for the summary's last lines."""
+    where = {"run folder": str(out_dir), "manifest": str(out_dir / "run_manifest.json")}
+    log_file = out_dir / f"{_job_name()}.log"
+    if log_file.exists():
+        where["log"] = str(log_file)
+    if (out_dir / "report.html").exists():
+        where["report"] = str(out_dir / "report.html")
+    if export_result is not None:
+        gates = ", ".join(f"{g['gate']} {'ok' if g['passed'] else 'FAILED'}"
+                          for g in export_result["gates"])  # fmt: skip
+        where["published lists"] = (
+            f"{export_result['rows']:,} rows, version {export_result['version']}, "
+            f"at {export_result['location']}"
+        )
+        where["export gates"] = gates
+    return where
+
+
+def _job_name() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.name if HydraConfig.initialized() else "pipeline"
+
+
+def _blend(cfg: DictConfig, data, out_dir: Path, meter: StageMeter) -> dict[str, Any]:
     """The blend stage: blend models (when the split has a blend window), then the study."""
     from experiments.blend import BLEND_MODELS, Models, blend_and_report
 
@@ -106,10 +119,12 @@ def _blend(cfg: DictConfig, data, out_dir: Path) -> dict[str, Any]:
         raise ValueError("stages.blend needs the two-tower stage and its model (stages.ncf=true, "
                          "outputs.model=true)")  # fmt: skip
     if data.split.blend is not None:
-        _fit_blend_models(cfg, data, out_dir / BLEND_MODELS)
-    final = Models.load(out_dir)
-    early = Models.load_early(out_dir)
-    return blend_and_report(cfg, data, final, early, out_dir / "blend")
+        with meter.stage("blend_models"):
+            _fit_blend_models(cfg, data, out_dir / BLEND_MODELS)
+    with meter.stage("blend"):
+        final = Models.load(out_dir)
+        early = Models.load_early(out_dir)
+        return blend_and_report(cfg, data, final, early, out_dir / "blend")
 
 
 def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-__all__ = ["markdown_table", "print_table"]
+__all__ = ["log_table", "markdown_table"]
+
+_log = logging.getLogger(__name__)
 
 
 def _fmt(v: Any) -> str:
@@ -25,7 +28,8 @@ def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
     return (f"### {title}\n\n" if title else "") + "\n".join(lines)
 
 
-def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
+def log_table(rows: list[dict[str, Any]], title: str = "", logger: logging.Logger = _log) -> str:
+    """`markdown_table`, written to `logger` at INFO; returns the text."""
     text = markdown_table(rows, title)
-    print(text, flush=True)
+    logger.info("\n%s", text)
     return text

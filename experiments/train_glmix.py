@@ -12,6 +12,7 @@ trained on another split (e.g. `data.split.for_blend_models()`).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
 __all__ = ["MODEL_BEFORE_REFIT", "run", "fit", "featurizer_from", "train_and_report"]
+
+_log = logging.getLogger(__name__)
 
 MODEL_BEFORE_REFIT = "model_before_refit"  # beside model/ when refitted (see train_ncf)
 
@@ -79,8 +82,8 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
     start = time.perf_counter()
     if data is None:
         data = prepare_data(cfg.data, cfg.split, DataReport())
+        _log.info("%s", data.report)  # in the pipeline, the data stage has shown it
     trained = fit(cfg, data)
-    print(data.report, flush=True)
     data.report.write_json(out_dir / "data_report.json")
     outputs = _write_outputs(cfg, trained, out_dir)
     timings = {**trained.timings, "total": time.perf_counter() - start}
@@ -121,22 +124,27 @@ def _write_outputs(cfg: DictConfig, trained: TrainedGLMix, out_dir: Path) -> dic
 
 def _print_summary(trained: TrainedGLMix, timings, out_dir: Path) -> None:
     model, m = trained.selected, trained.metrics
-    print("\nupdate  pass  coordinate    objective   val_auc")
-    for i, h in enumerate(model.history_):
-        print(f"{i:6d}  {h['pass']:4d}  {h['coordinate']:<12s}  {h['objective']:10.2f}  "
-              f"{h.get('val_auc', float('nan')):.4f}")  # fmt: skip
+    lines = ["update  pass  coordinate    objective   val_auc"]
+    lines += [
+        f"{i:6d}  {h['pass']:4d}  {h['coordinate']:<12s}  {h['objective']:10.2f}  "
+        f"{h.get('val_auc', float('nan')):.4f}"
+        for i, h in enumerate(model.history_)
+    ]
+    _log.info("GLMix validation history\n%s", "\n".join(lines))
     b = model.best_
-    print(f"kept update {b['update']} (pass {b['pass']}, {b['coordinate']}), chosen on validation")
+    _log.info("kept update %d (pass %d, %s), chosen on validation", b["update"], b["pass"],
+              b["coordinate"])  # fmt: skip
     if m["refit"]:
-        print(f"refit on train + valid: {m['refit_updates']} updates ({m['train_rows']:,} rows)")
+        _log.info("refit on train + valid: %d updates (%s rows)", m["refit_updates"],
+                  f"{m['train_rows']:,}")  # fmt: skip
     for name in ("valid", "test"):
         r = m[name]
-        print(
-            f"{name}: auc={r['auc']:.4f} log_loss={r['log_loss']:.4f} "
-            f"per_learner_auc={r['per_entity_auc_mean']:.4f} unknown={r['n_unknown']}"
-        )
-    print("timings (s): " + ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
-    print(f"wrote {out_dir}")
+        _log.info(
+            "%s: auc=%.4f log_loss=%.4f per_learner_auc=%.4f unknown=%s",
+            name, r["auc"], r["log_loss"], r["per_entity_auc_mean"], r["n_unknown"],
+        )  # fmt: skip
+    _log.info("timings (s): %s", ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
+    _log.info("wrote %s", out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_glmix")

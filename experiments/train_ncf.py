@@ -7,18 +7,20 @@ once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation import knn_label_agreement
+from evaluation import bootstrap_ci, knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from ncf.content import course_content
@@ -30,6 +32,8 @@ from watchlog.io import write_json
 from watchlog.splits import Split
 
 __all__ = ["MODEL_BEFORE_REFIT", "TrainedNCF", "fit", "run", "train_and_report"]
+
+_log = logging.getLogger(__name__)
 
 # The model chosen on validation before the refit, serving the validation snapshot (written
 # beside model/ when the model is refitted; without a refit model/ is that model).
@@ -120,9 +124,11 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
     """`fit` into `out_dir`, then write its metrics, model, embeddings, plots and manifest
     there (the main pipeline calls this with the data it already prepared)."""
     start = time.perf_counter()
+    standalone = data is None  # else the pipeline already showed the data report
     trained = fit(cfg, data, out_dir)
     data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
-    print(data.report, flush=True)
+    if standalone:
+        _log.info("%s", data.report)
     data.report.write_json(out_dir / "data_report.json")
     quality = embedding_quality(rec, data.log)
     outputs = write_outputs(cfg, rec, data.log, result, out_dir)
@@ -136,6 +142,7 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
         "epochs_run": result.epochs_run,
         "valid": result.valid,
         "test": result.test,
+        "test_ci": test_intervals(result.test_per_user, seed=cfg.seed),
         "embedding_quality": quality,
         "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},
     }
@@ -146,6 +153,20 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
     )
     _print_summary(result, quality, timings, out_dir)
     return {**metrics, "timings": timings}
+
+
+def test_intervals(per_user, seed: int, n_boot: int = 1000) -> dict[str, dict[str, float]]:
+    """95% bootstrap intervals over learners of the test NDCG@10 and Recall@10 (empty when
+    the per-learner values were not kept)."""
+    if per_user is None:
+        return {}
+    out = {}
+    for name in ("ndcg@10", "recall@10"):
+        if name in per_user.per_user:
+            values = per_user.per_user[name]
+            ci = bootstrap_ci(values[~np.isnan(values)], n_boot=n_boot, seed=seed)
+            out[f"test_{name}"] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+    return out
 
 
 def embedding_quality(rec: NCFRecommender, log) -> dict[str, dict[str, float]]:
@@ -184,16 +205,16 @@ def write_outputs(
 
 
 def _print_summary(result, quality, timings, out_dir: Path) -> None:
-    print(f"\nbest epoch {result.best_epoch} of {result.epochs_run} (chosen on validation)")
+    _log.info("best epoch %d of %d (chosen on validation)", result.best_epoch, result.epochs_run)
     for split, m in (("valid", result.valid), ("test", result.test)):
-        print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+        _log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
     for column, q in quality.items():
-        print(
-            f"course embeddings, k-NN {column} agreement: "
-            + ", ".join(f"{k}={v:.3f}" for k, v in q.items() if isinstance(v, float))
-        )
-    print("timings (s): " + ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
-    print(f"wrote {out_dir}")
+        _log.info(
+            "course embeddings, k-NN %s agreement: %s",
+            column, ", ".join(f"{k}={v:.3f}" for k, v in q.items() if isinstance(v, float)),
+        )  # fmt: skip
+    _log.info("timings (s): %s", ", ".join(f"{k}={v:.3g}" for k, v in timings.items()))
+    _log.info("wrote %s", out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_ncf")

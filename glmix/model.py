@@ -20,6 +20,7 @@ solver tolerance; a max_rows subsample breaks this).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,11 @@ from glmix.distributed import LOCAL, Comm
 from glmix.fixed_effect import FixedEffect
 from glmix.random_effect import RandomEffect
 from glmix.solvers import softplus
+from watchlog.progress import progress
 
 __all__ = ["GLMix", "ComponentScores"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -198,7 +202,9 @@ class GLMix(BaseEstimator):
         best: dict[str, Any] | None = None
         snapshot: dict[str, tuple] | None = None
         fitted: set[str] = set()
-        for update in range(n_updates):  # pass `it`, coordinate `c`
+        updates = progress(range(n_updates), desc="GLMix coordinate descent", unit="updates",
+                           logger=_log)  # fmt: skip
+        for update in updates:  # pass `it`, coordinate `c`
             it, c = update // len(order), order[update % len(order)]
             t0 = time.perf_counter()
             est = coords[c]
@@ -218,7 +224,7 @@ class GLMix(BaseEstimator):
             history.append(rec)
             if self.verbose:
                 nums = ", ".join(f"{k}={v:.6g}" for k, v in rec.items() if isinstance(v, float))
-                print(f"glmix pass {it} {c}: {nums}", flush=True)
+                _log.info("glmix pass %d %s: %s", it, c, nums)
             if best is None or (val is not None and rec["val_auc"] > best["val_auc"]):
                 best = _best(len(history) - 1, rec)
                 if self.keep_best and val is not None:

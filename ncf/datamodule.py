@@ -15,6 +15,7 @@ as input; test labels the test pairs, with training + validation pairs as input.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -27,9 +28,12 @@ from ncf.batches import EvalBatches, TrainBatches
 from ncf.inputs import InputBuilder, Snapshot
 from ncf.teacher import Teacher, fit_teacher
 from watchlog import DataReport, EventLog
+from watchlog.progress import progress
 from watchlog.splits import Split, rolling_folds
 
 __all__ = ["NCFDataModule"]
+
+_log = logging.getLogger(__name__)
 
 TRAININGS = ("auto", "rolling", "denoising", "rolling+denoising")
 
@@ -118,6 +122,8 @@ class NCFDataModule(pl.LightningDataModule):
         )
         if before is self.split.test:
             folds = [replace(f, name=f"refit_{f.name}") for f in folds]
+        folds = progress(folds, desc="training snapshots (history, co-watch, labels)",
+                         unit="snapshots", logger=_log)  # fmt: skip
         rolling = [self.inputs.snapshot(self.event_log, f, report=self.report) for f in folds]
         return rolling + (at_cutoff if self.training == "rolling+denoising" else [])
 

@@ -17,6 +17,7 @@ as numpy arrays on the CPU.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,11 @@ import torch
 
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few
+from watchlog.progress import progress
 
 __all__ = ["top_k_by_dot", "similar_by_cosine"]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096
 
@@ -77,6 +81,11 @@ def _check_item_index(name: str, idx: Any, m: int) -> np.ndarray:
             f"{name}: item indices must be in [0, {m:,}); {bad.size:,} are not (e.g. {few(bad)})"
         )
     return arr
+
+
+def _track(chunks, n_chunks: int):
+    """The chunk loop with progress (silent unless it runs for a while: `watchlog.progress`)."""
+    return progress(chunks, total=n_chunks, desc="top-k retrieval", unit="chunks", logger=_log)
 
 
 def top_k_by_dot(
@@ -152,6 +161,7 @@ def top_k_by_dot(
         device=dev,
         return_scores=True,
         copy=False,  # `score` returns a fresh buffer every call: exclusion may write into it
+        track=_track,
     )
     if allowed is not None:
         hit = idx >= 0

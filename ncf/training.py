@@ -12,7 +12,9 @@ that evaluation stays a small part of training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,21 +28,32 @@ from pytorch_lightning.loggers import CSVLogger
 
 from evaluation import RankingMetrics
 from ncf.datamodule import NCFDataModule
+from ncf.epoch_log import EpochLog, use_progress_bar
 from ncf.module import NCFModule
 
-__all__ = ["PhaseTimer", "TrainResult", "fit_and_test"]
+__all__ = ["PhaseTimer", "TrainResult", "expected_warnings_silenced", "fit_and_test"]
 
-# Lightning warnings that do not apply here, silenced so real ones stand out:
-# our IterableDatasets run in the main process (no workers to split them), and overriding
-# transfer_batch_to_device in the module (to keep scipy rows on the host and cache the
-# course bags on the device) is deliberate.
-for _message in (
+_log = logging.getLogger(__name__)
+
+# Lightning warnings that do not apply here, silenced around our own fits (never globally, so
+# a caller's filters stay as they were): our IterableDatasets run in the main process (no
+# workers to split them), and overriding transfer_batch_to_device in the module (to keep scipy
+# rows on the host and cache the course bags on the device) is deliberate.
+_EXPECTED_WARNINGS = (
     r".*IterableDataset.*has `__len__` defined",
     r"You have overridden `transfer_batch_to_device`",
     r".*isinstance\(treespec, LeafSpec\)",
     r".*litlogger",
-):
-    warnings.filterwarnings("ignore", message=_message)
+)
+
+
+@contextlib.contextmanager
+def expected_warnings_silenced():
+    """Inside: Lightning's warnings listed in `_EXPECTED_WARNINGS` are ignored."""
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 class PhaseTimer(pl.Callback):
@@ -89,7 +102,13 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def fit_and_test(
+def fit_and_test(*args, **kwargs) -> TrainResult:
+    """`_fit_and_test` with Lightning's expected warnings silenced (its docstring)."""
+    with expected_warnings_silenced():
+        return _fit_and_test(*args, **kwargs)
+
+
+def _fit_and_test(
     datamodule: NCFDataModule,
     module: NCFModule,
     out_dir: str | Path,
@@ -123,7 +142,12 @@ def fit_and_test(
     logger = kwargs.pop("logger", None)
     if logger is None:
         logger = CSVLogger(out_dir, name="logs", version="")
-    trainer = pl.Trainer(logger=logger, callbacks=[timer, checkpoint, stop], **kwargs)
+    callbacks = [timer, checkpoint, stop]
+    # A terminal gets Lightning's bar; a log file or CI one line per epoch instead.
+    kwargs["enable_progress_bar"] = use_progress_bar(kwargs.get("enable_progress_bar", True))
+    if not kwargs["enable_progress_bar"]:
+        callbacks.append(EpochLog(monitor))
+    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **kwargs)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -141,6 +165,8 @@ def fit_and_test(
         # Reseed: the refit's dropout draws then depend on the seed alone, not on how many
         # epochs (and RNG draws) the first fit happened to run before early stopping.
         pl.seed_everything(module.seed, workers=True, verbose=False)
+        _log.info("refit: %d epochs (chosen on validation) with the validation window as "
+                  "training data", best_epoch + 1)  # fmt: skip
         again = pl.Trainer(
             **{**kwargs, "max_epochs": best_epoch + 1, "limit_val_batches": 0},
             logger=False, enable_checkpointing=False,

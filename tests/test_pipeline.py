@@ -73,8 +73,7 @@ def test_command_line_entry_point(tmp_path):
             "experiments.pipeline",
             "data=synthetic_small",
             "save_data=false",
-            "trainer.max_epochs=2",
-            "trainer.enable_progress_bar=false",
+            "trainer.max_epochs=2",  # the progress bar stays on: output is no terminal here
             "outputs.plots=false",
             "split.fn.valid_days=20",  # the small platform has 200 days: room for 4 windows
             "split.fn.test_days=20",
@@ -104,7 +103,22 @@ def test_command_line_entry_point(tmp_path):
     # ... then blends both, and publishes the served lists; the summary says where
     assert {r["system"] for r in manifest["metrics"]["blend"]["test"]} >= {"two_tower", "glmix"}
     assert manifest["metrics"]["export"]["published"]
-    assert "published 5,000 rows as version" in out.stdout and str(tmp_path / "lists") in out.stdout
+    assert "published lists: 5,000 rows, version" in out.stdout
+    assert str(tmp_path / "lists") in out.stdout and "export gates: learners_known ok" in out.stdout
+    # output to a pipe: log lines (one per epoch), no carriage-return progress updates
+    assert "\r" not in out.stdout + out.stderr
+    assert "epoch 1/2: " in out.stdout and "epoch 2/2: " in out.stdout
+    # the run ends with the summary table: every stage, its time and peak memory
+    summary = out.stdout[out.stdout.rindex("run summary") :]
+    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "export", "total"):
+        assert f"\n{stage} " in summary, stage
+    assert "blend (test)" in summary and "95% interval" in summary
+    # Hydra's job logging writes the same lines into the run's log file
+    log_text = (tmp_path / "pipeline.log").read_text()
+    assert "epoch 1/2: " in log_text and "run summary" in log_text
+    assert [s["name"] for s in manifest["metrics"]["stages"]] == [
+        "data", "ncf", "glmix", "blend_models", "blend", "export"
+    ]  # fmt: skip
 
 
 @pytest.mark.real_data

@@ -33,13 +33,18 @@ rows took 9.7 s and 0.75 GiB): small blocks keep the sparse product's working se
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from watchlog.progress import progress
+
 __all__ = ["MEASURES", "CoWatchSimilarity", "cowatch_similarity", "binarize_watches"]
+
+_log = logging.getLogger(__name__)
 
 MEASURES = ("cosine", "jaccard", "pmi")
 _N_EXAMPLES = 5
@@ -248,7 +253,8 @@ def _compute(
     if col_bits > 31:
         raise ValueError(f"watch_matrix {b.shape}: at most 2**31 courses are supported")
     step = min(block_size, 1 << (32 - col_bits))
-    for start in range(0, n_courses, step):
+    starts = progress(range(0, n_courses, step), desc="co-watch blocks", unit="blocks", logger=_log)
+    for start in starts:
         stop = min(start + step, n_courses)
         rc, col, val, cand = _block(
             bt, b, start, stop, n_watchers, n_active, measure, top_k, min_count, col_bits

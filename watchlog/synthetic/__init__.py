@@ -7,12 +7,14 @@ platform.truth    # PlatformTruth: latent interests, languages, quality; affinit
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from watchlog.eventlog import EventLog
+from watchlog.progress import progress
 from watchlog.report import DataReport
 from watchlog.synthetic.activity import CHANNELS, _Sampler, simulate_chunk, to_frame
 from watchlog.synthetic.world import TOPIC_NAMES, PlatformTruth, make_courses, make_learners
@@ -25,6 +27,8 @@ __all__ = [
     "CHANNELS",
     "TOPIC_NAMES",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +69,11 @@ def simulate_tables(
     truth = PlatformTruth(**course_latent, **learner_latent)
     sampler = _Sampler(truth)
     parts = []
-    for i, seq in enumerate(chunk_seqs):  # one chunk of learners at a time: memory ~ chunk
+    chunks = progress(
+        enumerate(chunk_seqs), total=len(chunk_seqs), desc="synthetic platform: learner chunks",
+        unit="chunks", logger=_log,
+    )  # fmt: skip
+    for i, seq in chunks:  # one chunk of learners at a time: memory ~ chunk
         chunk = np.arange(i * chunk_learners, min((i + 1) * chunk_learners, n_learners))
         parts.append(
             simulate_chunk(

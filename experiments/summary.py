@@ -1,0 +1,177 @@
+"""What a run tells a person at its end: each stage's time and peak memory, the headline
+metrics with their bootstrap intervals, and where the outputs are.
+
+    meter = StageMeter()
+    with meter.stage("ncf"):
+        ...
+    log.info("%s", summary_text(meter.records, headline_metrics(out_dir), where))
+
+Peak memory is the process's resident peak (VmHWM) *during* the stage: Linux resets it when
+`5` is written to /proc/self/clear_refs, so each stage starts from its current size. Where that
+is not possible (another OS) the figure is the peak since the process started, and the table
+says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["StageMeter", "StageRecord", "headline_metrics", "summary_text"]
+
+_log = logging.getLogger(__name__)
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    name: str
+    seconds: float
+    peak_gib: float  # resident peak during the stage (or since start when not per_stage)
+    per_stage: bool  # False: the peak could not be reset, it is the process's so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _reset_peak() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_gib() -> float:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 2**30  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return rss / 2**30 if sys.platform == "darwin" else rss * 1024 / 2**30
+
+
+class StageMeter:
+    """Times stages and their peak memory; `records` in the order they ran."""
+
+    def __init__(self) -> None:
+        self.records: list[StageRecord] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        per_stage = _reset_peak()
+        _log.info("-- %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            rec = StageRecord(name, time.perf_counter() - start, _peak_gib(), per_stage)
+            self.records.append(rec)
+            _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds), rec.peak_gib)
+
+    def timings(self) -> dict[str, float]:
+        return {r.name: r.seconds for r in self.records}
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)} min {s:04.1f} s" if m else f"{s:.1f} s"
+
+
+def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Test figures of the run's stages, each with a 95% bootstrap interval over learners when
+    the stage saved per-learner values (the blend study's systems), else the point figure."""
+    from evaluation import bootstrap_ci
+
+    rows: list[dict[str, Any]] = []
+    blend_dir = out_dir / "blend"
+    per_learner = blend_dir / "test_per_learner.parquet"
+    if per_learner.exists():
+        import pandas as pd
+
+        serve = json.loads((blend_dir / "metrics.json").read_text()).get("serve")
+        wanted = ["two_tower", "glmix", serve, "served", "oracle"]  # the headline systems
+        table = pd.read_parquet(per_learner, columns=["system", "ndcg@10"])
+        for system in dict.fromkeys(w for w in wanted if w):
+            values = table.loc[table["system"] == system, "ndcg@10"].to_numpy(np.float64)
+            values = values[np.isfinite(values)]
+            if values.size:
+                ci = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+                rows.append(
+                    {"stage": "blend (test)", "system": system, "metric": "ndcg@10",
+                     "value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+                )  # fmt: skip
+    return rows + _point_metrics(out_dir)
+
+
+def _point_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    ncf = out_dir / "ncf" / "metrics.json"
+    if ncf.exists():
+        m = json.loads(ncf.read_text())
+        ci = m.get("test_ci", {})
+        for key in ("test_ndcg@10", "test_recall@10"):
+            if key in m.get("test", {}):
+                band = ci.get(key, {})
+                rows.append(
+                    {"stage": "two-tower (test)", "system": m.get("model", "ncf"),
+                     "metric": key.removeprefix("test_"), "value": m["test"][key],
+                     "low": band.get("low"), "high": band.get("high"), "n": band.get("n")}
+                )  # fmt: skip
+    glmix = out_dir / "glmix" / "metrics.json"
+    if glmix.exists():
+        m = json.loads(glmix.read_text())
+        for key in ("auc", "per_entity_auc_mean"):
+            if key in m.get("test", {}):
+                rows.append(
+                    {"stage": "GLMix (test)", "system": m.get("model", "glmix"), "metric": key,
+                     "value": m["test"][key], "low": None, "high": None,
+                     "n": m["test"].get("rows")}
+                )  # fmt: skip
+    return rows
+
+
+def _band(m: dict[str, Any]) -> str:
+    if m.get("low") is None or m.get("high") is None:
+        return "(no per-learner values)"
+    return f"[{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def summary_text(
+    records: list[StageRecord], metrics: list[dict[str, Any]], where: dict[str, str]
+) -> str:
+    """The run's closing summary: stages, headline metrics, locations (plain text tables)."""
+    total = sum(r.seconds for r in records) or 1e-9
+    lines = ["", "run summary", "", f"{'stage':<14} {'time':>14} {'share':>6} {'peak GiB':>9}"]
+    for r in records:
+        peak = f"{r.peak_gib:.2f}" + ("" if r.per_stage else "*")
+        lines.append(f"{r.name:<14} {_clock(r.seconds):>14} {r.seconds / total:>6.0%} {peak:>9}")
+    lines.append(f"{'total':<14} {_clock(total):>14}")
+    if not all(r.per_stage for r in records):
+        lines.append("* the process's peak so far (this system cannot reset it per stage)")
+    if metrics:
+        cells = [
+            (m["stage"], str(m["system"]), m["metric"], f"{m['value']:.4f}", _band(m))
+            for m in metrics
+        ]
+        head = ("stage", "system", "metric", "value", "95% interval")
+        widths = [max(len(c[i]) for c in [head, *cells]) for i in range(4)]
+        lines.append("")
+        for c in [head, *cells]:
+            lines.append("  ".join(x.ljust(w) for x, w in zip(c[:4], widths, strict=True))
+                         + "  " + c[4])  # fmt: skip
+    if where:
+        lines += [""] + [f"{k}: {v}" for k, v in where.items()]
+    return "\n".join(lines)
