@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.data import prepare_data
+from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
@@ -142,8 +143,10 @@ def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Returns the metric named by `objective` (None when unset): what sweepers optimize."""
+    require_objective_for_optuna(cfg)
+    return objective_value(run(cfg), cfg.get("objective"))
 
 
 if __name__ == "__main__":
