@@ -9,6 +9,7 @@ switched on in `stages`:
              chosen before the refit), then the blend study and the served lists of every
              learner into <output>/blend/ (experiments.blend)
     export   the served lists published, gated and versioned (experiments.export)
+    report   one self-contained page of the run, <output>/report.html (experiments.report)
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           for g in export_result["gates"])  # fmt: skip
         print(f"published {export_result['rows']:,} rows as version {export_result['version']} "
               f"at {export_result['location']} (gates: {gates})")  # fmt: skip
+    if cfg.stages.get("report", False):
+        from experiments.report import build_report
+
+        build_report(out_dir)  # <output>/report.html
     return metrics
 
 
