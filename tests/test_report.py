@@ -170,11 +170,12 @@ BROWSER_ARGS = [
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
-    """Debian's chromium; installed with apt-get when missing (as root), else a skip."""
+    """Debian's chromium; installed with apt-get when missing (as root), else a skip. Never
+    `playwright install`: its browser downloads are not reachable here."""
     if not CHROMIUM.exists():
         try:
-            subprocess.run(["apt-get", "install", "-y", "chromium"], check=True,
-                           capture_output=True, timeout=900)  # fmt: skip
+            for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "chromium"]):
+                subprocess.run(cmd, check=True, capture_output=True, timeout=900)
         except (OSError, subprocess.SubprocessError) as err:
             pytest.skip(f"no {CHROMIUM} and `apt-get install -y chromium` failed: {err}")
     if not CHROMIUM.exists():

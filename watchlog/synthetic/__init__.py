@@ -105,8 +105,9 @@ def platform_truth(
 ) -> tuple[pd.Series, PlatformTruth]:
     """(learner ids in truth row order, truth) of the platform `simulate_tables` makes with
     the same arguments, without simulating the activity: what a report needs to set a
-    model's estimates beside the truth (seconds even for a million learners). `activity`:
-    the simulation's other keywords (slate_size, ...), which the truth does not depend on."""
+    model's estimates beside the truth (about 10 s of CPU and 1 GiB at a million learners).
+    `activity`: the simulation's other keywords (slate_size, ...), which the truth does not
+    depend on."""
     if n_learners < 1 or n_courses < 1 or n_days < 1:
         raise ValueError(
             f"n_learners, n_courses and n_days must be >= 1, got {n_learners}, {n_courses}, {n_days}"
