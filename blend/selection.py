@@ -17,7 +17,7 @@ label in the judging window.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,10 +89,14 @@ class LabelledPoint:
             LabelledPoint.from_table(self.table, self.log, part(held)),
         )
 
-    def judge(self, scores: np.ndarray, *, k: int = 10) -> RankingMetrics:
-        """Per-learner metrics of the top k of `scores` over learners with truth."""
+    def judge(
+        self, scores: np.ndarray, *, k: int = 10, ks: Sequence[int] | None = None
+    ) -> RankingMetrics:
+        """Per-learner metrics of the top k of `scores` over learners with truth (at every k
+        of `ks` instead, when given)."""
+        ks = (k,) if ks is None else tuple(int(x) for x in ks)
         t = self.table.assign(_score=scores)
-        return list_metrics(top_k(t, "_score", k), self.log, self.truth, ks=(k,))
+        return list_metrics(top_k(t, "_score", max(ks)), self.log, self.truth, ks=ks)
 
 
 @dataclass

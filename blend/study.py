@@ -4,6 +4,7 @@
     rows, per_user = judge_systems(test_point, {"two_tower": ..., "personalized": ...})
     replay = replay_study(fit_point, valid_point, features, curve)    # three optimizers
     t = tournament(per_user["two_tower"], per_user["personalized"])   # blend.evaluate
+    curves = metric_curves(test_point, scores, ks=range(1, 51))      # NDCG / Recall at each k
 
 Systems are judged on the same candidates of the same learners (every learner with a label
 in the window), so their figures and paired comparisons are like for like: NDCG@10 and
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from blend.blenders import LinearBlender
 from blend.evaluate import candidate_auc
@@ -26,7 +28,7 @@ from blend.replay import METHODS, OBJECTIVES, PositionCurve, ReplaySet, tune_wei
 from blend.selection import LabelledPoint, Variant, VariantResult, best_by_kind, compare
 from evaluation import RankingMetrics
 
-__all__ = ["Choice", "choose_blenders", "judge_systems", "replay_study"]
+__all__ = ["Choice", "choose_blenders", "judge_systems", "metric_curves", "replay_study"]
 
 
 @dataclass
@@ -68,6 +70,25 @@ def judge_systems(
         )
         per_user[name] = res
     return rows, per_user
+
+
+def metric_curves(
+    point: LabelledPoint, scores: Mapping[str, np.ndarray], *, ks: Sequence[int]
+) -> pd.DataFrame:
+    """Mean NDCG@k and Recall@k of each system's ranking of the point's candidates, at every k
+    of `ks`: columns system, k, ndcg, recall, learners (one row per system and k)."""
+    ks = [int(k) for k in ks]
+    frames = []
+    for name, s in scores.items():
+        res = point.judge(np.asarray(s, dtype=np.float64), ks=ks)
+        summary = res.summary()
+        frames.append(
+            pd.DataFrame(
+                {"system": name, "k": ks, "ndcg": [summary[f"ndcg@{k}"] for k in ks],
+                 "recall": [summary[f"recall@{k}"] for k in ks], "learners": res.n_users}
+            )
+        )  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
 
 
 def replay_study(

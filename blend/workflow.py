@@ -37,7 +37,7 @@ from blend.evaluate import candidate_auc, list_metrics, tournament
 from blend.lists import routes, served_lists
 from blend.replay import PositionCurve
 from blend.selection import LabelledPoint, Variant, VariantResult
-from blend.study import Choice, choose_blenders, judge_systems, replay_study
+from blend.study import Choice, choose_blenders, judge_systems, metric_curves, replay_study
 from evaluation import PairedComparison, RankingMetrics
 from watchlog.candidates import LEARNER
 
@@ -64,6 +64,7 @@ class StudyReport:
     replay: dict[str, Any] | None
     fit_counts: dict[str, int] = field(default_factory=dict)
     per_user: dict[str, RankingMetrics] = field(default_factory=dict)  # system -> test metrics
+    curves: pd.DataFrame | None = None  # test NDCG / Recall of every system at each k
 
     def per_learner_frame(self, log) -> pd.DataFrame:
         """One row per (system, judged learner): learner_id and the per-learner test metrics
@@ -128,10 +129,12 @@ def run_study(
     k: int = 10,
     n_boot: int = 10_000,
     seed: int = 0,
+    curve_k: int | None = None,
 ) -> StudyReport:
     """See the module docstring. replay_features: the linear blend tuned by replay (first
     feature's weight fixed); replay: keywords of `replay_study` (methods, objectives, tau);
-    oracle: (n_test_candidates,) scores of the truth, judged as a ceiling."""
+    oracle: (n_test_candidates,) scores of the truth, judged as a ceiling; curve_k: also
+    every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`)."""
     choice = choose_blenders(variants, points.fit, points.valid, k=k)
     if serve not in choice.best:
         raise ValueError(f"serve: no {serve!r} blender among the variants ({sorted(choice.best)})")
@@ -148,6 +151,7 @@ def run_study(
     if oracle is not None:
         scores["oracle"] = np.asarray(oracle, dtype=np.float64)
     rows, per_user = judge_systems(test, scores, k=k)
+    curves = metric_curves(test, scores, ks=range(1, curve_k + 1)) if curve_k else None
 
     # The served lists: the serving blender, through the fallback chain.
     table = test.table.assign(blend_score=scores[serve])
@@ -202,7 +206,7 @@ def run_study(
             )
     return StudyReport(
         choice, fitted, fitted[serve], serve, rows, tournaments, served, rep,
-        points.fit.fit_rows()[1], per_user,
+        points.fit.fit_rows()[1], per_user, curves,
     )  # fmt: skip
 
 

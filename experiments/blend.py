@@ -10,6 +10,8 @@ each window (`blend.workflow` says which model serves which window), runs the st
                           figures of every system, tournaments, replay tuning, served sources
     test_per_learner.parquet  every system's per-learner test metrics (paired comparisons,
                           per-segment breakdowns)
+    test_curves.parquet   every system's mean test NDCG@k and Recall@k at k = 1..curve_k (the
+                          report's metric-vs-K curves)
     ranked_lists.parquet  the served top-k of every learner in the learner table, at the end of
                           the log (learner_id, rank, course_id, score, source), written in
                           chunks of learners; what `experiments.export` publishes
@@ -197,6 +199,7 @@ def blend_and_report(
         replay_features=["ncf_z", *present] if replay.pop("enabled") else None,
         curve=PositionCurve.from_impressions(data.log.events), replay=replay,
         oracle=oracle, k=int(b.k), n_boot=int(b.n_boot), seed=seed,
+        curve_k=int(b.get("curve_k") or 0),
     )  # fmt: skip
     timings["study"] = time.perf_counter() - t
     if catalogue is not None:  # the ceiling without the candidate set's limits
@@ -222,6 +225,8 @@ def blend_and_report(
     }  # fmt: skip
     write_json(out_dir / "metrics.json", {**metrics, "timings": timings})
     write_parquet(out_dir / "test_per_learner.parquet", report.per_learner_frame(data.log))
+    if report.curves is not None:
+        write_parquet(out_dir / "test_curves.parquet", report.curves)
     write_manifest(
         out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
     )

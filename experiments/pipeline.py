@@ -9,6 +9,7 @@ switched on in `stages`:
              chosen before the refit), then the blend study and the served lists of every
              learner into <output>/blend/ (experiments.blend)
     export   the served lists published, gated and versioned (experiments.export)
+    report   one self-contained page of the run, <output>/report.html (experiments.report)
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_manifest(
         out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
     )
+    if cfg.stages.get("report", False):
+        with meter.stage("report"):  # after the manifest: the report shows it
+            from experiments.report import build_report
+
+            build_report(out_dir)  # <output>/report.html
     _log.info("%s", summary_text(meter.records, headline_metrics(out_dir), _where(
         cfg, out_dir, export_result)))  # fmt: skip
     return metrics

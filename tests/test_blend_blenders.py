@@ -179,3 +179,30 @@ def test_split_labels_divides_the_labelled_pairs_between_fit_and_judge():
     np.testing.assert_array_equal(fit.labels + judge.labels, point.labels)
     with pytest.raises(ValueError, match="fraction"):
         point.split_labels(1.0)
+
+
+def test_metric_curves_match_the_judged_figures_and_reach_full_recall():
+    import scipy.sparse as sp
+
+    from blend.study import metric_curves
+
+    table, y = _two_tastes(n_learners=100, n_cand=30, seed=3)
+    log = _Log(table)
+    li = log.learner_ids.to_index(table["learner_id"])
+    ci = log.course_ids.to_index(table["course_id"])
+    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(len(log.learner_ids), 30))
+    truth.eliminate_zeros()
+    point = LabelledPoint.from_table(table, log, truth)
+    scores = {"a": table["a"].to_numpy(), "noise": table["noise"].to_numpy()}
+    curves = metric_curves(point, scores, ks=range(1, 31))
+    assert list(curves.columns) == ["system", "k", "ndcg", "recall", "learners"]
+    assert len(curves) == 2 * 30
+    for name, s in scores.items():
+        c = curves[curves["system"] == name].set_index("k")
+        at10 = point.judge(s, k=10).summary()
+        assert c.loc[10, "ndcg"] == pytest.approx(at10["ndcg@10"])
+        assert c.loc[10, "recall"] == pytest.approx(at10["recall@10"])
+        assert (np.diff(c["recall"].to_numpy()) >= 0).all()
+        assert c.loc[30, "recall"] == pytest.approx(1.0)  # every candidate listed
+    a, noise = (curves[curves["system"] == n].set_index("k") for n in ("a", "noise"))
+    assert a.loc[5, "ndcg"] > noise.loc[5, "ndcg"]  # `a` is half the learners' taste

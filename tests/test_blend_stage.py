@@ -10,33 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from hydra import compose, initialize_config_dir
 
 from experiments.pipeline import run as run_pipeline
-
-ROOT = Path(__file__).resolve().parents[1]
-# Small windows (the small platform has 200 days), 2 epochs, small grids: about a minute.
-FAST = [
-    "data=synthetic_small",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "outputs.plots=false",
-    "outputs.embeddings=false",
-    "threads=1",
-    "split.fn.valid_days=20",
-    "split.fn.test_days=20",
-    "split.fn.blend_days=20",
-    "blend.candidates.n_retrieve=40",
-    "blend.variants.logistic.l2=[1.0]",
-    "blend.variants.personalized.learner_l2=[30.0]",
-    "blend.replay.methods=[gradient,nelder_mead]",
-    "blend.n_boot=500",
-]
-
-
-def compose_cfg(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+from tests.pipeline_fakes import FAST, compose_cfg
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit
 
 from watchlog.schema import COURSE_COLUMNS
-from watchlog.synthetic import generate_platform, simulate_tables
+from watchlog.synthetic import generate_platform, platform_truth, simulate_tables
 from watchlog.synthetic.world import SEGMENT_NAMES
 
 
@@ -27,6 +27,16 @@ def test_chunking_is_deterministic_for_a_given_chunk_size():
     a = simulate_tables(400, 50, n_days=100, seed=1, chunk_learners=150)[0]
     b = simulate_tables(400, 50, n_days=100, seed=1, chunk_learners=150)[0]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_platform_truth_is_the_simulated_platforms_truth_without_the_activity():
+    p = generate_platform(n_learners=300, n_courses=60, n_days=120, seed=3, slate_size=4)
+    ids, truth = platform_truth(300, 60, n_days=120, seed=3, slate_size=4)
+    np.testing.assert_array_equal(truth.learner_interest, p.truth.learner_interest)
+    np.testing.assert_array_equal(truth.course_topic, p.truth.course_topic)
+    np.testing.assert_array_equal(ids.to_numpy(), p.log.learners["learner_id"].to_numpy())
+    _, other = platform_truth(300, 60, n_days=120, seed=4)
+    assert not np.array_equal(other.learner_interest, truth.learner_interest)
 
 
 def test_tables_follow_the_contract(small_platform):
