@@ -9,10 +9,13 @@ switched on in `stages`:
              chosen before the refit), then the blend study and the served lists of every
              learner into <output>/blend/ (experiments.blend)
     export   the served lists published, gated and versioned (experiments.export)
+A stage whose config and data are unchanged is reused, a killed one resumes
+(experiments.stages; `reuse=false` recomputes everything).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from experiments.data import prepare_data
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.stages import Stages
 
 __all__ = ["run"]
 
@@ -31,39 +34,48 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     write_resolved_config(out_dir, cfg)
     start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.split)
+    stages = Stages(cfg, out_dir)
+    data = stages.data()
     print(data.report, flush=True)
     data.report.write_json(out_dir / "data_report.json")
 
     timings = dict(data.timings)
-    if cfg.save_data:
+    if cfg.save_data and "data" not in stages.reused:
         t = time.perf_counter()
-        data.log.save(out_dir / "eventlog")
+        stages.save_data(data)
         timings["save_data"] = time.perf_counter() - t
     ncf_metrics = None
     if cfg.stages.ncf:
         from experiments.train_ncf import train_and_report
 
         t = time.perf_counter()
-        ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
+        ncf_metrics = stages.run(
+            "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=True)
+        )
         timings["ncf"] = time.perf_counter() - t
     glmix_metrics = None
     if cfg.stages.glmix:
         from experiments.train_glmix import train_and_report as train_glmix
 
         t = time.perf_counter()
-        glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
+        glmix_metrics = stages.run(
+            "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=True)
+        )
         timings["glmix"] = time.perf_counter() - t
     blend_metrics = export_result = None
     if cfg.stages.blend:
         t = time.perf_counter()
-        blend_metrics = _blend(cfg, data, out_dir)
+        blend_metrics = _blend(cfg, data, out_dir, stages)
         timings["blend"] = time.perf_counter() - t
     if cfg.stages.export:
         from experiments.export import export_run
 
         t = time.perf_counter()
-        export_result = export_run(cfg, data, out_dir)
+        export_result = stages.run(
+            "export", out_dir, lambda f: export_run(cfg, data, f), clear=False,
+            load=lambda f: json.loads((f / "export.json").read_text()),
+            record=out_dir / "export_stage.json",
+        )  # fmt: skip
         timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
 
@@ -83,7 +95,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if export_result is not None:
         metrics["export"] = export_result
     write_manifest(
-        out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
+        out_dir,
+        cfg,
+        data_fingerprint=data.log.fingerprint(),
+        metrics=metrics,
+        timings=timings,
+        stages=stages.summary(),
     )
     print(
         f"\nwrote {out_dir}/data_report.json, run_manifest.json, resolved_config.yaml"
@@ -98,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _blend(cfg: DictConfig, data, out_dir: Path) -> dict[str, Any]:
+def _blend(cfg: DictConfig, data, out_dir: Path, stages: Stages) -> dict[str, Any]:
     """The blend stage: blend models (when the split has a blend window), then the study."""
     from experiments.blend import BLEND_MODELS, Models, blend_and_report
 
@@ -106,10 +123,13 @@ def _blend(cfg: DictConfig, data, out_dir: Path) -> dict[str, Any]:
         raise ValueError("stages.blend needs the two-tower stage and its model (stages.ncf=true, "
                          "outputs.model=true)")  # fmt: skip
     if data.split.blend is not None:
-        _fit_blend_models(cfg, data, out_dir / BLEND_MODELS)
+        stages.run("blend_models", out_dir / BLEND_MODELS,
+                   lambda f: _fit_blend_models(cfg, data, f), load=lambda f: None)  # fmt: skip
     final = Models.load(out_dir)
     early = Models.load_early(out_dir)
-    return blend_and_report(cfg, data, final, early, out_dir / "blend")
+    return stages.run(
+        "blend", out_dir / "blend", lambda f: blend_and_report(cfg, data, final, early, f)
+    )
 
 
 def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
@@ -118,12 +138,14 @@ def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
     from experiments.train_ncf import fit as fit_ncf
 
     shifted = data.split.for_blend_models()
-    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted)
+    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted, resume=True)
     trained.recommender.save(out_dir / "ncf" / "model")
     if cfg.stages.glmix:
         from experiments.train_glmix import fit as fit_glmix
 
-        fit_glmix(cfg, data, shifted).scorer.save(out_dir / "glmix" / "model")
+        fit_glmix(cfg, data, shifted, state_dir=out_dir / "glmix").scorer.save(
+            out_dir / "glmix" / "model"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
