@@ -10,10 +10,14 @@ switched on in `stages`:
              learner into <output>/blend/ (experiments.blend)
     export   the served lists published, gated and versioned (experiments.export)
     report   one self-contained page of the run, <output>/report.html (experiments.report)
+A stage whose config and data are unchanged is reused, a killed one resumes
+(experiments.stages; `reuse=false` recomputes everything). The run ends with a summary: each
+stage's time and peak memory, the headline metrics with intervals, where the outputs are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from experiments.data import prepare_data
 from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.stages import Stages
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
 __all__ = ["run"]
@@ -36,31 +40,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     write_resolved_config(out_dir, cfg)
     meter = StageMeter()
+    stages = Stages(cfg, out_dir)
     with meter.stage("data"):
-        data = prepare_data(cfg.data, cfg.split)
+        data = stages.data()
         _log.info("%s", data.report)
         data.report.write_json(out_dir / "data_report.json")
-        if cfg.save_data:
-            data.log.save(out_dir / "eventlog")
+        if cfg.save_data and "data" not in stages.reused:
+            stages.save_data(data)
     timings = dict(data.timings)
     ncf_metrics = glmix_metrics = blend_metrics = export_result = None
     if cfg.stages.ncf:
         with meter.stage("ncf"):  # the import (torch, Lightning) belongs to the stage's time
             from experiments.train_ncf import train_and_report
 
-            ncf_metrics = train_and_report(cfg, data, out_dir / "ncf")
+            ncf_metrics = stages.run(
+                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=True)
+            )
     if cfg.stages.glmix:
         with meter.stage("glmix"):
             from experiments.train_glmix import train_and_report as train_glmix
 
-            glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
+            glmix_metrics = stages.run(
+                "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=True)
+            )
     if cfg.stages.blend:
-        blend_metrics = _blend(cfg, data, out_dir, meter)
+        blend_metrics = _blend(cfg, data, out_dir, stages, meter)
     if cfg.stages.export:
         with meter.stage("export"):
             from experiments.export import export_run
 
-            export_result = export_run(cfg, data, out_dir)
+            export_result = stages.run(
+                "export", out_dir, lambda f: export_run(cfg, data, f), clear=False,
+                load=lambda f: json.loads((f / "export.json").read_text()),
+                record=out_dir / "export_stage.json",
+            )  # fmt: skip
     timings.update(meter.timings())
     timings["total"] = sum(r.seconds for r in meter.records)
 
@@ -70,19 +83,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "courses": data.log.n_courses,
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
-        "stages": [r.to_dict() for r in meter.records],
+        "stages": [{**r.to_dict(), "reused": r.name in stages.reused} for r in meter.records],
     }
     if glmix_metrics is not None:
         metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
     if ncf_metrics is not None:
-        metrics["ncf"] = {k: ncf_metrics[k] for k in ("best_epoch", "valid", "test", "test_ci")}
+        metrics["ncf"] = {
+            k: ncf_metrics[k]
+            for k in ("best_epoch", "valid", "test", "test_ci")
+            if k in ncf_metrics
+        }
     if blend_metrics is not None:
         metrics["blend"] = {k: blend_metrics[k] for k in ("serve", "chosen", "test", "served")}
     if export_result is not None:
         metrics["export"] = export_result
     write_manifest(
-        out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings
-    )
+        out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings,
+        stages=stages.summary(),
+    )  # fmt: skip
     if cfg.stages.get("report", False):
         with meter.stage("report"):  # after the manifest: the report shows it
             from experiments.report import build_report
@@ -118,7 +136,9 @@ def _job_name() -> str:
     return HydraConfig.get().job.name if HydraConfig.initialized() else "pipeline"
 
 
-def _blend(cfg: DictConfig, data, out_dir: Path, meter: StageMeter) -> dict[str, Any]:
+def _blend(
+    cfg: DictConfig, data, out_dir: Path, stages: Stages, meter: StageMeter
+) -> dict[str, Any]:
     """The blend stage: blend models (when the split has a blend window), then the study."""
     from experiments.blend import BLEND_MODELS, Models, blend_and_report
 
@@ -127,11 +147,14 @@ def _blend(cfg: DictConfig, data, out_dir: Path, meter: StageMeter) -> dict[str,
                          "outputs.model=true)")  # fmt: skip
     if data.split.blend is not None:
         with meter.stage("blend_models"):
-            _fit_blend_models(cfg, data, out_dir / BLEND_MODELS)
+            stages.run("blend_models", out_dir / BLEND_MODELS,
+                       lambda f: _fit_blend_models(cfg, data, f), load=lambda f: None)  # fmt: skip
     with meter.stage("blend"):
         final = Models.load(out_dir)
         early = Models.load_early(out_dir)
-        return blend_and_report(cfg, data, final, early, out_dir / "blend")
+        return stages.run(
+            "blend", out_dir / "blend", lambda f: blend_and_report(cfg, data, final, early, f)
+        )
 
 
 def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
@@ -140,12 +163,14 @@ def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
     from experiments.train_ncf import fit as fit_ncf
 
     shifted = data.split.for_blend_models()
-    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted)
+    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted, resume=True)
     trained.recommender.save(out_dir / "ncf" / "model")
     if cfg.stages.glmix:
         from experiments.train_glmix import fit as fit_glmix
 
-        fit_glmix(cfg, data, shifted).scorer.save(out_dir / "glmix" / "model")
+        fit_glmix(cfg, data, shifted, state_dir=out_dir / "glmix").scorer.save(
+            out_dir / "glmix" / "model"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")

@@ -53,8 +53,12 @@ def featurizer_from(g: DictConfig, seed: int) -> EntityFeaturizer:
     )
 
 
-def fit(cfg: DictConfig, data: PreparedData, split: Split | None = None) -> TrainedGLMix:
-    """Fit `cfg.glmix` on `split` (default: `data.split`); report steps go to data.report."""
+def fit(
+    cfg: DictConfig, data: PreparedData, split: Split | None = None, state_dir: Path | None = None
+) -> TrainedGLMix:
+    """Fit `cfg.glmix` on `split` (default: `data.split`); report steps go to data.report.
+    state_dir: where coordinate descent saves its progress after every update, to resume
+    from (`glmix.fit_on_split`); the caller vouches it belongs to this config and data."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
@@ -69,6 +73,7 @@ def fit(cfg: DictConfig, data: PreparedData, split: Split | None = None) -> Trai
         weighting=OmegaConf.to_container(g.weighting),
         refit=bool(g.refit),
         report=data.report,
+        state_dir=state_dir,
     )
 
 
@@ -76,14 +81,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return train_and_report(cfg, None, Path(cfg.paths.output_dir))
 
 
-def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) -> dict[str, Any]:
+def train_and_report(
+    cfg: DictConfig, data: PreparedData | None, out_dir: Path, *, resume: bool = False
+) -> dict[str, Any]:
     """Data stage (unless `data` is given: the main pipeline passes what it prepared), fit,
-    test once, write everything into `out_dir`."""
+    test once, write everything into `out_dir`; resume: continue a killed fit there."""
     start = time.perf_counter()
     if data is None:
         data = prepare_data(cfg.data, cfg.split, DataReport())
         _log.info("%s", data.report)  # in the pipeline, the data stage has shown it
-    trained = fit(cfg, data)
+    trained = fit(cfg, data, state_dir=out_dir if resume else None)
     data.report.write_json(out_dir / "data_report.json")
     outputs = _write_outputs(cfg, trained, out_dir)
     timings = {**trained.timings, "total": time.perf_counter() - start}

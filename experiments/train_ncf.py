@@ -58,14 +58,17 @@ def fit(
     out_dir: Path | None = None,
     *,
     split: Split | None = None,
+    resume: bool = False,
 ) -> TrainedNCF:
     """Data stage (unless `data` is given), snapshots, model, fit on validation, test once.
 
     split: the temporal (or other) split to train, validate and test on; default: the
     prepared data's (`data.split`). Both recommenders carry the InputBuilder, so their
     saved folders can be served at later cutoffs (`NCFRecommender.at`).
-    Writes nothing but the Lightning logs and checkpoint under `out_dir` (default: the run's
-    output directory)."""
+    Writes nothing but the Lightning logs and checkpoints under `out_dir` (default: the run's
+    output directory). resume: continue the fit those checkpoints hold
+    (`ncf.training.fit_and_test`); the caller vouches that `out_dir` belongs to this config
+    and data (`experiments.stages` does)."""
     out_dir = Path(cfg.paths.output_dir) if out_dir is None else out_dir
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -94,7 +97,7 @@ def fit(
     result = fit_and_test(
         dm, module, out_dir,
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
-        trainer_kwargs=OmegaConf.to_container(cfg.trainer),
+        trainer_kwargs=OmegaConf.to_container(cfg.trainer), resume=resume,
     )  # fmt: skip
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
@@ -120,12 +123,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return train_and_report(cfg, None, Path(cfg.paths.output_dir))
 
 
-def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) -> dict[str, Any]:
+def train_and_report(
+    cfg: DictConfig, data: PreparedData | None, out_dir: Path, *, resume: bool = False
+) -> dict[str, Any]:
     """`fit` into `out_dir`, then write its metrics, model, embeddings, plots and manifest
-    there (the main pipeline calls this with the data it already prepared)."""
+    there (the main pipeline calls this with the data it already prepared, resuming)."""
     start = time.perf_counter()
     standalone = data is None  # else the pipeline already showed the data report
-    trained = fit(cfg, data, out_dir)
+    trained = fit(cfg, data, out_dir, resume=resume)
     data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
     if standalone:
         _log.info("%s", data.report)

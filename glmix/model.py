@@ -21,6 +21,7 @@ solver tolerance; a max_rows subsample breaks this).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from glmix.distributed import LOCAL, Comm
 from glmix.fixed_effect import FixedEffect
 from glmix.random_effect import RandomEffect
 from glmix.solvers import softplus
+from glmix.state import FitState, load_state, save_state
 from watchlog.progress import progress
 
 __all__ = ["GLMix", "ComponentScores"]
@@ -159,12 +161,16 @@ class GLMix(BaseEstimator):
         *,
         validation: tuple | None = None,
         prior: GLMix | None = None,
+        state_path: str | os.PathLike | None = None,
     ) -> GLMix:
         """designs: {name: (n, p) FeatureBlock / CSR / dense}; keys: {key column: (n,) ids};
         y: (n,) 0/1; sample_weight: (n,) >= 0 (e.g. glmix.watch_time_weights); offset: (n,).
         validation: (designs, keys, y) or (designs, keys, y, offset) for AUC after every
         update. prior: a fitted GLMix whose coordinates become shrinkage priors (incremental
-        training; see FixedEffect.fit / RandomEffect.fit)."""
+        training; see FixedEffect.fit / RandomEffect.fit). state_path: a file where the
+        progress is saved after every update (`glmix.state`); a fit with the same inputs and
+        settings finding it there resumes after the last finished update (and one that had
+        finished only restores its result)."""
         t_fit = time.perf_counter()
         names = self._coordinate_names()
         order = self._update_order(names)
@@ -202,8 +208,29 @@ class GLMix(BaseEstimator):
         best: dict[str, Any] | None = None
         snapshot: dict[str, tuple] | None = None
         fitted: set[str] = set()
-        updates = progress(range(n_updates), desc="GLMix coordinate descent", unit="updates",
-                           logger=_log)  # fmt: skip
+        signature = self._state_signature(names, order, n_updates, y, w, o, val)
+        resumed = load_state(state_path, signature) if state_path is not None else None
+        first = 0
+        if resumed is not None:
+            first, history, best, snapshot = (
+                resumed.next_update,
+                resumed.history,
+                resumed.best,
+                resumed.snapshot,
+            )
+            total = resumed.total.copy()
+            for c, (coef, var) in resumed.coefs.items():
+                pri = prior.coordinates_[c] if prior is not None else None
+                _restore_fitted(coords[c], coef, var, prepared[c], pri)
+                scores[c] = self._coordinate_score(coords[c], D[c], prepared[c])
+                if val is not None:
+                    val["scores"][c] = self._coordinate_score(
+                        coords[c], val["D"][c], None, val["codes"].get(c)
+                    )
+                fitted.add(c)
+            _log.info("GLMix: resumed after update %d of %d", first, n_updates)
+        updates = progress(range(first, n_updates), desc="GLMix coordinate descent",
+                           unit="updates", logger=_log)  # fmt: skip
         for update in updates:  # pass `it`, coordinate `c`
             it, c = update // len(order), order[update % len(order)]
             t0 = time.perf_counter()
@@ -229,6 +256,10 @@ class GLMix(BaseEstimator):
                 best = _best(len(history) - 1, rec)
                 if self.keep_best and val is not None:
                     snapshot = {k: _coef_state(coords[k]) for k in fitted}
+            if state_path is not None:
+                coefs = {k: (coords[k].coef_, coords[k].coef_var_) for k in fitted}
+                state = FitState(update + 1, history, best, coefs, snapshot, total)
+                save_state(state_path, state, signature)
         for k in names:  # stopped (max_updates) before updating k: it scores 0
             if k not in fitted:
                 _zero_unfitted(coords[k], prepared[k])
@@ -247,6 +278,24 @@ class GLMix(BaseEstimator):
         self.n_rows_ = n
         self.fit_seconds_ = time.perf_counter() - t_fit
         return self
+
+    @staticmethod
+    def _coordinate_score(est, design, prepared, codes=None) -> np.ndarray:
+        if isinstance(est, FixedEffect):
+            return est._margin_np(design)
+        return est._score_codes(design, prepared.codes if codes is None else codes)
+
+    def _state_signature(self, names, order, n_updates, y, w, o, val) -> dict[str, Any]:
+        """What a saved state must match to be resumed: the settings and a summary of the
+        rows (their count and the sums of labels, weights and offsets)."""
+        return {
+            "params": repr(self.get_params(deep=False)),
+            "coordinates": names,
+            "order": order,
+            "updates": n_updates,
+            "rows": [len(y), float(y.sum()), float(w.sum()), float(o.sum())],
+            "validation_rows": None if val is None else [len(val["y"]), float(val["y"].sum())],
+        }
 
     def _validation(self, validation, names, coords):
         if not isinstance(validation, tuple | list) or len(validation) not in (3, 4):
@@ -425,6 +474,18 @@ def _zero_unfitted(est, prepared) -> None:
         est._intercept_penalty = prepared.intercept_penalty
     est.coef_var_ = None
     est.fit_stats_ = {"updated": False, "reason": "max_updates reached before its turn"}
+
+
+def _restore_fitted(est, coef, var, prepared, prior) -> None:
+    """The fitted attributes of a coordinate restored from a saved state (glmix.state)."""
+    est.coef_, est.coef_var_ = np.array(coef), None if var is None else np.array(var)
+    if isinstance(est, RandomEffect):
+        E, P = est.coef_.shape
+        est.prior_mean_, est.prior_precision_ = est._prior_arrays(
+            prior, E, P, prepared.intercept_penalty, est.coef_.dtype.type
+        )
+        est._intercept_penalty = prepared.intercept_penalty
+    est.fit_stats_ = {"restored": True}
 
 
 def _coef_state(est) -> tuple:

@@ -13,9 +13,11 @@ with label factors recomputed from the refit rows; the encoders see only the ent
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sklearn.base import clone
@@ -99,13 +101,19 @@ def fit_on_split(
     weighting: Mapping[str, Any] | None = None,
     refit: bool = False,
     report: DataReport | None = None,
+    state_dir: str | os.PathLike | None = None,
 ) -> TrainedGLMix:
     """Fit, choose on validation, optionally refit, test once (see the module docstring).
 
     model, featurizer: unfitted templates (copied, never changed). events, label: which
     rows (`glmix.rows.row_sets`). weighting: `glmix.rows.sample_weights` keywords (kind,
     scale, cap, min_watch_seconds); None = every row weighs 1.
+    state_dir: a folder for the coordinate-descent progress of the fit and of the refit
+    (`GLMix.fit(state_path=...)`), so a killed run called again resumes after the last
+    finished update; the files are removed once the test is scored.
     """
+    states = {k: None if state_dir is None else Path(state_dir) / f"glmix_{k}.state.npz"
+              for k in ("selected", "refit")}  # fmt: skip
     start = time.perf_counter()
     weighting = dict(weighting or {"kind": "none"})
     rows = row_sets(split, events=events, label=label, report=report)
@@ -122,6 +130,7 @@ def fit_on_split(
     selected = clone(model).fit(
         D["train"], rows["train"].keys, rows["train"].y, sample_weight=W["train"][0],
         validation=(D["valid"], rows["valid"].keys, rows["valid"].y),
+        state_path=states["selected"],
     )  # fmt: skip
     timings["fit"] = time.perf_counter() - t
     valid = evaluate_rows(selected, D["valid"], rows["valid"], W["valid"][0])
@@ -132,7 +141,15 @@ def fit_on_split(
     if refit:
         t = time.perf_counter()
         final, feats, enc = _refit(
-            model, selected, featurizer, feats, enc, log, rows["refit"], weighting
+            model,
+            selected,
+            featurizer,
+            feats,
+            enc,
+            log,
+            rows["refit"],
+            weighting,
+            states["refit"],
         )
         train_rows = rows["refit"]
         timings["refit"] = time.perf_counter() - t
@@ -150,13 +167,16 @@ def fit_on_split(
         "valid": valid,
         "test": test,
     }
+    for path in states.values():
+        if path is not None:
+            path.unlink(missing_ok=True)
     scorer = GLMixScorer(final, feats) if refit else selected_scorer
     return TrainedGLMix(
         scorer, selected, metrics, rows, test_scores, timings, selected_scorer=selected_scorer
     )
 
 
-def _refit(model, selected, featurizer, feats, enc, log, rows: RowSet, weighting):
+def _refit(model, selected, featurizer, feats, enc, log, rows: RowSet, weighting, state_path):
     """The selected model's settings on `rows`, stopped after the kept update."""
     if selected.keep_best:  # the kept update: its pass and its coordinate
         params = {"passes": selected.best_["pass"] + 1, "max_updates": selected.best_["update"] + 1}
@@ -167,5 +187,6 @@ def _refit(model, selected, featurizer, feats, enc, log, rows: RowSet, weighting
         enc = feats.encode(log.learners, log.courses)
     w, _ = sample_weights(rows, courses=log.courses, **weighting)
     final = clone(model).set_params(keep_best=False, **params)
-    final.fit(row_designs(feats, enc, rows), rows.keys, rows.y, sample_weight=w)
+    final.fit(row_designs(feats, enc, rows), rows.keys, rows.y, sample_weight=w,
+              state_path=state_path)  # fmt: skip
     return final, feats, enc

@@ -170,7 +170,19 @@ class NCFDataModule(pl.LightningDataModule):
             content=self.content,
             teachers=self.teachers(),
         )
+        # A resumed fit draws the epochs after those its checkpoint had drawn (load_state_dict).
+        data.epoch, self._resume_epoch = getattr(self, "_resume_epoch", 0), 0
+        self._train_batches = data
         return DataLoader(data, batch_size=None)  # the dataset yields whole batches
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in Lightning checkpoints: how many training epochs were drawn, since the
+        batches of an epoch are a function of (seed, epoch)."""
+        batches = getattr(self, "_train_batches", None)
+        return {} if batches is None else {"train_epochs_drawn": int(batches.epoch)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_epoch = int(state.get("train_epochs_drawn", 0))
 
     def teachers(self) -> list[Teacher | None]:
         """One teacher per training snapshot: EASE on its history for denoising snapshots

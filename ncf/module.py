@@ -145,7 +145,20 @@ class NCFModule(pl.LightningModule):
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(self.seed)
+            restored = getattr(self, "_restored_generator", None)
+            if restored is not None:  # resumed from a checkpoint (on_load_checkpoint)
+                self._generator.set_state(restored)
+                self._restored_generator = None
         return self._generator
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The negative sampler's generator: a resumed fit draws what an uninterrupted one would.
+        if self._generator is not None:
+            checkpoint["ncf_generator"] = self._generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_generator = checkpoint.get("ncf_generator")
+        self._generator = None
 
     # ---- forward pieces --------------------------------------------------------------------
     def learner_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:

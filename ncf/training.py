@@ -6,6 +6,10 @@
    (`monitor`, default val_ndcg@10): the epoch is chosen on validation, never on test.
 2. The best checkpoint's weights are loaded back (`torch.load(..., weights_only=True)`).
 3. `Trainer.test` on the test snapshot, once.
+With `resume=True` a fit killed half-way continues from `checkpoints/last.ckpt` (written
+atomically after every epoch, with the generator states: `ncf.checkpointing`) and ends with
+the weights an uninterrupted fit ends with; a finished fit (`checkpoints/fit_done.json`) is
+not run again, only the refit and the test that follow it.
 Wall time is split into training batches and validation (`PhaseTimer`), so a run can show
 that evaluation stays a small part of training.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import time
 import warnings
@@ -27,13 +32,18 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from evaluation import RankingMetrics
+from ncf.checkpointing import AtomicCheckpointIO, RNGState, loadable_checkpoint
 from ncf.datamodule import NCFDataModule
 from ncf.epoch_log import EpochLog, use_progress_bar
 from ncf.module import NCFModule
+from watchlog.io import write_json
 
 __all__ = ["PhaseTimer", "TrainResult", "expected_warnings_silenced", "fit_and_test"]
 
 _log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"  # under <out_dir>/checkpoints: the latest epoch, to resume from
+FIT_DONE = "fit_done.json"  # under <out_dir>/checkpoints: the first fit finished (its result)
 
 # Lightning warnings that do not apply here, silenced around our own fits (never globally, so
 # a caller's filters stay as they were): our IterableDatasets run in the main process (no
@@ -117,6 +127,7 @@ def _fit_and_test(
     patience: int = 5,
     trainer_kwargs: dict[str, Any] | None = None,
     refit: bool = False,
+    resume: bool = False,
 ) -> TrainResult:
     """Fit with early stopping on `monitor` (max), reload the best weights, test once.
 
@@ -125,14 +136,35 @@ def _fit_and_test(
     the validation labels become training data), reseeded with `module.seed`, then test that
     model. The epoch count is still chosen on validation only; the reported validation
     metrics are those of the model chosen before the refit.
+    resume: continue a fit that `out_dir` holds (see the module docstring); the caller makes
+    sure the folder belongs to the same data and settings. False: start afresh (a previous
+    run's resume files there are removed).
     """
     out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    last_path, done_path = ckpt_dir / LAST_CHECKPOINT, ckpt_dir / FIT_DONE
+    done = json.loads(done_path.read_text()) if resume and done_path.is_file() else None
+    ckpt_path = None
+    if resume and done is None and last_path.exists():
+        if loadable_checkpoint(last_path):
+            ckpt_path = last_path
+            _log.info("resuming the two-tower fit from %s", last_path)
+        else:
+            last_path.replace(last_path.with_suffix(".unreadable"))
+    if not resume:
+        for path in (last_path, done_path):
+            path.unlink(missing_ok=True)
     initial = copy.deepcopy(module) if refit else None
     timer = PhaseTimer()
     checkpoint = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor=monitor, mode="max", save_top_k=1,
-        filename="best", save_weights_only=True, auto_insert_metric_name=False,
+        dirpath=ckpt_dir, monitor=monitor, mode="max", save_top_k=1, filename="best",
+        save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False,
     )  # fmt: skip
+    # The whole training state after every epoch (saved after `best`: Lightning runs
+    # checkpoint callbacks last, in this order), so a killed fit resumes where it was.
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False
+    )
     stop = EarlyStopping(monitor=monitor, mode="max", patience=patience)
     kwargs = {
         "accelerator": "auto", "devices": 1, "max_epochs": 50, "num_sanity_val_steps": 0,
@@ -142,19 +174,30 @@ def _fit_and_test(
     logger = kwargs.pop("logger", None)
     if logger is None:
         logger = CSVLogger(out_dir, name="logs", version="")
-    callbacks = [timer, checkpoint, stop]
+    callbacks = [timer, checkpoint, latest, stop, RNGState()]
     # A terminal gets Lightning's bar; a log file or CI one line per epoch instead.
     kwargs["enable_progress_bar"] = use_progress_bar(kwargs.get("enable_progress_bar", True))
     if not kwargs["enable_progress_bar"]:
         callbacks.append(EpochLog(monitor))
-    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **kwargs)
+    trainer = pl.Trainer(
+        logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **kwargs
+    )
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    if done is None:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if not checkpoint.best_model_path:
+            raise RuntimeError(f"no checkpoint was saved: was {monitor!r} ever logged?")
+        done = {
+            "best_model_path": checkpoint.best_model_path,
+            "best_model_score": float(checkpoint.best_model_score),
+            "epochs_run": int(trainer.current_epoch),
+        }
+        write_json(done_path, done)
+    else:
+        _log.info("two-tower fit already finished in %s; reusing its best checkpoint", ckpt_dir)
     fit_s = time.perf_counter() - start
-    if not checkpoint.best_model_path:
-        raise RuntimeError(f"no checkpoint was saved: was {monitor!r} ever logged?")
-    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    state = torch.load(done["best_model_path"], map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     # The best checkpoint's validation metrics, recomputed on the reloaded weights.
     valid = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -189,18 +232,18 @@ def _fit_and_test(
         "test": test_s,
         "train_learners_per_s": timer.learners / max(timer.train_s, 1e-9),
         "train_positives_per_s": timer.positives / max(timer.train_s, 1e-9),
-        "seconds_per_epoch": timer.train_s / max(trainer.current_epoch, 1),
+        "seconds_per_epoch": timer.train_s / max(done["epochs_run"], 1),
     }
     csv = getattr(logger, "log_dir", None)
     metrics_csv = str(Path(csv) / "metrics.csv") if csv else None
     return TrainResult(
         best_epoch=best_epoch,
-        best_score=float(checkpoint.best_model_score),
-        epochs_run=int(trainer.current_epoch),
+        best_score=done["best_model_score"],
+        epochs_run=done["epochs_run"],
         valid={k: float(v) for k, v in valid.items()},
         test={k: float(v) for k, v in test.items()},
         timings=timings,
-        checkpoint=checkpoint.best_model_path,
+        checkpoint=done["best_model_path"],
         metrics_csv=metrics_csv,
         test_per_user=test_per_user,
     )

@@ -1,0 +1,225 @@
+"""Reuse and resume of the main pipeline's stages (`experiments.pipeline`).
+
+Each stage has a key: a hash of the resolved config keys it depends on (`DEPENDS`), the data
+fingerprint (`EventLog.fingerprint`) and the keys of the stages it reads (`UPSTREAM`). Its
+record (`stage.json` in its folder) is written when it starts (`status: running`) and,
+atomically, once its outputs are all written (`status: done`):
+
+- done, same key: the stage is not run; its outputs are read back (log line
+  `reused <stage> (key ...)`);
+- running, same key: a run was killed in it; the stage runs again in the same folder and its
+  model fits resume from their checkpoints (`ncf.training`, `glmix.state`);
+- another key (or none): the folder's old outputs are removed first (renamed aside in one
+  step, then deleted), so a folder never mixes the outputs of two configs.
+
+`reuse: false` in the config recomputes every stage. Code changes are not part of the key:
+after changing the code, run with `reuse=false` (or into a new output folder).
+
+The data stage is reused from the saved event log (`save_data: true`): loaded (validated
+again), its column order restored, its fingerprint checked against the record, split again;
+the data report and, for the synthetic platform, the ground truth come from the record's
+folder. Without a saved log the data stage is always recomputed (it is then cheap or the
+source is a file anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.data import PreparedData, prepare_data
+from watchlog import DataReport, EventLog
+from watchlog.io import atomic_path, write_json
+from watchlog.synthetic import PlatformTruth
+
+__all__ = ["DEPENDS", "RECORD", "Stages", "UPSTREAM"]
+
+log = logging.getLogger(__name__)
+
+RECORD = "stage.json"
+TRUTH = "truth.npz"  # the synthetic platform's ground truth, beside the saved event log
+
+# The resolved config keys each stage's outputs depend on (dotted paths).
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "split", "seed"),
+    "ncf": ("seed", "threads", "split", "ncf", "trainer", "outputs"),
+    "glmix": ("seed", "threads", "split", "glmix", "outputs"),
+    "blend_models": ("seed", "threads", "split", "ncf", "trainer", "glmix", "stages.glmix"),
+    "blend": ("seed", "threads", "blend"),
+    "export": ("export",),
+}
+# The stages whose outputs a stage reads: their keys are part of its key.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "blend": ("ncf", "glmix", "blend_models"),
+    "export": ("blend",),
+}
+
+
+def _select(resolved: dict[str, Any], dotted: str) -> Any:
+    node: Any = resolved
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _clear(folder: Path) -> None:
+    """Remove `folder`: renamed aside in one step (so no reader sees it half deleted), then
+    deleted."""
+    if folder.exists():
+        aside = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+        os.replace(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _metrics(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+class Stages:
+    """The stage records of one pipeline run folder (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, out_dir: str | os.PathLike):
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.reuse = bool(cfg.get("reuse", True))
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.keys: dict[str, str] = {}
+        self.reused: set[str] = set()
+        self.fingerprint: str | None = None
+
+    def key(self, name: str) -> str:
+        """The stage's key: its config keys, the data fingerprint, its upstream keys."""
+        blob = {
+            "stage": name,
+            "config": {k: _select(self.resolved, k) for k in DEPENDS[name]},
+            "data": None if name == "data" else self.fingerprint,
+            "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
+        }
+        text = json.dumps(blob, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """{stage: {key, reused}} of the stages run so far (for the run manifest)."""
+        return {n: {"key": k, "reused": n in self.reused} for n, k in self.keys.items()}
+
+    # ---- the data stage ----------------------------------------------------------------------
+    def data(self) -> PreparedData:
+        """The saved data when its record matches this config (see the module docstring),
+        else `prepare_data`."""
+        key = self.keys["data"] = self.key("data")
+        folder = self.out_dir / "eventlog"
+        record = _read_record(folder / RECORD)
+        if self.reuse and record is not None and record.get("key") == key:
+            data = self._load_data(folder, record)
+            if data is not None:
+                log.info("reused data (key %s)", key)
+                self.reused.add("data")
+                self.fingerprint = record["fingerprint"]
+                return data
+        data = prepare_data(self.cfg.data, self.cfg.split)
+        self.fingerprint = data.log.fingerprint()
+        return data
+
+    def save_data(self, data: PreparedData) -> None:
+        """The event log (`EventLog.save`, a whole-folder swap), the truth, then the record."""
+        folder = self.out_dir / "eventlog"
+        data.log.save(folder)
+        if data.truth is not None:
+            arrays = {
+                f.name: getattr(data.truth, f.name)
+                for f in dataclasses.fields(data.truth)
+                if isinstance(getattr(data.truth, f.name), np.ndarray)
+            }
+            with atomic_path(folder / TRUTH) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        write_json(
+            folder / RECORD,
+            {
+                "stage": "data", "key": self.keys["data"], "status": "done",
+                "fingerprint": self.fingerprint,
+                "events_columns": list(data.log.events.columns),
+                "report": data.report.to_dict(),
+                "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        )  # fmt: skip
+
+    def _load_data(self, folder: Path, record: dict[str, Any]) -> PreparedData | None:
+        start = time.perf_counter()
+        loaded = EventLog.load(folder)
+        columns = record["events_columns"]
+        if sorted(columns) != sorted(loaded.events.columns):
+            log.warning("saved event log %s: columns differ from its record; recomputing", folder)
+            return None
+        loaded = dataclasses.replace(loaded, events=loaded.events[columns])
+        if loaded.fingerprint() != record["fingerprint"]:
+            log.warning("saved event log %s: fingerprint differs from its record; recomputing",
+                        folder)  # fmt: skip
+            return None
+        split_cfg = self.cfg.split
+        split = instantiate(split_cfg.fn)(loaded, loaded.select(split_cfg.events),
+                                          report=DataReport())  # fmt: skip
+        truth = None
+        if (folder / TRUTH).exists():
+            with np.load(folder / TRUTH, allow_pickle=False) as z:
+                truth = PlatformTruth(**{k: z[k] for k in z.files})
+        report = DataReport(**record["report"])
+        return PreparedData(
+            loaded, split, report, truth, {"load_saved": time.perf_counter() - start}
+        )
+
+    # ---- model and later stages --------------------------------------------------------------
+    def run(
+        self,
+        name: str,
+        folder: Path,
+        compute: Callable[[Path], Any],
+        *,
+        load: Callable[[Path], Any] = _metrics,
+        record: Path | None = None,
+        clear: bool = True,
+    ) -> Any:
+        """`compute(folder)` unless the stage's record says it is done with this key (then
+        `load(folder)`). record: where the record lives (default `folder/stage.json`);
+        clear: remove the folder's outputs of another key first (False where the folder is
+        shared, e.g. the run folder itself)."""
+        key = self.keys[name] = self.key(name)
+        record = folder / RECORD if record is None else record
+        previous = _read_record(record)
+        same = previous is not None and previous.get("key") == key
+        if self.reuse and same and previous.get("status") == "done":
+            log.info("reused %s (key %s)", name, key)
+            self.reused.add(name)
+            return load(folder)
+        if self.reuse and same:
+            log.info("resuming %s (key %s) from what a killed run left in %s", name, key, folder)
+        elif clear:
+            _clear(folder)
+        entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
+                 "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())}}  # fmt: skip
+        write_json(record, {**entry, "status": "running"})
+        result = compute(folder)
+        write_json(
+            record,
+            {**entry, "status": "done",
+             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        )  # fmt: skip
+        return result

@@ -1,0 +1,86 @@
+"""Coordinate-descent progress on disk, so a killed `GLMix.fit` resumes after its last
+finished update and ends with the model an uninterrupted fit ends with.
+
+One `.npz` file, rewritten atomically (temporary file beside it, then rename) after every
+update: the coefficients (and variances) of every coordinate updated so far, those of the
+update kept on validation, the running total score of the training rows (saved rather than
+recomputed: the sum is accumulated update by update, and recomputing it in another order
+would change its last bits), and in `meta` (JSON) the next update's index, the history, the
+kept update and a signature of the fit's inputs and settings: a state whose signature
+differs from the fit asking for it is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from watchlog.io import atomic_path, to_jsonable
+
+__all__ = ["FitState", "load_state", "save_state"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitState:
+    next_update: int
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    coefs: dict[str, tuple[np.ndarray, np.ndarray | None]]  # updated coordinates
+    snapshot: dict[str, tuple[np.ndarray, np.ndarray | None]] | None  # the kept update's
+    total: np.ndarray
+
+
+def save_state(path: str | os.PathLike, state: FitState, signature: dict[str, Any]) -> Path:
+    arrays: dict[str, np.ndarray] = {"total": state.total}
+    for prefix, coefs in (("coef", state.coefs), ("snap", state.snapshot or {})):
+        for name, (coef, var) in coefs.items():
+            arrays[f"{prefix}/{name}"] = coef
+            if var is not None:
+                arrays[f"{prefix}_var/{name}"] = var
+    meta = {
+        "signature": signature,
+        "next_update": state.next_update,
+        "history": state.history,
+        "best": state.best,
+        "fitted": list(state.coefs),
+        "snapshot": None if state.snapshot is None else list(state.snapshot),
+    }
+    arrays["meta"] = np.array(json.dumps(to_jsonable(meta)))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
+
+
+def load_state(path: str | os.PathLike, signature: dict[str, Any]) -> FitState | None:
+    """The state at `path`, or None when there is none or it belongs to another fit."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta["signature"] != to_jsonable(signature):
+            log.warning("GLMix state %s belongs to another fit (inputs or settings differ); "
+                        "starting afresh", path)  # fmt: skip
+            return None
+
+        def coefs(prefix: str, names: list[str]) -> dict[str, tuple]:
+            var = f"{prefix}_var/"
+            return {n: (z[f"{prefix}/{n}"], z.get(var + n)) for n in names}
+
+        snapshot = None if meta["snapshot"] is None else coefs("snap", meta["snapshot"])
+        return FitState(
+            next_update=int(meta["next_update"]),
+            history=meta["history"],
+            best=meta["best"],
+            coefs=coefs("coef", meta["fitted"]),
+            snapshot=snapshot,
+            total=z["total"],
+        )

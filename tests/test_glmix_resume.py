@@ -1,0 +1,68 @@
+"""GLMix coordinate descent killed after an update and fitted again with the same state file
+resumes after the last finished update and ends with the uninterrupted fit's model, exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import glmix.model
+from tests.test_glmix_model import make_data, model, split
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Killed(Exception):
+    pass
+
+
+def _fit(state_path=None, **kw):
+    designs, keys, y = make_data()
+    train, valid = split(designs, keys, y, 0, 4500), split(designs, keys, y, 4500, 6000)
+    return model(passes=3, **kw).fit(*train, validation=valid, state_path=state_path)
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_killed_fit_resumes_after_last_update_and_ends_the_same(tmp_path, monkeypatch):
+    whole = _fit()
+    path = tmp_path / "state.npz"
+    real_save, calls = glmix.model.save_state, []
+
+    def save_then_die(*args, **kwargs):  # the 4th update's state is written, then a "kill"
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 4:
+            raise Killed
+
+    monkeypatch.setattr(glmix.model, "save_state", save_then_die)
+    with pytest.raises(Killed):
+        _fit(path)
+    monkeypatch.setattr(glmix.model, "save_state", real_save)
+    with np.load(path) as z:
+        saved = json.loads(str(z["meta"]))
+    assert saved["next_update"] == 4
+    resumed = _fit(path)
+    assert len(resumed.history_) == len(whole.history_) == 9
+    # updates 0-3 came from the file (their timings too), not recomputed
+    assert [h["seconds"] for h in resumed.history_[:4]] == [h["seconds"] for h in saved["history"]]
+    h1, h2 = _without_seconds(whole.history_), _without_seconds(resumed.history_)
+    assert [h["val_auc"] for h in h1] == [h["val_auc"] for h in h2]
+    assert [h["objective"] for h in h1[4:]] == pytest.approx([h["objective"] for h in h2[4:]])
+    assert resumed.best_ == whole.best_
+    for name, est in whole.coordinates_.items():
+        np.testing.assert_array_equal(resumed.coordinates_[name].coef_, est.coef_)
+
+
+def test_state_of_another_fit_is_not_used(tmp_path):
+    path = tmp_path / "state.npz"
+    model(passes=1).fit(*split(*make_data(), 0, 4500), state_path=path)
+    again = _fit(path)  # other settings (passes): a fresh fit, which then owns the file
+    assert len(again.history_) == 9
+    np.testing.assert_array_equal(
+        again.coordinates_["global"].coef_, _fit().coordinates_["global"].coef_
+    )

@@ -1,0 +1,67 @@
+"""A two-tower fit stopped after an epoch and resumed from `checkpoints/last.ckpt` ends with
+the weights and metrics of an uninterrupted fit (exactly, on CPU); a damaged checkpoint is
+not resumed from. The SIGKILL version of this is in tests/test_pipeline_resume.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.train_ncf import fit
+from ncf.checkpointing import loadable_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def compose_cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "train_ncf",
+            overrides=[
+                "data=synthetic_small", f"paths.output_dir={tmp_path}", "trainer.max_epochs=3",
+                "trainer.enable_progress_bar=false", "outputs.plots=false", "ncf.patience=1",
+                *overrides,
+            ],
+        )  # fmt: skip
+
+
+def _weights(trained) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trained.recommender.model.state_dict().items()}
+
+
+def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path):
+    whole = fit(compose_cfg(tmp_path / "whole"), resume=True)
+    # "Crash" after the first epoch: a 1-epoch fit leaves last.ckpt of epoch 0; without its
+    # done marker the next call resumes from it and trains epochs 1 and 2.
+    part = tmp_path / "part"
+    fit(compose_cfg(part, "trainer.max_epochs=1"), resume=True)
+    ckpt = part / "checkpoints"
+    loops = torch.load(ckpt / "last.ckpt", weights_only=True)["loops"]
+    assert loops["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+    (ckpt / "fit_done.json").unlink()
+    resumed = fit(compose_cfg(part), resume=True)
+    assert resumed.result.epochs_run == whole.result.epochs_run
+    assert resumed.result.valid == whole.result.valid
+    assert resumed.result.test == whole.result.test
+    a, b = _weights(whole), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished fit is not run again: the same result from its done marker
+    done = json.loads((ckpt / "fit_done.json").read_text())
+    again = fit(compose_cfg(part), resume=True)
+    assert again.result.test == whole.result.test and done["epochs_run"] == 3
+
+
+def test_unreadable_last_checkpoint_is_set_aside(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    assert not loadable_checkpoint(path)
+    trained = fit(compose_cfg(tmp_path, "trainer.max_epochs=1"), resume=True)
+    assert trained.result.epochs_run == 1
+    assert (tmp_path / "checkpoints" / "last.unreadable").exists()
+    assert loadable_checkpoint(path)

@@ -1,0 +1,175 @@
+"""Stage reuse and crash resume of the main pipeline (experiments.stages).
+
+The fast tests drive `Stages` with stand-in computations; the slow ones run the pipeline on
+the small platform: an unchanged rerun reuses every stage, a changed trainer setting retrains
+the two-tower only, and a pipeline SIGKILLed during two-tower training or GLMix coordinate
+descent, run again with the same command, ends with an uninterrupted run's metrics (exactly:
+CPU, one thread, the same seed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from experiments.stages import Stages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = [
+    "data=synthetic_small", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+    "outputs.plots=false", "threads=1", "split.fn.valid_days=20", "split.fn.test_days=20",
+    "split.fn.blend_days=20", "blend.candidates.n_retrieve=40", "blend.variants.logistic.l2=[1.0]",
+    "blend.variants.personalized.learner_l2=[30.0]",
+    "blend.replay.methods=[gradient,nelder_mead]", "blend.n_boot=200",
+]  # fmt: skip
+
+
+# ---- Stages with stand-in computations (fast) --------------------------------------------------
+def _cfg(**over):
+    base = {"seed": 0, "threads": None, "split": {"a": 1}, "ncf": {"lr": 0.1},
+            "trainer": {"max_epochs": 2}, "outputs": {}, "glmix": {"l2": 1.0}, "reuse": True}  # fmt: skip
+    return OmegaConf.create({**base, **over})
+
+
+def _ncf_stage(cfg, out: Path, calls: list[str]):
+    stages = Stages(cfg, out)
+    stages.fingerprint = "f" * 64
+
+    def compute(folder: Path):
+        calls.append(str(cfg.trainer.max_epochs))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({"epochs": cfg.trainer.max_epochs}))
+        return {"epochs": cfg.trainer.max_epochs}
+
+    return stages.run("ncf", out / "ncf", compute)
+
+
+def test_stage_reused_with_same_key_recomputed_and_cleared_with_another(tmp_path, caplog):
+    calls: list[str] = []
+    caplog.set_level(logging.INFO, logger="experiments.stages")
+    assert _ncf_stage(_cfg(), tmp_path, calls) == {"epochs": 2}
+    (tmp_path / "ncf" / "old_output").write_text("from max_epochs=2")
+    assert _ncf_stage(_cfg(), tmp_path, calls) == {"epochs": 2}  # read back, not computed
+    assert calls == ["2"] and "reused ncf (key " in caplog.text
+    assert _ncf_stage(_cfg(trainer={"max_epochs": 3}), tmp_path, calls) == {"epochs": 3}
+    assert calls == ["2", "3"] and not (tmp_path / "ncf" / "old_output").exists()
+    # a key ignores the config keys the stage does not depend on
+    assert _ncf_stage(_cfg(trainer={"max_epochs": 3}, blend={"k": 5}), tmp_path, calls)
+    assert calls == ["2", "3"]
+    # reuse: false recomputes
+    assert _ncf_stage(_cfg(trainer={"max_epochs": 3}, reuse=False), tmp_path, calls)
+    assert calls == ["2", "3", "3"]
+
+
+def test_killed_stage_resumes_in_its_folder_and_other_data_is_another_key(tmp_path):
+    stages = Stages(_cfg(), tmp_path)
+    stages.fingerprint = "a" * 64
+
+    def killed(folder: Path):
+        (folder / "checkpoint").write_text("epoch 0")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("ncf", tmp_path / "ncf", killed)
+    record = json.loads((tmp_path / "ncf" / "stage.json").read_text())
+    assert record["status"] == "running"
+    seen = []
+    stages.run("ncf", tmp_path / "ncf", lambda f: seen.append((f / "checkpoint").read_text()))
+    assert seen == ["epoch 0"]  # the folder was kept for the resume
+    key = stages.keys["ncf"]
+    stages.fingerprint = "b" * 64
+    assert stages.key("ncf") != key
+
+
+# ---- the pipeline (slow) ------------------------------------------------------------------------
+def _command(out: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable, "-m", "experiments.pipeline", *SMALL, f"paths.output_dir={out}",
+        f"hydra.run.dir={out}", f"export.sink.path={out / 'lists'}", *overrides,
+    ]  # fmt: skip
+
+
+def _run(out: Path, *overrides: str) -> str:
+    """Run the pipeline; its log (Hydra sends log lines to stdout)."""
+    res = subprocess.run(_command(out, *overrides), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "run_manifest.json").read_text())["metrics"]
+
+
+def _kill_when(out: Path, path: Path, *overrides: str) -> None:
+    """Start the pipeline, SIGKILL it as soon as `path` exists."""
+    proc = subprocess.Popen(_command(out, *overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not path.exists():
+            assert proc.poll() is None, f"the pipeline ended before {path} appeared"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_unchanged_rerun_reuses_every_stage_and_a_trainer_change_retrains_ncf(tmp_path):
+    out = tmp_path / "run"
+    first = _run(out)
+    model = out / "ncf" / "model" / "weights.pt"
+    mtimes = {p: p.stat().st_mtime_ns for p in (model, out / "glmix" / "model" / "arrays.npz")}
+    again = _run(out)
+    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "export"):
+        assert f"reused {stage} (key " in again, stage
+        assert f"reused {stage} (key " not in first
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    stages = json.loads((out / "run_manifest.json").read_text())["stages"]
+    assert all(s["reused"] for s in stages.values())
+    changed = _run(out, "trainer.max_epochs=3")
+    assert "reused data (key " in changed and "reused glmix (key " in changed
+    assert "reused ncf (key " not in changed
+    assert model.stat().st_mtime_ns != mtimes[model]
+    assert _metrics(out)["ncf"]["best_epoch"] <= 2
+
+
+@pytest.mark.slow
+def test_killed_during_two_tower_training_resumes_to_the_same_metrics(tmp_path):
+    overrides = ("trainer.max_epochs=4", "stages.blend=false", "stages.export=false")
+    _run(tmp_path / "whole", *overrides)
+    out = tmp_path / "killed"
+    _kill_when(out, out / "ncf" / "checkpoints" / "last.ckpt", *overrides)
+    assert not (out / "ncf" / "checkpoints" / "fit_done.json").exists()  # killed mid-fit
+    again = _run(out, *overrides)
+    assert "resuming the two-tower fit from" in again
+    whole, resumed = _metrics(tmp_path / "whole"), _metrics(out)
+    assert resumed["ncf"] == whole["ncf"] and resumed["glmix"] == whole["glmix"]
+
+
+@pytest.mark.slow
+def test_killed_during_glmix_resumes_to_the_same_model(tmp_path):
+    overrides = ("stages.blend=false", "stages.export=false", "glmix.model.passes=10")
+    _run(tmp_path / "whole", *overrides)
+    out = tmp_path / "killed"
+    _kill_when(out, out / "glmix" / "glmix_selected.state.npz", *overrides)
+    assert json.loads((out / "glmix" / "stage.json").read_text())["status"] == "running"
+    again = _run(out, *overrides)
+    assert "reused ncf (key " in again
+    whole, resumed = _metrics(tmp_path / "whole"), _metrics(out)
+    assert resumed["glmix"] == whole["glmix"]
+    history = json.loads((out / "glmix" / "metrics.json").read_text())["history"]
+    reference = json.loads((tmp_path / "whole" / "glmix" / "metrics.json").read_text())["history"]
+    assert [h["val_auc"] for h in history] == [h["val_auc"] for h in reference]
