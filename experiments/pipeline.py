@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from experiments.data import prepare_data
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.ranks import is_writer
 
 __all__ = ["run"]
 
@@ -29,14 +30,17 @@ __all__ = ["run"]
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
     out_dir = Path(cfg.paths.output_dir)
-    write_resolved_config(out_dir, cfg)
+    writer = is_writer()  # under trainer=ddp*: rank 0 writes, the others join collective fits
+    if writer:
+        write_resolved_config(out_dir, cfg)
     start = time.perf_counter()
     data = prepare_data(cfg.data, cfg.split)
     print(data.report, flush=True)
-    data.report.write_json(out_dir / "data_report.json")
+    if writer:
+        data.report.write_json(out_dir / "data_report.json")
 
     timings = dict(data.timings)
-    if cfg.save_data:
+    if cfg.save_data and writer:
         t = time.perf_counter()
         data.log.save(out_dir / "eventlog")
         timings["save_data"] = time.perf_counter() - t
@@ -54,6 +58,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t = time.perf_counter()
         glmix_metrics = train_glmix(cfg, data, out_dir / "glmix")
         timings["glmix"] = time.perf_counter() - t
+    if not writer:  # the blend models are the last collective fits; the rest is rank 0's
+        if cfg.stages.blend and data.split.blend is not None:
+            from experiments.blend import BLEND_MODELS
+
+            _fit_blend_models(cfg, data, out_dir / BLEND_MODELS)
+        return {}
     blend_metrics = export_result = None
     if cfg.stages.blend:
         t = time.perf_counter()
@@ -119,11 +129,14 @@ def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
 
     shifted = data.split.for_blend_models()
     trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted)
-    trained.recommender.save(out_dir / "ncf" / "model")
+    if is_writer():
+        trained.recommender.save(out_dir / "ncf" / "model")
     if cfg.stages.glmix:
         from experiments.train_glmix import fit as fit_glmix
 
-        fit_glmix(cfg, data, shifted).scorer.save(out_dir / "glmix" / "model")
+        scorer = fit_glmix(cfg, data, shifted).scorer
+        if is_writer():
+            scorer.save(out_dir / "glmix" / "model")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
+from experiments.ranks import is_writer, process_group_size
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
 from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
@@ -51,15 +52,21 @@ def featurizer_from(g: DictConfig, seed: int) -> EntityFeaturizer:
 
 
 def fit(cfg: DictConfig, data: PreparedData, split: Split | None = None) -> TrainedGLMix:
-    """Fit `cfg.glmix` on `split` (default: `data.split`); report steps go to data.report."""
+    """Fit `cfg.glmix` on `split` (default: `data.split`); report steps go to data.report.
+
+    In a process group (the pipeline under `trainer=ddp*`, after the two-tower's DDP fit
+    created it) every rank holds the same rows and GLMix shards the random-effect entities
+    over the ranks (`glmix.distributed`): the same model as one process, up to the order of
+    floating-point sums. Without one nothing changes (one process, no communication)."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     g = cfg.glmix
+    sharded = {"distributed": True} if process_group_size() > 1 else {}
     return fit_on_split(
         data.log,
         data.split if split is None else split,
-        model=instantiate(g.model, _convert_="all"),
+        model=instantiate(g.model, _convert_="all", **sharded),
         featurizer=featurizer_from(g, int(cfg.seed)),
         events=g.rows.events,
         label=g.rows.label,
@@ -80,6 +87,8 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
     if data is None:
         data = prepare_data(cfg.data, cfg.split, DataReport())
     trained = fit(cfg, data)
+    if not is_writer():  # another rank of a distributed run: rank 0 writes
+        return {"model": cfg.glmix.name, **trained.metrics}
     print(data.report, flush=True)
     data.report.write_json(out_dir / "data_report.json")
     outputs = _write_outputs(cfg, trained, out_dir)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluation import knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
+from experiments.ranks import is_writer
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
@@ -118,10 +119,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) -> dict[str, Any]:
     """`fit` into `out_dir`, then write its metrics, model, embeddings, plots and manifest
-    there (the main pipeline calls this with the data it already prepared)."""
+    there (the main pipeline calls this with the data it already prepared). Under DDP only
+    rank 0 writes; the other ranks return the test metrics (the same on every rank)."""
     start = time.perf_counter()
     trained = fit(cfg, data, out_dir)
     data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
+    if not is_writer():
+        return {"best_epoch": result.best_epoch, "valid": result.valid, "test": result.test}
     print(data.report, flush=True)
     data.report.write_json(out_dir / "data_report.json")
     quality = embedding_quality(rec, data.log)
@@ -134,6 +138,7 @@ def train_and_report(cfg: DictConfig, data: PreparedData | None, out_dir: Path) 
         "model": cfg.ncf.name,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "world_size": result.extra.get("world_size", 1),  # training processes (DDP ranks)
         "valid": result.valid,
         "test": result.test,
         "embedding_quality": quality,

@@ -177,4 +177,5 @@ def fit_and_test(
         checkpoint=checkpoint.best_model_path,
         metrics_csv=metrics_csv,
         test_per_user=test_per_user,
+        extra={"world_size": int(trainer.world_size)},  # > 1: data-parallel (DDP) processes
     )
