@@ -33,9 +33,12 @@ __all__ = ["PhaseTimer", "TrainResult", "fit_and_test"]
 # Lightning warnings that do not apply here, silenced so real ones stand out:
 # our IterableDatasets run in the main process (no workers to split them), and overriding
 # transfer_batch_to_device in the module (to keep scipy rows on the host and cache the
-# course bags on the device) is deliberate.
+# course bags on the device) is deliberate. Under DDP Lightning advises sync_dist=True for
+# epoch metrics: ours are computed on the gathered top-k lists of every rank (the same values
+# everywhere; averaging per-rank metrics is what it would do), and train_loss is rank 0's own.
 for _message in (
     r".*IterableDataset.*has `__len__` defined",
+    r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging on epoch level",
     r"You have overridden `transfer_batch_to_device`",
     r".*isinstance\(treespec, LeafSpec\)",
     r".*litlogger",
