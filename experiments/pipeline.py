@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.ranks import is_data_parallel, is_writer
 from experiments.stages import Stages
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
@@ -38,13 +39,19 @@ _log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
     out_dir = Path(cfg.paths.output_dir)
-    write_resolved_config(out_dir, cfg)
+    # Under trainer=ddp* every rank runs this; rank 0 writes, the others join the collective fits
+    # (the two-tower's, GLMix's, the blend models'), then stop. Such runs never reuse or resume.
+    writer, distributed = is_writer(), is_data_parallel(cfg.trainer)
+    resume = not distributed
+    if writer:
+        write_resolved_config(out_dir, cfg)
     meter = StageMeter()
-    stages = Stages(cfg, out_dir)
+    stages = Stages(cfg, out_dir, distributed=distributed, writer=writer)
     with meter.stage("data"):
         data = stages.data()
         _log.info("%s", data.report)
-        data.report.write_json(out_dir / "data_report.json")
+        if writer:
+            data.report.write_json(out_dir / "data_report.json")
         if cfg.save_data and "data" not in stages.reused:
             stages.save_data(data)
     timings = dict(data.timings)
@@ -54,17 +61,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             from experiments.train_ncf import train_and_report
 
             ncf_metrics = stages.run(
-                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=True)
+                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume)
             )
     if cfg.stages.glmix:
         with meter.stage("glmix"):
             from experiments.train_glmix import train_and_report as train_glmix
 
             glmix_metrics = stages.run(
-                "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=True)
+                "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=resume)
             )
+    if not writer:  # the blend models are the last collective fits; the rest is rank 0's
+        if cfg.stages.blend and data.split.blend is not None:
+            from experiments.blend import BLEND_MODELS
+
+            _fit_blend_models(cfg, data, out_dir / BLEND_MODELS, resume=False)
+        return {}
     if cfg.stages.blend:
-        blend_metrics = _blend(cfg, data, out_dir, stages, meter)
+        blend_metrics = _blend(cfg, data, out_dir, stages, meter, resume=resume)
     if cfg.stages.export:
         with meter.stage("export"):
             from experiments.export import export_run
@@ -137,7 +150,7 @@ def _job_name() -> str:
 
 
 def _blend(
-    cfg: DictConfig, data, out_dir: Path, stages: Stages, meter: StageMeter
+    cfg: DictConfig, data, out_dir: Path, stages: Stages, meter: StageMeter, *, resume: bool
 ) -> dict[str, Any]:
     """The blend stage: blend models (when the split has a blend window), then the study."""
     from experiments.blend import BLEND_MODELS, Models, blend_and_report
@@ -148,7 +161,8 @@ def _blend(
     if data.split.blend is not None:
         with meter.stage("blend_models"):
             stages.run("blend_models", out_dir / BLEND_MODELS,
-                       lambda f: _fit_blend_models(cfg, data, f), load=lambda f: None)  # fmt: skip
+                       lambda f: _fit_blend_models(cfg, data, f, resume=resume),
+                       load=lambda f: None)  # fmt: skip
     with meter.stage("blend"):
         final = Models.load(out_dir)
         early = Models.load_early(out_dir)
@@ -157,20 +171,22 @@ def _blend(
         )
 
 
-def _fit_blend_models(cfg: DictConfig, data, out_dir: Path) -> None:
+def _fit_blend_models(cfg: DictConfig, data, out_dir: Path, *, resume: bool) -> None:
     """The same model configs fitted on the split moved back before the blend window: they
     see nothing from its start on (`Split.for_blend_models`)."""
     from experiments.train_ncf import fit as fit_ncf
 
     shifted = data.split.for_blend_models()
-    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted, resume=True)
-    trained.recommender.save(out_dir / "ncf" / "model")
+    trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted, resume=resume)
+    if is_writer():
+        trained.recommender.save(out_dir / "ncf" / "model")
     if cfg.stages.glmix:
         from experiments.train_glmix import fit as fit_glmix
 
-        fit_glmix(cfg, data, shifted, state_dir=out_dir / "glmix").scorer.save(
-            out_dir / "glmix" / "model"
-        )
+        state_dir = out_dir / "glmix" if resume else None
+        scorer = fit_glmix(cfg, data, shifted, state_dir=state_dir).scorer
+        if is_writer():
+            scorer.save(out_dir / "glmix" / "model")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")

@@ -15,6 +15,11 @@ atomically, once its outputs are all written (`status: done`):
 `reuse: false` in the config recomputes every stage. Code changes are not part of the key:
 after changing the code, run with `reuse=false` (or into a new output folder).
 
+Data-parallel runs (`trainer=ddp*`, `distributed=True`) neither reuse nor resume: every rank
+must take the same path through the collective fits, and records written by one rank while
+another reads them would let them diverge. There every stage is computed, only rank 0
+(`writer`) writes the event log, and no record is written.
+
 The data stage is reused from the saved event log (`save_data: true`): loaded (validated
 again), its column order restored, its fingerprint checked against the record, split again;
 the data report and, for the synthetic platform, the ground truth come from the record's
@@ -98,9 +103,17 @@ def _metrics(folder: Path) -> dict[str, Any]:
 class Stages:
     """The stage records of one pipeline run folder (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig, out_dir: str | os.PathLike):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        out_dir: str | os.PathLike,
+        *,
+        distributed: bool = False,
+        writer: bool = True,
+    ):
         self.cfg, self.out_dir = cfg, Path(out_dir)
-        self.reuse = bool(cfg.get("reuse", True))
+        self.distributed, self.writer = distributed, writer
+        self.reuse = bool(cfg.get("reuse", True)) and not distributed
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.keys: dict[str, str] = {}
         self.reused: set[str] = set()
@@ -142,7 +155,11 @@ class Stages:
     def save_data(self, data: PreparedData) -> None:
         """The event log (`EventLog.save`, a whole-folder swap), the truth, then the record."""
         folder = self.out_dir / "eventlog"
+        if not self.writer:
+            return
         data.log.save(folder)
+        if self.distributed:
+            return  # no record: a distributed run is never reused
         if data.truth is not None:
             arrays = {
                 f.name: getattr(data.truth, f.name)
@@ -202,6 +219,8 @@ class Stages:
         clear: remove the folder's outputs of another key first (False where the folder is
         shared, e.g. the run folder itself)."""
         key = self.keys[name] = self.key(name)
+        if self.distributed:  # computed on every rank, no record (module docstring)
+            return compute(folder)
         record = folder / RECORD if record is None else record
         previous = _read_record(record)
         same = previous is not None and previous.get("key") == key

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
+from experiments.ranks import is_writer, process_group_size
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
 from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
@@ -58,15 +59,21 @@ def fit(
 ) -> TrainedGLMix:
     """Fit `cfg.glmix` on `split` (default: `data.split`); report steps go to data.report.
     state_dir: where coordinate descent saves its progress after every update, to resume
-    from (`glmix.fit_on_split`); the caller vouches it belongs to this config and data."""
+    from (`glmix.fit_on_split`); the caller vouches it belongs to this config and data.
+
+    In a process group (the pipeline under `trainer=ddp*`, after the two-tower's DDP fit
+    created it) every rank holds the same rows and GLMix shards the random-effect entities
+    over the ranks (`glmix.distributed`): the same model as one process, up to the order of
+    floating-point sums. Without one nothing changes (one process, no communication)."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     g = cfg.glmix
+    sharded = {"distributed": True} if process_group_size() > 1 else {}
     return fit_on_split(
         data.log,
         data.split if split is None else split,
-        model=instantiate(g.model, _convert_="all"),
+        model=instantiate(g.model, _convert_="all", **sharded),
         featurizer=featurizer_from(g, int(cfg.seed)),
         events=g.rows.events,
         label=g.rows.label,
@@ -91,6 +98,8 @@ def train_and_report(
         data = prepare_data(cfg.data, cfg.split, DataReport())
         _log.info("%s", data.report)  # in the pipeline, the data stage has shown it
     trained = fit(cfg, data, state_dir=out_dir if resume else None)
+    if not is_writer():  # another rank of a distributed run: rank 0 writes
+        return {"model": cfg.glmix.name, **trained.metrics}
     data.report.write_json(out_dir / "data_report.json")
     outputs = _write_outputs(cfg, trained, out_dir)
     timings = {**trained.timings, "total": time.perf_counter() - start}

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluation import bootstrap_ci, knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
+from experiments.ranks import is_writer
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
@@ -127,11 +128,14 @@ def train_and_report(
     cfg: DictConfig, data: PreparedData | None, out_dir: Path, *, resume: bool = False
 ) -> dict[str, Any]:
     """`fit` into `out_dir`, then write its metrics, model, embeddings, plots and manifest
-    there (the main pipeline calls this with the data it already prepared, resuming)."""
+    there (the main pipeline calls this with the data it already prepared, resuming). Under
+    DDP only rank 0 writes; the other ranks return the test metrics (the same on every rank)."""
     start = time.perf_counter()
     standalone = data is None  # else the pipeline already showed the data report
     trained = fit(cfg, data, out_dir, resume=resume)
     data, dm, rec, result = trained.data, trained.datamodule, trained.recommender, trained.result
+    if not is_writer():
+        return {"best_epoch": result.best_epoch, "valid": result.valid, "test": result.test}
     if standalone:
         _log.info("%s", data.report)
     data.report.write_json(out_dir / "data_report.json")
@@ -145,6 +149,7 @@ def train_and_report(
         "model": cfg.ncf.name,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "world_size": result.extra.get("world_size", 1),  # training processes (DDP ranks)
         "valid": result.valid,
         "test": result.test,
         "test_ci": test_intervals(result.test_per_user, seed=cfg.seed),

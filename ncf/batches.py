@@ -12,6 +12,13 @@ course bags:
 
 Evaluation batches carry `seen` and `truth` as scipy CSR rows (for exclusion and metrics)
 instead of labels. The order of learners and batches is a function of (seed, epoch) only.
+
+Data-parallel training (DDP, `world_size` > 1): every rank draws the same plan of global
+batches and takes its contiguous share of each (`shard_batch`), so one optimizer step on W
+ranks sees the same B learners as one step of one process. The batch then also carries
+
+    loss_scale   float             W x this share's counted rows / the global batch's
+                                   (DDP averages gradients over ranks: see `shard_batch`)
 """
 
 from __future__ import annotations
@@ -28,7 +35,32 @@ from ncf.bags import csr_bags
 from ncf.inputs import Snapshot, normalize_rows, split_history
 from ncf.teacher import Teacher
 
-__all__ = ["TrainBatches", "EvalBatches"]
+__all__ = ["TrainBatches", "EvalBatches", "shard_batch"]
+
+
+def shard_batch(
+    learners: np.ndarray, counted: np.ndarray, rank: int, world_size: int
+) -> tuple[np.ndarray, float]:
+    """This rank's share of a global batch, and the factor its mean loss is multiplied by.
+
+    learners: (B,) the global batch; counted: (B,) bool, the rows the loss averages over
+    (learners with labels: `full_softmax` and `distillation` are means over them).
+    Shares are contiguous and differ in size by at most one (`np.array_split`).
+    DDP averages the ranks' gradients, so with scale_r = W * n_r / N (n_r counted rows here,
+    N in the global batch) the step's gradient is (1/W) sum_r scale_r grad(mean_r) =
+    grad(sum of the N row losses / N): the global batch's mean, as in one process. A share
+    with no counted row gets scale 0 (it still takes part in the step with a zero gradient,
+    since every rank must run the same number of backward passes).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank: must be in 0..{world_size - 1}, got {rank}")
+    counted = np.asarray(counted, dtype=bool)
+    if counted.shape != learners.shape:
+        raise ValueError(f"counted: expected shape {learners.shape}, got {counted.shape}")
+    mine = np.array_split(np.arange(len(learners)), world_size)[rank]
+    total = int(counted.sum())
+    scale = world_size * int(counted[mine].sum()) / total if total else 0.0
+    return learners[mine], float(scale)
 
 
 class TrainBatches(IterableDataset):
@@ -39,6 +71,8 @@ class TrainBatches(IterableDataset):
     learner's history becomes labels and the rest input (denoising: random splits, where
     there is no cutoff, or as extra training signal from the history itself).
     teachers: one `ncf.teacher.Teacher` or None per snapshot (default: none).
+    rank / world_size: data-parallel training: this process yields its share of every global
+      batch of `batch_size` learners (`shard_batch`), with the batch's `loss_scale`.
     """
 
     def __init__(
@@ -52,9 +86,16 @@ class TrainBatches(IterableDataset):
         label_fraction: float = 0.5,
         content: sp.csr_matrix | None = None,
         teachers: Sequence[Teacher | None] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank, world_size: need 0 <= rank < world_size, got {rank}, {world_size}"
+            )
+        self.rank, self.world_size = rank, world_size
         self.snapshots = list(snapshots)
         self.batch_size, self.seed, self.normalize = batch_size, seed, normalize
         self.denoise = [False] * len(self.snapshots) if denoise is None else list(denoise)
@@ -110,6 +151,11 @@ class TrainBatches(IterableDataset):
         for b in rng.permutation(len(plan)):  # batches of different cutoffs interleaved
             i, learners = plan[b]
             inputs, labels, full = views[i]
+            extra = {}
+            if self.world_size > 1:  # every rank draws the same plan, then takes its share
+                counted = np.asarray(labels[learners].sum(axis=1)).ravel() > 0
+                learners, scale = shard_batch(learners, counted, self.rank, self.world_size)
+                extra["loss_scale"] = scale
             yield {
                 "learners": torch.from_numpy(learners.astype(np.int64)),
                 "history": csr_bags(inputs, learners),
@@ -118,6 +164,7 @@ class TrainBatches(IterableDataset):
                 "content": self.content,
                 "teacher": self.teachers[i],
                 "full_history": None if full is None else csr_bags(full, learners),
+                **extra,
             }
 
 

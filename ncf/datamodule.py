@@ -10,6 +10,10 @@ Random and stratified splits (published setups): there is no cutoff, so the mode
 denoising: each epoch a `label_fraction` of every learner's training courses are labels and
 the rest input. Validation labels are the split's validation pairs, with the training pairs
 as input; test labels the test pairs, with training + validation pairs as input.
+
+Under data-parallel training (a Lightning DDP trainer) every rank builds the same snapshots
+(same data, same seed), yields its share of each global training batch (`ncf.batches`) and
+evaluates every world_size-th learner; `NCFModule` gathers the shares before the metrics.
 """
 
 from __future__ import annotations
@@ -159,7 +163,15 @@ class NCFDataModule(pl.LightningDataModule):
     def n_content_features(self) -> int:
         return 0 if self.content is None else int(self.content.shape[1])
 
+    def _rank(self) -> tuple[int, int]:
+        """(rank, world_size) of the trainer this module serves; (0, 1) outside Lightning."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
         data = TrainBatches(
             self.train_snapshots,
             batch_size=self.batch_size,
@@ -169,6 +181,8 @@ class NCFDataModule(pl.LightningDataModule):
             label_fraction=self.label_fraction,
             content=self.content,
             teachers=self.teachers(),
+            rank=rank,
+            world_size=world_size,
         )
         # A resumed fit draws the epochs after those its checkpoint had drawn (load_state_dict).
         data.epoch, self._resume_epoch = getattr(self, "_resume_epoch", 0), 0
@@ -197,9 +211,14 @@ class NCFDataModule(pl.LightningDataModule):
         ]
 
     def _eval_loader(self, snap: Snapshot) -> DataLoader:
+        rank, world_size = self._rank()
+        learners = None  # all of the snapshot's learners with labels
+        if world_size > 1:  # strided shares: balanced, gathered back in learner order
+            learners = snap.label_learners()[rank::world_size]
         data = EvalBatches(
-            snap, batch_size=self.eval_batch_size, normalize=self.normalize, content=self.content
-        )
+            snap, batch_size=self.eval_batch_size, normalize=self.normalize,
+            learners=learners, content=self.content,
+        )  # fmt: skip
         return DataLoader(data, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,13 @@ Validation: full-ranking top-k over every course for the snapshot's learners wit
 already-watched courses excluded, then `evaluation.ranking_metrics`: logs val_ndcg@k,
 val_recall@k, ... which early stopping and checkpointing monitor. The test snapshot goes
 through the same code (`trainer.test`), and only after the epoch was chosen on validation.
+
+Data-parallel (DDP): a training batch is this rank's share of a global batch and its loss is
+multiplied by the batch's `loss_scale` (`ncf.batches.shard_batch`), so the averaged gradient
+is the global batch's. Each rank evaluates its share of the learners; the top-k lists are
+gathered on every rank before the metrics, so every rank logs the same numbers (computed
+over all learners, never an average of per-rank metrics) and early stopping and
+checkpointing choose the same epoch everywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 
 from evaluation import RankingMetrics, full_ranking_topk, ranking_metrics
 from ncf.bags import Bags
@@ -34,7 +42,11 @@ __all__ = ["NCFModule", "DISTILL_INPUTS"]
 
 DISTILL_INPUTS = ("denoised", "history", "both")
 
-_CPU_ONLY_KEYS = ("seen", "truth")  # scipy rows for exclusion/metrics stay on the host
+_CPU_ONLY_KEYS = (
+    "seen",
+    "truth",
+    "loss_scale",
+)  # scipy rows and the DDP loss scale stay on the host
 _CACHED_KEYS = ("course_bags", "content", "teacher")  # same object every step: to the device once
 
 
@@ -182,6 +194,11 @@ class NCFModule(pl.LightningModule):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        scale = batch.get("loss_scale")  # data-parallel share of a global batch (or None)
+        if scale is not None and scale == 0:
+            # Nothing of this rank counts in the global batch's loss, but DDP needs its
+            # backward pass: a zero that reaches every parameter (zero gradients).
+            return sum(p.sum() for p in self.parameters()) * 0.0
         L = self.learner_embeddings(batch)  # (B, d)
         every_course: list[torch.Tensor] = []  # the course tower runs over all courses once
 
@@ -213,8 +230,9 @@ class NCFModule(pl.LightningModule):
             soft = self._distillation(batch, L, courses, teacher)
             self.log("train_distill", soft, on_step=False, on_epoch=True, batch_size=L.shape[0])
             loss = (1 - w) * loss + w * soft
+        # this rank's own mean loss (under DDP: rank 0's share, not the global batch's)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=L.shape[0])
-        return loss
+        return loss if scale is None else loss * scale
 
     def _distillation(self, batch, L, courses, teacher) -> torch.Tensor:
         """The distillation term on the denoising input, on the whole history (the learner
@@ -269,14 +287,32 @@ class NCFModule(pl.LightningModule):
     def _eval_start(self) -> None:
         self._eval = {"courses": {}, "topk": [], "truth": [], "learners": []}
 
-    def _eval_end(self, prefix: str) -> dict[str, float]:
-        if not self._eval["topk"]:
-            return {}
-        res = ranking_metrics(
-            np.concatenate(self._eval["topk"]), sp.vstack(self._eval["truth"]).tocsr(), self.eval_ks
+    def _gather_eval(self) -> tuple[list, list, list]:
+        """(topk, truth, learners) chunks of every rank, in learner order (as one process
+        evaluates them: ascending), so the metrics equal a single process's."""
+        parts = (self._eval["topk"], self._eval["truth"], self._eval["learners"])
+        trainer = self._trainer  # None outside a Trainer
+        if trainer is None or trainer.world_size == 1 or not dist.is_initialized():
+            return parts
+        gathered: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(gathered, parts)
+        topk, truth, learners = ([c for g in gathered for c in g[i]] for i in range(3))
+        if not learners:
+            return [], [], []
+        order = np.argsort(np.concatenate(learners), kind="stable")
+        return (
+            [np.concatenate(topk)[order]],
+            [sp.vstack(truth).tocsr()[order]],
+            [np.concatenate(learners)[order]],
         )
+
+    def _eval_end(self, prefix: str) -> dict[str, float]:
+        topk, truth, learners = self._gather_eval()  # every rank takes part, even with none
+        if not topk:
+            return {}
+        res = ranking_metrics(np.concatenate(topk), sp.vstack(truth).tocsr(), self.eval_ks)
         # per-user metrics of this evaluation, `users` = learner indices (for paired tests)
-        learners = np.concatenate(self._eval["learners"])  # (n_evaluated,) row -> learner
+        learners = np.concatenate(learners)  # (n_evaluated,) row -> learner
         self.last_evaluation_: RankingMetrics = dataclasses.replace(res, users=learners[res.users])
         metrics = {f"{prefix}_{k}": float(v) for k, v in res.summary().items() if "@" in k}
         k = max(self.eval_ks)

@@ -48,9 +48,13 @@ FIT_DONE = "fit_done.json"  # under <out_dir>/checkpoints: the first fit finishe
 # Lightning warnings that do not apply here, silenced around our own fits (never globally, so
 # a caller's filters stay as they were): our IterableDatasets run in the main process (no
 # workers to split them), and overriding transfer_batch_to_device in the module (to keep scipy
-# rows on the host and cache the course bags on the device) is deliberate.
+# rows on the host and cache the course bags on the device) is deliberate. Under DDP Lightning
+# advises sync_dist=True for epoch metrics: ours are computed on the gathered top-k lists of
+# every rank (the same values everywhere; averaging per-rank metrics is what it would do), and
+# train_loss is rank 0's own.
 _EXPECTED_WARNINGS = (
     r".*IterableDataset.*has `__len__` defined",
+    r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging on epoch level",
     r"You have overridden `transfer_batch_to_device`",
     r".*isinstance\(treespec, LeafSpec\)",
     r".*litlogger",
@@ -246,4 +250,5 @@ def _fit_and_test(
         checkpoint=done["best_model_path"],
         metrics_csv=metrics_csv,
         test_per_user=test_per_user,
+        extra={"world_size": int(trainer.world_size)},  # > 1: data-parallel (DDP) processes
     )
