@@ -39,6 +39,7 @@ class StageRecord:
     seconds: float
     peak_gib: float  # resident peak during the stage (or since start when not per_stage)
     per_stage: bool  # False: the peak could not be reset, it is the process's so far
+    ended_at: float = 0.0  # wall clock (Unix seconds) at the stage's end
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +78,9 @@ class StageMeter:
         try:
             yield
         finally:
-            rec = StageRecord(name, time.perf_counter() - start, _peak_gib(), per_stage)
+            rec = StageRecord(
+                name, time.perf_counter() - start, _peak_gib(), per_stage, time.time()
+            )
             self.records.append(rec)
             _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds), rec.peak_gib)
 

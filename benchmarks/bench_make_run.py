@@ -1,0 +1,94 @@
+"""`make run` from a fresh clone: install time, then the main job's time to the first
+published ranked list, each stage's time, share and peak memory.
+
+    python -m benchmarks.bench_make_run                       # clone, make venv, make run
+    python -m benchmarks.bench_make_run --name make_run_1m \\
+        --args "data=synthetic_1m stages.ncf=false stages.blend=false stages.export=false"
+
+The clone is of this repository's HEAD (a clean commit: the result records it), into a
+temporary folder with its own `.venv` (`make venv`, timed: the install), then `make run`
+with `--args` as its Hydra overrides (timed from the command's start). The run's manifest
+gives each stage's time and peak resident memory (`experiments.summary.StageMeter`); the time
+to the first published list is from the `make run` command's start to the end of the export
+stage (its wall clock, so Python start-up and imports are in it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import print_table, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> float:
+    """Run `cmd`, its output into `log`; the wall seconds (raises with the log's tail)."""
+    start = time.time()
+    with open(log, "w") as fh:
+        done = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    seconds = time.time() - start
+    if done.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({done.returncode}):\n{tail}")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--args", default="", help="Hydra overrides for make run")
+    ap.add_argument("--name", default="make_run", help="results/<name>.json")
+    ap.add_argument("--keep", type=Path, default=None, help="clone here and keep it")
+    a = ap.parse_args()
+
+    work = a.keep or Path(tempfile.mkdtemp(prefix="bench_make_run_"))
+    clone = work / "ncf-glmix"
+    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", head], cwd=clone, check=True)
+    env = {**os.environ, "NCF_GLMIX_PROGRESS": "log"}
+    env.pop("VIRTUAL_ENV", None)
+    install_s = timed(["make", "venv"], clone, work / "install.log", env)
+
+    run_dir = work / "run"
+    args = f"{a.args} hydra.run.dir={run_dir}".strip()
+    start = time.time()
+    run_s = timed(["make", "run", f"ARGS={args}"], clone, work / "run.log", env)
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    stages = manifest["metrics"]["stages"]
+    total = sum(s["seconds"] for s in stages)
+    rows = [
+        {"stage": s["name"], "seconds": round(s["seconds"], 1),
+         "share": round(s["seconds"] / total, 3), "peak_gib": round(s["peak_gib"], 2)}
+        for s in stages
+    ]  # fmt: skip
+    export = next((s for s in stages if s["name"] == "export"), None)
+    first_list_s = export["ended_at"] - start if export and "ended_at" in export else None
+    summary = {
+        "clone_commit": head,
+        "make_run_args": a.args,
+        "install_s": round(install_s, 1),
+        "make_run_s": round(run_s, 1),
+        "first_list_s": None if first_list_s is None else round(first_list_s, 1),
+        "first_list_with_install_s": (
+            None if first_list_s is None else round(install_s + first_list_s, 1)
+        ),
+        "stages_total_s": round(total, 1),
+        "peak_gib": round(max(s["peak_gib"] for s in stages), 2),
+        "headline": {k: manifest["metrics"].get(k, {}).get("test") for k in ("ncf", "glmix")},
+        "served": manifest["metrics"].get("blend", {}).get("served"),
+    }
+    print_table(rows, f"make run {a.args or '(defaults)'}: stages")
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"wrote {write_result(a.name, rows, {'seconds': 's', 'peak_gib': 'GiB'}, **summary)}")
+
+
+if __name__ == "__main__":
+    main()
