@@ -22,12 +22,14 @@ from omegaconf import DictConfig
 
 from experiments.data import prepare_data
 from experiments.provenance import write_manifest, write_resolved_config
+from experiments.schemas import check_config
 
 __all__ = ["run"]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
+    check_config(cfg)  # keys added with `+` past the schemas, before any work
     out_dir = Path(cfg.paths.output_dir)
     write_resolved_config(out_dir, cfg)
     start = time.perf_counter()
