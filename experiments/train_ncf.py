@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluation import knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
+from experiments.schemas import check_config
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
@@ -29,7 +30,14 @@ from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
 from watchlog.splits import Split
 
-__all__ = ["MODEL_BEFORE_REFIT", "TrainedNCF", "fit", "run", "train_and_report"]
+__all__ = [
+    "MODEL_BEFORE_REFIT",
+    "TrainedNCF",
+    "fit",
+    "run",
+    "train_and_report",
+    "trainer_callbacks",
+]
 
 # The model chosen on validation before the refit, serving the validation snapshot (written
 # beside model/ when the model is refitted; without a refit model/ is that model).
@@ -62,6 +70,7 @@ def fit(
     saved folders can be served at later cutoffs (`NCFRecommender.at`).
     Writes nothing but the Lightning logs and checkpoint under `out_dir` (default: the run's
     output directory)."""
+    check_config(cfg)
     out_dir = Path(cfg.paths.output_dir) if out_dir is None else out_dir
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -87,10 +96,12 @@ def fit(
     module = instantiate(cfg.ncf.module, _convert_="all")(
         model, course_popularity=dm.course_popularity()
     )
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.pop("callbacks", None)
     result = fit_and_test(
         dm, module, out_dir,
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
-        trainer_kwargs=OmegaConf.to_container(cfg.trainer),
+        trainer_kwargs=trainer_kwargs, callbacks=trainer_callbacks(cfg.trainer),
     )  # fmt: skip
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
@@ -100,6 +111,27 @@ def fit(
         log.course_ids, **serve,
     )  # fmt: skip
     return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
+
+
+def trainer_callbacks(trainer_cfg: DictConfig) -> list[pl.Callback]:
+    """`trainer.callbacks` instantiated: a mapping name -> `_target_` config (null entries
+    are switched off) or a list of them; new objects on every call (one set per Trainer)."""
+    spec = trainer_cfg.get("callbacks")
+    if spec is None:
+        return []
+    named = spec.items() if isinstance(spec, DictConfig) else enumerate(spec)
+    callbacks = []
+    for name, node in named:
+        if node is None:
+            continue
+        callback = instantiate(node)
+        if not isinstance(callback, pl.Callback):
+            raise TypeError(
+                f"trainer.callbacks.{name}: {type(callback).__name__} is not a Lightning "
+                "Callback; give a _target_ that builds one"
+            )
+        callbacks.append(callback)
+    return callbacks
 
 
 def _best_checkpoint_model(model: TwoTower, checkpoint: str) -> TwoTower:
