@@ -9,8 +9,9 @@ of the group names it first in its defaults list, `_self_` after it:
       - _self_
 
 The yaml files stay the place to read and set values: the schemas hold names and types only
-(every field is `???` here, so a yaml that forgets one fails when it is read, see
-`OmegaConf.missing_keys`), except where noted. When a config is composed, a misspelt key in a
+(every field is `???` here: a key a yaml leaves out stays `???` and fails where it is read;
+tests/test_config_schemas.py checks that every option sets every key). When a config is
+composed, a misspelt key in a
 yaml or an override (`ncf.model.bag_dimm=256`) and an ill-typed value (`ncf.model.bag_dim=abc`)
 fail at once with the key's full name. Hydra's `+key=value` adds a key past any schema (it is
 its explicit "add" and its own error message suggests it), so `check_config` finds such keys
@@ -18,8 +19,11 @@ in the typed nodes; the entry points call it before any work.
 
 To expose a new constructor argument (say of `TwoTower`), add it to the yaml and to the
 schema here. Data sources differ in structure by kind, so there is one data schema per kind
-(the platform, the MovieLens loaders, mapped tables); `Any` is used only where a value is
-genuinely a union OmegaConf cannot type (a table spec that is a path or a mapping or null).
+(the platform, the MovieLens loaders, mapped tables). `Any` is used only where OmegaConf
+cannot type a value: a table spec that is null, a path or a mapping (data.source.learners /
+courses; the loader checks a mapping's keys itself), and `ncf.content` (null or a mapping,
+see NCFSchema; checked by `check_config`). Mappings whose keys are data (column maps,
+fixed blend weights) are typed dict[str, ...].
 
 Importing `experiments` registers the schemas (`experiments/__init__.py`), so every entry
 point, test and benchmark that imports from it before composing gets them.
