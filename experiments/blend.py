@@ -42,6 +42,7 @@ from blend.lists import served_lists
 from blend.workflow import Points, learner_routes, run_study
 from experiments.data import PreparedData, load_run
 from experiments.provenance import write_manifest
+from experiments.schemas import check_config
 from experiments.tables import log_table
 from experiments.train_ncf import MODEL_BEFORE_REFIT
 from glmix import GLMixScorer
@@ -269,6 +270,7 @@ def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """From a finished pipeline run's folder (`run_dir`): its data and models."""
+    check_config(cfg)  # this command's blend config; the run's own was checked when it ran
     run_dir = Path(cfg.run_dir)
     run_cfg, data = load_run(run_dir)
     seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed

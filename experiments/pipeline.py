@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
+from experiments.schemas import check_config
 from experiments.stages import Stages
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
@@ -38,6 +39,7 @@ _log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
+    check_config(cfg)  # keys added with `+` past the schemas, before any work
     out_dir = Path(cfg.paths.output_dir)
     # Under trainer=ddp* every rank runs this; rank 0 writes, the others join the collective fits
     # (the two-tower's, GLMix's, the blend models'), then stop. Such runs never reuse or resume.

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer, process_group_size
+from experiments.schemas import check_config
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
 from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
@@ -85,6 +86,7 @@ def fit(
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg)  # keys added with `+` past the schemas, before any work
     return train_and_report(cfg, None, Path(cfg.paths.output_dir))
 
 

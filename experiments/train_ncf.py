@@ -24,6 +24,7 @@ from evaluation import bootstrap_ci, knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer
+from experiments.schemas import check_config
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
@@ -32,7 +33,14 @@ from ncf.training import TrainResult, fit_and_test
 from watchlog.io import write_json
 from watchlog.splits import Split
 
-__all__ = ["MODEL_BEFORE_REFIT", "TrainedNCF", "fit", "run", "train_and_report"]
+__all__ = [
+    "MODEL_BEFORE_REFIT",
+    "TrainedNCF",
+    "fit",
+    "run",
+    "train_and_report",
+    "trainer_callbacks",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +78,7 @@ def fit(
     output directory). resume: continue the fit those checkpoints hold
     (`ncf.training.fit_and_test`); the caller vouches that `out_dir` belongs to this config
     and data (`experiments.stages` does)."""
+    check_config(cfg)
     out_dir = Path(cfg.paths.output_dir) if out_dir is None else out_dir
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -95,10 +104,12 @@ def fit(
     module = instantiate(cfg.ncf.module, _convert_="all")(
         model, course_popularity=dm.course_popularity()
     )
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.pop("callbacks", None)
     result = fit_and_test(
         dm, module, out_dir,
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
-        trainer_kwargs=OmegaConf.to_container(cfg.trainer), resume=resume,
+        trainer_kwargs=trainer_kwargs, callbacks=trainer_callbacks(cfg.trainer), resume=resume,
     )  # fmt: skip
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
@@ -108,6 +119,27 @@ def fit(
         log.course_ids, **serve,
     )  # fmt: skip
     return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
+
+
+def trainer_callbacks(trainer_cfg: DictConfig) -> list[pl.Callback]:
+    """`trainer.callbacks` instantiated: a mapping name -> `_target_` config (null entries
+    are switched off) or a list of them; new objects on every call (one set per Trainer)."""
+    spec = trainer_cfg.get("callbacks")
+    if spec is None:
+        return []
+    named = spec.items() if isinstance(spec, DictConfig) else enumerate(spec)
+    callbacks = []
+    for name, node in named:
+        if node is None:
+            continue
+        callback = instantiate(node)
+        if not isinstance(callback, pl.Callback):
+            raise TypeError(
+                f"trainer.callbacks.{name}: {type(callback).__name__} is not a Lightning "
+                "Callback; give a _target_ that builds one"
+            )
+        callbacks.append(callback)
+    return callbacks
 
 
 def _best_checkpoint_model(model: TwoTower, checkpoint: str) -> TwoTower:

@@ -1,9 +1,11 @@
 """Fit on validation, then test once: the loop every NCF run (experiment or benchmark) uses.
 
-    result = fit_and_test(datamodule, module, trainer_kwargs, out_dir)
+    result = fit_and_test(datamodule, module, out_dir, callbacks=[...], trainer_kwargs={...})
 
-1. `Trainer.fit` with early stopping and checkpointing on the validation metric
-   (`monitor`, default val_ndcg@10): the epoch is chosen on validation, never on test.
+1. `Trainer.fit` with the given callbacks (the experiments build them from `trainer.callbacks`;
+   `default_callbacks` otherwise): a `PhaseTimer`, a `ModelCheckpoint` on the validation
+   metric (`monitor`, default val_ndcg@10) and usually `EarlyStopping` on it: the epoch is
+   chosen on validation, never on test.
 2. The best checkpoint's weights are loaded back (`torch.load(..., weights_only=True)`).
 3. `Trainer.test` on the test snapshot, once.
 With `resume=True` a fit killed half-way continues from `checkpoints/last.ckpt` (written
@@ -20,8 +22,10 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,9 @@ from ncf.epoch_log import EpochLog, use_progress_bar
 from ncf.module import NCFModule
 from watchlog.io import write_json
 
-__all__ = ["PhaseTimer", "TrainResult", "expected_warnings_silenced", "fit_and_test"]
+__all__ = [
+    "PhaseTimer", "TrainResult", "default_callbacks", "expected_warnings_silenced", "fit_and_test"
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +122,19 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def default_callbacks(monitor: str = "val_ndcg@10", patience: int = 5) -> list[pl.Callback]:
+    """The callbacks conf/trainer/default.yaml lists: phase timer, best checkpoint on
+    `monitor` (max; its folder is filled in by `fit_and_test`), early stopping on it."""
+    return [
+        PhaseTimer(),
+        ModelCheckpoint(
+            monitor=monitor, mode="max", save_top_k=1, filename="best", save_weights_only=True,
+            auto_insert_metric_name=False, enable_version_counter=False,
+        ),
+        EarlyStopping(monitor=monitor, mode="max", patience=patience),
+    ]  # fmt: skip
+
+
 def fit_and_test(*args, **kwargs) -> TrainResult:
     """`_fit_and_test` with Lightning's expected warnings silenced (its docstring)."""
     with expected_warnings_silenced():
@@ -132,8 +151,15 @@ def _fit_and_test(
     trainer_kwargs: dict[str, Any] | None = None,
     refit: bool = False,
     resume: bool = False,
+    callbacks: Sequence[pl.Callback] | None = None,
 ) -> TrainResult:
     """Fit with early stopping on `monitor` (max), reload the best weights, test once.
+
+    callbacks: the Trainer's callbacks, used as given (None: `default_callbacks(monitor,
+    patience)`; `patience` is used for nothing else). They must hold one `PhaseTimer` (the
+    timings) and one `ModelCheckpoint` monitoring `monitor` (the best weights are reloaded
+    from it); a checkpoint without a `dirpath` writes to `<out_dir>/checkpoints`. The refit
+    below runs without them (it has no validation to monitor).
 
     refit: after the epoch is chosen on validation, train the same initial weights again for
     that many epochs on data moved forward to the test cutoff (`NCFDataModule.for_refit`:
@@ -159,17 +185,30 @@ def _fit_and_test(
         for path in (last_path, done_path):
             path.unlink(missing_ok=True)
     initial = copy.deepcopy(module) if refit else None
-    timer = PhaseTimer()
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, monitor=monitor, mode="max", save_top_k=1, filename="best",
-        save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False,
+    callbacks = list(default_callbacks(monitor, patience) if callbacks is None else callbacks)
+    timer = _the_one(callbacks, PhaseTimer, "{_target_: ncf.training.PhaseTimer}")
+    checkpoint = _the_one(
+        callbacks, ModelCheckpoint, "{_target_: pytorch_lightning.callbacks.ModelCheckpoint, "
+        f"monitor: {monitor}, mode: max, save_top_k: 1, filename: best}}",
     )  # fmt: skip
-    # The whole training state after every epoch (saved after `best`: Lightning runs
-    # checkpoint callbacks last, in this order), so a killed fit resumes where it was.
-    latest = ModelCheckpoint(
-        dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False
-    )
-    stop = EarlyStopping(monitor=monitor, mode="max", patience=patience)
+    if checkpoint.monitor != monitor:
+        raise ValueError(
+            f"the ModelCheckpoint monitors {checkpoint.monitor!r} but the epoch is chosen on "
+            f"{monitor!r} (ncf.monitor): set its monitor to {monitor!r} (conf/trainer/default.yaml "
+            "interpolates ${ncf.monitor})"
+        )
+    if checkpoint.dirpath is None:  # as Lightning resolves a dirpath given to the constructor
+        checkpoint.dirpath = os.path.realpath(out_dir / "checkpoints")
+    if "callbacks" in (trainer_kwargs or {}):
+        raise TypeError("pass the callbacks as callbacks=, not in trainer_kwargs")
+    if resume:
+        # The whole training state after every epoch (saved after `best`: Lightning runs
+        # checkpoint callbacks last, in this order) and the RNG states, so a killed fit
+        # resumes where it was: machinery of `resume`, not a choice of the config's.
+        latest = ModelCheckpoint(
+            dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False
+        )
+        callbacks += [latest, RNGState()]
     kwargs = {
         "accelerator": "auto", "devices": 1, "max_epochs": 50, "num_sanity_val_steps": 0,
         "enable_model_summary": False, "log_every_n_steps": 1,
@@ -178,7 +217,6 @@ def _fit_and_test(
     logger = kwargs.pop("logger", None)
     if logger is None:
         logger = CSVLogger(out_dir, name="logs", version="")
-    callbacks = [timer, checkpoint, latest, stop, RNGState()]
     # A terminal gets Lightning's bar; a log file or CI one line per epoch instead.
     kwargs["enable_progress_bar"] = use_progress_bar(kwargs.get("enable_progress_bar", True))
     if not kwargs["enable_progress_bar"]:
@@ -252,3 +290,14 @@ def _fit_and_test(
         test_per_user=test_per_user,
         extra={"world_size": int(trainer.world_size)},  # > 1: data-parallel (DDP) processes
     )
+
+
+def _the_one(callbacks: list[pl.Callback], kind: type, example: str) -> Any:
+    found = [c for c in callbacks if isinstance(c, kind)]
+    if len(found) != 1:
+        raise ValueError(
+            f"fit_and_test needs exactly one {kind.__name__} among the Trainer's callbacks "
+            f"(trainer.callbacks), got {len(found)} of {[type(c).__name__ for c in callbacks]}; "
+            f"keep one, e.g. {example}"
+        )
+    return found[0]

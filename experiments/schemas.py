@@ -1,0 +1,374 @@
+"""Structured-config schemas of the ncf, data and blend groups, registered in Hydra's ConfigStore.
+
+Hydra's schema pattern (https://hydra.cc/docs/tutorials/structured_config/schema/): each
+dataclass is stored under its group (`ncf/base_ncf`, `data/base_synthetic`, ...) and each yaml
+of the group names it first in its defaults list, `_self_` after it:
+
+    defaults:
+      - base_ncf
+      - _self_
+
+The yaml files stay the place to read and set values: the schemas hold names and types only
+(every field is `???` here: a key a yaml leaves out stays `???` and fails where it is read;
+tests/test_config_schemas.py checks that every option sets every key). When a config is
+composed, a misspelt key in a
+yaml or an override (`ncf.model.bag_dimm=256`) and an ill-typed value (`ncf.model.bag_dim=abc`)
+fail at once with the key's full name. Hydra's `+key=value` adds a key past any schema (it is
+its explicit "add" and its own error message suggests it), so `check_config` finds such keys
+in the typed nodes; the entry points call it before any work.
+
+To expose a new constructor argument (say of `TwoTower`), add it to the yaml and to the
+schema here. Data sources differ in structure by kind, so there is one data schema per kind
+(the platform, the MovieLens loaders, mapped tables). `Any` is used only where OmegaConf
+cannot type a value: a table spec that is null, a path or a mapping (data.source.learners /
+courses; the loader checks a mapping's keys itself), and `ncf.content` (null or a mapping,
+see NCFSchema; checked by `check_config`). Mappings whose keys are data (column maps,
+fixed blend weights) are typed dict[str, ...].
+
+Importing `experiments` registers the schemas (`experiments/__init__.py`), so every entry
+point, test and benchmark that imports from it before composing gets them.
+"""
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+__all__ = [
+    "BlendSchema",
+    "ConfigSchemaError",
+    "MovieLensDataSchema",
+    "NCFSchema",
+    "SyntheticDataSchema",
+    "TablesDataSchema",
+    "check_config",
+    "register",
+]
+
+# OmegaConf reads these annotations at runtime: no `from __future__ import annotations` here.
+
+
+# --- ncf: conf/ncf/*.yaml -----------------------------------------------------------------
+
+
+@dataclass
+class NCFInputsSchema:  # ncf.inputs.InputBuilder
+    _target_: str = MISSING
+    lookback_days: float | None = MISSING
+    weighting: str = MISSING
+    weight_column: str | None = MISSING
+    half_life_days: float = MISSING
+    cowatch_measure: str = MISSING
+    cowatch_top_k: int | None = MISSING
+    self_weight: float = MISSING
+    label_weighting: str = MISSING
+    exclude_seen_from_labels: bool = MISSING
+
+
+@dataclass
+class NCFDataModuleSchema:  # ncf.datamodule.NCFDataModule (partial: log, split, inputs in code)
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    training: str = MISSING
+    n_cutoffs: int = MISSING
+    horizon_days: float | None = MISSING
+    spacing_days: float | None = MISSING
+    label_fraction: float = MISSING
+    normalize: str = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    teacher_l2: float | None = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class NCFContentSchema:  # keywords of ncf.content.course_content (those unset keep its defaults)
+    categorical: list[str] = MISSING
+    multi_hot: list[str] = MISSING
+    title_column: str | None = MISSING
+    title_tfidf: int = MISSING
+
+
+@dataclass
+class NCFModelSchema:  # ncf.model.TwoTower (partial: n_learners, n_courses in code)
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    bag_dim: int = MISSING
+    mlp: list[int] = MISSING
+    activation: str = MISSING
+    dropout: float = MISSING
+    norm: str = MISSING
+    init_std: float = MISSING
+    pooling: str = MISSING
+    learner_history: bool = MISSING
+    course_cowatch: bool = MISSING
+    learner_ids: bool = MISSING
+    course_ids: bool = MISSING
+    course_bias: bool = MISSING
+    score: str = MISSING
+    temperature: float = MISSING
+
+
+@dataclass
+class NCFModuleSchema:  # ncf.module.NCFModule (partial: model, course_popularity in code)
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    loss: str = MISSING
+    lr: float = MISSING
+    lr_decay_epochs: int | None = MISSING
+    lr_final_ratio: float = MISSING
+    weight_decay: float = MISSING
+    n_negatives: int = MISSING
+    negative_alpha: float = MISSING
+    extra_negatives: int = MISSING
+    eval_ks: list[int] = MISSING
+    distill_weight: float = MISSING
+    distill_temperature: float = MISSING
+    distill_inputs: str = MISSING
+    distill_standardize: bool = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class NCFSchema:
+    name: str = MISSING
+    inputs: NCFInputsSchema = MISSING
+    datamodule: NCFDataModuleSchema = MISSING
+    # null or a mapping of NCFContentSchema keys. Typed Any because OmegaConf 2.3 cannot merge
+    # an override mapping into a null structured node (`ncf.content={categorical: [language]}`
+    # raises AttributeError in OmegaConf.update); check_config validates it against the schema.
+    content: Any = field(default=MISSING, metadata={"schema": NCFContentSchema})
+    model: NCFModelSchema = MISSING
+    module: NCFModuleSchema = MISSING
+    monitor: str = MISSING
+    patience: int = MISSING
+    refit: bool = MISSING
+
+
+# --- data: conf/data/*.yaml ---------------------------------------------------------------
+
+
+@dataclass
+class CleaningSchema:  # watchlog.cleaning.CleaningConfig
+    _target_: str = MISSING
+    duplicates: str = MISSING
+    min_watch_seconds: float | None = MISSING
+    min_watch_fraction: float | None = MISSING
+    lookback_days: float | None = MISSING
+    end: str | None = MISSING
+    min_learner_watches: int = MISSING
+    min_course_watches: int = MISSING
+    iterate: bool = MISSING
+
+
+@dataclass
+class SyntheticSourceSchema:  # watchlog.synthetic.generate_platform (-> simulate_tables)
+    _target_: str = MISSING
+    n_learners: int = MISSING
+    n_courses: int = MISSING
+    n_days: int = MISSING
+    start: str = MISSING
+    slate_size: int = MISSING
+    candidates_per_slot: int = MISSING
+    policy_affinity_weight: float = MISSING
+    chunk_learners: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class MovieLensSourceSchema:  # watchlog.loaders.load_movielens / _100k / _1m
+    _target_: str = MISSING
+    path: str = MISSING
+    watch: str = MISSING
+    seconds_per_star: float = MISSING
+    seconds: float = MISSING
+    min_rating: float | None = MISSING
+    click_threshold: float = MISSING
+    segment_column: str | None = MISSING
+    duplicates: str = MISSING
+
+
+@dataclass
+class TableSpecSchema:  # watchlog.loaders.tabular.TableSpec as a mapping
+    path: str = MISSING
+    format: str | None = MISSING
+    # contract column -> your column, and constants for contract columns you lack: open
+    # mappings by nature (which contract columns a data set maps is the data set's business)
+    columns: dict[str, str] = MISSING
+    fill: dict[str, Any] = MISSING
+    extra: list[str] | None = MISSING
+    delimiter: str | None = MISSING
+
+
+@dataclass
+class TablesSourceSchema:  # watchlog.loaders.load_tables
+    _target_: str = MISSING
+    events: TableSpecSchema = MISSING
+    # null, a bare path or a TableSpec mapping: a union OmegaConf cannot type; the loader
+    # checks the keys of a mapping itself (TableSpec.parse names unknown ones).
+    learners: Any = MISSING
+    courses: Any = MISSING
+    ts_unit: str | None = MISSING
+    duplicates: str = MISSING
+
+
+@dataclass
+class SyntheticDataSchema:
+    name: str = MISSING
+    source: SyntheticSourceSchema = MISSING
+    cleaning: CleaningSchema = MISSING
+
+
+@dataclass
+class MovieLensDataSchema:
+    name: str = MISSING
+    source: MovieLensSourceSchema = MISSING
+    cleaning: CleaningSchema = MISSING
+
+
+@dataclass
+class TablesDataSchema:
+    name: str = MISSING
+    source: TablesSourceSchema = MISSING
+    cleaning: CleaningSchema = MISSING
+
+
+# --- blend: conf/blend/*.yaml -------------------------------------------------------------
+
+
+@dataclass
+class CandidatesSchema:  # blend.CandidateBuilder
+    _target_: str = MISSING
+    n_retrieve: int = MISSING
+    n_fallback: int = MISSING
+    popularity_days: float | None = MISSING
+    group_columns: list[str] = MISSING
+
+
+@dataclass
+class LogisticGridSchema:  # blend.LogisticBlender argument -> values to try
+    l2: list[float] = MISSING
+
+
+@dataclass
+class PersonalizedGridSchema:  # blend.PersonalizedBlender argument -> values to try
+    learner_l2: list[float] = MISSING
+    segment_l2: list[float] = MISSING
+    intercept_l2: list[float] = MISSING
+
+
+@dataclass
+class VariantsSchema:  # blend.make_variants
+    kinds: list[str] = MISSING
+    # feature -> weight of the fixed-weight baseline: open, the features are the candidates'
+    fixed_weights: dict[str, float] = MISSING
+    rrf_columns: list[str] = MISSING
+    rrf_k: float = MISSING
+    logistic: LogisticGridSchema = MISSING
+    personalized: PersonalizedGridSchema = MISSING
+
+
+@dataclass
+class ReplaySchema:  # blend.study.replay_study keywords, plus the switch
+    enabled: bool = MISSING
+    methods: list[str] = MISSING
+    objectives: list[str] = MISSING
+    tau: float = MISSING
+    max_evaluations: int = MISSING
+
+
+@dataclass
+class BlendSchema:
+    name: str = MISSING
+    candidates: CandidatesSchema = MISSING
+    k: int = MISSING
+    gain: str = MISSING
+    features: list[str] = MISSING
+    normalizations: list[str] = MISSING
+    variants: VariantsSchema = MISSING
+    serve: str = MISSING
+    replay: ReplaySchema = MISSING
+    n_boot: int = MISSING
+    holdout_fraction: float = MISSING
+    learners_per_chunk: int = MISSING
+
+
+# (group, name in the group, schema): the names the yaml defaults lists use
+SCHEMAS: tuple[tuple[str, str, type], ...] = (
+    ("ncf", "base_ncf", NCFSchema),
+    ("data", "base_synthetic", SyntheticDataSchema),
+    ("data", "base_movielens", MovieLensDataSchema),
+    ("data", "base_tables", TablesDataSchema),
+    ("blend", "base_blend", BlendSchema),
+)
+
+
+def register() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent: storing again replaces)."""
+    cs = ConfigStore.instance()
+    for group, name, schema in SCHEMAS:
+        cs.store(group=group, name=name, node=schema)
+
+
+class ConfigSchemaError(KeyError):
+    """A composed config holds a key its schema does not have (added with Hydra's `+`), or
+    an open (`Any`) node whose value breaks the schema named in its field's metadata."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise `ConfigSchemaError` naming every key of a typed node that its schema lacks, and
+    every problem of an `Any` field that carries a schema in its metadata (`ncf.content`).
+
+    Composition already rejects unknown keys from yaml files and plain overrides; only Hydra's
+    `+key=value` gets them in, and a constructor would then fail far later (after the data
+    stage) or, for a key read by name, the value would be ignored."""
+    problems = _problems(cfg, "")
+    if problems:
+        raise ConfigSchemaError(
+            "config keys outside their group's schema (experiments/schemas.py):\n"
+            + "\n".join(f"  {key}: {why}" for key, why in problems)
+            + "\nFix the spelling or the type; a new key goes in the yaml and in its schema."
+        )
+
+
+def _problems(node: Any, prefix: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(node, ListConfig) and not _is_value_less(node):
+        for i in range(len(node)):
+            out.extend(_problems(node._get_node(i), f"{prefix}{i}."))
+    if not isinstance(node, DictConfig) or _is_value_less(node):
+        return out
+    schema = OmegaConf.get_type(node)
+    declared = {f.name: f for f in fields(schema)} if is_dataclass(schema) else None
+    for key in node:
+        full, child = f"{prefix}{key}", node._get_node(key)
+        if declared is None:
+            out.extend(_problems(child, f"{full}."))
+        elif key not in declared:
+            out.append((full, f"not a key of {schema.__name__} (added with `+`?)"))
+        elif "schema" in declared[key].metadata:
+            out.extend(_open_node_problems(child, full, declared[key].metadata["schema"]))
+        else:
+            out.extend(_problems(child, f"{full}."))
+    return out
+
+
+def _open_node_problems(node: Any, full: str, schema: type) -> list[tuple[str, str]]:
+    if not isinstance(node, DictConfig) or _is_value_less(node):
+        return []  # null (or a scalar the code using it will reject with its own message)
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), node)
+    except (ConfigKeyError, ValidationError) as e:
+        key = getattr(e, "full_key", "") or ""
+        why = str(e).splitlines()[0]
+        return [(f"{full}.{key}" if key else full, f"{why} ({schema.__name__})")]
+    return []
+
+
+def _is_value_less(node: Any) -> bool:
+    return node._is_none() or node._is_missing() or node._is_interpolation()
