@@ -293,6 +293,7 @@ class BlendSchema:
     n_boot: int = MISSING
     holdout_fraction: float = MISSING
     learners_per_chunk: int = MISSING
+    curve_k: int = MISSING  # metric-vs-K curves on test up to this K (0: none)
 
 
 # (group, name in the group, schema): the names the yaml defaults lists use
