@@ -25,6 +25,8 @@ from experiments.pipeline import run as run_pipeline
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The pipeline as the benchmarks run it: models trained to early stopping, no plots, no export.
 COMMON = (
+    "ncf=two_tower",  # the calibrated two-tower (the main job defaults to two_tower_b256)
+    "reuse=false",  # a benchmark recomputes every stage, whatever its folder holds
     "trainer.enable_progress_bar=false",
     "outputs.plots=false",
     "outputs.embeddings=false",
