@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.provenance import code_version, machine, versions
-from experiments.tables import print_table
+from experiments.tables import markdown_table
 from watchlog.io import write_json
 
 __all__ = [
@@ -31,6 +31,13 @@ __all__ = [
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
+    """A benchmark's table to stdout (Markdown, as benchmarks/README.md shows it)."""
+    text = markdown_table(rows, title)
+    print(text, flush=True)
+    return text
 
 
 def peak_rss_gib() -> float:
