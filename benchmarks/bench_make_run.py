@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import print_table, write_result
+from experiments.summary import headline_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,10 @@ def timed(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> float:
         tail = "\n".join(log.read_text().splitlines()[-30:])
         raise RuntimeError(f"{shlex.join(cmd)} failed ({done.returncode}):\n{tail}")
     return seconds
+
+
+def _seconds_per_epoch(path: Path) -> float | None:
+    return json.loads(path.read_text())["timings"]["seconds_per_epoch"] if path.exists() else None
 
 
 def main() -> None:
@@ -82,8 +87,11 @@ def main() -> None:
         ),
         "stages_total_s": round(total, 1),
         "peak_gib": round(max(s["peak_gib"] for s in stages), 2),
-        "headline": {k: manifest["metrics"].get(k, {}).get("test") for k in ("ncf", "glmix")},
+        # the run summary's headline figures, 95% bootstrap intervals over learners
+        "headline": headline_metrics(run_dir),
+        "ncf_seconds_per_epoch": _seconds_per_epoch(run_dir / "ncf" / "metrics.json"),
         "served": manifest["metrics"].get("blend", {}).get("served"),
+        "glmix_test": manifest["metrics"].get("glmix", {}).get("test"),
     }
     print_table(rows, f"make run {a.args or '(defaults)'}: stages")
     print(json.dumps(summary, indent=1, default=str))
