@@ -15,12 +15,14 @@ from evaluation.bootstrap import (
     PairedComparison,
     bootstrap_ci,
     paired_bootstrap,
+    percentile_interval,
     segment_breakdown,
 )
 from evaluation.classification import (
     EntityAUC,
     auc,
     calibration_table,
+    entity_bootstrap_auc,
     log_loss,
     per_entity_auc,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "bootstrap_ci",
     "calibration_table",
     "catalogue_coverage",
+    "entity_bootstrap_auc",
     "evaluate_full_ranking",
     "evaluate_sampled",
     "full_ranking_topk",
@@ -64,6 +67,7 @@ __all__ = [
     "novelty",
     "paired_bootstrap",
     "per_entity_auc",
+    "percentile_interval",
     "ranking_metrics",
     "resolve_device",
     "sample_negatives",

@@ -22,6 +22,7 @@ __all__ = [
     "PairedComparison",
     "bootstrap_ci",
     "paired_bootstrap",
+    "percentile_interval",
     "segment_breakdown",
 ]
 
@@ -100,6 +101,13 @@ def boot_means(
 def _interval(means: np.ndarray, ci: float) -> tuple[float, float]:
     lo, hi = np.quantile(means, [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0])
     return float(lo), float(hi)
+
+
+def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """The (1 - ci) / 2 and (1 + ci) / 2 quantiles of bootstrap replicates (of any statistic)."""
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci: must be in (0, 1); got {ci!r}")
+    return _interval(np.asarray(replicates, dtype=np.float64), ci)
 
 
 def bootstrap_ci(

@@ -7,6 +7,9 @@ computed by sorting once and grouping equal scores: each group g adds
 With unit weights this is the Mann-Whitney U statistic with tie-averaged ranks.
 Per-entity AUC sorts by (entity, score) and runs the same sums within each entity, so all
 entities are done at once, O(n log n), no loop over entities.
+`entity_bootstrap_auc` resamples entities (learners): the rows of one learner are not
+independent draws, so an interval over rows would be too narrow. Each replicate is the
+weighted AUC with a row's weight = the times its entity was drawn, from one sort of the scores.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import numpy as np
 import pandas as pd
 
 from evaluation._checks import as_1d, check_choice, check_finite, few
+from evaluation.bootstrap import DEFAULT_MAX_ELEMENTS, BootstrapCI, percentile_interval
 
-__all__ = ["EntityAUC", "auc", "per_entity_auc", "log_loss", "calibration_table"]
+__all__ = [
+    "EntityAUC", "auc", "calibration_table", "entity_bootstrap_auc", "log_loss", "per_entity_auc"
+]  # fmt: skip
 
 
 def _labels(y_true: Any, n: int | None = None) -> np.ndarray:
@@ -128,6 +134,61 @@ def per_entity_auc(entity: Any, y_true: Any, y_score: Any, sample_weight: Any = 
     mean = float(auc_e[valid].mean()) if valid.any() else nan
     rw = float(np.average(auc_e[valid], weights=n_rows[valid])) if valid.any() else nan
     return EntityAUC(table, mean, rw, m, int((~valid).sum()))
+
+
+def entity_bootstrap_auc(
+    entity: Any,
+    y_true: Any,
+    y_score: Any,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> BootstrapCI:
+    """The AUC of all rows (`mean`) and its percentile-bootstrap interval over entities: each
+    replicate draws the n entities with replacement and takes every row of each drawn one
+    (module docstring). `n` of the result counts entities. A replicate whose draw holds one
+    class only has no AUC and is left out of the quantiles; when more than 5% of them do, one
+    class sits in too few entities for an interval, and it raises."""
+    y = _labels(y_true)
+    n = y.shape[0]
+    s = _scores("y_score", y_score, n)
+    ent = as_1d("entity", entity, length=n)
+    codes, uniques = pd.factorize(ent, sort=True)
+    if (codes < 0).any():
+        raise ValueError(f"entity: {int((codes < 0).sum()):,} missing value(s)")
+    if not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ValueError(f"n_boot: must be a positive int; got {n_boot!r}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci: must be in (0, 1); got {ci!r}")
+    point = auc(y, s)  # also: both classes present
+    m = len(uniques)
+    order = np.argsort(s, kind="stable")  # scores ascending, once for every replicate
+    s, y, codes = s[order], y[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # (n_groups,) tie-group starts
+    rng = np.random.default_rng(seed)
+    out = np.empty(int(n_boot))
+    step = max(1, int(max_elements) // max(n, m))
+    for lo in range(0, int(n_boot), step):
+        c = min(step, int(n_boot) - lo)
+        draws = rng.integers(0, m, size=(c, m)) + m * np.arange(c)[:, None]  # (c, m)
+        counts = np.bincount(draws.ravel(), minlength=c * m).reshape(c, m).astype(np.float64)
+        w = counts[:, codes]  # (c, n) row weights of each replicate
+        wpos = np.add.reduceat(w * y, starts, axis=1)  # (c, n_groups)
+        wneg = np.add.reduceat(w, starts, axis=1) - wpos
+        below = np.cumsum(wneg, axis=1) - wneg  # negative weight in lower-scored groups
+        num = (wpos * (below + 0.5 * wneg)).sum(axis=1)
+        den = wpos.sum(axis=1) * wneg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[lo : lo + c] = np.where(den > 0, num / den, np.nan)
+    ok = ~np.isnan(out)
+    if (~ok).sum() > 0.05 * out.size:
+        raise ValueError(
+            f"entity: {int((~ok).sum()):,} of {out.size:,} bootstrap draws of {m:,} entities "
+            "hold one class only; too few entities with both classes for an interval"
+        )
+    low, high = percentile_interval(out[ok], ci)
+    return BootstrapCI(point, low, high, ci, m, int(n_boot))
 
 
 def log_loss(y_true: Any, y_prob: Any, sample_weight: Any = None, eps: float = 1e-15) -> float:

@@ -8,6 +8,8 @@ switched on in `stages`:
              split moved back before the blend window; splits without one use the models
              chosen before the refit), then the blend study and the served lists of every
              learner into <output>/blend/ (experiments.blend)
+    evaluate the saved models on the test fold at several K, with intervals and per-segment
+             rows, into <output>/evaluation/ (experiments.evaluate)
     export   the served lists published, gated and versioned (experiments.export)
     report   one self-contained page of the run, <output>/report.html (experiments.report)
 A stage whose config and data are unchanged is reused, a killed one resumes
@@ -80,6 +82,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {}
     if cfg.stages.blend:
         blend_metrics = _blend(cfg, data, out_dir, stages, meter, resume=resume)
+    if cfg.stages.evaluate:
+        with meter.stage("evaluate"):
+            from experiments.evaluate import EVALUATION, evaluate_run
+
+            stages.run("evaluate", out_dir / EVALUATION, lambda f: evaluate_run(cfg, data, out_dir))
     if cfg.stages.export:
         with meter.stage("export"):
             from experiments.export import export_run

@@ -13,6 +13,8 @@ other file needed to view it), with one section per stage:
     blend     blend/metrics.json (test table with bootstrap intervals from
               blend/test_per_learner.parquet, per-segment rows, metric-vs-K curves from
               blend/test_curves.parquet, blend weights, chosen variants, tournaments, replay)
+    evaluation evaluation/metrics.json: the saved models' test metrics at every K with
+              intervals, per segment, GLMix's AUC with its interval
     export    export.json and the published version's manifest.json
 
 A section whose inputs are missing says so in the page ("not run") instead of failing; a
@@ -21,7 +23,8 @@ Jinja2 template shipped with the package (experiments/templates/report.html.j2),
 The pipeline calls `build_report` at its end when `stages.report` is true.
 
 Files: report.py (the page), report_blocks.py (tables, figures, notes, number format),
-report_stages.py (run, data, export), report_models.py (ncf, glmix), report_blend.py (blend).
+report_stages.py (run, data, export), report_models.py (ncf, glmix), report_blend.py (blend),
+report_evaluate.py (evaluation).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from omegaconf import DictConfig
 
 from experiments.report_blend import blend_blocks
 from experiments.report_blocks import Block, MissingInput, Note, Section, fmt, is_numeric
+from experiments.report_evaluate import evaluation_blocks
 from experiments.report_models import glmix_blocks, ncf_blocks
 from experiments.report_stages import data_blocks, export_blocks, run_blocks
 from watchlog.io import write_text
@@ -54,6 +58,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path], list[Block]]], ...] = (
     ("ncf", "Two-tower (ncf)", ncf_blocks),
     ("glmix", "GLMix (glmix)", glmix_blocks),
     ("blend", "Blend (blend)", blend_blocks),
+    ("evaluation", "Evaluation (evaluation)", evaluation_blocks),
     ("export", "Export", export_blocks),
 )  # (anchor, title, builder) in page order
 

@@ -64,11 +64,13 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "glmix": ("seed", "threads", "split", "glmix", "outputs"),
     "blend_models": ("seed", "threads", "split", "ncf", "trainer", "glmix", "stages.glmix"),
     "blend": ("seed", "threads", "blend"),
+    "evaluate": ("seed", "evaluate"),
     "export": ("export",),
 }
 # The stages whose outputs a stage reads: their keys are part of its key.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "blend": ("ncf", "glmix", "blend_models"),
+    "evaluate": ("ncf", "glmix"),
     "export": ("blend",),
 }
 

@@ -67,6 +67,7 @@ def test_every_option_composes_typed_and_complete(group, option):
         ("train_glmix", []),
         ("blend", ["run_dir=x"]),
         ("export", ["run_dir=x"]),
+        ("evaluate", ["run_dir=x"]),
         *[("pipeline", [f"experiment={e}"]) for e in options("experiment")],
         *[("train_ncf", [f"experiment={e}", f"ncf={n}"]) for e in options("experiment")
           for n in options("ncf")],  # fmt: skip

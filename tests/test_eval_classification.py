@@ -1,4 +1,5 @@
-"""AUC (plain, weighted, per entity), log loss and the calibration table."""
+"""AUC (plain, weighted, per entity, bootstrapped over entities), log loss and the calibration
+table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from evaluation import auc, calibration_table, log_loss, per_entity_auc
+from evaluation import (
+    auc,
+    calibration_table,
+    entity_bootstrap_auc,
+    log_loss,
+    per_entity_auc,
+    percentile_interval,
+)
 
 
 def test_auc_hand_computed():
@@ -126,3 +134,66 @@ def test_calibration_table_quantile_bins_are_balanced():
     assert t["count"].sum() == 1000
     with pytest.raises(ValueError, match="strategy"):
         calibration_table([0, 1], [0.1, 0.2], strategy="kmeans")
+
+
+def _clustered(seed: int, n_entities: int = 40, rows: int = 6):
+    """Rows grouped by entity, with ties; each entity has its own offset (correlated rows)."""
+    rng = np.random.default_rng(seed)
+    entity = np.repeat(np.arange(n_entities) * 7 + 3, rows)  # ids, not 0..n-1
+    offset = np.repeat(rng.normal(size=n_entities), rows)
+    y = (rng.random(entity.size) < 1 / (1 + np.exp(-offset))).astype(int)
+    s = np.round(offset + y + rng.normal(size=entity.size), 1)  # rounded: ties
+    return entity, y, s
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_entity_bootstrap_auc_is_the_weighted_auc_of_entity_resamples(seed):
+    """Reference: every replicate drawn by hand (the same generator calls) and scored by `auc`
+    with each row weighted by how often its entity was drawn."""
+    entity, y, s = _clustered(seed)
+    ids = np.unique(entity)
+    res = entity_bootstrap_auc(entity, y, s, n_boot=50, seed=seed)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, ids.size, size=(50, ids.size))
+    reps = []
+    for d in draws:
+        counts = np.bincount(d, minlength=ids.size)
+        w = counts[np.searchsorted(ids, entity)]
+        if (w * y).sum() > 0 and (w * (1 - y)).sum() > 0:
+            reps.append(auc(y, s, sample_weight=w))
+    low, high = percentile_interval(np.array(reps), 0.95)
+    assert res.mean == pytest.approx(auc(y, s))
+    assert (res.low, res.high) == pytest.approx((low, high), abs=1e-12)
+    assert res.n == ids.size and res.n_boot == 50 and res.low < res.mean < res.high
+
+
+def test_entity_bootstrap_auc_memory_chunks_change_nothing():
+    entity, y, s = _clustered(5)
+    whole = entity_bootstrap_auc(entity, y, s, n_boot=64, seed=1)
+    chunked = entity_bootstrap_auc(entity, y, s, n_boot=64, seed=1, max_elements=500)
+    assert (chunked.low, chunked.high) == pytest.approx((whole.low, whole.high), abs=1e-12)
+
+
+def test_entity_bootstrap_auc_is_wider_than_a_row_bootstrap_when_rows_cluster():
+    """An entity's own effect moves its labels and its scores together: which entities are
+    drawn moves the AUC, a spread that resampling rows does not see."""
+    rng = np.random.default_rng(0)
+    entity = np.repeat(np.arange(30), 40)
+    effect = np.repeat(rng.normal(scale=1.5, size=30), 40)
+    y = (rng.random(entity.size) < 1 / (1 + np.exp(-effect))).astype(int)
+    s = effect + rng.normal(size=entity.size)
+    by_entity = entity_bootstrap_auc(entity, y, s, n_boot=300, seed=0)
+    by_row = entity_bootstrap_auc(np.arange(entity.size), y, s, n_boot=300, seed=0)
+    assert by_entity.high - by_entity.low > 1.5 * (by_row.high - by_row.low)
+
+
+def test_entity_bootstrap_auc_errors():
+    entity, y, s = _clustered(0)
+    with pytest.raises(ValueError, match="both classes"):
+        entity_bootstrap_auc(entity, np.zeros_like(y), s)
+    with pytest.raises(ValueError, match="ci: must be in"):
+        entity_bootstrap_auc(entity, y, s, ci=1.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        entity_bootstrap_auc(entity, y, s, n_boot=0)
+    with pytest.raises(ValueError, match="one class only"):  # two entities, one class each
+        entity_bootstrap_auc([1, 1, 2, 2], [0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], n_boot=200)

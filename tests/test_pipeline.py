@@ -110,14 +110,14 @@ def test_command_line_entry_point(tmp_path):
     assert "epoch 1/2: " in out.stdout and "epoch 2/2: " in out.stdout
     # the run ends with the summary table: every stage, its time and peak memory
     summary = out.stdout[out.stdout.rindex("run summary") :]
-    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "export", "total"):
+    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "evaluate", "export", "total"):
         assert f"\n{stage} " in summary, stage
     assert "blend (test)" in summary and "95% interval" in summary
     # Hydra's job logging writes the same lines into the run's log file
     log_text = (tmp_path / "pipeline.log").read_text()
     assert "epoch 1/2: " in log_text and "run summary" in log_text
     assert [s["name"] for s in manifest["metrics"]["stages"]] == [
-        "data", "ncf", "glmix", "blend_models", "blend", "export"
+        "data", "ncf", "glmix", "blend_models", "blend", "evaluate", "export"
     ]  # fmt: skip
 
 

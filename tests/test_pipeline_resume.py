@@ -133,7 +133,7 @@ def test_unchanged_rerun_reuses_every_stage_and_a_trainer_change_retrains_ncf(tm
     model = out / "ncf" / "model" / "weights.pt"
     mtimes = {p: p.stat().st_mtime_ns for p in (model, out / "glmix" / "model" / "arrays.npz")}
     again = _run(out)
-    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "export"):
+    for stage in ("data", "ncf", "glmix", "blend_models", "blend", "evaluate", "export"):
         assert f"reused {stage} (key " in again, stage
         assert f"reused {stage} (key " not in first
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes

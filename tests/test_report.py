@@ -19,7 +19,7 @@ from experiments.report import REPORT, build_report
 from experiments.report import run as run_report
 from tests.pipeline_fakes import FAST, compose_cfg
 
-SECTIONS = ["run", "data", "ncf", "glmix", "blend", "export"]
+SECTIONS = ["run", "data", "ncf", "glmix", "blend", "evaluation", "export"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
