@@ -1,4 +1,5 @@
-"""Train GLMix: `python -m experiments.train_glmix data=... glmix=... [overrides]`.
+"""Train GLMix: `python -m experiments.train_glmix data=... glmix=... [overrides]`, or again
+inside a pipeline run's folder: `... run_dir=<run> [glmix/outputs overrides]`.
 
 Wiring only: the config is unpacked here into `glmix.fit_on_split` (rows -> features ->
 designs -> weights -> coordinate descent kept best on validation -> optional refit on
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer, process_group_size
+from experiments.retrain import command_overrides, retrain_in_run
 from experiments.schemas import check_config
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
 from watchlog import DataReport
@@ -85,8 +88,15 @@ def fit(
     )
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """Data stage, fit, test, write everything into the run's output directory.
+
+    With `run_dir` set: retrain the stage inside that pipeline run's folder instead, the run's
+    settings changed by `overrides` (the command line's; `main` passes Hydra's) under `glmix`,
+    `outputs`, `seed`, `threads` alone (`experiments.retrain`)."""
     check_config(cfg)  # keys added with `+` past the schemas, before any work
+    if cfg.get("run_dir"):
+        return retrain_in_run(cfg, overrides, "glmix", train_and_report)
     return train_and_report(cfg, None, Path(cfg.paths.output_dir))
 
 
@@ -167,7 +177,7 @@ def _print_summary(trained: TrainedGLMix, timings, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_glmix")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run(cfg, command_overrides())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Train the two-tower: `python -m experiments.train_ncf data=... ncf=... [overrides]`.
+"""Train the two-tower: `python -m experiments.train_ncf data=... ncf=... [overrides]`, or
+again inside a pipeline run's folder: `... run_dir=<run> [ncf/trainer/outputs overrides]`.
 
 data stage -> NCFDataModule (snapshots) -> TwoTower + NCFModule -> fit on validation, test
 once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, manifest.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from evaluation import bootstrap_ci, knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer
+from experiments.retrain import command_overrides, retrain_in_run
 from experiments.schemas import check_config
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
@@ -151,8 +154,14 @@ def _best_checkpoint_model(model: TwoTower, checkpoint: str) -> TwoTower:
     return best
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """`fit`, then write metrics, model, embeddings, plots and the run manifest."""
+def run(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """`fit`, then write metrics, model, embeddings, plots and the run manifest.
+
+    With `run_dir` set: retrain the stage inside that pipeline run's folder instead, the run's
+    settings changed by `overrides` (the command line's; `main` passes Hydra's) under `ncf`,
+    `trainer`, `outputs`, `seed`, `threads` alone (`experiments.retrain`)."""
+    if cfg.get("run_dir"):
+        return retrain_in_run(cfg, overrides, "ncf", train_and_report)
     return train_and_report(cfg, None, Path(cfg.paths.output_dir))
 
 
@@ -261,7 +270,7 @@ def _print_summary(result, quality, timings, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_ncf")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run(cfg, command_overrides())
 
 
 if __name__ == "__main__":

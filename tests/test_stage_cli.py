@@ -1,0 +1,184 @@
+"""The model stages retrained inside a finished pipeline run's folder (`run_dir=` of
+`experiments.train_ncf` / `experiments.train_glmix`, `experiments.retrain`): the run's settings
+changed by the command line's stage keys alone, through the folder's stage records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from experiments import train_glmix, train_ncf
+from experiments.pipeline import run as run_pipeline
+from experiments.retrain import merge_stage_settings
+from tests.pipeline_fakes import FAST, ROOT, compose_cfg
+
+BLEND_FAST = [o for o in FAST if o.startswith("blend.")]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline")
+    run_pipeline(
+        compose_cfg(
+            "pipeline", *FAST, f"paths.output_dir={out}", "stages.export=false",
+            "stages.report=false",
+        )
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def run_dir(pipeline_run, tmp_path) -> Path:
+    """A fresh copy of the pipeline run: each test changes its folder."""
+    return Path(shutil.copytree(pipeline_run, tmp_path / "run"))
+
+
+def _retrain(module, name: str, run_dir: Path, *overrides: str) -> dict:
+    overrides = (f"run_dir={run_dir}", *overrides)
+    return module.run(compose_cfg(name, *overrides), list(overrides))
+
+
+def _record(folder: Path) -> dict:
+    return json.loads((folder / "stage.json").read_text())
+
+
+def _resolved(run_dir: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(run_dir / "resolved_config.yaml"))
+
+
+def test_retraining_ncf_replaces_the_stage_and_the_blend_uses_it(run_dir, caplog):
+    from experiments.blend import run as run_blend
+
+    before = _resolved(run_dir)
+    old_blend = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    old_ncf, old_early = _record(run_dir / "ncf"), _record(run_dir / "blend_models")
+    assert before["trainer"]["max_epochs"] == 2
+
+    metrics = _retrain(train_ncf, "train_ncf", run_dir, "trainer.max_epochs=1")
+
+    assert metrics["epochs_run"] == 1
+    assert json.loads((run_dir / "ncf" / "metrics.json").read_text())["epochs_run"] == 1
+    new_ncf = _record(run_dir / "ncf")
+    assert new_ncf["status"] == "done" and new_ncf["key"] != old_ncf["key"]
+    assert new_ncf["data_fingerprint"] == old_ncf["data_fingerprint"]  # same saved data
+    # the blend models are fitted with the two-tower's settings: refitted too
+    assert _record(run_dir / "blend_models")["key"] != old_early["key"]
+    after = _resolved(run_dir)
+    assert after["trainer"]["max_epochs"] == 1
+    # only the key given changed: the rest of the run (this command's defaults included) stays
+    after["trainer"]["max_epochs"] = 2
+    assert after == before
+
+    blended = run_blend(compose_cfg("blend", f"run_dir={run_dir}", *BLEND_FAST))
+    written = json.loads((run_dir / "blend" / "metrics.json").read_text())
+    assert written["chosen"] == blended["chosen"]
+
+    def two_tower(m):  # the retrained model's own row among the blend's test systems
+        return next(r for r in m["test"] if r["system"] == "two_tower")
+
+    assert two_tower(written)["ndcg@10"] != two_tower(old_blend)["ndcg@10"]
+
+    # the same command again: nothing to do
+    model = run_dir / "ncf" / "model"
+    mtimes = {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()}
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        again = _retrain(train_ncf, "train_ncf", run_dir, "trainer.max_epochs=1")
+    assert "reused ncf" in caplog.text and "reused blend_models" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()} == mtimes
+    assert again["test"] == pytest.approx(metrics["test"], nan_ok=True)
+    assert _record(run_dir / "ncf")["key"] == new_ncf["key"]
+
+
+def test_retraining_glmix_with_other_settings_then_reusing_them(run_dir, caplog):
+    old = _record(run_dir / "glmix")
+    old_history = json.loads((run_dir / "glmix" / "metrics.json").read_text())["history"]
+    assert _resolved(run_dir)["glmix"]["model"]["passes"] == 2
+
+    metrics = _retrain(train_glmix, "train_glmix", run_dir, "glmix.model.passes=1")
+
+    # one pass of coordinate descent instead of two
+    assert max(h["pass"] for h in metrics["history"]) == max(h["pass"] for h in old_history) - 1
+    new = _record(run_dir / "glmix")
+    assert new["key"] != old["key"]
+    assert _resolved(run_dir)["glmix"]["model"]["passes"] == 1
+    history = json.loads((run_dir / "glmix" / "metrics.json").read_text())["history"]
+    assert len(history) == len(metrics["history"]) < len(old_history)
+
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        _retrain(train_glmix, "train_glmix", run_dir, "glmix.model.passes=1")
+    assert "reused glmix" in caplog.text
+    assert _record(run_dir / "glmix")["key"] == new["key"]
+
+
+def test_the_command_line_form_passes_its_overrides(run_dir, tmp_path):
+    old = _record(run_dir / "glmix")["key"]
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.train_glmix", f"run_dir={run_dir}",
+         "glmix.model.passes=1", f"hydra.run.dir={tmp_path / 'job'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "retrained glmix" in out.stdout
+    assert _record(run_dir / "glmix")["key"] != old
+    assert _resolved(run_dir)["glmix"]["model"]["passes"] == 1
+
+
+def test_an_unchanged_run_is_reused_as_the_pipeline_keyed_it(run_dir, caplog):
+    """No override: the run's own settings, keyed from its resolved config and saved data
+    exactly as the pipeline keyed them from its composed config."""
+    model = run_dir / "ncf" / "model"
+    mtimes = {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()}
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        _retrain(train_ncf, "train_ncf", run_dir)
+    assert "reused ncf" in caplog.text and "reused blend_models" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()} == mtimes
+
+
+def test_a_folder_that_is_no_pipeline_run_is_refused(run_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no resolved config .*resolved_config.yaml"):
+        _retrain(train_ncf, "train_ncf", empty)
+    only_config = tmp_path / "only_config"
+    only_config.mkdir()
+    shutil.copy(run_dir / "resolved_config.yaml", only_config)
+    with pytest.raises(FileNotFoundError, match="no saved event log .*eventlog"):
+        _retrain(train_glmix, "train_glmix", only_config)
+
+
+def test_keys_the_run_fixes_are_refused_and_nothing_is_written(run_dir):
+    before = (run_dir / "resolved_config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"split\.fn\.valid_days=5.*only keys under"):
+        _retrain(train_ncf, "train_ncf", run_dir, "split.fn.valid_days=5")
+    with pytest.raises(ValueError, match=r"data=synthetic.*only keys under \['glmix'"):
+        _retrain(train_glmix, "train_glmix", run_dir, "glmix.model.passes=1", "data=synthetic")
+    with pytest.raises(ValueError, match="needs the command line's overrides"):
+        train_ncf.run(compose_cfg("train_ncf", f"run_dir={run_dir}"))
+    assert (run_dir / "resolved_config.yaml").read_text() == before
+
+
+def test_merge_takes_only_the_given_keys_and_whole_groups_for_group_choices():
+    run_cfg = compose_cfg("pipeline", "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
+    overrides = ["ncf=mf", "trainer.max_epochs=3", "~trainer.callbacks.early_stopping", "seed=4"]
+    cfg = compose_cfg("train_ncf", "run_dir=x", *overrides)
+    merged = merge_stage_settings(run_cfg, cfg, ["run_dir=x", *overrides], "ncf")
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=False)
+
+    assert plain(merged.ncf) == plain(cfg.ncf) != plain(run_cfg.ncf)  # the group, whole
+    assert merged.trainer.max_epochs == 3 and merged.seed == 4
+    assert merged.trainer.enable_progress_bar is False  # the run's, not this command's default
+    assert "early_stopping" not in merged.trainer.callbacks
+    assert "checkpoint" in merged.trainer.callbacks
+    assert plain(merged.glmix) == plain(run_cfg.glmix) and "run_dir" not in merged
+    # nothing given: the run's config as it was
+    untouched = merge_stage_settings(run_cfg, compose_cfg("train_ncf"), [], "ncf")
+    assert plain(untouched) == plain(run_cfg)
