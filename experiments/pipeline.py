@@ -34,7 +34,7 @@ from experiments.schemas import check_config
 from experiments.stages import Stages
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
-__all__ = ["run"]
+__all__ = ["fit_blend_models", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.stages.blend and data.split.blend is not None:
             from experiments.blend import BLEND_MODELS
 
-            _fit_blend_models(cfg, data, out_dir / BLEND_MODELS, resume=False)
+            fit_blend_models(cfg, data, out_dir / BLEND_MODELS, resume=False)
         return {}
     if cfg.stages.blend:
         blend_metrics = _blend(cfg, data, out_dir, stages, meter, resume=resume)
@@ -170,7 +170,7 @@ def _blend(
     if data.split.blend is not None:
         with meter.stage("blend_models"):
             stages.run("blend_models", out_dir / BLEND_MODELS,
-                       lambda f: _fit_blend_models(cfg, data, f, resume=resume),
+                       lambda f: fit_blend_models(cfg, data, f, resume=resume),
                        load=lambda f: None)  # fmt: skip
     with meter.stage("blend"):
         final = Models.load(out_dir)
@@ -180,7 +180,7 @@ def _blend(
         )
 
 
-def _fit_blend_models(cfg: DictConfig, data, out_dir: Path, *, resume: bool) -> None:
+def fit_blend_models(cfg: DictConfig, data, out_dir: Path, *, resume: bool) -> None:
     """The same model configs fitted on the split moved back before the blend window: they
     see nothing from its start on (`Split.for_blend_models`)."""
     from experiments.train_ncf import fit as fit_ncf

@@ -197,9 +197,9 @@ def _refresh_blend_models(
     if not (cfg.get("stages") and cfg.stages.get("blend")) or data.split.blend is None:
         return
     from experiments.blend import BLEND_MODELS
-    from experiments.pipeline import _fit_blend_models
+    from experiments.pipeline import fit_blend_models
 
     stages.run(
         "blend_models", run_dir / BLEND_MODELS,
-        lambda f: _fit_blend_models(cfg, data, f, resume=True), load=lambda f: None,
+        lambda f: fit_blend_models(cfg, data, f, resume=True), load=lambda f: None,
     )  # fmt: skip
