@@ -1,8 +1,9 @@
 """Thin Hydra entry points around plain run(cfg) functions.
 
-Importing the package registers the config schemas of conf/ncf, conf/data and conf/blend in
-Hydra's ConfigStore (experiments/schemas.py): their yaml files name them in their defaults
-lists, so a config can only be composed after `experiments` (or any module in it) is imported.
+Importing the package registers the config schemas of conf/ncf, conf/data, conf/blend and
+conf/glmix in Hydra's ConfigStore (experiments/schemas.py): their yaml files name them in their
+defaults lists, so a config can only be composed after `experiments` (or any module in it) is
+imported.
 """
 
 from experiments.schemas import register as _register_schemas

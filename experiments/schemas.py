@@ -1,8 +1,9 @@
-"""Structured-config schemas of the ncf, data and blend groups, registered in Hydra's ConfigStore.
+"""Structured-config schemas of the ncf, data, blend and glmix groups, in Hydra's ConfigStore.
 
 Hydra's schema pattern (https://hydra.cc/docs/tutorials/structured_config/schema/): each
-dataclass is stored under its group (`ncf/base_ncf`, `data/base_synthetic`, ...) and each yaml
-of the group names it first in its defaults list, `_self_` after it:
+dataclass is stored under its group (`ncf/base_ncf`, `data/base_synthetic`, `glmix/base_glmix`,
+...) and each yaml of the group names it first in its defaults list (an option that extends
+another option names that one; it names the schema), `_self_` after it:
 
     defaults:
       - base_ncf
@@ -11,19 +12,22 @@ of the group names it first in its defaults list, `_self_` after it:
 The yaml files stay the place to read and set values: the schemas hold names and types only
 (every field is `???` here: a key a yaml leaves out stays `???` and fails where it is read;
 tests/test_config_schemas.py checks that every option sets every key). When a config is
-composed, a misspelt key in a
-yaml or an override (`ncf.model.bag_dimm=256`) and an ill-typed value (`ncf.model.bag_dim=abc`)
-fail at once with the key's full name. Hydra's `+key=value` adds a key past any schema (it is
-its explicit "add" and its own error message suggests it), so `check_config` finds such keys
-in the typed nodes; the entry points call it before any work.
+composed, a misspelt key in a yaml or an override (`ncf.model.bag_dimm=256`,
+`glmix.model.passes_=2`) and an ill-typed value (`ncf.model.bag_dim=abc`) fail at once with
+the key's full name. Hydra's `+key=value` adds a key past any schema (it is its explicit "add"
+and its own error message suggests it), so `check_config` finds such keys in the typed nodes;
+the entry points call it before any work.
 
-To expose a new constructor argument (say of `TwoTower`), add it to the yaml and to the
-schema here. Data sources differ in structure by kind, so there is one data schema per kind
-(the platform, the MovieLens loaders, mapped tables). `Any` is used only where OmegaConf
-cannot type a value: a table spec that is null, a path or a mapping (data.source.learners /
-courses; the loader checks a mapping's keys itself), and `ncf.content` (null or a mapping,
-see NCFSchema; checked by `check_config`). Mappings whose keys are data (column maps,
-fixed blend weights) are typed dict[str, ...].
+To expose a new constructor argument (say of `TwoTower` or `glmix.FixedEffect`), add it to the
+yaml and to the schema here. Data sources differ in structure by kind, so there is one data
+schema per kind (the platform, the MovieLens loaders, mapped tables). `Any` is used only where
+OmegaConf cannot type a value: a table spec that is null, a path or a mapping
+(data.source.learners / courses; the loader checks a mapping's keys itself), a null-or-mapping
+(`ncf.content`, `glmix.features.label_factors`, `glmix.features.*.scaled`: see NCFSchema;
+`check_config` checks them against the schema or value types in their field's metadata) and
+an int-or-float (`glmix.features.*.min_frequency`; `check_config` checks the types in its
+metadata). Mappings whose keys are data or names the config chooses (column maps, fixed blend
+weights, GLMix's coordinates and random effects) are typed dict[str, ...].
 
 Importing `experiments` registers the schemas (`experiments/__init__.py`), so every entry
 point, test and benchmark that imports from it before composing gets them.
@@ -39,6 +43,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 __all__ = [
     "BlendSchema",
     "ConfigSchemaError",
+    "GLMixSchema",
     "MovieLensDataSchema",
     "NCFSchema",
     "SyntheticDataSchema",
@@ -296,6 +301,99 @@ class BlendSchema:
     curve_k: int = MISSING  # metric-vs-K curves on test up to this K (0: none)
 
 
+# --- glmix: conf/glmix/*.yaml -------------------------------------------------------------
+
+
+@dataclass
+class RowsSchema:  # glmix.row_sets keywords
+    events: str = MISSING
+    label: str = MISSING
+
+
+@dataclass
+class WeightingSchema:  # glmix.sample_weights / watch_time_weights keywords
+    kind: str = MISSING
+    scale: float = MISSING
+    cap: float = MISSING
+    min_watch_seconds: float = MISSING
+
+
+@dataclass
+class TableFeaturesSchema:  # glmix.entity_features.TableEncoder spec: FeatureEncoder + scaled
+    categorical: list[str] = MISSING
+    multi_hot: list[str] = MISSING
+    numeric: list[str] = MISSING
+    # FeatureEncoder: null, an int >= 1 (rows) or a float in (0, 1) (share of the rows): a
+    # union OmegaConf cannot type (a float field would turn 5 into 5.0, a share); check_config
+    # checks the type named in the metadata, FeatureEncoder the range.
+    min_frequency: Any = field(default=MISSING, metadata={"types": (int, float)})
+    # null or column -> factor (raw value times factor; open, the columns are the table's):
+    # Any, not dict[str, float] | None, because OmegaConf 2.3 cannot merge an override mapping
+    # into a null typed mapping either (see NCFSchema.content); check_config checks the values.
+    scaled: Any = field(default=MISSING, metadata={"value_types": (int, float)})
+
+
+@dataclass
+class LabelFactorsSchema:  # EntityFeaturizer factor_rank / factor_scale
+    rank: int = MISSING
+    scale: float = MISSING
+
+
+@dataclass
+class GLMixFeaturesSchema:  # glmix.EntityFeaturizer (see experiments.train_glmix.featurizer_from)
+    learner: TableFeaturesSchema = MISSING
+    course: TableFeaturesSchema = MISSING
+    # null or a mapping of LabelFactorsSchema keys: Any for the reason NCFSchema.content is
+    # (a null structured node takes no override mapping); check_config validates it.
+    label_factors: Any = field(default=MISSING, metadata={"schema": LabelFactorsSchema})
+
+
+@dataclass
+class DesignSchema:  # glmix.EntityFeaturizer global_terms / crosses / coordinates
+    global_terms: list[str] = MISSING
+    crosses: list[list[str]] = MISSING
+    # coordinate name -> its terms: open, the coordinates are the config's (as model.random)
+    coordinates: dict[str, list[str]] = MISSING
+
+
+@dataclass
+class FixedEffectSchema:  # glmix.FixedEffect (the keywords the yamls set)
+    _target_: str = MISSING
+    l2: float = MISSING
+    tol: float | None = MISSING
+
+
+@dataclass
+class RandomEffectSchema:  # glmix.RandomEffect (the keywords the yamls set)
+    _target_: str = MISSING
+    key: str = MISSING
+    l2: float = MISSING
+    intercept_l2: float | None = MISSING
+
+
+@dataclass
+class GLMixModelSchema:  # glmix.GLMix (`distributed` is given in code)
+    _target_: str = MISSING
+    fixed: FixedEffectSchema = MISSING
+    # coordinate name -> its random effect: open, names match design.coordinates. A new one
+    # goes in a yaml option: OmegaConf 2.3 cannot add an entry to a mapping of structured
+    # values from the command line (`+glmix.model.random.x={...}`: "dict is not a subclass").
+    random: dict[str, RandomEffectSchema] = MISSING
+    passes: int = MISSING
+    keep_best: bool = MISSING
+
+
+@dataclass
+class GLMixSchema:
+    name: str = MISSING
+    rows: RowsSchema = MISSING
+    weighting: WeightingSchema = MISSING
+    features: GLMixFeaturesSchema = MISSING
+    design: DesignSchema = MISSING
+    refit: bool = MISSING
+    model: GLMixModelSchema = MISSING
+
+
 # (group, name in the group, schema): the names the yaml defaults lists use
 SCHEMAS: tuple[tuple[str, str, type], ...] = (
     ("ncf", "base_ncf", NCFSchema),
@@ -303,6 +401,7 @@ SCHEMAS: tuple[tuple[str, str, type], ...] = (
     ("data", "base_movielens", MovieLensDataSchema),
     ("data", "base_tables", TablesDataSchema),
     ("blend", "base_blend", BlendSchema),
+    ("glmix", "base_glmix", GLMixSchema),
 )
 
 
@@ -315,7 +414,8 @@ def register() -> None:
 
 class ConfigSchemaError(KeyError):
     """A composed config holds a key its schema does not have (added with Hydra's `+`), or
-    an open (`Any`) node whose value breaks the schema named in its field's metadata."""
+    an open (`Any`) node whose value breaks the schema or the types named in its field's
+    metadata."""
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0])
@@ -323,7 +423,9 @@ class ConfigSchemaError(KeyError):
 
 def check_config(cfg: DictConfig) -> None:
     """Raise `ConfigSchemaError` naming every key of a typed node that its schema lacks, and
-    every problem of an `Any` field that carries a schema in its metadata (`ncf.content`).
+    every problem of an `Any` field that carries a schema (`ncf.content`,
+    `glmix.features.label_factors`), a union of types (`min_frequency`) or the types of a
+    mapping's values (`scaled`) in its metadata.
 
     Composition already rejects unknown keys from yaml files and plain overrides; only Hydra's
     `+key=value` gets them in, and a constructor would then fail far later (after the data
@@ -354,6 +456,10 @@ def _problems(node: Any, prefix: str) -> list[tuple[str, str]]:
             out.append((full, f"not a key of {schema.__name__} (added with `+`?)"))
         elif "schema" in declared[key].metadata:
             out.extend(_open_node_problems(child, full, declared[key].metadata["schema"]))
+        elif "types" in declared[key].metadata:
+            out.extend(_value_type_problems(child, full, declared[key].metadata["types"]))
+        elif "value_types" in declared[key].metadata:
+            out.extend(_mapping_problems(child, full, declared[key].metadata["value_types"]))
         else:
             out.extend(_problems(child, f"{full}."))
     return out
@@ -369,6 +475,32 @@ def _open_node_problems(node: Any, full: str, schema: type) -> list[tuple[str, s
         why = str(e).splitlines()[0]
         return [(f"{full}.{key}" if key else full, f"{why} ({schema.__name__})")]
     return []
+
+
+def _value_type_problems(
+    node: Any, full: str, types: tuple[type, ...], nullable: bool = True
+) -> list[tuple[str, str]]:
+    if nullable and _is_value_less(node):
+        return []  # null; `???` and interpolations fail or resolve where they are read
+    value = node if isinstance(node, DictConfig | ListConfig) else node._value()
+    if isinstance(value, types) and not isinstance(value, bool):  # YAML's true is no count
+        return []
+    names = " or ".join(t.__name__ for t in types)
+    expected = f"null or {names}" if nullable else names
+    return [(full, f"expected {expected}; got {value!r} ({type(value).__name__})")]
+
+
+def _mapping_problems(node: Any, full: str, types: tuple[type, ...]) -> list[tuple[str, str]]:
+    """Null, or a mapping whose every value is one of `types` (not null)."""
+    if _is_value_less(node):
+        return []
+    if not isinstance(node, DictConfig):
+        names = " or ".join(t.__name__ for t in types)
+        return [(full, f"expected null or a mapping {{name: {names}}}; got {node._value()!r}")]
+    out: list[tuple[str, str]] = []
+    for key in node:
+        out.extend(_value_type_problems(node._get_node(key), f"{full}.{key}", types, False))
+    return out
 
 
 def _is_value_less(node: Any) -> bool:

@@ -47,7 +47,7 @@ SCHEMA_OF = {name: schema for group, name, schema in schemas.SCHEMAS}
 
 @pytest.mark.parametrize(
     ("group", "option"),
-    [(g, o) for g in ("ncf", "data", "blend") for o in options(g)],
+    [(g, o) for g in ("ncf", "data", "blend", "glmix") for o in options(g)],
 )
 def test_every_option_composes_typed_and_complete(group, option):
     cfg = compose_cfg("pipeline", f"{group}={option}")
@@ -57,6 +57,24 @@ def test_every_option_composes_typed_and_complete(group, option):
     # the one value a user must give: where their tables are
     assert missing == ({"data.source.events.path"} if option == "tables" else set())
     check_config(cfg)
+
+
+@pytest.mark.parametrize("option", options("glmix"))
+def test_every_glmix_option_builds_its_model_and_featurizer(option):
+    from hydra.utils import instantiate
+
+    from experiments.train_glmix import featurizer_from
+    from glmix import EntityFeaturizer, FixedEffect, GLMix, RandomEffect
+
+    g = compose_cfg("train_glmix", f"glmix={option}").glmix
+    model = instantiate(g.model, _convert_="all")
+    assert isinstance(model, GLMix) and isinstance(model.fixed, FixedEffect)
+    assert model.passes == g.model.passes and model.keep_best == g.model.keep_best
+    assert model.fixed.l2 == g.model.fixed.l2 and model.fixed.tol == g.model.fixed.tol
+    assert set(model.random) == set(g.design.coordinates) == {"per_learner", "per_course"}
+    for name, effect in model.random.items():
+        assert isinstance(effect, RandomEffect) and effect.l2 == g.model.random[name].l2
+    assert isinstance(featurizer_from(g, seed=0), EntityFeaturizer)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +89,8 @@ def test_every_option_composes_typed_and_complete(group, option):
         *[("pipeline", [f"experiment={e}"]) for e in options("experiment")],
         *[("train_ncf", [f"experiment={e}", f"ncf={n}"]) for e in options("experiment")
           for n in options("ncf")],  # fmt: skip
+        *[("train_glmix", [f"experiment={e}", f"glmix={g}"]) for e in options("experiment")
+          for g in options("glmix")],  # fmt: skip
         # the overrides README.md, tests and benchmarks use
         ("pipeline", ["experiment=ml100k_stratified", "ncf=two_tower_ml100k",
                       "glmix=tuned_ml100k", "blend.candidates.group_columns=[segment]"]),
@@ -92,6 +112,17 @@ def test_every_option_composes_typed_and_complete(group, option):
                        "ncf.inputs.weight_column=watch_seconds", "ncf.model.mlp=[256,128]",
                        "ncf.content={categorical: [language]}", "ncf.patience=1000",
                        "ncf.refit=false", "trainer=cpu"]),
+        # tests/test_train_glmix.py, tests/test_pipeline_resume.py, benchmarks/bench_glmix_*.py
+        ("train_glmix", ["data=synthetic_small", "glmix.model.passes=1",
+                         "glmix.model.fixed.tol=1e-4", "glmix.refit=true",
+                         "glmix.weighting.kind=none",
+                         "glmix.features.label_factors={rank: 2, scale: 0.5}",
+                         "glmix.design.coordinates.per_learner=[course.category, course.factors]",
+                         "outputs.test_scores=true"]),
+        ("pipeline", ["data=synthetic_small", "glmix.model.passes=10"]),
+        ("train_glmix", ["data=synthetic", "data.source.n_learners=2000",
+                         "data.source.n_courses=200", "glmix.model.fixed.tol=0.0001"]),
+        ("train_glmix", ["experiment=ml100k_gdmix", "glmix=gdmix_ml100k", "seed=3"]),
     ],
 )  # fmt: skip
 def test_existing_configs_and_overrides_compose(name, overrides):
@@ -113,8 +144,22 @@ def test_existing_configs_and_overrides_compose(name, overrides):
         ("blend.candidates.n_retrieve=ten", "blend.candidates.n_retrieve"),
         ("blend.variants.logistic.l2=[1.0,strong]", "blend.variants.logistic.l2"),
         ("blend.replay.tau=hot", "blend.replay.tau"),
+        ("glmix.model.passes_=2", "glmix.model.passes_"),
+        ("glmix.model.passes=two", "glmix.model.passes"),
+        ("glmix.model.keep_best=maybe", "glmix.model.keep_best"),
+        ("glmix.model.fixed.tol=tight", "glmix.model.fixed.tol"),
+        ("glmix.model.fixed.l1=0.5", "glmix.model.fixed.l1"),  # not exposed (yet)
+        ("glmix.model.random.per_learner.l22=3", "glmix.model.random.per_learner.l22"),
+        ("glmix.model.random.per_course.intercept_l2=low",
+         "glmix.model.random.per_course.intercept_l2"),
+        ("glmix.weighting.scale=long", "glmix.weighting.scale"),
+        ("glmix.weighting.kinds=none", "glmix.weighting.kinds"),
+        ("glmix.rows.event=all", "glmix.rows.event"),
+        ("glmix.refit=perhaps", "glmix.refit"),
+        ("glmix.features.course.categoricall=[language]", "glmix.features.course.categoricall"),
+        ("glmix.design.global_term=[learner]", "glmix.design.global_term"),
     ],
-)
+)  # fmt: skip
 def test_misspelt_or_ill_typed_override_fails_at_compose_naming_the_key(override, key):
     with pytest.raises(Exception) as info:
         compose_cfg("pipeline", override)
@@ -142,6 +187,8 @@ def test_each_data_kind_has_its_schema(data, override, key):
         ("data", "defaults: [synthetic, _self_]\nname: typo\nsource:\n  n_days: soon\n",
          "n_days"),
         ("blend", "defaults: [default, _self_]\nname: typo\nreplay:\n  taus: 0.1\n", "taus"),
+        ("glmix", "defaults: [default, _self_]\nname: typo\nmodel:\n  random:\n"
+                  "    per_course: {l2s: 1.0}\n", "l2s"),
     ],
 )  # fmt: skip
 def test_a_misspelt_key_in_a_yaml_file_fails_at_compose(tmp_path, group, yaml, key):
@@ -161,8 +208,18 @@ def test_a_misspelt_key_in_a_yaml_file_fails_at_compose(tmp_path, group, yaml, k
         ("+blend.candidates.n_retreive=10", "blend.candidates.n_retreive"),
         ("ncf.content={categoricall: [language]}", "ncf.content.categoricall"),
         ("ncf.content={title_tfidf: many}", "ncf.content.title_tfidf"),
+        ("+glmix.model.bogus=1", "glmix.model.bogus"),
+        ("+glmix.features.learner.max_frequency=5", "glmix.features.learner.max_frequency"),
+        ("glmix.features.label_factors={rank: 2, scal: 0.5}", "glmix.features.label_factors.scal"),
+        ("glmix.features.label_factors={rank: many, scale: 0.5}",
+         "glmix.features.label_factors.rank"),
+        ("glmix.features.course.min_frequency=often", "glmix.features.course.min_frequency"),
+        ("glmix.features.course.min_frequency=[5]", "glmix.features.course.min_frequency"),
+        ("glmix.features.learner.scaled={age: old}", "glmix.features.learner.scaled.age"),
+        ("glmix.features.learner.scaled={age: {x: 1}}", "glmix.features.learner.scaled.age"),
+        ("glmix.features.learner.scaled=0.01", "glmix.features.learner.scaled"),
     ],
-)
+)  # fmt: skip
 def test_keys_added_past_the_schema_are_named_before_any_work(tmp_path, override, key):
     cfg = compose_cfg("pipeline", "data=synthetic_small", f"paths.output_dir={tmp_path}", override)
     with pytest.raises(ConfigSchemaError, match=key.replace(".", r"\.")):
@@ -170,19 +227,73 @@ def test_keys_added_past_the_schema_are_named_before_any_work(tmp_path, override
     assert not any(tmp_path.iterdir())  # failed before writing anything
 
 
+def test_glmix_entry_point_refuses_added_keys_before_any_work(tmp_path):
+    from experiments.train_glmix import run as run_glmix
+
+    cfg = compose_cfg("train_glmix", "data=synthetic_small", f"paths.output_dir={tmp_path}",
+                      "+glmix.model.random.per_learner.l3=1")  # fmt: skip
+    with pytest.raises(ConfigSchemaError, match=r"glmix\.model\.random\.per_learner\.l3"):
+        run_glmix(cfg)
+    assert not any(tmp_path.iterdir())
+
+
 def test_open_mappings_still_take_new_keys():
     cfg = compose_cfg(
         "pipeline", "ncf.content={categorical: [language], multi_hot: [skills]}",
         "+blend.variants.fixed_weights.log_popularity=0.5",
+        "glmix.features.learner.scaled={age: 0.01}",
+        "glmix.features.label_factors={rank: 2, scale: 0.5}",
+        "+glmix.design.coordinates.per_segment=[course.category]",
     )  # fmt: skip
     check_config(cfg)
     assert cfg.ncf.content.multi_hot == ["skills"]
     assert cfg.blend.variants.fixed_weights.log_popularity == 0.5
+    assert cfg.glmix.features.learner.scaled == {"age": 0.01}
+    assert cfg.glmix.features.label_factors.rank == 2
+    assert list(cfg.glmix.design.coordinates) == ["per_learner", "per_course", "per_segment"]
+
+
+PER_SEGMENT = """defaults: [default, _self_]
+name: per_segment
+design:
+  coordinates:
+    per_segment: [course.category]
+model:
+  random:
+    per_segment: {_target_: glmix.RandomEffect, key: segment, %s: 3.0, intercept_l2: null}
+"""
+
+
+def test_a_glmix_option_adds_a_random_effect_typed_as_the_others(tmp_path):
+    """glmix.model.random is open (name -> RandomEffect keywords) in a yaml option; OmegaConf
+    2.3 cannot add an entry to a mapping of structured values from the command line."""
+    from hydra.utils import instantiate
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "glmix" / "per_segment.yaml").write_text(PER_SEGMENT % "l2")
+    cfg = compose_cfg("pipeline", "glmix=per_segment", conf=conf)
+    check_config(cfg)
+    model = instantiate(cfg.glmix.model, _convert_="all")
+    assert list(model.random) == ["per_learner", "per_course", "per_segment"]
+    assert model.random["per_segment"].key == "segment"
+    assert type(model.random["per_segment"].l2) is float
+    (conf / "glmix" / "per_segment.yaml").write_text(PER_SEGMENT % "l22")
+    with pytest.raises(Exception) as info:
+        compose_cfg("pipeline", "glmix=per_segment", conf=conf)
+    assert "l22" in error_text(info.value)
 
 
 def test_values_are_converted_to_the_schema_types():
-    cfg = compose_cfg("pipeline", "ncf.module.lr=1", "blend.variants.logistic.l2=[1]")
+    cfg = compose_cfg("pipeline", "ncf.module.lr=1", "blend.variants.logistic.l2=[1]",
+                      "glmix.model.fixed.l2=100", "glmix.features.course.min_frequency=0.01")  # fmt: skip
     assert isinstance(cfg.ncf.module.lr, float) and cfg.blend.variants.logistic.l2 == [1.0]
+    assert isinstance(cfg.glmix.model.fixed.l2, float)
+    # min_frequency keeps its type: an int counts rows, a float is a share of them
+    assert cfg.glmix.features.learner.min_frequency == 5
+    assert type(cfg.glmix.features.learner.min_frequency) is int
+    assert type(cfg.glmix.features.course.min_frequency) is float
+    check_config(cfg)
 
 
 # --- trainer group and callbacks --------------------------------------------------------
