@@ -136,12 +136,16 @@ def _point_metrics(out_dir: Path) -> list[dict[str, Any]]:
     glmix = out_dir / "glmix" / "metrics.json"
     if glmix.exists():
         m = json.loads(glmix.read_text())
-        for key in ("auc", "per_entity_auc_mean"):
+        # the evaluate stage's intervals over learners, when it ran (experiments.evaluate)
+        evaluated = out_dir / "evaluation" / "metrics.json"
+        bands = json.loads(evaluated.read_text()).get("glmix") or {} if evaluated.exists() else {}
+        for key, band_key in (("auc", "auc"), ("per_entity_auc_mean", "per_learner_auc")):
             if key in m.get("test", {}):
+                band = bands.get(band_key) if isinstance(bands.get(band_key), dict) else {}
                 rows.append(
                     {"stage": "GLMix (test)", "system": m.get("model", "glmix"), "metric": key,
-                     "value": m["test"][key], "low": None, "high": None,
-                     "n": m["test"].get("rows")}
+                     "value": m["test"][key], "low": band.get("low"), "high": band.get("high"),
+                     "n": band.get("n", m["test"].get("rows"))}
                 )  # fmt: skip
     return rows
 

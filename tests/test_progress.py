@@ -150,3 +150,18 @@ def test_importing_the_toolkit_sets_no_warning_filters():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_headline_glmix_takes_the_evaluate_stage_interval(tmp_path):
+    (tmp_path / "glmix").mkdir()
+    (tmp_path / "glmix" / "metrics.json").write_text(
+        json.dumps({"model": "default", "test": {"auc": 0.7, "per_entity_auc_mean": 0.68}})
+    )
+    rows = headline_metrics(tmp_path)
+    assert [r["low"] for r in rows] == [None, None]  # no evaluate stage: a point figure
+    (tmp_path / "evaluation").mkdir()
+    band = {"auc": {"mean": 0.7, "low": 0.69, "high": 0.71, "n": 300}}
+    (tmp_path / "evaluation" / "metrics.json").write_text(json.dumps({"glmix": band}))
+    auc, per_learner = headline_metrics(tmp_path)
+    assert (auc["low"], auc["high"], auc["n"]) == (0.69, 0.71, 300)
+    assert per_learner["low"] is None  # the stage gave no per-learner band here
