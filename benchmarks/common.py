@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from experiments.provenance import code_version, machine, versions
+from experiments.summary import peak_rss_gib
 from experiments.tables import markdown_table
 from watchlog.io import write_json
 
@@ -38,21 +38,6 @@ def print_table(rows: list[dict[str, Any]], title: str = "") -> str:
     text = markdown_table(rows, title)
     print(text, flush=True)
     return text
-
-
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process so far, in GiB.
-
-    Reads VmHWM (the high-water mark of this process's own address space, reset by exec);
-    ru_maxrss would also count a parent's memory inherited through fork + exec.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def run_child(module: str, *args: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -19,6 +18,7 @@ from experiments.report_blocks import (
     png_figure,
     read_json,
 )
+from experiments.summary import system_intervals
 
 __all__ = ["blend_blocks", "segment_table"]
 
@@ -110,19 +110,15 @@ def blend_blocks(run_dir: Path) -> list[Block]:
 def _add_intervals(test: list[dict[str, Any]], frame: pd.DataFrame) -> None:
     """low / high of ndcg@10 per test row, from the per-learner file (its system names are the
     table's without the parenthesis, e.g. 'served (personalized + fallback chain)' -> 'served')."""
-    from evaluation.bootstrap import bootstrap_ci
-
     metric = next((c for c in frame.columns if c.startswith("ndcg@")), None)
     if metric is None:
         return
-    groups = {k: g[metric].to_numpy(np.float64) for k, g in frame.groupby("system", sort=False)}
+    intervals = system_intervals(frame, metric, n_boot=N_BOOT, seed=0)
     for row in test:
         name = row["system"]
-        values = groups.get(name, groups.get(name.split(" (")[0]))
-        if values is None or len(values) == 0:
-            continue
-        ci = bootstrap_ci(values, n_boot=N_BOOT, seed=0)
-        row[f"{metric} low"], row[f"{metric} high"] = ci.low, ci.high
+        ci = intervals.get(name, intervals.get(name.split(" (")[0]))
+        if ci is not None:
+            row[f"{metric} low"], row[f"{metric} high"] = ci.low, ci.high
 
 
 def segment_table(run_dir: Path, systems: list[str] | None = None) -> Table | Note:

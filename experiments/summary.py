@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StageMeter", "StageRecord", "headline_metrics", "summary_text"]
+from evaluation import BootstrapCI, bootstrap_ci
+
+__all__ = [
+    "StageMeter", "StageRecord", "headline_metrics", "peak_rss_gib", "summary_text",
+    "system_intervals",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -53,7 +58,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def _peak_gib() -> float:
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (VmHWM: since start, or since the last reset),
+    in GiB; ru_maxrss where /proc is missing."""
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -79,7 +86,7 @@ class StageMeter:
             yield
         finally:
             rec = StageRecord(
-                name, time.perf_counter() - start, _peak_gib(), per_stage, time.time()
+                name, time.perf_counter() - start, peak_rss_gib(), per_stage, time.time()
             )
             self.records.append(rec)
             _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds), rec.peak_gib)
@@ -93,11 +100,24 @@ def _clock(seconds: float) -> str:
     return f"{int(m)} min {s:04.1f} s" if m else f"{s:.1f} s"
 
 
+def system_intervals(
+    per_learner, metric: str = "ndcg@10", n_boot: int = 1000, seed: int = 0
+) -> dict[str, BootstrapCI]:
+    """95% bootstrap interval over learners of `metric`'s mean for every system of a blend
+    study's per-learner table (`blend/test_per_learner.parquet`: columns system, <metric>);
+    non-finite values are left out, a system without any is absent."""
+    out = {}
+    for system, group in per_learner.groupby("system", sort=False):
+        values = group[metric].to_numpy(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[system] = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    return out
+
+
 def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """Test figures of the run's stages, each with a 95% bootstrap interval over learners when
     the stage saved per-learner values (the blend study's systems), else the point figure."""
-    from evaluation import bootstrap_ci
-
     rows: list[dict[str, Any]] = []
     blend_dir = out_dir / "blend"
     per_learner = blend_dir / "test_per_learner.parquet"
@@ -107,15 +127,14 @@ def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[d
         serve = json.loads((blend_dir / "metrics.json").read_text()).get("serve")
         wanted = ["two_tower", "glmix", serve, "served", "oracle"]  # the headline systems
         table = pd.read_parquet(per_learner, columns=["system", "ndcg@10"])
-        for system in dict.fromkeys(w for w in wanted if w):
-            values = table.loc[table["system"] == system, "ndcg@10"].to_numpy(np.float64)
-            values = values[np.isfinite(values)]
-            if values.size:
-                ci = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-                rows.append(
-                    {"stage": "blend (test)", "system": system, "metric": "ndcg@10",
-                     "value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
-                )  # fmt: skip
+        table = table[table["system"].isin(wanted)]
+        intervals = system_intervals(table, "ndcg@10", n_boot, seed)
+        for system in dict.fromkeys(w for w in wanted if w in intervals):
+            ci = intervals[system]
+            rows.append(
+                {"stage": "blend (test)", "system": system, "metric": "ndcg@10",
+                 "value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+            )  # fmt: skip
     return rows + _point_metrics(out_dir)
 
 
