@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "courses": data.log.n_courses,
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
-        "stages": [{**r.to_dict(), "reused": r.name in stages.reused} for r in meter.records],
+        "stages": [r.to_dict() for r in meter.records],  # reuse: the manifest's own "stages"
     }
     if glmix_metrics is not None:
         metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
