@@ -20,7 +20,7 @@ not removed here: pass them as `exclude` to the ranking.
   2019's ItemKNNCF) divides by sqrt(n_i n_j) + shrink instead of sqrt(n_i n_j), damping
   pairs of rarely watched courses; the k neighbours are chosen after shrinking.
 - EASE (Steck 2019): B = argmin ||X - X B||^2 + l2 ||B||^2 subject to diag(B) = 0, in closed
-  form (`watchlog.ease.ease_weights`): P = (X^T X + l2 I)^-1, B_ij = -P_ij / P_jj, B_jj = 0;
+  form (`baselines.ease.ease_weights`): P = (X^T X + l2 I)^-1, B_ij = -P_ij / P_jj, B_jj = 0;
   score = x_u B. The Gram matrix is dense float64 (0.8 GB at 10,000 courses, x 3 in the solve).
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from baselines.ease import ease_weights
 from watchlog.cowatch import MEASURES, CoWatchSimilarity, binarize_watches
-from watchlog.ease import ease_weights
 
 __all__ = ["Popularity", "ItemKNN", "EASE"]
 

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from baselines.ease import ease_weights
 from benchmarks.baselines import EASE
 from benchmarks.bench_ncf_movielens import _binary, compose_cfg
 from benchmarks.common import print_table, write_result
 from benchmarks.ncf_harness import Window
 from experiments.data import prepare_data
 from experiments.train_ncf import fit
-from watchlog.ease import ease_weights
 
 DEV = ("experiment=ml100k_stratified", "split.fn.valid_ratio=0.25")
 TWO_TOWER = ("ncf=two_tower_ml100k", "ncf.refit=false", "ncf.patience=200")

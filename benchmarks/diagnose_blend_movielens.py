@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from baselines.ease import ease_weights
 from benchmarks.bench_blend_movielens import ML100K
 from benchmarks.common import print_table, write_result
 from blend import LogisticBlender, PersonalizedBlender
@@ -36,7 +37,6 @@ from blend.selection import LabelledPoint
 from experiments.blend import Models, make_points
 from experiments.data import prepare_data
 from watchlog.cowatch import cowatch_similarity
-from watchlog.ease import ease_weights
 
 BASE = ["ncf_z", "glmix_global", "glmix_per_learner", "glmix_per_course", "log_popularity",
         "course_age", "retrieval_rank"]  # fmt: skip

@@ -85,6 +85,7 @@ class NCFDataModuleSchema:  # ncf.datamodule.NCFDataModule (partial: log, split,
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     teacher_l2: float | None = MISSING
+    teacher_rank: int | None = MISSING
     seed: int = MISSING
 
 

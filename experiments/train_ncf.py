@@ -193,6 +193,8 @@ def train_and_report(
         "world_size": result.extra.get("world_size", 1),  # training processes (DDP ranks)
         "valid": result.valid,
         "test": result.test,
+        # the model chosen on validation, before the refit (with ncf.refit only)
+        "test_before_refit": result.extra.get("test_before_refit"),
         "test_ci": test_intervals(result.test_per_user, seed=cfg.seed),
         "embedding_quality": quality,
         "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},

@@ -55,6 +55,8 @@ class NCFDataModule(pl.LightningDataModule):
     content: optional (n_courses, n_features) CSR of course content for the course tower.
     teacher_l2: when set, every denoising snapshot gets a distillation teacher, EASE with this
       L2 fitted on that snapshot's history (`ncf.teacher`); the module's distill_weight uses it.
+    teacher_rank: the teacher's Gram matrix as diagonal plus this rank (memory linear in
+      courses); None: dense EASE (n_courses^2 floats, for catalogues up to ~10,000 courses).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class NCFDataModule(pl.LightningDataModule):
         content: sp.csr_matrix | None = None,
         report: DataReport | None = None,
         teacher_l2: float | None = None,
+        teacher_rank: int | None = 256,
     ):
         super().__init__()
         if training not in TRAININGS:
@@ -92,7 +95,7 @@ class NCFDataModule(pl.LightningDataModule):
         self.n_cutoffs, self.horizon_days, self.spacing_days = n_cutoffs, horizon_days, spacing_days
         self.label_fraction, self.normalize = label_fraction, normalize
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.content, self.teacher_l2 = content, teacher_l2
+        self.content, self.teacher_l2, self.teacher_rank = content, teacher_l2, teacher_rank
         self.report = report if report is not None else DataReport()
         self.train_snapshots: list[Snapshot] = []
         self.valid: Snapshot | None = None
@@ -206,7 +209,7 @@ class NCFDataModule(pl.LightningDataModule):
         if self.teacher_l2 is None:
             return [None] * len(flags)
         return [
-            fit_teacher(s, self.teacher_l2) if d else None
+            fit_teacher(s, self.teacher_l2, rank=self.teacher_rank, seed=self.seed) if d else None
             for s, d in zip(self.train_snapshots, flags, strict=True)
         ]
 

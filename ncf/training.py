@@ -244,8 +244,12 @@ def _fit_and_test(
     # The best checkpoint's validation metrics, recomputed on the reloaded weights.
     valid = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     best_epoch = int(state.get("epoch", -1))
-    refit_s = 0.0
+    refit_s, extra = 0.0, {"world_size": int(trainer.world_size)}  # > 1: data-parallel (DDP)
     if refit:
+        # The chosen model on test too, before the refit replaces it: with the split moved one
+        # window earlier (test = the validation window), the pair says whether refitting helps.
+        before = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        extra["test_before_refit"] = {k: float(v) for k, v in before.items()}
         start = time.perf_counter()
         # Reseed: the refit's dropout draws then depend on the seed alone, not on how many
         # epochs (and RNG draws) the first fit happened to run before early stopping.
@@ -288,7 +292,7 @@ def _fit_and_test(
         checkpoint=done["best_model_path"],
         metrics_csv=metrics_csv,
         test_per_user=test_per_user,
-        extra={"world_size": int(trainer.world_size)},  # > 1: data-parallel (DDP) processes
+        extra=extra,
     )
 
 

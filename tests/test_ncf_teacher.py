@@ -8,12 +8,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from baselines.ease import ease_weights
+from baselines.ease_low_rank import low_rank_ease
 from ncf.bags import csr_bags
 from ncf.inputs import InputBuilder, Snapshot
 from ncf.losses import distillation, standardize_scores
 from ncf.teacher import fit_teacher
 from watchlog.cleaning import CleaningConfig, clean
-from watchlog.ease import ease_weights
 from watchlog.splits import stratified_split, temporal_split
 
 
@@ -36,6 +37,25 @@ def test_teacher_scores_are_binary_history_times_ease_weights():
     rows = np.array([3, 0, 17])
     got = teacher.scores(csr_bags(x, rows)).numpy()  # (3, 12)
     np.testing.assert_allclose(got, (x[rows] > 0).astype(np.float32) @ B, rtol=1e-5, atol=1e-6)
+
+
+def test_low_rank_teacher_scores_are_history_times_left_times_right():
+    x = sp.random(40, 12, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    x.data = np.abs(x.data) * 3 + 0.1
+    snap = Snapshot("train_0", history=x, seen=x, course_bags=sp.identity(12, format="csr"))
+    teacher = fit_teacher(snap, l2=5.0, rank=4)
+    assert teacher.weights.shape == (12, 4) and teacher.right.shape == (4, 12)
+    assert teacher.nbytes == 2 * 12 * 4 * 4
+    rows = np.array([3, 0, 17])
+    got = teacher.scores(csr_bags(x, rows)).numpy()
+    xb = (x[rows] > 0).astype(np.float32).toarray()  # (3, 12) binary
+    expect = xb @ teacher.weights.numpy() @ teacher.right.numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    # at full rank it is dense EASE off each learner's own courses
+    full = fit_teacher(snap, l2=5.0, rank=12).scores(csr_bags(x, rows)).numpy()
+    dense = xb @ ease_weights(x, 5.0)
+    off = xb == 0
+    np.testing.assert_allclose(full[off], dense[off], rtol=1e-3, atol=1e-4)
 
 
 def test_distillation_matches_dense_cross_entropy_with_inputs_left_out():
@@ -116,10 +136,15 @@ def test_datamodule_fits_a_teacher_per_denoising_snapshot_on_its_history(small_p
 
     log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
     split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
-    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0)
+    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0, teacher_rank=None)
     dm.setup()
     (teacher,) = dm.teachers()
     np.testing.assert_array_equal(teacher.weights.numpy(), ease_weights(dm.valid.history, 20.0))
+    # by default the teacher is low-rank: the factors of the same snapshot's history
+    (low,) = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0, teacher_rank=8).teachers()
+    expect = low_rank_ease(dm.valid.history, 20.0, rank=8, seed=0)
+    np.testing.assert_array_equal(low.weights.numpy(), expect.left)
+    np.testing.assert_array_equal(low.right.numpy(), expect.right)
     # the history it is fitted on holds no validation or test pair (asserted in
     # test_ncf_inputs); the refit's teacher moves to the test snapshot with the validation pairs
     (refit_teacher,) = dm.for_refit().teachers()
