@@ -136,7 +136,9 @@ def _recommenders_rule(learner: np.ndarray, key: np.ndarray, ratio: float) -> np
     return out
 
 
-def test_stratified_split_follows_the_recommenders_rule(log):
+def test_stratified_split_draws_keep_the_rule_and_differ_in_rounding(log):
+    """draw="ours": r / n <= 0.75 kept (floor); draw="recommenders": round(0.75 n) half-to-even
+    kept (the library's draw, checked pair for pair in test_stratify.py)."""
     from watchlog.splits import _stratify
 
     rng = np.random.default_rng(0)
@@ -147,26 +149,33 @@ def test_stratified_split_follows_the_recommenders_rule(log):
     )
 
     w = log.select("watched")
-    a = stratified_split(log, w, test_ratio=0.25, seed=42)
-    b = stratified_split(log, w, test_ratio=0.25, seed=42)
-    pd.testing.assert_index_equal(a.test.labels.index, b.test.labels.index)
-    assert a.valid is None
-    # per learner, the number of training pairs is floor(0.75 n)
     pairs = w.drop_duplicates(["learner_idx", "course_idx"]).groupby("learner_idx").size()
-    train = (
-        a.test.inputs.drop_duplicates(["learner_idx", "course_idx"]).groupby("learner_idx").size()
-    )
-    np.testing.assert_array_equal(
-        train.reindex(pairs.index, fill_value=0), np.floor(0.75 * pairs + 1e-9)
-    )
+    for draw, kept in (
+        ("ours", np.floor(0.75 * pairs + 1e-9)),
+        ("recommenders", np.round(0.75 * pairs)),
+    ):
+        a = stratified_split(log, w, test_ratio=0.25, seed=42, draw=draw)
+        b = stratified_split(log, w, test_ratio=0.25, seed=42, draw=draw)
+        pd.testing.assert_index_equal(a.test.labels.index, b.test.labels.index)
+        assert a.valid is None
+        train = (
+            a.test.inputs.drop_duplicates(["learner_idx", "course_idx"])
+            .groupby("learner_idx")
+            .size()
+        )
+        np.testing.assert_array_equal(train.reindex(pairs.index, fill_value=0), kept)
+    assert not np.array_equal(np.floor(0.75 * pairs + 1e-9), np.round(0.75 * pairs))
 
 
-def test_stratified_split_with_validation_and_whole_pairs(log):
+@pytest.mark.parametrize("draw", ["recommenders", "ours"])
+@pytest.mark.parametrize("by", ["learner", "course"])
+def test_stratified_split_with_validation_and_whole_pairs(log, draw, by):
     w = log.select("all")  # repeated (learner, course) pairs exist among all events
-    split = stratified_split(log, w, test_ratio=0.25, valid_ratio=0.2, seed=1)
+    split = stratified_split(log, w, test_ratio=0.25, valid_ratio=0.2, seed=1, draw=draw, by=by)
     for fold in split.folds():
         assert_no_leakage(fold)
     assert len(split.valid.inputs) + len(split.valid.labels) == len(split.test.inputs)
+    assert split.params["draw"] == draw and split.params["by"] == by
 
 
 def test_random_split_ratio_and_seed(log):

@@ -9,7 +9,8 @@ A `Fold` is what a model may see (`inputs`) and what it is judged on (`labels`).
   so that models trained on it see nothing at or after the blend window's start.
 - per_learner (leave-latest-out): each learner's latest event(s) are labels; the
   order is (ts, event position), so ties at one timestamp still have a strict order.
-- random (stratified per learner, or plain): only to reproduce published setups.
+- random (stratified per learner or per course, or plain): only to reproduce published
+  setups; the stratified one draws as the recommenders library does (`watchlog.stratify`).
   All events of one (learner, course) pair go to the same side.
 
 `assert_no_leakage` checks each kind's rule and is called on every fold built here.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from watchlog.eventlog import EventLog, ts_ns, utc_ns
 from watchlog.report import DataReport
+from watchlog.stratify import recommenders_parts
 
 __all__ = [
     "Fold",
@@ -37,6 +39,8 @@ __all__ = [
     "rolling_folds",
     "leave_latest_out",
     "stratified_split",
+    "STRATIFIED_DRAWS",
+    "STRATIFY_BY",
     "random_split",
 ]
 
@@ -399,6 +403,10 @@ def _pairs(ev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return keys, (keys >> 32).astype(np.int64), inverse
 
 
+STRATIFIED_DRAWS = ("recommenders", "ours")
+STRATIFY_BY = ("learner", "course")
+
+
 def stratified_split(
     log: EventLog,
     events: pd.DataFrame | None = None,
@@ -406,31 +414,119 @@ def stratified_split(
     test_ratio: float = 0.25,
     valid_ratio: float = 0.0,
     seed: int = 42,
+    draw: str = "recommenders",
+    by: str = "learner",
     report: DataReport | None = None,
 ) -> Split:
-    """Per learner, a random `test_ratio` of their courses are test labels (Microsoft recommenders'
-    python_stratified_split rule: in a random order, course r of n is kept for training when
-    r / n <= 1 - test_ratio). `valid_ratio` of the remaining training courses, by the same
-    rule, are validation labels. Pairs, not rows, are split."""
+    """Per learner (or per course: `by`), a random `test_ratio` of their pairs are test labels;
+    `valid_ratio` of the remaining training pairs, by the same rule, are validation labels.
+    Pairs, not rows, are split: all events of a (learner, course) pair go to the same side.
+
+    draw="recommenders" (default) is Microsoft recommenders' `python_stratified_split(data,
+    ratio=1 - test_ratio, seed=seed, filter_by="user" | "item")` pair for pair (checked against
+    recommenders 1.2.1; see `watchlog.stratify`): one uniform per pair drawn in the input's row
+    order, ranks within the group in that random order, round(ratio * n) half-to-even kept
+    for training. The input's row order is the `source_row` column when the events have one
+    (the rating loaders keep each rating's line in the file, the order the library reads), else
+    the log's time order (noted in the report). Validation is the library called a second time
+    on its own training output, with the same seed and ratio 1 - valid_ratio: the test set stays
+    exactly the published 2-way one (a single 3-way call, ratio=[train, valid, test], rounds
+    the cumulative shares anew and can move pairs at .5 boundaries in or out of the test set).
+
+    draw="ours" is this project's earlier rule with NumPy's default_rng: in a random order, pair
+    r of n is kept for training when r / n <= 1 - test_ratio (floor instead of half-to-even
+    rounding, a different generator): the same rule, another draw. Kept to reproduce results
+    recorded with it.
+
+    Differences from the library: no `min_rating` filter (its default, 1, filters nothing; drop
+    short learners or courses beforehand in cleaning); group values sort as the log's id maps
+    do (sorted ids, or first-seen order for mixed id types; the library sorts the values), which
+    matters only for a second (validation) call; repeated pairs are not split: the draw is
+    over the first event of each pair in input order, as if the library had been given the
+    events with duplicate pairs dropped (keep first).
+    """
     for name, r in (("test_ratio", test_ratio), ("valid_ratio", valid_ratio)):
         if not 0 <= r < 1:
             raise ValueError(f"stratified_split: {name} must be in [0, 1), got {r}")
+    if draw not in STRATIFIED_DRAWS:
+        raise ValueError(
+            f"stratified_split: draw must be one of {STRATIFIED_DRAWS}, got {draw!r} "
+            "(split.fn.draw: recommenders reproduces the recommenders library's split)"
+        )
+    if by not in STRATIFY_BY:
+        raise ValueError(
+            f"stratified_split: by must be one of {STRATIFY_BY}, got {by!r} (the library's "
+            "filter_by='user' is by=learner, filter_by='item' is by=course)"
+        )
     ev = log.events if events is None else events
-    _, learner, inverse = _pairs(ev)
+    keys, learner, inverse = _pairs(ev)
+    group = learner if by == "learner" else (keys & 0xFFFFFFFF).astype(np.int64)
+    params: dict[str, Any] = dict(
+        test_ratio=test_ratio, valid_ratio=valid_ratio, seed=seed, draw=draw, by=by
+    )
+    if draw == "ours":
+        is_test, is_valid = _stratify_ours(group, test_ratio, valid_ratio, seed)
+    else:
+        order_column = "source_row" if "source_row" in ev.columns else None
+        input_order = _pair_input_order(ev, inverse, len(keys), order_column)
+        is_test, is_valid = _stratify_recommenders(
+            group, input_order, test_ratio, valid_ratio, seed
+        )
+        params["input_order"] = order_column or "time"
+        if order_column is None and report is not None:
+            report.note(
+                "stratified split (recommenders draw): the events have no source_row column, "
+                "so the draw follows the log's time order; a library run on the source file "
+                "in its own row order gives another split"
+            )
+    return _random_kind_split(ev, is_test[inverse], is_valid[inverse], "stratified", params, report)
+
+
+def _library_ratio(share: float) -> float:
+    """1 - share as the decimal a caller would write for the library (1 - 0.18 is
+    0.8200000000000001 in floats, the literal 0.82 is not): the rounding at .5 depends on it."""
+    return round(1.0 - share, 12)
+
+
+def _pair_input_order(
+    ev: pd.DataFrame, inverse: np.ndarray, n_pairs: int, column: str | None
+) -> np.ndarray:
+    """Pairs in the library's input order: by the first input position of any of their events."""
+    position = ev[column].to_numpy(np.int64) if column else ev.index.to_numpy(np.int64)
+    first = np.full(n_pairs, np.iinfo(np.int64).max)
+    np.minimum.at(first, inverse, position)
+    return np.argsort(first, kind="stable")
+
+
+def _stratify_recommenders(
+    group: np.ndarray, input_order: np.ndarray, test_ratio: float, valid_ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(is_test, is_valid) per pair: the library's draw, then a second call on its training
+    output (rows in the order the library returns them) for validation."""
+    n = len(group)
+    is_test, is_valid = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    if test_ratio:
+        part, out_order = recommenders_parts(group[input_order], seed, _library_ratio(test_ratio))
+        is_test[input_order] = part == 1
+        train = input_order[out_order[part[out_order] == 0]]
+    else:
+        train = input_order
+    if valid_ratio:
+        part, _ = recommenders_parts(group[train], seed, _library_ratio(valid_ratio))
+        is_valid[train] = part == 1
+    return is_test, is_valid
+
+
+def _stratify_ours(
+    group: np.ndarray, test_ratio: float, valid_ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    is_test = _stratify(learner, rng.random(len(learner)), 1 - test_ratio)
+    is_test = _stratify(group, rng.random(len(group)), 1 - test_ratio)
     is_valid = np.zeros_like(is_test)
     if valid_ratio:
         train = np.flatnonzero(~is_test)
-        is_valid[train] = _stratify(learner[train], rng.random(len(train)), 1 - valid_ratio)
-    return _random_kind_split(
-        ev,
-        is_test[inverse],
-        is_valid[inverse],
-        "stratified",
-        dict(test_ratio=test_ratio, valid_ratio=valid_ratio, seed=seed),
-        report,
-    )
+        is_valid[train] = _stratify(group[train], rng.random(len(train)), 1 - valid_ratio)
+    return is_test, is_valid
 
 
 def _stratify(group: np.ndarray, key: np.ndarray, keep_ratio: float) -> np.ndarray:

@@ -105,7 +105,9 @@ def ratings_to_events(
 
     `ts` is passed through (e.g. unix seconds, validated with ts_unit="s"). The
     `rating` column is kept as float32; position is missing (no slates in ratings
-    data); channel is "rating".
+    data); channel is "rating". `source_row` is each rating's position in the input (the
+    file's line order): the event log is sorted by time, and published random splits (the
+    recommenders library's stratified split) draw in the file's row order.
     """
     rating = np.asarray(rating, dtype=np.float32)
     n = len(rating)
@@ -122,6 +124,7 @@ def ratings_to_events(
             ),
             "channel": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [RATING_CHANNEL]),
             "rating": rating,
+            "source_row": np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
         }
     )
     if report is not None:
