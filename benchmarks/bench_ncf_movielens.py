@@ -3,8 +3,10 @@
     python -m benchmarks.bench_ncf_movielens                 # 3 seeds, both protocols
     python -m benchmarks.bench_ncf_movielens --seeds 0 --quick
 
-Full ranking (the recommenders benchmark setup): 75/25 split stratified per user (seed 42),
-validation = 10% of each user's training items; every hyperparameter and the epoch are
+Full ranking (the recommenders benchmark setup): the 75/25 split of recommenders'
+MovieLens notebook, `python_stratified_split(ratio=0.75, filter_by="item", seed=42)`,
+reproduced pair for pair (`experiment=ml100k_stratified`: stratified per course, 24,934 test
+ratings); validation = the same split again on the training part (10%); every hyperparameter and the epoch are
 chosen on validation; test inputs are the whole training part; seen items are removed;
 all items ranked. Models: the two-tower (`conf/ncf/<--ncf>`), ID-only MF through the same
 training code (`conf/ncf/mf`), EASE (closed form, L2 chosen on validation), item-kNN on
@@ -189,7 +191,10 @@ def main() -> None:
                 out, args.seeds, ncf, "full", args.overrides, per_user[ncf]
             )
             rows.insert(0 if ncf == args.ncf else 1, summary)
-        print_table(rows, "MovieLens-100K, full ranking, stratified 75/25 (seed 42), test")
+        print_table(
+            rows,
+            "MovieLens-100K, full ranking, recommenders' stratified 75/25 split (seed 42), test",
+        )
         others = {k: v for k, v in per_user.items() if k not in (args.ncf, "mf")}
         others["mf (mean of seeds)"] = _seed_mean(per_user["mf"])
         paired = paired_rows(args.ncf, per_user[args.ncf], others)
