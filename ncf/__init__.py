@@ -13,9 +13,10 @@
     later = rec.at(log, "2024-06-01")                  # histories up to a later cutoff
 
 From the command line: `python -m experiments.train_ncf data=... ncf=...` (conf/ncf/*.yaml).
-Distillation from an EASE teacher (ncf.teacher): NCFDataModule(..., teacher_l2=500) and
-NCFModule(..., distill_weight=0.5, distill_inputs="both", distill_standardize=True,
-distill_temperature=1.5) (`conf/ncf/two_tower_ml100k`).
+Distillation from an EASE teacher (ncf.teacher), low-rank by default (memory linear in
+courses): NCFDataModule(..., teacher_l2=200, teacher_rank=256) and NCFModule(...,
+distill_weight=0.5, distill_inputs="both", distill_standardize=True, distill_temperature=1.5),
+the default of `conf/ncf/two_tower`.
 Plots: `ncf.plots` (UMAP/PCA maps, neighbours, training curves), `ncf.run_plots.plot_run`.
 """
 
