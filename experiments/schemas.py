@@ -21,8 +21,7 @@ the entry points call it before any work.
 To expose a new constructor argument (say of `TwoTower` or `glmix.FixedEffect`), add it to the
 yaml and to the schema here. Data sources differ in structure by kind, so there is one data
 schema per kind (the platform, the MovieLens loaders, mapped tables). `Any` is used only where
-OmegaConf cannot type a value: a table spec that is null, a path or a mapping
-(data.source.learners / courses; the loader checks a mapping's keys itself), a null-or-mapping
+OmegaConf cannot type a value: a null-or-mapping
 (`ncf.content`, `glmix.features.label_factors`, `glmix.features.*.scaled`: see NCFSchema;
 `check_config` checks them against the schema or value types in their field's metadata) and
 an int-or-float (`glmix.features.*.min_frequency`; `check_config` checks the types in its
@@ -200,24 +199,30 @@ class MovieLensSourceSchema:  # watchlog.loaders.load_movielens / _100k / _1m
 class TableSpecSchema:  # watchlog.loaders.tabular.TableSpec as a mapping
     path: str = MISSING
     format: str | None = MISSING
-    # contract column -> your column, and constants for contract columns you lack: open
-    # mappings by nature (which contract columns a data set maps is the data set's business)
-    columns: dict[str, str] = MISSING
+    # contract column -> your column (null: not mapped), and constants for contract columns
+    # you lack (null: not filled): the yaml lists every contract column of the table, so a
+    # plain override sets any of them
+    columns: dict[str, str | None] = MISSING
     fill: dict[str, Any] = MISSING
     extra: list[str] | None = MISSING
     delimiter: str | None = MISSING
+    encoding: str = MISSING
+
+
+@dataclass
+class EntityTableSpecSchema(TableSpecSchema):  # learners / courses: path null = no table
+    path: str | None = MISSING
 
 
 @dataclass
 class TablesSourceSchema:  # watchlog.loaders.load_tables
     _target_: str = MISSING
     events: TableSpecSchema = MISSING
-    # null, a bare path or a TableSpec mapping: a union OmegaConf cannot type; the loader
-    # checks the keys of a mapping itself (TableSpec.parse names unknown ones).
-    learners: Any = MISSING
-    courses: Any = MISSING
+    learners: EntityTableSpecSchema = MISSING
+    courses: EntityTableSpecSchema = MISSING
     ts_unit: str | None = MISSING
     duplicates: str = MISSING
+    strict_clicked: bool = MISSING
 
 
 @dataclass

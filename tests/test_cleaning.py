@@ -67,7 +67,9 @@ def test_max_watch_keeps_any_click():
 
 
 def test_duplicate_error_policy_raises_with_examples():
-    with pytest.raises(SchemaError, match="duplicate event -- 2 row"):
+    with pytest.raises(
+        SchemaError, match=r"duplicate event \(set data\.cleaning\.duplicates.* -- 2 row"
+    ):
         drop_duplicate_events(tiny_log(), "error")
     with pytest.raises(ValueError, match="policy must be one of"):
         drop_duplicate_events(tiny_log(), "average")

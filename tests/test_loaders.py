@@ -142,7 +142,8 @@ def test_ml1m_bad_values_reported_with_count_and_examples(tmp_path):
         load_movielens_1m(write_ml1m(tmp_path / "bad", ratings=bad))
     (problem,) = err.value.problems
     assert (problem.table, problem.column, problem.count) == ("ratings.dat", "ts", 2)
-    assert problem.examples == [(1, "yesterday"), (4, "soon")]
+    # ratings.dat has no header: data row i is file line i + 1
+    assert problem.unit == "line" and problem.examples == [(2, "yesterday"), (5, "soon")]
 
 
 def test_ml1m_unknown_occupation_code_is_an_error(tmp_path):
@@ -379,7 +380,10 @@ def test_generic_unparseable_timestamp_reported(tmp_path):
         load_tables({**spec, "fill": {"impression": True}})
     problems = {(p.column, p.rule): p for p in err.value.problems}
     bad = problems[("ts", "timestamp must be parseable")]
-    assert bad.count == 3 and bad.examples == [(1, "garbage"), (4, "31/02/2024"), (5, "x")]
+    # file lines as an editor counts them: the header is line 1, data row i is line i + 2
+    assert bad.count == 3 and bad.examples == [(3, "garbage"), (6, "31/02/2024"), (7, "x")]
+    assert "events.ts (file events.csv): timestamp must be parseable" in str(err.value)
+    assert "line 3: 'garbage'" in str(err.value)
     assert problems[("ts", "timestamp must not be missing")].count == 1  # the empty field
 
 

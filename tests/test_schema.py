@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from watchlog import EventLog, SchemaError
+from watchlog import DataReport, EventLog, SchemaError
+from watchlog.eventlog import DUPLICATE_HINT
 
 
 def valid_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -124,7 +125,7 @@ def broken_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     )
     # row labels of `bad` rows: 0 missing learner, 1 unknown learner, 2 unknown course,
     # 3 unparseable ts, 4 missing ts, 5 negative watch, 6 non-numeric watch, 7 infinite watch,
-    # 8 clicked=2, 9 clicked on organic, 10 impression 'maybe' + position 0, 11 duplicate of event 0.
+    # 8 clicked=2, 9 clicked on organic (an error only with strict_clicked), 10 impression 'maybe' + position 0, 11 duplicate of event 0.
     return pd.concat([events, bad], ignore_index=True), learners, courses
 
 
@@ -144,15 +145,9 @@ EXPECTED = {
     ("events", "watch_seconds", "must be numeric (missing allowed)", 1),
     ("events", "watch_seconds", "must be finite", 1),
     ("events", "clicked", "must be 0 or 1 (missing allowed)", 1),
-    ("events", "clicked", "clicked is only defined on impressions (impression=true)", 1),
     ("events", "impression", "must be boolean (true/false or 1/0), not missing", 1),
     ("events", "position", "must be an integer >= 1 (missing allowed)", 1),
-    (
-        "events",
-        "learner_id+course_id+ts+impression",
-        "duplicate event (set cleaning.duplicates to first, last or max_watch)",
-        2,
-    ),
+    ("events", "learner_id+course_id+ts+impression", DUPLICATE_HINT, 2),
 }
 
 
@@ -210,3 +205,32 @@ def test_missing_entity_tables_are_derived_and_noted():
     assert (log.learners["segment"] == "unknown").all()
     assert any("no learners table" in n for n in report.notes)
     assert any("no courses table" in n for n in report.notes)
+
+
+def test_clicked_on_organic_events_becomes_missing_and_is_counted():
+    events, learners, courses = valid_tables()
+    organic = ~events["impression"].astype(bool)
+    assert organic.sum() >= 2  # the fixture has organic events to test with
+    events = events.assign(clicked=np.where(organic, 1, events["clicked"]))
+    events.loc[organic.idxmax(), "clicked"] = 0  # one organic 0 as well
+    report = DataReport()
+    log = EventLog.from_tables(events, learners, courses, report=report)
+    ev = log.events
+    assert ev.loc[~ev["impression"], "clicked"].isna().all()
+    # impressions keep their clicks
+    assert ev.loc[ev["impression"], "clicked"].notna().all()
+    (step,) = [s for s in report.steps if s["step"] == "clicked_on_organic_to_missing"]
+    n = int(organic.sum())
+    assert (step["set_missing"], step["were_1"], step["were_0"]) == (n, n - 1, 1)
+    assert step["rows_before"] == step["rows_after"] == len(events)  # nothing dropped
+
+
+def test_strict_clicked_keeps_the_error():
+    events, learners, courses = valid_tables()
+    organic = ~events["impression"].astype(bool)
+    events = events.assign(clicked=np.where(organic, 1, events["clicked"]))
+    with pytest.raises(SchemaError) as err:
+        EventLog.from_tables(events, learners, courses, strict_clicked=True)
+    (problem,) = err.value.problems
+    assert problem.column == "clicked" and problem.count == int(organic.sum())
+    assert "only defined on impressions" in problem.rule and "strict_clicked" in problem.rule

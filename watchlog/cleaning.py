@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from watchlog.eventlog import DUPLICATE_POLICIES, EventLog, ts_ns, utc_ns
+from watchlog.eventlog import DUPLICATE_HINT, DUPLICATE_POLICIES, EventLog, ts_ns, utc_ns
 from watchlog.report import DataReport
 from watchlog.schema import DUPLICATE_KEY, Problem, SchemaError, duplicate_event_mask
 
@@ -98,7 +98,7 @@ def drop_duplicate_events(
                 Problem(
                     "events",
                     "+".join(DUPLICATE_KEY),
-                    "duplicate event",
+                    DUPLICATE_HINT,
                     n_dup,
                     list(zip(ex.index, ex.itertuples(index=False), strict=True)),
                 )

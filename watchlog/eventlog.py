@@ -25,9 +25,14 @@ from watchlog.schema import (
     unknown_id_problems,
 )
 
-__all__ = ["EventLog", "DUPLICATE_POLICIES", "ts_ns", "utc_ns"]
+__all__ = ["EventLog", "DUPLICATE_HINT", "DUPLICATE_POLICIES", "ts_ns", "utc_ns"]
 
 DUPLICATE_POLICIES = ("error", "first", "last", "max_watch")
+# One key decides: the data configs' source.duplicates interpolates cleaning.duplicates.
+DUPLICATE_HINT = (
+    "duplicate event (set data.cleaning.duplicates to first, last or max_watch; "
+    "in Python, duplicates= of the loader and of CleaningConfig)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,9 +60,13 @@ class EventLog:
         *,
         ts_unit: str | None = None,
         duplicates: str = "error",
+        strict_clicked: bool = False,
         report: DataReport | None = None,
     ) -> EventLog:
         """Validate and normalize; raise `SchemaError` listing every problem.
+
+        `clicked` on a non-impression event is set to missing (counted in `report`);
+        `strict_clicked` makes it an error instead.
 
         `duplicates`: with "error" (default) repeated events are a validation
         problem; any other policy leaves them for `cleaning.drop_duplicate_events`.
@@ -67,7 +76,9 @@ class EventLog:
         if duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
         report = report if report is not None else DataReport()
-        ev, problems = normalize_events(events, ts_unit=ts_unit)
+        ev, problems = normalize_events(
+            events, ts_unit=ts_unit, strict_clicked=strict_clicked, report=report
+        )
         if learners is None and "learner_id" in ev:
             learners = pd.DataFrame({"learner_id": pd.unique(ev["learner_id"].dropna())})
             report.note(
@@ -100,9 +111,10 @@ class EventLog:
                     Problem(
                         "events",
                         "+".join(DUPLICATE_KEY),
-                        "duplicate event (set cleaning.duplicates to first, last or max_watch)",
+                        DUPLICATE_HINT,
                         int(dup.sum()),
                         examples,
+                        unit="line" if ev.index.name == "line" else "row",
                     )
                 )
         if problems:

@@ -8,7 +8,7 @@ the whole table back or a `SchemaError` listing every problem at once.
 Canonical dtypes
     events   learner_id, course_id: caller's ids (any hashable, no missing)
              ts: datetime64[ns, UTC]; watch_seconds: float32 >= 0 or NaN
-             clicked: Int8 in {0, 1} or <NA>, only on impressions
+             clicked: Int8 in {0, 1} or <NA>, only on impressions (set to <NA> elsewhere)
              impression: bool; position: Int16 >= 1 or <NA>; channel: category
     learners learner_id (unique), segment: category (+ any profile columns)
     courses  course_id (unique); when present: duration_seconds float32 >= 0 or NaN,
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from watchlog.report import DataReport
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -68,17 +70,24 @@ _N_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class Problem:
-    """One broken rule: where, what, how many rows, and a few (row, value) examples."""
+    """One broken rule: where, what, how many rows, and a few (row, value) examples.
+
+    `unit` says what the example numbers count: "row" (0-based data rows of a frame) or
+    "line" (lines of the source file as an editor counts them: 1-based, header = line 1);
+    `source` is the file the table was read from, when it was."""
 
     table: str
     column: str
     rule: str
     count: int
     examples: list[Any] = field(default_factory=list)
+    unit: str = "row"
+    source: str | None = None
 
     def __str__(self) -> str:
-        ex = ", ".join(f"row {r}: {v!r}" for r, v in self.examples)
-        return f"{self.table}.{self.column}: {self.rule} -- {self.count:,} row(s)" + (
+        ex = ", ".join(f"{self.unit} {r}: {v!r}" for r, v in self.examples)
+        where = f" (file {self.source})" if self.source and self.source != self.table else ""
+        return f"{self.table}.{self.column}{where}: {self.rule} -- {self.count:,} row(s)" + (
             f", e.g. {ex}" if ex else ""
         )
 
@@ -104,7 +113,9 @@ def _problem(table: str, column: str, rule: str, values: pd.Series, mask) -> Pro
     rows = values.index[mask][:_N_EXAMPLES]
     vals = values[mask].iloc[:_N_EXAMPLES]
     examples = [(_plain(r), _plain(v)) for r, v in zip(rows, vals, strict=True)]
-    return Problem(table, column, rule, count, examples)
+    # A loader that read a file indexes the frame by file line (index name "line").
+    unit = "line" if values.index.name == "line" else "row"
+    return Problem(table, column, rule, count, examples, unit=unit)
 
 
 def _plain(v: Any) -> Any:
@@ -182,9 +193,16 @@ def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def normalize_events(
-    frame: pd.DataFrame, *, ts_unit: str | None = None
+    frame: pd.DataFrame,
+    *,
+    ts_unit: str | None = None,
+    strict_clicked: bool = False,
+    report: DataReport | None = None,
 ) -> tuple[pd.DataFrame, list[Problem]]:
-    """Canonical events table and the problems found (duplicates and ids checked elsewhere)."""
+    """Canonical events table and the problems found (duplicates and ids checked elsewhere).
+
+    `clicked` on a non-impression (organic) event is set to missing and counted in
+    `report`; with `strict_clicked` it is a problem instead."""
     t = "events"
     problems = _missing_columns(frame, t, EVENT_COLUMNS)
     missing = {p.column for p in problems}
@@ -263,16 +281,35 @@ def normalize_events(
             on_organic = (
                 clicked.notna().to_numpy() & ~out["impression"].to_numpy() & ~bad_impression
             )
-            _collect(
-                problems,
-                _problem(
-                    t,
-                    "clicked",
-                    "clicked is only defined on impressions (impression=true)",
-                    raw,
-                    on_organic,
-                ),
-            )
+            if strict_clicked:
+                _collect(
+                    problems,
+                    _problem(
+                        t,
+                        "clicked",
+                        "clicked is only defined on impressions (impression=true); "
+                        "strict_clicked=false sets it to missing on other events instead",
+                        raw,
+                        on_organic,
+                    ),
+                )
+            elif on_organic.any():
+                # A watch implies a click in many platforms' logs: the value carries no
+                # information about a slate, so it becomes missing, counted in the report.
+                ones = int((clicked[on_organic] == 1).sum())
+                clicked = clicked.mask(pd.Series(on_organic, index=clicked.index))
+                if report is not None:
+                    n = len(frame)
+                    report.add_step(
+                        "clicked_on_organic_to_missing",
+                        "events",
+                        n,
+                        n,
+                        set_missing=int(on_organic.sum()),
+                        were_1=ones,
+                        were_0=int(on_organic.sum()) - ones,
+                        why="clicked is defined on impressions only (strict_clicked=true: error)",
+                    )
         out["clicked"] = clicked
 
     if "position" in frame.columns:

@@ -8,9 +8,11 @@ MovieLens (ratings become impression events through an explicit watch proxy):
 Generic:
     load_tables(events, learners=None, courses=None, ...)   Parquet/CSV with a column mapping
 
-Loaders never drop rows; filters belong to cleaning.
+Loaders never drop rows; filters belong to cleaning. A file that cannot be read as it is
+raises `DataFileError` (the file, the line, the rule, the fix).
 """
 
+from watchlog.loaders._read import DataFileError
 from watchlog.loaders.movielens import (
     ML1M_OCCUPATIONS,
     load_movielens,
@@ -23,6 +25,7 @@ from watchlog.loaders.tabular import CONTRACT_COLUMNS, FORMATS, TableSpec, load_
 
 __all__ = [
     "CONTRACT_COLUMNS",
+    "DataFileError",
     "FORMATS",
     "ML1M_OCCUPATIONS",
     "WATCH_PROXIES",

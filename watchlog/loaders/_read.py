@@ -3,12 +3,19 @@
 Typed reads fail fast in pyarrow; when they do, the file is read again as text to
 report *every* offending value (column, count, examples) as a `SchemaError`, the
 same way validation reports problems, instead of pyarrow's first-error message.
+
+A file pyarrow cannot take as it is (empty, a row with the wrong number of fields,
+bytes that are not in the encoding) raises `DataFileError`, which names the file, the
+line as an editor counts it (1-based, the header is line 1), the rule and the fix.
+The line is found by a second, single-threaded pass over the file, on error only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,12 +26,75 @@ import pyarrow.csv as pacsv
 
 from watchlog.schema import Problem, SchemaError
 
-__all__ = ["read_delimited", "read_header"]
+__all__ = ["DataFileError", "detect_delimiter", "read_delimited", "read_header"]
 
 # Stands in for a multi-character separator ("::" in MovieLens 1M/10M) so pyarrow's
 # single-character parser can split the file; a control character no text file uses.
 _SEP_STANDIN = "\x1f"
 _N_EXAMPLES = 5
+# Delimiters `detect_delimiter` chooses among, in order of preference on a tie.
+DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+_SNIFF_BYTES = 64 * 1024
+
+
+class DataFileError(ValueError):
+    """A file the reader cannot take: the file, the line (1-based; None when the problem is
+    the whole file), the rule it breaks and how to fix it."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, rule: str, fix: str):
+        self.path, self.line, self.rule, self.fix = Path(path), line, rule, fix
+        where = f"{self.path}" + (f", line {line}" if line is not None else "")
+        super().__init__(f"{where}: {rule}. Fix: {fix}")
+
+
+def _key(setting: str | None, name: str) -> str:
+    """How the caller sets option `name`: a config key when the caller gave its prefix."""
+    return f"{setting}.{name}" if setting else name
+
+
+def _raw_bytes(source: str | io.BytesIO) -> bytes:
+    """The file's bytes, decompressed by suffix as pyarrow does (on error paths only)."""
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()
+    with pa.input_stream(source) as stream:
+        return stream.read()
+
+
+def _first_undecodable(raw: bytes, encoding: str) -> tuple[int, int] | None:
+    """(line, byte) of the first byte sequence `encoding` cannot decode, or None."""
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        return raw.count(b"\n", 0, err.start) + 1, raw[err.start]
+    return None
+
+
+def _not_encoded(
+    path: Path, raw: bytes, encoding: str, setting: str | None, columns: Sequence[str] = ()
+) -> DataFileError | None:
+    bad = _first_undecodable(raw, encoding)
+    if bad is None:
+        return None
+    line, byte = bad
+    where = f" (column(s) {list(columns)} would load as bytes)" if columns else ""
+    return DataFileError(
+        path,
+        line,
+        f"not {encoding.upper().replace('UTF8', 'UTF-8')}: byte {byte:#04x} cannot be decoded{where}",
+        f"set {_key(setting, 'encoding')}=latin-1 (or the file's encoding, e.g. cp1252), "
+        "or save the file as UTF-8",
+    )
+
+
+def detect_delimiter(path: str | os.PathLike, default: str) -> str:
+    """The delimiter of a file's header line: the most frequent of DELIMITER_CANDIDATES in its
+    first line (ties: the earlier candidate), `default` when the line has none of them."""
+    with pa.input_stream(str(path)) as stream:
+        head = stream.read(_SNIFF_BYTES)
+    first = head.split(b"\n", 1)[0]
+    counts = {c: first.count(c.encode()) for c in DELIMITER_CANDIDATES}
+    best = max(DELIMITER_CANDIDATES, key=lambda c: (counts[c], c == default))
+    return best if counts[best] else default
 
 
 def read_delimited(
@@ -36,14 +106,17 @@ def read_delimited(
     include: Sequence[str] | None = None,
     encoding: str = "utf8",
     quoting: bool = True,
+    setting: str | None = None,
 ) -> pa.Table:
     """Read a delimited text file (compressed by suffix, e.g. .gz) into an Arrow table.
 
     `names` gives the column names of a header-less file (None: the first line is the
     header). `types` fixes column types (others are inferred); a value that does not
-    convert raises `SchemaError` naming the file, column, count and examples. Empty
-    strings are missing values. A multi-character `delimiter` is supported by
-    substituting a single control character in memory (the file is read whole).
+    convert raises `SchemaError` naming the file, column, count and examples (as file
+    lines). Empty strings are missing values. A multi-character `delimiter` is supported
+    by substituting a single control character in memory (the file is read whole).
+    An empty file, a ragged row or bytes not in `encoding` raise `DataFileError`;
+    `setting` (e.g. "data.source.events") is the config prefix its fix names.
     """
     path = Path(path)
     source: str | io.BytesIO = str(path)
@@ -65,17 +138,17 @@ def read_delimited(
         strings_can_be_null=True,
     )
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             source,
             read_options=read_opts,
             parse_options=parse_opts,
             convert_options=pacsv.ConvertOptions(column_types=dict(types or {}), **convert),
         )
     except pa.ArrowInvalid as err:
-        if not types or "conversion error" not in str(err):
-            raise ValueError(f"{path}: {err}") from err
         if isinstance(source, io.BytesIO):
             source.seek(0)
+        if not types or "conversion error" not in str(err) or "UTF8" in str(err):
+            raise _file_error(path, source, err, read_opts, parse_opts, encoding, setting) from err
         text = pacsv.read_csv(
             source,
             read_options=read_opts,
@@ -84,31 +157,139 @@ def read_delimited(
                 column_types={c: pa.string() for c in types}, **convert
             ),
         )
-        problems = [p for c, t in types.items() if (p := _conversion_problem(path, text, c, t))]
+        first_line = 1 if names is not None else 2
+        problems = [
+            p for c, t in types.items() if (p := _conversion_problem(path, text, c, t, first_line))
+        ]
         if not problems:
             raise ValueError(f"{path}: {err}") from err
         raise SchemaError(problems) from err
+    # Bytes that are not in the encoding make pyarrow type the column as binary: ids would
+    # load as b'c1' and fail far later as unknown ids.
+    binary = [
+        f.name
+        for f in table.schema
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+    ]
+    if binary:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        bad = _not_encoded(path, _raw_bytes(source), encoding, setting, binary)
+        if bad is not None:
+            raise bad
+    return table
 
 
 def read_header(
-    path: str | os.PathLike, *, delimiter: str, encoding: str = "utf8", quoting: bool = True
+    path: str | os.PathLike,
+    *,
+    delimiter: str,
+    encoding: str = "utf8",
+    quoting: bool = True,
+    setting: str | None = None,
 ) -> list[str]:
-    """Column names of a delimited file with a header, reading only its first block."""
-    reader = pacsv.open_csv(
-        str(path),
-        read_options=pacsv.ReadOptions(encoding=encoding),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False),
-    )
+    """Column names of a delimited file with a header, reading only its first block.
+
+    Raises `DataFileError` for an empty file, a ragged row in that block, or a header
+    that does not decode (`setting`: the config prefix the fix names)."""
+    read_opts = pacsv.ReadOptions(encoding=encoding)
+    parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False)
     try:
-        return list(reader.schema.names)
+        reader = pacsv.open_csv(str(path), read_options=read_opts, parse_options=parse_opts)
+    except pa.ArrowInvalid as err:
+        raise _file_error(
+            Path(path), str(path), err, read_opts, parse_opts, encoding, setting
+        ) from err
+    try:
+        names = list(reader.schema.names)
     finally:
         reader.close()
+    if any("\ufffd" in n for n in names):  # pyarrow replaces undecodable header bytes
+        bad = _not_encoded(Path(path), _raw_bytes(str(path)), encoding, setting)
+        if bad is not None:
+            raise bad
+    return names
+
+
+def _file_error(
+    path: Path,
+    source: str | io.BytesIO,
+    err: pa.ArrowInvalid,
+    read_opts: pacsv.ReadOptions,
+    parse_opts: pacsv.ParseOptions,
+    encoding: str,
+    setting: str | None,
+) -> Exception:
+    """pyarrow's first-error message as a `DataFileError` with the file line, when known."""
+    message = str(err)
+    if "Empty CSV file" in message:
+        return DataFileError(
+            path,
+            1,
+            "the file is empty (a table needs a header line and at least one data row)",
+            "check the path, or export the table again with its header",
+        )
+    if "UTF8" in message:
+        bad = _not_encoded(path, _raw_bytes(source), encoding, setting)
+        if bad is not None:
+            return bad
+    if re.search(r"Expected \d+ columns, got \d+", message):
+        ragged = _ragged_rows(source, read_opts, parse_opts)
+        if ragged:
+            line, expected, actual, text = ragged[0]
+            others = (
+                f"; {len(ragged) - 1:,} more such line(s), e.g. line(s) "
+                + ", ".join(str(r[0]) for r in ragged[1 : 1 + _N_EXAMPLES])
+                if len(ragged) > 1
+                else ""
+            )
+            delim = parse_opts.delimiter
+            return DataFileError(
+                path,
+                line,
+                f"row has {actual} fields, the header has {expected} "
+                f"(delimiter {delim!r}): {text[:80]!r}{others}",
+                f"quote the fields that contain {delim!r}, or remove the extra fields; "
+                f"if the file uses another delimiter, set {_key(setting, 'delimiter')}",
+            )
+    return ValueError(f"{path}: {err}")
+
+
+def _ragged_rows(
+    source: str | io.BytesIO, read_opts: pacsv.ReadOptions, parse_opts: pacsv.ParseOptions
+) -> list[tuple[int, int, int, str]]:
+    """(line, expected fields, fields, text) of every row with the wrong field count. One
+    thread: pyarrow knows a row's physical line number only then."""
+    found: list[tuple[int, int, int, str]] = []
+
+    def handler(row) -> str:
+        found.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    opts = pacsv.ReadOptions(
+        column_names=read_opts.column_names,
+        encoding=read_opts.encoding,
+        use_threads=False,
+        block_size=read_opts.block_size,
+    )
+    parse = pacsv.ParseOptions(
+        delimiter=parse_opts.delimiter,
+        quote_char=parse_opts.quote_char,
+        invalid_row_handler=handler,
+    )
+    # Another problem past the ragged rows: the first ragged row is still the answer.
+    with contextlib.suppress(pa.ArrowInvalid):
+        pacsv.read_csv(source, read_options=opts, parse_options=parse)
+    return [r for r in found if r[0] is not None]
 
 
 def _conversion_problem(
-    path: Path, text: pa.Table, column: str, dtype: pa.DataType
+    path: Path, text: pa.Table, column: str, dtype: pa.DataType, first_line: int
 ) -> Problem | None:
-    """The values of a text column that do not convert to `dtype` (numbers only)."""
+    """The values of a text column that do not convert to `dtype` (numbers only), with the
+    file line of each example (`first_line`: the line of data row 0)."""
     if column not in text.column_names:
         return None
     raw = text.column(column).to_pandas()
@@ -121,5 +302,7 @@ def _conversion_problem(
     if count == 0:
         return None
     rows = np.flatnonzero(bad)[:_N_EXAMPLES]
-    examples = [(int(r), raw.iloc[r]) for r in rows]
-    return Problem(path.name, column, f"must be {dtype} (data row, value)", count, examples)
+    examples = [(int(r) + first_line, raw.iloc[r]) for r in rows]
+    return Problem(
+        path.name, column, f"must be {dtype}", count, examples, unit="line", source=path.name
+    )

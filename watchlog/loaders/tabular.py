@@ -7,18 +7,26 @@ A table spec is a mapping (a plain dict or a Hydra DictConfig) or just a path:
       columns: {learner_id: user, course_id: item, ts: time}   # contract <- source
       fill: {impression: true}           # constant columns absent from the source
       extra: null                        # null: keep every unmapped column; or a list
+      delimiter: null                    # CSV: null detects it from the header line
+      encoding: utf8                     # CSV: the file's text encoding
 
 Rules: source columns already named like contract columns are taken as they are;
 contract columns neither mapped, present nor filled stay absent so validation names
 them; unmapped source columns travel as extra columns; a mapping to a source column
 that does not exist, or a target given twice, is an error naming the table and columns.
+A null in `columns` or `fill` means "not mapped" / "not filled" (conf/data/tables.yaml
+lists every contract column with null, so each is set without Hydra's `+`); a missing
+constant is `nan`. A mapping whose `path` is null is no table.
+
+A CSV file is indexed by its lines (header = line 1), so validation examples name file
+lines; a file that cannot be read as it is raises `DataFileError` (file, line, rule, fix).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +35,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
-from watchlog.loaders._read import read_delimited, read_header
+from watchlog.loaders._read import (
+    DELIMITER_CANDIDATES,
+    DataFileError,
+    detect_delimiter,
+    read_delimited,
+    read_header,
+)
 from watchlog.report import DataReport
-from watchlog.schema import CONTRACT_COLUMNS
+from watchlog.schema import CONTRACT_COLUMNS, SchemaError
 
 __all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_table"]
 
@@ -38,6 +52,8 @@ _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "ts
 _COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")  # pyarrow decompresses these by suffix
 _ID_COLUMNS = ("learner_id", "course_id")
 _INT32 = np.iinfo(np.int32)
+# Names a config can give for a tab (Hydra's override grammar keeps "\t" as two characters).
+_TAB_NAMES = {"tab": "\t", "\\t": "\t"}
 
 
 @dataclass(frozen=True)
@@ -50,32 +66,40 @@ class TableSpec:
     fill: dict[str, Any] = field(default_factory=dict)
     extra: tuple[str, ...] | None = None
     delimiter: str | None = None
+    encoding: str = "utf8"
 
     @classmethod
     def parse(
         cls, table: str, spec: TableSpec | Mapping[str, Any] | str | os.PathLike
-    ) -> TableSpec:
-        """A spec from a TableSpec, a mapping (dict / DictConfig) or a bare path."""
+    ) -> TableSpec | None:
+        """A spec from a TableSpec, a mapping (dict / DictConfig) or a bare path; None for
+        a mapping whose path is null (no such table)."""
         if isinstance(spec, TableSpec):
             return spec
         if isinstance(spec, str | os.PathLike):
             return cls(Path(spec))
         if not isinstance(spec, Mapping):
             raise TypeError(f"{table}: expected a path or a mapping, got {type(spec).__name__}")
-        allowed = {"path", "format", "columns", "fill", "extra", "delimiter"}
+        allowed = {"path", "format", "columns", "fill", "extra", "delimiter", "encoding"}
         unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ValueError(f"{table}: unknown spec key(s) {unknown}; allowed: {sorted(allowed)}")
         if "path" not in spec:
             raise ValueError(f"{table}: the spec needs a 'path'")
+        if spec["path"] is None:
+            return None
         extra = spec.get("extra")
+        delimiter = spec.get("delimiter")
         return cls(
             path=Path(spec["path"]),
             format=spec.get("format"),
-            columns={str(k): str(v) for k, v in (spec.get("columns") or {}).items()},
-            fill=dict(spec.get("fill") or {}),
+            columns={
+                str(k): str(v) for k, v in (spec.get("columns") or {}).items() if v is not None
+            },
+            fill={str(k): v for k, v in (spec.get("fill") or {}).items() if v is not None},
             extra=None if extra is None else tuple(str(c) for c in extra),
-            delimiter=spec.get("delimiter"),
+            delimiter=_TAB_NAMES.get(delimiter, delimiter),
+            encoding=spec.get("encoding") or "utf8",
         )
 
     def resolved_format(self) -> str:
@@ -103,26 +127,45 @@ def load_tables(
     *,
     ts_unit: str | None = None,
     duplicates: str = "error",
+    strict_clicked: bool = False,
     report: DataReport | None = None,
 ) -> EventLog:
     """Read mapped Parquet/CSV tables and validate them into an `EventLog`.
 
     Missing learners / courses tables are derived from the event ids by validation
     (noted). `ts_unit` reads numeric timestamps as epochs ('s', 'ms', 'us', 'ns').
+    `clicked` on non-impression events becomes missing (counted in the report) unless
+    `strict_clicked`, which makes it an error. Validation problems name the file each
+    table came from and, for CSV, the file lines of their examples.
     """
     report = report if report is not None else DataReport()
-    frames = {
-        name: None if spec is None else read_table(spec, name, report=report)
+    specs = {
+        name: None if spec is None else TableSpec.parse(name, spec)
         for name, spec in (("events", events), ("learners", learners), ("courses", courses))
     }
-    return EventLog.from_tables(
-        frames["events"],
-        frames["learners"],
-        frames["courses"],
-        ts_unit=ts_unit,
-        duplicates=duplicates,
-        report=report,
-    )
+    if specs["events"] is None:
+        raise ValueError("events: the spec needs a 'path' (it is null)")
+    frames = {
+        name: None if spec is None else read_table(spec, name, report=report)
+        for name, spec in specs.items()
+    }
+    try:
+        return EventLog.from_tables(
+            frames["events"],
+            frames["learners"],
+            frames["courses"],
+            ts_unit=ts_unit,
+            duplicates=duplicates,
+            strict_clicked=strict_clicked,
+            report=report,
+        )
+    except SchemaError as err:
+        files = {name: spec.path.name for name, spec in specs.items() if spec is not None}
+        named = [
+            replace(p, source=files[p.table]) if p.table in files and p.source is None else p
+            for p in err.problems
+        ]
+        raise SchemaError(named) from err
 
 
 def read_table(
@@ -135,11 +178,28 @@ def read_table(
     if table not in CONTRACT_COLUMNS:
         raise ValueError(f"table must be one of {list(CONTRACT_COLUMNS)}, got {table!r}")
     spec = TableSpec.parse(table, spec)
+    if spec is None:
+        raise ValueError(f"{table}: the spec's path is null; give a path")
     fmt = spec.resolved_format()
-    available = _source_columns(spec, fmt)
+    setting = f"data.source.{table}"
+    delimiter = None
+    if fmt != "parquet":
+        if not spec.path.exists():
+            raise FileNotFoundError(f"{spec.path}: no such file")
+        delimiter = spec.delimiter or detect_delimiter(spec.path, _default_delimiter(fmt))
+    available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
     needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
-    source = _read_source(spec, fmt, needed)
+    source = _read_source(spec, fmt, needed, delimiter, setting)
+    if len(source) == 0:
+        raise DataFileError(
+            spec.path,
+            None if delimiter is None else 2,
+            "no data rows" + ("" if delimiter is None else ": the file has a header line only"),
+            f"check the export of the {table} table, or point {setting}.path at the full file",
+        )
+    if delimiter is not None:  # examples in validation messages name file lines
+        source.index = pd.RangeIndex(2, len(source) + 2, name="line")
 
     out = pd.DataFrame(index=source.index)
     for target, col in spec.columns.items():
@@ -153,7 +213,11 @@ def read_table(
     out = _narrow_ids(out)
 
     if report is not None:
-        report.note(f"{table}: read {n:,} rows from {spec.path} ({fmt})")
+        how = ""
+        if delimiter is not None:
+            chosen = "given" if spec.delimiter else "detected from the header line"
+            how = f", delimiter {delimiter!r} ({chosen}), encoding {spec.encoding}"
+        report.note(f"{table}: read {n:,} rows from {spec.path} ({fmt}{how})")
         for target, value in spec.fill.items():
             report.note(
                 f"{table}.{target} filled with {value!r} for all {n:,} rows (not in source)"
@@ -167,17 +231,33 @@ def read_table(
 # ---- helpers ------------------------------------------------------------------------
 
 
-def _delimiter(spec: TableSpec, fmt: str) -> str:
-    return spec.delimiter or ("\t" if fmt == "tsv" else ",")
+def _default_delimiter(fmt: str) -> str:
+    return "\t" if fmt == "tsv" else ","
 
 
-def _source_columns(spec: TableSpec, fmt: str) -> list[str]:
+def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: str) -> list[str]:
     """The source's column names, from the Parquet schema or the CSV header only."""
     if not spec.path.exists():
         raise FileNotFoundError(f"{spec.path}: no such file")
     if fmt == "parquet":
         return list(pq.read_schema(spec.path).names)
-    return read_header(spec.path, delimiter=_delimiter(spec, fmt))
+    names = read_header(spec.path, delimiter=delimiter, encoding=spec.encoding, setting=setting)
+    if len(names) == 1:  # a given delimiter the file does not use: one column named "a;b;c"
+        other = [c for c in DELIMITER_CANDIDATES if c != delimiter and c in names[0]]
+        if other:
+            raise DataFileError(
+                spec.path,
+                1,
+                f"the header is one column {names[0][:60]!r} that contains {other[0]!r}: "
+                f"the file is not {delimiter!r}-delimited",
+                f"set {setting}.delimiter={_config_name(other[0])} "
+                "(or null to detect it from the header)",
+            )
+    return names
+
+
+def _config_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else f"'{delimiter}'"
 
 
 def _plan(table: str, spec: TableSpec, available: list[str]) -> list[str]:
@@ -212,12 +292,20 @@ def _plan(table: str, spec: TableSpec, available: list[str]) -> list[str]:
     return keep
 
 
-def _read_source(spec: TableSpec, fmt: str, columns: list[str]) -> pd.DataFrame:
+def _read_source(
+    spec: TableSpec, fmt: str, columns: list[str], delimiter: str | None, setting: str
+) -> pd.DataFrame:
     """Only the needed columns, through pyarrow."""
     if fmt == "parquet":
         table = pq.read_table(spec.path, columns=columns)
     else:
-        table = read_delimited(spec.path, delimiter=_delimiter(spec, fmt), include=columns)
+        table = read_delimited(
+            spec.path,
+            delimiter=delimiter,
+            include=columns,
+            encoding=spec.encoding,
+            setting=setting,
+        )
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
