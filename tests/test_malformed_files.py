@@ -287,3 +287,14 @@ def test_the_contract_document_shows_the_actual_messages(tmp_path):
         "docs/data_contract.md is out of date; regenerate it with "
         "NCF_GLMIX_WRITE_DOCS=1 python -m pytest tests/test_malformed_files.py"
     )
+
+
+def test_a_ragged_row_past_the_header_block_is_found_by_the_full_read(tmp_path):
+    """The header read sees only pyarrow's first block (1 MiB); a later ragged row fails in
+    the multi-threaded full read, whose error carries no line: the rescan finds it."""
+    n = 60_000  # about 2.3 MB of rows
+    body = "".join(f"l{i % 97},c{i % 13},2024-01-01T00:00:00Z,{i},1,true\n" for i in range(n))
+    (tmp_path / "big.csv").write_text(HEADER + body + "x,c1,2024-01-02T00:00:00Z,1\n")
+    with pytest.raises(DataFileError) as err:
+        load(tmp_path, "big.csv")
+    assert err.value.line == n + 2 and "row has 4 fields, the header has 6" in err.value.rule
