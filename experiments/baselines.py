@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from baselines import EASE, Window, baseline_rows, default_candidates
 from experiments.data import PreparedData, prepare_data
-from experiments.provenance import code_version, write_manifest
+from experiments.provenance import code_version, write_manifest, write_resolved_config
 from experiments.schemas import check_config
 from experiments.tables import log_table, markdown_table
 from watchlog.io import write_json, write_text
@@ -105,6 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         torch.set_num_threads(threads)
     start = time.perf_counter()
+    write_resolved_config(out_dir, cfg)  # first: a run that fails still says how it was set
     data = prepare_data(cfg.data, cfg.split)
     _log.info("%s", data.report)
     prepare_s = time.perf_counter() - start
