@@ -7,7 +7,7 @@ X is the binarized watch matrix (`binarize_watches`: an entry > 0 is a watch). A
 scores are x_u B: the sum of the rows of B of the courses they watched. The Gram matrix is
 dense float64: n_courses^2 x 8 bytes (0.8 GB at 10,000 courses, about x 3 during the solve),
 so this is for catalogues of up to some ten thousand courses. Used by the EASE baseline
-(`benchmarks.baselines.EASE`) and as the two-tower's distillation teacher (`ncf.teacher`).
+(`baselines.EASE`) and as the two-tower's distillation teacher (`ncf.teacher`).
 """
 
 from __future__ import annotations

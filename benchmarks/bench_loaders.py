@@ -1,5 +1,5 @@
 """MovieLens-20M-sized load: a ratings.csv of 20,000,263 rows in the ML-20M format (synthetic
-values; the real file is not in ../shared/data) through `load_movielens_csv` (read, ratings to
+values; the real file is not in the data root) through `load_movielens_csv` (read, ratings to
 events, validation, id maps). Peer in the same process: pandas' pyarrow CSV read of the same
 file, with no conversion or validation. Each size runs in its own process.
 

@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from baselines import EASE, Window
 from baselines.ease import ease_weights
-from benchmarks.baselines import EASE
 from benchmarks.bench_ncf_movielens import _binary, compose_cfg
 from benchmarks.common import print_table, write_result
-from benchmarks.ncf_harness import Window
 from experiments.data import prepare_data
 from experiments.train_ncf import fit
 

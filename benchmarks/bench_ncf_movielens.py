@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from baselines import Window, baseline_rows
 from benchmarks.common import print_table, write_result
-from benchmarks.ncf_harness import Window, baseline_rows
 from evaluation import RankingMetrics, evaluate_sampled, paired_bootstrap
 from experiments.data import prepare_data
 from experiments.train_ncf import fit

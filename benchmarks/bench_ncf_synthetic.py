@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from baselines import Window, baseline_rows
 from benchmarks.bench_ncf_movielens import compose_cfg
 from benchmarks.common import peak_rss_gib, print_table, write_result
-from benchmarks.ncf_harness import Window, baseline_rows
 from experiments.train_ncf import embedding_quality, fit
 
 METRICS = ("ndcg@10", "recall@10", "precision@10", "map@10")

@@ -1,14 +1,24 @@
-"""benchmarks.baselines: EASE by hand and by per-column ridge, ItemKNN by brute force."""
+"""baselines: EASE by hand and by per-column ridge, ItemKNN by brute force."""
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from benchmarks.baselines import EASE, ItemKNN, Popularity
+from baselines import (
+    EASE,
+    Candidate,
+    ItemKNN,
+    Popularity,
+    Window,
+    baseline_rows,
+    default_candidates,
+    dense_ease_peak_gib,
+)
 from evaluation import full_ranking_topk
 
 
@@ -114,6 +124,14 @@ def test_bad_input():
         EASE().fit(x.toarray())
     with pytest.raises(ValueError, match="l2: must be finite and > 0"):
         EASE(l2=0.0).fit(x)
+    with pytest.raises(ValueError, match="l2: must be finite and > 0"):
+        EASE(l2=0.0, rank=3).fit(x)
+    with pytest.raises(ValueError, match="rank: must be None \\(dense\\) or a positive int"):
+        EASE(rank=0).fit(x)
+    with pytest.raises(ValueError, match="max_dense_gib: must be > 0 or None"):
+        EASE(max_dense_gib=0).fit(x)
+    with pytest.raises(RuntimeError, match="EASE is not fitted"):
+        _ = EASE().form
     with pytest.raises(ValueError, match="shrink: only defined for measure='cosine'"):
         ItemKNN(measure="jaccard", shrink=1.0).fit(x)
     with pytest.raises(RuntimeError, match="ItemKNN is not fitted"):
@@ -130,6 +148,72 @@ def test_bad_input():
     neg.data[0] = -1.0
     with pytest.raises(ValueError, match="values must be finite and >= 0"):
         ItemKNN().fit(neg)
+
+
+def test_ease_low_rank_at_full_rank_is_dense_ease_off_own_courses():
+    x = random_watches(n_learners=80, seed=2)
+    dense = EASE(l2=5.0).fit(x)
+    low = EASE(l2=5.0, rank=15).fit(x)  # rank = n_courses: the Gram matrix exactly
+    assert dense.rank_ is None and dense.form == "dense" and low.form == "low-rank 15"
+    assert low.B_ is None and low.factors_.left.shape == (15, 15)
+    got, want = low.score(np.arange(80)), dense.score(np.arange(80))
+    own = x.toarray() > 0  # the low-rank form does not zero B's diagonal: own courses differ
+    np.testing.assert_allclose(got[~own], want[~own], rtol=1e-3, atol=1e-4)
+
+
+def test_ease_switches_to_low_rank_beyond_the_memory_budget(caplog):
+    x = random_watches()
+    # 15 courses: 3.2 x 15^2 x 8 bytes = 5,760 bytes, over a budget of 1e-6 GiB (1,074 bytes)
+    with caplog.at_level(logging.WARNING, logger="baselines.ease_model"):
+        m = EASE(l2=10.0, max_dense_gib=1e-6, fallback_rank=4).fit(x)
+    assert m.rank_ == 4 and m.B_ is None
+    assert "max_dense_gib=1e-06" in caplog.text and "Set rank=<int>" in caplog.text
+    ref = EASE(l2=10.0, rank=4).fit(x)
+    np.testing.assert_array_equal(m.score(np.arange(60)), ref.score(np.arange(60)))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="baselines.ease_model"):
+        assert EASE(l2=10.0, max_dense_gib=1e-5).fit(x).rank_ is None  # 5,760 < 10,737 bytes
+        assert EASE(l2=10.0, max_dense_gib=None).fit(x).rank_ is None
+    assert caplog.text == ""
+    assert dense_ease_peak_gib(17_632) == pytest.approx(7.9e9 / 2**30, rel=0.01)  # measured
+
+
+def test_baseline_rows_choose_on_validation_and_test_once():
+    x_valid_in, x_valid_truth = random_watches(seed=3), random_watches(seed=4, density=0.1)
+    x_test_in, x_test_truth = random_watches(seed=5), random_watches(seed=6, density=0.1)
+    valid = Window(x_valid_in, x_valid_truth, exclude=x_valid_in)
+    test = Window(x_test_in, x_test_truth, exclude=x_test_in)
+    knn = Candidate("knn", ItemKNN(), "k", (1, 3, 10))
+    per_user = {}
+    rows = baseline_rows(
+        valid, test, ["ndcg@10", "recall@10"], per_user, [knn, Candidate("pop", Popularity())]
+    )
+    by_k = {k: valid.evaluate(ItemKNN(k=k))["ndcg@10"] for k in (1, 3, 10)}
+    assert len(set(by_k.values())) > 1  # the grid matters on these windows
+    best = max(by_k, key=by_k.get)
+    assert rows[0]["model"] == "knn" and rows[0]["parameter"] == "k" and rows[0]["chosen"] == best
+    assert rows[0]["valid_ndcg@10"] == by_k[best]
+    want = test.evaluate(ItemKNN(k=best))
+    assert rows[0]["ndcg@10"] == want["ndcg@10"] and rows[0]["recall@10"] == want["recall@10"]
+    assert (
+        rows[1]["chosen"] is None and rows[1]["ndcg@10"] == test.evaluate(Popularity())["ndcg@10"]
+    )
+    assert set(per_user) == {"knn", "pop"}
+    with pytest.raises(ValueError, match="knn: ItemKNN has no parameter 'l2'"):
+        Candidate("knn", ItemKNN(), "l2", (1.0,))
+    with pytest.raises(ValueError, match="values of 'k' to try: none given"):
+        Candidate("knn", ItemKNN(), "k", ())
+
+
+def test_baseline_rows_name_a_low_rank_ease():
+    x = random_watches(seed=7)
+    w = Window(x, random_watches(seed=8, density=0.1), exclude=x)
+    rows = baseline_rows(w, w, ["ndcg@10"], candidates=default_candidates(ease=EASE(rank=3)))
+    assert [r["model"] for r in rows] == [
+        "EASE (low-rank 3)",
+        "item-kNN (co-watch cosine)",
+        "popularity",
+    ]
 
 
 # ---- the NeuMF speed peer -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Loaders: real MovieLens 100K / latest-small (skipped without ../shared/data), and small
+"""Loaders: real MovieLens 100K / latest-small (skipped without NCF_GLMIX_DATA_ROOT), and small
 synthetic files in the ML-1M, ML CSV and generic Parquet/CSV formats written to tmp_path."""
 
 from __future__ import annotations
