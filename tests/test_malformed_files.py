@@ -214,6 +214,22 @@ def test_clicked_everywhere_without_impressions_loads_with_documented_keys(tmp_p
         load(tmp_path, "plays.csv", *_lastfm_overrides(), "data.source.strict_clicked=true")
 
 
+def test_a_log_without_impression_or_clicked_columns_is_read_as_organic_watches(tmp_path):
+    """No impression and no clicked column (a plain play log): impression=false, clicked
+    missing, one report note; not two "required column is missing" errors."""
+    rows = "".join(f"u{i % 7}\ta{i % 5}\t{10 + i}\n" for i in range(40))
+    (tmp_path / "plays.dat").write_text("user\tartist\tplays\n" + rows)
+    _, log, report = load(
+        tmp_path, "plays.dat", "data.source.events.format=csv",
+        "data.source.events.columns.learner_id=user", "data.source.events.columns.course_id=artist",
+        "data.source.events.columns.ts=null", "data.source.events.fill.ts=2011-01-01",
+        "data.source.events.columns.watch_seconds=plays", "data.cleaning.duplicates=first",
+    )  # fmt: skip
+    assert not log.events["impression"].any() and log.events["clicked"].isna().all()
+    assert "read as organic watches (impression=false, clicked missing)" in str(report)
+    assert (log.events["ts"] == log.events["ts"].iloc[0]).all()  # one date for every row
+
+
 def _lastfm_overrides() -> tuple[str, ...]:
     return (
         "data.source.events.columns.learner_id=user",

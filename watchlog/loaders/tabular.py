@@ -209,6 +209,9 @@ def read_table(
     n = len(out)
     for target, value in spec.fill.items():
         out[target] = _constant(value, n)
+    organic = _organic_defaults(table, out.columns)
+    for target, value in organic.items():
+        out[target] = _constant(value, n)
     out = out[_ordered(table, out.columns)]
     out = _narrow_ids(out)
 
@@ -221,6 +224,12 @@ def read_table(
         for target, value in spec.fill.items():
             report.note(
                 f"{table}.{target} filled with {value!r} for all {n:,} rows (not in source)"
+            )
+        if organic:
+            report.note(
+                f"{table}: no impression column (mapped, present or filled): all {n:,} events "
+                "read as organic watches (impression=false, clicked missing); map or fill "
+                f"{setting}.columns.impression if the log holds impressions"
             )
         if spec.columns:
             pairs = ", ".join(f"{t} <- {s}" for t, s in spec.columns.items())
@@ -307,6 +316,15 @@ def _read_source(
             setting=setting,
         )
     return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _organic_defaults(table: str, columns: pd.Index) -> dict[str, Any]:
+    """A watch log with neither `impression` nor `clicked` (most logs: plays, views,
+    purchases) is a log of organic events: impression=false and clicked missing, noted in the
+    report, rather than two "required column is missing" errors."""
+    if table != "events" or "impression" in columns or "clicked" in columns:
+        return {}
+    return {"impression": False, "clicked": None}
 
 
 def _constant(value: Any, n: int) -> Any:
