@@ -31,7 +31,7 @@ from experiments.ranks import is_writer, process_group_size
 from experiments.retrain import command_overrides, retrain_in_run
 from experiments.schemas import check_config
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
-from glmix.rows import DataDoesNotFit
+from glmix.rows import DataDoesNotFit, require_impressions
 from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
@@ -131,12 +131,16 @@ def fit(
     torch.manual_seed(cfg.seed)
     g = cfg.glmix
     sharded = {"distributed": True} if process_group_size() > 1 else {}
+    split = data.split if split is None else split
+    rows = row_settings(g, int(cfg.seed))
+    if rows["events"] == "impressions" and rows["negatives"] == "impressions":
+        require_impressions(split)  # the first thing to say about implicit data
     return fit_on_split(
         data.log,
-        data.split if split is None else split,
+        split,
         model=instantiate(g.model, _convert_="all", **sharded),
         featurizer=featurizer_from(g, int(cfg.seed), data.log, data.report),
-        **row_settings(g, int(cfg.seed)),
+        **rows,
         weighting=OmegaConf.to_container(g.weighting),
         refit=bool(g.refit),
         report=data.report,

@@ -33,7 +33,7 @@ from watchlog.report import DataReport
 from watchlog.splits import Split
 
 __all__ = [
-    "RowSet", "DataDoesNotFit", "NoTrainingRows", "row_sets", "sample_negatives", "sample_weights", "ROW_KINDS",
+    "RowSet", "DataDoesNotFit", "NoTrainingRows", "require_impressions", "row_sets", "sample_negatives", "sample_weights", "ROW_KINDS",
     "NEGATIVE_KINDS",
 ]  # fmt: skip
 
@@ -171,7 +171,7 @@ def row_sets(
         }  # fmt: skip
     else:
         if events == "impressions":
-            _require_impressions(split)
+            require_impressions(split)
         out = {name: _labelled(ev, name, events, label, report) for name, ev in folds.items()}
     for name, rows in out.items():
         if len(rows) == 0 or rows.y.min() == rows.y.max():
@@ -189,7 +189,7 @@ def _fold_hint(split: Split) -> str:
                      for f in (split.valid, split.test) if f is not None)  # fmt: skip
 
 
-def _require_impressions(split: Split) -> None:
+def require_impressions(split: Split) -> None:
     """The rows are impressions: say at once when the data has none (implicit data)."""
     parts = (split.test.inputs, split.test.labels)
     n = sum(len(p) for p in parts)
