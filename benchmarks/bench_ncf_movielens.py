@@ -87,7 +87,7 @@ def trained_model(
             )  # fmt: skip
         else:
             cfg = compose_cfg(
-                out / f"{ncf}_sampled_{seed}", "data=ml100k", "split=leave_latest",
+                out / f"{ncf}_sampled_{seed}", "data=ml100k", "split=leave_latest", "split.fn.ties=order",
                 f"ncf={ncf}", f"seed={seed}", *overrides,
             )  # fmt: skip
         start = time.perf_counter()

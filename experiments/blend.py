@@ -83,8 +83,12 @@ class Models:
         final ones (no refit: they never saw the validation labels)."""
         if (run_dir / BLEND_MODELS).exists():
             return cls.load(run_dir / BLEND_MODELS)
+        # each model on its own: the two-tower may be refitted while GLMix is not
         before = run_dir / "ncf" / MODEL_BEFORE_REFIT
-        return cls.load(run_dir, MODEL_BEFORE_REFIT if before.exists() else "model")
+        models = cls.load(run_dir, MODEL_BEFORE_REFIT if before.exists() else "model")
+        if models.glmix is None and (run_dir / "glmix" / "model").exists():
+            models.glmix = GLMixScorer.load(run_dir / "glmix" / "model")
+        return models
 
     def serving(self) -> Models:
         """The same models, serving learners the two-tower has no row for from an empty

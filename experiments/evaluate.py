@@ -26,6 +26,7 @@ The main pipeline calls `evaluate_run` after the blend stage (`stages.evaluate`)
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,9 @@ def glmix_test(
     """`glmix.training.evaluate_rows` of the saved scorer on the test rows, the rows and their
     (n,) logits; rows, designs and weights are built as the GLMix stage built them."""
     g, log = cfg.glmix, data.log
-    rows = row_sets(data.split, events=g.rows.events, label=g.rows.label)["test"]
+    from experiments.train_glmix import row_settings
+
+    rows = row_sets(data.split, **row_settings(g, int(cfg.seed)), log=log)["test"]
     encoded = scorer.featurizer.encode(log.learners, log.courses)
     designs = row_designs(scorer.featurizer, encoded, rows)
     weighting = OmegaConf.to_container(g.weighting) if g.get("weighting") else {"kind": "none"}
@@ -231,6 +234,10 @@ def _why_skipped(cfg: DictConfig, run_dir: Path, name: str) -> str | None:
     if not (cfg.get("stages") or {}).get(name, True):
         return f"stages.{name}=false"  # a model folder there is an earlier run's
     if not (run_dir / name / "model").exists():
+        record = run_dir / name / "stage.json"
+        status = json.loads(record.read_text()) if record.is_file() else {}
+        if status.get("status") == "skipped":  # the pipeline could not run it on this data
+            return f"the {name} stage was skipped: {status.get('reason')}"
         return f"no {name}/model in the run folder"
     return None
 

@@ -12,7 +12,10 @@ switched on in `stages`:
              rows, into <output>/evaluation/ (experiments.evaluate)
     export   the served lists published, gated and versioned (experiments.export)
     report   one self-contained page of the run, <output>/report.html (experiments.report)
-A stage whose config and data are unchanged is reused, a killed one resumes
+A model stage this data cannot run (GLMix on data without impressions, unless
+`glmix.rows.negatives=sampled`) is skipped with its reason in the summary and the manifest
+(`metrics.skipped`); the blend, evaluation and export then go on without it (the blend
+serves the two-tower alone). A stage whose config and data are unchanged is reused, a killed one resumes
 (experiments.stages; `reuse=false` recomputes everything). The run ends with a summary: each
 stage's time and peak memory, the headline metrics with intervals, where the outputs are.
 """
@@ -67,21 +70,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ncf_metrics = stages.run(
                 "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume)
             )
+    skipped: dict[str, str] = {}  # stage -> why this data cannot run it
     if cfg.stages.glmix:
         with meter.stage("glmix"):
             from experiments.train_glmix import train_and_report as train_glmix
+            from glmix.rows import DataDoesNotFit
 
-            glmix_metrics = stages.run(
-                "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=resume)
-            )
+            try:
+                glmix_metrics = stages.run(
+                    "glmix", out_dir / "glmix", lambda f: train_glmix(cfg, data, f, resume=resume)
+                )
+            except DataDoesNotFit as err:  # this data cannot give GLMix rows: go on without it
+                skipped["glmix"] = str(err)
+                _log.warning("glmix skipped: %s", err)
+        if "glmix" in skipped:
+            meter.mark_skipped("glmix", skipped["glmix"])
+    with_glmix = bool(cfg.stages.glmix) and "glmix" not in skipped
     if not writer:  # the blend models are the last collective fits; the rest is rank 0's
         if cfg.stages.blend and data.split.blend is not None:
             from experiments.blend import BLEND_MODELS
 
-            fit_blend_models(cfg, data, out_dir / BLEND_MODELS, resume=False)
+            fit_blend_models(cfg, data, out_dir / BLEND_MODELS, resume=False,
+                             with_glmix=with_glmix)  # fmt: skip
         return {}
     if cfg.stages.blend:
-        blend_metrics = _blend(cfg, data, out_dir, stages, meter, resume=resume)
+        blend_metrics = _blend(
+            cfg, data, out_dir, stages, meter, resume=resume, with_glmix=with_glmix
+        )
     if cfg.stages.evaluate:
         with meter.stage("evaluate"):
             from experiments.evaluate import EVALUATION, evaluate_run
@@ -106,6 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "watched_events": int(data.log.events["watched"].sum()),
         "splits": data.report.splits,
         "stages": [r.to_dict() for r in meter.records],  # reuse: the manifest's own "stages"
+        "skipped": skipped,
     }
     if glmix_metrics is not None:
         metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
@@ -159,7 +175,14 @@ def _job_name() -> str:
 
 
 def _blend(
-    cfg: DictConfig, data, out_dir: Path, stages: Stages, meter: StageMeter, *, resume: bool
+    cfg: DictConfig,
+    data,
+    out_dir: Path,
+    stages: Stages,
+    meter: StageMeter,
+    *,
+    resume: bool,
+    with_glmix: bool,
 ) -> dict[str, Any]:
     """The blend stage: blend models (when the split has a blend window), then the study."""
     from experiments.blend import BLEND_MODELS, Models, blend_and_report
@@ -170,7 +193,8 @@ def _blend(
     if data.split.blend is not None:
         with meter.stage("blend_models"):
             stages.run("blend_models", out_dir / BLEND_MODELS,
-                       lambda f: fit_blend_models(cfg, data, f, resume=resume),
+                       lambda f: fit_blend_models(cfg, data, f, resume=resume,
+                                                  with_glmix=with_glmix),
                        load=lambda f: None)  # fmt: skip
     with meter.stage("blend"):
         final = Models.load(out_dir)
@@ -180,16 +204,19 @@ def _blend(
         )
 
 
-def fit_blend_models(cfg: DictConfig, data, out_dir: Path, *, resume: bool) -> None:
+def fit_blend_models(
+    cfg: DictConfig, data, out_dir: Path, *, resume: bool, with_glmix: bool | None = None
+) -> None:
     """The same model configs fitted on the split moved back before the blend window: they
-    see nothing from its start on (`Split.for_blend_models`)."""
+    see nothing from its start on (`Split.for_blend_models`). with_glmix: fit GLMix too
+    (default `stages.glmix`; False when the GLMix stage was skipped on this data)."""
     from experiments.train_ncf import fit as fit_ncf
 
     shifted = data.split.for_blend_models()
     trained = fit_ncf(cfg, data, out_dir / "ncf", split=shifted, resume=resume)
     if is_writer():
         trained.recommender.save(out_dir / "ncf" / "model")
-    if cfg.stages.glmix:
+    if cfg.stages.glmix if with_glmix is None else with_glmix:
         from experiments.train_glmix import fit as fit_glmix
 
         state_dir = out_dir / "glmix" if resume else None

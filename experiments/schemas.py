@@ -314,6 +314,8 @@ class BlendSchema:
 class RowsSchema:  # glmix.row_sets keywords
     events: str = MISSING
     label: str = MISSING
+    negatives: str = "impressions"  # impressions | sampled (implicit data: no impressions)
+    negative_ratio: float = 4.0  # sampled negatives per positive (negatives=sampled)
 
 
 @dataclass

@@ -7,6 +7,8 @@ atomically, once its outputs are all written (`status: done`):
 
 - done, same key: the stage is not run; its outputs are read back (log line
   `reused <stage> (key ...)`);
+- skipped (the data could not run it, e.g. GLMix without impressions): run again, which
+  raises the same reason at once;
 - running, same key: a run was killed in it; the stage runs again in the same folder and its
   model fits resume from their checkpoints (`ncf.training`, `glmix.state`);
 - another key (or none): the folder's old outputs are removed first (renamed aside in one
@@ -230,14 +232,19 @@ class Stages:
             log.info("reused %s (key %s)", name, key)
             self.reused.add(name)
             return load(folder)
-        if self.reuse and same:
+        if self.reuse and same and previous.get("status") == "running":
             log.info("resuming %s (key %s) from what a killed run left in %s", name, key, folder)
         elif clear:
             _clear(folder)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
                  "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())}}  # fmt: skip
         write_json(record, {**entry, "status": "running"})
-        result = compute(folder)
+        try:
+            result = compute(folder)
+        except Exception as err:
+            if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
+                write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+            raise
         write_json(
             record,
             {**entry, "status": "done",

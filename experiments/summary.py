@@ -20,7 +20,7 @@ import logging
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class StageRecord:
     peak_gib: float  # resident peak during the stage (or since start when not per_stage)
     per_stage: bool  # False: the peak could not be reset, it is the process's so far
     ended_at: float = 0.0  # wall clock (Unix seconds) at the stage's end
+    skipped: str | None = None  # why the data could not run the stage (it ran up to there)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,11 @@ class StageMeter:
             )
             self.records.append(rec)
             _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds), rec.peak_gib)
+
+    def mark_skipped(self, name: str, reason: str) -> None:
+        """The latest record of `name` becomes a skipped stage, with the reason."""
+        i = max(i for i, r in enumerate(self.records) if r.name == name)
+        self.records[i] = replace(self.records[i], skipped=reason)
 
     def timings(self) -> dict[str, float]:
         return {r.name: r.seconds for r in self.records}
@@ -183,8 +189,12 @@ def summary_text(
     lines = ["", "run summary", "", f"{'stage':<14} {'time':>14} {'share':>6} {'peak GiB':>9}"]
     for r in records:
         peak = f"{r.peak_gib:.2f}" + ("" if r.per_stage else "*")
-        lines.append(f"{r.name:<14} {_clock(r.seconds):>14} {r.seconds / total:>6.0%} {peak:>9}")
+        lines.append(f"{r.name:<14} {_clock(r.seconds):>14} {r.seconds / total:>6.0%} {peak:>9}"
+                     + ("  skipped (below)" if r.skipped else ""))  # fmt: skip
     lines.append(f"{'total':<14} {_clock(total):>14}")
+    for r in records:
+        if r.skipped:
+            lines += ["", f"skipped {r.name}: {r.skipped}"]
     if not all(r.per_stage for r in records):
         lines.append("* the process's peak so far (this system cannot reset it per stage)")
     if metrics:

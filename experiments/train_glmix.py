@@ -31,31 +31,88 @@ from experiments.ranks import is_writer, process_group_size
 from experiments.retrain import command_overrides, retrain_in_run
 from experiments.schemas import check_config
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
+from glmix.rows import DataDoesNotFit, require_impressions
 from watchlog import DataReport
 from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
-__all__ = ["MODEL_BEFORE_REFIT", "run", "fit", "featurizer_from", "train_and_report"]
+__all__ = [
+    "MODEL_BEFORE_REFIT", "run", "fit", "featurizer_from", "row_settings", "train_and_report",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
 MODEL_BEFORE_REFIT = "model_before_refit"  # beside model/ when refitted (see train_ncf)
 
 
-def featurizer_from(g: DictConfig, seed: int) -> EntityFeaturizer:
-    """The (unfitted) featurizer of a `conf/glmix` config."""
+_FEATURE_LISTS = ("categorical", "multi_hot", "numeric")
+
+
+def featurizer_from(
+    g: DictConfig, seed: int, log=None, report: DataReport | None = None
+) -> EntityFeaturizer:
+    """The (unfitted) featurizer of a `conf/glmix` config. With `log`: feature columns its
+    learner / course tables lack are left out, with the design terms that use them (a
+    warning and a report note say which): a user's tables rarely have the platform's columns."""
     lf = g.features.label_factors
     d = g.design
+    specs = {side: OmegaConf.to_container(g.features[side]) for side in ("learner", "course")}
+    global_terms = OmegaConf.to_container(d.global_terms)
+    crosses = OmegaConf.to_container(d.crosses)
+    coordinates = OmegaConf.to_container(d.coordinates)
+    if log is not None:
+        tables = {"learner": log.learners, "course": log.courses}
+        dropped = {f"{side}.{c}" for side, spec in specs.items()
+                   for c in _spec_columns(spec) if c not in tables[side].columns}  # fmt: skip
+        if dropped:
+            for side, spec in specs.items():
+                for key in _FEATURE_LISTS:
+                    spec[key] = [c for c in spec.get(key) or [] if f"{side}.{c}" not in dropped]
+                if spec.get("scaled"):
+                    spec["scaled"] = {c: v for c, v in spec["scaled"].items()
+                                      if f"{side}.{c}" not in dropped}  # fmt: skip
+            keep = lambda t: not ({t} if isinstance(t, str) else set(t)) & dropped  # noqa: E731
+            global_terms = [t for t in global_terms if keep(t)]
+            crosses = [t for t in crosses if keep(t)]
+            coordinates = {k: [t for t in v if keep(t)] for k, v in coordinates.items()}
+            text = (f"GLMix features: {len(dropped)} configured column(s) not in the learner / "
+                    f"course tables, left out with the design terms using them: "
+                    f"{sorted(dropped)} (glmix.features, glmix.design)")  # fmt: skip
+            _log.warning("%s", text)
+            if report is not None:
+                report.note(text)
+        for side, spec in specs.items():
+            if not _spec_columns(spec):
+                raise DataDoesNotFit(
+                    f"GLMix features: the {side} table has none of the configured feature "
+                    f"columns ({sorted(c for c in dropped if c.startswith(side + '.'))}; it has "
+                    f"{list(tables[side].columns)}), and GLMix needs at least one per side. Fix: "
+                    f"give a {side}s table with such columns (data.source.{side}s), set "
+                    f"glmix.features.{side} to columns it has, or stages.glmix=false"
+                )
     return EntityFeaturizer(
-        OmegaConf.to_container(g.features.learner),
-        OmegaConf.to_container(g.features.course),
+        specs["learner"],
+        specs["course"],
         factor_rank=int(lf.rank) if lf else None,
         factor_scale=float(lf.scale) if lf else 1.0,
         factor_seed=seed,
-        global_terms=OmegaConf.to_container(d.global_terms),
-        crosses=OmegaConf.to_container(d.crosses),
-        coordinates=OmegaConf.to_container(d.coordinates),
+        global_terms=global_terms,
+        crosses=crosses,
+        coordinates=coordinates,
     )
+
+
+def _spec_columns(spec: dict[str, Any]) -> list[str]:
+    cols = [c for key in _FEATURE_LISTS for c in spec.get(key) or []]
+    return cols + list((spec.get("scaled") or {}).keys())
+
+
+def row_settings(g: DictConfig, seed: int) -> dict[str, Any]:
+    """`glmix.row_sets` keywords of a `conf/glmix` config (the evaluate stage rebuilds the
+    test rows with them)."""
+    r = g.rows
+    return {"events": r.events, "label": r.label, "negatives": r.get("negatives", "impressions"),
+            "negative_ratio": float(r.get("negative_ratio", 4.0)), "seed": seed}  # fmt: skip
 
 
 def fit(
@@ -74,13 +131,16 @@ def fit(
     torch.manual_seed(cfg.seed)
     g = cfg.glmix
     sharded = {"distributed": True} if process_group_size() > 1 else {}
+    split = data.split if split is None else split
+    rows = row_settings(g, int(cfg.seed))
+    if rows["events"] == "impressions" and rows["negatives"] == "impressions":
+        require_impressions(split)  # the first thing to say about implicit data
     return fit_on_split(
         data.log,
-        data.split if split is None else split,
+        split,
         model=instantiate(g.model, _convert_="all", **sharded),
-        featurizer=featurizer_from(g, int(cfg.seed)),
-        events=g.rows.events,
-        label=g.rows.label,
+        featurizer=featurizer_from(g, int(cfg.seed), data.log, data.report),
+        **rows,
         weighting=OmegaConf.to_container(g.weighting),
         refit=bool(g.refit),
         report=data.report,
@@ -159,6 +219,9 @@ def _print_summary(trained: TrainedGLMix, timings, out_dir: Path) -> None:
         for i, h in enumerate(model.history_)
     ]
     _log.info("GLMix validation history\n%s", "\n".join(lines))
+    _log.info("rows (%s negatives): %s", m["negatives"], "; ".join(
+        f"{k} " + ", ".join(f"{n:,} {what}" for what, n in v.items())
+        for k, v in m["rows"].items()))  # fmt: skip
     b = model.best_
     _log.info("kept update %d (pass %d, %s), chosen on validation", b["update"], b["pass"],
               b["coordinate"])  # fmt: skip

@@ -223,14 +223,28 @@ def test_intervals(per_user, seed: int, n_boot: int = 1000) -> dict[str, dict[st
 
 
 def embedding_quality(rec: NCFRecommender, log) -> dict[str, dict[str, float]]:
-    """k-NN label agreement of course embeddings by language and category, against chance."""
+    """k-NN label agreement of course embeddings by each categorical column of the catalogue
+    (language, category, ...: `ncf.run_plots.categorical_columns`) with more than 10 labelled
+    courses, against chance; a column left out, or none at all, says why in the log."""
+    from ncf.run_plots import categorical_columns
+
     emb = rec.course_embeddings(with_bias=False)
     out = {}
-    for column in ("language", "category"):
-        labelled = column in log.courses.columns and log.courses[column].notna().sum() > 10
-        if labelled:  # MovieLens has no language; its genres are a multi-label column
-            q = knn_label_agreement(emb, log.courses[column].to_numpy(), k=10)
-            out[column] = {key: q[key] for key in ("agreement", "chance", "lift", "n_labels")}
+    columns = categorical_columns(log.courses)
+    for column in columns:
+        labelled = int(log.courses[column].notna().sum())
+        if labelled <= 10:
+            _log.info("embedding quality: %s skipped, only %d courses labelled (needs > 10)",
+                      column, labelled)  # fmt: skip
+            continue
+        q = knn_label_agreement(emb, log.courses[column].to_numpy(), k=10)
+        out[column] = {key: q[key] for key in ("agreement", "chance", "lift", "n_labels")}
+    if not columns:
+        _log.info(
+            "embedding quality: none measured; the catalogue has no categorical column to "
+            "judge neighbours by (columns: %s). Give a courses table with e.g. a category or "
+            "language column (data.source.courses)", list(log.courses.columns),
+        )  # fmt: skip
     return out
 
 
@@ -244,7 +258,9 @@ def write_outputs(
         written.update(
             {k: str(v) for k, v in rec.export_embeddings(out_dir / "embeddings").items()}
         )
-    if cfg.outputs.plots:
+    if not cfg.outputs.plots:
+        _log.info("plots: skipped (outputs.plots=false)")
+    else:
         from ncf.run_plots import plot_run  # matplotlib/umap only when plots are asked for
 
         written.update(

@@ -8,6 +8,15 @@ A row is an event of the chosen kind (`impressions` or `all`) whose label column
 events without a label are counted in the report, never dropped silently. The platform's rows
 are impressions, label = clicked; MovieLens's loader makes every rating an impression with
 clicked = rating > 3 (GDMix's label), so the same rule serves both.
+
+Implicit data (plays, watches, no impressions: nothing was shown and not chosen) has no
+negative rows. `negatives="sampled"` builds them as GDMix-style implicit training does: the
+role's events that count as watched (all of them without a `watched` column) are the
+positives, one row per (learner, course) pair; each learner gets `negative_ratio` times as
+many negatives, courses drawn uniformly (seeded) among those it has no event with in the
+role's window or before it (the fold's inputs and labels for valid / test, the inputs for
+train / refit). Rows a role cannot have raise `NoTrainingRows`, whose message says why and
+what to set: the pipeline skips the stage with it.
 """
 
 from __future__ import annotations
@@ -19,12 +28,28 @@ import numpy as np
 import pandas as pd
 
 from glmix.weighting import watch_time_weights
+from watchlog.eventlog import EventLog
 from watchlog.report import DataReport
 from watchlog.splits import Split
 
-__all__ = ["RowSet", "row_sets", "sample_weights", "ROW_KINDS"]
+__all__ = [
+    "RowSet", "DataDoesNotFit", "NoTrainingRows", "require_impressions", "row_sets", "sample_negatives", "sample_weights", "ROW_KINDS",
+    "NEGATIVE_KINDS",
+]  # fmt: skip
 
 ROW_KINDS = ("impressions", "all")
+NEGATIVE_KINDS = ("impressions", "sampled")
+
+
+class DataDoesNotFit(ValueError):
+    """This data cannot train GLMix as configured; the message says why and what to set. A
+    pipeline skips the stage with it (`skips_stage`) instead of stopping half-way."""
+
+    skips_stage = True
+
+
+class NoTrainingRows(DataDoesNotFit):
+    """The data cannot give GLMix the rows it is configured for (e.g. no impressions)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,11 +128,19 @@ def row_sets(
     *,
     events: str = "impressions",
     label: str = "clicked",
+    negatives: str = "impressions",
+    negative_ratio: float = 4.0,
+    seed: int = 0,
+    log: EventLog | None = None,
     report: DataReport | None = None,
 ) -> dict[str, RowSet]:
-    """{"train", "valid", "test", "refit"} row sets (see the module docstring)."""
+    """{"train", "valid", "test", "refit"} row sets (see the module docstring). negatives,
+    negative_ratio, seed, log: "impressions" takes the labelled events as they are; "sampled"
+    draws negatives (needs the `log` the split was made from)."""
     if events not in ROW_KINDS:
         raise ValueError(f"rows.events: must be one of {ROW_KINDS}, got {events!r}")
+    if negatives not in NEGATIVE_KINDS:
+        raise ValueError(f"rows.negatives: must be one of {NEGATIVE_KINDS}, got {negatives!r}")
     if split.valid is None:
         raise ValueError(
             "GLMix needs a validation fold (coordinate descent keeps the model that is best on "
@@ -119,14 +152,164 @@ def row_sets(
         "test": split.test.labels,
         "refit": split.test.inputs,
     }
-    out = {name: _labelled(ev, name, events, label, report) for name, ev in folds.items()}
+    if negatives == "sampled":
+        if log is None:
+            raise ValueError("row_sets(negatives='sampled'): needs the event log (log=...)")
+        if not negative_ratio > 0:
+            raise ValueError(f"rows.negative_ratio: must be > 0, got {negative_ratio!r}")
+        seen = {  # what each role may not sample: its window and everything before it
+            "train": (split.valid.inputs,),
+            "valid": (split.valid.inputs, split.valid.labels),
+            "test": (split.test.inputs, split.test.labels),
+            "refit": (split.test.inputs,),
+        }
+        rng = np.random.SeedSequence(seed).spawn(len(folds))
+        out = {
+            name: _sampled(ev, seen[name], name, log, negative_ratio, np.random.default_rng(r),
+                           report)
+            for (name, ev), r in zip(folds.items(), rng, strict=True)
+        }  # fmt: skip
+    else:
+        if events == "impressions":
+            require_impressions(split)
+        out = {name: _labelled(ev, name, events, label, report) for name, ev in folds.items()}
     for name, rows in out.items():
         if len(rows) == 0 or rows.y.min() == rows.y.max():
-            raise ValueError(
+            raise NoTrainingRows(
                 f"GLMix {name} rows: need both classes, got {len(rows):,} rows with "
-                f"{int(rows.y.sum()):,} positives"
+                f"{int(rows.y.sum()):,} positives ({_fold_hint(split)}); set glmix.rows "
+                "(events / label / negatives=sampled) to rows that hold both, or "
+                "stages.glmix=false"
             )
     return out
+
+
+def _fold_hint(split: Split) -> str:
+    return ", ".join(f"{f.name}: {len(f.inputs):,} input and {len(f.labels):,} label events"
+                     for f in (split.valid, split.test) if f is not None)  # fmt: skip
+
+
+def require_impressions(split: Split) -> None:
+    """The rows are impressions: say at once when the data has none (implicit data)."""
+    parts = (split.test.inputs, split.test.labels)
+    n = sum(len(p) for p in parts)
+    if n and not any(p["impression"].to_numpy().any() for p in parts):
+        raise NoTrainingRows(
+            f"GLMix: the data has no impressions (impression is false on all {n:,} "
+            "split events), so there are no shown-and-skipped rows to learn clicks from: "
+            "implicit data (plays, watches) holds positives only. Fix: "
+            "glmix.rows.negatives=sampled (unobserved (learner, course) pairs as negatives, "
+            "glmix.rows.negative_ratio per positive, seeded), or glmix.rows.events=all with a 0/1 "
+            "glmix.rows.label column, or stages.glmix=false"
+        )
+
+
+def _pair_keys(ev: pd.DataFrame) -> np.ndarray:
+    return ev["learner_idx"].to_numpy(np.int64) << 32 | ev["course_idx"].to_numpy(np.int64)
+
+
+def _sampled(
+    events: pd.DataFrame,
+    seen: tuple[pd.DataFrame, ...],
+    name: str,
+    log: EventLog,
+    ratio: float,
+    rng: np.random.Generator,
+    report: DataReport | None,
+) -> RowSet:
+    """Positive pairs of `events` (watched ones when marked) + sampled negatives."""
+    positive = events["watched"].to_numpy() if "watched" in events.columns else None
+    pos_ev = events if positive is None else events[positive]
+    keys, inverse = np.unique(_pair_keys(pos_ev), return_inverse=True)
+    watch = np.bincount(inverse, weights=pos_ev["watch_seconds"].fillna(0).to_numpy(np.float64),
+                        minlength=len(keys))  # fmt: skip
+    pl, pc = keys >> 32, keys & 0xFFFFFFFF
+    excluded = np.unique(np.concatenate([_pair_keys(f) for f in seen]))
+    nl, nc = sample_negatives(pl, excluded, log.n_courses, ratio, rng)
+    li = np.concatenate([pl, nl]).astype(np.int32)
+    ci = np.concatenate([pc, nc]).astype(np.int32)
+    y = np.r_[np.ones(len(pl), np.int8), np.zeros(len(nl), np.int8)]
+    rows = pd.DataFrame(
+        {
+            "learner_id": log.learner_ids.index[li],
+            "course_id": log.course_ids.index[ci],
+            "learner_idx": li,
+            "course_idx": ci,
+            "watch_seconds": np.r_[watch, np.zeros(len(nl))].astype(np.float32),
+            "clicked": y,  # the weighting reads a positive as a click that led to watching
+            "impression": np.zeros(len(y), dtype=bool),
+        }
+    )
+    if report is not None:
+        report.add_step(
+            f"glmix {name} rows", "events", len(events), len(rows),
+            not_watched=0 if positive is None else int((~positive).sum()),
+            positive_pairs=len(pl), sampled_negatives=len(nl), negative_ratio=ratio,
+        )  # fmt: skip
+    return RowSet(name, rows, y)
+
+
+def sample_negatives(
+    learners: np.ndarray,
+    excluded: np.ndarray,
+    n_courses: int,
+    ratio: float,
+    rng: np.random.Generator,
+    max_rounds: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(learner_idx, course_idx) of sampled negatives: for each positive row's learner in
+    `learners`, `ratio` distinct courses drawn uniformly among those whose pair key
+    (learner << 32 | course) is not in the sorted `excluded`; fewer when the catalogue runs
+    out. Vectorized rejection rounds; learners still short after them draw from their exact
+    list of allowed courses."""
+    ids, n_pos = np.unique(np.asarray(learners, np.int64), return_counts=True)
+    excl_learner = excluded >> 32
+    n_excl = np.searchsorted(excl_learner, ids, "right") - np.searchsorted(excl_learner, ids)
+    quota = np.minimum(np.ceil(ratio * n_pos).astype(np.int64), n_courses - n_excl)
+    taken = np.empty(0, np.int64)
+    need = quota.copy()
+    for _ in range(max_rounds):
+        if not need.any():
+            break
+        draw_n = np.where(need > 0, 2 * need + 4, 0)
+        cand_l = np.repeat(ids, draw_n)
+        cand = cand_l << 32 | rng.integers(0, n_courses, cand_l.size)
+        cand = cand[~_isin_sorted(cand, excluded) & ~_isin_sorted(cand, np.sort(taken))]
+        _, first = np.unique(cand, return_index=True)  # drop repeats, keep the draw's order
+        cand = cand[np.sort(first)]
+        taken = np.r_[taken, _first_per_learner(cand, ids, need)]
+        need = quota - _counts(taken, ids)
+    if need.any():  # learners whose allowed courses are nearly all used: enumerate them
+        short = ids[need > 0]
+        cand = (np.repeat(short, n_courses) << 32) | np.tile(np.arange(n_courses), short.size)
+        cand = cand[~_isin_sorted(cand, excluded) & ~_isin_sorted(cand, np.sort(taken))]
+        cand = cand[rng.permutation(cand.size)]
+        cand = cand[np.argsort(cand >> 32, kind="stable")]
+        taken = np.r_[taken, _first_per_learner(cand, ids, need)]
+    taken = np.sort(taken)
+    return taken >> 32, taken & 0xFFFFFFFF
+
+
+def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if sorted_keys.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.searchsorted(sorted_keys, values).clip(max=sorted_keys.size - 1)
+    return sorted_keys[at] == values
+
+
+def _counts(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    learner = np.sort(keys >> 32)
+    return np.searchsorted(learner, ids, "right") - np.searchsorted(learner, ids)
+
+
+def _first_per_learner(cand: np.ndarray, ids: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """The first `need[i]` candidates of learner ids[i], in the candidates' order."""
+    learner = cand >> 32
+    order = np.argsort(learner, kind="stable")
+    cand, learner = cand[order], learner[order]
+    starts = np.searchsorted(learner, learner, "left")
+    rank = np.arange(cand.size) - starts
+    return cand[rank < need[np.searchsorted(ids, learner)]]
 
 
 def sample_weights(

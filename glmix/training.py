@@ -98,6 +98,9 @@ def fit_on_split(
     featurizer: EntityFeaturizer,
     events: str = "impressions",
     label: str = "clicked",
+    negatives: str = "impressions",
+    negative_ratio: float = 4.0,
+    seed: int = 0,
     weighting: Mapping[str, Any] | None = None,
     refit: bool = False,
     report: DataReport | None = None,
@@ -105,8 +108,8 @@ def fit_on_split(
 ) -> TrainedGLMix:
     """Fit, choose on validation, optionally refit, test once (see the module docstring).
 
-    model, featurizer: unfitted templates (copied, never changed). events, label: which
-    rows (`glmix.rows.row_sets`). weighting: `glmix.rows.sample_weights` keywords (kind,
+    model, featurizer: unfitted templates (copied, never changed). events, label, negatives,
+    negative_ratio, seed: which rows (`glmix.rows.row_sets`; seed draws sampled negatives). weighting: `glmix.rows.sample_weights` keywords (kind,
     scale, cap, min_watch_seconds); None = every row weighs 1.
     state_dir: a folder for the coordinate-descent progress of the fit and of the refit
     (`GLMix.fit(state_path=...)`), so a killed run called again resumes after the last
@@ -116,7 +119,8 @@ def fit_on_split(
               for k in ("selected", "refit")}  # fmt: skip
     start = time.perf_counter()
     weighting = dict(weighting or {"kind": "none"})
-    rows = row_sets(split, events=events, label=label, report=report)
+    rows = row_sets(split, events=events, label=label, negatives=negatives,
+                    negative_ratio=negative_ratio, seed=seed, log=log, report=report)  # fmt: skip
     feats = fit_featurizer(featurizer, log, rows["train"], report)
     enc = feats.encode(log.learners, log.courses, report)
     D = {k: row_designs(feats, enc, rows[k]) for k in ("train", "valid")}
@@ -163,6 +167,16 @@ def fit_on_split(
         "refit": bool(refit),
         "refit_updates": len(final.history_) if refit else None,
         "train_rows": len(train_rows),
+        "negatives": negatives,
+        "rows": {
+            k: {
+                "rows": len(r),
+                "positives": int(r.y.sum()),
+                ("sampled_negatives" if negatives == "sampled" else "negatives"): len(r)
+                - int(r.y.sum()),
+            }
+            for k, r in rows.items()
+        },  # fmt: skip
         "weights": {k: v[1] for k, v in W.items()},
         "valid": valid,
         "test": test,

@@ -127,7 +127,7 @@ def test_command_line_entry_point(tmp_path):
     [
         (("experiment=ml100k_stratified",), 100_000, 943),
         (("experiment=ml100k_gdmix",), 100_000, 943),
-        (("data=ml_latest_small", "split=leave_latest"), 100_836, 610),
+        (("data=ml_latest_small", "split=leave_latest", "split.fn.ties=order"), 100_836, 610),
     ],
 )
 def test_real_data_configs(tmp_path, shared_data, overrides, events, learners):

@@ -105,7 +105,7 @@ def test_leave_latest_out_takes_each_learners_latest(log):
     assert len(split.test.inputs) + len(split.test.labels) == len(w)
 
 
-def test_leave_latest_out_breaks_timestamp_ties_by_position():
+def test_leave_latest_out_breaks_timestamp_ties_by_position_when_told():
     from watchlog import EventLog
 
     ts = pd.Timestamp("2024-01-01", tz="UTC")
@@ -120,9 +120,12 @@ def test_leave_latest_out_breaks_timestamp_ties_by_position():
         }
     )
     log = EventLog.from_tables(events)
-    split = leave_latest_out(log)
+    with pytest.raises(ValueError, match=r"ties in time decide the labels of 1 learners' test"):
+        leave_latest_out(log)  # the default: a stated rule or an error, never file order unseen
+    split = leave_latest_out(log, ties="order")
     assert split.test.labels["course_id"].tolist() == ["c"]
     assert split.valid.labels["course_id"].tolist() == ["b"]
+    assert split.params["learners_with_tied_test_label"] == 1
 
 
 def _recommenders_rule(learner: np.ndarray, key: np.ndarray, ratio: float) -> np.ndarray:

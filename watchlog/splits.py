@@ -7,8 +7,10 @@ A `Fold` is what a model may see (`inputs`) and what it is judged on (`labels`).
   An optional blend window before validation (train -> blend -> validation -> test) holds
   the labels a blender is fitted on; `Split.for_blend_models` is the same split moved back
   so that models trained on it see nothing at or after the blend window's start.
-- per_learner (leave-latest-out): each learner's latest event(s) are labels; the
-  order is (ts, event position), so ties at one timestamp still have a strict order.
+- per_learner (leave-latest-out): each learner's latest event(s) are labels. Events at one
+  timestamp have no order in time: a learner whose labels would be chosen among tied events
+  is an error unless `ties` states a rule ("order": the log's order, i.e. the source file's
+  row order; "random": a seeded draw); the counts are in the report either way.
 - random (stratified per learner or per course, or plain): only to reproduce published
   setups; the stratified one draws as the recommenders library does (`watchlog.stratify`).
   All events of one (learner, course) pair go to the same side.
@@ -38,6 +40,8 @@ __all__ = [
     "temporal_split",
     "rolling_folds",
     "leave_latest_out",
+    "TIE_RULES",
+    "time_ties",
     "stratified_split",
     "STRATIFIED_DRAWS",
     "STRATIFY_BY",
@@ -57,6 +61,10 @@ class Fold:
     labels: pd.DataFrame
     cutoff: pd.Timestamp | None = None  # temporal only
     label_end: pd.Timestamp | None = None  # temporal only
+    # per_learner only: how events at one timestamp were ordered. "position": the log's order
+    # (time, then source row), so a label is also after its inputs by position; "random": a
+    # seeded draw, so a label is only never earlier in time than its learner's inputs.
+    tie_rule: str = "position"
 
     def lookback(self, days: float | None) -> pd.DataFrame:
         """Inputs within `days` before the cutoff (all inputs when days is None); temporal folds only."""
@@ -154,11 +162,15 @@ def assert_no_leakage(fold: Fold) -> None:
         # Per learner: last input position < first label position, and never a later timestamp.
         li, ll = inp["learner_idx"].to_numpy(), lab["learner_idx"].to_numpy()
         n = int(max(li.max(initial=-1), ll.max(initial=-1))) + 1
-        last_pos = np.full(n, -1, dtype=np.int64)
-        np.maximum.at(last_pos, li, inp.index.to_numpy())
         last_ts = np.full(n, np.iinfo(np.int64).min)
         np.maximum.at(last_ts, li, ts_ns(inp["ts"]))
-        bad = (lab.index.to_numpy() <= last_pos[ll]) | (ts_ns(lab["ts"]) < last_ts[ll])
+        bad = ts_ns(lab["ts"]) < last_ts[ll]
+        if fold.tie_rule == "position":
+            last_pos = np.full(n, -1, dtype=np.int64)
+            np.maximum.at(last_pos, li, inp.index.to_numpy())
+            bad |= lab.index.to_numpy() <= last_pos[ll]
+        else:  # ties were drawn: same-time labels may precede inputs by position, never share one
+            bad |= np.isin(lab.index.to_numpy(), inp.index.to_numpy())
         if bad.any():
             raise LeakageError(
                 f"fold {fold.name!r}: {int(bad.sum()):,} label events are not after all of their learner's inputs "
@@ -191,6 +203,26 @@ def _pair_key(ev: pd.DataFrame) -> np.ndarray:
 def _checked(fold: Fold) -> Fold:
     assert_no_leakage(fold)
     return fold
+
+
+# ---- ties in time ---------------------------------------------------------------------------
+FEW_TIMESTAMPS_SHARE = 0.9  # this share of events at TOP_TIMESTAMPS instants: no usable order
+TOP_TIMESTAMPS = 3
+
+
+def time_ties(events: pd.DataFrame) -> dict[str, Any]:
+    """How much order in time time-sorted `events` carry: distinct timestamps, the share of
+    events at the `TOP_TIMESTAMPS` most common ones, and `few_timestamps` when that share is at
+    least `FEW_TIMESTAMPS_SHARE` (e.g. every event stamped with one load date)."""
+    ts = ts_ns(events["ts"])
+    if len(ts) == 0:
+        return {"distinct": 0, "top_n": 0, "top_share": 0.0, "few_timestamps": False}
+    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+    runs = np.sort(np.diff(np.r_[starts, len(ts)]))[::-1]  # events per distinct timestamp
+    top = runs[:TOP_TIMESTAMPS]
+    share = float(top.sum() / len(ts))
+    few = share >= FEW_TIMESTAMPS_SHARE and len(ts) > TOP_TIMESTAMPS
+    return {"distinct": len(runs), "top_n": len(top), "top_share": share, "few_timestamps": few}
 
 
 # ---- temporal -----------------------------------------------------------------------------
@@ -258,6 +290,16 @@ def temporal_split(
             raise ValueError("temporal_split: a blend window needs a validation window")
         blend_start = _utc(valid_start) - pd.Timedelta(days=blend_days)
     first = ev["ts"].iloc[0]
+    ties = time_ties(ev)
+    if ties["few_timestamps"]:
+        raise ValueError(
+            f"temporal_split: the events carry (almost) no order in time: {ties['top_share']:.0%} "
+            f"of the {len(ev):,} events share {ties['top_n']} timestamp(s) "
+            f"({ties['distinct']:,} distinct in all, from {first} to {ev['ts'].iloc[-1]}), so "
+            "cutoffs in time cannot separate inputs from labels. Use a split that does not need "
+            "time: split=stratified (per learner, the recommenders library's draw) or "
+            "split=random; split=leave_latest needs an order within each learner too"
+        )
     cuts = [c for c in (blend_start, valid_start, test_start) if c is not None]
     if (
         any(_utc(c) <= first for c in cuts)
@@ -272,7 +314,9 @@ def temporal_split(
             f"temporal_split: need first event ({first}) < blend_start ({blend_start}) < "
             f"valid_start ({valid_start}) < test_start ({test_start}) <= end ({end}); "
             "blend_start is optional, and needs valid_start. Shorter windows fit shorter "
-            "data (split.fn.valid_days / test_days / blend_days; blend_days=0: no blend window)"
+            "data (split.fn.valid_days / test_days / blend_days; blend_days=0: no blend window); "
+            f"the events span {ev['ts'].iloc[-1] - first}. Data whose timestamps carry little "
+            "order fits split=stratified or split=random"
         )
     valid = (
         _temporal_fold(ev, "valid", _utc(valid_start), test_start)
@@ -341,6 +385,9 @@ def rolling_folds(
 
 
 # ---- per learner ----------------------------------------------------------------------------
+TIE_RULES = ("error", "order", "random")
+
+
 def leave_latest_out(
     log: EventLog,
     events: pd.DataFrame | None = None,
@@ -348,6 +395,8 @@ def leave_latest_out(
     n_test: int = 1,
     n_valid: int = 1,
     min_inputs: int = 1,
+    ties: str = "error",
+    seed: int = 0,
     report: DataReport | None = None,
 ) -> Split:
     """Each learner's latest `n_test` events are test labels, the `n_valid` before them validation.
@@ -355,11 +404,21 @@ def leave_latest_out(
     A learner gets test labels only with at least n_test + min_inputs events, and
     validation labels only with n_test + n_valid + min_inputs; otherwise those events
     stay in the inputs (counted in the report, never dropped).
+
+    ties: what decides between events at one timestamp where a label is chosen among them
+    (a learner's test label tied with the event before it, or its validation label with the
+    latest input). "error" (default): raise, with the counts, examples and the fix; "order":
+    the log's order, i.e. the source file's row order (what earlier versions did, silently);
+    "random": a draw seeded by `seed`. The tied learners are counted in `params` and the report.
     """
+    if ties not in TIE_RULES:
+        raise ValueError(f"leave_latest_out: ties must be one of {TIE_RULES}, got {ties!r}")
     ev = log.events if events is None else events
     li = ev["learner_idx"].to_numpy()
-    pos = ev.index.to_numpy()  # time order with a strict tie-break
-    order = np.lexsort((pos, li))
+    ts = ts_ns(ev["ts"])
+    pos = ev.index.to_numpy()  # the log's order: time, then the source file's row order
+    tiebreak = np.random.default_rng(seed).random(len(ev)) if ties == "random" else pos
+    order = np.lexsort((tiebreak, ts, li))
     counts = np.bincount(li, minlength=log.n_learners)
     sorted_l = li[order]
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -370,9 +429,18 @@ def leave_latest_out(
     is_valid = (
         (from_end > n_test) & (from_end <= n_test + n_valid) & (n >= n_test + n_valid + min_inputs)
     )
-    test = _checked(Fold("test", "per_learner", ev[~is_test], ev[is_test]))
+    tied = _tied_boundaries(ts[order], from_end[order], sorted_l, log.n_learners,
+                            {"test": (n_test, is_test[order]),
+                             "valid": (n_test + n_valid, is_valid[order]) if n_valid else None})  # fmt: skip
+    if ties == "error" and any(t["learners"] for t in tied.values()):
+        raise ValueError(_ties_message(log, ev, tied, n_test, n_valid, min_inputs))
+    test = _checked(Fold("test", "per_learner", ev[~is_test], ev[is_test], tie_rule=_rule(ties)))
     valid = (
-        _checked(Fold("valid", "per_learner", ev[~is_test & ~is_valid], ev[is_valid]))
+        _checked(
+            Fold(
+                "valid", "per_learner", ev[~is_test & ~is_valid], ev[is_valid], tie_rule=_rule(ties)
+            )
+        )  # fmt: skip
         if n_valid
         else None
     )
@@ -381,11 +449,15 @@ def leave_latest_out(
         "n_test": n_test,
         "n_valid": n_valid,
         "min_inputs": min_inputs,
+        "ties": ties,
         "learners_without_test": int((active & (counts < n_test + min_inputs)).sum()),
         "learners_without_valid": int((active & (counts < n_test + n_valid + min_inputs)).sum())
         if n_valid
         else 0,
+        **{f"learners_with_tied_{k}_label": t["learners"] for k, t in tied.items()},
     }
+    if ties == "random":
+        params["seed"] = seed
     split = Split("per_learner", test, valid, params)
     if report is not None:
         split.report(report)
@@ -393,7 +465,64 @@ def leave_latest_out(
             f"leave-latest-out: {params['learners_without_test']:,} learners too short for a test label, "
             f"{params['learners_without_valid']:,} for a validation label (their events stay inputs)"
         )
+        if any(t["learners"] for t in tied.values()):
+            rule = ("the log's order (the source file's row order)" if ties == "order"
+                    else f"a random draw (seed {seed})")  # fmt: skip
+            report.note(
+                "leave-latest-out ties: "
+                + ", ".join(f"{t['learners']:,} learners' {k} label" for k, t in tied.items())
+                + f" chosen among events at one timestamp, by {rule} (split.fn.ties)"
+            )
     return split
+
+
+def _rule(ties: str) -> str:
+    return "random" if ties == "random" else "position"
+
+
+def _tied_boundaries(ts_sorted, from_end_sorted, learner_sorted, n_learners, bounds):
+    """Per label kind: learners whose label at the boundary (the event `k` from the end, a
+    label) shares its timestamp with the event just before it (k + 1 from the end), so time
+    alone does not decide it. Arrays are in (learner, time, tie-break) order."""
+    out = {}
+    same_as_previous = np.r_[False, (ts_sorted[1:] == ts_sorted[:-1])
+                             & (learner_sorted[1:] == learner_sorted[:-1])]  # fmt: skip
+    for kind, bound in bounds.items():
+        if bound is None:
+            continue
+        k, is_label = bound
+        at = (from_end_sorted == k) & is_label & same_as_previous
+        learners = np.unique(learner_sorted[at])
+        out[kind] = {"learners": int(learners.size), "examples": learners[:5], "k": k,
+                     "n_learners": n_learners}  # fmt: skip
+    return out
+
+
+def _ties_message(
+    log: EventLog, ev: pd.DataFrame, tied, n_test: int, n_valid: int, min_inputs: int
+) -> str:
+    li = ev["learner_idx"].to_numpy()
+    latest = pd.Series(ts_ns(ev["ts"])).groupby(li).transform("max").to_numpy()
+    at_latest = np.bincount(li[ts_ns(ev["ts"]) == latest], minlength=log.n_learners)
+    parts = []
+    for kind, t in tied.items():
+        if not t["learners"]:
+            continue
+        ex = ", ".join(
+            f"{log.learner_ids.index[i]!r} ({at_latest[i]:,} events at its latest timestamp)"
+            for i in t["examples"][:3]
+        )
+        parts.append(f"{t['learners']:,} learners' {kind} label (e.g. learner {ex})")
+    labelled = int((np.bincount(li, minlength=log.n_learners) >= n_test + min_inputs).sum())
+    return (
+        "leave_latest_out: ties in time decide the labels of "
+        + "; ".join(parts)
+        + f" (of {labelled:,} learners with a test label): their latest {n_test + n_valid} "
+        "events are not ordered by time, and the file's row order would pick them. Fix: "
+        "split.fn.ties=random (a seeded draw, split.fn.seed) or split.fn.ties=order (the source "
+        "file's row order, if it means something); when the timestamps carry no order at all "
+        "(e.g. every event at one instant), split=stratified or split=random fit the data"
+    )
 
 
 # ---- random (published setups only) ---------------------------------------------------------
