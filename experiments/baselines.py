@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
@@ -24,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from baselines import EASE, Window, baseline_rows, default_candidates
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import code_version, write_manifest, write_resolved_config
+from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.tables import log_table, markdown_table
 from watchlog.io import write_json, write_text
@@ -160,6 +162,7 @@ def _describe(window: Window) -> dict[str, int]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="baselines")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg)
 
 

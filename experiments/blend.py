@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,6 +43,7 @@ from blend.lists import served_lists
 from blend.workflow import Points, learner_routes, run_study
 from experiments.data import PreparedData, load_run
 from experiments.provenance import write_manifest
+from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.tables import log_table
 from experiments.train_ncf import MODEL_BEFORE_REFIT
@@ -286,6 +288,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="blend")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg)
 
 

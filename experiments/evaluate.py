@@ -35,6 +35,7 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import (
@@ -46,6 +47,7 @@ from evaluation import (
     segment_breakdown,
 )
 from experiments.data import PreparedData, load_run
+from experiments.run_log import log_into_run_folder
 from experiments.tables import log_table
 from glmix import GLMixScorer
 from glmix.rows import RowSet, row_sets, sample_weights
@@ -285,6 +287,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg)
 
 

@@ -21,12 +21,14 @@ import hydra
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from blend.candidates import seen_in
 from experiments.data import PreparedData, load_run
 from experiments.provenance import code_version
+from experiments.run_log import log_into_run_folder
 from export import GateError, WatchedPairs
 from watchlog.candidates import LEARNER
 from watchlog.io import write_json
@@ -126,6 +128,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg)
 
 

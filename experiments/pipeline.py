@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
+from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.stages import Stages
 from experiments.summary import StageMeter, headline_metrics, summary_text
@@ -228,6 +229,7 @@ def fit_blend_models(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric named by `objective` (None when unset): what sweepers optimize."""
+    log_into_run_folder(cfg.paths.output_dir, _job_name())
     require_objective_for_optuna(cfg)
     return objective_value(run(cfg), cfg.get("objective"))
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from omegaconf import DictConfig
 
@@ -43,6 +44,7 @@ from experiments.report_blocks import Block, MissingInput, Note, Section, fmt, i
 from experiments.report_evaluate import evaluation_blocks
 from experiments.report_models import glmix_blocks, ncf_blocks
 from experiments.report_stages import data_blocks, export_blocks, run_blocks
+from experiments.run_log import log_into_run_folder
 from watchlog.io import write_text
 
 __all__ = ["build_report", "render", "run"]
@@ -112,6 +114,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg)
 
 

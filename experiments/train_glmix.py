@@ -22,6 +22,7 @@ from typing import Any
 import hydra
 import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +30,7 @@ from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer, process_group_size
 from experiments.retrain import command_overrides, retrain_in_run
+from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from glmix import EntityFeaturizer, TrainedGLMix, fit_on_split
 from glmix.rows import DataDoesNotFit, require_impressions
@@ -240,6 +242,7 @@ def _print_summary(trained: TrainedGLMix, timings, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_glmix")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg, command_overrides())
 
 

@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +28,7 @@ from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer
 from experiments.retrain import command_overrides, retrain_in_run
+from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
@@ -288,6 +290,7 @@ def _print_summary(result, quality, timings, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_ncf")
 def main(cfg: DictConfig) -> None:
+    log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
     run(cfg, command_overrides())
 
 
