@@ -95,9 +95,8 @@ def test_a_users_csv_with_other_column_names(tmp_path):
     out = tmp_path / "run"
     cfg = compose_cfg(
         out, "data=tables", f"data.source.events.path={tmp_path / 'plays.csv'}",
-        "data.source.events.columns={learner_id: user, course_id: artist, ts: time}",
-        "++data.source.events.columns.watch_seconds=seconds",
-        "++data.source.events.fill={impression: false, clicked: null}",
+        "data.source.events.columns.learner_id=user", "data.source.events.columns.course_id=artist",
+        "data.source.events.columns.ts=time", "data.source.events.columns.watch_seconds=seconds",
         "data.source.ts_unit=s", "split.fn.valid_days=5", "split.fn.test_days=5",
         "split.fn.blend_days=0", "baselines.two_tower=false", "baselines.mf=false",
         "baselines.ease.max_dense_gib=1e-9", "baselines.ease.fallback_rank=8",

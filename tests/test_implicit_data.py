@@ -193,13 +193,12 @@ def test_pipeline_runs_to_the_end_with_glmix_skipped(tmp_path, caplog):
     from watchlog.synthetic import generate_platform
 
     platform = generate_platform(n_learners=500, n_courses=120, n_days=200, seed=7)
-    implicit_events(platform).drop(columns=["clicked", "impression"]).to_parquet(
-        tmp_path / "events.parquet"
-    )
+    events = implicit_events(platform).drop(columns=["impression"])
+    events["clicked"] = 1  # as real play logs have it: every watch a click
+    events.to_parquet(tmp_path / "events.parquet")
     out = tmp_path / "run"
     cfg = compose_cfg(
         out, "data=tables", f"data.source.events.path={tmp_path / 'events.parquet'}",
-        "+data.source.events.fill.clicked=null", "+data.source.events.fill.impression=false",
         "split=stratified", "stages.ncf=true", "stages.glmix=true", "stages.blend=true",
         "stages.export=true", "stages.report=false", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false", "outputs.plot_method=pca", "threads=1",

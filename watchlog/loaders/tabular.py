@@ -319,12 +319,13 @@ def _read_source(
 
 
 def _organic_defaults(table: str, columns: pd.Index) -> dict[str, Any]:
-    """A watch log with neither `impression` nor `clicked` (most logs: plays, views,
-    purchases) is a log of organic events: impression=false and clicked missing, noted in the
-    report, rather than two "required column is missing" errors."""
-    if table != "events" or "impression" in columns or "clicked" in columns:
+    """A log without an `impression` column (most logs: plays, views, purchases) is a log of
+    organic events: impression=false, and clicked missing when it has no `clicked` column
+    either (a `clicked` column on organic events is set to missing by validation, reported),
+    rather than "required column is missing" errors."""
+    if table != "events" or "impression" in columns:
         return {}
-    return {"impression": False, "clicked": None}
+    return {"impression": False} | ({} if "clicked" in columns else {"clicked": None})
 
 
 def _constant(value: Any, n: int) -> Any:
