@@ -95,6 +95,8 @@ class Models:
 
 def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
     """Scored candidates of every learner with a label in the fold's window."""
+    # metrics never depend on an approximate search: these lists are judged
+    assert models.ncf.retrieval_method == "exact", "blend points must retrieve exactly"
     truth = window_truth(log, fold, seen_in(log, fold.inputs), gain=gain)
     learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
     table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)
@@ -133,6 +135,7 @@ def write_served_lists(
     builder: CandidateBuilder = instantiate(b.candidates, _convert_="all")
     fold = serving_fold(data)
     now = Models(final.ncf.at(data.log, fold.cutoff), final.glmix).serving()
+    now.ncf.retrieval = instantiate(b.serve_retrieval)  # exact unless configured
     counts: dict[str, int] = {}
     n_rows = n_learners = 0
     schema = None
