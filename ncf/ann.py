@@ -9,11 +9,16 @@ module only builds and searches the faiss index. `method`:
   exact  `IndexFlatIP`: one BLAS product per block of queries and a top-k per row inside faiss
          (no (chunk, m) score matrix is kept). The default, and the only method evaluation
          uses: metrics never depend on an approximation.
-  hnsw   `IndexHNSWFlat` (inner product): a graph; `hnsw_m` links per node (memory ~ m x M x
-         8 bytes more), `hnsw_ef_construction` at build, `hnsw_ef_search` (>= k, raised to k
-         when smaller) at search: larger = better recall, slower. Built once per item matrix
-         (seconds per 100k courses); with several faiss threads the graph depends on thread
-         timing, so results are reproducible with 1 thread only.
+  hnsw   `IndexHNSWFlat` on the usual inner-product-to-L2 reduction (Bachrach et al. 2014):
+         items get an extra coordinate sqrt(R^2 - |x|^2) (R = the largest norm), queries a 0,
+         so the L2 order is the inner-product order and the graph is built on a metric (an
+         inner-product graph had recall@100 0.95 where this has 0.999 at 100k clustered
+         courses); the returned scores are the exact dot products, recomputed. `hnsw_m` links
+         per node (memory ~ m x M x 8 bytes more), `hnsw_ef_construction` at build,
+         `hnsw_ef_search` (raised to k when smaller) at search: larger = better recall,
+         slower. Built once per item matrix (tens of seconds per 100k courses on 1 thread);
+         with several faiss threads the graph depends on thread timing, so results are
+         reproducible with 1 thread only.
   ivf    `IndexIVFFlat` (inner product): k-means into `ivf_nlist` lists (default
          4 sqrt(m), at most m / 39 so every centroid has 39 training points), `ivf_nprobe`
          lists scanned per query. k-means is seeded (`seed`).
@@ -93,7 +98,7 @@ class ItemIndex:
         *,
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 200,
-        hnsw_ef_search: int = 256,
+        hnsw_ef_search: int = 128,
         ivf_nlist: int | None = None,
         ivf_nprobe: int = 32,
         seed: int = 0,
@@ -150,8 +155,10 @@ class ItemIndex:
             if self.method == "exact":
                 index = faiss.IndexFlatIP(d)
             elif self.method == "hnsw":
-                index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexHNSWFlat(d + 1, self.hnsw_m)  # L2 on the lifted items
                 index.hnsw.efConstruction = self.hnsw_ef_construction
+                self.items_ = x  # for the exact scores of what the graph returns
+                x = _lift_items(x)
             else:
                 nlist = self.nlist_for(m)
                 index = faiss.IndexIVFFlat(
@@ -191,10 +198,36 @@ class ItemIndex:
             sel = faiss.IDSelectorBatch(allowed.astype(np.int64))
             params = params if params is not None else faiss.SearchParameters()
             params.sel = sel  # `sel` is kept alive by the local name until the search ends
+        lifted = self.method == "hnsw"
+        if lifted:
+            queries = np.hstack([queries, np.zeros((queries.shape[0], 1), np.float32)])
         with faiss_threads(faiss):
             scores, idx = self.index_.search(queries, k, params=params)
-        scores[idx < 0] = -np.inf  # faiss pads with -FLT_MAX
+        if lifted:  # L2 distances -> the exact dot products, re-sorted best first
+            scores = _dot_of(queries[:, :-1], self.items_, idx)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            scores = np.take_along_axis(scores, order, axis=1)
+            idx = np.take_along_axis(idx, order, axis=1)
+        scores[idx < 0] = -np.inf  # faiss pads with -FLT_MAX (L2: +FLT_MAX)
         return scores, idx
+
+
+def _lift_items(x: np.ndarray) -> np.ndarray:
+    """(m, d + 1): [x, sqrt(R^2 - |x|^2)], every row of norm R = max |x|."""
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # (m,) squared norms
+    extra = np.sqrt(np.maximum(sq.max() - sq, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([x, extra[:, None]]))
+
+
+def _dot_of(q: np.ndarray, items: np.ndarray, idx: np.ndarray, block: int = 256) -> np.ndarray:
+    """(c, k) float32 q[i] . items[idx[i, j]] (-inf where idx is -1), in row blocks so the
+    (block, k, d) gather stays small."""
+    out = np.full(idx.shape, -np.inf, dtype=np.float32)
+    for lo in range(0, idx.shape[0], block):
+        ids = idx[lo : lo + block]
+        got = np.einsum("ckd,cd->ck", items[np.maximum(ids, 0)], q[lo : lo + block])
+        out[lo : lo + block] = np.where(ids >= 0, got, -np.inf)
+    return out
 
 
 def _float32_rows(x: Any) -> np.ndarray:
