@@ -10,8 +10,13 @@
     rec.export_embeddings("out/embeddings")                   # Parquet, caller ids
     rec.save("out/model"); rec = NCFRecommender.load("out/model")
 
-Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is one
-matmul + top-k per chunk (`ncf.retrieval.top_k_by_dot`), so memory is bounded by the chunk.
+Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is an
+exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: faiss's flat search, or matmul +
+`torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
+(or `recommend(..., method=)`) searches approximately instead, for catalogues of 100k+
+courses: the index is built once per recommender and method; `method="exact"` always wins
+(evaluation passes it). The setting is not saved with the model: a loaded recommender is
+exact until given one (the pipeline sets it for the served lists: `blend.serve_retrieval`).
 Every score here (recommend, recommend_table, score, score_table, score_stats) is the one
 validation ranks by, `TwoTower.score`: the dot product of the learner's and the course's
 vectors, course bias included (for a cosine model: of their unit vectors / temperature).

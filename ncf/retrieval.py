@@ -213,8 +213,10 @@ def _no_overflow(q: torch.Tensor, it: torch.Tensor) -> bool:
     largest norms multiply to well below float32's max no score is inf or NaN."""
     if q.shape[0] == 0:
         return True
-    qn = float(torch.linalg.vector_norm(q.to(torch.float64), dim=1).max())
-    xn = float(torch.linalg.vector_norm(it.to(torch.float64), dim=1).max())
+    # row norms in the input dtype: (n,) out, no float64 copy of q; an overflow to inf
+    # only makes the answer "no" (the torch path), never a wrong "yes"
+    qn = float(torch.linalg.vector_norm(q, dim=1).max())
+    xn = float(torch.linalg.vector_norm(it, dim=1).max())
     return qn * xn < 1e37
 
 
