@@ -3,7 +3,9 @@
     python -m benchmarks.bench_retrieval            # 100k x 10k, recommend() at 1M, ANN at 10k/100k
     python -m benchmarks.bench_retrieval --quick    # 20k x 10k, recommend() at 50k, ANN at 10k/30k
 
-All in one process, 1 thread (torch and faiss), d = 64, top-100, float32, seed 0.
+All in one process, 1 thread (torch and faiss), d = 64, top-100, float32, seed 0. Times are
+CPU seconds (`time.process_time`): with one thread that is the work done, and it stays
+comparable when the shared box is busy, which wall time does not (recommend() gives both).
 
 Part "exact" (learners x 10,000 courses; queries N(0, 1/d), items N(0, 1)); each method
 without and with the exclusion of already-watched courses (per learner a geometric count,
@@ -19,14 +21,13 @@ mean 20, heavy tail, capped at 2,000; uniform courses):
 the share of learners with the same top-100 set (they differ only where float rounding
 reorders near-equal scores).
 
-Part "recommend": `NCFRecommender.recommend` for every learner (random two-tower, ~20
-watched courses each, excluded), top 100 over 10,000 courses, against the same chunked
-matmul alone (`benchmarks.bench_ncf_speed.recommend_child`); the learner tower's time is
-given apart.
+Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
+default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses;
+then the learner tower alone, and the matmul alone of the same shape on its output.
 
 Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
 'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
-exact top-100, build and search seconds, at 10k and 100k courses (10,000 queries).
+exact top-100, build and search CPU seconds, at 10k and 100k courses (10,000 queries).
 """
 
 from __future__ import annotations
@@ -74,10 +75,24 @@ def clustered_data(n: int, m: int, seed: int = 0, n_clusters: int = 256):
     return np.ascontiguousarray(q, np.float32), np.ascontiguousarray(items, np.float32)
 
 
+class Clock:
+    """Wall and CPU seconds of the last `run` (1 thread: CPU time is the work, also when the
+    shared box is busy and wall time is not)."""
+
+    wall = cpu = 0.0
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        self.wall, self.cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return out
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+    """(CPU seconds, result)."""
+    clock = Clock()
+    out = clock.run(fn)
+    return clock.cpu, out
 
 
 @contextlib.contextmanager
@@ -129,7 +144,7 @@ def exact_rows(n: int) -> list[dict[str, Any]]:
 
     def row(method: str, exclusion: bool, seconds: float, **extra: Any) -> None:
         rows.append({"method": method, "learners": n, "courses": items.shape[0],
-                     "exclusion": exclusion, "seconds": round(seconds, 3), **extra})  # fmt: skip
+                     "exclusion": exclusion, "cpu_seconds": round(seconds, 3), **extra})  # fmt: skip
 
     matmul_alone(q[:CHUNK], items)  # warm-up: first-touch allocations, BLAS and faiss setup
     top_k_by_dot(q[:CHUNK], items, TOP, exclude=watched[:CHUNK], device="cpu")
@@ -153,21 +168,59 @@ def exact_rows(n: int) -> list[dict[str, Any]]:
     sel_s, _ = timed(lambda: selector_per_row(q, items, watched, sample))
     row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")
     for r in rows:
-        r["time_over_matmul"] = round(r["seconds"] / floor, 2)
-        r["time_over_faiss_flat"] = round(r["seconds"] / flat_s, 2)
+        r["time_over_matmul"] = round(r["cpu_seconds"] / floor, 2)
+        r["time_over_faiss_flat"] = round(r["cpu_seconds"] / flat_s, 2)
     rows[0]["watched_per_learner"] = round(watched.nnz / n, 2)
     rows[0]["watched_max"] = int(np.diff(watched.indptr).max())
     return rows
 
 
-def recommend_row(n: int) -> dict[str, Any]:
-    from benchmarks.bench_ncf_speed import recommend_child
+def random_recommender(n: int, m: int):
+    """A random two-tower (default towers) over n learners with ~20 watched courses each,
+    50 co-watch neighbours per course: what `bench_ncf_speed --part recommend` serves."""
+    from ncf.inputs import Snapshot
+    from ncf.model import TwoTower
+    from ncf.recommender import NCFRecommender
+    from watchlog.idmap import IdMap
 
-    res = recommend_child(n, N_COURSES, TOP, CHUNK, threads=1)
-    res["time_over_matmul"] = round(res["recommend_s"] / res["matmul_peer_s"], 2)
-    res["retrieval_over_matmul"] = round(
-        (res["recommend_s"] - res["learner_tower_s"]) / res["matmul_peer_s"], 2
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(n), MEAN_WATCHED)
+    hist = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, rng.integers(0, m, rows.size))), shape=(n, m)
     )
+    hist.sum_duplicates()
+    hist.data[:] = 1.0
+    brow = np.repeat(np.arange(m), 50)
+    bags = sp.csr_matrix(
+        (rng.random(brow.size).astype(np.float32), (brow, rng.integers(0, m, brow.size))),
+        shape=(m, m),
+    )
+    torch.manual_seed(0)
+    return NCFRecommender(
+        TwoTower(n, m), Snapshot("bench", hist, hist, bags), IdMap(np.arange(n), "learner_id"),
+        IdMap(np.arange(m), "course_id"), device="cpu", chunk_size=CHUNK,
+    )  # fmt: skip
+
+
+def recommend_row(n: int) -> dict[str, Any]:
+    """recommend() for all n learners, its learner tower alone, and the matmul alone of the
+    same shape (the learners' embeddings computed before, not timed)."""
+    rec = random_recommender(n, N_COURSES)
+    learners = np.arange(n)
+    clock, res = Clock(), {"learners": n, "courses": N_COURSES, "top": TOP}
+    ids, _ = clock.run(lambda: rec.recommend(learners, N=TOP))
+    assert ids.shape == (n, TOP)
+    res.update(recommend_s=clock.wall, recommend_cpu_s=clock.cpu)
+    q = clock.run(lambda: rec._queries(learners))  # (n, d) the learner tower, all learners
+    res.update(learner_tower_s=clock.wall, learner_tower_cpu_s=clock.cpu)
+    items = rec._items()
+    clock.run(lambda: matmul_alone(q.numpy(), items.numpy()))
+    res.update(matmul_s=clock.wall, matmul_cpu_s=clock.cpu, d=int(items.shape[1]))
+    res["cpu_over_matmul"] = res["recommend_cpu_s"] / res["matmul_cpu_s"]
+    res["retrieval_cpu_over_matmul"] = (res["recommend_cpu_s"] - res["learner_tower_cpu_s"]) / res[
+        "matmul_cpu_s"
+    ]
+    res["peak_rss_gib"] = peak_rss_gib()
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
 
 
@@ -222,13 +275,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         "retrieval_quick" if args.quick else "retrieval",
         rows,
         units={
-            "seconds": "wall clock, one call",
-            "time_over_matmul": "seconds / seconds of matmul alone (same data, same process)",
-            "time_over_faiss_flat": "seconds / seconds of faiss IndexFlatIP.search",
+            "cpu_seconds": "CPU seconds of one call (1 thread; wall clock on a busy box is not)",
+            "time_over_matmul": "cpu_seconds / cpu_seconds of matmul alone (same data, process)",
+            "time_over_faiss_flat": "cpu_seconds / cpu_seconds of faiss IndexFlatIP.search",
             "same_ids": "share of (learner, rank) entries equal to the torch path's",
             "same_sets": "share of learners whose top-100 set equals the torch path's",
             "recall@100": "mean |approximate top-100 & exact top-100| / 100",
-            "recommend_s": "NCFRecommender.recommend, all learners, wall clock",
+            "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
+            "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
+            "retrieval_cpu_over_matmul": "(recommend - learner tower) / matmul, CPU seconds",
             "peak_rss_gib": "GiB, peak resident memory of the process so far",
         },
         threads=1,

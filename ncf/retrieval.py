@@ -318,20 +318,20 @@ def _drop_excluded(
     c, k = idx.shape
     m = int(ex_rows.shape[1])
     ex_rows = sp.csr_array(ex_rows)
-    ex_rows.sum_duplicates()  # sorted, unique column indices per row
-    r = np.repeat(np.arange(c, dtype=np.int64), np.diff(ex_rows.indptr))
-    banned = r * m + ex_rows.indices.astype(np.int64)  # (nnz,) sorted keys row*m + item
-    keys = np.arange(c, dtype=np.int64)[:, None] * m + idx  # (c, k)
     keep = idx >= 0
-    if banned.size:
-        pos = np.minimum(np.searchsorted(banned, keys), banned.size - 1)
-        keep &= banned[pos] != keys
-    rank = np.cumsum(keep, axis=1) - 1  # (c, k) place among the kept
-    take = keep & (rank < N)
-    out_i, out_s = _padding(c, min(N, k))
-    rr, cc = np.nonzero(take)
-    out_i[rr, rank[rr, cc]] = idx[rr, cc]
-    out_s[rr, rank[rr, cc]] = scores[rr, cc]
+    if ex_rows.nnz:  # sorted keys row * m + item, binary search of every result
+        r = np.repeat(np.arange(c, dtype=np.int64), np.diff(ex_rows.indptr))
+        keys = np.sort(r * m + ex_rows.indices)
+        want = np.arange(c, dtype=np.int64)[:, None] * m + np.maximum(idx, 0)  # (c, k)
+        pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+        keep &= keys[pos] != want
+    out_i, out_s = idx[:, :N].copy(), scores[:, :N].copy()
+    rows = np.flatnonzero(~keep[:, :N].all(axis=1))  # only these lost one of their first N
+    if rows.size:
+        order = np.argsort(~keep[rows], axis=1, kind="stable")[:, :N]  # kept first, in order
+        kept = np.take_along_axis(keep[rows], order, axis=1)
+        out_i[rows] = np.where(kept, np.take_along_axis(idx[rows], order, axis=1), -1)
+        out_s[rows] = np.where(kept, np.take_along_axis(scores[rows], order, axis=1), -np.inf)
     return out_i, out_s
 
 
