@@ -95,8 +95,12 @@ class Models:
 
 def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
     """Scored candidates of every learner with a label in the fold's window."""
-    # metrics never depend on an approximate search: these lists are judged
-    assert models.ncf.retrieval_method == "exact", "blend points must retrieve exactly"
+    if models.ncf.retrieval_method != "exact":  # metrics never depend on an approximation
+        raise RuntimeError(
+            f"blend: the judged candidates must be retrieved exactly; the two-tower serves "
+            f"with {models.ncf.retrieval_method!r} (only the served lists may: "
+            "blend.serve_retrieval)"
+        )
     truth = window_truth(log, fold, seen_in(log, fold.inputs), gain=gain)
     learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
     table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)

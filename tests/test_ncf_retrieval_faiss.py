@@ -237,3 +237,13 @@ def test_recommender_retrieval_option(monkeypatch):
         exact.recommend(learners, N=10, method="approx")
     with pytest.raises(TypeError, match="retrieval: must be an ncf.ann.ItemIndex"):
         small_recommender("hnsw")
+
+
+def test_the_blend_judges_only_exactly_retrieved_candidates():
+    from types import SimpleNamespace
+
+    from experiments.blend import _point
+
+    models = SimpleNamespace(ncf=small_recommender(ItemIndex("ivf")), glmix=None)
+    with pytest.raises(RuntimeError, match="must be retrieved exactly"):
+        _point(None, None, None, models, "binary")
