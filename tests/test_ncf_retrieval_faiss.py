@@ -61,6 +61,16 @@ def test_faiss_path_equals_torch_path_with_and_without_exclusion(emb, monkeypatc
     assert (idx >= 0).all() and ex[rows, idx].sum() == 0  # nothing excluded comes back
 
 
+def test_exclusion_by_sorted_keys_equals_the_bitset(emb, monkeypatch):
+    """Large catalogues test exclusion by binary search instead of a bitset: same lists."""
+    q, items = emb
+    ex = exclusion(200, 300, seed=6)
+    want = top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16)
+    monkeypatch.setattr(retrieval, "_BITSET_LIMIT", 0)
+    assert_same(top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16), want)
+    assert_same(torch_path(monkeypatch, q, items, 5, exclude=ex), want)
+
+
 def test_faiss_path_is_the_one_taken(emb, monkeypatch):
     """The equality above must compare two different paths: faiss is really searched."""
     q, items = emb
