@@ -8,13 +8,13 @@ Two exact paths, the same results (up to ties and float rounding):
   faiss (CPU, the default when faiss is importable): per chunk of queries, faiss's flat
     inner-product search (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a
     top-k inside faiss, so no (chunk, m) score matrix is kept and no `torch.topk` is paid
-    (at 100k x 10k, d=64, top-100, 1 thread: about faiss's own time, ~1.1x a bare matmul,
-    where matmul + `torch.topk` took 2.5x; benchmarks/bench_retrieval.py). The exclusion
+    (100k x 10k, d=64, top-100, 1 thread: 1.07x faiss's own search, 1.24x a bare matmul,
+    where matmul + `torch.topk` took 2.1x; benchmarks/bench_retrieval.py). The exclusion
     stays exact by over-fetching: rows are taken in order of their excluded count, each
     chunk asks for N + (its largest count) and the excluded ids are dropped before cutting to
     N; a row excluding more than `heavy_limit(N)` items (max(N, 128)), where that over-fetch
     would cost more than masking, is ranked by the torch path instead. A faiss selector per
-    learner (`IDSelectorNot`) is exact too but needs one search per learner: ~4x slower.
+    learner (`IDSelectorNot`) is exact too but needs one search per learner: 3.5x slower.
   torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
     (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
     Used on CUDA, without faiss, for per-row candidate lists (a CSR: masked on the full
