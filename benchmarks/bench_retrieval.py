@@ -22,9 +22,10 @@ the share of learners with the same top-100 set (they differ only where float ro
 reorders near-equal scores).
 
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
-default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses;
-the learner tower alone; the matmul alone of the same shape on its output, before and after
-recommend() (the smaller is the peer).
+default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
+against the matmul alone of the same shape on the learner tower's output, interleaved in
+10 slices of learners (so both see the same load); the learner tower is timed apart
+(recommend() includes it).
 
 Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
 'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
@@ -203,30 +204,32 @@ def random_recommender(n: int, m: int):
     )  # fmt: skip
 
 
-def recommend_row(n: int) -> dict[str, Any]:
-    """recommend() for all n learners, its learner tower alone, and the matmul alone of the
-    same shape on the tower's output, timed before and after recommend() (the smaller
-    counts: load on a shared box only ever adds)."""
+def recommend_row(n: int, slices: int = 10) -> dict[str, Any]:
+    """recommend() for all n learners against the matmul alone of the same shape (on the
+    learner tower's output), interleaved: `slices` slices of learners, each recommended
+    and then multiplied, so both see the same load on a shared box (a busy sibling
+    hyperthread slows a matmul 2x, in CPU time too). The learner tower is timed apart."""
     rec = random_recommender(n, N_COURSES)
     learners = np.arange(n)
-    clock, res = Clock(), {"learners": n, "courses": N_COURSES, "top": TOP}
+    clock, res = Clock(), {"learners": n, "courses": N_COURSES, "top": TOP, "slices": slices}
     q = clock.run(lambda: rec._queries(learners))  # (n, d) the learner tower, all learners
     res.update(learner_tower_s=clock.wall, learner_tower_cpu_s=clock.cpu)
     q, items = q.numpy(), rec._items().numpy()
-    clock.run(lambda: matmul_alone(q, items))
-    before = (clock.wall, clock.cpu)
-    ids, _ = clock.run(lambda: rec.recommend(learners, N=TOP))
-    assert ids.shape == (n, TOP)
-    res.update(recommend_s=clock.wall, recommend_cpu_s=clock.cpu)
-    clock.run(lambda: matmul_alone(q, items))
-    res.update(matmul_s=min(before[0], clock.wall), matmul_cpu_s=min(before[1], clock.cpu))
-    res["matmul_cpu_s_before_after"] = [round(before[1], 3), round(clock.cpu, 3)]
-    res["d"] = int(items.shape[1])
+    totals = np.zeros(4)  # recommend wall, cpu; matmul wall, cpu
+    for part in np.array_split(learners, slices):
+        ids, _ = clock.run(lambda part=part: rec.recommend(part, N=TOP))
+        assert ids.shape == (part.size, TOP)
+        totals[:2] += (clock.wall, clock.cpu)
+        clock.run(lambda part=part: matmul_alone(q[part], items))
+        totals[2:] += (clock.wall, clock.cpu)
+    res.update(recommend_s=totals[0], recommend_cpu_s=totals[1])
+    res.update(matmul_s=totals[2], matmul_cpu_s=totals[3], d=int(items.shape[1]))
     res["cpu_over_matmul"] = res["recommend_cpu_s"] / res["matmul_cpu_s"]
     retrieval_cpu = res["recommend_cpu_s"] - res["learner_tower_cpu_s"]
     res["retrieval_cpu_over_matmul"] = retrieval_cpu / res["matmul_cpu_s"]
     res["peak_rss_gib"] = peak_rss_gib()
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
+    return {k: round(float(v), 3) if isinstance(v, float | np.floating) else v
+            for k, v in res.items()}  # fmt: skip
 
 
 def ann_rows(courses: list[int], n_queries: int) -> list[dict[str, Any]]:
