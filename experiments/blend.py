@@ -101,6 +101,12 @@ class Models:
 
 def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
     """Scored candidates of every learner with a label in the fold's window."""
+    if models.ncf.retrieval_method != "exact":  # metrics never depend on an approximation
+        raise RuntimeError(
+            f"blend: the judged candidates must be retrieved exactly; the two-tower serves "
+            f"with {models.ncf.retrieval_method!r} (only the served lists may: "
+            "blend.serve_retrieval)"
+        )
     truth = window_truth(log, fold, seen_in(log, fold.inputs), gain=gain)
     learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
     table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)
@@ -139,6 +145,7 @@ def write_served_lists(
     builder: CandidateBuilder = instantiate(b.candidates, _convert_="all")
     fold = serving_fold(data)
     now = Models(final.ncf.at(data.log, fold.cutoff), final.glmix).serving()
+    now.ncf.retrieval = instantiate(b.serve_retrieval)  # exact unless configured
     counts: dict[str, int] = {}
     n_rows = n_learners = 0
     schema = None

@@ -291,6 +291,18 @@ class ReplaySchema:  # blend.study.replay_study keywords, plus the switch
 
 
 @dataclass
+class RetrievalSchema:  # ncf.ann.ItemIndex
+    _target_: str = MISSING
+    method: str = MISSING
+    hnsw_m: int = MISSING
+    hnsw_ef_construction: int = MISSING
+    hnsw_ef_search: int = MISSING
+    ivf_nlist: int | None = MISSING
+    ivf_nprobe: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
 class BlendSchema:
     name: str = MISSING
     candidates: CandidatesSchema = MISSING
@@ -300,6 +312,7 @@ class BlendSchema:
     normalizations: list[str] = MISSING
     variants: VariantsSchema = MISSING
     serve: str = MISSING
+    serve_retrieval: RetrievalSchema = MISSING
     replay: ReplaySchema = MISSING
     n_boot: int = MISSING
     holdout_fraction: float = MISSING

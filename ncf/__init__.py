@@ -20,6 +20,7 @@ the default of `conf/ncf/two_tower`.
 Plots: `ncf.plots` (UMAP/PCA maps, neighbours, training curves), `ncf.run_plots.plot_run`.
 """
 
+from ncf.ann import RETRIEVAL_METHODS, ItemIndex
 from ncf.bags import Bags, csr_bags
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
@@ -42,10 +43,12 @@ __all__ = [
     "FORMAT_VERSION",
     "Bags",
     "InputBuilder",
+    "ItemIndex",
     "NCFDataModule",
     "NCFModule",
     "NCFRecommender",
     "PhaseTimer",
+    "RETRIEVAL_METHODS",
     "Reindex",
     "Snapshot",
     "Tower",

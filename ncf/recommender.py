@@ -10,8 +10,13 @@
     rec.export_embeddings("out/embeddings")                   # Parquet, caller ids
     rec.save("out/model"); rec = NCFRecommender.load("out/model")
 
-Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is one
-matmul + top-k per chunk (`ncf.retrieval.top_k_by_dot`), so memory is bounded by the chunk.
+Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is an
+exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: faiss's flat search, or matmul +
+`torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
+(or `recommend(..., method=)`) searches approximately instead, for catalogues of 100k+
+courses: the index is built once per recommender and method; `method="exact"` always wins
+(evaluation passes it). The setting is not saved with the model: a loaded recommender is
+exact until given one (the pipeline sets it for the served lists: `blend.serve_retrieval`).
 Every score here (recommend, recommend_table, score, score_table, score_stats) is the one
 validation ranks by, `TwoTower.score`: the dot product of the learner's and the course's
 vectors, course bias included (for a cosine model: of their unit vectors / temperature).
@@ -53,6 +58,7 @@ import torch
 
 from evaluation import resolve_device
 from ncf import serving
+from ncf.ann import ItemIndex, check_method
 from ncf.bags import csr_bags
 from ncf.inputs import InputBuilder, Snapshot, normalize_rows
 from ncf.model import TwoTower
@@ -97,6 +103,7 @@ class NCFRecommender:
         device: str | torch.device = "auto",
         chunk_size: int = 4096,
         model_cutoff: pd.Timestamp | None = None,
+        retrieval: ItemIndex | None = None,
     ):
         if cold_start not in COLD_START_POLICIES:
             raise ValueError(
@@ -104,6 +111,11 @@ class NCFRecommender:
             )
         if inputs is not None and not isinstance(inputs, InputBuilder):
             raise TypeError(f"inputs: must be an InputBuilder or None; got {type(inputs).__name__}")
+        if retrieval is not None and not isinstance(retrieval, ItemIndex):
+            raise TypeError(
+                f"retrieval: must be an ncf.ann.ItemIndex or None (exact); got "
+                f"{type(retrieval).__name__}"
+            )
         n_l, n_c = len(learner_ids), len(course_ids)
         id_rows = model.learner_tower.ids is not None
         shapes = {
@@ -131,6 +143,9 @@ class NCFRecommender:
         self.model.to(self.device).eval()
         self._history = normalize_rows(snapshot.history, normalize)
         self._courses: torch.Tensor | None = None
+        # how recommend / recommend_table search (None: exact); fitted indexes per method
+        self.retrieval = None if retrieval is None else retrieval.clone()
+        self._indexes: dict[str, ItemIndex] = {}
 
     # ---- embeddings -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -217,6 +232,7 @@ class NCFRecommender:
         *,
         filter_already_watched: bool = True,
         candidates: Sequence[Any] | pd.DataFrame | None = None,
+        method: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N courses per learner, best first: (ids (n, N), scores (n, N) float32).
 
@@ -225,13 +241,16 @@ class NCFRecommender:
         candidates: course ids to choose from, either one list for every learner, or a long
           DataFrame with `learner_id` and `course_id` columns (each learner's allowed
           courses; a learner without rows has none). Exclusion applies on top.
+        method: 'exact' | 'hnsw' | 'ivf', or None (default): `self.retrieval` (None: exact).
+          An approximate index is built once per recommender and method (see `ncf.ann`);
+          evaluation always passes 'exact'.
         Rows with fewer than N allowed courses are padded with None ids and -inf scores (the
         id array is then of object dtype); `recommend_table` gives the ragged table instead.
         """
         N = serving.check_n(N)
         idx = self._learner_index(learner_ids)
         cand = self._candidates(candidates, learner_ids)
-        chunks = list(self._ranked(idx, N, filter_already_watched, cand))
+        chunks = list(self._ranked(idx, N, filter_already_watched, cand, method))
         if not chunks:  # no learners asked for
             return self._to_ids(np.zeros((0, N), np.int64)), np.zeros((0, N), np.float32)
         top = np.concatenate([t for _, t, _ in chunks])
@@ -246,6 +265,7 @@ class NCFRecommender:
         filter_already_watched: bool = True,
         candidates: Sequence[Any] | pd.DataFrame | None = None,
         prefix: str = "ncf",
+        method: str | None = None,
     ) -> pd.DataFrame:
         """`recommend` as the long candidate table (`watchlog.candidates`): columns
         learner_id, course_id, `<prefix>_score` (float64: the float32 score, exactly) and
@@ -254,6 +274,7 @@ class NCFRecommender:
         contiguous, in the given order, best first; ids keep their id map's dtype.
         N=None: every allowed course (with per-learner candidates: all of each learner's).
         learner_ids must be unique (a repeated learner would repeat its pairs).
+        method: as in `recommend` (None: `self.retrieval`).
         """
         N = serving.check_n(N, allow_none=True)
         index = serving.as_index(learner_ids, "learner_ids")
@@ -265,7 +286,7 @@ class NCFRecommender:
             )
         idx = self._learner_index(index)
         cand = self._candidates(candidates, index)
-        chunks = self._ranked(idx, N, filter_already_watched, cand)  # compacted one by one
+        chunks = self._ranked(idx, N, filter_already_watched, cand, method)  # one by one
         learners = serving.caller_ids(index, self.learner_ids, idx)
         return serving.long_table(learners, self.course_ids.index, chunks, prefix)
 
@@ -277,10 +298,33 @@ class NCFRecommender:
             return serving.candidate_rows(candidates, learner_ids, self.course_ids)
         return serving.index_of(self.course_ids, candidates, "candidates")
 
+    @property
+    def retrieval_method(self) -> str:
+        """'exact', 'hnsw' or 'ivf': how recommend / recommend_table search by default."""
+        return "exact" if self.retrieval is None else self.retrieval.method
+
+    def _index(self, method: str | None) -> str | ItemIndex:
+        """'exact', or the approximate index of `method` over this recommender's courses
+        (built on first use; the settings of `self.retrieval` when it is of that method)."""
+        method = self.retrieval_method if method is None else check_method(method)
+        if method == "exact":
+            return "exact"
+        if method not in self._indexes:
+            same = self.retrieval is not None and self.retrieval.method == method
+            index = self.retrieval.clone() if same else ItemIndex(method)
+            self._indexes[method] = index.fit(self._items())
+        return self._indexes[method]
+
     def _ranked(
-        self, idx: np.ndarray, N: int | None, filter_already_watched: bool, candidates: Any
+        self,
+        idx: np.ndarray,
+        N: int | None,
+        filter_already_watched: bool,
+        candidates: Any,
+        method: str | None = None,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(first row, top (c, N) course indices, scores (c, N)) per chunk of learners."""
+        index = self._index(method)
         items = self._items()  # (n_courses, d)
         for lo in range(0, len(idx), self.chunk_size):
             part = idx[lo : lo + self.chunk_size]  # (c,)
@@ -291,7 +335,7 @@ class NCFRecommender:
             n = N if N is not None else serving.allowed_count(cand, len(self.course_ids))
             top, scores = top_k_by_dot(
                 self._queries(part), items, n, exclude=exclude, candidates=cand,
-                chunk_size=self.chunk_size, device=self.device,
+                chunk_size=self.chunk_size, device=self.device, method=index,
             )  # fmt: skip
             yield lo, top, scores
 
@@ -438,6 +482,7 @@ class NCFRecommender:
             self.model, snap, learner_ids, self.course_ids,
             inputs=self.inputs, content=self.content, normalize=self.normalize,
             cold_start=self.cold_start, device=self.device, chunk_size=self.chunk_size,
+            retrieval=self.retrieval,  # settings only: its courses' co-watch bags differ
         )  # fmt: skip
         rec.model_cutoff = self.model_cutoff  # the model's, not the new snapshot's
         rec.serving_report = out

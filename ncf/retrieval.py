@@ -1,18 +1,42 @@
 """Top-K retrieval by dot product: learner embeddings against course embeddings, in chunks.
 
     idx, scores = top_k_by_dot(learner_emb, course_emb, 100, exclude=watched_csr)
+    idx, scores = top_k_by_dot(learner_emb, course_emb, 100, method="hnsw")  # approximate
     idx, scores = similar_by_cosine(course_emb, [3, 17], 10)   # neighbours of courses 3 and 17
 
-Scores of one chunk of queries are computed by one matmul, `(chunk, d) @ (d, m)`, then
-masked and cut by `torch.topk`; the chunk loop, the exclusion and the NaN check are those of
-`evaluation.full_ranking_topk`, so memory is bounded by about `chunk_size x m` float32 scores
-(plus a `chunk_size x m` bool mask when per-row candidates are given), never `n x m`.
+Two exact paths, the same results (up to ties and float rounding):
+  faiss (CPU, the default when faiss is importable): per chunk of queries, faiss's flat
+    inner-product search (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a
+    top-k inside faiss, so no (chunk, m) score matrix is kept and no `torch.topk` is paid
+    (100k x 10k, d=64, top-100, 1 thread: 1.07x faiss's own search, 1.24x a bare matmul,
+    where matmul + `torch.topk` took 2.1x; benchmarks/bench_retrieval.py). The exclusion
+    stays exact by over-fetching: rows are taken in order of their excluded count, each
+    chunk asks for N + (its largest count) and the excluded ids are dropped before cutting to
+    N; a row excluding more than `heavy_limit(N)` items (max(N, 128)), where that over-fetch
+    would cost more than masking, is ranked by the torch path instead. A faiss selector per
+    learner (`IDSelectorNot`) is exact too but needs one search per learner: 3.5x slower.
+  torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
+    (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
+    Used on CUDA, without faiss, for per-row candidate lists (a CSR: masked on the full
+    rows) and when the embeddings' norms are so large that a score could overflow (faiss
+    would not report an inf/NaN score; torch raises on NaN as evaluation does).
+Memory is bounded by the chunk: `chunk_size x m` float32 scores on the torch path,
+`chunk_size x (N + excluded)` results plus faiss's 16 MB block on the faiss path.
 
-Result convention (both functions): `idx` (n, N) int64 item indices and `scores` (n, N)
-float32, best first. When a row has fewer than N allowed items (N > m, candidates, exclusion)
-the list is padded at the end with index -1 and score -inf. Ties are broken by `torch.topk`
-(unspecified order). The same code runs on CPU and CUDA (`device="auto"`); results come back
-as numpy arrays on the CPU.
+Approximate search (`method="hnsw" | "ivf"`, or a fitted `ItemIndex` reused across calls) is
+for catalogues of 100k+ courses: exclusion by the same over-fetch, global candidates by a
+faiss selector, per-row candidates scored exactly. Lists may miss items (recall < 1).
+Evaluation never uses it (`evaluation.full_ranking_topk` is exact; the blend's judged
+candidates assert exact retrieval); see `ncf.ann`.
+
+Result convention (both functions, every path): `idx` (n, N) int64 item indices and
+`scores` (n, N) float32, best first. When a row has fewer than N allowed items (N > m,
+candidates, exclusion) the list is padded at the end with index -1 and score -inf. Ties:
+the order of equal scores is unspecified (torch.topk and faiss each break them their own
+way), so an item tied with the N-th score may be in one path's list and not the other's;
+the two paths' products may also differ in the last float bit, which can swap near-equal
+scores. The same code runs on CPU and CUDA (`device="auto"`); results come back as numpy
+arrays on the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +50,7 @@ import torch
 
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few
+from ncf.ann import ItemIndex, check_method, load_faiss
 from watchlog.progress import progress
 
 __all__ = ["top_k_by_dot", "similar_by_cosine"]
@@ -33,6 +58,7 @@ __all__ = ["top_k_by_dot", "similar_by_cosine"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096
+_BITSET_LIMIT = 1 << 29  # chunk x items bits (64 MB) for the exclusion test, else sorted keys
 
 
 def _as_matrix(name: str, x: Any, d: int | None = None) -> torch.Tensor:
@@ -97,6 +123,7 @@ def top_k_by_dot(
     candidates: Any = None,
     chunk_size: int = DEFAULT_CHUNK,
     device: str | torch.device = "auto",
+    method: str | ItemIndex = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The N items with the largest `queries[i] @ items[j]` for every query row i.
 
@@ -107,21 +134,30 @@ def top_k_by_dot(
         * a 1-D array of item indices (the same allowed set for every query; duplicates are
           harmless): scores are computed against those items only, so a small set is cheap;
         * a CSR (n, m) whose stored entries in row i are query i's allowed items (values
-          ignored); the full row is scored and everything else masked.
+          ignored); the full row is scored and everything else masked (always exact).
         `exclude` applies on top of `candidates`.
-    chunk_size: queries per matmul; memory ~ chunk_size x m float32 scores on `device`.
+    chunk_size: queries per block; memory ~ chunk_size x m float32 scores on the torch path,
+        chunk_size x (N + excluded per row) on the faiss path.
+    method: 'exact' (default), 'hnsw' or 'ivf' (an index is built over `items` for this call),
+        or a fitted `ncf.ann.ItemIndex` over these items (reused across calls; see ncf.ann).
     Returns (idx (n, N) int64, scores (n, N) float32), best first; rows with fewer than N
     allowed items are padded with -1 / -inf (see module doc).
     """
     if isinstance(N, bool) or not isinstance(N, int | np.integer) or N < 1:
         raise ValueError(f"N: must be a positive int; got {N!r}")
     N = int(N)
+    index = method if isinstance(method, ItemIndex) else ItemIndex(check_method(method))
     dev = resolve_device(device)
     it = _as_matrix("items", items)
     m, d = int(it.shape[0]), int(it.shape[1])
     q = _as_matrix("queries", queries, d)
     n = int(q.shape[0])
     ex = None if exclude is None else _check_csr("exclude", exclude, (n, m))
+    if index.fitted and (index.n_items_, index.dim_) != (m, d):
+        raise ValueError(
+            f"method: the ItemIndex was fitted on items of shape ({index.n_items_:,}, "
+            f"{index.dim_}), not these ({m:,}, {d}); fit it on the items searched"
+        )
 
     allowed: np.ndarray | None = None  # global candidate set, (m_sub,) sorted item indices
     per_row: sp.csr_array | None = None
@@ -130,32 +166,91 @@ def top_k_by_dot(
             per_row = _check_csr("candidates", candidates, (n, m))
         else:
             allowed = np.unique(_check_item_index("candidates", candidates, m))
-            if ex is not None:
-                ex = ex[:, allowed]  # (n, m_sub): same columns as the restricted items
+    if (allowed is not None and allowed.size == 0) or m == 0:
+        return _padding(n, N)  # nothing allowed at all: every list is padding
+
+    faiss = load_faiss()
+    if index.approximate and faiss is None:
+        raise ImportError(
+            f"method={index.method!r} needs faiss: pip install faiss-cpu (or method='exact')"
+        )
+    use_faiss = (
+        faiss is not None
+        and per_row is None  # per-row candidate sets are masked on the full rows, exactly
+        and (dev.type == "cpu" or index.approximate)  # exact on CUDA: torch on the device
+        and _no_overflow(q, it)  # so no score can be inf/NaN, which faiss would not report
+    )
+    if not use_faiss:
+        if index.approximate:
+            _log.debug("per-row candidates: scored exactly, not with the %s index", index.method)
+        if allowed is not None:
+            ex = None if ex is None else ex[:, allowed]  # (n, m_sub): the restricted columns
             it = it[torch.from_numpy(allowed).to(it.device)]  # (m_sub, d)
+        idx, scores = _torch_top_k(q, it, N, np.arange(n), ex, per_row, chunk_size, dev)
+    else:
+        selector = None
+        if index.fitted:  # an approximate index over all items: candidates by selector
+            selector = allowed
+        else:
+            if allowed is not None:
+                ex = None if ex is None else ex[:, allowed]
+                it = it[torch.from_numpy(allowed).to(it.device)]
+            index = index.clone().fit(it)
+        idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
+        if selector is not None:
+            allowed = None  # the index speaks in global item indices already
+    if allowed is not None:
+        hit = idx >= 0
+        idx[hit] = allowed[idx[hit]]  # back to global item indices
+    return idx, scores.astype(np.float32, copy=False)
 
-    item_t = it.to(dev, torch.float32).T.contiguous()  # (d, m_sub) on the device, once
-    n_cols = int(item_t.shape[1])
 
-    def score(users: np.ndarray) -> torch.Tensor:
-        rows = torch.from_numpy(users).to(q.device)
-        s = q.index_select(0, rows).to(dev, torch.float32) @ item_t  # (c, m_sub) fresh buffer
+def _padding(n: int, N: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, N), -1, dtype=np.int64), np.full((n, N), -np.inf, dtype=np.float32)
+
+
+def _no_overflow(q: torch.Tensor, it: torch.Tensor) -> bool:
+    """|q_i . x_j| <= |q_i| |x_j| (Cauchy-Schwarz, for every partial sum too), so when the
+    largest norms multiply to well below float32's max no score is inf or NaN."""
+    if q.shape[0] == 0:
+        return True
+    # row norms in the input dtype: (n,) out, no float64 copy of q; an overflow to inf
+    # only makes the answer "no" (the torch path), never a wrong "yes"
+    qn = float(torch.linalg.vector_norm(q, dim=1).max())
+    xn = float(torch.linalg.vector_norm(it, dim=1).max())
+    return qn * xn < 1e37
+
+
+def _torch_top_k(
+    q: torch.Tensor,
+    it: torch.Tensor,
+    N: int,
+    users: np.ndarray,
+    ex: sp.csr_array | None,
+    per_row: sp.csr_array | None,
+    chunk_size: int,
+    dev: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `users` of q: one matmul per chunk, masked, `torch.topk` (full_ranking_topk)."""
+    item_t = it.to(dev, torch.float32).T.contiguous()  # (d, m) on the device, once
+
+    def score(rows_np: np.ndarray) -> torch.Tensor:
+        rows = torch.from_numpy(rows_np).to(q.device)
+        s = q.index_select(0, rows).to(dev, torch.float32) @ item_t  # (c, m) fresh buffer
         if per_row is not None:
-            sub = per_row[users]  # (c, m) pattern of allowed items
+            sub = per_row[rows_np]  # (c, m) pattern of allowed items
             blocked = torch.ones(s.shape, dtype=torch.bool, device=dev)  # (c, m)
-            r = np.repeat(np.arange(users.shape[0], dtype=np.int64), np.diff(sub.indptr))
+            r = np.repeat(np.arange(rows_np.shape[0], dtype=np.int64), np.diff(sub.indptr))
             blocked[
                 torch.from_numpy(r).to(dev), torch.from_numpy(sub.indices.astype(np.int64)).to(dev)
             ] = False
             s.masked_fill_(blocked, float("-inf"))
         return s
 
-    if n_cols == 0:  # nothing allowed at all: every list is padding
-        return np.full((n, N), -1, dtype=np.int64), np.full((n, N), -np.inf, dtype=np.float32)
-    idx, scores = full_ranking_topk(
+    return full_ranking_topk(
         score,
         N,
-        users=np.arange(n, dtype=np.int64),
+        users=users,
         exclude=ex,
         chunk_size=chunk_size,
         device=dev,
@@ -163,10 +258,88 @@ def top_k_by_dot(
         copy=False,  # `score` returns a fresh buffer every call: exclusion may write into it
         track=_track,
     )
-    if allowed is not None:
-        hit = idx >= 0
-        idx[hit] = allowed[idx[hit]]  # back to global item indices
-    return idx, scores.astype(np.float32, copy=False)
+
+
+def _faiss_top_k(
+    q: torch.Tensor,
+    it: torch.Tensor,
+    N: int,
+    ex: sp.csr_array | None,
+    index: ItemIndex,
+    selector: np.ndarray | None,
+    chunk_size: int,
+    dev: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss search per chunk; exclusion by over-fetching N + (the chunk's largest excluded
+    count) and dropping the excluded ids. Rows are taken in order of excluded count, so a
+    chunk's over-fetch is its own rows' need; rows excluding more than `heavy_limit(N)`
+    items (where the over-fetch would cost more than masking) go to the torch path."""
+    n, m = int(q.shape[0]), int(index.n_items_)
+    idx_out, sc_out = _padding(n, N)
+    counts = np.zeros(n, np.int64) if ex is None else np.diff(ex.indptr).astype(np.int64)
+    heavy = counts > heavy_limit(N)
+    if heavy.any():
+        rows = np.flatnonzero(heavy)
+        # exact for these few rows, whatever the index (an approximate one too)
+        h_it, h_ex = it, ex
+        if selector is not None:  # global candidates of a prefitted index: its columns only
+            h_it, h_ex = it[torch.from_numpy(selector).to(it.device)], ex[:, selector]
+        h_idx, sc_out[rows] = _torch_top_k(q, h_it, N, rows, h_ex, None, chunk_size, dev)
+        if selector is not None:
+            h_idx[h_idx >= 0] = selector[h_idx[h_idx >= 0]]
+        idx_out[rows] = h_idx
+        _log.debug("%d rows exclude more than %d items: ranked by torch", rows.size,
+                   heavy_limit(N))  # fmt: skip
+    order = np.flatnonzero(~heavy)
+    order = order[np.argsort(counts[order], kind="stable")]  # light rows, fewest excluded first
+    n_chunks = -(-order.size // chunk_size)
+    for lo in _track(range(0, order.size, chunk_size), n_chunks):
+        rows = order[lo : lo + chunk_size]  # (c,) ascending excluded count
+        k = min(m, N + int(counts[rows[-1]]))
+        xq = q.index_select(0, torch.from_numpy(rows).to(q.device))
+        xq = np.ascontiguousarray(xq.detach().to("cpu", torch.float32).numpy())
+        scores, idx = index.search(xq, k, allowed=selector)  # (c, k) each
+        if ex is not None and counts[rows[-1]] > 0:
+            idx, scores = _drop_excluded(idx, scores, ex[rows], N)
+        kk = min(N, idx.shape[1])
+        idx_out[rows, :kk], sc_out[rows, :kk] = idx[:, :kk], scores[:, :kk]
+    return idx_out, sc_out
+
+
+def heavy_limit(N: int) -> int:
+    """Excluded count above which a row is ranked by masking instead of over-fetching: at
+    top-100 over 10k items faiss at k = 2N costs about what matmul + mask + torch.topk does."""
+    return max(N, 128)
+
+
+def _drop_excluded(
+    idx: np.ndarray, scores: np.ndarray, ex_rows: sp.csr_array, N: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(c, k) results without the items stored in `ex_rows` (c, m), shifted left, cut to N."""
+    c, k = idx.shape
+    m = int(ex_rows.shape[1])
+    ex_rows = sp.csr_array(ex_rows)
+    keep = idx >= 0
+    if ex_rows.nnz:  # is (row, item) excluded? keyed row * m + item
+        r = np.repeat(np.arange(c, dtype=np.int64), np.diff(ex_rows.indptr))
+        banned = r * m + ex_rows.indices
+        want = np.arange(c, dtype=np.int64)[:, None] * m + np.maximum(idx, 0)  # (c, k)
+        if c * m <= _BITSET_LIMIT:  # a (c x m)-bit set: 5 MB a 4,096 x 10k chunk, 4x faster
+            bits = np.zeros((c * m + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(bits, banned >> 3, (1 << (banned & 7)).astype(np.uint8))
+            keep &= ((bits[want >> 3] >> (want & 7).astype(np.uint8)) & 1) == 0
+        else:  # huge catalogues: binary search in the sorted keys
+            keys = np.sort(banned)
+            pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+            keep &= keys[pos] != want
+    out_i, out_s = idx[:, :N].copy(), scores[:, :N].copy()
+    rows = np.flatnonzero(~keep[:, :N].all(axis=1))  # only these lost one of their first N
+    if rows.size:
+        order = np.argsort(~keep[rows], axis=1, kind="stable")[:, :N]  # kept first, in order
+        kept = np.take_along_axis(keep[rows], order, axis=1)
+        out_i[rows] = np.where(kept, np.take_along_axis(idx[rows], order, axis=1), -1)
+        out_s[rows] = np.where(kept, np.take_along_axis(scores[rows], order, axis=1), -np.inf)
+    return out_i, out_s
 
 
 def similar_by_cosine(

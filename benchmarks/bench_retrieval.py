@@ -1,0 +1,313 @@
+"""Top-K retrieval on faiss against torch and the matmul floor, exact and approximate.
+
+    python -m benchmarks.bench_retrieval            # 100k x 10k, recommend() at 1M, ANN at 10k/100k
+    python -m benchmarks.bench_retrieval --quick    # 20k x 10k, recommend() at 50k, ANN at 10k/30k
+
+All in one process, 1 thread (torch and faiss), d = 64, top-100, float32, seed 0. Times are
+CPU seconds (`time.process_time`): with one thread that is the work done, and it stays
+comparable when the shared box is busy, which wall time does not (recommend() gives both).
+
+Part "exact" (learners x 10,000 courses; queries N(0, 1/d), items N(0, 1)); each method
+without and with the exclusion of already-watched courses (per learner a geometric count,
+mean 20, heavy tail, capped at 2,000; uniform courses):
+  matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer: the floor
+  faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
+  top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk`
+  top_k_by_dot, faiss    the default path: faiss per chunk, exclusion by over-fetch
+  faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
+                         of its watched courses: the other exact exclusion, timed on the first
+                         2,000 learners and scaled to all (`extrapolated` column)
+`same_ids` is the share of (learner, rank) entries equal to the torch path's, `same_sets`
+the share of learners with the same top-100 set (they differ only where float rounding
+reorders near-equal scores).
+
+Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
+default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
+against the matmul alone of the same shape on the learner tower's output, interleaved in
+10 slices of learners (so both see the same load); the learner tower is timed apart
+(recommend() includes it).
+
+Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
+'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
+exact top-100, build and search CPU seconds, at 10k and 100k courses (10,000 queries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from benchmarks.common import peak_rss_gib, print_table, write_result
+
+DIM = 64
+TOP = 100
+CHUNK = 4096
+N_COURSES = 10_000
+MEAN_WATCHED = 20
+SELECTOR_SAMPLE = 2_000
+
+
+def exact_data(n: int, m: int = N_COURSES, seed: int = 0):
+    """(queries (n, d), items (m, d)) float32, watched CSR (n, m): geometric counts, mean 20."""
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((n, DIM), dtype=np.float32) / np.sqrt(DIM)).astype(np.float32)
+    items = rng.standard_normal((m, DIM), dtype=np.float32)
+    counts = np.minimum(rng.geometric(1 / MEAN_WATCHED, n), 2_000)
+    rows = np.repeat(np.arange(n), counts)
+    cols = rng.integers(0, m, rows.size)
+    watched = sp.csr_array((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, m))
+    watched.sum_duplicates()  # repeats collapse: the pattern is the set
+    return q, items, watched
+
+
+def clustered_data(n: int, m: int, seed: int = 0, n_clusters: int = 256):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_clusters, DIM), dtype=np.float32)
+    items = centers[rng.integers(0, n_clusters, m)]
+    items = items + 0.5 * rng.standard_normal((m, DIM), dtype=np.float32)
+    q = centers[rng.integers(0, n_clusters, n)] + 0.5 * rng.standard_normal((n, DIM), np.float32)
+    return np.ascontiguousarray(q, np.float32), np.ascontiguousarray(items, np.float32)
+
+
+class Clock:
+    """Wall and CPU seconds of the last `run` (1 thread: CPU time is the work, also when the
+    shared box is busy and wall time is not)."""
+
+    wall = cpu = 0.0
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        self.wall, self.cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return out
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(CPU seconds, result)."""
+    clock = Clock()
+    out = clock.run(fn)
+    return clock.cpu, out
+
+
+@contextlib.contextmanager
+def torch_only() -> Iterator[None]:
+    """top_k_by_dot without faiss: its fallback path."""
+    import ncf.retrieval as retrieval
+
+    keep = retrieval.load_faiss
+    retrieval.load_faiss = lambda: None
+    try:
+        yield
+    finally:
+        retrieval.load_faiss = keep
+
+
+def matmul_alone(q: np.ndarray, items: np.ndarray) -> float:
+    qt, item_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()
+    check = 0.0
+    for a in range(0, q.shape[0], CHUNK):
+        s = qt[a : a + CHUNK] @ item_t  # (chunk, m) fresh buffer, as top_k_by_dot's torch path
+        check += float(s[0, 0])
+    return check
+
+
+def selector_per_row(q: np.ndarray, items: np.ndarray, watched: sp.csr_array, n: int):
+    import faiss
+
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(items)
+    for i in range(n):
+        banned = watched.indices[watched.indptr[i] : watched.indptr[i + 1]].astype(np.int64)
+        params = faiss.SearchParameters(sel=faiss.IDSelectorNot(faiss.IDSelectorBatch(banned)))
+        index.search(q[i : i + 1], TOP, params=params)
+
+
+def agreement(got: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray]):
+    same_ids = float((got[0] == ref[0]).mean())
+    a, b = np.sort(got[0], axis=1), np.sort(ref[0], axis=1)
+    return same_ids, float((a == b).all(axis=1).mean())
+
+
+def exact_rows(n: int) -> list[dict[str, Any]]:
+    import faiss
+
+    from ncf.retrieval import top_k_by_dot
+
+    q, items, watched = exact_data(n)
+    rows: list[dict[str, Any]] = []
+
+    def row(method: str, exclusion: bool, seconds: float, **extra: Any) -> None:
+        rows.append({"method": method, "learners": n, "courses": items.shape[0],
+                     "exclusion": exclusion, "cpu_seconds": round(seconds, 3), **extra})  # fmt: skip
+
+    matmul_alone(q[:CHUNK], items)  # warm-up: first-touch allocations, BLAS and faiss setup
+    top_k_by_dot(q[:CHUNK], items, TOP, exclude=watched[:CHUNK], device="cpu")
+    floor, _ = timed(lambda: matmul_alone(q, items))
+    row("matmul alone", False, floor)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(items)
+    flat_s, _ = timed(lambda: index.search(q, TOP))
+    row("faiss IndexFlatIP", False, flat_s)
+    for ex in (None, watched):
+        with torch_only():
+            old_s, old = timed(lambda ex=ex: top_k_by_dot(q, items, TOP, exclude=ex, device="cpu"))
+        new_s, new = timed(lambda ex=ex: top_k_by_dot(q, items, TOP, exclude=ex, device="cpu"))
+        same_ids, same_sets = agreement(new, old)
+        row("top_k_by_dot, torch", ex is not None, old_s)
+        row("top_k_by_dot, faiss", ex is not None, new_s, same_ids=same_ids, same_sets=same_sets)
+        if ex is not None:
+            excluded = int(ex[np.repeat(np.arange(n), TOP), np.maximum(new[0], 0).ravel()].sum())
+            rows[-1]["excluded_returned"] = excluded  # must be 0
+    sample = min(n, SELECTOR_SAMPLE)
+    sel_s, _ = timed(lambda: selector_per_row(q, items, watched, sample))
+    row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")
+    for r in rows:
+        r["time_over_matmul"] = round(r["cpu_seconds"] / floor, 2)
+        r["time_over_faiss_flat"] = round(r["cpu_seconds"] / flat_s, 2)
+    rows[0]["watched_per_learner"] = round(watched.nnz / n, 2)
+    rows[0]["watched_max"] = int(np.diff(watched.indptr).max())
+    return rows
+
+
+def random_recommender(n: int, m: int):
+    """A random two-tower (default towers) over n learners with ~20 watched courses each,
+    50 co-watch neighbours per course: what `bench_ncf_speed --part recommend` serves."""
+    from ncf.inputs import Snapshot
+    from ncf.model import TwoTower
+    from ncf.recommender import NCFRecommender
+    from watchlog.idmap import IdMap
+
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(n), MEAN_WATCHED)
+    hist = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, rng.integers(0, m, rows.size))), shape=(n, m)
+    )
+    hist.sum_duplicates()
+    hist.data[:] = 1.0
+    brow = np.repeat(np.arange(m), 50)
+    bags = sp.csr_matrix(
+        (rng.random(brow.size).astype(np.float32), (brow, rng.integers(0, m, brow.size))),
+        shape=(m, m),
+    )
+    torch.manual_seed(0)
+    return NCFRecommender(
+        TwoTower(n, m), Snapshot("bench", hist, hist, bags), IdMap(np.arange(n), "learner_id"),
+        IdMap(np.arange(m), "course_id"), device="cpu", chunk_size=CHUNK,
+    )  # fmt: skip
+
+
+def recommend_row(n: int, slices: int = 10) -> dict[str, Any]:
+    """recommend() for all n learners against the matmul alone of the same shape (on the
+    learner tower's output), interleaved: `slices` slices of learners, each recommended
+    and then multiplied, so both see the same load on a shared box (a busy sibling
+    hyperthread slows a matmul 2x, in CPU time too). The learner tower is timed apart."""
+    rec = random_recommender(n, N_COURSES)
+    learners = np.arange(n)
+    clock, res = Clock(), {"learners": n, "courses": N_COURSES, "top": TOP, "slices": slices}
+    q = clock.run(lambda: rec._queries(learners))  # (n, d) the learner tower, all learners
+    res.update(learner_tower_s=clock.wall, learner_tower_cpu_s=clock.cpu)
+    q, items = q.numpy(), rec._items().numpy()
+    totals = np.zeros(4)  # recommend wall, cpu; matmul wall, cpu
+    for part in np.array_split(learners, slices):
+        ids, _ = clock.run(lambda part=part: rec.recommend(part, N=TOP))
+        assert ids.shape == (part.size, TOP)
+        totals[:2] += (clock.wall, clock.cpu)
+        clock.run(lambda part=part: matmul_alone(q[part], items))
+        totals[2:] += (clock.wall, clock.cpu)
+    res.update(recommend_s=totals[0], recommend_cpu_s=totals[1])
+    res.update(matmul_s=totals[2], matmul_cpu_s=totals[3], d=int(items.shape[1]))
+    res["cpu_over_matmul"] = res["recommend_cpu_s"] / res["matmul_cpu_s"]
+    retrieval_cpu = res["recommend_cpu_s"] - res["learner_tower_cpu_s"]
+    res["retrieval_cpu_over_matmul"] = retrieval_cpu / res["matmul_cpu_s"]
+    res["peak_rss_gib"] = peak_rss_gib()
+    return {k: round(float(v), 3) if isinstance(v, float | np.floating) else v
+            for k, v in res.items()}  # fmt: skip
+
+
+def ann_rows(courses: list[int], n_queries: int) -> list[dict[str, Any]]:
+    from ncf.ann import ItemIndex
+    from ncf.retrieval import top_k_by_dot
+
+    rows = []
+    for m in courses:
+        q, items = clustered_data(n_queries, m, seed=1)
+        exact_s, exact = timed(lambda q=q, items=items: top_k_by_dot(q, items, TOP, device="cpu"))
+        rows.append({"method": "exact", "courses": m, "queries": n_queries, "recall@100": 1.0,
+                     "build_s": 0.0, "search_s": round(exact_s, 3)})  # fmt: skip
+        for method in ("hnsw", "ivf"):
+            build_s, index = timed(lambda method=method, items=items: ItemIndex(method).fit(items))
+            search_s, got = timed(
+                lambda index=index, q=q, items=items: top_k_by_dot(
+                    q, items, TOP, device="cpu", method=index
+                )
+            )
+            hits = [np.intersect1d(a, b).size for a, b in zip(got[0], exact[0], strict=True)]
+            rows.append({"method": method, "courses": m, "queries": n_queries,
+                         "recall@100": round(float(np.mean(hits)) / TOP, 4),
+                         "build_s": round(build_s, 3), "search_s": round(search_s, 3),
+                         "settings": repr(index)})  # fmt: skip
+    return rows
+
+
+def same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row with every column (blank where it has none), for the printed table."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--parts", nargs="+", default=["exact", "recommend", "ann"],
+                        choices=["exact", "recommend", "ann"])  # fmt: skip
+    args = parser.parse_args(argv)
+    import faiss
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if "exact" in args.parts:
+        out["exact"] = exact_rows(20_000 if args.quick else 100_000)
+        print_table(same_columns(out["exact"]), f"exact top-{TOP}, d={DIM}, 1 thread")
+    if "recommend" in args.parts:
+        out["recommend"] = [recommend_row(50_000 if args.quick else 1_000_000)]
+        print_table(out["recommend"], f"recommend(), top-{TOP} of {N_COURSES:,}, 1 thread")
+    if "ann" in args.parts:
+        courses = [10_000, 30_000] if args.quick else [10_000, 100_000]
+        out["ann"] = ann_rows(courses, 2_000 if args.quick else 10_000)
+        print_table(same_columns(out["ann"]), f"approximate top-{TOP}: recall, 1 thread")
+    rows = [{"part": part, **r} for part, part_rows in out.items() for r in part_rows]
+    write_result(
+        "retrieval_quick" if args.quick else "retrieval",
+        rows,
+        units={
+            "cpu_seconds": "CPU seconds of one call (1 thread; wall clock on a busy box is not)",
+            "time_over_matmul": "cpu_seconds / cpu_seconds of matmul alone (same data, process)",
+            "time_over_faiss_flat": "cpu_seconds / cpu_seconds of faiss IndexFlatIP.search",
+            "same_ids": "share of (learner, rank) entries equal to the torch path's",
+            "same_sets": "share of learners whose top-100 set equals the torch path's",
+            "recall@100": "mean |approximate top-100 & exact top-100| / 100",
+            "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
+            "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
+            "retrieval_cpu_over_matmul": "(recommend - learner tower) / matmul, CPU seconds",
+            "peak_rss_gib": "GiB, peak resident memory of the process so far",
+        },
+        threads=1,
+        cpu_count=os.cpu_count(),
+        load_average_at_end=list(os.getloadavg()),
+        peak_rss_gib=peak_rss_gib(),
+        faiss_version=faiss.__version__,
+    )
+    return out
+
+
+if __name__ == "__main__":
+    main()

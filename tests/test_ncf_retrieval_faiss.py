@@ -1,0 +1,259 @@
+"""ncf.retrieval on faiss against its torch path, approximate search (ncf.ann), the fallback
+without faiss, and the retrieval option of NCFRecommender."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import ncf.retrieval as retrieval
+from ncf.ann import ItemIndex, load_faiss
+from ncf.retrieval import heavy_limit, top_k_by_dot
+
+faiss = pytest.importorskip("faiss")
+
+
+def torch_path(monkeypatch, *args, **kwargs):
+    """top_k_by_dot with faiss hidden: the torch (fallback) path."""
+    with monkeypatch.context() as m:
+        m.setattr(retrieval, "load_faiss", lambda: None)
+        return top_k_by_dot(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def emb():
+    rng = np.random.default_rng(0)
+    # continuous scores: ties have probability 0, so both paths must agree on the order too
+    q = rng.normal(size=(200, 16)).astype(np.float32)
+    items = rng.normal(size=(300, 16)).astype(np.float32)
+    return q, items
+
+
+def exclusion(n: int, m: int, seed: int) -> sp.csr_array:
+    """~10 excluded per row, and rows 3 and 77 excluding more than the over-fetch limit."""
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n, m)) < 10 / m
+    assert heavy_limit(5) < 150
+    dense[[3, 77], :150] = True  # heavy rows: ranked by torch inside the faiss path
+    return sp.csr_array(dense.astype(np.float32))
+
+
+def assert_same(got, want):
+    assert got[0].dtype == np.int64 and got[1].dtype == np.float32
+    assert got[0].shape == want[0].shape
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096])
+def test_faiss_path_equals_torch_path_with_and_without_exclusion(emb, monkeypatch, chunk_size):
+    q, items = emb
+    ex = exclusion(200, 300, seed=1)
+    for kwargs in ({}, {"exclude": ex}):
+        got = top_k_by_dot(q, items, 5, chunk_size=chunk_size, device="cpu", **kwargs)
+        want = torch_path(monkeypatch, q, items, 5, chunk_size=chunk_size, device="cpu", **kwargs)
+        assert_same(got, want)
+    got = top_k_by_dot(q, items, 5, exclude=ex, chunk_size=chunk_size, device="cpu")
+    rows, idx = np.repeat(np.arange(200), 5), got[0].ravel()
+    assert (idx >= 0).all() and ex[rows, idx].sum() == 0  # nothing excluded comes back
+
+
+def test_exclusion_by_sorted_keys_equals_the_bitset(emb, monkeypatch):
+    """Large catalogues test exclusion by binary search instead of a bitset: same lists."""
+    q, items = emb
+    ex = exclusion(200, 300, seed=6)
+    want = top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16)
+    monkeypatch.setattr(retrieval, "_BITSET_LIMIT", 0)
+    assert_same(top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16), want)
+    assert_same(torch_path(monkeypatch, q, items, 5, exclude=ex), want)
+
+
+def test_faiss_path_is_the_one_taken(emb, monkeypatch):
+    """The equality above must compare two different paths: faiss is really searched."""
+    q, items = emb
+    calls = []
+    real = ItemIndex.search
+
+    def spy(self, *a, **k):
+        calls.append(self.method)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ItemIndex, "search", spy)
+    top_k_by_dot(q, items, 5, device="cpu")
+    assert calls and set(calls) == {"exact"}
+    calls.clear()
+    torch_path(monkeypatch, q, items, 5, device="cpu")
+    assert not calls
+
+
+def test_candidates_global_and_per_row_match_torch(emb, monkeypatch):
+    q, items = emb
+    ex = exclusion(200, 300, seed=2)
+    cand = np.array([250, 3, 3, 7, 11, 0, 15, 120, 121, 122, 299])
+    got = top_k_by_dot(q, items, 4, exclude=ex, candidates=cand, chunk_size=13)
+    want = torch_path(monkeypatch, q, items, 4, exclude=ex, candidates=cand, chunk_size=13)
+    assert_same(got, want)
+    assert set(got[0][got[0] >= 0].ravel()) <= set(cand.tolist())
+    per_row = sp.random(200, 300, density=0.05, random_state=3, format="csr")
+    got = top_k_by_dot(q, items, 6, exclude=ex, candidates=per_row)
+    want = torch_path(monkeypatch, q, items, 6, exclude=ex, candidates=per_row)
+    assert_same(got, want)
+
+
+def test_padding_when_fewer_allowed_than_n(monkeypatch):
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(3, 4)).astype(np.float32)
+    items = rng.normal(size=(6, 4)).astype(np.float32)
+    ex = sp.csr_array(np.array([[1, 1, 0, 0, 0, 0], [0] * 6, [1] * 6], dtype=np.float32))
+    idx, scores = top_k_by_dot(q, items, 8, exclude=ex)  # N > m: every list is padded
+    want = torch_path(monkeypatch, q, items, 8, exclude=ex)
+    assert_same((idx, scores), want)
+    assert (idx[0, :4] >= 0).all() and (idx[0, 4:] == -1).all()
+    assert (idx[1, :6] >= 0).all() and (idx[1, 6:] == -1).all()
+    assert (idx[2] == -1).all() and np.isneginf(scores[2]).all()
+    assert np.isneginf(scores[idx == -1]).all() and np.isfinite(scores[idx >= 0]).all()
+
+
+def test_faiss_threads_follow_torch_and_are_restored(emb):
+    q, items = emb
+    before = faiss.omp_get_max_threads()
+    top_k_by_dot(q, items, 5)
+    assert faiss.omp_get_max_threads() == before
+
+
+def recall_at(got: np.ndarray, want: np.ndarray) -> float:
+    """Mean share of each row of `want` found in the same row of `got`."""
+    hits = [np.intersect1d(a, b).size for a, b in zip(got, want, strict=True)]
+    return float(np.mean(hits)) / want.shape[1]
+
+
+def clustered(n: int, m: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(20, 16)).astype(np.float32) * 3
+    items = centers[rng.integers(0, 20, m)] + rng.normal(size=(m, 16)).astype(np.float32)
+    q = centers[rng.integers(0, 20, n)] + rng.normal(size=(n, 16)).astype(np.float32)
+    return q.astype(np.float32), items.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "index", [ItemIndex("hnsw", hnsw_m=16), ItemIndex("ivf", ivf_nlist=20, ivf_nprobe=5)]
+)
+def test_approximate_search_has_high_recall_and_still_excludes(index, monkeypatch):
+    q, items = clustered(300, 3000)
+    exact = top_k_by_dot(q, items, 10)
+    for method in (index.method, index.clone().fit(items)):  # built per call, or reused
+        got = top_k_by_dot(q, items, 10, method=method)
+        assert recall_at(got[0], exact[0]) >= 0.9
+    ex = sp.csr_array(
+        (np.ones(300, np.float32), (np.arange(300), exact[0][:, 0])), shape=(300, 3000)
+    )  # each learner's best item, excluded
+    got = top_k_by_dot(q, items, 10, exclude=ex, method=index.clone().fit(items))
+    assert not (got[0] == exact[0][:, :1]).any()
+    cand = np.arange(0, 3000, 3)  # a global candidate set: a selector on the fitted index
+    got = top_k_by_dot(q, items, 10, candidates=cand, method=index.clone().fit(items))
+    assert np.isin(got[0][got[0] >= 0], cand).all()
+
+
+def test_ivf_is_reproducible_with_its_seed():
+    q, items = clustered(50, 2000, seed=1)
+    a = top_k_by_dot(q, items, 10, method=ItemIndex("ivf", ivf_nprobe=2, seed=3).fit(items))
+    b = top_k_by_dot(q, items, 10, method=ItemIndex("ivf", ivf_nprobe=2, seed=3).fit(items))
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_without_faiss_exact_runs_on_torch_and_approximate_says_what_to_install(emb, monkeypatch):
+    q, items = emb
+    ex = exclusion(200, 300, seed=5)
+    want = top_k_by_dot(q, items, 5, exclude=ex)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    assert load_faiss() is None
+    assert_same(top_k_by_dot(q, items, 5, exclude=ex), want)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        top_k_by_dot(q, items, 5, method="hnsw")
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        ItemIndex("ivf").fit(items)
+
+
+def test_bad_method_and_mismatched_index_are_clear_errors(emb):
+    q, items = emb
+    with pytest.raises(ValueError, match=r"method: must be one of \('exact', 'hnsw', 'ivf'\)"):
+        top_k_by_dot(q, items, 5, method="annoy")
+    with pytest.raises(ValueError, match="method: must be one of"):
+        ItemIndex("HNSW")
+    with pytest.raises(ValueError, match="hnsw_m: must be a positive int"):
+        ItemIndex("hnsw", hnsw_m=0)
+    index = ItemIndex("hnsw").fit(items[:100])
+    with pytest.raises(ValueError, match=r"fitted on items of shape \(100, 16\)"):
+        top_k_by_dot(q, items, 5, method=index)
+    with pytest.raises(RuntimeError, match="call fit"):
+        ItemIndex("ivf").search(q, 5)
+
+
+def test_overflowing_scores_take_the_torch_path_and_its_checks(monkeypatch):
+    q = np.full((2, 4), 1e20, np.float32)
+    items = np.full((3, 4), 1e20, np.float32)
+    items[1] = -1e20
+    got = top_k_by_dot(q, items, 2)
+    want = torch_path(monkeypatch, q, items, 2)
+    np.testing.assert_array_equal(got[1], want[1])  # inf scores, as torch gives them
+
+
+def small_recommender(retrieval_index=None):
+    """A random two-tower over 40 learners x 300 courses (no training needed)."""
+    import torch
+
+    from ncf.inputs import Snapshot
+    from ncf.model import TwoTower
+    from ncf.recommender import NCFRecommender
+    from watchlog.idmap import IdMap
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n, m = 40, 300
+    hist = sp.csr_matrix((rng.random((n, m)) < 0.05).astype(np.float32))
+    bags = sp.csr_matrix((rng.random((m, m)) < 0.02).astype(np.float32))
+    model = TwoTower(n, m, bag_dim=16, mlp=[16], course_bias=True)
+    return NCFRecommender(
+        model, Snapshot("t", hist, hist, bags), IdMap(np.arange(n), "learner_id"),
+        IdMap(np.arange(m) * 10, "course_id"), device="cpu", retrieval=retrieval_index,
+    )  # fmt: skip
+
+
+def test_recommender_retrieval_option(monkeypatch):
+    exact = small_recommender()
+    ann = small_recommender(ItemIndex("hnsw", hnsw_m=8))
+    assert exact.retrieval_method == "exact" and ann.retrieval_method == "hnsw"
+    learners = np.arange(40)
+    ids, scores = exact.recommend(learners, N=10)
+    # method="exact" overrides the recommender's approximate setting: the very same lists
+    ids2, scores2 = ann.recommend(learners, N=10, method="exact")
+    np.testing.assert_array_equal(ids, ids2)
+    # the approximate lists: high overlap, nothing watched, the index built once
+    got, _ = ann.recommend(learners, N=10)
+    assert recall_at(got, ids) >= 0.9
+    seen = exact.snapshot.seen.tocsr()
+    for i in learners:
+        assert not set(got[i]) & set(seen[i].indices * 10)
+    built = ann._indexes["hnsw"]
+    ann.recommend_table(learners, N=5)
+    assert ann._indexes["hnsw"] is built
+    with monkeypatch.context() as m:
+        m.setattr(retrieval, "load_faiss", lambda: None)
+        np.testing.assert_array_equal(exact.recommend(learners, N=10)[0], ids)
+    with pytest.raises(ValueError, match="method: must be one of"):
+        exact.recommend(learners, N=10, method="approx")
+    with pytest.raises(TypeError, match="retrieval: must be an ncf.ann.ItemIndex"):
+        small_recommender("hnsw")
+
+
+def test_the_blend_judges_only_exactly_retrieved_candidates():
+    from types import SimpleNamespace
+
+    from experiments.blend import _point
+
+    models = SimpleNamespace(ncf=small_recommender(ItemIndex("ivf")), glmix=None)
+    with pytest.raises(RuntimeError, match="must be retrieved exactly"):
+        _point(None, None, None, models, "binary")
