@@ -193,6 +193,7 @@ def test_glmix_shards_over_a_process_group_only_when_there_is_one(monkeypatch, w
         raise StopIteration  # the model is all this test needs
 
     monkeypatch.setattr(train_glmix, "fit_on_split", fake_fit_on_split)
+    monkeypatch.setattr(train_glmix, "require_impressions", lambda split: None)  # no data here
     monkeypatch.setattr(train_glmix, "process_group_size", lambda: world_size)
     cfg = compose_cfg("train_glmix", "paths.output_dir=unused")
     with pytest.raises(StopIteration):

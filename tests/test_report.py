@@ -82,8 +82,9 @@ def test_the_pipeline_writes_a_report_with_every_section_and_inline_figures(run_
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
         assert data.startswith(PNG) and len(data) > 1_000
         by_section[section] = by_section.get(section, 0) + 1
-    # training curves, 2 course maps, the learner map, the neighbours figure
-    assert by_section["ncf"] == 5
+    # training curves, 4 course maps (popularity, language, category, difficulty), the learner
+    # map, the neighbours figure
+    assert by_section["ncf"] == 7
     assert by_section["glmix"] == 2  # validation history, coefficients vs truth
     assert by_section["blend"] == 1  # metric vs K
     ncf, glmix = page.section_text("ncf"), page.section_text("glmix")
