@@ -205,7 +205,7 @@ def test_a_headless_browser_renders_every_section_and_image(run_dir, chromium, t
             browser.close()
     assert [s[0] for s in sections] == SECTIONS
     assert all(status == "ok" and height > 100 for _, status, height in sections), sections
-    assert len(images) == 8
+    assert len(images) == 10  # test_the_pipeline_writes_a_report...: 7 ncf + 2 glmix + 1 blend
     assert all(done and w > 0 and h > 0 for done, w, h in images), images
     data = shot.read_bytes()
     assert data.startswith(PNG) and len(data) > 200_000  # a long page of tables and figures
