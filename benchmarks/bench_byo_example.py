@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_make_run import timed
+from benchmarks.bench_make_run import fresh_clone, timed
 from benchmarks.common import print_table, write_result
 from experiments.summary import headline_metrics
 
@@ -33,12 +31,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="clone here and keep it")
     a = ap.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench_byo_"))
-    clone = work / "ncf-glmix"
-    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
-    subprocess.run(["git", "checkout", "--quiet", head], cwd=clone, check=True)
-    env = {**os.environ, "NCF_GLMIX_PROGRESS": "log", "OUT": str(work / "out")}
-    env.pop("VIRTUAL_ENV", None)
+    clone, head, env = fresh_clone(work)
+    env["OUT"] = str(work / "out")  # run.sh's output root
     install_s, _ = timed(["make", "venv"], clone, work / "install.log", env)
 
     start = time.time()

@@ -97,6 +97,18 @@ def stages_from_log(log: Path) -> list[dict]:
     return out
 
 
+def fresh_clone(work: Path) -> tuple[Path, str, dict[str, str]]:
+    """This repository's HEAD cloned into `work/ncf-glmix`: (clone, commit, environment for
+    its commands: progress as log lines, no inherited virtual environment)."""
+    clone = work / "ncf-glmix"
+    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", head], cwd=clone, check=True)
+    env = {**os.environ, "NCF_GLMIX_PROGRESS": "log"}
+    env.pop("VIRTUAL_ENV", None)
+    return clone, head, env
+
+
 def _seconds_per_epoch(path: Path) -> float | None:
     return json.loads(path.read_text())["timings"]["seconds_per_epoch"] if path.exists() else None
 
@@ -111,12 +123,7 @@ def main() -> None:
     a = ap.parse_args()
 
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench_make_run_"))
-    clone = work / "ncf-glmix"
-    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
-    subprocess.run(["git", "checkout", "--quiet", head], cwd=clone, check=True)
-    env = {**os.environ, "NCF_GLMIX_PROGRESS": "log"}
-    env.pop("VIRTUAL_ENV", None)
+    clone, head, env = fresh_clone(work)
     install_s, _ = timed(["make", "venv"], clone, work / "install.log", env)
 
     run_dir = work / "run"
