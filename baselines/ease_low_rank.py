@@ -66,10 +66,9 @@ def low_rank_ease(watch_matrix: Any, l2: float, rank: int = 256, seed: int = 0) 
     if int(rank) < 1:
         raise ValueError(f"rank: must be a positive integer; got {rank!r}")
     xb = binarize_watches(watch_matrix).astype(np.float64).tocsr()  # (n_learners, n_courses)
-    n_courses = xb.shape[1]
     r = int(min(rank, *xb.shape))
     _, s, vt = randomized_svd(xb, r, n_iter=4, random_state=seed)  # vt: (r, n_courses)
-    keep = s > s.max(initial=0.0) * 1e-7  # drop numerically null directions (rank-deficient X)
+    keep = s > s.max(initial=0.0) * 1e-7  # null directions out (rank-deficient X; empty: rank 0)
     s, v = s[keep], vt[keep].T  # (r,), (n_courses, r)
     gram_diag = np.asarray(xb.power(2).sum(axis=0)).ravel()  # G_jj: watchers per course
     low_diag = np.einsum("jk,k,jk->j", v, s**2, v)  # (V S^2 V^T)_jj
@@ -78,6 +77,4 @@ def low_rank_ease(watch_matrix: Any, l2: float, rank: int = 256, seed: int = 0) 
     m = np.linalg.inv(np.diag(1.0 / s**2) + v.T @ w)  # (r, r)
     p_diag = 1.0 / a - np.einsum("jk,kl,jl->j", w, m, w)  # P_jj > 0 (P is positive definite)
     right = (m @ w.T) / p_diag[None, :]  # (r, n_courses)
-    if v.shape[1] == 0:  # an empty log: no co-watch at all
-        w, right = np.zeros((n_courses, 0)), np.zeros((0, n_courses))
     return LowRankEASE(w.astype(np.float32), right.astype(np.float32))
