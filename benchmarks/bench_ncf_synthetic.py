@@ -53,14 +53,18 @@ def main() -> None:
         trained = fit(cfg)
         res = trained.result
         quality = embedding_quality(trained.recommender, trained.data.log)
+        chosen = f"epoch {res.best_epoch}"
+        if "teacher_l2" in res.extra:  # the teacher's L2, chosen on validation too
+            chosen += f", teacher L2 {res.extra['teacher_l2']:g}"
         rows.append(
-            {"model": ncf, "chosen": f"epoch {res.best_epoch}", "valid_ndcg@10": res.valid["val_ndcg@10"],
+            {"model": ncf, "chosen": chosen, "valid_ndcg@10": res.valid["val_ndcg@10"],
              **{m: res.test[f"test_{m}"] for m in METRICS}, "seconds": time.perf_counter() - start}
         )  # fmt: skip
         detail[ncf] = {
             "timings": res.timings,
             "embedding_quality": quality,
             "epochs_run": res.epochs_run,
+            "extra": res.extra,  # the teacher's L2 and its grid; test before the refit
         }
         if ncf == "two_tower":
             dm = trained.datamodule

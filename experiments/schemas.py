@@ -83,7 +83,9 @@ class NCFDataModuleSchema:  # ncf.datamodule.NCFDataModule (partial: log, split,
     normalize: str = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
-    teacher_l2: float | None = MISSING
+    # a number, a list of numbers (chosen on validation) or null: Any, as OmegaConf 2.3 has
+    # no union of a float and a list
+    teacher_l2: Any = MISSING
     teacher_rank: int | None = MISSING
     seed: int = MISSING
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ncf.batches import EvalBatches, TrainBatches
 from ncf.inputs import InputBuilder, Snapshot
-from ncf.teacher import Teacher, fit_teacher
+from ncf.teacher import Teacher, TeacherChoice, choose_teacher_l2, fit_teacher
 from watchlog import DataReport, EventLog
 from watchlog.progress import progress
 from watchlog.splits import Split, rolling_folds
@@ -55,6 +56,9 @@ class NCFDataModule(pl.LightningDataModule):
     content: optional (n_courses, n_features) CSR of course content for the course tower.
     teacher_l2: when set, every denoising snapshot gets a distillation teacher, EASE with this
       L2 fitted on that snapshot's history (`ncf.teacher`); the module's distill_weight uses it.
+      A list: the value whose teacher ranks the validation snapshot best (NDCG@10), chosen
+      once on validation (`ncf.teacher.choose_teacher_l2`) and kept by the refit;
+      `teacher_choice()` says which and every value's score.
     teacher_rank: the teacher's Gram matrix as diagonal plus this rank (memory linear in
       courses); None: dense EASE (n_courses^2 floats, for catalogues up to ~10,000 courses).
     """
@@ -76,7 +80,7 @@ class NCFDataModule(pl.LightningDataModule):
         seed: int = 0,
         content: sp.csr_matrix | None = None,
         report: DataReport | None = None,
-        teacher_l2: float | None = None,
+        teacher_l2: float | Sequence[float] | None = None,
         teacher_rank: int | None = 256,
     ):
         super().__init__()
@@ -96,6 +100,7 @@ class NCFDataModule(pl.LightningDataModule):
         self.label_fraction, self.normalize = label_fraction, normalize
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.content, self.teacher_l2, self.teacher_rank = content, teacher_l2, teacher_rank
+        self._teacher_choice: TeacherChoice | None = None
         self.report = report if report is not None else DataReport()
         self.train_snapshots: list[Snapshot] = []
         self.valid: Snapshot | None = None
@@ -149,6 +154,7 @@ class NCFDataModule(pl.LightningDataModule):
         validation pairs. Used to refit with the epoch count chosen on validation; it has no
         validation of its own, and the same test snapshot."""
         self.setup()
+        self.teacher_choice()  # on validation, before the copy: the refit keeps it
         out = copy.copy(self)
         out.train_snapshots = self._training_snapshots(before=self.split.test)
         return out
@@ -206,12 +212,31 @@ class NCFDataModule(pl.LightningDataModule):
         (their labels come from that history), None for rolling ones and without teacher_l2."""
         self.setup()
         flags = self.denoise_flags(self.train_snapshots)
-        if self.teacher_l2 is None:
+        choice = self.teacher_choice()
+        if choice is None:
             return [None] * len(flags)
         return [
-            fit_teacher(s, self.teacher_l2, rank=self.teacher_rank, seed=self.seed) if d else None
+            fit_teacher(s, choice.l2, rank=self.teacher_rank, seed=self.seed) if d else None
             for s, d in zip(self.train_snapshots, flags, strict=True)
         ]
+
+    def teacher_choice(self) -> TeacherChoice | None:
+        """The teacher's L2 (None: no teacher): `teacher_l2` itself, or from a list the value
+        chosen on the validation snapshot, once (the refit's copy keeps it, so test labels
+        never choose it)."""
+        if self.teacher_l2 is None:
+            return None
+        if self._teacher_choice is None:
+            if isinstance(self.teacher_l2, int | float):
+                self._teacher_choice = TeacherChoice(float(self.teacher_l2), {})
+            else:
+                self.setup()
+                self._teacher_choice = choose_teacher_l2(
+                    self.valid, list(self.teacher_l2), rank=self.teacher_rank, seed=self.seed
+                )
+                _log.info("teacher L2 %g chosen on validation (NDCG@10 %s)",
+                          self._teacher_choice.l2, self._teacher_choice.valid_ndcg)  # fmt: skip
+        return self._teacher_choice
 
     def _eval_loader(self, snap: Snapshot) -> DataLoader:
         rank, world_size = self._rank()

@@ -21,6 +21,12 @@ denoising split draws its inputs and labels from, never on validation or test la
 refit fits a new one on the refit snapshot. Rolling-cutoff snapshots get no teacher (a
 teacher fitted at a later cutoff would know their labels).
 
+Its L2 is chosen on validation when the datamodule gets a list (`teacher_l2: [50, 100, ...]`,
+the default config): `choose_teacher_l2` fits the teacher at every value on the validation
+snapshot's history, ranks that snapshot's labelled learners' courses by its scores (history
+removed) and keeps the best NDCG@10, the rule the EASE baseline's L2 is chosen by. Only
+validation labels are read, as for the epoch; the refit keeps the value chosen.
+
 Memory. With `rank` set (the default config: 256) the teacher is EASE with the Gram matrix
 as its diagonal plus its top-`rank` part (`baselines.ease_low_rank`): two float32 factors of
 n_courses x rank on the device (2 MB for ML-100K, 200 MB at 100,000 courses), and a batch's
@@ -30,17 +36,21 @@ n_courses^2 float32 (11 MB for ML-100K, 400 MB at 10,000 courses, 40 GB at 100,0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from baselines.ease import ease_weights
 from baselines.ease_low_rank import low_rank_ease
+from baselines.ease_model import EASE
+from baselines.selection import Window
 from ncf.bags import Bags
 from ncf.inputs import Snapshot
 
-__all__ = ["Teacher", "fit_teacher"]
+__all__ = ["Teacher", "TeacherChoice", "choose_teacher_l2", "fit_teacher"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,3 +86,34 @@ def fit_teacher(snapshot: Snapshot, l2: float, rank: int | None = None, seed: in
         return Teacher(torch.from_numpy(ease_weights(snapshot.history, l2)), key=key)
     factors = low_rank_ease(snapshot.history, l2, rank=rank, seed=seed)
     return Teacher(torch.from_numpy(factors.left), key, torch.from_numpy(factors.right))
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    """The L2 kept and every value's validation NDCG@10 (the teacher's rank and seed)."""
+
+    l2: float
+    valid_ndcg: dict[float, float]
+
+
+def choose_teacher_l2(
+    snapshot: Snapshot, grid: Sequence[float], rank: int | None = None, seed: int = 0
+) -> TeacherChoice:
+    """The L2 in `grid` whose teacher ranks `snapshot`'s labels best (NDCG@10, full ranking of
+    the courses not in a learner's history; ties: the first value). The teacher is fitted on
+    the snapshot's history exactly as `fit_teacher` does (binary, same rank and seed)."""
+    values = [float(v) for v in grid]
+    if not values:
+        raise ValueError("teacher_l2: the list of values to choose from is empty")
+    if snapshot.labels is None or snapshot.labels.nnz == 0:
+        raise ValueError(
+            f"choose_teacher_l2: snapshot {snapshot.name!r} has no labels to choose the "
+            "teacher's L2 on; give teacher_l2 one value"
+        )
+    window = Window((snapshot.history > 0).astype(np.float32).tocsr(), snapshot.labels,
+                    exclude=snapshot.seen)  # fmt: skip
+    scores = {
+        v: float(window.evaluate(EASE(v, rank=rank, max_dense_gib=None, seed=seed))["ndcg@10"])
+        for v in values
+    }
+    return TeacherChoice(max(scores, key=lambda v: (scores[v], -values.index(v))), scores)

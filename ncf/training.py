@@ -245,6 +245,10 @@ def _fit_and_test(
     valid = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     best_epoch = int(state.get("epoch", -1))
     refit_s, extra = 0.0, {"world_size": int(trainer.world_size)}  # > 1: data-parallel (DDP)
+    choice = datamodule.teacher_choice() if hasattr(datamodule, "teacher_choice") else None
+    if choice is not None:  # the distillation teacher's L2, and each value's validation score
+        extra["teacher_l2"] = choice.l2
+        extra["teacher_valid_ndcg@10"] = {str(k): v for k, v in choice.valid_ndcg.items()}
     if refit:
         # The chosen model on test too, before the refit replaces it: with the split moved one
         # window earlier (test = the validation window), the pair says whether refitting helps.

@@ -154,6 +154,72 @@ def test_datamodule_fits_a_teacher_per_denoising_snapshot_on_its_history(small_p
     assert NCFDataModule(log, split, InputBuilder()).teachers() == [None]
 
 
+def _snapshot_with_labels(seed: int = 0) -> Snapshot:
+    """Two blocks of courses watched together: the labels are the block's unwatched courses."""
+    rng = np.random.default_rng(seed)
+    hist = np.zeros((60, 12), np.float32)
+    labels = np.zeros_like(hist)
+    for u in range(60):
+        block = np.arange(6) if u % 2 else np.arange(6, 12)
+        seen = rng.choice(block, 3, replace=False)
+        hist[u, seen] = 1.0
+        labels[u, rng.choice(np.setdiff1d(block, seen), 1)] = 1.0
+    h = sp.csr_matrix(hist)
+    return Snapshot("valid", h, h.copy(), sp.csr_matrix((12, 12), dtype=np.float32),
+                    labels=sp.csr_matrix(labels))  # fmt: skip
+
+
+def test_teacher_l2_is_chosen_on_the_snapshots_labels_by_ndcg():
+    from baselines.ease_model import EASE
+    from baselines.selection import Window
+    from ncf.teacher import choose_teacher_l2
+
+    snap = _snapshot_with_labels()
+    choice = choose_teacher_l2(snap, [0.5, 1e6], rank=None)
+    # a huge L2 shrinks EASE to co-occurrence counts scaled to nothing: the rankings differ
+    window = Window(snap.history, snap.labels, exclude=snap.seen)
+    for l2 in (0.5, 1e6):
+        expect = window.evaluate(EASE(l2, rank=None, max_dense_gib=None))["ndcg@10"]
+        assert choice.valid_ndcg[l2] == pytest.approx(expect)
+    assert choice.l2 == max(choice.valid_ndcg, key=choice.valid_ndcg.get)
+    # equal scores: the first value listed
+    same = choose_teacher_l2(snap, [7.0, 7.0 + 1e-9], rank=None)
+    assert same.l2 == 7.0
+    with pytest.raises(ValueError, match="empty"):
+        choose_teacher_l2(snap, [])
+    unlabelled = Snapshot("valid", snap.history, snap.seen, snap.course_bags)
+    with pytest.raises(ValueError, match="no labels"):
+        choose_teacher_l2(unlabelled, [1.0, 2.0])
+
+
+def test_datamodule_chooses_the_teacher_l2_on_validation_once_and_the_refit_keeps_it(
+    small_platform, monkeypatch
+):
+    import ncf.datamodule as datamodule
+    from ncf.teacher import TeacherChoice
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    calls = []
+
+    def spy(snapshot, grid, rank=None, seed=0):
+        calls.append((snapshot.name, list(grid), rank))
+        return TeacherChoice(30.0, {10.0: 0.1, 30.0: 0.2})
+
+    monkeypatch.setattr(datamodule, "choose_teacher_l2", spy)
+    dm = datamodule.NCFDataModule(log, split, InputBuilder(), teacher_l2=[10, 30], teacher_rank=4)
+    (teacher,) = dm.teachers()
+    expect = low_rank_ease(dm.valid.history, 30.0, rank=4, seed=0)
+    np.testing.assert_array_equal(teacher.weights.numpy(), expect.left)
+    (refit_teacher,) = dm.for_refit().teachers()  # fitted on the test snapshot's history...
+    assert refit_teacher.key == "teacher/test"
+    refit_expect = low_rank_ease(dm.test.history, 30.0, rank=4, seed=0)
+    np.testing.assert_array_equal(refit_teacher.weights.numpy(), refit_expect.left)
+    assert calls == [("valid", [10, 30], 4)]  # ...with the L2 chosen once, on validation
+    one = datamodule.NCFDataModule(log, split, InputBuilder(), teacher_l2=30.0)
+    assert one.teacher_choice() == TeacherChoice(30.0, {}) and len(calls) == 1
+
+
 def test_rolling_snapshots_get_no_teacher(small_platform):
     """A teacher fitted at a later cutoff would know a rolling snapshot's labels."""
     from ncf.datamodule import NCFDataModule
