@@ -4,24 +4,32 @@
     idx, scores = top_k_by_dot(learner_emb, course_emb, 100, method="hnsw")  # approximate
     idx, scores = similar_by_cosine(course_emb, [3, 17], 10)   # neighbours of courses 3 and 17
 
-Two exact paths, the same results (up to ties and float rounding):
-  faiss (CPU, the default when faiss is importable): per chunk of queries, faiss's flat
-    inner-product search (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a
-    top-k inside faiss, so no (chunk, m) score matrix is kept and no `torch.topk` is paid
-    (100k x 10k, d=64, top-100, 1 thread: 1.07x faiss's own search, 1.24x a bare matmul,
-    where matmul + `torch.topk` took 2.1x; benchmarks/bench_retrieval.py). The exclusion
-    stays exact by over-fetching: rows are taken in order of their excluded count, each
-    chunk asks for N + (its largest count) and the excluded ids are dropped before cutting to
-    N; a row excluding more than `heavy_limit(N)` items (max(N, 128)), where that over-fetch
-    would cost more than masking, is ranked by the torch path instead. A faiss selector per
-    learner (`IDSelectorNot`) is exact too but needs one search per learner: 3.5x slower.
+Exact paths, the same results (up to ties and float rounding):
+  faiss (CPU, the default when faiss is importable):
+    * nothing to exclude: per chunk of queries, faiss's flat inner-product search
+      (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a top-k inside faiss,
+      no (chunk, m) score matrix kept and no `torch.topk` paid;
+    * an exclusion on a catalogue of at most `MAX_ITEMS` (32,768) courses: masked products and
+      faiss's heap seeded with a sampled threshold (`ncf.masked_topk`): the excluded entries
+      are set to -inf in a 16 MB block of scores, so nothing is over-fetched;
+    * an exclusion on a larger catalogue: faiss's search with the over-fetch: rows are taken
+      in order of their excluded count, each chunk asks for N + (its largest count) and the
+      excluded ids are dropped before cutting to N; a row excluding more than
+      `heavy_limit(N)` items (max(N, 128)), where that over-fetch would cost more than
+      masking, is ranked by the torch path instead.
+    100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py): with the exclusion
+    the masked path takes about faiss's own time without one, the over-fetch ~1.2x it; a
+    faiss selector per learner (`IDSelectorNot`) is exact too but needs one search per
+    learner: 3-4x.
   torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
     (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
     Used on CUDA, without faiss, for per-row candidate lists (a CSR: masked on the full
     rows) and when the embeddings' norms are so large that a score could overflow (faiss
     would not report an inf/NaN score; torch raises on NaN as evaluation does).
 Memory is bounded by the chunk: `chunk_size x m` float32 scores on the torch path,
-`chunk_size x (N + excluded)` results plus faiss's 16 MB block on the faiss path.
+`chunk_size x (N + excluded)` results plus faiss's 16 MB block on the faiss search path, a
+16 MB score block and a (d, m) permuted copy of the items on the masked path; the (n, N)
+results on every path.
 
 Approximate search (`method="hnsw" | "ivf"`, or a fitted `ItemIndex` reused across calls) is
 for catalogues of 100k+ courses: exclusion by the same over-fetch, global candidates by a
@@ -51,6 +59,7 @@ import torch
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few
 from ncf.ann import ItemIndex, check_method, load_faiss
+from ncf.masked_topk import MAX_ITEMS, masked_top_k
 from watchlog.progress import progress
 
 __all__ = ["top_k_by_dot", "similar_by_cosine"]
@@ -195,14 +204,25 @@ def top_k_by_dot(
             if allowed is not None:
                 ex = None if ex is None else ex[:, allowed]
                 it = it[torch.from_numpy(allowed).to(it.device)]
-            index = index.clone().fit(it)
-        idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
+            if _masked_path(ex, it, index):
+                idx, scores = masked_top_k(q, it, N, ex, track=_track)
+                index = None  # done: no faiss index to search
+            else:
+                index = index.clone().fit(it)
+        if index is not None:
+            idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
         if selector is not None:
             allowed = None  # the index speaks in global item indices already
     if allowed is not None:
         hit = idx >= 0
         idx[hit] = allowed[idx[hit]]  # back to global item indices
     return idx, scores.astype(np.float32, copy=False)
+
+
+def _masked_path(ex: sp.csr_array | None, it: torch.Tensor, index: ItemIndex) -> bool:
+    """Exact search with something to exclude on a catalogue of at most MAX_ITEMS courses:
+    masked products and a seeded faiss heap (`ncf.masked_topk`) beat over-fetching faiss."""
+    return ex is not None and ex.nnz > 0 and not index.approximate and it.shape[0] <= MAX_ITEMS
 
 
 def _padding(n: int, N: int) -> tuple[np.ndarray, np.ndarray]:

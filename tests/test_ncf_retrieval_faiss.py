@@ -1,5 +1,7 @@
-"""ncf.retrieval on faiss against its torch path, approximate search (ncf.ann), the fallback
-without faiss, and the retrieval option of NCFRecommender."""
+"""ncf.retrieval on faiss against its torch path (both exact CPU paths with an exclusion: the
+masked products with a seeded heap, ncf.masked_topk, and faiss's search with the over-fetch),
+approximate search (ncf.ann), the fallback without faiss, and the retrieval option of
+NCFRecommender."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import ncf.masked_topk as masked_topk
 import ncf.retrieval as retrieval
 from ncf.ann import ItemIndex, load_faiss
 from ncf.retrieval import heavy_limit, top_k_by_dot
@@ -32,6 +35,15 @@ def emb():
     return q, items
 
 
+@pytest.fixture(params=["masked", "over-fetch"])
+def exact_path(request, monkeypatch):
+    """Each exclusion test runs on both exact CPU paths: masked products + seeded heap (the
+    default up to MAX_ITEMS courses) and faiss's search with the over-fetch (above it)."""
+    if request.param == "over-fetch":
+        monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)
+    return request.param
+
+
 def exclusion(n: int, m: int, seed: int) -> sp.csr_array:
     """~10 excluded per row, and rows 3 and 77 excluding more than the over-fetch limit."""
     rng = np.random.default_rng(seed)
@@ -49,7 +61,9 @@ def assert_same(got, want):
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 4096])
-def test_faiss_path_equals_torch_path_with_and_without_exclusion(emb, monkeypatch, chunk_size):
+def test_faiss_path_equals_torch_path_with_and_without_exclusion(
+    emb, monkeypatch, chunk_size, exact_path
+):
     q, items = emb
     ex = exclusion(200, 300, seed=1)
     for kwargs in ({}, {"exclude": ex}):
@@ -65,6 +79,7 @@ def test_exclusion_by_sorted_keys_equals_the_bitset(emb, monkeypatch):
     """Large catalogues test exclusion by binary search instead of a bitset: same lists."""
     q, items = emb
     ex = exclusion(200, 300, seed=6)
+    monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)  # the over-fetch path drops excluded ids
     want = top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16)
     monkeypatch.setattr(retrieval, "_BITSET_LIMIT", 0)
     assert_same(top_k_by_dot(q, items, 5, exclude=ex, chunk_size=16), want)
@@ -89,7 +104,44 @@ def test_faiss_path_is_the_one_taken(emb, monkeypatch):
     assert not calls
 
 
-def test_candidates_global_and_per_row_match_torch(emb, monkeypatch):
+def test_exclusion_takes_the_masked_path_up_to_max_items_and_faiss_search_above(emb, monkeypatch):
+    """The equalities above compare different paths: which one ran is observed, not assumed."""
+    q, items = emb
+    ex = exclusion(200, 300, seed=1)
+    masked, searched = [], []
+    real_masked, real_search = retrieval.masked_top_k, ItemIndex.search
+    monkeypatch.setattr(retrieval, "masked_top_k",
+                        lambda *a, **k: masked.append(1) or real_masked(*a, **k))  # fmt: skip
+    monkeypatch.setattr(ItemIndex, "search",
+                        lambda self, *a, **k: searched.append(1) or real_search(self, *a, **k))  # fmt: skip
+    top_k_by_dot(q, items, 5, exclude=ex)
+    assert masked and not searched
+    masked.clear()
+    top_k_by_dot(q, items, 5)  # nothing to exclude: faiss's own search
+    assert searched and not masked
+    searched.clear()
+    monkeypatch.setattr(retrieval, "MAX_ITEMS", 299)  # a catalogue above the limit
+    top_k_by_dot(q, items, 5, exclude=ex)
+    assert searched and not masked
+
+
+def test_masked_path_is_exact_when_the_sampled_threshold_is_too_high(emb, monkeypatch):
+    """A row with fewer than N scores above its seed is redone from an empty heap: a seed
+    above every score (all rows redone) or a huge sample rank give the same lists."""
+    q, items = emb
+    ex = exclusion(200, 300, seed=7)
+    want = torch_path(monkeypatch, q, items, 7, exclude=ex)
+    assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
+    monkeypatch.setattr(masked_topk, "_kth_largest",
+                        lambda faiss, part, k: np.full(part.shape[0], 1e30, np.float32))  # fmt: skip
+    assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
+    monkeypatch.undo()
+    monkeypatch.setattr(masked_topk, "SAMPLE_RANK", 1)  # the sample's best: often too high
+    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)  # 16-row blocks
+    assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
+
+
+def test_candidates_global_and_per_row_match_torch(emb, monkeypatch, exact_path):
     q, items = emb
     ex = exclusion(200, 300, seed=2)
     cand = np.array([250, 3, 3, 7, 11, 0, 15, 120, 121, 122, 299])
@@ -103,7 +155,7 @@ def test_candidates_global_and_per_row_match_torch(emb, monkeypatch):
     assert_same(got, want)
 
 
-def test_padding_when_fewer_allowed_than_n(monkeypatch):
+def test_padding_when_fewer_allowed_than_n(monkeypatch, exact_path):
     rng = np.random.default_rng(4)
     q = rng.normal(size=(3, 4)).astype(np.float32)
     items = rng.normal(size=(6, 4)).astype(np.float32)
