@@ -1,6 +1,6 @@
 """Top-K retrieval on faiss against torch and the matmul floor, exact and approximate.
 
-    python -m benchmarks.bench_retrieval            # 100k x 10k, recommend() at 1M, ANN at 10k/100k
+    python -m benchmarks.bench_retrieval            # 100k x 10k, sizes, recommend() at 1M, ANN
     python -m benchmarks.bench_retrieval --quick    # 20k x 10k, recommend() at 50k, ANN at 10k/30k
 
 All in one process, 1 thread (torch and faiss), d = 64, top-100, float32, seed 0. Times are
@@ -9,17 +9,26 @@ comparable when the shared box is busy, which wall time does not (recommend() gi
 
 Part "exact" (learners x 10,000 courses; queries N(0, 1/d), items N(0, 1)); each method
 without and with the exclusion of already-watched courses (per learner a geometric count,
-mean 20, heavy tail, capped at 2,000; uniform courses):
+mean 20, heavy tail, capped at 2,000; uniform courses). The first five are timed in 3
+interleaved rounds (each once per round), the median reported:
   matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer: the floor
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
-  top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk`
-  top_k_by_dot, faiss    the default path: faiss per chunk, exclusion by over-fetch
+  top_k_by_dot           the default: faiss's search per chunk without an exclusion; with one,
+                         masked products + a seeded faiss heap (`ncf.masked_topk`)
+  ..., over-fetch        the exclusion by faiss's search per chunk asking for N + the chunk's
+                         largest excluded count (the default above 32,768 courses)
+  top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
   faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
                          of its watched courses: the other exact exclusion, timed on the first
                          2,000 learners and scaled to all (`extrapolated` column)
 `same_ids` is the share of (learner, rank) entries equal to the torch path's, `same_sets`
 the share of learners with the same top-100 set (they differ only where float rounding
 reorders near-equal scores).
+
+Part "sizes": the exact search with the exclusion at 1k, 3k, 10k, 30k and 100k courses
+(200M scores each: 200,000 learners at 1k, 2,000 at 100k), 3 interleaved rounds, medians:
+faiss's search without the exclusion (the peer), the default path (masked up to 32,768
+courses, the over-fetch above) and the over-fetch path.
 
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
 default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
@@ -136,7 +145,32 @@ def agreement(got: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndar
     return same_ids, float((a == b).all(axis=1).mean())
 
 
-def exact_rows(n: int) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def over_fetch_only() -> Iterator[None]:
+    """top_k_by_dot's exclusion by faiss's search with the over-fetch (the masked path off)."""
+    import ncf.retrieval as retrieval
+
+    keep = retrieval.MAX_ITEMS
+    retrieval.MAX_ITEMS = 0
+    try:
+        yield
+    finally:
+        retrieval.MAX_ITEMS = keep
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
+    """{name: (median CPU seconds, last result)}: every call once per round, `repeats`
+    rounds, so the ratios between them see the same state of the box."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    last: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            seconds, last[name] = timed(fn)
+            times[name].append(seconds)
+    return {name: (float(np.median(t)), last[name]) for name, t in times.items()}
+
+
+def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
     import faiss
 
     from ncf.retrieval import top_k_by_dot
@@ -148,24 +182,45 @@ def exact_rows(n: int) -> list[dict[str, Any]]:
         rows.append({"method": method, "learners": n, "courses": items.shape[0],
                      "exclusion": exclusion, "cpu_seconds": round(seconds, 3), **extra})  # fmt: skip
 
+    def over_fetch() -> Any:
+        with over_fetch_only():
+            return top_k_by_dot(q, items, TOP, exclude=watched, device="cpu")
+
     matmul_alone(q[:CHUNK], items)  # warm-up: first-touch allocations, BLAS and faiss setup
     top_k_by_dot(q[:CHUNK], items, TOP, exclude=watched[:CHUNK], device="cpu")
-    floor, _ = timed(lambda: matmul_alone(q, items))
-    row("matmul alone", False, floor)
     index = faiss.IndexFlatIP(DIM)
     index.add(items)
-    flat_s, _ = timed(lambda: index.search(q, TOP))
+    got = interleaved(
+        {
+            "matmul alone": lambda: matmul_alone(q, items),
+            "faiss IndexFlatIP": lambda: index.search(q, TOP),
+            "top_k_by_dot": lambda: top_k_by_dot(q, items, TOP, device="cpu"),
+            "top_k_by_dot, exclusion": lambda: top_k_by_dot(
+                q, items, TOP, exclude=watched, device="cpu"
+            ),
+            "top_k_by_dot, exclusion by over-fetch": over_fetch,
+        },
+        repeats,
+    )
+    floor, flat_s = got["matmul alone"][0], got["faiss IndexFlatIP"][0]
+    row("matmul alone", False, floor)
     row("faiss IndexFlatIP", False, flat_s)
-    for ex in (None, watched):
+    for ex in (None, watched):  # the old path, once: it is not the one compared with faiss
         with torch_only():
             old_s, old = timed(lambda ex=ex: top_k_by_dot(q, items, TOP, exclude=ex, device="cpu"))
-        new_s, new = timed(lambda ex=ex: top_k_by_dot(q, items, TOP, exclude=ex, device="cpu"))
-        same_ids, same_sets = agreement(new, old)
         row("top_k_by_dot, torch", ex is not None, old_s)
-        row("top_k_by_dot, faiss", ex is not None, new_s, same_ids=same_ids, same_sets=same_sets)
-        if ex is not None:
-            excluded = int(ex[np.repeat(np.arange(n), TOP), np.maximum(new[0], 0).ravel()].sum())
-            rows[-1]["excluded_returned"] = excluded  # must be 0
+        names = ["top_k_by_dot"] if ex is None else [
+            "top_k_by_dot, exclusion", "top_k_by_dot, exclusion by over-fetch"]  # fmt: skip
+        for name in names:
+            seconds, new = got[name]
+            method = {"top_k_by_dot": "top_k_by_dot (default: faiss search)",
+                      "top_k_by_dot, exclusion": "top_k_by_dot (default: masked + seeded heap)",
+                      }.get(name, "top_k_by_dot, faiss search + over-fetch")  # fmt: skip
+            same_ids, same_sets = agreement(new, old)
+            row(method, ex is not None, seconds, same_ids=same_ids, same_sets=same_sets)
+            if ex is not None:
+                hit = ex[np.repeat(np.arange(n), TOP), np.maximum(new[0], 0).ravel()]
+                rows[-1]["excluded_returned"] = int(hit.sum())  # must be 0
     sample = min(n, SELECTOR_SAMPLE)
     sel_s, _ = timed(lambda: selector_per_row(q, items, watched, sample))
     row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")
@@ -174,6 +229,48 @@ def exact_rows(n: int) -> list[dict[str, Any]]:
         r["time_over_faiss_flat"] = round(r["cpu_seconds"] / flat_s, 2)
     rows[0]["watched_per_learner"] = round(watched.nnz / n, 2)
     rows[0]["watched_max"] = int(np.diff(watched.indptr).max())
+    rows[0]["repeats"] = repeats
+    return rows
+
+
+def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[str, Any]]:
+    """How the exact search with the exclusion scales with the catalogue: at each size, as many
+    learners as give `scores` scores in all; faiss's search without the exclusion (the peer),
+    the default path and the over-fetch, interleaved, medians."""
+    import faiss
+
+    from ncf.masked_topk import MAX_ITEMS
+    from ncf.retrieval import top_k_by_dot
+
+    rows = []
+    for m in courses:
+        n = max(1, scores // m)
+        q, items, watched = exact_data(n, m)
+        index = faiss.IndexFlatIP(DIM)
+        index.add(items)
+
+        def over_fetch(q=q, items=items, watched=watched) -> Any:
+            with over_fetch_only():
+                return top_k_by_dot(q, items, TOP, exclude=watched, device="cpu")
+
+        got = interleaved(
+            {
+                "faiss": lambda q=q, index=index: index.search(q, TOP),
+                "default": lambda q=q, items=items, watched=watched: top_k_by_dot(
+                    q, items, TOP, exclude=watched, device="cpu"
+                ),
+                "over-fetch": over_fetch,
+            },
+            repeats,
+        )
+        flat = got["faiss"][0]
+        rows.append({
+            "courses": m, "learners": n, "default_path": "masked" if m <= MAX_ITEMS else "over-fetch",
+            "faiss_flat_s": round(flat, 3),
+            "default_over_faiss_flat": round(got["default"][0] / flat, 2),
+            "over_fetch_over_faiss_flat": round(got["over-fetch"][0] / flat, 2),
+            "same_sets": agreement(got["default"][1], got["over-fetch"][1])[1],
+        })  # fmt: skip
     return rows
 
 
@@ -266,8 +363,8 @@ def same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--parts", nargs="+", default=["exact", "recommend", "ann"],
-                        choices=["exact", "recommend", "ann"])  # fmt: skip
+    parser.add_argument("--parts", nargs="+", default=["exact", "sizes", "recommend", "ann"],
+                        choices=["exact", "sizes", "recommend", "ann"])  # fmt: skip
     args = parser.parse_args(argv)
     import faiss
 
@@ -277,6 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     if "exact" in args.parts:
         out["exact"] = exact_rows(20_000 if args.quick else 100_000)
         print_table(same_columns(out["exact"]), f"exact top-{TOP}, d={DIM}, 1 thread")
+    if "sizes" in args.parts:
+        sizes = [1_000, 10_000, 30_000] if args.quick else [1_000, 3_000, 10_000, 30_000, 100_000]
+        out["sizes"] = size_rows(sizes, 20_000_000 if args.quick else 200_000_000)
+        print_table(out["sizes"], f"exact top-{TOP} with the exclusion, by catalogue size")
     if "recommend" in args.parts:
         out["recommend"] = [recommend_row(50_000 if args.quick else 1_000_000)]
         print_table(out["recommend"], f"recommend(), top-{TOP} of {N_COURSES:,}, 1 thread")
@@ -293,7 +394,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "time_over_matmul": "cpu_seconds / cpu_seconds of matmul alone (same data, process)",
             "time_over_faiss_flat": "cpu_seconds / cpu_seconds of faiss IndexFlatIP.search",
             "same_ids": "share of (learner, rank) entries equal to the torch path's",
-            "same_sets": "share of learners whose top-100 set equals the torch path's",
+            "same_sets": "share of learners whose top-100 set equals the torch path's "
+            "(sizes: the over-fetch path's)",
+            "default_over_faiss_flat": "top_k_by_dot with the exclusion / faiss without (CPU s)",
+            "over_fetch_over_faiss_flat": "the over-fetch path with the exclusion / faiss without",
             "recall@100": "mean |approximate top-100 & exact top-100| / 100",
             "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
             "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
