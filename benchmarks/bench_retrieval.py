@@ -16,7 +16,7 @@ interleaved rounds (each once per round), the median reported:
   top_k_by_dot           the default: faiss's search per chunk without an exclusion; with one,
                          masked products + a seeded faiss heap (`ncf.masked_topk`)
   ..., over-fetch        the exclusion by faiss's search per chunk asking for N + the chunk's
-                         largest excluded count (the default above 32,768 courses)
+                         largest excluded count (the default above 65,536 courses)
   top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
   faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
                          of its watched courses: the other exact exclusion, timed on the first
@@ -25,9 +25,9 @@ interleaved rounds (each once per round), the median reported:
 the share of learners with the same top-100 set (they differ only where float rounding
 reorders near-equal scores).
 
-Part "sizes": the exact search with the exclusion at 1k, 3k, 10k, 30k and 100k courses
+Part "sizes": the exact search with the exclusion at 1k, 3k, 10k, 30k, 60k and 100k courses
 (200M scores each: 200,000 learners at 1k, 2,000 at 100k), 3 interleaved rounds, medians:
-faiss's search without the exclusion (the peer), the default path (masked up to 32,768
+faiss's search without the exclusion (the peer), the default path (masked up to 65,536
 courses, the over-fetch above) and the over-fetch path.
 
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
@@ -375,7 +375,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         out["exact"] = exact_rows(20_000 if args.quick else 100_000)
         print_table(same_columns(out["exact"]), f"exact top-{TOP}, d={DIM}, 1 thread")
     if "sizes" in args.parts:
-        sizes = [1_000, 10_000, 30_000] if args.quick else [1_000, 3_000, 10_000, 30_000, 100_000]
+        sizes = (
+            [1_000, 10_000, 30_000]
+            if args.quick
+            else [1_000, 3_000, 10_000, 30_000, 60_000, 100_000]
+        )
         out["sizes"] = size_rows(sizes, 20_000_000 if args.quick else 200_000_000)
         print_table(out["sizes"], f"exact top-{TOP} with the exclusion, by catalogue size")
     if "recommend" in args.parts:

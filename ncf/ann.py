@@ -77,6 +77,26 @@ def faiss_threads(faiss: Any) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+# faiss's flat search multiplies queries by items with BLAS only when queries x d reaches
+# `distance_compute_blas_threshold` (faiss-cpu 1.15: 128,000, i.e. 2,000 queries at d = 64);
+# below it a per-pair loop runs, measured 1.9x slower per query at 10k courses and 6.4x at
+# 100k (d = 64, top-100, 1 thread), while BLAS was already faster from 4 queries on. So every
+# chunk of fewer than 2,000 learners (the last one of a call, a service's small batch) paid it.
+BLAS_FROM_QUERIES = 4
+
+
+@contextlib.contextmanager
+def blas_from_few_queries(faiss: Any, dim: int) -> Iterator[None]:
+    """faiss's BLAS threshold at `BLAS_FROM_QUERIES` queries of dimension `dim` for the
+    duration (a process-wide setting, restored after)."""
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES * max(1, int(dim))
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name}: must be a positive int; got {value!r}")
@@ -151,7 +171,7 @@ class ItemIndex:
         if m == 0:
             raise ValueError("items: need at least one item to build an index; got shape (0, d)")
         start = time.perf_counter()
-        with faiss_threads(faiss):
+        with faiss_threads(faiss), blas_from_few_queries(faiss, d):  # IVF's k-means searches
             if self.method == "exact":
                 index = faiss.IndexFlatIP(d)
             elif self.method == "hnsw":
@@ -201,7 +221,7 @@ class ItemIndex:
         lifted = self.method == "hnsw"
         if lifted:
             queries = np.hstack([queries, np.zeros((queries.shape[0], 1), np.float32)])
-        with faiss_threads(faiss):
+        with faiss_threads(faiss), blas_from_few_queries(faiss, self.dim_):
             scores, idx = self.index_.search(queries, k, params=params)
         if lifted:  # L2 distances -> the exact dot products, re-sorted best first
             scores = _dot_of(queries[:, :-1], self.items_, idx)

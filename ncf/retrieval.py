@@ -9,7 +9,7 @@ Exact paths, the same results (up to ties and float rounding):
     * nothing to exclude: per chunk of queries, faiss's flat inner-product search
       (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a top-k inside faiss,
       no (chunk, m) score matrix kept and no `torch.topk` paid;
-    * an exclusion on a catalogue of at most `MAX_ITEMS` (32,768) courses: masked products and
+    * an exclusion on a catalogue of at most `MAX_ITEMS` (65,536) courses: masked products and
       faiss's heap seeded with a sampled threshold (`ncf.masked_topk`): the excluded entries
       are set to -inf in a 16 MB block of scores, so nothing is over-fetched;
     * an exclusion on a larger catalogue: faiss's search with the over-fetch: rows are taken

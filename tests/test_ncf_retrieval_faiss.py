@@ -176,6 +176,30 @@ def test_faiss_threads_follow_torch_and_are_restored(emb):
     assert faiss.omp_get_max_threads() == before
 
 
+def test_small_batches_are_searched_with_blas_and_the_setting_is_restored(emb):
+    """faiss-cpu's default only uses BLAS from queries x d >= 128,000 (2,000 learners at
+    d = 64); below, a per-pair loop 2-6x slower. A search sets the threshold to 4 queries
+    for its duration and restores it."""
+    q, items = emb
+    index = ItemIndex("exact").fit(items)
+    seen = []
+
+    class Recorder:  # the faiss index, noting the threshold each search runs under
+        def __init__(self, inner):
+            self.inner = inner
+
+        def search(self, *args, **kwargs):
+            seen.append(faiss.cvar.distance_compute_blas_threshold)
+            return self.inner.search(*args, **kwargs)
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    index.index_ = Recorder(index.index_)
+    scores, idx = index.search(np.ascontiguousarray(q[:10]), 5)
+    assert seen == [4 * 16] and faiss.cvar.distance_compute_blas_threshold == before
+    want = np.argsort(-(q[:10] @ items.T), axis=1)[:, :5]
+    np.testing.assert_array_equal(idx, want)
+
+
 def recall_at(got: np.ndarray, want: np.ndarray) -> float:
     """Mean share of each row of `want` found in the same row of `got`."""
     hits = [np.intersect1d(a, b).size for a, b in zip(got, want, strict=True)]
