@@ -11,7 +11,9 @@ Part "exact" (learners x 10,000 courses; queries N(0, 1/d), items N(0, 1)); each
 without and with the exclusion of already-watched courses (per learner a geometric count,
 mean 20, heavy tail, capped at 2,000; uniform courses). The first five are timed in 3
 interleaved rounds (each once per round), the median reported:
-  matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer: the floor
+  matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer (the
+                         issue's peer; page faults of the fresh 164 MB are most of it)
+  ..., reused buffer     the same products into one buffer: the arithmetic alone
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
   top_k_by_dot           the default: faiss's search per chunk without an exclusion; with one,
                          masked products + a seeded faiss heap (`ncf.masked_topk`)
@@ -32,9 +34,9 @@ courses, the over-fetch above) and the over-fetch path.
 
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
 default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
-against the matmul alone of the same shape on the learner tower's output, interleaved in
-10 slices of learners (so both see the same load); the learner tower is timed apart
-(recommend() includes it).
+against the matmul alone of the same shape on the learner tower's output (fresh buffers, and
+into a reused buffer), interleaved in 10 slices of learners (so all see the same load); the
+learner tower is timed apart (recommend() includes it).
 
 Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
 'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
@@ -119,11 +121,16 @@ def torch_only() -> Iterator[None]:
         retrieval.load_faiss = keep
 
 
-def matmul_alone(q: np.ndarray, items: np.ndarray) -> float:
+def matmul_alone(q: np.ndarray, items: np.ndarray, reuse: bool = False) -> float:
+    """`q[a:b] @ items.T` per chunk of 4,096: into a fresh (chunk, m) buffer each time (the
+    issue's peer: first-touch page faults of 164 MB per chunk are most of its time), or with
+    `reuse` into one buffer (the arithmetic alone: the floor)."""
     qt, item_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()
+    out = torch.empty((min(CHUNK, q.shape[0]), items.shape[0])) if reuse else None
     check = 0.0
     for a in range(0, q.shape[0], CHUNK):
-        s = qt[a : a + CHUNK] @ item_t  # (chunk, m) fresh buffer, as top_k_by_dot's torch path
+        rows = qt[a : a + CHUNK]
+        s = torch.mm(rows, item_t, out=out[: rows.shape[0]]) if reuse else rows @ item_t
         check += float(s[0, 0])
     return check
 
@@ -193,6 +200,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
     got = interleaved(
         {
             "matmul alone": lambda: matmul_alone(q, items),
+            "matmul into a reused buffer": lambda: matmul_alone(q, items, reuse=True),
             "faiss IndexFlatIP": lambda: index.search(q, TOP),
             "top_k_by_dot": lambda: top_k_by_dot(q, items, TOP, device="cpu"),
             "top_k_by_dot, exclusion": lambda: top_k_by_dot(
@@ -204,6 +212,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
     )
     floor, flat_s = got["matmul alone"][0], got["faiss IndexFlatIP"][0]
     row("matmul alone", False, floor)
+    row("matmul into a reused buffer", False, got["matmul into a reused buffer"][0])
     row("faiss IndexFlatIP", False, flat_s)
     for ex in (None, watched):  # the old path, once: it is not the one compared with faiss
         with torch_only():
@@ -312,16 +321,20 @@ def recommend_row(n: int, slices: int = 10) -> dict[str, Any]:
     q = clock.run(lambda: rec._queries(learners))  # (n, d) the learner tower, all learners
     res.update(learner_tower_s=clock.wall, learner_tower_cpu_s=clock.cpu)
     q, items = q.numpy(), rec._items().numpy()
-    totals = np.zeros(4)  # recommend wall, cpu; matmul wall, cpu
+    totals = np.zeros(5)  # recommend wall, cpu; matmul wall, cpu; reused-buffer matmul cpu
     for part in np.array_split(learners, slices):
         ids, _ = clock.run(lambda part=part: rec.recommend(part, N=TOP))
         assert ids.shape == (part.size, TOP)
         totals[:2] += (clock.wall, clock.cpu)
         clock.run(lambda part=part: matmul_alone(q[part], items))
-        totals[2:] += (clock.wall, clock.cpu)
+        totals[2:4] += (clock.wall, clock.cpu)
+        clock.run(lambda part=part: matmul_alone(q[part], items, reuse=True))
+        totals[4] += clock.cpu
     res.update(recommend_s=totals[0], recommend_cpu_s=totals[1])
     res.update(matmul_s=totals[2], matmul_cpu_s=totals[3], d=int(items.shape[1]))
     res["cpu_over_matmul"] = res["recommend_cpu_s"] / res["matmul_cpu_s"]
+    res["matmul_reused_cpu_s"] = totals[4]
+    res["cpu_over_matmul_reused"] = res["recommend_cpu_s"] / totals[4]
     retrieval_cpu = res["recommend_cpu_s"] - res["learner_tower_cpu_s"]
     res["retrieval_cpu_over_matmul"] = retrieval_cpu / res["matmul_cpu_s"]
     res["peak_rss_gib"] = peak_rss_gib()
@@ -405,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "recall@100": "mean |approximate top-100 & exact top-100| / 100",
             "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
             "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
+            "cpu_over_matmul_reused": "recommend_cpu_s / the reused-buffer matmul's CPU s",
             "retrieval_cpu_over_matmul": "(recommend - learner tower) / matmul, CPU seconds",
             "peak_rss_gib": "GiB, peak resident memory of the process so far",
         },
