@@ -30,7 +30,9 @@ reorders near-equal scores).
 Part "sizes": the exact search with the exclusion at 1k, 3k, 10k, 30k, 60k and 100k courses
 (200M scores each: 200,000 learners at 1k, 2,000 at 100k), 3 interleaved rounds, medians:
 faiss's search without the exclusion (the peer), the default path (masked up to 65,536
-courses, the over-fetch above) and the over-fetch path.
+courses, the over-fetch above), the masked path at every size and the over-fetch path.
+`--parts sizes` alone writes results/retrieval_sizes.json (a run of some parts never
+replaces retrieval.json).
 
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
 default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
@@ -64,6 +66,7 @@ CHUNK = 4096
 N_COURSES = 10_000
 MEAN_WATCHED = 20
 SELECTOR_SAMPLE = 2_000
+PARTS = ("exact", "sizes", "recommend", "ann")
 
 
 def exact_data(n: int, m: int = N_COURSES, seed: int = 0):
@@ -159,6 +162,19 @@ def over_fetch_only() -> Iterator[None]:
 
     keep = retrieval.MAX_ITEMS
     retrieval.MAX_ITEMS = 0
+    try:
+        yield
+    finally:
+        retrieval.MAX_ITEMS = keep
+
+
+@contextlib.contextmanager
+def masked_always() -> Iterator[None]:
+    """top_k_by_dot's masked path at every catalogue size (its limit lifted)."""
+    import ncf.retrieval as retrieval
+
+    keep = retrieval.MAX_ITEMS
+    retrieval.MAX_ITEMS = 1 << 62
     try:
         yield
     finally:
@@ -262,9 +278,14 @@ def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[st
             with over_fetch_only():
                 return top_k_by_dot(q, items, TOP, exclude=watched, device="cpu")
 
+        def masked(q=q, items=items, watched=watched) -> Any:
+            with masked_always():
+                return top_k_by_dot(q, items, TOP, exclude=watched, device="cpu")
+
         got = interleaved(
             {
                 "faiss": lambda q=q, index=index: index.search(q, TOP),
+                "masked": masked,
                 "default": lambda q=q, items=items, watched=watched: top_k_by_dot(
                     q, items, TOP, exclude=watched, device="cpu"
                 ),
@@ -277,6 +298,7 @@ def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[st
             "courses": m, "learners": n, "default_path": "masked" if m <= MAX_ITEMS else "over-fetch",
             "faiss_flat_s": round(flat, 3),
             "default_over_faiss_flat": round(got["default"][0] / flat, 2),
+            "masked_over_faiss_flat": round(got["masked"][0] / flat, 2),
             "over_fetch_over_faiss_flat": round(got["over-fetch"][0] / flat, 2),
             "same_sets": agreement(got["default"][1], got["over-fetch"][1])[1],
         })  # fmt: skip
@@ -373,11 +395,17 @@ def same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
+def result_name(quick: bool, parts: list[str]) -> str:
+    """results/retrieval.json for every part; a run of some parts writes its own file
+    (retrieval_sizes.json, ...) so it never replaces the rows of the others."""
+    name = "retrieval" if set(parts) == set(PARTS) else "retrieval_" + "_".join(parts)
+    return name + "_quick" if quick else name
+
+
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--parts", nargs="+", default=["exact", "sizes", "recommend", "ann"],
-                        choices=["exact", "sizes", "recommend", "ann"])  # fmt: skip
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     args = parser.parse_args(argv)
     import faiss
 
@@ -404,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         print_table(same_columns(out["ann"]), f"approximate top-{TOP}: recall, 1 thread")
     rows = [{"part": part, **r} for part, part_rows in out.items() for r in part_rows]
     write_result(
-        "retrieval_quick" if args.quick else "retrieval",
+        result_name(args.quick, args.parts),
         rows,
         units={
             "cpu_seconds": "CPU seconds of one call (1 thread; wall clock on a busy box is not)",
@@ -415,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "(sizes: the over-fetch path's)",
             "default_over_faiss_flat": "top_k_by_dot with the exclusion / faiss without (CPU s)",
             "over_fetch_over_faiss_flat": "the over-fetch path with the exclusion / faiss without",
+            "masked_over_faiss_flat": "the masked path with the exclusion / faiss without",
             "recall@100": "mean |approximate top-100 & exact top-100| / 100",
             "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
             "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
