@@ -22,8 +22,8 @@ below its N-th largest score leaves it only the ~2N scores above that value to s
 `ncf.retrieval.top_k_by_dot` uses it for exact search with an exclusion on catalogues up to
 `MAX_ITEMS` courses; above that faiss's search with the over-fetch is faster (its top-k does
 fewer replacements per score on long rows, while the sample here grows with m): at 60k
-courses this path took 1.21x faiss's search without an exclusion and the over-fetch 1.35x,
-at 100k 1.59x against 1.34x. Measured side by side in
+courses this path took 1.16x faiss's search without an exclusion and the over-fetch 1.31x,
+at 100k 1.54x against 1.29x (benchmarks/results/retrieval_sizes.json). Measured side by side in
 `benchmarks/bench_retrieval.py`. Memory: one (block, m) float32 score block of ~16 MB (the
 size faiss's search uses), the permuted (d, m) items and the (n, N) results.
 """
