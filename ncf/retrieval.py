@@ -189,31 +189,23 @@ def top_k_by_dot(
         and (dev.type == "cpu" or index.approximate)  # exact on CUDA: torch on the device
         and _no_overflow(q, it)  # so no score can be inf/NaN, which faiss would not report
     )
+    # A fitted (approximate) index over all items takes a global candidate set as a faiss
+    # selector; every other path scores the candidate columns only.
+    selector = allowed if use_faiss and index.fitted else None
+    subset = allowed is not None and selector is None
+    if subset:
+        ex = None if ex is None else ex[:, allowed]  # (n, m_sub): the restricted columns
+        it = it[torch.from_numpy(allowed).to(it.device)]  # (m_sub, d)
     if not use_faiss:
         if index.approximate:
             _log.debug("per-row candidates: scored exactly, not with the %s index", index.method)
-        if allowed is not None:
-            ex = None if ex is None else ex[:, allowed]  # (n, m_sub): the restricted columns
-            it = it[torch.from_numpy(allowed).to(it.device)]  # (m_sub, d)
         idx, scores = _torch_top_k(q, it, N, np.arange(n), ex, per_row, chunk_size, dev)
+    elif not index.fitted and _masked_path(ex, it, index):
+        idx, scores = masked_top_k(q, it, N, ex, track=_track)
     else:
-        selector = None
-        if index.fitted:  # an approximate index over all items: candidates by selector
-            selector = allowed
-        else:
-            if allowed is not None:
-                ex = None if ex is None else ex[:, allowed]
-                it = it[torch.from_numpy(allowed).to(it.device)]
-            if _masked_path(ex, it, index):
-                idx, scores = masked_top_k(q, it, N, ex, track=_track)
-                index = None  # done: no faiss index to search
-            else:
-                index = index.clone().fit(it)
-        if index is not None:
-            idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
-        if selector is not None:
-            allowed = None  # the index speaks in global item indices already
-    if allowed is not None:
+        index = index if index.fitted else index.clone().fit(it)
+        idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
+    if subset:
         hit = idx >= 0
         idx[hit] = allowed[idx[hit]]  # back to global item indices
     return idx, scores.astype(np.float32, copy=False)
