@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from benchmarks.bench_ncf_movielens import compose_cfg
@@ -71,32 +70,10 @@ def recommend_child(
     n_learners: int, n_courses: int, top: int, chunk: int, threads: int = 2
 ) -> dict:
     """Runs in its own process: build a random model + snapshot, time recommend() and the peer."""
-    from ncf.inputs import Snapshot
-    from ncf.model import TwoTower
-    from ncf.recommender import NCFRecommender
-    from watchlog.idmap import IdMap
+    from benchmarks.bench_retrieval import random_recommender
 
     torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    per = 20
-    rows = np.repeat(np.arange(n_learners), per)
-    cols = rng.integers(0, n_courses, n_learners * per)
-    hist = sp.csr_matrix(
-        (np.ones(rows.size, np.float32), (rows, cols)), shape=(n_learners, n_courses)
-    )
-    hist.sum_duplicates()
-    hist.data[:] = 1.0
-    brow = np.repeat(np.arange(n_courses), 50)
-    bags = sp.csr_matrix(
-        (rng.random(brow.size).astype(np.float32), (brow, rng.integers(0, n_courses, brow.size))),
-        shape=(n_courses, n_courses),
-    )
-    snap = Snapshot("bench", hist, hist, bags.tocsr())
-    model = TwoTower(n_learners, n_courses)
-    rec = NCFRecommender(
-        model, snap, IdMap(np.arange(n_learners), "learner_id"),
-        IdMap(np.arange(n_courses), "course_id"), device="cpu", chunk_size=chunk,
-    )  # fmt: skip
+    rec = random_recommender(n_learners, n_courses, chunk)
     base = peak_rss_gib()
     learners = np.arange(n_learners)
     start = time.perf_counter()

@@ -305,9 +305,9 @@ def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[st
     return rows
 
 
-def random_recommender(n: int, m: int):
+def random_recommender(n: int, m: int, chunk: int = CHUNK):
     """A random two-tower (default towers) over n learners with ~20 watched courses each,
-    50 co-watch neighbours per course: what `bench_ncf_speed --part recommend` serves."""
+    50 co-watch neighbours per course (also what `bench_ncf_speed --part recommend` serves)."""
     from ncf.inputs import Snapshot
     from ncf.model import TwoTower
     from ncf.recommender import NCFRecommender
@@ -328,7 +328,7 @@ def random_recommender(n: int, m: int):
     torch.manual_seed(0)
     return NCFRecommender(
         TwoTower(n, m), Snapshot("bench", hist, hist, bags), IdMap(np.arange(n), "learner_id"),
-        IdMap(np.arange(m), "course_id"), device="cpu", chunk_size=CHUNK,
+        IdMap(np.arange(m), "course_id"), device="cpu", chunk_size=chunk,
     )  # fmt: skip
 
 
