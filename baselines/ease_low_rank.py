@@ -30,7 +30,7 @@ from sklearn.utils.extmath import randomized_svd
 
 from watchlog.cowatch import binarize_watches
 
-__all__ = ["LowRankEASE", "low_rank_ease"]
+__all__ = ["LowRankEASE", "LowRankGram", "low_rank_ease", "low_rank_gram"]
 
 
 @dataclass(frozen=True)
@@ -54,27 +54,52 @@ class LowRankEASE:
         return np.asarray(xb @ self.left) @ self.right
 
 
-def low_rank_ease(watch_matrix: Any, l2: float, rank: int = 256, seed: int = 0) -> LowRankEASE:
-    """EASE (L2 `l2`) with the Gram matrix as its diagonal plus its top-`rank` part.
+@dataclass(frozen=True)
+class LowRankGram:
+    """The part of low-rank EASE that does not depend on L2: X's top singular values `s` (r,)
+    and right vectors `v` (n_courses, r), and G's exact diagonal `diag` (n_courses,), float64.
+    `ease(l2)` finishes EASE for one L2 (an r x r solve), so a grid of L2s pays one SVD."""
+
+    s: np.ndarray
+    v: np.ndarray
+    diag: np.ndarray
+
+    def ease(self, l2: float) -> LowRankEASE:
+        _check_l2(l2)
+        s, v = self.s, self.v
+        low_diag = np.einsum("jk,k,jk->j", v, s**2, v)  # (V S^2 V^T)_jj
+        a = np.maximum(self.diag - low_diag, 0.0) + l2  # residual >= 0 up to rounding; + L2
+        w = v / a[:, None]  # (n_courses, r) A^-1 V
+        m = np.linalg.inv(np.diag(1.0 / s**2) + v.T @ w)  # (r, r)
+        p_diag = 1.0 / a - np.einsum("jk,kl,jl->j", w, m, w)  # P_jj > 0 (P is positive definite)
+        right = (m @ w.T) / p_diag[None, :]  # (r, n_courses)
+        return LowRankEASE(w.astype(np.float32), right.astype(np.float32))
+
+
+def low_rank_gram(watch_matrix: Any, rank: int = 256, seed: int = 0) -> LowRankGram:
+    """X's top-`rank` singular values and vectors (randomized SVD) and G's diagonal.
 
     watch_matrix: (n_learners, n_courses) sparse; an entry > 0 is a watch. rank is capped at
-    min(n_learners, n_courses); memory of the fit: a few (n_learners + n_courses) x rank
-    float64 blocks (the randomized SVD), never n_courses^2.
+    min(n_learners, n_courses); memory: a few (n_learners + n_courses) x rank float64 blocks,
+    never n_courses^2.
     """
-    if not (np.isfinite(l2) and l2 > 0):
-        raise ValueError(f"l2: must be finite and > 0; got {l2!r}")
     if int(rank) < 1:
         raise ValueError(f"rank: must be a positive integer; got {rank!r}")
     xb = binarize_watches(watch_matrix).astype(np.float64).tocsr()  # (n_learners, n_courses)
     r = int(min(rank, *xb.shape))
     _, s, vt = randomized_svd(xb, r, n_iter=4, random_state=seed)  # vt: (r, n_courses)
     keep = s > s.max(initial=0.0) * 1e-7  # null directions out (rank-deficient X; empty: rank 0)
-    s, v = s[keep], vt[keep].T  # (r,), (n_courses, r)
     gram_diag = np.asarray(xb.power(2).sum(axis=0)).ravel()  # G_jj: watchers per course
-    low_diag = np.einsum("jk,k,jk->j", v, s**2, v)  # (V S^2 V^T)_jj
-    a = np.maximum(gram_diag - low_diag, 0.0) + l2  # residual >= 0 up to rounding; + L2
-    w = v / a[:, None]  # (n_courses, r) A^-1 V
-    m = np.linalg.inv(np.diag(1.0 / s**2) + v.T @ w)  # (r, r)
-    p_diag = 1.0 / a - np.einsum("jk,kl,jl->j", w, m, w)  # P_jj > 0 (P is positive definite)
-    right = (m @ w.T) / p_diag[None, :]  # (r, n_courses)
-    return LowRankEASE(w.astype(np.float32), right.astype(np.float32))
+    return LowRankGram(s[keep], vt[keep].T, gram_diag)
+
+
+def low_rank_ease(watch_matrix: Any, l2: float, rank: int = 256, seed: int = 0) -> LowRankEASE:
+    """EASE (L2 `l2`) with the Gram matrix as its diagonal plus its top-`rank` part:
+    `low_rank_gram(watch_matrix, rank, seed).ease(l2)`."""
+    _check_l2(l2)  # before the SVD
+    return low_rank_gram(watch_matrix, rank, seed).ease(l2)
+
+
+def _check_l2(l2: float) -> None:
+    if not (np.isfinite(l2) and l2 > 0):
+        raise ValueError(f"l2: must be finite and > 0; got {l2!r}")
