@@ -216,9 +216,11 @@ class NCFDataModule(pl.LightningDataModule):
         if choice is None:
             return [None] * len(flags)
         return [
-            fit_teacher(s, choice.l2, rank=self.teacher_rank, seed=self.seed) if d else None
+            None if not d
+            else choice.teacher if s is self.valid and choice.teacher is not None  # already fitted
+            else fit_teacher(s, choice.l2, rank=self.teacher_rank, seed=self.seed)
             for s, d in zip(self.train_snapshots, flags, strict=True)
-        ]
+        ]  # fmt: skip
 
     def teacher_choice(self) -> TeacherChoice | None:
         """The teacher's L2 (None: no teacher): `teacher_l2` itself, or from a list the value

@@ -37,16 +37,17 @@ n_courses^2 float32 (11 MB for ML-100K, 400 MB at 10,000 courses, 40 GB at 100,0
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from baselines.ease import ease_weights
-from baselines.ease_low_rank import low_rank_ease
+from baselines.ease_low_rank import low_rank_ease, low_rank_gram
 from baselines.ease_model import EASE
 from baselines.selection import Window
+from evaluation import evaluate_full_ranking
 from ncf.bags import Bags
 from ncf.inputs import Snapshot
 
@@ -90,10 +91,12 @@ def fit_teacher(snapshot: Snapshot, l2: float, rank: int | None = None, seed: in
 
 @dataclass(frozen=True)
 class TeacherChoice:
-    """The L2 kept and every value's validation NDCG@10 (the teacher's rank and seed)."""
+    """The L2 kept and every value's validation NDCG@10 (the teacher's rank and seed);
+    `teacher`: the one fitted at that L2 on the snapshot it was chosen on, reused for it."""
 
     l2: float
     valid_ndcg: dict[float, float]
+    teacher: Teacher | None = field(default=None, compare=False)
 
 
 def choose_teacher_l2(
@@ -101,7 +104,8 @@ def choose_teacher_l2(
 ) -> TeacherChoice:
     """The L2 in `grid` whose teacher ranks `snapshot`'s labels best (NDCG@10, full ranking of
     the courses not in a learner's history; ties: the first value). The teacher is fitted on
-    the snapshot's history exactly as `fit_teacher` does (binary, same rank and seed)."""
+    the snapshot's history exactly as `fit_teacher` does (binary, same rank and seed); low
+    rank, its SVD is computed once for the whole grid (`LowRankGram`)."""
     values = [float(v) for v in grid]
     if not values:
         raise ValueError("teacher_l2: the list of values to choose from is empty")
@@ -110,10 +114,26 @@ def choose_teacher_l2(
             f"choose_teacher_l2: snapshot {snapshot.name!r} has no labels to choose the "
             "teacher's L2 on; give teacher_l2 one value"
         )
-    window = Window((snapshot.history > 0).astype(np.float32).tocsr(), snapshot.labels,
-                    exclude=snapshot.seen)  # fmt: skip
-    scores = {
-        v: float(window.evaluate(EASE(v, rank=rank, max_dense_gib=None, seed=seed))["ndcg@10"])
-        for v in values
-    }
-    return TeacherChoice(max(scores, key=lambda v: (scores[v], -values.index(v))), scores)
+    inputs = (snapshot.history > 0).astype(np.float32).tocsr()
+    if rank is None:  # dense: every L2 is its own inverse
+        window = Window(inputs, snapshot.labels, exclude=snapshot.seen)
+        scores = {
+            v: window.evaluate(EASE(v, rank=None, max_dense_gib=None))["ndcg@10"] for v in values
+        }
+        best = max(scores, key=lambda v: (scores[v], -values.index(v)))
+        return TeacherChoice(best, scores)
+    gram = low_rank_gram(snapshot.history, rank, seed)  # (one SVD, every L2)
+    users = snapshot.label_learners()
+    scores, best, kept = {}, None, None
+    for v in values:
+        factors = gram.ease(v)
+        ranked = evaluate_full_ranking(
+            lambda rows, f=factors: f.scores(inputs[rows]), snapshot.labels, users=users,
+            exclude=snapshot.seen,
+        )  # fmt: skip
+        scores[v] = ranked.summary()["ndcg@10"]
+        if best is None or scores[v] > scores[best]:  # ties: the first value
+            best, kept = v, factors
+    key = f"teacher/{snapshot.name}"
+    teacher = Teacher(torch.from_numpy(kept.left), key, torch.from_numpy(kept.right))
+    return TeacherChoice(best, scores, teacher)

@@ -192,6 +192,41 @@ def test_teacher_l2_is_chosen_on_the_snapshots_labels_by_ndcg():
         choose_teacher_l2(unlabelled, [1.0, 2.0])
 
 
+def test_low_rank_choice_pays_one_svd_and_scores_as_the_ease_baseline(monkeypatch):
+    import baselines.ease_low_rank as elr
+    from baselines.ease_model import EASE
+    from baselines.selection import Window
+    from ncf.teacher import choose_teacher_l2
+
+    snap = _snapshot_with_labels()
+    window = Window(snap.history, snap.labels, exclude=snap.seen)
+    want = {l2: window.evaluate(EASE(l2, rank=4, max_dense_gib=None))["ndcg@10"]
+            for l2 in (0.5, 5.0, 1e6)}  # fmt: skip
+    svds = []
+    real = elr.randomized_svd
+    monkeypatch.setattr(elr, "randomized_svd", lambda *a, **k: svds.append(1) or real(*a, **k))
+    choice = choose_teacher_l2(snap, [0.5, 5.0, 1e6], rank=4)
+    assert len(svds) == 1  # one SVD for the whole grid
+    assert choice.valid_ndcg == pytest.approx(want)
+    assert choice.l2 == max(want, key=want.get)
+    expect = low_rank_ease(snap.history, choice.l2, rank=4)
+    np.testing.assert_array_equal(choice.teacher.weights.numpy(), expect.left)
+    np.testing.assert_array_equal(choice.teacher.right.numpy(), expect.right)
+    assert choice.teacher.key == "teacher/valid"
+
+
+def test_the_chosen_teacher_is_reused_for_the_validation_snapshot(small_platform):
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=[10, 30], teacher_rank=4)
+    (teacher,) = dm.teachers()
+    assert teacher is dm.teacher_choice().teacher  # not fitted a second time
+    (refit_teacher,) = dm.for_refit().teachers()  # another snapshot: its own fit
+    assert refit_teacher.key == "teacher/test" and refit_teacher is not teacher
+
+
 def test_datamodule_chooses_the_teacher_l2_on_validation_once_and_the_refit_keeps_it(
     small_platform, monkeypatch
 ):
