@@ -102,14 +102,17 @@ def masked_top_k(
     return idx, scores
 
 
-def _heap_add(faiss: Any, vals: np.ndarray, ids: np.ndarray, block: np.ndarray) -> None:
-    """Feed every row of `block` (c, m) C-contiguous to the min-heaps (vals, ids) (c, N),
-    then sort them best first (faiss `float_minheap_array_t`: keeps the N largest)."""
+def _heap_add(
+    faiss: Any, vals: np.ndarray, ids: np.ndarray, block: np.ndarray, *, sort: bool = True
+) -> None:
+    """Feed every row of `block` (c, m) C-contiguous to the min-heaps (vals, ids) (c, k)
+    (faiss `float_minheap_array_t`: keeps the k largest); `sort`: then best first."""
     heaps = faiss.float_minheap_array_t()
     heaps.k, heaps.nh = int(vals.shape[1]), int(vals.shape[0])
     heaps.val, heaps.ids = faiss.swig_ptr(vals), faiss.swig_ptr(ids)
     heaps.addn(int(block.shape[1]), faiss.swig_ptr(block), 0, 0, int(vals.shape[0]))
-    heaps.reorder()
+    if sort:
+        heaps.reorder()
 
 
 def _kth_largest(faiss: Any, part: np.ndarray, k: int) -> np.ndarray:
@@ -117,9 +120,5 @@ def _kth_largest(faiss: Any, part: np.ndarray, k: int) -> np.ndarray:
     fewer than k values above it, e.g. masked ones): the top of a k-heap fed the row."""
     vals = np.full((part.shape[0], k), -np.finfo(np.float32).max, dtype=np.float32)
     ids = np.full((part.shape[0], k), -1, dtype=np.int64)
-    heaps = faiss.float_minheap_array_t()
-    heaps.k, heaps.nh = k, int(part.shape[0])
-    heaps.val, heaps.ids = faiss.swig_ptr(vals), faiss.swig_ptr(ids)
-    part = np.ascontiguousarray(part)
-    heaps.addn(int(part.shape[1]), faiss.swig_ptr(part), 0, 0, int(part.shape[0]))
+    _heap_add(faiss, vals, ids, np.ascontiguousarray(part), sort=False)
     return vals[:, 0].copy()  # the heap's top: its smallest kept value
