@@ -22,6 +22,7 @@ __all__ = [
     "check_same_length",
     "check_choice",
     "few",
+    "in_sorted",
 ]
 
 _N_EXAMPLES = 5
@@ -133,3 +134,11 @@ def check_same_length(**arrays: np.ndarray) -> int:
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise ValueError(f"{name}: must be one of {list(choices)}; got {value!r}")
+
+
+def in_sorted(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """query[i] in keys, for sorted int64 `keys` (binary search; vectorized)."""
+    if keys.size == 0:
+        return np.zeros(query.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    return keys[at] == query

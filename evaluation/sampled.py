@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from evaluation._checks import as_1d, as_csr, check_finite, check_ks, few
+from evaluation._checks import as_1d, as_csr, check_finite, check_ks, few, in_sorted
 from evaluation.ranking import RankingMetrics
 
 __all__ = ["sample_negatives", "sampled_metrics", "evaluate_sampled"]
@@ -32,14 +32,6 @@ def _int_1d(name: str, x: Any, length: int | None = None) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name}: must be integer indices; got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
-
-
-def _in_sorted(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """query[i] in keys, for sorted int64 `keys`."""
-    if keys.size == 0:
-        return np.zeros(query.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-    return keys[at] == query
 
 
 def sample_negatives(
@@ -83,7 +75,7 @@ def sample_negatives(
     ex = as_csr("exclude", exclude, structural=True)  # sorted, deduplicated pattern
     ex_keys = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(ex.indptr)) * n_items
     ex_keys += ex.indices  # (nnz,) sorted keys user * n_items + item
-    pos_known = _in_sorted(ex_keys, u * n_items + pos)  # (n_pairs,)
+    pos_known = in_sorted(ex_keys, u * n_items + pos)  # (n_pairs,)
     n_cand = n_items - np.diff(ex.indptr)[u] - (~pos_known)  # (n_pairs,) candidates per pair
     short = n_cand < n_neg
     if short.any():
@@ -128,7 +120,7 @@ def _rejection_round(
     """One batch of draws for pairs `rows` (m[i] draws for rows[i]); fills `out` in place."""
     r = np.repeat(rows, m)  # (draws,) pair of each draw, grouped by pair in `rows` order
     items = rng.integers(0, n_items, size=r.size, dtype=np.int64)  # (draws,)
-    ok = ~_in_sorted(ex_keys, u[r] * n_items + items) & (items != pos[r])
+    ok = ~in_sorted(ex_keys, u[r] * n_items + items) & (items != pos[r])
     r, items = r[ok], items[ok]
     # Already accepted negatives of these pairs come first, so a repeat of one is dropped.
     have = out[rows]  # (len(rows), N)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation._checks import in_sorted
 from glmix.weighting import watch_time_weights
 from watchlog.eventlog import EventLog
 from watchlog.report import DataReport
@@ -274,7 +275,7 @@ def sample_negatives(
         draw_n = np.where(need > 0, 2 * need + 4, 0)
         cand_l = np.repeat(ids, draw_n)
         cand = cand_l << 32 | rng.integers(0, n_courses, cand_l.size)
-        cand = cand[~_isin_sorted(cand, excluded) & ~_isin_sorted(cand, np.sort(taken))]
+        cand = cand[~in_sorted(excluded, cand) & ~in_sorted(np.sort(taken), cand)]
         _, first = np.unique(cand, return_index=True)  # drop repeats, keep the draw's order
         cand = cand[np.sort(first)]
         taken = np.r_[taken, _first_per_learner(cand, ids, need)]
@@ -282,19 +283,12 @@ def sample_negatives(
     if need.any():  # learners whose allowed courses are nearly all used: enumerate them
         short = ids[need > 0]
         cand = (np.repeat(short, n_courses) << 32) | np.tile(np.arange(n_courses), short.size)
-        cand = cand[~_isin_sorted(cand, excluded) & ~_isin_sorted(cand, np.sort(taken))]
+        cand = cand[~in_sorted(excluded, cand) & ~in_sorted(np.sort(taken), cand)]
         cand = cand[rng.permutation(cand.size)]
         cand = cand[np.argsort(cand >> 32, kind="stable")]
         taken = np.r_[taken, _first_per_learner(cand, ids, need)]
     taken = np.sort(taken)
     return taken >> 32, taken & 0xFFFFFFFF
-
-
-def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    if sorted_keys.size == 0:
-        return np.zeros(values.shape, dtype=bool)
-    at = np.searchsorted(sorted_keys, values).clip(max=sorted_keys.size - 1)
-    return sorted_keys[at] == values
 
 
 def _counts(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ import scipy.sparse as sp
 import torch
 
 from evaluation import full_ranking_topk, resolve_device
-from evaluation._checks import few
+from evaluation._checks import few, in_sorted
 from ncf.ann import ItemIndex, check_method, load_faiss
 from ncf.masked_topk import MAX_ITEMS, masked_top_k
 from watchlog.progress import progress
@@ -341,9 +341,7 @@ def _drop_excluded(
             np.bitwise_or.at(bits, banned >> 3, (1 << (banned & 7)).astype(np.uint8))
             keep &= ((bits[want >> 3] >> (want & 7).astype(np.uint8)) & 1) == 0
         else:  # huge catalogues: binary search in the sorted keys
-            keys = np.sort(banned)
-            pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
-            keep &= keys[pos] != want
+            keep &= ~in_sorted(np.sort(banned), want)
     out_i, out_s = idx[:, :N].copy(), scores[:, :N].copy()
     rows = np.flatnonzero(~keep[:, :N].all(axis=1))  # only these lost one of their first N
     if rows.size:
