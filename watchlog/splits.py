@@ -429,7 +429,7 @@ def leave_latest_out(
     is_valid = (
         (from_end > n_test) & (from_end <= n_test + n_valid) & (n >= n_test + n_valid + min_inputs)
     )
-    tied = _tied_boundaries(ts[order], from_end[order], sorted_l, log.n_learners,
+    tied = _tied_boundaries(ts[order], from_end[order], sorted_l,
                             {"test": (n_test, is_test[order]),
                              "valid": (n_test + n_valid, is_valid[order]) if n_valid else None})  # fmt: skip
     if ties == "error" and any(t["learners"] for t in tied.values()):
@@ -480,7 +480,7 @@ def _rule(ties: str) -> str:
     return "random" if ties == "random" else "position"
 
 
-def _tied_boundaries(ts_sorted, from_end_sorted, learner_sorted, n_learners, bounds):
+def _tied_boundaries(ts_sorted, from_end_sorted, learner_sorted, bounds):
     """Per label kind: learners whose label at the boundary (the event `k` from the end, a
     label) shares its timestamp with the event just before it (k + 1 from the end), so time
     alone does not decide it. Arrays are in (learner, time, tie-break) order."""
@@ -493,8 +493,7 @@ def _tied_boundaries(ts_sorted, from_end_sorted, learner_sorted, n_learners, bou
         k, is_label = bound
         at = (from_end_sorted == k) & is_label & same_as_previous
         learners = np.unique(learner_sorted[at])
-        out[kind] = {"learners": int(learners.size), "examples": learners[:5], "k": k,
-                     "n_learners": n_learners}  # fmt: skip
+        out[kind] = {"learners": int(learners.size), "examples": learners[:5]}
     return out
 
 
