@@ -59,24 +59,14 @@ def featurizer_from(
     lf = g.features.label_factors
     d = g.design
     specs = {side: OmegaConf.to_container(g.features[side]) for side in ("learner", "course")}
-    global_terms = OmegaConf.to_container(d.global_terms)
-    crosses = OmegaConf.to_container(d.crosses)
-    coordinates = OmegaConf.to_container(d.coordinates)
+    terms = {name: OmegaConf.to_container(d[name])
+             for name in ("global_terms", "crosses", "coordinates")}  # fmt: skip
     if log is not None:
         tables = {"learner": log.learners, "course": log.courses}
         dropped = {f"{side}.{c}" for side, spec in specs.items()
                    for c in _spec_columns(spec) if c not in tables[side].columns}  # fmt: skip
         if dropped:
-            for side, spec in specs.items():
-                for key in _FEATURE_LISTS:
-                    spec[key] = [c for c in spec.get(key) or [] if f"{side}.{c}" not in dropped]
-                if spec.get("scaled"):
-                    spec["scaled"] = {c: v for c, v in spec["scaled"].items()
-                                      if f"{side}.{c}" not in dropped}  # fmt: skip
-            keep = lambda t: not ({t} if isinstance(t, str) else set(t)) & dropped  # noqa: E731
-            global_terms = [t for t in global_terms if keep(t)]
-            crosses = [t for t in crosses if keep(t)]
-            coordinates = {k: [t for t in v if keep(t)] for k, v in coordinates.items()}
+            specs, terms = _without_columns(specs, terms, dropped)
             text = (f"GLMix features: {len(dropped)} configured column(s) not in the learner / "
                     f"course tables, left out with the design terms using them: "
                     f"{sorted(dropped)} (glmix.features, glmix.design)")  # fmt: skip
@@ -98,10 +88,32 @@ def featurizer_from(
         factor_rank=int(lf.rank) if lf else None,
         factor_scale=float(lf.scale) if lf else 1.0,
         factor_seed=seed,
-        global_terms=global_terms,
-        crosses=crosses,
-        coordinates=coordinates,
+        **terms,
     )
+
+
+def _without_columns(
+    specs: dict[str, dict], terms: dict[str, Any], dropped: set[str]
+) -> tuple[dict[str, dict], dict[str, Any]]:
+    """The feature specs and design terms without the `dropped` ("side.column") columns."""
+
+    def keep(term) -> bool:  # a term is a column name or a tuple of them (a cross)
+        return not ({term} if isinstance(term, str) else set(term)) & dropped
+
+    specs = {
+        side: {**spec,
+               **{k: [c for c in spec.get(k) or [] if f"{side}.{c}" not in dropped]
+                  for k in _FEATURE_LISTS},
+               **({"scaled": {c: v for c, v in spec["scaled"].items()
+                              if f"{side}.{c}" not in dropped}} if spec.get("scaled") else {})}
+        for side, spec in specs.items()
+    }  # fmt: skip
+    terms = {
+        "global_terms": [t for t in terms["global_terms"] if keep(t)],
+        "crosses": [t for t in terms["crosses"] if keep(t)],
+        "coordinates": {k: [t for t in v if keep(t)] for k, v in terms["coordinates"].items()},
+    }
+    return specs, terms
 
 
 def _spec_columns(spec: dict[str, Any]) -> list[str]:
