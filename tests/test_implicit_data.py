@@ -220,3 +220,30 @@ def test_pipeline_runs_to_the_end_with_glmix_skipped(tmp_path, caplog):
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "embedding quality: none measured; the catalogue has no categorical column" in logged
     assert "course map: coloured by popularity only" in logged
+
+
+def test_missing_feature_columns_leave_the_specs_and_every_design_term_using_them():
+    from experiments.train_glmix import _without_columns
+
+    specs = {
+        "learner": {"categorical": ["segment", "language"], "multi_hot": ["skills"],
+                    "numeric": [], "scaled": None},
+        "course": {"categorical": ["language", "category"], "multi_hot": [],
+                   "numeric": ["duration_seconds"], "scaled": {"x": 2.0, "y": 1.0}},
+    }  # fmt: skip
+    terms = {
+        "global_terms": ["learner", "course"],
+        "crosses": [["learner.language", "course.language"]],
+        "coordinates": {"per_learner": ["course.category", "course.language"],
+                        "per_course": ["learner.segment"]},
+    }  # fmt: skip
+    got_specs, got_terms = _without_columns(specs, terms, {"course.language", "course.x"})
+    assert got_specs["learner"] == specs["learner"]
+    assert got_specs["course"]["categorical"] == ["category"]
+    assert got_specs["course"]["numeric"] == ["duration_seconds"]
+    assert got_specs["course"]["scaled"] == {"y": 1.0}
+    assert got_terms == {
+        "global_terms": ["learner", "course"],
+        "crosses": [],  # the cross used course.language
+        "coordinates": {"per_learner": ["course.category"], "per_course": ["learner.segment"]},
+    }
