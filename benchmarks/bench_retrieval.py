@@ -34,6 +34,11 @@ courses, the over-fetch above), the masked path at every size and the over-fetch
 `--parts sizes` alone writes results/retrieval_sizes.json (a run of some parts never
 replaces retrieval.json).
 
+Part "blas": faiss's flat search of 1,999 learners (just under faiss-cpu 1.15's threshold for
+multiplying with BLAS, 2,000 queries at d = 64) at 10k and 100k courses, under faiss's default
+threshold and under ours (BLAS from 4 queries), 3 interleaved rounds: ms per query.
+`--parts blas` alone writes results/retrieval_blas.json.
+
 Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
 default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
 against the matmul alone of the same shape on the learner tower's output (fresh buffers, and
@@ -66,7 +71,7 @@ CHUNK = 4096
 N_COURSES = 10_000
 MEAN_WATCHED = 20
 SELECTOR_SAMPLE = 2_000
-PARTS = ("exact", "sizes", "recommend", "ann")
+PARTS = ("exact", "sizes", "blas", "recommend", "ann")
 
 
 def exact_data(n: int, m: int = N_COURSES, seed: int = 0):
@@ -305,6 +310,36 @@ def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[st
     return rows
 
 
+def blas_rows(courses: list[int], queries: int = 1_999, repeats: int = 3) -> list[dict[str, Any]]:
+    """faiss's flat search of `queries` learners (just under faiss-cpu 1.15's BLAS threshold of
+    2,000 at d = 64) under faiss's default threshold and under ours (BLAS from 4 queries,
+    `ncf.ann.blas_from_few_queries`), interleaved, medians: milliseconds per query."""
+    import faiss
+
+    from ncf.ann import blas_from_few_queries
+
+    rows = []
+    for m in courses:
+        q, items, _ = exact_data(queries, m)
+        index = faiss.IndexFlatIP(DIM)
+        index.add(items)
+
+        def ours(q=q, index=index) -> Any:
+            with blas_from_few_queries(faiss, DIM):
+                return index.search(q, TOP)
+
+        got = interleaved({"default": lambda q=q, index=index: index.search(q, TOP),
+                           "ours": ours}, repeats)  # fmt: skip
+        default_ms, ours_ms = (1000 * got[k][0] / queries for k in ("default", "ours"))
+        rows.append({
+            "courses": m, "queries": queries,
+            "faiss_default_threshold": int(faiss.cvar.distance_compute_blas_threshold),
+            "default_ms_per_query": round(default_ms, 4), "blas_ms_per_query": round(ours_ms, 4),
+            "default_over_blas": round(default_ms / ours_ms, 2),
+        })  # fmt: skip
+    return rows
+
+
 def random_recommender(n: int, m: int, chunk: int = CHUNK):
     """A random two-tower (default towers) over n learners with ~20 watched courses each,
     50 co-watch neighbours per course (also what `bench_ncf_speed --part recommend` serves)."""
@@ -423,6 +458,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         )
         out["sizes"] = size_rows(sizes, 20_000_000 if args.quick else 200_000_000)
         print_table(out["sizes"], f"exact top-{TOP} with the exclusion, by catalogue size")
+    if "blas" in args.parts:
+        out["blas"] = blas_rows([10_000, 100_000])
+        print_table(out["blas"], "faiss flat search, 1,999 queries: its BLAS threshold vs ours")
     if "recommend" in args.parts:
         out["recommend"] = [recommend_row(50_000 if args.quick else 1_000_000)]
         print_table(out["recommend"], f"recommend(), top-{TOP} of {N_COURSES:,}, 1 thread")
@@ -444,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "default_over_faiss_flat": "top_k_by_dot with the exclusion / faiss without (CPU s)",
             "over_fetch_over_faiss_flat": "the over-fetch path with the exclusion / faiss without",
             "masked_over_faiss_flat": "the masked path with the exclusion / faiss without",
+            "default_over_blas": "faiss's default BLAS threshold / ours, time per query",
             "recall@100": "mean |approximate top-100 & exact top-100| / 100",
             "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
             "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
