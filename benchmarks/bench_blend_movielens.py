@@ -7,8 +7,9 @@ Split: 75/25 per user (seed 42), validation = 10% of each user's training items.
 two-tower (`conf/ncf/two_tower_ml100k`) and GLMix (`conf/glmix/tuned_ml100k`: rating > 3 on
 every rating) choose their epoch / update on validation; the blender is fitted on the
 validation part with those models (half of each user's validation items fit it, the other
-half choose its settings), then refitted on all of it and kept while the models are refitted
-on train + validation and serve test. Test, once, on the same candidates (the two-tower's top
+half choose its settings and its kind: `blend.serve=best`), then refitted on all of it and
+kept while the models are refitted on train + validation and serve test. The candidates carry
+the item-item feature (EASE at L2 500, exact: rank 1024 >= the 943 learners). Test, once, on the same candidates (the two-tower's top
 200 plus popular fallbacks per occupation): NDCG@10 with binary gain, as the published figures
 (seen items removed, all 943 users), Recall@10 and per-user AUC. EASE (L2 chosen on
 validation, refitted on the whole training part) ranks the whole catalogue, as in
@@ -51,6 +52,8 @@ def main() -> None:
         "blend.gain=binary",
         "blend.candidates.group_columns=[segment]",  # MovieLens learners have no language
         "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
+        "blend.candidates.item_item.rank=1024",  # >= min(learners, courses): exact EASE
+        "blend.serve=best",  # the kind best on validation serves (and is the blend judged)
         *extra,
     ]
     res = run_seed(out, seed, overrides)

@@ -27,11 +27,13 @@ from blend.blenders import (
     LinearBlender,
     LogisticBlender,
     PersonalizedBlender,
+    RankBlender,
     RankFusionBlender,
 )
 from blend.candidates import build_candidates, seen_before
 from blend.evaluate import candidate_auc, candidate_labels, list_metrics, tournament, window_truth
 from blend.features import CONTEXT_FEATURES, NCF_NORMALIZATIONS, add_features
+from blend.item_item import ItemItem
 from blend.lists import ROUTES, routes, served_lists, top_k
 from blend.points import CandidateBuilder
 from blend.popularity import Popularity
@@ -46,12 +48,14 @@ __all__ = [
     "NCF_NORMALIZATIONS",
     "ROUTES",
     "CandidateBuilder",
+    "ItemItem",
     "LabelledPoint",
     "LinearBlender",
     "LogisticBlender",
     "PersonalizedBlender",
     "Popularity",
     "PositionCurve",
+    "RankBlender",
     "RankFusionBlender",
     "ReplaySet",
     "Variant",

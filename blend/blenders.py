@@ -9,6 +9,9 @@ learner matters for the lists.
                                     replay tuning sets); fit only learns the standardization
     RankFusionBlender(columns, k)   reciprocal-rank fusion: sum over columns of 1 / (k + rank)
     LogisticBlender(features, l2)   one global L2 logistic regression (glmix.FixedEffect)
+    RankBlender(features, tau)      linear weights that minimize the soft rank of the learners'
+                                    engaged candidates among their candidates (the replay
+                                    objective of `blend.replay`, learning to rank pairwise)
     PersonalizedBlender(features, ...)
                                     a GLMix on the same features: global coefficients plus
                                     per-segment and per-learner random-effect coefficients,
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from blend.replay import ReplaySet, tune_weights
 from glmix import FixedEffect, GLMix, RandomEffect
 from watchlog.candidates import LEARNER, learner_bounds
 
@@ -35,6 +39,7 @@ __all__ = [
     "RankFusionBlender",
     "LogisticBlender",
     "PersonalizedBlender",
+    "RankBlender",
     "feature_matrix",
     "ranks_within_learner",
 ]
@@ -178,6 +183,42 @@ class LogisticBlender(_Standardized):
 
     def _global_coef(self) -> np.ndarray:
         return _slopes(self.model_)
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        return self._z(candidates) @ self._global_coef()
+
+
+class RankBlender(_Standardized):
+    """Linear weights fitted to rank: minimize the mean soft rank of each engaged candidate
+    among its learner's candidates (`blend.replay`, L-BFGS on the sigmoid surrogate with
+    temperature `tau` annealed from 10 tau). The first feature's weight is fixed at 1 (ranking
+    is scale-invariant), so it should be a strong one (the two-tower's score).
+
+    Why beside the logistic blender: a pointwise loss spends itself on learners' base rates
+    and on the easy negatives far down the list; the rank loss only asks that what a learner
+    watched come above what they did not, among their own candidates. Sample weights are
+    not used (every engagement counts once)."""
+
+    def __init__(self, features: Sequence[str], tau: float = 0.3):
+        self.features = features
+        self.tau = tau
+
+    def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> RankBlender:
+        X = feature_matrix(candidates, self.features)
+        y = _labels(labels, len(X))
+        self._fit_scaler(X)
+        replay = ReplaySet.from_candidates(
+            candidates, (X - self.mean_) / self.scale_, y, list(self.features)
+        )
+        w0 = np.zeros(len(self.features))
+        w0[0] = 1.0
+        res = tune_weights(replay, w0, objective="mean_rank", method="gradient", tau=self.tau)
+        self.weights_ = np.array([res.weights[f] for f in self.features])
+        self.fit_mean_rank_ = res.objective
+        return self
+
+    def _global_coef(self) -> np.ndarray:
+        return self.weights_
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         return self._z(candidates) @ self._global_coef()

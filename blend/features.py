@@ -7,6 +7,8 @@
     log_popularity    log1p(the course's watches in the popularity window before the cutoff)
     course_age        log1p(days from the course's publication to the cutoff; 0 if later)
     retrieval_rank    log(the two-tower's retrieval rank); n_retrieve + 1 for fallback-only pairs
+    ease_z            the item-item (EASE) score as a z-score over the learner's candidates,
+                      when the candidate builder has an item-item scorer (`blend.item_item`)
 
 The two normalizations of the two-tower score answer different questions (how far above this
 learner's typical course, vs. how much of this learner's probability mass): the blend stage
@@ -21,9 +23,9 @@ import pandas as pd
 
 from blend.popularity import Popularity
 from watchlog import EventLog
-from watchlog.candidates import COURSE, LEARNER
+from watchlog.candidates import COURSE, LEARNER, learner_bounds
 
-__all__ = ["NCF_NORMALIZATIONS", "CONTEXT_FEATURES", "add_features"]
+__all__ = ["NCF_NORMALIZATIONS", "CONTEXT_FEATURES", "add_features", "zscore_within_learner"]
 
 NCF_NORMALIZATIONS = {"zscore": "ncf_z", "log_softmax": "ncf_log_softmax"}
 CONTEXT_FEATURES = ("log_popularity", "course_age", "retrieval_rank")
@@ -63,6 +65,20 @@ def add_features(
         seg = np.where(learner >= 0, values[np.maximum(learner, 0)], None)
         out["segment"] = pd.array(seg, dtype="string")
     return out
+
+
+def zscore_within_learner(table: pd.DataFrame, column: str) -> np.ndarray:
+    """(n,) float64 `column` as a z-score over each learner's rows (learners contiguous); a
+    learner whose rows are all equal gets 0."""
+    bounds = learner_bounds(table)
+    sizes = np.diff(bounds)
+    x = table[column].to_numpy(np.float64)
+    if len(x) == 0:
+        return x
+    mean_rows = np.repeat(np.add.reduceat(x, bounds[:-1]) / sizes, sizes)
+    var = np.add.reduceat((x - mean_rows) ** 2, bounds[:-1]) / sizes  # (n_learners,)
+    std_rows = np.repeat(np.sqrt(var), sizes)
+    return (x - mean_rows) / np.where(std_rows > 1e-12, std_rows, 1.0)
 
 
 def _course_age(log: EventLog, cutoff: pd.Timestamp) -> np.ndarray:

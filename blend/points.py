@@ -25,19 +25,32 @@ chain reads. Models are reached only through these methods (what `NCFRecommender
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import clone
 
 from blend.candidates import as_learner_ids, build_candidates, seen_in
-from blend.features import add_features
+from blend.features import add_features, zscore_within_learner
+from blend.item_item import ItemItem
 from blend.popularity import Popularity
 from watchlog import EventLog
-from watchlog.candidates import LEARNER, validate_candidates
+from watchlog.candidates import COURSE, LEARNER, validate_candidates
 from watchlog.splits import Fold
 
-__all__ = ["CandidateBuilder"]
+__all__ = ["CandidateBuilder", "FoldContext"]
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What every chunk of a fold shares."""
+
+    seen: sp.csr_matrix  # (n_learners, n_courses) 1 = watched in the fold's inputs
+    popularity: Popularity
+    item_item: ItemItem | None  # fitted on `seen`, when the builder has one
 
 
 class CandidateBuilder:
@@ -46,7 +59,9 @@ class CandidateBuilder:
     n_retrieve: the two-tower's top-N per learner; n_fallback: popular courses added per
     learner (segment and language first, then global); popularity_days: the window of the
     popularity counts before the cutoff (None: everything before it); group_columns: the
-    learner-table columns that define "popular in the learner's segment and language"."""
+    learner-table columns that define "popular in the learner's segment and language";
+    item_item: an unfitted `ItemItem` (EASE), fitted on each fold's inputs, whose score of
+    each candidate becomes `ease_score` and its per-learner z-score `ease_z` (None: none)."""
 
     def __init__(
         self,
@@ -54,20 +69,24 @@ class CandidateBuilder:
         n_fallback: int = 20,
         popularity_days: float | None = 90.0,
         group_columns: Sequence[str] = ("segment", "language"),
+        item_item: ItemItem | None = None,
     ):
         self.n_retrieve = n_retrieve
         self.n_fallback = n_fallback
         self.popularity_days = popularity_days
         self.group_columns = group_columns
+        self.item_item = item_item
 
-    def context(self, log: EventLog, fold: Fold) -> tuple[Any, Popularity]:
-        """What every chunk of a fold shares: (seen in its inputs, popularity)."""
+    def context(self, log: EventLog, fold: Fold) -> FoldContext:
+        """What every chunk of a fold shares: seen in its inputs, popularity, item-item."""
         if fold.kind == "temporal":
             events, when = fold.lookback(self.popularity_days), fold.cutoff
         else:
             events, when = fold.inputs, fold.inputs["ts"].max()
         pop = Popularity.from_events(log, events, when, group_columns=self.group_columns)
-        return seen_in(log, fold.inputs), pop
+        seen = seen_in(log, fold.inputs)
+        item = None if self.item_item is None else clone(self.item_item).fit(seen)
+        return FoldContext(seen, pop, item)
 
     def build(
         self,
@@ -77,19 +96,25 @@ class CandidateBuilder:
         fold: Fold,
         retriever: Any,
         scorer: Any | None = None,
-        context: tuple[Any, Popularity] | None = None,
+        context: FoldContext | None = None,
     ) -> pd.DataFrame:
         """The scored candidate table of `learner_ids` (one chunk; see `chunks`)."""
-        seen, pop = context if context is not None else self.context(log, fold)
+        ctx = context if context is not None else self.context(log, fold)
+        pop = ctx.popularity
         ids = as_learner_ids(learner_ids, log)
         table = build_candidates(
-            ids, retriever, log=log, seen=seen, popularity=pop,
+            ids, retriever, log=log, seen=ctx.seen, popularity=pop,
             n_retrieve=self.n_retrieve, n_fallback=self.n_fallback,
         )  # fmt: skip
         if scorer is not None:
             table = scorer.score_candidates(table, learners=log.learners, courses=log.courses)
         stats = retriever.score_stats(ids)
         table = add_features(table, stats=stats, log=log, popularity=pop)
+        if ctx.item_item is not None:
+            learner = log.learner_ids.to_index(table[LEARNER], strict=False)
+            course = log.course_ids.to_index(table[COURSE])
+            table["ease_score"] = ctx.item_item.score_pairs(ctx.seen, learner, course)
+            table["ease_z"] = zscore_within_learner(table, "ease_score")
         per_learner = pd.DataFrame(
             {
                 "has_history": np.asarray(retriever.history_sizes(ids)) > 0,

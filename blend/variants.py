@@ -10,7 +10,8 @@
 
 "ncf" stands for the two-tower feature, one variant per normalization (`ncf_z` for the
 per-learner z-score, `ncf_log_softmax` for the log-softmax over the catalogue). Kinds: fixed
-(LinearBlender with given weights), rrf (reciprocal-rank fusion), logistic (global), personalized
+(LinearBlender with given weights), rrf (reciprocal-rank fusion), logistic (global), rank
+(global weights fitted to the soft rank of what learners watched), personalized
 (per-segment and per-learner random effects). A grid is a mapping of constructor argument ->
 values; every combination becomes one variant.
 """
@@ -21,13 +22,19 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from blend.blenders import LinearBlender, LogisticBlender, PersonalizedBlender, RankFusionBlender
+from blend.blenders import (
+    LinearBlender,
+    LogisticBlender,
+    PersonalizedBlender,
+    RankBlender,
+    RankFusionBlender,
+)
 from blend.features import NCF_NORMALIZATIONS
 from blend.selection import Variant
 
 __all__ = ["KINDS", "make_variants"]
 
-KINDS = ("fixed", "rrf", "logistic", "personalized")
+KINDS = ("fixed", "rrf", "logistic", "rank", "personalized")
 
 
 def _grid(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
@@ -50,6 +57,7 @@ def make_variants(
     rrf_columns: Sequence[str] = ("ncf_score", "glmix_logit"),
     rrf_k: float = 60.0,
     logistic: Mapping[str, Sequence[Any]] | None = None,
+    rank: Mapping[str, Sequence[Any]] | None = None,
     personalized: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[Variant]:
     """Variants of every kind in `kinds` (see the module docstring). context: the features
@@ -78,6 +86,14 @@ def make_variants(
                     Variant(
                         "logistic", f"{norm}, {_label(s)}", LogisticBlender(features, **s),
                         {"normalization": norm, **s},
+                    )
+                )  # fmt: skip
+        if "rank" in kinds:
+            for s in _grid(rank):
+                out.append(
+                    Variant(
+                        "rank", f"{norm}, {_label(s)}" if s else norm,
+                        RankBlender(features, **s), {"normalization": norm, **s},
                     )
                 )  # fmt: skip
         if "personalized" in kinds:

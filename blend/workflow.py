@@ -131,11 +131,14 @@ def run_study(
     seed: int = 0,
     curve_k: int | None = None,
 ) -> StudyReport:
-    """See the module docstring. replay_features: the linear blend tuned by replay (first
+    """See the module docstring. serve: the kind whose blender serves the lists, or "best"
+    (the kind of the best variant on validation). replay_features: the linear blend tuned by replay (first
     feature's weight fixed); replay: keywords of `replay_study` (methods, objectives, tau);
     oracle: (n_test_candidates,) scores of the truth, judged as a ceiling; curve_k: also
     every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`)."""
     choice = choose_blenders(variants, points.fit, points.valid, k=k)
+    if serve == "best":  # the kind of the variant best on validation (results: best first)
+        serve = choice.results[0].variant.kind
     if serve not in choice.best:
         raise ValueError(f"serve: no {serve!r} blender among the variants ({sorted(choice.best)})")
     fitted = {

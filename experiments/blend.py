@@ -197,6 +197,7 @@ def blend_and_report(
         rrf_columns=list(b.variants.rrf_columns),
         rrf_k=float(b.variants.rrf_k),
         logistic=OmegaConf.to_container(b.variants.logistic),
+        rank=OmegaConf.to_container(b.variants.rank),
         personalized=OmegaConf.to_container(b.variants.personalized),
     )  # fmt: skip
     oracle = None

@@ -252,17 +252,31 @@ class TablesDataSchema:
 
 
 @dataclass
+class ItemItemSchema:  # blend.ItemItem
+    _target_: str = MISSING
+    l2: float = MISSING
+    rank: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
 class CandidatesSchema:  # blend.CandidateBuilder
     _target_: str = MISSING
     n_retrieve: int = MISSING
     n_fallback: int = MISSING
     popularity_days: float | None = MISSING
     group_columns: list[str] = MISSING
+    item_item: ItemItemSchema | None = MISSING
 
 
 @dataclass
 class LogisticGridSchema:  # blend.LogisticBlender argument -> values to try
     l2: list[float] = MISSING
+
+
+@dataclass
+class RankGridSchema:  # blend.RankBlender argument -> values to try
+    tau: list[float] = MISSING
 
 
 @dataclass
@@ -280,6 +294,7 @@ class VariantsSchema:  # blend.make_variants
     rrf_columns: list[str] = MISSING
     rrf_k: float = MISSING
     logistic: LogisticGridSchema = MISSING
+    rank: RankGridSchema = MISSING
     personalized: PersonalizedGridSchema = MISSING
 
 

@@ -28,10 +28,14 @@ def run_dir(tmp_path_factory) -> Path:
 def test_the_pipeline_blends_judges_and_publishes(run_dir):
     m = json.loads((run_dir / "blend" / "metrics.json").read_text())
     systems = {r["system"] for r in m["test"]}
-    assert {"two_tower", "glmix", "fixed", "rrf", "logistic", "personalized", "oracle"} <= systems
+    assert {"two_tower", "glmix", "fixed", "rrf", "logistic", "rank", "personalized", "oracle"} <= (
+        systems
+    )
     assert any(s.startswith("served (personalized") for s in systems)
     kinds = {r["kind"] for r in m["validation"]}
-    assert kinds == {"fixed", "rrf", "logistic", "personalized"}
+    assert kinds == {"fixed", "rrf", "logistic", "rank", "personalized"}
+    # the item-item (EASE) feature was on the candidates and every blender read it
+    assert "ease_z" in m["features"] and "ease_z" in m["coefficients"]["rank"]
     # both normalizations of the two-tower score were tried, and one was chosen per kind
     assert {r["variant"].split(",")[0] for r in m["validation"] if r["kind"] == "logistic"} == {
         "zscore", "log_softmax",
