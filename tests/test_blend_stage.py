@@ -154,3 +154,19 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
     assert "glmix" not in {r["system"] for r in metrics["blend"]["test"]}
     lists = pq.read_table(tmp_path / "blend" / "ranked_lists.parquet").to_pandas()
     assert "two_tower" not in set(lists["source"])  # without GLMix every known learner blends
+
+
+def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(run_dir):
+    from experiments.blend import run as run_blend
+
+    cfg = compose_cfg(
+        "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
+        "blend.serve=best", "blend.candidates.item_item=null",
+    )  # fmt: skip
+    m = run_blend(cfg)
+    best_kind = m["validation"][0]["kind"]  # best first
+    assert m["serve"] == best_kind
+    assert any(r["system"].startswith(f"served ({best_kind} +") for r in m["test"])
+    # without the item-item scorer the feature is absent, and said so
+    assert "ease_z" not in m["features"] and "ease_z" in m["features_absent"]
+    assert all("ease_z" not in c for c in m["coefficients"].values())
