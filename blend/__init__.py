@@ -10,7 +10,8 @@
 Stages of the package, one module each:
     candidates / points   the candidate table at a cutoff: the two-tower's top-N, popular
                           fallback courses, both models' scores, the features (features.py)
-    blenders              fixed-weight linear, reciprocal-rank fusion, global logistic, and
+    blenders              fixed-weight linear, reciprocal-rank fusion, global logistic, rank
+                          (soft-rank loss), and
                           the personalized GLMix blender (per-segment + per-learner effects)
     selection / variants  fit on the blend window, choose settings on validation
     replay                tune linear weights by offline replay (mean rank, expected clicks
