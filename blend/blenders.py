@@ -197,18 +197,27 @@ class RankBlender(_Standardized):
     Why beside the logistic blender: a pointwise loss spends itself on learners' base rates
     and on the easy negatives far down the list; the rank loss only asks that what a learner
     watched come above what they did not, among their own candidates. Sample weights are
-    not used (every engagement counts once)."""
+    not used (every engagement counts once).
 
-    def __init__(self, features: Sequence[str], tau: float = 0.3):
+    Memory: one (engagement, other candidate of its learner) pair per row of the surrogate,
+    ~40 bytes each; above `max_pairs` a seeded sample of the learners with an engagement is
+    fitted on (`fit_learners_` of `learners_with_engagement_` says how many)."""
+
+    def __init__(
+        self, features: Sequence[str], tau: float = 0.3, max_pairs: int = 50_000_000, seed: int = 0
+    ):
         self.features = features
         self.tau = tau
+        self.max_pairs = max_pairs
+        self.seed = seed
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> RankBlender:
         X = feature_matrix(candidates, self.features)
         y = _labels(labels, len(X))
         self._fit_scaler(X)
+        keep = self._learner_sample(candidates, y)  # (n,) bool: rows of the fitted learners
         replay = ReplaySet.from_candidates(
-            candidates, (X - self.mean_) / self.scale_, y, list(self.features)
+            candidates[keep], ((X - self.mean_) / self.scale_)[keep], y[keep], list(self.features)
         )
         w0 = np.zeros(len(self.features))
         w0[0] = 1.0
@@ -216,6 +225,24 @@ class RankBlender(_Standardized):
         self.weights_ = np.array([res.weights[f] for f in self.features])
         self.fit_mean_rank_ = res.objective
         return self
+
+    def _learner_sample(self, candidates: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+        """Rows of all learners, or of a seeded sample of the engaged learners whose pairs
+        fit in `max_pairs` (learners without an engagement add no pair either way)."""
+        bounds = learner_bounds(candidates)
+        sizes = np.diff(bounds)
+        engaged = np.add.reduceat(y, bounds[:-1]) if len(y) else np.zeros(0)  # (n_learners,)
+        pairs = engaged * (sizes - 1)  # each engagement against the learner's other rows
+        self.learners_with_engagement_ = int((engaged > 0).sum())
+        if pairs.sum() <= self.max_pairs:
+            self.fit_learners_ = self.learners_with_engagement_
+            return np.ones(len(y), dtype=bool)
+        order = np.random.default_rng(self.seed).permutation(np.flatnonzero(engaged > 0))
+        chosen = order[: max(1, int(np.searchsorted(np.cumsum(pairs[order]), self.max_pairs)))]
+        self.fit_learners_ = len(chosen)
+        mask = np.zeros(len(sizes), dtype=bool)
+        mask[chosen] = True
+        return np.repeat(mask, sizes)
 
     def _global_coef(self) -> np.ndarray:
         return self.weights_

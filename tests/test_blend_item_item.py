@@ -88,3 +88,16 @@ def test_rank_blender_needs_positives():
     t, _ = _ranking_data(n_learners=3)
     with pytest.raises(ValueError, match="positives and negatives"):
         RankBlender(["good"]).fit(t, np.zeros(len(t)))
+
+
+def test_rank_blender_fits_a_seeded_sample_of_learners_above_max_pairs():
+    t, y = _ranking_data(n_learners=200, per=30)
+    full = RankBlender(["good", "helper"]).fit(t, y)
+    assert full.fit_learners_ == full.learners_with_engagement_
+    small = RankBlender(["good", "helper"], max_pairs=3_000).fit(t, y)
+    assert 0 < small.fit_learners_ < small.learners_with_engagement_
+    # ~3 engagements x 29 other rows per learner: about 3,000 / 87 learners
+    assert abs(small.fit_learners_ - 3_000 / 87) < 15
+    again = RankBlender(["good", "helper"], max_pairs=3_000).fit(t, y)
+    assert again.coefficients() == small.coefficients()  # seeded
+    assert small.coefficients()["helper"] > 0.3  # a sample still finds the signal
