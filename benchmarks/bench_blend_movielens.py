@@ -62,7 +62,9 @@ def main() -> None:
                    "recall@10": ease_row["recall@10"], "auc": float("nan"),
                    "learners": len(ease)}]  # fmt: skip
     pl = res["per_learner"]
-    for system in ("personalized", "served", "two_tower"):
+    for system in ("personalized", "rank", "served", "two_tower"):
+        if system not in set(pl["system"]):
+            continue
         mine = pl[pl["system"] == system].set_index("learner_id")["ndcg@10"]
         common = mine.index.intersection(ease.index)
         t = paired_bootstrap(mine.loc[common], ease.loc[common], n_boot=10_000, seed=0)

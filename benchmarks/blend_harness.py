@@ -111,12 +111,22 @@ def seed_result(name: str, res: dict[str, Any], extra_rows=(), extra: dict | Non
 def summarize(name: str, seeds: list[int], serve: str = "personalized") -> None:
     """The table over seeds from the per-seed result files (mean +- sd, each seed's duel)."""
     per_seed = {s: json.loads((RESULTS / f"{name}_seed{s}.json").read_text()) for s in seeds}
-    systems = [r["system"] for r in per_seed[seeds[0]]["rows"]]
+    # The served lists' row names the kind that served ("served (rank + fallback chain)"),
+    # which `blend.serve=best` may choose differently per seed: one row for all of them.
+    key = lambda system: "served lists" if system.startswith("served (") else system  # noqa: E731
+    systems = [key(r["system"]) for r in per_seed[seeds[0]]["rows"]]
     rows = []
     for system in systems:
-        vals = {m: [next(r[m] for r in p["rows"] if r["system"] == system) for p in
+        vals = {m: [next(r[m] for r in p["rows"] if key(r["system"]) == system) for p in
                     per_seed.values()] for m in ("ndcg@10", "recall@10", "auc")}  # fmt: skip
         row: dict[str, Any] = {"system": system}
+        if system == "served lists":
+            row["served kind per seed"] = " / ".join(
+                next(r["system"] for r in p["rows"] if key(r["system"]) == system)
+                .removeprefix("served (")
+                .split(" +")[0]
+                for p in per_seed.values()
+            )
         for m, v in vals.items():
             v = [x for x in v if x is not None]  # AUC is not defined for served lists
             row[m] = mean(v) if v else None
