@@ -26,7 +26,7 @@ from watchlog.cowatch import binarize_watches
 
 __all__ = ["ItemItem"]
 
-_PAIRS_PER_BLOCK = 1 << 20  # (block, rank) float32 gathers: 1M x 256 x 4 B = 1 GiB at most
+_BLOCK_BYTES = 64 << 20  # each of the two (block, rank) float32 gathers of a block of pairs
 
 
 class ItemItem(BaseEstimator):
@@ -73,8 +73,9 @@ class ItemItem(BaseEstimator):
         right_t = self.ease_.right.T  # (n_courses, rank) view
         courses = course_idx[known]
         scores = np.empty(len(courses), dtype=np.float64)
-        for lo in range(0, len(courses), _PAIRS_PER_BLOCK):
-            sl = slice(lo, lo + _PAIRS_PER_BLOCK)
+        step = max(1, _BLOCK_BYTES // (4 * max(a.shape[1], 1)))  # pairs per block
+        for lo in range(0, len(courses), step):
+            sl = slice(lo, lo + step)
             scores[sl] = np.einsum("ij,ij->i", a[pos[sl]], right_t[courses[sl]])
         out[known] = scores
         return out

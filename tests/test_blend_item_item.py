@@ -101,3 +101,15 @@ def test_rank_blender_fits_a_seeded_sample_of_learners_above_max_pairs():
     again = RankBlender(["good", "helper"], max_pairs=3_000).fit(t, y)
     assert again.coefficients() == small.coefficients()  # seeded
     assert small.coefficients()["helper"] > 0.3  # a sample still finds the signal
+
+
+def test_item_item_pair_scores_do_not_depend_on_the_block_size(monkeypatch):
+    import blend.item_item as module
+
+    X = _watches(seed=3)
+    item = ItemItem(l2=5.0, rank=16).fit(X)
+    rng = np.random.default_rng(2)
+    li, ci = rng.integers(0, 60, 1000), rng.integers(0, 25, 1000)
+    whole = item.score_pairs(X, li, ci)
+    monkeypatch.setattr(module, "_BLOCK_BYTES", 4 * 16 * 7)  # 7 pairs a block: 143 blocks
+    np.testing.assert_array_equal(item.score_pairs(X, li, ci), whole)
