@@ -79,8 +79,8 @@ def faiss_threads(faiss: Any) -> Iterator[None]:
 
 # faiss's flat search multiplies queries by items with BLAS only when queries x d reaches
 # `distance_compute_blas_threshold` (faiss-cpu 1.15: 128,000, i.e. 2,000 queries at d = 64);
-# below it a per-pair loop runs: 1,999 queries took 1.87x as long per query at 10k courses and
-# 5.88x at 100k (d = 64, top-100, 1 thread; benchmarks/results/retrieval_blas.json). So every
+# below it a per-pair loop runs: 1,999 queries took 1.84x as long per query at 10k courses and
+# 6.13x at 100k (d = 64, top-100, 1 thread; benchmarks/results/retrieval.json, part blas). So every
 # chunk of fewer than 2,000 learners (the last one of a call, a service's small batch) paid it.
 BLAS_FROM_QUERIES = 4
 

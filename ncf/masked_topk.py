@@ -23,7 +23,7 @@ below its N-th largest score leaves it only the ~3N scores above that value to s
 `MAX_ITEMS` courses; above that faiss's search with the over-fetch is faster (its top-k does
 fewer replacements per score on long rows, while the sample here grows with m): at 60k
 courses this path took 1.16x faiss's search without an exclusion and the over-fetch 1.31x,
-at 100k 1.54x against 1.29x (benchmarks/results/retrieval_sizes.json). Measured side by side in
+at 100k 1.57x against 1.31x (benchmarks/results/retrieval.json, part sizes). Measured side by side in
 `benchmarks/bench_retrieval.py`. Memory: one (block, m) float32 score block of ~16 MB (the
 size faiss's search uses), the permuted (d, m) items and the (n, N) results.
 """
