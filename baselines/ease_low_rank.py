@@ -26,27 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 from sklearn.utils.extmath import randomized_svd
 
 from watchlog.cowatch import binarize_watches
 
 __all__ = ["LowRankEASE", "LowRankGram", "low_rank_ease", "low_rank_gram"]
-
-_EXACT_MAX = 4096  # a full-rank request with min(learners, courses) up to this is exact
-
-
-def _exact_svd(xb) -> tuple[np.ndarray, np.ndarray]:
-    """X's singular values (r,) and right vectors (r, n_courses), r = min(X's shape), from the
-    eigendecomposition of the smaller Gram matrix (r x r, dense): exact, and several times
-    faster than a randomized SVD asked for every component."""
-    small = (xb @ xb.T) if xb.shape[0] <= xb.shape[1] else (xb.T @ xb)  # (r, r) sparse
-    lam, vec = scipy.linalg.eigh(small.toarray())  # ascending
-    lam, vec = np.maximum(lam[::-1], 0.0), vec[:, ::-1]
-    s = np.sqrt(lam)
-    if xb.shape[1] < xb.shape[0]:  # vec = V already
-        return s, vec.T
-    return s, (np.asarray(xb.T @ vec) / np.where(s > 0, s, 1.0)).T  # vec = U: V = X^T U / s
 
 
 @dataclass(frozen=True)
@@ -83,11 +67,11 @@ class LowRankGram:
     def ease(self, l2: float) -> LowRankEASE:
         _check_l2(l2)
         s, v = self.s, self.v
-        low_diag = (v**2) @ (s**2)  # (V S^2 V^T)_jj
+        low_diag = np.einsum("jk,k,jk->j", v, s**2, v)  # (V S^2 V^T)_jj
         a = np.maximum(self.diag - low_diag, 0.0) + l2  # residual >= 0 up to rounding; + L2
         w = v / a[:, None]  # (n_courses, r) A^-1 V
         m = np.linalg.inv(np.diag(1.0 / s**2) + v.T @ w)  # (r, r)
-        p_diag = 1.0 / a - ((w @ m) * w).sum(axis=1)  # P_jj > 0 (P is positive definite)
+        p_diag = 1.0 / a - np.einsum("jk,kl,jl->j", w, m, w)  # P_jj > 0 (P is positive definite)
         right = (m @ w.T) / p_diag[None, :]  # (r, n_courses)
         return LowRankEASE(w.astype(np.float32), right.astype(np.float32))
 
@@ -97,17 +81,13 @@ def low_rank_gram(watch_matrix: Any, rank: int = 256, seed: int = 0) -> LowRankG
 
     watch_matrix: (n_learners, n_courses) sparse; an entry > 0 is a watch. rank is capped at
     min(n_learners, n_courses); memory: a few (n_learners + n_courses) x rank float64 blocks,
-    never n_courses^2. Asked for every component of a matrix whose smaller side is at most
-    4,096, it is exact (an eigendecomposition of the smaller Gram matrix, at most 128 MB).
+    never n_courses^2.
     """
     if int(rank) < 1:
         raise ValueError(f"rank: must be a positive integer; got {rank!r}")
     xb = binarize_watches(watch_matrix).astype(np.float64).tocsr()  # (n_learners, n_courses)
     r = int(min(rank, *xb.shape))
-    if r == min(xb.shape) and min(xb.shape) <= _EXACT_MAX:
-        s, vt = _exact_svd(xb)  # every component of a small matrix (e.g. MovieLens-100K)
-    else:
-        _, s, vt = randomized_svd(xb, r, n_iter=4, random_state=seed)  # vt: (r, n_courses)
+    _, s, vt = randomized_svd(xb, r, n_iter=4, random_state=seed)  # vt: (r, n_courses)
     keep = s > s.max(initial=0.0) * 1e-7  # null directions out (rank-deficient X; empty: rank 0)
     gram_diag = np.asarray(xb.power(2).sum(axis=0)).ravel()  # G_jj: watchers per course
     return LowRankGram(s[keep], vt[keep].T, gram_diag)

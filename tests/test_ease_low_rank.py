@@ -28,23 +28,6 @@ def test_full_rank_is_dense_ease_off_the_diagonal():
     np.testing.assert_allclose(b[off], dense[off], rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(300, 60), (40, 60)], ids=["more learners", "more courses"])
-def test_every_component_is_exact_ease_whichever_side_is_smaller(shape):
-    """Full rank of a small matrix takes the exact path (the smaller Gram matrix's eigen-
-    decomposition), with fewer learners than courses too (where X's rank < n_courses)."""
-    import baselines.ease_low_rank as module
-
-    x = _watches(*shape)
-    f = low_rank_ease(x, l2=10.0, rank=10_000)
-    b = f.left.astype(np.float64) @ f.right.astype(np.float64)
-    dense = ease_weights(x, 10.0)
-    off = ~np.eye(shape[1], dtype=bool)
-    np.testing.assert_allclose(b[off], dense[off], rtol=1e-3, atol=1e-5)
-    s, vt = module._exact_svd(x.astype(np.float64).tocsr())
-    np.testing.assert_allclose(s, np.linalg.svd(x.toarray(), compute_uv=False), atol=1e-8)
-    assert vt.shape == (min(shape), shape[1])
-
-
 def _share_in_own_block(scores, x, group) -> float:
     """Share of each learner's top 10 (own courses out) in the block its group watches."""
     n_courses = x.shape[1]
