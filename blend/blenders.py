@@ -91,10 +91,21 @@ class _Standardized(BaseEstimator):
         scale = X.std(axis=0)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant column: centred only
 
+    def _fit_z(self, candidates: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
+        """Checks the features and labels, fits the scaler: (Z (n, p) standardized, y (n,))."""
+        X = feature_matrix(candidates, self.features)
+        y = _labels(labels, len(X))
+        self._fit_scaler(X)
+        return (X - self.mean_) / self.scale_, y
+
     def _z(self, candidates: pd.DataFrame) -> np.ndarray:
         if not hasattr(self, "mean_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit first")
         return (feature_matrix(candidates, self.features) - self.mean_) / self.scale_
+
+    def score(self, candidates: pd.DataFrame) -> np.ndarray:
+        """(n,) the global weights on the standardized features."""
+        return self._z(candidates) @ self._global_coef()
 
     def coefficients(self) -> dict[str, float]:
         """Global weights per feature, on the standardized scale."""
@@ -117,9 +128,6 @@ class LinearBlender(_Standardized):
 
     def _global_coef(self) -> np.ndarray:
         return np.array([self.weights[f] for f in self.features], dtype=np.float64)
-
-    def score(self, candidates: pd.DataFrame) -> np.ndarray:
-        return self._z(candidates) @ self._global_coef()
 
     def with_weights(self, w: Sequence[float]) -> LinearBlender:
         """A copy with new weights (same features, same fitted standardization)."""
@@ -173,19 +181,14 @@ class LogisticBlender(_Standardized):
         self.l2 = l2
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> LogisticBlender:
-        X = feature_matrix(candidates, self.features)
-        y = _labels(labels, len(X))
-        self._fit_scaler(X)
+        Z, y = self._fit_z(candidates, labels)
         self.model_ = FixedEffect(l2=self.l2, dtype="float64").fit(
-            (X - self.mean_) / self.scale_, y, sample_weight=sample_weight
+            Z, y, sample_weight=sample_weight
         )
         return self
 
     def _global_coef(self) -> np.ndarray:
         return _slopes(self.model_)
-
-    def score(self, candidates: pd.DataFrame) -> np.ndarray:
-        return self._z(candidates) @ self._global_coef()
 
 
 class RankBlender(_Standardized):
@@ -212,13 +215,9 @@ class RankBlender(_Standardized):
         self.seed = seed
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> RankBlender:
-        X = feature_matrix(candidates, self.features)
-        y = _labels(labels, len(X))
-        self._fit_scaler(X)
+        Z, y = self._fit_z(candidates, labels)
         keep = self._learner_sample(candidates, y)  # (n,) bool: rows of the fitted learners
-        replay = ReplaySet.from_candidates(
-            candidates[keep], ((X - self.mean_) / self.scale_)[keep], y[keep], list(self.features)
-        )
+        replay = ReplaySet.from_candidates(candidates[keep], Z[keep], y[keep], list(self.features))
         w0 = np.zeros(len(self.features))
         w0[0] = 1.0
         res = tune_weights(replay, w0, objective="mean_rank", method="gradient", tau=self.tau)
@@ -231,7 +230,7 @@ class RankBlender(_Standardized):
         fit in `max_pairs` (learners without an engagement add no pair either way)."""
         bounds = learner_bounds(candidates)
         sizes = np.diff(bounds)
-        engaged = np.add.reduceat(y, bounds[:-1]) if len(y) else np.zeros(0)  # (n_learners,)
+        engaged = np.add.reduceat(y, bounds[:-1])  # (n_learners,) engagements (y has some)
         pairs = engaged * (sizes - 1)  # each engagement against the learner's other rows
         self.learners_with_engagement_ = int((engaged > 0).sum())
         if pairs.sum() <= self.max_pairs:
@@ -246,9 +245,6 @@ class RankBlender(_Standardized):
 
     def _global_coef(self) -> np.ndarray:
         return self.weights_
-
-    def score(self, candidates: pd.DataFrame) -> np.ndarray:
-        return self._z(candidates) @ self._global_coef()
 
 
 class PersonalizedBlender(_Standardized):
@@ -290,10 +286,7 @@ class PersonalizedBlender(_Standardized):
         return keys
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> PersonalizedBlender:
-        X = feature_matrix(candidates, self.features)
-        y = _labels(labels, len(X))
-        self._fit_scaler(X)
-        Z = (X - self.mean_) / self.scale_  # (n, p); every coordinate appends its intercept
+        Z, y = self._fit_z(candidates, labels)  # (n, p); every coordinate appends its intercept
         random = {}
         if self.segment_column is not None:
             random["per_segment"] = RandomEffect(
