@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ease import ease_weights
-from baselines.ease_low_rank import low_rank_ease, low_rank_gram
+from baselines.ease_low_rank import LowRankEASE, low_rank_ease, low_rank_gram
 from baselines.ease_model import EASE
 from baselines.selection import Window
 from evaluation import evaluate_full_ranking
@@ -82,10 +82,14 @@ class Teacher:
 
 def fit_teacher(snapshot: Snapshot, l2: float, rank: int | None = None, seed: int = 0) -> Teacher:
     """EASE (L2 `l2`) on the snapshot's history: low-rank with `rank` set, dense without."""
-    key = f"teacher/{snapshot.name}"
     if rank is None:
-        return Teacher(torch.from_numpy(ease_weights(snapshot.history, l2)), key=key)
-    factors = low_rank_ease(snapshot.history, l2, rank=rank, seed=seed)
+        weights = torch.from_numpy(ease_weights(snapshot.history, l2))
+        return Teacher(weights, key=f"teacher/{snapshot.name}")
+    return _low_rank_teacher(snapshot, low_rank_ease(snapshot.history, l2, rank=rank, seed=seed))
+
+
+def _low_rank_teacher(snapshot: Snapshot, factors: LowRankEASE) -> Teacher:
+    key = f"teacher/{snapshot.name}"
     return Teacher(torch.from_numpy(factors.left), key, torch.from_numpy(factors.right))
 
 
@@ -134,6 +138,4 @@ def choose_teacher_l2(
         scores[v] = ranked.summary()["ndcg@10"]
         if best is None or scores[v] > scores[best]:  # ties: the first value
             best, kept = v, factors
-    key = f"teacher/{snapshot.name}"
-    teacher = Teacher(torch.from_numpy(kept.left), key, torch.from_numpy(kept.right))
-    return TeacherChoice(best, scores, teacher)
+    return TeacherChoice(best, scores, _low_rank_teacher(snapshot, kept))
