@@ -43,7 +43,7 @@ __all__ = ["MAX_ITEMS", "SAMPLE_RANK", "masked_top_k"]
 
 MAX_ITEMS = 65_536  # masked wins at 60k courses, the over-fetch at 100k (bench_retrieval)
 SAMPLE_RANK = 8  # the threshold is the 8th largest sampled score: ~35% spread on ~3N above,
-ABOVE = 3.0  # so about 1 row in 150 has fewer than N above it (redone: exact)
+ABOVE = 3.0  # a row with fewer than N above its threshold is rare, and redone: exact
 _BLOCK_FLOATS = 4 << 20  # scores per block: 16 MB, as faiss's 4,096 x 1,024 search blocks
 _SEED = 0  # the permutation that makes a prefix of the catalogue a random sample
 
@@ -108,7 +108,7 @@ def _heap_add(
 ) -> None:
     """Feed every row of `block` (c, m) C-contiguous to the min-heaps (vals, ids) (c, k)
     (faiss `float_minheap_array_t`: keeps the k largest); `sort`: then best first (numpy's
-    SIMD argsort of the (c, k) rows: faster than the heap's own `reorder`, bench_retrieval)."""
+    argsort of the (c, k) rows, in place of the heap's own `reorder`)."""
     heaps = faiss.float_minheap_array_t()
     heaps.k, heaps.nh = int(vals.shape[1]), int(vals.shape[0])
     heaps.val, heaps.ids = faiss.swig_ptr(vals), faiss.swig_ptr(ids)
