@@ -9,9 +9,11 @@ learner matters for the lists.
                                     replay tuning sets); fit only learns the standardization
     RankFusionBlender(columns, k)   reciprocal-rank fusion: sum over columns of 1 / (k + rank)
     LogisticBlender(features, l2)   one global L2 logistic regression (glmix.FixedEffect)
-    RankBlender(features, tau)      linear weights that minimize the soft rank of the learners'
+    RankBlender(features, tau, objective)
+                                    linear weights that optimize the soft rank of the learners'
                                     engaged candidates among their candidates (the replay
-                                    objective of `blend.replay`, learning to rank pairwise)
+                                    objectives of `blend.replay`: mean rank, or ApproxNDCG;
+                                    learning to rank, pairwise)
     PersonalizedBlender(features, ...)
                                     a GLMix on the same features: global coefficients plus
                                     per-segment and per-learner random-effect coefficients,
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 _N_EXAMPLES = 5
+RANK_OBJECTIVES = ("mean_rank", "ndcg")  # RankBlender's: the replay objectives needing no curve
 
 
 def feature_matrix(candidates: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -192,10 +195,13 @@ class LogisticBlender(_Standardized):
 
 
 class RankBlender(_Standardized):
-    """Linear weights fitted to rank: minimize the mean soft rank of each engaged candidate
-    among its learner's candidates (`blend.replay`, L-BFGS on the sigmoid surrogate with
-    temperature `tau` annealed from 10 tau). The first feature's weight is fixed at 1 (ranking
-    is scale-invariant), so it should be a strong one (the two-tower's score).
+    """Linear weights fitted to rank: optimize a replay objective of each engaged candidate's
+    soft rank among its learner's candidates (`blend.replay`, L-BFGS on the sigmoid surrogate
+    with temperature `tau` annealed from 10 tau). objective: `mean_rank` (every engagement's
+    rank counts alike) or `ndcg` (ApproxNDCG: gain 1 / log2(1 + rank), each learner's DCG over
+    its ideal; the top of the list weighs most, as in the offline metric). The first feature's
+    weight is fixed at 1 (ranking is scale-invariant), so it should be a strong one (the
+    two-tower's score).
 
     Why beside the logistic blender: a pointwise loss spends itself on learners' base rates
     and on the easy negatives far down the list; the rank loss only asks that what a learner
@@ -207,22 +213,32 @@ class RankBlender(_Standardized):
     fitted on (`fit_learners_` of `learners_with_engagement_` says how many)."""
 
     def __init__(
-        self, features: Sequence[str], tau: float = 0.3, max_pairs: int = 50_000_000, seed: int = 0
+        self,
+        features: Sequence[str],
+        tau: float = 0.3,
+        objective: str = "mean_rank",
+        max_pairs: int = 50_000_000,
+        seed: int = 0,
     ):
         self.features = features
         self.tau = tau
+        self.objective = objective
         self.max_pairs = max_pairs
         self.seed = seed
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> RankBlender:
+        if self.objective not in RANK_OBJECTIVES:
+            raise ValueError(
+                f"RankBlender objective: must be one of {RANK_OBJECTIVES}, got {self.objective!r}"
+            )
         Z, y = self._fit_z(candidates, labels)
         keep = self._learner_sample(candidates, y)  # (n,) bool: rows of the fitted learners
         replay = ReplaySet.from_candidates(candidates[keep], Z[keep], y[keep], list(self.features))
         w0 = np.zeros(len(self.features))
         w0[0] = 1.0
-        res = tune_weights(replay, w0, objective="mean_rank", method="gradient", tau=self.tau)
+        res = tune_weights(replay, w0, objective=self.objective, method="gradient", tau=self.tau)
         self.weights_ = np.array([res.weights[f] for f in self.features])
-        self.fit_mean_rank_ = res.objective
+        self.fit_objective_ = res.objective  # exact, on the fitted rows: mean rank or NDCG
         return self
 
     def _learner_sample(self, candidates: pd.DataFrame, y: np.ndarray) -> np.ndarray:

@@ -6,13 +6,16 @@ learner's candidates under the blended score s = X w (X: standardized features).
     mean_rank         mean over engagements of the rank (lower is better)
     expected_clicks   mean over engagements of ctr(rank), ctr a click-by-position curve
                       estimated from the impressions' `position` column (higher is better)
+    ndcg              mean over engaged learners of DCG / ideal DCG, gain 1 / log2(1 + rank)
+                      per engagement, untruncated (higher is better): the offline metric's
+                      own shape, each learner counted once however many engagements they have
 
 `tune_weights` minimizes the objective over w with scipy, three ways:
 
-    gradient                L-BFGS on a smooth surrogate: the soft rank
+    gradient                L-BFGS on a smooth surrogate: the objective of the soft rank
                             1 + sum_j sigmoid((s_j - s_i) / tau) over the learner's other
-                            candidates j, with its exact gradient (vectorized over all
-                            (engagement, candidate) pairs)
+                            candidates j (for ndcg: ApproxNDCG, Qin et al. 2010), with its
+                            exact gradient (vectorized over all (engagement, candidate) pairs)
     nelder_mead             Nelder-Mead on the exact (step) objective, as a check
     differential_evolution  differential evolution on the exact objective, as a check (the
                             genetic-algorithm baseline of Stack Overflow's job-matching replay)
@@ -44,7 +47,7 @@ __all__ = [
     "tune_weights",
 ]
 
-OBJECTIVES = ("mean_rank", "expected_clicks")
+OBJECTIVES = ("mean_rank", "expected_clicks", "ndcg")
 METHODS = ("gradient", "nelder_mead", "differential_evolution")
 
 
@@ -137,6 +140,15 @@ class ReplaySet:
     def n_engagements(self) -> int:
         return len(self.engaged)
 
+    def ndcg_weights(self) -> np.ndarray:
+        """(m,) weight of each engagement's gain in the ndcg objective: 1 / (its learner's
+        ideal DCG x the number of engaged learners), so the weighted sum is the mean NDCG."""
+        learner = self.group[self.engaged]
+        per_learner = np.bincount(learner)  # (n_learners,) engagements, 0 for most
+        ideal = np.cumsum(1.0 / np.log2(2.0 + np.arange(per_learner.max())))
+        n = per_learner[learner]  # (m,) engagements of this engagement's learner
+        return 1.0 / (ideal[n - 1] * int((per_learner > 0).sum()))
+
     def ranks(self, w: np.ndarray) -> np.ndarray:
         """(m,) exact rank of each engagement (1 = top), ties counted as half."""
         s = self.X @ np.asarray(w, dtype=np.float64)
@@ -149,6 +161,8 @@ class ReplaySet:
         r = self.ranks(w)
         if kind == "mean_rank":
             return float(r.mean())
+        if kind == "ndcg":
+            return -float(self.ndcg_weights() @ (1.0 / np.log2(1.0 + r)))
         return -float(_curve(curve)(r).mean())
 
     def surrogate(
@@ -167,6 +181,10 @@ class ReplaySet:
         m = self.n_engagements
         if kind == "mean_rank":
             value, outer = soft.mean(), np.full(m, 1.0 / m)
+        elif kind == "ndcg":  # gain ln 2 / ln(1 + soft), its derivative below
+            weight, log1p = self.ndcg_weights(), np.log1p(soft)
+            value = -float(weight @ (np.log(2.0) / log1p))
+            outer = weight * np.log(2.0) / (log1p**2 * (1.0 + soft))
         else:
             c = _curve(curve)
             value, outer = -c(soft).mean(), -c.derivative(soft) / m
@@ -188,7 +206,7 @@ def _curve(curve: PositionCurve | None) -> PositionCurve:
 class TuneResult:
     method: str
     weights: dict[str, float]
-    objective: float  # the exact objective reached (mean rank, or expected clicks)
+    objective: float  # the exact objective reached (mean rank, expected clicks or NDCG)
     seconds: float
     evaluations: int
 
@@ -205,7 +223,7 @@ def tune_weights(
     seed: int = 0,
     max_evaluations: int = 20_000,
 ) -> TuneResult:
-    """Weights minimizing (mean_rank) or maximizing (expected_clicks) the replay objective;
+    """Weights minimizing (mean_rank) or maximizing (expected_clicks, ndcg) the replay objective;
     weight 0 stays at init[0] (scale invariance), the others start at init (bounded to
     +-bound for differential evolution). See the module docstring for the methods."""
     if objective not in OBJECTIVES:

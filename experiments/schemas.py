@@ -277,6 +277,7 @@ class LogisticGridSchema:  # blend.LogisticBlender argument -> values to try
 @dataclass
 class RankGridSchema:  # blend.RankBlender argument -> values to try
     tau: list[float] = MISSING
+    objective: list[str] = MISSING
 
 
 @dataclass

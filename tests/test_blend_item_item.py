@@ -81,7 +81,31 @@ def test_rank_blender_weights_the_informative_feature_and_ignores_noise():
         return float(order[y2 > 0].mean())
 
     assert mean_rank(s) < mean_rank(t2["good"].to_numpy()) - 0.5
-    assert b.fit_mean_rank_ < mean_rank(t["good"].to_numpy())  # fit objective reached
+    assert b.fit_objective_ < mean_rank(t["good"].to_numpy())  # fit objective reached
+
+
+def test_rank_blender_with_the_ndcg_objective_ranks_better_at_the_top():
+    t, y = _ranking_data()
+    b = RankBlender(["good", "helper", "noise"], tau=0.3, objective="ndcg").fit(t, y)
+    w = b.coefficients()
+    assert w["good"] == 1.0 and w["helper"] > 0.5 and abs(w["noise"]) < 0.2, w
+    t2, y2 = _ranking_data(seed=1)
+
+    def ndcg(score):
+        rank = pd.Series(score).groupby(t2["learner_id"]).rank(ascending=False).to_numpy()
+        dcg = pd.Series(y2 / np.log2(1 + rank)).groupby(t2["learner_id"]).sum()
+        n = pd.Series(y2).groupby(t2["learner_id"]).sum().astype(int)
+        ideal = n.map(lambda k: (1 / np.log2(2 + np.arange(k))).sum())
+        return float((dcg[n > 0] / ideal[n > 0]).mean())
+
+    assert ndcg(b.score(t2)) > ndcg(t2["good"].to_numpy()) + 0.02
+    assert 0 < b.fit_objective_ < 1  # the exact NDCG reached on the fitted rows
+
+
+def test_rank_blender_refuses_an_unknown_objective():
+    t, y = _ranking_data(n_learners=10)
+    with pytest.raises(ValueError, match="objective: must be one of"):
+        RankBlender(["good"], objective="expected_clicks").fit(t, y)
 
 
 def test_rank_blender_needs_positives():

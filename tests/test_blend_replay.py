@@ -40,7 +40,31 @@ def test_exact_ranks_match_a_brute_force_count():
     assert rs.objective(w, "mean_rank") == pytest.approx(np.mean(expect))
 
 
-@pytest.mark.parametrize("kind", ["mean_rank", "expected_clicks"])
+def test_exact_ndcg_is_the_mean_over_engaged_learners_of_dcg_over_ideal():
+    rng = np.random.default_rng(4)
+    n_learners, n_cand = 12, 7
+    X = rng.normal(size=(n_learners * n_cand, 3))
+    learner = np.repeat(np.arange(n_learners), n_cand)
+    y = (rng.random(len(learner)) < 0.3).astype(np.int8)
+    y[learner == 0] = 0  # a learner without engagements does not count
+    table = pd.DataFrame({"learner_id": learner, "course_id": np.tile(np.arange(n_cand), 12)})
+    rs = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"])
+    w = np.array([1.0, 0.5, -0.2])
+    s = X @ w
+    per_learner = []
+    for u in range(1, n_learners):
+        mine = learner == u
+        if y[mine].sum() == 0:
+            continue
+        rank = 1 + np.argsort(np.argsort(-s[mine]))  # 1 = top; no ties in normal draws
+        dcg = (y[mine] / np.log2(1 + rank)).sum()
+        ideal = (1 / np.log2(2 + np.arange(y[mine].sum()))).sum()
+        per_learner.append(dcg / ideal)
+    assert -rs.objective(w, "ndcg") == pytest.approx(np.mean(per_learner))
+    assert 0 < np.mean(per_learner) < 1
+
+
+@pytest.mark.parametrize("kind", ["mean_rank", "expected_clicks", "ndcg"])
 def test_surrogate_gradient_matches_finite_differences(kind):
     rs, *_ = _replay(n_learners=15, n_cand=8)
     curve = PositionCurve(0.3, 1.1)
@@ -70,6 +94,17 @@ def test_expected_clicks_are_maximized():
     before = -rs.objective(np.array([1.0, 0.0, 0.0]), "expected_clicks", curve)
     res = tune_weights(rs, [1.0, 0.0, 0.0], objective="expected_clicks", curve=curve)
     assert res.objective > before
+
+
+def test_ndcg_is_maximized_and_finds_the_useful_feature():
+    rs, *_ = _replay(seed=3)
+    before = -rs.objective(np.array([1.0, 0.0, 0.0]), "ndcg")
+    res = tune_weights(rs, [1.0, 0.0, 0.0], objective="ndcg")
+    assert res.objective > before + 0.02, (res.objective, before)
+    assert res.objective == pytest.approx(
+        -rs.objective(np.array(list(res.weights.values())), "ndcg")
+    )
+    assert 0.15 < res.weights["b"] < 1.5 and abs(res.weights["c"]) < 0.4, res.weights
 
 
 def test_tune_weights_rejects_bad_arguments():
