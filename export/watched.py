@@ -41,6 +41,8 @@ def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.cs
             )
         if row_ids.equals(learners.index) and col_ids.equals(courses.index):
             # already on the publish's indices (the usual case: the same id maps): no remap
+            if _canonical_bool_csr(watched.matrix):
+                return watched.matrix  # read only here: no second copy of a large input
             matrix = sp.csr_matrix(watched.matrix, dtype=bool, copy=True)
             matrix.eliminate_zeros()
             matrix.sum_duplicates()
@@ -66,3 +68,15 @@ def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.cs
     matrix = sp.csr_matrix((np.ones(int(ok.sum()), dtype=bool), (rows[ok], cols[ok])), shape=shape)
     matrix.sum_duplicates()  # also sorts each row's columns: export.checks relies on it
     return matrix
+
+
+def _canonical_bool_csr(matrix: Any) -> bool:
+    """A boolean CSR with sorted, unique columns per row and no stored False: what the gate
+    reads, as is."""
+    return (
+        sp.issparse(matrix)
+        and matrix.format == "csr"
+        and matrix.dtype == bool
+        and matrix.has_canonical_format
+        and bool(matrix.data.all())
+    )

@@ -116,7 +116,7 @@ def test_a_repeated_course_fails_unique_pairs(tmp_path):
     assert gate.examples == [(0, int(frame.loc[0, "course_id"]))]
 
 
-@pytest.mark.parametrize("form", ["csr", "csr in other id maps", "pairs"])
+@pytest.mark.parametrize("form", ["csr", "csr bool", "csr in other id maps", "pairs"])
 def test_an_already_watched_course_fails_not_watched(tmp_path, form):
     data = lists()
     frame = data.frame()
@@ -127,7 +127,8 @@ def test_an_already_watched_course_fails_not_watched(tmp_path, form):
         if form == "csr in other id maps":  # other order, an extra learner: remapped
             learners = pd.Index([10**9, *learners[::-1]])
             courses = courses[np.random.default_rng(0).permutation(len(courses))]
-        matrix = np.zeros((len(learners), len(courses)), dtype=np.float32)
+        dtype = bool if form == "csr bool" else np.float32  # bool: used without a copy
+        matrix = np.zeros((len(learners), len(courses)), dtype=dtype)
         matrix[learners.get_indexer(pairs.learner_id), courses.get_indexer(pairs.course_id)] = 1
         import scipy.sparse as sp
 
@@ -283,3 +284,23 @@ def test_setup_errors_name_the_argument(tmp_path):
         GateConfig(k=0)
     with pytest.raises(ValueError, match="min_coverage"):
         GateConfig(k=3, min_coverage=1.5)
+
+
+def test_watched_pairs_already_canonical_are_used_without_a_copy():
+    import scipy.sparse as sp
+
+    from export.view import IdLookup
+    from export.watched import watched_matrix
+
+    learners, courses = IdLookup([5, 6, 7], "learners"), IdLookup([10, 11], "catalogue")
+    canonical = sp.csr_matrix(np.array([[1, 0], [0, 1], [1, 1]], dtype=bool))
+    assert watched_matrix(WatchedPairs(canonical, [5, 6, 7], [10, 11]), learners, courses) is (
+        canonical
+    )
+    # a stored False is not a watched pair: such a matrix is copied, the caller's left as is
+    stored_false = sp.csr_matrix(
+        (np.array([True, False]), np.array([0, 1]), np.array([0, 2, 2, 2])), shape=(3, 2)
+    )
+    got = watched_matrix(WatchedPairs(stored_false, [5, 6, 7], [10, 11]), learners, courses)
+    assert got is not stored_false and got.nnz == 1 and stored_false.nnz == 2
+    assert got.toarray().tolist() == [[True, False], [False, False], [False, False]]
