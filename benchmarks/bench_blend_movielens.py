@@ -45,7 +45,7 @@ def ease_per_user(out: Path, seed: int) -> tuple[pd.Series, dict]:
 def main() -> None:
     if (cli := command_line(NAME, __doc__)) is None:
         return
-    out, seed, extra = cli
+    out, seed, extra, name = cli
     overrides = [
         *ML100K,
         "trainer.max_epochs=200",  # as bench_ncf_movielens
@@ -69,7 +69,7 @@ def main() -> None:
         common = mine.index.intersection(ease.index)
         t = paired_bootstrap(mine.loc[common], ease.loc[common], n_boot=10_000, seed=0)
         res["blend"]["tournaments"][f"{system} vs EASE"] = vars(t)
-    seed_result(NAME, res, extra_rows=extra_rows, extra={"ease": ease_row})
+    seed_result(name, res, extra_rows=extra_rows, extra={"ease": ease_row})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ NAME = "blend_synthetic"
 def main() -> None:
     if (cli := command_line(NAME, __doc__)) is None:
         return
-    out, seed, extra = cli
+    out, seed, extra, name = cli
     overrides = [
         "data=synthetic",
         "trainer.max_epochs=60",  # early stopping decides, as in bench_ncf_synthetic
@@ -41,7 +41,7 @@ def main() -> None:
         for ceiling in ("oracle", "oracle (whole catalogue)")
     }
     print(f"gap from {better} to the oracle closed by the personalized blend: {gaps}")
-    seed_result(NAME, res, extra={"gap_closed": gaps, "better_single_on_test": better})
+    seed_result(name, res, extra={"gap_closed": gaps, "better_single_on_test": better})
 
 
 if __name__ == "__main__":

@@ -36,20 +36,23 @@ COMMON = (
 )
 
 
-def command_line(name: str, doc: str) -> tuple[Path, int, list[str]] | None:
-    """`--seed N [overrides]` -> (this seed's output folder, seed, overrides), with torch on
-    one thread; `--summarize SEED ...` writes the summary over seeds and returns None."""
+def command_line(name: str, doc: str) -> tuple[Path, int, list[str], str] | None:
+    """`--seed N [--name NAME] [overrides]` -> (this seed's output folder, seed, overrides,
+    results name), with torch on one thread; `--summarize SEED ...` writes the summary over
+    seeds and returns None. `--name` keeps a variant's results (runs with extra overrides)
+    apart from the benchmark's own files."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summarize", type=int, nargs="+", metavar="SEED")
     p.add_argument("--out", default=f"/tmp/bench_{name}")
+    p.add_argument("--name", default=name, help=f"results/<name>_seed<N>.json (default {name})")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
     args = p.parse_args()
     if args.summarize:
-        summarize(name, args.summarize)
+        summarize(args.name, args.summarize)
         return None
     torch.set_num_threads(1)
-    return Path(args.out) / f"seed{args.seed}", args.seed, args.overrides
+    return Path(args.out) / f"seed{args.seed}", args.seed, args.overrides, args.name
 
 
 def run_seed(out: Path, seed: int, overrides: list[str]) -> dict[str, Any]:

@@ -14,12 +14,19 @@ import pytest
 from experiments.pipeline import run as run_pipeline
 from tests.pipeline_fakes import FAST, compose_cfg
 
+# both rank objectives reach the fits (one temperature, to keep the run short)
+RANK_GRID = ["blend.variants.rank.tau=[0.3]", "blend.variants.rank.objective=[mean_rank,ndcg]"]
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pipeline")
     cfg = compose_cfg(
-        "pipeline", *FAST, f"paths.output_dir={out}", f"export.sink.path={out / 'lists'}"
+        "pipeline",
+        *FAST,
+        *RANK_GRID,
+        f"paths.output_dir={out}",
+        f"export.sink.path={out / 'lists'}",
     )
     run_pipeline(cfg)
     return out
@@ -41,6 +48,12 @@ def test_the_pipeline_blends_judges_and_publishes(run_dir):
         "zscore", "log_softmax",
     }  # fmt: skip
     assert m["chosen"]["personalized"]["settings"]["normalization"] in ("zscore", "log_softmax")
+    rank_variants = {r["variant"] for r in m["validation"] if r["kind"] == "rank"}
+    assert rank_variants == {
+        f"{norm}, tau=0.3, objective={o}"
+        for norm in ("zscore", "log_softmax")
+        for o in ("mean_rank", "ndcg")
+    }
     ndcg = {r["system"]: r["ndcg@10"] for r in m["test"]}
     # the true affinity: far above the models (seeded data, so a fixed outcome)
     assert ndcg["oracle (whole catalogue)"] > ndcg["oracle"] > ndcg["two_tower"] + 0.1
@@ -103,7 +116,8 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
     from export import GateError, current_version
 
     before = json.loads((run_dir / "blend" / "metrics.json").read_text())
-    cfg = compose_cfg("blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")])
+    blend_overrides = [o for o in [*FAST, *RANK_GRID] if o.startswith("blend.")]
+    cfg = compose_cfg("blend", f"run_dir={run_dir}", *blend_overrides)
     again = run_blend(cfg)
     # same data, models, config and seed: the same choice and the same test figures
     assert [r["variant"] for r in again["validation"]] == [
