@@ -39,7 +39,8 @@ multiplying with BLAS, 2,000 queries at d = 64) at 10k and 100k courses, under f
 threshold and under ours (BLAS from 4 queries), 3 interleaved rounds: ms per query.
 `--parts blas` alone writes results/retrieval_blas.json.
 
-Part "recommend": `NCFRecommender.recommend` for every learner (a random two-tower with the
+Part "recommend" (`--repeats R`: R measurements in turn, each with fresh data and buffers, to
+show how much the fresh-buffer peer moves): `NCFRecommender.recommend` for every learner (a random two-tower with the
 default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
 against the matmul alone of the same shape on the learner tower's output (fresh buffers, and
 into a reused buffer), interleaved in 10 slices of learners (so all see the same load); the
@@ -441,6 +442,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="part recommend: measured this many times, in turn"
+    )
     args = parser.parse_args(argv)
     import faiss
 
@@ -462,7 +466,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         out["blas"] = blas_rows([10_000, 100_000])
         print_table(out["blas"], "faiss flat search, 1,999 queries: its BLAS threshold vs ours")
     if "recommend" in args.parts:
-        out["recommend"] = [recommend_row(50_000 if args.quick else 1_000_000)]
+        n = 50_000 if args.quick else 1_000_000
+        out["recommend"] = [
+            {"repeat": i + 1, **recommend_row(n)} if args.repeats > 1 else recommend_row(n)
+            for i in range(args.repeats)
+        ]
         print_table(out["recommend"], f"recommend(), top-{TOP} of {N_COURSES:,}, 1 thread")
     if "ann" in args.parts:
         courses = [10_000, 30_000] if args.quick else [10_000, 100_000]
