@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -140,9 +141,11 @@ class ReplaySet:
     def n_engagements(self) -> int:
         return len(self.engaged)
 
+    @cached_property
     def ndcg_weights(self) -> np.ndarray:
         """(m,) weight of each engagement's gain in the ndcg objective: 1 / (its learner's
-        ideal DCG x the number of engaged learners), so the weighted sum is the mean NDCG."""
+        ideal DCG x the number of engaged learners), so the weighted sum is the mean NDCG.
+        Computed once: every surrogate evaluation of an L-BFGS run reads it."""
         learner = self.group[self.engaged]
         per_learner = np.bincount(learner)  # (n_learners,) engagements, 0 for most
         ideal = np.cumsum(1.0 / np.log2(2.0 + np.arange(per_learner.max())))
@@ -162,7 +165,7 @@ class ReplaySet:
         if kind == "mean_rank":
             return float(r.mean())
         if kind == "ndcg":
-            return -float(self.ndcg_weights() @ (1.0 / np.log2(1.0 + r)))
+            return -float(self.ndcg_weights @ (1.0 / np.log2(1.0 + r)))
         return -float(_curve(curve)(r).mean())
 
     def surrogate(
@@ -182,7 +185,7 @@ class ReplaySet:
         if kind == "mean_rank":
             value, outer = soft.mean(), np.full(m, 1.0 / m)
         elif kind == "ndcg":  # gain ln 2 / ln(1 + soft), its derivative below
-            weight, log1p = self.ndcg_weights(), np.log1p(soft)
+            weight, log1p = self.ndcg_weights, np.log1p(soft)
             value = -float(weight @ (np.log(2.0) / log1p))
             outer = weight * np.log(2.0) / (log1p**2 * (1.0 + soft))
         else:
