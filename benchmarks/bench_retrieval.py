@@ -40,11 +40,11 @@ threshold and under ours (BLAS from 4 queries), 3 interleaved rounds: ms per que
 `--parts blas` alone writes results/retrieval_blas.json.
 
 Part "recommend" (`--repeats R`: R measurements in turn, each with fresh data and buffers, to
-show how much the fresh-buffer peer moves): `NCFRecommender.recommend` for every learner (a random two-tower with the
-default towers, 20 draws of watched courses each, excluded), top 100 over 10,000 courses,
-against the matmul alone of the same shape on the learner tower's output (fresh buffers, and
-into a reused buffer), interleaved in 10 slices of learners (so all see the same load); the
-learner tower is timed apart (recommend() includes it).
+show how much the fresh-buffer peer moves): `NCFRecommender.recommend` for every learner (a
+random two-tower with the default towers, 20 draws of watched courses each, excluded), top
+100 over 10,000 courses, against the matmul alone of the same shape on the learner tower's
+output (fresh buffers, and into a reused buffer), interleaved in 10 slices of learners (so all
+see the same load); the learner tower is timed apart (recommend() includes it).
 
 Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
 'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
