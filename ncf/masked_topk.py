@@ -1,50 +1,58 @@
-"""Exact top-N by dot product with a per-query mask (courses already watched), on the CPU:
-one matmul per block of queries, the masked entries set to -inf, then faiss's heap
-(`HeapArray.addn`) per row, seeded with a threshold taken from the block's own scores.
+"""Exact top-N by dot product, optionally with a per-query mask (courses already watched),
+on the CPU: one matmul per small block of queries, the masked entries set to -inf, then a
+threshold select per row.
 
-    idx, scores = masked_top_k(queries, items_t, N, exclude_csr)
+    idx, scores = masked_top_k(queries, items, N, exclude_csr)   # exclude_csr may be None
 
 Why not faiss's search: it cannot mask per query, so the exclusion has to over-fetch (ask
 for N + the chunk's largest excluded count and drop the excluded ids afterwards), and at
-top-100 of 10,000 courses about half of faiss's time is the top-k, not the product: the heap
-is replaced about N ln(m / N) times per row. Seeding every row's heap at a value a little
-below its N-th largest score leaves it only the ~3N scores above that value to sort:
+top-100 of 10,000 courses about half of faiss's time is its top-k, not the product: its heap
+is replaced about N ln(m / N) times per row, ~50 ns each. Here every row instead:
 
   threshold  the `SAMPLE_RANK`-th largest score among the row's first s columns of a randomly
              permuted catalogue (a random sample of its courses, the same for every row),
-             with s chosen so that about 3N of the row's m scores exceed it;
-  heap       faiss's min-heap of N (value, id) per row, filled with (threshold, -1) and fed
-             the whole row: only scores above the threshold enter;
-  exact      a row whose heap still holds a -1 at the end had fewer than N scores above its
-             threshold; it is redone from an empty heap. So the result never depends on the
-             sample, only the time does.
+             with s chosen so that about `ABOVE` x N of the row's m scores exceed it
+             (`np.partition` on the (block, s) sample);
+  select     one vectorised compare of the block against the thresholds and `flatnonzero`
+             (~2N of m entries survive), then one sort of 64-bit keys (row | descending
+             score | column) of the survivors: the lists come out best first;
+  exact      a row with fewer than N scores above its threshold is redone from an empty
+             faiss heap (`HeapArray.addn`). So the result never depends on the sample, only
+             the time does.
 
-`ncf.retrieval.top_k_by_dot` uses it for exact search with an exclusion on catalogues up to
-`MAX_ITEMS` courses; above that faiss's search with the over-fetch is faster (its top-k does
-fewer replacements per score on long rows, while the sample here grows with m): at 60k
-courses this path took 1.16x faiss's search without an exclusion and the over-fetch 1.31x,
-at 100k 1.57x against 1.31x (benchmarks/results/retrieval.json, part sizes). Measured side by side in
-`benchmarks/bench_retrieval.py`. Memory: one (block, m) float32 score block of ~16 MB (the
-size faiss's search uses), the permuted (d, m) items and the (n, N) results.
+The product is numpy's (OpenBLAS in its wheels; at d = 64 it was faster here than torch's
+MKL), on torch's thread count (threadpoolctl), in blocks of ~2 MB so the block is still in
+cache for the compare. `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
+catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above that faiss's search
+(with the over-fetch) is used. Measured side by side in `benchmarks/bench_retrieval.py`
+(results/retrieval.json). Memory: one (block, m) float32 score block of ~2 MB and its
+survivors, the permuted (d, m) items and the (n, N) results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ncf.ann import faiss_threads, load_faiss
 
 __all__ = ["MAX_ITEMS", "SAMPLE_RANK", "masked_top_k"]
 
-MAX_ITEMS = 65_536  # masked wins at 60k courses, the over-fetch at 100k (bench_retrieval)
-SAMPLE_RANK = 8  # the threshold is the 8th largest sampled score: ~35% spread on ~3N above,
-ABOVE = 3.0  # a row with fewer than N above its threshold is rare, and redone: exact
-_BLOCK_FLOATS = 4 << 20  # scores per block: 16 MB, as faiss's 4,096 x 1,024 search blocks
+MAX_ITEMS = 65_536  # above it faiss's search (bench_retrieval, part sizes)
+SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
+ABOVE = 2.0  # a row with fewer than N above its threshold is rare (~0.5%), and redone: exact
+_BLOCK_FLOATS = 512 << 10  # scores per block: 2 MB, so the block stays in cache between passes
+_MIN_ROWS, _MAX_ROWS = 32, 4096  # rows per block: the product packs the items once per block
+_COL_BITS = 20  # selection keys: row (12 bits: _MAX_ROWS) | score (32) | column (20)
+_SIGN = np.uint32(0x80000000)
+_BLAS: ThreadpoolController | None = None
 _SEED = 0  # the permutation that makes a prefix of the catalogue a random sample
 
 
@@ -63,44 +71,87 @@ def masked_top_k(
     wrapper of the block loop (progress)."""
     faiss = load_faiss()
     n, m = int(queries.shape[0]), int(items.shape[0])
+    if m > 1 << _COL_BITS:  # the selection keys hold a column in _COL_BITS bits
+        raise ValueError(f"masked_top_k: at most {1 << _COL_BITS:,} items; got {m:,}")
     perm = np.random.default_rng(_SEED).permutation(m)  # (m,) permuted position -> item
-    items_t = items.to("cpu", torch.float32)[torch.from_numpy(perm)].T.contiguous()  # (d, m)
-    q = queries.to("cpu", torch.float32)
+    items_t = (
+        items.to("cpu", torch.float32)[torch.from_numpy(perm)].T.contiguous().numpy()
+    )  # (d, m)
+    q = queries.detach().to("cpu", torch.float32).contiguous().numpy()  # (n, d)
     sample = min(m, math.ceil(SAMPLE_RANK * m / (ABOVE * N)))  # ~3N scores above its top-8
     rank = min(SAMPLE_RANK, sample)
-    block = int(np.clip(_BLOCK_FLOATS // max(m, 1), 16, 4096))
+    block = int(np.clip(_BLOCK_FLOATS // max(m, 1), _MIN_ROWS, _MAX_ROWS))
     if exclude is not None:
         where = np.empty(m, np.int64)
         where[perm] = np.arange(m)  # item -> permuted position
         ex_ptr, ex_col = exclude.indptr, where[exclude.indices]
     idx = np.full((n, N), -1, dtype=np.int64)
     scores = np.empty((n, N), dtype=np.float32)
-    buf = torch.empty((block, m), dtype=torch.float32)  # (block, m) scores, reused
+    buf = np.empty((block, m), dtype=np.float32)  # (block, m) scores, reused
     starts = range(0, n, block)
-    with faiss_threads(faiss):
+    with faiss_threads(faiss), _blas_threads():
         for lo in starts if track is None else track(starts, len(starts)):
             hi = min(n, lo + block)
-            s = buf[: hi - lo]
-            torch.mm(q[lo:hi], items_t, out=s)  # (c, m)
-            flat = s.numpy()
+            flat = buf[: hi - lo]
+            np.matmul(q[lo:hi], items_t, out=flat)  # (c, m)
             if exclude is not None and ex_ptr[hi] > ex_ptr[lo]:
                 rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
                 flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
-            seed = _kth_largest(faiss, flat[:, :sample], rank)  # (c,)
-            out_s, out_i = scores[lo:hi], idx[lo:hi]
-            out_s[:] = seed[:, None]  # a heap of equal values is a valid heap
-            _heap_add(faiss, out_s, out_i, flat)
-            short = np.flatnonzero(out_i[:, -1] < 0)  # fewer than N above the seed: redo
-            if short.size:
+            seed = _kth_largest(flat[:, :sample], rank)  # (c,)
+            out_i, out_s, short = _select_above(flat, seed, N)
+            idx[lo:hi], scores[lo:hi] = out_i, out_s
+            if short.size:  # fewer than N above the seed: redo from an empty heap
                 again_s = np.empty((short.size, N), np.float32)
                 again_i = np.full((short.size, N), -1, dtype=np.int64)
                 again_s[:] = -np.finfo(np.float32).max  # faiss's own empty value
                 _heap_add(faiss, again_s, again_i, np.ascontiguousarray(flat[short]))
-                out_s[short], out_i[short] = again_s, again_i
+                idx[lo + short], scores[lo + short] = again_i, again_s
     hit = idx >= 0
     scores[~hit] = -np.inf  # padding: rows with fewer than N allowed items
     idx[hit] = perm[idx[hit]]  # permuted positions -> item indices
     return idx, scores
+
+
+def _select_above(
+    flat: np.ndarray, seed: np.ndarray, N: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The N best of each row of `flat` (c, m) among its scores above `seed` (c,), best first:
+    (idx (c, N) int64 columns, scores (c, N) float32, short (s,) the rows with fewer than N
+    scores above their seed, whose lists here are meaningless and must be redone).
+
+    One vectorised compare and `flatnonzero` over the block (~3N of m entries survive), then
+    one sort of 64-bit keys (row | descending score | column) over the survivors only: a
+    survivor costs a few numpy passes, where faiss's seeded heap pays a ~50 ns replace-top
+    for each, and the lists come out sorted (no argsort of the results)."""
+    c, m = flat.shape
+    pos = np.flatnonzero(flat > seed[:, None])  # (K,) row-major positions above the seed
+    rows = pos // m
+    bits = flat.reshape(-1)[pos].view(np.uint32)  # (K,) the scores' IEEE bits
+    desc = np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)  # ascending <=> descending score
+    keys = (rows.astype(np.uint64) << (32 + _COL_BITS)) | (desc.astype(np.uint64) << _COL_BITS)
+    keys |= (pos - rows * m).astype(np.uint64)  # column < 2**_COL_BITS, row < 2**12
+    keys.sort()  # by row, then best score first, ties by column
+    count = np.bincount(rows, minlength=c)  # (c,) survivors per row
+    first = np.cumsum(count) - count  # (c,) each row's first key
+    if keys.size == 0:  # nothing above any seed: every row is short
+        return np.full((c, N), -1, np.int64), np.empty((c, N), np.float32), np.arange(c)
+    take = keys[
+        np.minimum(first[:, None] + np.arange(N), keys.size - 1)
+    ]  # (c, N); short rows: junk
+    desc = ((take >> _COL_BITS) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    out_s = np.where(desc >= _SIGN, desc, ~desc & ~_SIGN).view(np.float32)  # the bits back
+    out_i = (take & np.uint64((1 << _COL_BITS) - 1)).astype(np.int64)
+    return out_i, out_s, np.flatnonzero(count < N)
+
+
+@contextlib.contextmanager
+def _blas_threads() -> Iterator[None]:
+    """numpy's BLAS (the product above) on torch's thread count for the duration, as faiss."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()  # scans the loaded libraries once per process
+    with _BLAS.limit(limits=max(1, torch.get_num_threads()), user_api="blas"):
+        yield
 
 
 def _heap_add(
@@ -119,10 +170,8 @@ def _heap_add(
         ids[:] = np.take_along_axis(ids, order, axis=1)
 
 
-def _kth_largest(faiss: Any, part: np.ndarray, k: int) -> np.ndarray:
-    """(c,) the k-th largest value of every row of `part` (c, s) (-FLT_MAX when a row has
-    fewer than k values above it, e.g. masked ones): the top of a k-heap fed the row."""
-    vals = np.full((part.shape[0], k), -np.finfo(np.float32).max, dtype=np.float32)
-    ids = np.full((part.shape[0], k), -1, dtype=np.int64)
-    _heap_add(faiss, vals, ids, np.ascontiguousarray(part), sort=False)
-    return vals[:, 0].copy()  # the heap's top: its smallest kept value
+def _kth_largest(part: np.ndarray, k: int) -> np.ndarray:
+    """(c,) the k-th largest value of every row of `part` (c, s), 1 <= k <= s (-inf when
+    masked entries fill the rows' top k): numpy's introselect, 2.5x faiss's k-heap here."""
+    s = part.shape[1]
+    return np.partition(part, s - k, axis=1)[:, s - k]

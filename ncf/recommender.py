@@ -11,8 +11,8 @@
     rec.save("out/model"); rec = NCFRecommender.load("out/model")
 
 Learner embeddings are computed in chunks from the snapshot's history bags; retrieval is an
-exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: masked products and a seeded faiss
-heap, faiss's flat search, or matmul + `torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
+exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: masked products and a threshold
+select, faiss's flat search, or matmul + `torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
 (or `recommend(..., method=)`) searches approximately instead, for catalogues of 100k+
 courses: the index is built once per recommender and method; `method="exact"` always wins
 (evaluation passes it). The setting is not saved with the model: a loaded recommender is

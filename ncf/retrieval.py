@@ -6,21 +6,20 @@
 
 Exact paths, the same results (up to ties and float rounding):
   faiss (CPU, the default when faiss is importable):
-    * nothing to exclude: per chunk of queries, faiss's flat inner-product search
-      (`ncf.ann.ItemIndex`): BLAS products of 4,096 x 1,024 blocks and a top-k inside faiss,
-      no (chunk, m) score matrix kept and no `torch.topk` paid;
-    * an exclusion on a catalogue of at most `MAX_ITEMS` (65,536) courses: masked products and
-      faiss's heap seeded with a sampled threshold (`ncf.masked_topk`): the excluded entries
-      are set to -inf in a 16 MB block of scores, so nothing is over-fetched;
-    * an exclusion on a larger catalogue: faiss's search with the over-fetch: rows are taken
-      in order of their excluded count, each chunk asks for N + (its largest count) and the
-      excluded ids are dropped before cutting to N; a row excluding more than
-      `heavy_limit(N)` items (max(N, 128)), where that over-fetch would cost more than
-      masking, is ranked by the torch path instead.
-    100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py): with the exclusion
-    the masked path takes about faiss's own time without one, the over-fetch ~1.2x it; a
-    faiss selector per learner (`IDSelectorNot`) is exact too but needs one search per
-    learner: 3-4x.
+    * a catalogue of at most `MAX_ITEMS` (65,536) courses, with or without an exclusion:
+      products in ~2 MB blocks, the excluded entries set to -inf, and a threshold select per
+      row (`ncf.masked_topk`: a sampled threshold, a vectorised compare, a sort of the ~2N
+      survivors; faiss's heap only for the rare row with too few above its threshold);
+    * a larger catalogue: per chunk of queries, faiss's flat inner-product search
+      (`ncf.ann.ItemIndex`), and for an exclusion the over-fetch: rows are taken in order of
+      their excluded count, each chunk asks for N + (its largest count) and the excluded ids
+      are dropped before cutting to N; a row excluding more than `heavy_limit(N)` items
+      (max(N, 128)), where that over-fetch would cost more than masking, is ranked by the
+      torch path instead.
+    100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py): the first path
+    takes ~0.6x faiss's own search time (without an exclusion), with or without one; the
+    over-fetch ~1.2x; a faiss selector per learner (`IDSelectorNot`) is exact too but needs
+    one search per learner: 3-4x.
   torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
     (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
     Used on CUDA, without faiss, for per-row candidate lists (a CSR: masked on the full
@@ -28,7 +27,7 @@ Exact paths, the same results (up to ties and float rounding):
     would not report an inf/NaN score; torch raises on NaN as evaluation does).
 Memory is bounded by the chunk: `chunk_size x m` float32 scores on the torch path,
 `chunk_size x (N + excluded)` results plus faiss's 16 MB block on the faiss search path, a
-16 MB score block and a (d, m) permuted copy of the items on the masked path; the (n, N)
+~2 MB score block and a (d, m) permuted copy of the items on the masked path; the (n, N)
 results on every path.
 
 Approximate search (`method="hnsw" | "ivf"`, or a fitted `ItemIndex` reused across calls) is
@@ -200,7 +199,7 @@ def top_k_by_dot(
         if index.approximate:
             _log.debug("per-row candidates: scored exactly, not with the %s index", index.method)
         idx, scores = _torch_top_k(q, it, N, np.arange(n), ex, per_row, chunk_size, dev)
-    elif not index.fitted and _masked_path(ex, it, index):
+    elif not index.fitted and _masked_path(it, index):
         idx, scores = masked_top_k(q, it, N, ex, track=_track)
     else:
         index = index if index.fitted else index.clone().fit(it)
@@ -211,10 +210,11 @@ def top_k_by_dot(
     return idx, scores.astype(np.float32, copy=False)
 
 
-def _masked_path(ex: sp.csr_array | None, it: torch.Tensor, index: ItemIndex) -> bool:
-    """Exact search with something to exclude on a catalogue of at most MAX_ITEMS courses:
-    masked products and a seeded faiss heap (`ncf.masked_topk`) beat over-fetching faiss."""
-    return ex is not None and ex.nnz > 0 and not index.approximate and it.shape[0] <= MAX_ITEMS
+def _masked_path(it: torch.Tensor, index: ItemIndex) -> bool:
+    """Exact search on a catalogue of at most MAX_ITEMS courses, with or without an exclusion:
+    products and a threshold select (`ncf.masked_topk`) beat faiss's own search (0.6x its
+    time at 100k x 10k) and its over-fetch for the exclusion."""
+    return not index.approximate and it.shape[0] <= MAX_ITEMS
 
 
 def _padding(n: int, N: int) -> tuple[np.ndarray, np.ndarray]:

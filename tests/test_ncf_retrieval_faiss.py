@@ -1,5 +1,6 @@
-"""ncf.retrieval on faiss against its torch path (both exact CPU paths with an exclusion: the
-masked products with a seeded heap, ncf.masked_topk, and faiss's search with the over-fetch),
+"""ncf.retrieval on faiss against its torch path (both exact CPU paths, with and without an
+exclusion: masked products with a threshold select, ncf.masked_topk, and faiss's search with
+the over-fetch),
 approximate search (ncf.ann), the fallback without faiss, and the retrieval option of
 NCFRecommender."""
 
@@ -37,8 +38,8 @@ def emb():
 
 @pytest.fixture(params=["masked", "over-fetch"])
 def exact_path(request, monkeypatch):
-    """Each exclusion test runs on both exact CPU paths: masked products + seeded heap (the
-    default up to MAX_ITEMS courses) and faiss's search with the over-fetch (above it)."""
+    """Each exclusion test runs on both exact CPU paths: masked products + threshold select
+    (the default up to MAX_ITEMS courses) and faiss's search with the over-fetch (above it)."""
     if request.param == "over-fetch":
         monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)
     return request.param
@@ -87,7 +88,8 @@ def test_exclusion_by_sorted_keys_equals_the_bitset(emb, monkeypatch):
 
 
 def test_faiss_path_is_the_one_taken(emb, monkeypatch):
-    """The equality above must compare two different paths: faiss is really searched."""
+    """The equality above must compare two different paths: above MAX_ITEMS courses faiss
+    is really searched, and the torch path does not search it."""
     q, items = emb
     calls = []
     real = ItemIndex.search
@@ -97,6 +99,7 @@ def test_faiss_path_is_the_one_taken(emb, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(ItemIndex, "search", spy)
+    monkeypatch.setattr(retrieval, "MAX_ITEMS", 299)  # a catalogue above the limit
     top_k_by_dot(q, items, 5, device="cpu")
     assert calls and set(calls) == {"exact"}
     calls.clear()
@@ -104,7 +107,9 @@ def test_faiss_path_is_the_one_taken(emb, monkeypatch):
     assert not calls
 
 
-def test_exclusion_takes_the_masked_path_up_to_max_items_and_faiss_search_above(emb, monkeypatch):
+def test_masked_path_up_to_max_items_with_or_without_exclusion_and_faiss_search_above(
+    emb, monkeypatch
+):
     """The equalities above compare different paths: which one ran is observed, not assumed."""
     q, items = emb
     ex = exclusion(200, 300, seed=1)
@@ -114,31 +119,81 @@ def test_exclusion_takes_the_masked_path_up_to_max_items_and_faiss_search_above(
                         lambda *a, **k: masked.append(1) or real_masked(*a, **k))  # fmt: skip
     monkeypatch.setattr(ItemIndex, "search",
                         lambda self, *a, **k: searched.append(1) or real_search(self, *a, **k))  # fmt: skip
-    top_k_by_dot(q, items, 5, exclude=ex)
-    assert masked and not searched
-    masked.clear()
-    top_k_by_dot(q, items, 5)  # nothing to exclude: faiss's own search
-    assert searched and not masked
-    searched.clear()
+    for kwargs in ({"exclude": ex}, {}):
+        top_k_by_dot(q, items, 5, **kwargs)
+        assert masked and not searched, kwargs
+        masked.clear()
     monkeypatch.setattr(retrieval, "MAX_ITEMS", 299)  # a catalogue above the limit
-    top_k_by_dot(q, items, 5, exclude=ex)
+    for kwargs in ({"exclude": ex}, {}):
+        top_k_by_dot(q, items, 5, **kwargs)
+        assert searched and not masked, kwargs
+        searched.clear()
+    top_k_by_dot(q, items, 5, method="ivf")  # approximate: never the masked path
     assert searched and not masked
 
 
 def test_masked_path_is_exact_when_the_sampled_threshold_is_too_high(emb, monkeypatch):
-    """A row with fewer than N scores above its seed is redone from an empty heap: a seed
+    """A row with fewer than N scores above its threshold is redone from an empty heap: a seed
     above every score (all rows redone) or a huge sample rank give the same lists."""
     q, items = emb
     ex = exclusion(200, 300, seed=7)
     want = torch_path(monkeypatch, q, items, 7, exclude=ex)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
     monkeypatch.setattr(masked_topk, "_kth_largest",
-                        lambda faiss, part, k: np.full(part.shape[0], 1e30, np.float32))  # fmt: skip
+                        lambda part, k: np.full(part.shape[0], 1e30, np.float32))  # fmt: skip
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
     monkeypatch.undo()
     monkeypatch.setattr(masked_topk, "SAMPLE_RANK", 1)  # the sample's best: often too high
-    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)  # 16-row blocks
+    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)  # 16-row blocks: many
+    monkeypatch.setattr(
+        masked_topk, "_MIN_ROWS", 1
+    )  # blocks, the last one short (200 = 12 x 16 + 8)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
+
+
+def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
+    """The 64-bit keys (row | descending score | column) must order negative and positive
+    scores, zeros and the largest floats as the floats do, give the bits back unchanged,
+    ignore -inf (masked entries) and say which rows had fewer than N above their seed."""
+    big = np.finfo(np.float32).max
+    flat = np.array(
+        [
+            [-3.5, 2.0, -0.0, 0.0, -1e-30, 7.25, -np.inf, -2.0],  # mixed signs, a signed zero
+            [1.0, 1.0, -big, big, 0.5, -0.5, 1.0, -np.inf],  # ties, the float range's ends
+            [-np.inf, -np.inf, -np.inf, 5.0, -np.inf, -np.inf, -np.inf, -np.inf],  # 1 allowed
+        ],
+        dtype=np.float32,
+    )
+    seed = np.array([-3.0, -np.inf, 0.0], dtype=np.float32)
+    idx, scores, short = masked_topk._select_above(flat, seed, 4)
+    np.testing.assert_array_equal(short, [2])  # row 2: one score above 0.0, N = 4
+    np.testing.assert_array_equal(
+        idx[0], [5, 1, 3, 2]
+    )  # 7.25, 2.0, +0.0, -0.0 (equal floats: a tie)
+    np.testing.assert_array_equal(scores[0].view(np.uint32), flat[0, [5, 1, 3, 2]].view(np.uint32))
+    np.testing.assert_array_equal(idx[1], [3, 0, 1, 6])  # big, then the three 1.0 by column
+    np.testing.assert_array_equal(scores[1], [big, 1.0, 1.0, 1.0])
+    idx, scores, short = masked_topk._select_above(flat, np.full(3, np.inf, np.float32), 2)
+    np.testing.assert_array_equal(short, [0, 1, 2])  # nothing above: every row redone
+
+
+def test_masked_path_keeps_blas_threads_and_matches_a_full_sort():
+    """The masked path multiplies with numpy's BLAS on torch's thread count and restores
+    the BLAS setting after; its lists are the exact top-N of a full sort."""
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(11)
+    q = rng.normal(size=(500, 8)).astype(np.float32)
+    items = rng.normal(size=(2_000, 8)).astype(np.float32)
+    ex = sp.csr_array((rng.random((500, 2_000)) < 0.01).astype(np.float32))
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    idx, scores = top_k_by_dot(q, items, 50, exclude=ex)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before
+    full = q @ items.T
+    full[ex.toarray() > 0] = -np.inf
+    want = np.argsort(-full, axis=1, kind="stable")[:, :50]
+    np.testing.assert_array_equal(np.sort(idx, axis=1), np.sort(want, axis=1))
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, axis=1), rtol=1e-5)
 
 
 def test_candidates_global_and_per_row_match_torch(emb, monkeypatch, exact_path):
