@@ -14,9 +14,11 @@ interleaved rounds (each once per round), the median reported:
   matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer (the
                          issue's peer; page faults of the fresh 164 MB are most of it)
   ..., reused buffer     the same products into one buffer: the arithmetic alone
+  ..., numpy             fresh buffers, numpy's BLAS (OpenBLAS in its wheels; torch's are MKL):
+                         the masked path multiplies with it, so it is a peer too
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
   top_k_by_dot           the default: faiss's search per chunk without an exclusion; with one,
-                         masked products + a seeded faiss heap (`ncf.masked_topk`)
+                         masked products + a threshold select (`ncf.masked_topk`)
   ..., over-fetch        the exclusion by faiss's search per chunk asking for N + the chunk's
                          largest excluded count (the default above 65,536 courses)
   top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
@@ -43,8 +45,9 @@ Part "recommend" (`--repeats R`: R measurements in turn, each with fresh data an
 show how much the fresh-buffer peer moves): `NCFRecommender.recommend` for every learner (a
 random two-tower with the default towers, 20 draws of watched courses each, excluded), top
 100 over 10,000 courses, against the matmul alone of the same shape on the learner tower's
-output (fresh buffers, and into a reused buffer), interleaved in 10 slices of learners (so all
-see the same load); the learner tower is timed apart (recommend() includes it).
+output (fresh buffers with torch and with numpy, and torch into a reused buffer), interleaved
+in 10 slices of learners (so all see the same load); the learner tower is timed apart
+(recommend() includes it).
 
 Part "ann" (clustered data: 256 Gaussian clusters, so neighbourhoods exist): ItemIndex
 'hnsw' and 'ivf' with the default settings of conf/blend/default.yaml, recall@100 against
@@ -63,6 +66,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 
 from benchmarks.common import peak_rss_gib, print_table, write_result
 
@@ -130,10 +134,25 @@ def torch_only() -> Iterator[None]:
         retrieval.load_faiss = keep
 
 
-def matmul_alone(q: np.ndarray, items: np.ndarray, reuse: bool = False) -> float:
+def matmul_alone(
+    q: np.ndarray, items: np.ndarray, reuse: bool = False, backend: str = "torch"
+) -> float:
     """`q[a:b] @ items.T` per chunk of 4,096: into a fresh (chunk, m) buffer each time (the
     issue's peer: first-touch page faults of 164 MB per chunk are most of its time), or with
-    `reuse` into one buffer (the arithmetic alone: the floor)."""
+    `reuse` into one buffer (the arithmetic alone: the floor). backend 'torch' (its BLAS:
+    MKL in the PyPI wheels) or 'numpy' (OpenBLAS, what the masked path multiplies with)."""
+    if backend == "numpy":
+        item_np = np.ascontiguousarray(items.T)  # (d, m)
+        out_np = np.empty((min(CHUNK, q.shape[0]), items.shape[0]), np.float32) if reuse else None
+        check = 0.0
+        for a in range(0, q.shape[0], CHUNK):
+            rows_np = q[a : a + CHUNK]
+            if reuse:
+                s_np = np.matmul(rows_np, item_np, out=out_np[: rows_np.shape[0]])
+            else:
+                s_np = rows_np @ item_np
+            check += float(s_np[0, 0])
+        return check
     qt, item_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()
     out = torch.empty((min(CHUNK, q.shape[0]), items.shape[0])) if reuse else None
     check = 0.0
@@ -223,6 +242,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
         {
             "matmul alone": lambda: matmul_alone(q, items),
             "matmul into a reused buffer": lambda: matmul_alone(q, items, reuse=True),
+            "matmul alone, numpy": lambda: matmul_alone(q, items, backend="numpy"),
             "faiss IndexFlatIP": lambda: index.search(q, TOP),
             "top_k_by_dot": lambda: top_k_by_dot(q, items, TOP, device="cpu"),
             "top_k_by_dot, exclusion": lambda: top_k_by_dot(
@@ -235,6 +255,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
     floor, flat_s = got["matmul alone"][0], got["faiss IndexFlatIP"][0]
     row("matmul alone", False, floor)
     row("matmul into a reused buffer", False, got["matmul into a reused buffer"][0])
+    row("matmul alone, numpy", False, got["matmul alone, numpy"][0])
     row("faiss IndexFlatIP", False, flat_s)
     for ex in (None, watched):  # the old path, once: it is not the one compared with faiss
         with torch_only():
@@ -245,7 +266,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
         for name in names:
             seconds, new = got[name]
             method = {"top_k_by_dot": "top_k_by_dot (default: faiss search)",
-                      "top_k_by_dot, exclusion": "top_k_by_dot (default: masked + seeded heap)",
+                      "top_k_by_dot, exclusion": "top_k_by_dot (default: masked + threshold select)",
                       }.get(name, "top_k_by_dot, faiss search + over-fetch")  # fmt: skip
             same_ids, same_sets = agreement(new, old)
             row(method, ex is not None, seconds, same_ids=same_ids, same_sets=same_sets)
@@ -257,6 +278,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
     row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")
     for r in rows:
         r["time_over_matmul"] = round(r["cpu_seconds"] / floor, 2)
+        r["time_over_matmul_numpy"] = round(r["cpu_seconds"] / got["matmul alone, numpy"][0], 2)
         r["time_over_faiss_flat"] = round(r["cpu_seconds"] / flat_s, 2)
     rows[0]["watched_per_learner"] = round(watched.nnz / n, 2)
     rows[0]["watched_max"] = int(np.diff(watched.indptr).max())
@@ -379,7 +401,7 @@ def recommend_row(n: int, slices: int = 10) -> dict[str, Any]:
     q = clock.run(lambda: rec._queries(learners))  # (n, d) the learner tower, all learners
     res.update(learner_tower_s=clock.wall, learner_tower_cpu_s=clock.cpu)
     q, items = q.numpy(), rec._items().numpy()
-    totals = np.zeros(5)  # recommend wall, cpu; matmul wall, cpu; reused-buffer matmul cpu
+    totals = np.zeros(6)  # recommend wall, cpu; matmul wall, cpu; reused cpu; numpy cpu
     for part in np.array_split(learners, slices):
         ids, _ = clock.run(lambda part=part: rec.recommend(part, N=TOP))
         assert ids.shape == (part.size, TOP)
@@ -388,11 +410,16 @@ def recommend_row(n: int, slices: int = 10) -> dict[str, Any]:
         totals[2:4] += (clock.wall, clock.cpu)
         clock.run(lambda part=part: matmul_alone(q[part], items, reuse=True))
         totals[4] += clock.cpu
+        clock.run(lambda part=part: matmul_alone(q[part], items, backend="numpy"))
+        totals[5] += clock.cpu
     res.update(recommend_s=totals[0], recommend_cpu_s=totals[1])
     res.update(matmul_s=totals[2], matmul_cpu_s=totals[3], d=int(items.shape[1]))
     res["cpu_over_matmul"] = res["recommend_cpu_s"] / res["matmul_cpu_s"]
     res["matmul_reused_cpu_s"] = totals[4]
     res["cpu_over_matmul_reused"] = res["recommend_cpu_s"] / totals[4]
+    res["matmul_numpy_cpu_s"] = totals[5]
+    res["cpu_over_matmul_numpy"] = res["recommend_cpu_s"] / totals[5]
+    res["cpu_over_faster_matmul"] = res["recommend_cpu_s"] / min(totals[3], totals[5])
     retrieval_cpu = res["recommend_cpu_s"] - res["learner_tower_cpu_s"]
     res["retrieval_cpu_over_matmul"] = retrieval_cpu / res["matmul_cpu_s"]
     res["peak_rss_gib"] = peak_rss_gib()
@@ -450,6 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+    threadpool_limits(1)  # numpy's BLAS too (the numpy peer; the masked path sets its own)
     out: dict[str, list[dict[str, Any]]] = {}
     if "exact" in args.parts:
         out["exact"] = exact_rows(20_000 if args.quick else 100_000)
@@ -483,6 +511,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         units={
             "cpu_seconds": "CPU seconds of one call (1 thread; wall clock on a busy box is not)",
             "time_over_matmul": "cpu_seconds / cpu_seconds of matmul alone (same data, process)",
+            "time_over_matmul_numpy": "cpu_seconds / numpy's (OpenBLAS) matmul alone",
             "time_over_faiss_flat": "cpu_seconds / cpu_seconds of faiss IndexFlatIP.search",
             "same_ids": "share of (learner, rank) entries equal to the torch path's",
             "same_sets": "share of learners whose top-100 set equals the torch path's "
@@ -495,6 +524,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "recommend_s": "NCFRecommender.recommend, all learners, wall clock (_cpu_s: CPU)",
             "cpu_over_matmul": "recommend_cpu_s / matmul_cpu_s (learner tower included)",
             "cpu_over_matmul_reused": "recommend_cpu_s / the reused-buffer matmul's CPU s",
+            "cpu_over_matmul_numpy": "recommend_cpu_s / numpy's (OpenBLAS) fresh-buffer matmul",
+            "cpu_over_faster_matmul": "recommend_cpu_s / the faster of the two fresh matmuls",
             "retrieval_cpu_over_matmul": "(recommend - learner tower) / matmul, CPU seconds",
             "peak_rss_gib": "GiB, peak resident memory of the process so far",
         },
