@@ -9,18 +9,19 @@ comparable when the shared box is busy, which wall time does not (recommend() gi
 
 Part "exact" (learners x 10,000 courses; queries N(0, 1/d), items N(0, 1)); each method
 without and with the exclusion of already-watched courses (per learner a geometric count,
-mean 20, heavy tail, capped at 2,000; uniform courses). The first five are timed in 3
-interleaved rounds (each once per round), the median reported:
+mean 20, heavy tail, capped at 2,000; uniform courses). All but the torch path and the
+selector are timed in 3 interleaved rounds (each once per round), the median reported:
   matmul alone           `q[a:b] @ items.T` per chunk of 4,096 into a fresh buffer (the
                          issue's peer; page faults of the fresh 164 MB are most of it)
   ..., reused buffer     the same products into one buffer: the arithmetic alone
   ..., numpy             fresh buffers, numpy's BLAS (OpenBLAS in its wheels; torch's are MKL):
                          the masked path multiplies with it, so it is a peer too
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
-  top_k_by_dot           the default: faiss's search per chunk without an exclusion; with one,
+  top_k_by_dot           the default up to 65,536 courses, with or without an exclusion:
                          masked products + a threshold select (`ncf.masked_topk`)
-  ..., over-fetch        the exclusion by faiss's search per chunk asking for N + the chunk's
-                         largest excluded count (the default above 65,536 courses)
+  ..., faiss search      faiss's search per chunk (the default above 65,536 courses); with the
+                         exclusion it over-fetches: asks for N + the chunk's largest excluded
+                         count
   top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
   faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
                          of its watched courses: the other exact exclusion, timed on the first
@@ -230,9 +231,9 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
         rows.append({"method": method, "learners": n, "courses": items.shape[0],
                      "exclusion": exclusion, "cpu_seconds": round(seconds, 3), **extra})  # fmt: skip
 
-    def over_fetch() -> Any:
+    def over_fetch(exclude: Any = watched) -> Any:
         with over_fetch_only():
-            return top_k_by_dot(q, items, TOP, exclude=watched, device="cpu")
+            return top_k_by_dot(q, items, TOP, exclude=exclude, device="cpu")
 
     matmul_alone(q[:CHUNK], items)  # warm-up: first-touch allocations, BLAS and faiss setup
     top_k_by_dot(q[:CHUNK], items, TOP, exclude=watched[:CHUNK], device="cpu")
@@ -245,6 +246,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
             "matmul alone, numpy": lambda: matmul_alone(q, items, backend="numpy"),
             "faiss IndexFlatIP": lambda: index.search(q, TOP),
             "top_k_by_dot": lambda: top_k_by_dot(q, items, TOP, device="cpu"),
+            "top_k_by_dot, faiss search": lambda: over_fetch(None),
             "top_k_by_dot, exclusion": lambda: top_k_by_dot(
                 q, items, TOP, exclude=watched, device="cpu"
             ),
@@ -261,12 +263,13 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
         with torch_only():
             old_s, old = timed(lambda ex=ex: top_k_by_dot(q, items, TOP, exclude=ex, device="cpu"))
         row("top_k_by_dot, torch", ex is not None, old_s)
-        names = ["top_k_by_dot"] if ex is None else [
+        names = ["top_k_by_dot", "top_k_by_dot, faiss search"] if ex is None else [
             "top_k_by_dot, exclusion", "top_k_by_dot, exclusion by over-fetch"]  # fmt: skip
         for name in names:
             seconds, new = got[name]
-            method = {"top_k_by_dot": "top_k_by_dot (default: faiss search)",
+            method = {"top_k_by_dot": "top_k_by_dot (default: masked + threshold select)",
                       "top_k_by_dot, exclusion": "top_k_by_dot (default: masked + threshold select)",
+                      "top_k_by_dot, faiss search": "top_k_by_dot, faiss search (default above 65,536)",
                       }.get(name, "top_k_by_dot, faiss search + over-fetch")  # fmt: skip
             same_ids, same_sets = agreement(new, old)
             row(method, ex is not None, seconds, same_ids=same_ids, same_sets=same_sets)
