@@ -388,3 +388,16 @@ def test_the_blend_judges_only_exactly_retrieved_candidates():
     models = SimpleNamespace(ncf=small_recommender(ItemIndex("ivf")), glmix=None)
     with pytest.raises(RuntimeError, match="must be retrieved exactly"):
         _point(None, None, None, models, "binary")
+
+
+def test_tensors_that_require_grad_are_searched_without_a_graph(emb, monkeypatch):
+    """A model's embeddings straight from training (requires_grad) are searched as values on
+    every path: the same lists as their detached copies."""
+    import torch
+
+    q, items = (torch.from_numpy(a).requires_grad_(True) for a in emb)
+    want = top_k_by_dot(q.detach(), items.detach(), 5, exclude=exclusion(200, 300, seed=3))
+    assert_same(top_k_by_dot(q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
+    monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)  # faiss's search
+    assert_same(top_k_by_dot(q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
+    assert_same(torch_path(monkeypatch, q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
