@@ -15,7 +15,7 @@ selector are timed in 3 interleaved rounds (each once per round), the median rep
                          issue's peer; page faults of the fresh 164 MB are most of it)
   ..., reused buffer     the same products into one buffer: the arithmetic alone
   ..., numpy             fresh buffers, numpy's BLAS (OpenBLAS in its wheels; torch's are MKL):
-                         the masked path multiplies with it, so it is a peer too
+                         the faster BLAS on some CPUs, so a peer too
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
   top_k_by_dot           the default up to 65,536 courses, with or without an exclusion:
                          masked products + a threshold select (`ncf.masked_topk`)
@@ -141,7 +141,7 @@ def matmul_alone(
     """`q[a:b] @ items.T` per chunk of 4,096: into a fresh (chunk, m) buffer each time (the
     issue's peer: first-touch page faults of 164 MB per chunk are most of its time), or with
     `reuse` into one buffer (the arithmetic alone: the floor). backend 'torch' (its BLAS:
-    MKL in the PyPI wheels) or 'numpy' (OpenBLAS, what the masked path multiplies with)."""
+    MKL in the PyPI wheels) or 'numpy' (OpenBLAS in its wheels)."""
     if backend == "numpy":
         item_np = np.ascontiguousarray(items.T)  # (d, m)
         out_np = np.empty((min(CHUNK, q.shape[0]), items.shape[0]), np.float32) if reuse else None
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-    threadpool_limits(1)  # numpy's BLAS too (the numpy peer; the masked path sets its own)
+    threadpool_limits(1)  # numpy's BLAS too (the numpy peer)
     out: dict[str, list[dict[str, Any]]] = {}
     if "exact" in args.parts:
         out["exact"] = exact_rows(20_000 if args.quick else 100_000)

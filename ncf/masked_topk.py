@@ -20,9 +20,10 @@ is replaced about N ln(m / N) times per row, ~50 ns each. Here every row instead
              faiss heap (`HeapArray.addn`). So the result never depends on the sample, only
              the time does.
 
-The product is numpy's (OpenBLAS in its wheels; at d = 64 it was faster here than torch's
-MKL), on torch's thread count (threadpoolctl), in blocks of ~2 MB so the block is still in
-cache for the compare. `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
+The product is torch's (on its thread count), in blocks of ~2 MB so the block is still in
+cache for the compare. (numpy's OpenBLAS multiplied ~10% faster on the AMD box of the
+benchmarks, but bounding its threads means setting them process-wide, and resetting numpy's
+BLAS threads made UMAP's seeded layouts irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
 catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above that faiss's search
 (with the over-fetch) is used. Measured side by side in `benchmarks/bench_retrieval.py`
 (results/retrieval.json). Memory: one (block, m) float32 score block of ~2 MB and its
@@ -31,15 +32,12 @@ survivors, the permuted (d, m) items and the (n, N) results.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from threadpoolctl import ThreadpoolController
 
 from ncf.ann import faiss_threads, load_faiss
 
@@ -52,7 +50,6 @@ _BLOCK_FLOATS = 512 << 10  # scores per block: 2 MB, so the block stays in cache
 _MIN_ROWS, _MAX_ROWS = 32, 4096  # rows per block: the product packs the items once per block
 _COL_BITS = 20  # selection keys: row (12 bits: _MAX_ROWS) | score (32) | column (20)
 _SIGN = np.uint32(0x80000000)
-_BLAS: ThreadpoolController | None = None
 _SEED = 0  # the permutation that makes a prefix of the catalogue a random sample
 
 
@@ -74,11 +71,9 @@ def masked_top_k(
     if m > 1 << _COL_BITS:  # the selection keys hold a column in _COL_BITS bits
         raise ValueError(f"masked_top_k: at most {1 << _COL_BITS:,} items; got {m:,}")
     perm = np.random.default_rng(_SEED).permutation(m)  # (m,) permuted position -> item
-    items_t = (
-        items.to("cpu", torch.float32)[torch.from_numpy(perm)].T.contiguous().numpy()
-    )  # (d, m)
-    q = queries.detach().to("cpu", torch.float32).contiguous().numpy()  # (n, d)
-    sample = min(m, math.ceil(SAMPLE_RANK * m / (ABOVE * N)))  # ~3N scores above its top-8
+    items_t = items.to("cpu", torch.float32)[torch.from_numpy(perm)].T.contiguous()  # (d, m)
+    q = queries.to("cpu", torch.float32)  # (n, d)
+    sample = min(m, math.ceil(SAMPLE_RANK * m / (ABOVE * N)))  # ~2N scores above its 16th
     rank = min(SAMPLE_RANK, sample)
     block = int(np.clip(_BLOCK_FLOATS // max(m, 1), _MIN_ROWS, _MAX_ROWS))
     if exclude is not None:
@@ -87,13 +82,13 @@ def masked_top_k(
         ex_ptr, ex_col = exclude.indptr, where[exclude.indices]
     idx = np.full((n, N), -1, dtype=np.int64)
     scores = np.empty((n, N), dtype=np.float32)
-    buf = np.empty((block, m), dtype=np.float32)  # (block, m) scores, reused
+    buf = torch.empty((block, m), dtype=torch.float32)  # (block, m) scores, reused
     starts = range(0, n, block)
-    with faiss_threads(faiss), _blas_threads():
+    with faiss_threads(faiss):
         for lo in starts if track is None else track(starts, len(starts)):
             hi = min(n, lo + block)
-            flat = buf[: hi - lo]
-            np.matmul(q[lo:hi], items_t, out=flat)  # (c, m)
+            torch.mm(q[lo:hi], items_t, out=buf[: hi - lo])  # (c, m)
+            flat = buf[: hi - lo].numpy()
             if exclude is not None and ex_ptr[hi] > ex_ptr[lo]:
                 rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
                 flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
@@ -142,16 +137,6 @@ def _select_above(
     out_s = np.where(desc >= _SIGN, desc, ~desc & ~_SIGN).view(np.float32)  # the bits back
     out_i = (take & np.uint64((1 << _COL_BITS) - 1)).astype(np.int64)
     return out_i, out_s, np.flatnonzero(count < N)
-
-
-@contextlib.contextmanager
-def _blas_threads() -> Iterator[None]:
-    """numpy's BLAS (the product above) on torch's thread count for the duration, as faiss."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()  # scans the loaded libraries once per process
-    with _BLAS.limit(limits=max(1, torch.get_num_threads()), user_api="blas"):
-        yield
 
 
 def _heap_add(

@@ -177,9 +177,10 @@ def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
     np.testing.assert_array_equal(short, [0, 1, 2])  # nothing above: every row redone
 
 
-def test_masked_path_keeps_blas_threads_and_matches_a_full_sort():
-    """The masked path multiplies with numpy's BLAS on torch's thread count and restores
-    the BLAS setting after; its lists are the exact top-N of a full sort."""
+def test_masked_path_leaves_every_thread_pool_as_it_was_and_matches_a_full_sort():
+    """No library's thread count changes across a search (a reset of numpy's BLAS threads
+    once made seeded UMAP layouts irreproducible later in the process); the lists are the
+    exact top-N of a full sort."""
     from threadpoolctl import threadpool_info
 
     rng = np.random.default_rng(11)
