@@ -20,13 +20,13 @@ is replaced about N ln(m / N) times per row, ~50 ns each. Here every row instead
              faiss heap (`HeapArray.addn`). So the result never depends on the sample, only
              the time does.
 
-The product is torch's (on its thread count), in blocks of ~2 MB so the block is still in
-cache for the compare. (numpy's OpenBLAS multiplied ~10% faster on the AMD box of the
-benchmarks, but bounding its threads means setting them process-wide, and resetting numpy's
-BLAS threads made UMAP's seeded layouts irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
+The product is torch's (on its thread count), in blocks of 2 MB or 128 learners, whichever
+is larger (5 MB at 10k courses), so the block is still in cache for the compare. (numpy's OpenBLAS multiplied faster on the AMD box of the benchmarks,
+but bounding its threads means setting them process-wide, and resetting numpy's BLAS threads
+made UMAP's seeded layouts irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
 catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above that faiss's search
 (with the over-fetch) is used. Measured side by side in `benchmarks/bench_retrieval.py`
-(results/retrieval.json). Memory: one (block, m) float32 score block of ~2 MB and its
+(results/retrieval.json). Memory: one (block, m) float32 score block of 2 MB or 128 rows and its
 survivors, the permuted (d, m) items and the (n, N) results.
 """
 
@@ -47,7 +47,7 @@ MAX_ITEMS = 65_536  # above it faiss's search (bench_retrieval, part sizes)
 SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
 ABOVE = 2.0  # a row with fewer than N above its threshold is rare (~0.5%), and redone: exact
 _BLOCK_FLOATS = 512 << 10  # scores per block: 2 MB, so the block stays in cache between passes
-_MIN_ROWS, _MAX_ROWS = 32, 4096  # rows per block: the product packs the items once per block
+_MIN_ROWS, _MAX_ROWS = 128, 4096  # rows per block: torch.mm (MKL) is slow on fewer rows
 _COL_BITS = 20  # selection keys: row (12 bits: _MAX_ROWS) | score (32) | column (20)
 _SIGN = np.uint32(0x80000000)
 _SEED = 0  # the permutation that makes a prefix of the catalogue a random sample

@@ -7,9 +7,10 @@
 Exact paths, the same results (up to ties and float rounding):
   faiss (CPU, the default when faiss is importable):
     * a catalogue of at most `MAX_ITEMS` (65,536) courses, with or without an exclusion:
-      products in ~2 MB blocks, the excluded entries set to -inf, and a threshold select per
-      row (`ncf.masked_topk`: a sampled threshold, a vectorised compare, a sort of the ~2N
-      survivors; faiss's heap only for the rare row with too few above its threshold);
+      products in small blocks (2 MB or 128 learners), the excluded entries set to -inf,
+      and a threshold select per row (`ncf.masked_topk`: a sampled threshold, a vectorised
+      compare, a sort of the ~2N survivors; faiss's heap only for the rare row with too few
+      above its threshold);
     * a larger catalogue: per chunk of queries, faiss's flat inner-product search
       (`ncf.ann.ItemIndex`), and for an exclusion the over-fetch: rows are taken in order of
       their excluded count, each chunk asks for N + (its largest count) and the excluded ids
@@ -27,8 +28,8 @@ Exact paths, the same results (up to ties and float rounding):
     would not report an inf/NaN score; torch raises on NaN as evaluation does).
 Memory is bounded by the chunk: `chunk_size x m` float32 scores on the torch path,
 `chunk_size x (N + excluded)` results plus faiss's 16 MB block on the faiss search path, a
-~2 MB score block and a (d, m) permuted copy of the items on the masked path; the (n, N)
-results on every path.
+2 MB (or 128-row) score block and a (d, m) permuted copy of the items on the masked path;
+the (n, N) results on every path.
 
 Approximate search (`method="hnsw" | "ivf"`, or a fitted `ItemIndex` reused across calls) is
 for catalogues of 100k+ courses: exclusion by the same over-fetch, global candidates by a
