@@ -7,7 +7,8 @@ threshold select per row.
 Why not faiss's search: it cannot mask per query, so the exclusion has to over-fetch (ask
 for N + the chunk's largest excluded count and drop the excluded ids afterwards), and at
 top-100 of 10,000 courses about half of faiss's time is its top-k, not the product: its heap
-is replaced about N ln(m / N) times per row, ~50 ns each. Here every row instead:
+is replaced about N ln(m / N) times per row, a sift of log2(N) levels each. Here every row
+instead:
 
   threshold  the `SAMPLE_RANK`-th largest score among the row's first s columns of a randomly
              permuted catalogue (a random sample of its courses, the same for every row),
@@ -21,13 +22,14 @@ is replaced about N ln(m / N) times per row, ~50 ns each. Here every row instead
              the time does.
 
 The product is torch's (on its thread count), in blocks of 2 MB or 128 learners, whichever
-is larger (5 MB at 10k courses), so the block is still in cache for the compare. (numpy's OpenBLAS multiplied faster on the AMD box of the benchmarks,
-but bounding its threads means setting them process-wide, and resetting numpy's BLAS threads
-made UMAP's seeded layouts irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses this path for exact CPU search on
-catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above that faiss's search
-(with the over-fetch) is used. Measured side by side in `benchmarks/bench_retrieval.py`
-(results/retrieval.json). Memory: one (block, m) float32 score block of 2 MB or 128 rows and its
-survivors, the permuted (d, m) items and the (n, N) results.
+is larger (5 MB at 10k courses), so the block is still in cache for the compare. (numpy's
+OpenBLAS multiplied faster on the AMD box of the benchmarks, but bounding its threads means
+setting them process-wide, and resetting numpy's BLAS threads made UMAP's seeded layouts
+irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses this path for
+exact CPU search on catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above
+that faiss's search (with the over-fetch) is used. Measured side by side in
+`benchmarks/bench_retrieval.py` (results/retrieval.json). Memory: one (block, m) float32
+score block and its survivors, the permuted (d, m) items and the (n, N) results.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = ["MAX_ITEMS", "SAMPLE_RANK", "masked_top_k"]
 
 MAX_ITEMS = 65_536  # above it faiss's search (bench_retrieval, part sizes)
 SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
-ABOVE = 2.0  # a row with fewer than N above its threshold is rare (~0.5%), and redone: exact
+ABOVE = 2.0  # fewer than N above the threshold: ~0.5% of rows by that spread; redone, exact
 _BLOCK_FLOATS = 512 << 10  # scores per block: 2 MB, so the block stays in cache between passes
 _MIN_ROWS, _MAX_ROWS = 128, 4096  # rows per block: torch.mm (MKL) is slow on fewer rows
 _COL_BITS = 20  # selection keys: row (12 bits: _MAX_ROWS) | score (32) | column (20)
@@ -114,10 +116,10 @@ def _select_above(
     (idx (c, N) int64 columns, scores (c, N) float32, short (s,) the rows with fewer than N
     scores above their seed, whose lists here are meaningless and must be redone).
 
-    One vectorised compare and `flatnonzero` over the block (~3N of m entries survive), then
+    One vectorised compare and `flatnonzero` over the block (~2N of m entries survive), then
     one sort of 64-bit keys (row | descending score | column) over the survivors only: a
-    survivor costs a few numpy passes, where faiss's seeded heap pays a ~50 ns replace-top
-    for each, and the lists come out sorted (no argsort of the results)."""
+    survivor costs a few numpy passes, where a seeded heap pays a sift for each, and the
+    lists come out sorted (no argsort of the results)."""
     c, m = flat.shape
     pos = np.flatnonzero(flat > seed[:, None])  # (K,) row-major positions above the seed
     rows = pos // m
@@ -130,9 +132,8 @@ def _select_above(
     first = np.cumsum(count) - count  # (c,) each row's first key
     if keys.size == 0:  # nothing above any seed: every row is short
         return np.full((c, N), -1, np.int64), np.empty((c, N), np.float32), np.arange(c)
-    take = keys[
-        np.minimum(first[:, None] + np.arange(N), keys.size - 1)
-    ]  # (c, N); short rows: junk
+    pick = np.minimum(first[:, None] + np.arange(N), keys.size - 1)  # (c, N); short rows: junk
+    take = keys[pick]
     desc = ((take >> _COL_BITS) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     out_s = np.where(desc >= _SIGN, desc, ~desc & ~_SIGN).view(np.float32)  # the bits back
     out_i = (take & np.uint64((1 << _COL_BITS) - 1)).astype(np.int64)
@@ -157,6 +158,6 @@ def _heap_add(
 
 def _kth_largest(part: np.ndarray, k: int) -> np.ndarray:
     """(c,) the k-th largest value of every row of `part` (c, s), 1 <= k <= s (-inf when
-    masked entries fill the rows' top k): numpy's introselect, 2.5x faiss's k-heap here."""
+    masked entries fill the rows' top k): numpy's introselect, cheaper than a k-heap here."""
     s = part.shape[1]
     return np.partition(part, s - k, axis=1)[:, s - k]
