@@ -18,8 +18,8 @@ Exact paths, the same results (up to ties and float rounding):
       (max(N, 128)), where that over-fetch would cost more than masking, is ranked by the
       torch path instead.
     100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py): the first path
-    takes ~0.6x faiss's own search time (without an exclusion), with or without one; the
-    over-fetch ~1.2x; a faiss selector per learner (`IDSelectorNot`) is exact too but needs
+    takes ~0.8x faiss's own search time (without an exclusion), with or without one; the
+    over-fetch ~1.1x; a faiss selector per learner (`IDSelectorNot`) is exact too but needs
     one search per learner: 3-4x.
   torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
     (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
@@ -214,7 +214,7 @@ def top_k_by_dot(
 
 def _masked_path(it: torch.Tensor, index: ItemIndex) -> bool:
     """Exact search on a catalogue of at most MAX_ITEMS courses, with or without an exclusion:
-    products and a threshold select (`ncf.masked_topk`) beat faiss's own search (0.6x its
+    products and a threshold select (`ncf.masked_topk`) beat faiss's own search (0.78x its
     time at 100k x 10k) and its over-fetch for the exclusion."""
     return not index.approximate and it.shape[0] <= MAX_ITEMS
 
