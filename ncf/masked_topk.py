@@ -122,6 +122,8 @@ def _select_above(
     lists come out sorted (no argsort of the results)."""
     c, m = flat.shape
     pos = np.flatnonzero(flat > seed[:, None])  # (K,) row-major positions above the seed
+    if pos.size == 0:  # nothing above any seed: every row is short
+        return np.full((c, N), -1, np.int64), np.empty((c, N), np.float32), np.arange(c)
     rows = pos // m
     bits = flat.reshape(-1)[pos].view(np.uint32)  # (K,) the scores' IEEE bits
     desc = np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)  # ascending <=> descending score
@@ -130,8 +132,6 @@ def _select_above(
     keys.sort()  # by row, then best score first, ties by column
     count = np.bincount(rows, minlength=c)  # (c,) survivors per row
     first = np.cumsum(count) - count  # (c,) each row's first key
-    if keys.size == 0:  # nothing above any seed: every row is short
-        return np.full((c, N), -1, np.int64), np.empty((c, N), np.float32), np.arange(c)
     pick = np.minimum(first[:, None] + np.arange(N), keys.size - 1)  # (c, N); short rows: junk
     take = keys[pick]
     desc = ((take >> _COL_BITS) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
@@ -140,20 +140,17 @@ def _select_above(
     return out_i, out_s, np.flatnonzero(count < N)
 
 
-def _heap_add(
-    faiss: Any, vals: np.ndarray, ids: np.ndarray, block: np.ndarray, *, sort: bool = True
-) -> None:
+def _heap_add(faiss: Any, vals: np.ndarray, ids: np.ndarray, block: np.ndarray) -> None:
     """Feed every row of `block` (c, m) C-contiguous to the min-heaps (vals, ids) (c, k)
-    (faiss `float_minheap_array_t`: keeps the k largest); `sort`: then best first (numpy's
+    (faiss `float_minheap_array_t`: keeps the k largest), then sort them best first (numpy's
     argsort of the (c, k) rows, in place of the heap's own `reorder`)."""
     heaps = faiss.float_minheap_array_t()
     heaps.k, heaps.nh = int(vals.shape[1]), int(vals.shape[0])
     heaps.val, heaps.ids = faiss.swig_ptr(vals), faiss.swig_ptr(ids)
     heaps.addn(int(block.shape[1]), faiss.swig_ptr(block), 0, 0, int(vals.shape[0]))
-    if sort:
-        order = np.argsort(-vals, axis=1, kind="stable")  # (c, k) best first
-        vals[:] = np.take_along_axis(vals, order, axis=1)
-        ids[:] = np.take_along_axis(ids, order, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")  # (c, k) best first
+    vals[:] = np.take_along_axis(vals, order, axis=1)
+    ids[:] = np.take_along_axis(ids, order, axis=1)
 
 
 def _kth_largest(part: np.ndarray, k: int) -> np.ndarray:
