@@ -142,24 +142,17 @@ def matmul_alone(
     issue's peer: first-touch page faults of 164 MB per chunk are most of its time), or with
     `reuse` into one buffer (the arithmetic alone: the floor). backend 'torch' (its BLAS:
     MKL in the PyPI wheels) or 'numpy' (OpenBLAS in its wheels)."""
+    shape = (min(CHUNK, q.shape[0]), items.shape[0])
     if backend == "numpy":
-        item_np = np.ascontiguousarray(items.T)  # (d, m)
-        out_np = np.empty((min(CHUNK, q.shape[0]), items.shape[0]), np.float32) if reuse else None
-        check = 0.0
-        for a in range(0, q.shape[0], CHUNK):
-            rows_np = q[a : a + CHUNK]
-            if reuse:
-                s_np = np.matmul(rows_np, item_np, out=out_np[: rows_np.shape[0]])
-            else:
-                s_np = rows_np @ item_np
-            check += float(s_np[0, 0])
-        return check
-    qt, item_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()
-    out = torch.empty((min(CHUNK, q.shape[0]), items.shape[0])) if reuse else None
+        qb, item_t, mul = q, np.ascontiguousarray(items.T), np.matmul  # item_t (d, m)
+        out = np.empty(shape, np.float32) if reuse else None
+    else:
+        qb, item_t, mul = torch.from_numpy(q), torch.from_numpy(items).T.contiguous(), torch.mm
+        out = torch.empty(shape) if reuse else None
     check = 0.0
     for a in range(0, q.shape[0], CHUNK):
-        rows = qt[a : a + CHUNK]
-        s = torch.mm(rows, item_t, out=out[: rows.shape[0]]) if reuse else rows @ item_t
+        rows = qb[a : a + CHUNK]
+        s = mul(rows, item_t, out=out[: rows.shape[0]]) if reuse else rows @ item_t
         check += float(s[0, 0])
     return check
 
