@@ -144,10 +144,9 @@ def test_masked_path_is_exact_when_the_sampled_threshold_is_too_high(emb, monkey
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
     monkeypatch.undo()
     monkeypatch.setattr(masked_topk, "SAMPLE_RANK", 1)  # the sample's best: often too high
-    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)  # 16-row blocks: many
-    monkeypatch.setattr(
-        masked_topk, "_MIN_ROWS", 1
-    )  # blocks, the last one short (200 = 12 x 16 + 8)
+    # 16-row blocks: many blocks, the last one short (200 = 12 x 16 + 8)
+    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)
+    monkeypatch.setattr(masked_topk, "_MIN_ROWS", 1)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
 
 
@@ -167,9 +166,8 @@ def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
     seed = np.array([-3.0, -np.inf, 0.0], dtype=np.float32)
     idx, scores, short = masked_topk._select_above(flat, seed, 4)
     np.testing.assert_array_equal(short, [2])  # row 2: one score above 0.0, N = 4
-    np.testing.assert_array_equal(
-        idx[0], [5, 1, 3, 2]
-    )  # 7.25, 2.0, +0.0, -0.0 (equal floats: a tie)
+    # 7.25, 2.0, +0.0, -0.0 (equal floats: a tie, ordered by the sign bit)
+    np.testing.assert_array_equal(idx[0], [5, 1, 3, 2])
     np.testing.assert_array_equal(scores[0].view(np.uint32), flat[0, [5, 1, 3, 2]].view(np.uint32))
     np.testing.assert_array_equal(idx[1], [3, 0, 1, 6])  # big, then the three 1.0 by column
     np.testing.assert_array_equal(scores[1], [big, 1.0, 1.0, 1.0])
@@ -178,9 +176,9 @@ def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
 
 
 def test_masked_path_leaves_every_thread_pool_as_it_was_and_matches_a_full_sort():
-    """No library's thread count changes across a search (a reset of numpy's BLAS threads
-    once made seeded UMAP layouts irreproducible later in the process); the lists are the
-    exact top-N of a full sort."""
+    """A search leaves every library's thread count as it found it (faiss's OpenMP threads are
+    set for its duration; the seeded-UMAP side effect of resetting BLAS threads is guarded by
+    the slow test_ncf_plots test); the lists are the exact top-N of a full sort."""
     from threadpoolctl import threadpool_info
 
     rng = np.random.default_rng(11)
@@ -397,8 +395,9 @@ def test_tensors_that_require_grad_are_searched_without_a_graph(emb, monkeypatch
     import torch
 
     q, items = (torch.from_numpy(a).requires_grad_(True) for a in emb)
-    want = top_k_by_dot(q.detach(), items.detach(), 5, exclude=exclusion(200, 300, seed=3))
-    assert_same(top_k_by_dot(q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
+    ex = exclusion(200, 300, seed=3)
+    want = top_k_by_dot(q.detach(), items.detach(), 5, exclude=ex)
+    assert_same(top_k_by_dot(q, items, 5, exclude=ex), want)  # the masked path
     monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)  # faiss's search
-    assert_same(top_k_by_dot(q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
-    assert_same(torch_path(monkeypatch, q, items, 5, exclude=exclusion(200, 300, seed=3)), want)
+    assert_same(top_k_by_dot(q, items, 5, exclude=ex), want)
+    assert_same(torch_path(monkeypatch, q, items, 5, exclude=ex), want)
