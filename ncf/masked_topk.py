@@ -14,9 +14,11 @@ instead:
              permuted catalogue (a random sample of its courses, the same for every row),
              with s chosen so that about `ABOVE` x N of the row's m scores exceed it
              (`np.partition` on the (block, s) sample);
-  select     one vectorised compare of the block against the thresholds and `flatnonzero`
-             (~2N of m entries survive), then one sort of 64-bit keys (row | descending
-             score | column) of the survivors: the lists come out best first;
+  select     one vectorised compare of the block against the thresholds into a reused flag
+             buffer, read back 8 flags to a 64-bit word (`flatnonzero` over the words, then
+             over the flags of the few nonzero words: ~2N of m entries survive), then one
+             sort of 64-bit keys (row | descending score | column) of the survivors: the
+             lists come out best first;
   exact      a row with fewer than N scores above its threshold is redone from an empty
              faiss heap (`HeapArray.addn`). So the result never depends on the sample, only
              the time does.
@@ -29,7 +31,8 @@ irreproducible later in the same process.) `ncf.retrieval.top_k_by_dot` uses thi
 exact CPU search on catalogues up to `MAX_ITEMS` courses, with or without an exclusion; above
 that faiss's search (with the over-fetch) is used. Measured side by side in
 `benchmarks/bench_retrieval.py` (results/retrieval.json). Memory: one (block, m) float32
-score block and its survivors, the permuted (d, m) items and the (n, N) results.
+score block, its (block, m) flags and survivors, the permuted (d, m) items and the (n, N)
+results.
 """
 
 from __future__ import annotations
@@ -82,9 +85,11 @@ def masked_top_k(
         where = np.empty(m, np.int64)
         where[perm] = np.arange(m)  # item -> permuted position
         ex_ptr, ex_col = exclude.indptr, where[exclude.indices]
-    idx = np.full((n, N), -1, dtype=np.int64)
+    item_of = np.append(perm, -1)  # (m + 1,) permuted position -> item; -1 (padding) stays
+    idx = np.empty((n, N), dtype=np.int64)
     scores = np.empty((n, N), dtype=np.float32)
     buf = torch.empty((block, m), dtype=torch.float32)  # (block, m) scores, reused
+    hits = np.empty(block * m + 8, np.bool_)  # (block * m,) compare flags, reused
     starts = range(0, n, block)
     with faiss_threads(faiss):
         for lo in starts if track is None else track(starts, len(starts)):
@@ -95,49 +100,68 @@ def masked_top_k(
                 rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
                 flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
             seed = _kth_largest(flat[:, :sample], rank)  # (c,)
-            out_i, out_s, short = _select_above(flat, seed, N)
-            idx[lo:hi], scores[lo:hi] = out_i, out_s
+            out_i, out_s, short = _select_above(flat, seed, N, hits)
             if short.size:  # fewer than N above the seed: redo from an empty heap
                 again_s = np.empty((short.size, N), np.float32)
                 again_i = np.full((short.size, N), -1, dtype=np.int64)
                 again_s[:] = -np.finfo(np.float32).max  # faiss's own empty value
                 _heap_add(faiss, again_s, again_i, np.ascontiguousarray(flat[short]))
-                idx[lo + short], scores[lo + short] = again_i, again_s
-    hit = idx >= 0
-    scores[~hit] = -np.inf  # padding: rows with fewer than N allowed items
-    idx[hit] = perm[idx[hit]]  # permuted positions -> item indices
+                again_s[again_i < 0] = -np.inf  # padding: fewer than N allowed items
+                out_i[short], out_s[short] = again_i, again_s
+            idx[lo:hi], scores[lo:hi] = item_of[out_i], out_s  # positions -> item indices
     return idx, scores
 
 
 def _select_above(
-    flat: np.ndarray, seed: np.ndarray, N: int
+    flat: np.ndarray, seed: np.ndarray, N: int, hits: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The N best of each row of `flat` (c, m) among its scores above `seed` (c,), best first:
     (idx (c, N) int64 columns, scores (c, N) float32, short (s,) the rows with fewer than N
     scores above their seed, whose lists here are meaningless and must be redone).
+    hits: optional reused bool buffer of at least c * m + 8 entries (see `_positions_above`).
 
-    One vectorised compare and `flatnonzero` over the block (~2N of m entries survive), then
-    one sort of 64-bit keys (row | descending score | column) over the survivors only: a
-    survivor costs a few numpy passes, where a seeded heap pays a sift for each, and the
-    lists come out sorted (no argsort of the results)."""
+    One vectorised compare and a word-wise `flatnonzero` over the block (~2N of m entries
+    survive), then one sort of 64-bit keys (row | descending score | column) over the
+    survivors only: a survivor costs a few numpy passes, where a seeded heap pays a sift for
+    each, and the lists come out sorted (no argsort of the results)."""
     c, m = flat.shape
-    pos = np.flatnonzero(flat > seed[:, None])  # (K,) row-major positions above the seed
+    pos = _positions_above(flat, seed, hits)  # (K,) row-major positions above the seed
     if pos.size == 0:  # nothing above any seed: every row is short
         return np.full((c, N), -1, np.int64), np.empty((c, N), np.float32), np.arange(c)
     rows = pos // m
     bits = flat.reshape(-1)[pos].view(np.uint32)  # (K,) the scores' IEEE bits
-    desc = np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)  # ascending <=> descending score
+    positive = bool(seed.min() >= 0)  # every survivor > 0: its bits order as its score
+    desc = _SIGN - 1 - bits if positive else np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)
     keys = (rows.astype(np.uint64) << (32 + _COL_BITS)) | (desc.astype(np.uint64) << _COL_BITS)
     keys |= (pos - rows * m).astype(np.uint64)  # column < 2**_COL_BITS, row < 2**12
-    keys.sort()  # by row, then best score first, ties by column
+    keys.sort()  # by row, then best score first (ascending desc), ties by column
     count = np.bincount(rows, minlength=c)  # (c,) survivors per row
     first = np.cumsum(count) - count  # (c,) each row's first key
     pick = np.minimum(first[:, None] + np.arange(N), keys.size - 1)  # (c, N); short rows: junk
     take = keys[pick]
-    desc = ((take >> _COL_BITS) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    out_s = np.where(desc >= _SIGN, desc, ~desc & ~_SIGN).view(np.float32)  # the bits back
+    desc = (take >> _COL_BITS).astype(np.uint32)  # the row bits fall off in the cast
+    bits = _SIGN - 1 - desc if positive else np.where(desc >= _SIGN, desc, ~desc & ~_SIGN)
     out_i = (take & np.uint64((1 << _COL_BITS) - 1)).astype(np.int64)
-    return out_i, out_s, np.flatnonzero(count < N)
+    return out_i, bits.view(np.float32), np.flatnonzero(count < N)
+
+
+def _positions_above(flat: np.ndarray, seed: np.ndarray, hits: np.ndarray | None) -> np.ndarray:
+    """(K,) int64 row-major positions of the entries of `flat` (c, m) above `seed` (c,), in
+    order. The compare writes one flag a byte into `hits` (reused when given); the flags are
+    then read as 64-bit words, 8 at a time: survivors are sparse (~2N of m), so
+    `flatnonzero` over the c * m / 8 words, then over the flags of the few nonzero words only,
+    is several times cheaper than over every flag (numpy's nonzero is a branch per entry)."""
+    c, m = flat.shape
+    size = c * m
+    words = -(-size // 8)  # ceil: the last word may be partly past the block
+    if hits is None or hits.size < words * 8:
+        hits = np.empty(words * 8, np.bool_)
+    np.greater(flat, seed[:, None], out=hits[:size].reshape(c, m))
+    hits[size : words * 8] = False  # the last word's spare flags (left from a larger block)
+    packed = hits[: words * 8].view(np.uint64)  # (words,) 8 flags each
+    nonzero = np.flatnonzero(packed != 0)  # (W,) the words holding a survivor
+    k = np.flatnonzero(packed[nonzero].view(np.bool_))  # their flags, in memory order
+    return nonzero[k >> 3] * 8 + (k & 7)
 
 
 def _heap_add(faiss: Any, vals: np.ndarray, ids: np.ndarray, block: np.ndarray) -> None:

@@ -250,11 +250,10 @@ class NCFRecommender:
         N = serving.check_n(N)
         idx = self._learner_index(learner_ids)
         cand = self._candidates(candidates, learner_ids)
-        chunks = list(self._ranked(idx, N, filter_already_watched, cand, method))
-        if not chunks:  # no learners asked for
-            return self._to_ids(np.zeros((0, N), np.int64)), np.zeros((0, N), np.float32)
-        top = np.concatenate([t for _, t, _ in chunks])
-        scores = np.concatenate([s for _, _, s in chunks])
+        top = np.empty((idx.size, N), np.int64)  # filled chunk by chunk: no concatenated copy
+        scores = np.empty((idx.size, N), np.float32)
+        for lo, t, s in self._ranked(idx, N, filter_already_watched, cand, method):
+            top[lo : lo + len(t)], scores[lo : lo + len(t)] = t, s
         return self._to_ids(top), scores
 
     def recommend_table(

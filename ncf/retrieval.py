@@ -87,7 +87,9 @@ def _as_matrix(name: str, x: Any, d: int | None = None) -> torch.Tensor:
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected floating-point embeddings; got dtype {t.dtype}")
     t = t.detach()  # retrieval never differentiates (and numpy cannot take a graph's tensor)
-    bad = ~torch.isfinite(t).all(dim=1)  # (rows,) any NaN/inf in the row
+    if t.numel() and bool(torch.isfinite(t.sum())):  # NaN/inf anywhere makes the sum so
+        return t  # a finite sum: every entry is finite (one pass, no (rows, d) mask)
+    bad = ~torch.isfinite(t).all(dim=1)  # (rows,) any NaN/inf in the row (or a sum overflow)
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().cpu().numpy()
         raise ValueError(

@@ -130,6 +130,20 @@ def test_bad_input_messages(emb):
         top_k_by_dot(bad, items, 3)
     with pytest.raises(TypeError, match="queries: expected floating-point"):
         top_k_by_dot(q.astype(np.int64), items, 3)
+    inf_and_minus_inf = q.copy()  # +inf and -inf in one array sum to NaN: still caught
+    inf_and_minus_inf[4, 0], inf_and_minus_inf[7, 2] = np.inf, -np.inf
+    with pytest.raises(ValueError, match=r"2 row\(s\) hold NaN/inf \(e.g. rows 4, 7\)"):
+        top_k_by_dot(inf_and_minus_inf, items, 3)
+
+
+def test_finite_entries_whose_sum_overflows_are_accepted(emb):
+    """The finiteness check sums the array first (a finite sum: nothing to report); a sum
+    that overflows on finite entries falls back to the entry-wise check and passes."""
+    q, items = emb
+    huge = q.copy()
+    huge[:, 0] = 3e38  # finite, but 37 of them sum past float32's max
+    idx, scores = top_k_by_dot(huge, items, 3)
+    assert idx.shape == (37, 3) and (idx >= 0).all()
 
 
 def test_similar_by_cosine_excludes_itself_and_matches_brute_force(emb):

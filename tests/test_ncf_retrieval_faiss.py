@@ -175,6 +175,37 @@ def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
     np.testing.assert_array_equal(short, [0, 1, 2])  # nothing above: every row redone
 
 
+def test_select_above_with_positive_seeds_matches_a_full_sort_bit_for_bit():
+    """Seeds >= 0 take the one-subtraction key (every survivor is positive); ties, +0.0 as a
+    seed, subnormals and the largest float must come out as a stable descending sort does."""
+    rng = np.random.default_rng(3)
+    flat = rng.normal(size=(9, 50)).astype(np.float32)
+    flat[0, :5] = [np.finfo(np.float32).max, 1e-45, 1e-40, 0.0, -0.0]  # max, subnormals, zeros
+    flat[1, 10:14] = flat[1, 3]  # a four-way tie
+    flat[2, ::3] = -np.inf  # masked entries
+    seed = np.zeros(9, np.float32)  # +0.0: only strictly positive scores survive
+    idx, scores, short = masked_topk._select_above(flat, seed, 6)
+    assert short.size == 0
+    order = np.argsort(-flat, axis=1, kind="stable")[:, :6]
+    np.testing.assert_array_equal(idx, order)
+    want = np.take_along_axis(flat, order, axis=1)
+    np.testing.assert_array_equal(scores.view(np.uint32), want.view(np.uint32))
+
+
+def test_positions_above_ignores_flags_left_in_a_reused_buffer():
+    """The compare buffer is reused across blocks and read 8 flags at a time: flags a larger
+    block left past the current one's end (its last word is partial) must not count."""
+    rng = np.random.default_rng(4)
+    hits = np.empty(8 * 13 + 8, np.bool_)
+    big = rng.normal(size=(8, 13)).astype(np.float32)
+    masked_topk._positions_above(big, np.full(8, -np.inf, np.float32), hits)  # every flag set
+    small = rng.normal(size=(3, 13)).astype(np.float32)  # 39 flags: the 5th word is partial
+    seed = np.array([0.5, -0.5, 10.0], np.float32)
+    got = masked_topk._positions_above(small, seed, hits)
+    np.testing.assert_array_equal(got, np.flatnonzero(small > seed[:, None]))
+    np.testing.assert_array_equal(masked_topk._positions_above(small, seed, None), got)
+
+
 def test_masked_path_leaves_every_thread_pool_as_it_was_and_matches_a_full_sort():
     """A search leaves every library's thread count as it found it (faiss's OpenMP threads are
     set for its duration; the seeded-UMAP side effect of resetting BLAS threads is guarded by
