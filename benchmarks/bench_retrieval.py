@@ -23,6 +23,10 @@ selector are timed in 3 interleaved rounds (each once per round), the median rep
                          exclusion it over-fetches: asks for N + the chunk's largest excluded
                          count
   top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
+  evaluation             `evaluation.full_ranking_topk` of a score_fn multiplying each chunk
+                         of 2,048 learners (torch, fresh buffers), with the exclusion: its
+                         default (a threshold select on CPU float32), and `torch.topk`
+                         (before; once)
   faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
                          of its watched courses: the other exact exclusion, timed on the first
                          2,000 learners and scaled to all (`extrapolated` column)
@@ -188,6 +192,32 @@ def over_fetch_only() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def topk_evaluation() -> Iterator[None]:
+    """evaluation.full_ranking_topk with torch.topk on every chunk (the select off)."""
+    import evaluation.full_ranking as full_ranking
+
+    keep = full_ranking._threshold_path
+    full_ranking._threshold_path = lambda s, k: False
+    try:
+        yield
+    finally:
+        full_ranking._threshold_path = keep
+
+
+def evaluation_top_k(q: np.ndarray, items: np.ndarray, watched: sp.csr_array):
+    """evaluation's full ranking of the same products: a score_fn multiplying each chunk of
+    learners (torch, a fresh (chunk, m) buffer: evaluation's own default chunk of 2,048),
+    the watched courses excluded; (items, scores) (n, TOP)."""
+    from evaluation import full_ranking_topk
+
+    qt, it_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()  # (n, d), (d, m)
+    return full_ranking_topk(
+        lambda u: qt[torch.from_numpy(u)] @ it_t, TOP, users=np.arange(q.shape[0]),
+        exclude=watched, device="cpu", copy=False, return_scores=True,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
 def masked_always() -> Iterator[None]:
     """top_k_by_dot's masked path at every catalogue size (its limit lifted)."""
     import ncf.retrieval as retrieval
@@ -244,6 +274,7 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
                 q, items, TOP, exclude=watched, device="cpu"
             ),
             "top_k_by_dot, exclusion by over-fetch": over_fetch,
+            "evaluation": lambda: evaluation_top_k(q, items, watched),
         },
         repeats,
     )
@@ -269,6 +300,13 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
             if ex is not None:
                 hit = ex[np.repeat(np.arange(n), TOP), np.maximum(new[0], 0).ravel()]
                 rows[-1]["excluded_returned"] = int(hit.sum())  # must be 0
+    with topk_evaluation():  # the old path, once, as the torch path above
+        old_s, old = timed(lambda: evaluation_top_k(q, items, watched))
+    row("evaluation full_ranking_topk, torch.topk", True, old_s)
+    seconds, new = got["evaluation"]
+    same_ids, same_sets = agreement(new, old)
+    row("evaluation full_ranking_topk (default: threshold select)", True, seconds,
+        same_ids=same_ids, same_sets=same_sets)  # fmt: skip
     sample = min(n, SELECTOR_SAMPLE)
     sel_s, _ = timed(lambda: selector_per_row(q, items, watched, sample))
     row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")

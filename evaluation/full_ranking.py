@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from evaluation import threshold_select
 from evaluation._checks import as_1d, as_csr, check_ks, few
 from evaluation.ranking import MapDenominator, NdcgGain, RankingMetrics, ranking_metrics
 
@@ -187,6 +188,57 @@ def _nan_error(users: np.ndarray, rows: torch.Tensor) -> ValueError:
     )
 
 
+def _torch_top_k(s: torch.Tensor, k: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, items) (c, k) numpy of the chunk `s` (c, m) by `torch.topk`, -inf -> item -1."""
+    vals, idx = torch.topk(s, k, dim=1, sorted=True)  # (c, k) each
+    nan_rows = torch.isnan(vals).any(dim=1)  # NaN sorts above everything
+    if bool(nan_rows.any()):
+        raise _nan_error(users, torch.nonzero(nan_rows).flatten())
+    idx = idx.masked_fill(vals == float("-inf"), -1)
+    return vals.cpu().numpy(), idx.cpu().numpy()
+
+
+def _threshold_path(s: torch.Tensor, k: int) -> bool:
+    """The threshold select (`evaluation.threshold_select`) for CPU float32 chunks whose top k
+    is a small part of the row; torch.topk elsewhere (CUDA, float64, k near m)."""
+    m = s.shape[1]
+    return (
+        s.device.type == "cpu" and s.dtype == torch.float32
+        and 4 * k <= m <= threshold_select.MAX_COLUMNS
+    )  # fmt: skip
+
+
+_SELECT_ROWS = 128  # rows a threshold select takes at once: the flags stay in cache
+
+
+def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(items (c, k) int64, scores (c, k) float32) of the chunk (c, m), best first, ties to
+    the lower item index; -1 / -inf where a row has fewer than k finite scores. The sample
+    of each row is every `step`-th column (any sample keeps the result exact: rows short of
+    k above their threshold are redone with their exact k-th score as the threshold)."""
+    chunk = np.ascontiguousarray(chunk)
+    c, m = chunk.shape
+    size, rank = threshold_select.sample_size(m, k)
+    step = m // size  # >= 1; the strided sample has ceil(m / step) >= size columns
+    idx, vals = np.empty((c, k), np.int64), np.empty((c, k), np.float32)
+    hits = np.empty(_SELECT_ROWS * m + 8, np.bool_)  # (rows * m,) compare flags, reused
+    nan_rows = []  # NaN never passes a compare: looked for apart, reported for the chunk
+    for lo in range(0, c, _SELECT_ROWS):
+        block = chunk[lo : lo + _SELECT_ROWS]  # (b, m)
+        with np.errstate(invalid="ignore"):  # +inf and -inf (excluded) in a row sum to NaN
+            nan = np.flatnonzero(np.isnan(block.sum(axis=1)))  # then looked at entry by entry
+        if nan.size:
+            nan_rows.append(lo + nan[np.isnan(block[nan]).any(axis=1)])
+        seed = threshold_select.kth_largest(block[:, ::step], rank)  # (b,)
+        i, v, short = threshold_select.select_above(block, seed, k, hits)
+        if short.size:  # fewer than k above the sampled threshold: redone exactly
+            i[short], v[short] = threshold_select.top_n_exact(block[short], k, hits)
+        idx[lo : lo + len(block)], vals[lo : lo + len(block)] = i, v
+    if nan_rows and (bad := np.concatenate(nan_rows)).size:
+        raise _nan_error(users, torch.from_numpy(bad))
+    return idx, vals
+
+
 def full_ranking_topk(
     scores: ScoreSource,
     k: int,
@@ -199,7 +251,7 @@ def full_ranking_topk(
     copy: bool = True,
     track: Callable[[Iterable[slice], int], Iterable[slice]] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Top-k items per user over the whole catalogue, best first, via `torch.topk`.
+    """Top-k items per user over the whole catalogue, best first.
 
     users: (n,) int rows of the score source (default: every row of a dense source).
     exclude: CSR (>= max(users)+1 x n_items); its stored entries (e.g. already-watched items)
@@ -209,8 +261,10 @@ def full_ranking_topk(
         only when that chunk is scratch: a fresh array, or a buffer refilled on every call).
     track: optional wrapper of the chunk loop, called as `track(chunks, n_chunks)`, e.g. a
         progress bar (`watchlog.progress.progress`); this package stays free of such imports.
-    Ties are broken by `torch.topk` (unspecified order). NaN scores raise.
-    Returns (n, k) int64 item indices; with `return_scores`, also their (n, k) scores (numpy,
+    On the CPU, float32 scores are ranked by a threshold select (`evaluation.threshold_select`:
+    one compare a score, a sort of the few above a sampled threshold; ties go to the lower
+    item index); float64 or CUDA scores by `torch.topk` (ties in unspecified order). NaN
+    scores raise. Returns (n, k) int64 item indices; with `return_scores`, also their (n, k) scores (numpy,
     the score dtype; -inf at padding).
     """
     check_ks(k)
@@ -238,17 +292,15 @@ def full_ranking_topk(
             s, owned = src.chunk(u)  # (c, n_items) float on `dev`
             s = _mask_excluded(s, owned, ex, u)
             kk = min(k, s.shape[1])
-            vals, idx = torch.topk(s, kk, dim=1, sorted=True)  # (c, kk) each
-            nan_rows = torch.isnan(vals).any(dim=1)  # NaN sorts above everything
-            if bool(nan_rows.any()):
-                raise _nan_error(u, torch.nonzero(nan_rows).flatten())
-            idx = idx.masked_fill(vals == float("-inf"), -1)
-            top_items[part, :kk] = idx.cpu().numpy()
+            if _threshold_path(s, kk):  # CPU float32: a compare a score, not a topk
+                idx, vals = _threshold_top_k(s.numpy(), kk, u)  # (c, kk) numpy each
+            else:
+                vals, idx = _torch_top_k(s, kk, u)
+            top_items[part, :kk] = idx
             if return_scores:
                 if top_scores is None:
-                    np_dtype = torch.empty((), dtype=vals.dtype).numpy().dtype
-                    top_scores = np.full((n, k), -np.inf, dtype=np_dtype)
-                top_scores[part, :kk] = vals.cpu().numpy()
+                    top_scores = np.full((n, k), -np.inf, dtype=vals.dtype)
+                top_scores[part, :kk] = vals
     if return_scores:
         if top_scores is None:
             top_scores = np.full((n, k), -np.inf, dtype=np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import evaluation.threshold_select as threshold_select
 import ncf.masked_topk as masked_topk
 import ncf.retrieval as retrieval
 from ncf.ann import ItemIndex, load_faiss
@@ -139,71 +140,15 @@ def test_masked_path_is_exact_when_the_sampled_threshold_is_too_high(emb, monkey
     ex = exclusion(200, 300, seed=7)
     want = torch_path(monkeypatch, q, items, 7, exclude=ex)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
-    monkeypatch.setattr(masked_topk, "_kth_largest",
+    monkeypatch.setattr(threshold_select, "kth_largest",
                         lambda part, k: np.full(part.shape[0], 1e30, np.float32))  # fmt: skip
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
     monkeypatch.undo()
-    monkeypatch.setattr(masked_topk, "SAMPLE_RANK", 1)  # the sample's best: often too high
+    monkeypatch.setattr(threshold_select, "SAMPLE_RANK", 1)  # the sample's best: often too high
     # 16-row blocks: many blocks, the last one short (200 = 12 x 16 + 8)
     monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)
     monkeypatch.setattr(masked_topk, "_MIN_ROWS", 1)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
-
-
-def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
-    """The 64-bit keys (row | descending score | column) must order negative and positive
-    scores, zeros and the largest floats as the floats do, give the bits back unchanged,
-    ignore -inf (masked entries) and say which rows had fewer than N above their seed."""
-    big = np.finfo(np.float32).max
-    flat = np.array(
-        [
-            [-3.5, 2.0, -0.0, 0.0, -1e-30, 7.25, -np.inf, -2.0],  # mixed signs, a signed zero
-            [1.0, 1.0, -big, big, 0.5, -0.5, 1.0, -np.inf],  # ties, the float range's ends
-            [-np.inf, -np.inf, -np.inf, 5.0, -np.inf, -np.inf, -np.inf, -np.inf],  # 1 allowed
-        ],
-        dtype=np.float32,
-    )
-    seed = np.array([-3.0, -np.inf, 0.0], dtype=np.float32)
-    idx, scores, short = masked_topk._select_above(flat, seed, 4)
-    np.testing.assert_array_equal(short, [2])  # row 2: one score above 0.0, N = 4
-    # 7.25, 2.0, +0.0, -0.0 (equal floats: a tie, ordered by the sign bit)
-    np.testing.assert_array_equal(idx[0], [5, 1, 3, 2])
-    np.testing.assert_array_equal(scores[0].view(np.uint32), flat[0, [5, 1, 3, 2]].view(np.uint32))
-    np.testing.assert_array_equal(idx[1], [3, 0, 1, 6])  # big, then the three 1.0 by column
-    np.testing.assert_array_equal(scores[1], [big, 1.0, 1.0, 1.0])
-    idx, scores, short = masked_topk._select_above(flat, np.full(3, np.inf, np.float32), 2)
-    np.testing.assert_array_equal(short, [0, 1, 2])  # nothing above: every row redone
-
-
-def test_select_above_with_positive_seeds_matches_a_full_sort_bit_for_bit():
-    """Seeds >= 0 take the one-subtraction key (every survivor is positive); ties, +0.0 as a
-    seed, subnormals and the largest float must come out as a stable descending sort does."""
-    rng = np.random.default_rng(3)
-    flat = rng.normal(size=(9, 50)).astype(np.float32)
-    flat[0, :5] = [np.finfo(np.float32).max, 1e-45, 1e-40, 0.0, -0.0]  # max, subnormals, zeros
-    flat[1, 10:14] = flat[1, 3]  # a four-way tie
-    flat[2, ::3] = -np.inf  # masked entries
-    seed = np.zeros(9, np.float32)  # +0.0: only strictly positive scores survive
-    idx, scores, short = masked_topk._select_above(flat, seed, 6)
-    assert short.size == 0
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :6]
-    np.testing.assert_array_equal(idx, order)
-    want = np.take_along_axis(flat, order, axis=1)
-    np.testing.assert_array_equal(scores.view(np.uint32), want.view(np.uint32))
-
-
-def test_positions_above_ignores_flags_left_in_a_reused_buffer():
-    """The compare buffer is reused across blocks and read 8 flags at a time: flags a larger
-    block left past the current one's end (its last word is partial) must not count."""
-    rng = np.random.default_rng(4)
-    hits = np.empty(8 * 13 + 8, np.bool_)
-    big = rng.normal(size=(8, 13)).astype(np.float32)
-    masked_topk._positions_above(big, np.full(8, -np.inf, np.float32), hits)  # every flag set
-    small = rng.normal(size=(3, 13)).astype(np.float32)  # 39 flags: the 5th word is partial
-    seed = np.array([0.5, -0.5, 10.0], np.float32)
-    got = masked_topk._positions_above(small, seed, hits)
-    np.testing.assert_array_equal(got, np.flatnonzero(small > seed[:, None]))
-    np.testing.assert_array_equal(masked_topk._positions_above(small, seed, None), got)
 
 
 def test_masked_path_leaves_every_thread_pool_as_it_was_and_matches_a_full_sort():

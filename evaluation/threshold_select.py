@@ -1,0 +1,131 @@
+"""Exact top-N of every row of a float32 score block by a sampled threshold, on the CPU.
+
+    seed = kth_largest(block[:, sample_columns], rank)      # (c,) one threshold a row
+    idx, scores, short = select_above(block, seed, N)        # rows in `short`: redo them
+
+Every row:
+
+  threshold  the `rank`-th largest of a sample of the row's scores (`sample_size` says how
+             many so that about `ABOVE` x N of the row's m scores exceed it): `np.partition`;
+  select     one vectorised compare of the block against the thresholds into a flag buffer
+             (reused across blocks), read back 8 flags to a 64-bit word: `flatnonzero` over
+             the words, then over the flags of the few nonzero words (~2N of m survive);
+  order      one sort of 64-bit keys (row | descending score | column) of the survivors: the
+             lists come out best first, ties to the lower column;
+  exact      a row with fewer than N survivors is reported in `short`, and `top_n_exact`
+             redoes it with its exact N-th score as the threshold, so the result never
+             depends on the sample, only the time.
+
+It replaces a top-k whose cost is per score (`torch.topk`, faiss's heap: a sift for every
+score that enters) by a compare per score and a few passes per survivor. Used by
+`ncf.masked_topk` (products and an exclusion) and `evaluation.full_ranking_topk` (any score
+source). Measured in `benchmarks/bench_retrieval.py`. Entries at -inf (excluded) never
+survive; NaN never survives either, so callers that must reject NaN check for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "ABOVE", "MAX_COLUMNS", "SAMPLE_RANK",
+    "kth_largest", "sample_size", "select_above", "top_n_exact",
+]  # fmt: skip
+
+SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
+ABOVE = 2.0  # fewer than N above the threshold: ~0.5% of rows by that spread; redone, exact
+MAX_SAMPLE_SHARE = 8  # a sample of at most 1/8 of the row (so ~16 x 8 = 128 survive at least)
+_COL_BITS = 20  # selection keys: row (12 bits) | score (32) | column (20)
+MAX_COLUMNS = 1 << _COL_BITS
+MAX_ROWS = 1 << (64 - 32 - _COL_BITS)  # rows a block may have: the keys' row bits
+_SIGN = np.uint32(0x80000000)
+
+
+def sample_size(m: int, N: int) -> tuple[int, int]:
+    """(s, rank): sample s of a row's m scores, threshold = their rank-th largest, so that
+    about ABOVE x N scores of the row exceed it; for a small N (the sample would be most of
+    the row, and its partition the largest cost) at most m / 8 + rank, so more survive."""
+    s = min(math.ceil(SAMPLE_RANK * m / (ABOVE * N)), m // MAX_SAMPLE_SHARE + SAMPLE_RANK)
+    s = min(m, s)
+    return s, min(SAMPLE_RANK, s)
+
+
+def kth_largest(part: np.ndarray, k: int) -> np.ndarray:
+    """(c,) the k-th largest value of every row of `part` (c, s), 1 <= k <= s (-inf when
+    masked entries fill the rows' top k): numpy's introselect, cheaper than a k-heap here."""
+    s = part.shape[1]
+    return np.partition(part, s - k, axis=1)[:, s - k]
+
+
+def select_above(
+    flat: np.ndarray, seed: np.ndarray, N: int, hits: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The N best of each row of `flat` (c, m) C-contiguous float32 among its scores above
+    `seed` (c,), best first, ties to the lower column: (idx (c, N) int64 columns, scores
+    (c, N) float32, short (s,) the rows with fewer than N scores above their seed, whose
+    lists hold those scores and then -1 / -inf: incomplete unless the seed was below every
+    finite score, see `top_n_exact`). c <= MAX_ROWS, m <= MAX_COLUMNS. hits: optional reused
+    bool buffer of at least c * m + 8 entries."""
+    c, m = flat.shape
+    if c > MAX_ROWS or m > MAX_COLUMNS:  # the keys hold a row and a column in fixed bits
+        raise ValueError(f"select_above: at most ({MAX_ROWS:,}, {MAX_COLUMNS:,}); got {flat.shape}")
+    pos = _positions_above(flat, seed, hits)  # (K,) row-major positions above the seed
+    if pos.size == 0:  # nothing above any seed: every row is short
+        return np.full((c, N), -1, np.int64), np.full((c, N), -np.inf, np.float32), np.arange(c)
+    rows = pos // m
+    bits = flat.reshape(-1)[pos].view(np.uint32)  # (K,) the scores' IEEE bits
+    positive = bool(seed.min() >= 0)  # every survivor > 0: its bits order as its score
+    desc = _SIGN - 1 - bits if positive else np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)
+    keys = (rows.astype(np.uint64) << (32 + _COL_BITS)) | (desc.astype(np.uint64) << _COL_BITS)
+    keys |= (pos - rows * m).astype(np.uint64)  # column < 2**_COL_BITS, row < MAX_ROWS
+    keys.sort()  # by row, then best score first (ascending desc), ties by column
+    count = np.bincount(rows, minlength=c)  # (c,) survivors per row
+    first = np.cumsum(count) - count  # (c,) each row's first key
+    pick = np.minimum(first[:, None] + np.arange(N), keys.size - 1)  # (c, N); short rows: junk
+    take = keys[pick]
+    desc = (take >> _COL_BITS).astype(np.uint32)  # the row bits fall off in the cast
+    bits = _SIGN - 1 - desc if positive else np.where(desc >= _SIGN, desc, ~desc & ~_SIGN)
+    out_i, out_s = (take & np.uint64(MAX_COLUMNS - 1)).astype(np.int64), bits.view(np.float32)
+    short = np.flatnonzero(count < N)
+    if short.size:  # past a short row's survivors: padding, not the next row's keys
+        past = np.arange(N) >= count[short, None]  # (s, N)
+        out_i[short] = np.where(past, -1, out_i[short])
+        out_s[short] = np.where(past, -np.inf, out_s[short])
+    return out_i, out_s, short
+
+
+def top_n_exact(
+    rows: np.ndarray, N: int, hits: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(idx (s, N) int64, scores (s, N) float32): the N best of each row of `rows` (s, m)
+    C-contiguous float32, best first, ties to the lower column; -1 / -inf past a row's
+    finite scores. The redo of `select_above`'s short rows: the threshold is just below the
+    row's exact N-th largest score (`np.partition` of the whole row), so every score tied
+    with it survives and the key sort picks among them by column."""
+    s, m = rows.shape
+    whole = m <= N  # every finite score is in the list: no N-th largest to find
+    kth = np.full(s, -np.inf, np.float32) if whole else np.partition(rows, m - N, axis=1)[:, m - N]
+    seed = np.nextafter(kth, np.float32(-np.inf))  # strictly below it: its ties survive
+    idx, scores, _ = select_above(rows, seed, N, hits)  # short now: fewer than N finite
+    return idx, scores
+
+
+def _positions_above(flat: np.ndarray, seed: np.ndarray, hits: np.ndarray | None) -> np.ndarray:
+    """(K,) int64 row-major positions of the entries of `flat` (c, m) above `seed` (c,), in
+    order. The compare writes one flag a byte into `hits` (reused when given); the flags are
+    then read as 64-bit words, 8 at a time: survivors are sparse (~2N of m), so
+    `flatnonzero` over the c * m / 8 words, then over the flags of the few nonzero words only,
+    is several times cheaper than over every flag (numpy's nonzero is a branch per entry)."""
+    c, m = flat.shape
+    size = c * m
+    words = -(-size // 8)  # ceil: the last word may be partly past the block
+    if hits is None or hits.size < words * 8:
+        hits = np.empty(words * 8, np.bool_)
+    np.greater(flat, seed[:, None], out=hits[:size].reshape(c, m))
+    hits[size : words * 8] = False  # the last word's spare flags (left from a larger block)
+    packed = hits[: words * 8].view(np.uint64)  # (words,) 8 flags each
+    nonzero = np.flatnonzero(packed != 0)  # (W,) the words holding a survivor
+    k = np.flatnonzero(packed[nonzero].view(np.bool_))  # their flags, in memory order
+    return nonzero[k >> 3] * 8 + (k & 7)
