@@ -18,7 +18,7 @@ selector are timed in 3 interleaved rounds (each once per round), the median rep
                          the faster BLAS on some CPUs, so a peer too
   faiss IndexFlatIP      `index.search(q, 100)` over all queries at once (no exclusion)
   top_k_by_dot           the default up to 65,536 courses, with or without an exclusion:
-                         masked products + a threshold select (`ncf.masked_topk`)
+                         masked products + a threshold select (`dot_top_k`)
   ..., faiss search      faiss's search per chunk (the default above 65,536 courses); with the
                          exclusion it over-fetches: asks for N + the chunk's largest excluded
                          count
@@ -326,8 +326,7 @@ def size_rows(courses: list[int], scores: int, repeats: int = 3) -> list[dict[st
     the default path and the over-fetch, interleaved, medians."""
     import faiss
 
-    from ncf.masked_topk import MAX_ITEMS
-    from ncf.retrieval import top_k_by_dot
+    from ncf.retrieval import MAX_ITEMS, top_k_by_dot
 
     rows = []
     for m in courses:

@@ -28,6 +28,7 @@ from evaluation.classification import (
 )
 from evaluation.embedding import knn_label_agreement
 from evaluation.full_ranking import (
+    Factors,
     TargetRanks,
     evaluate_full_ranking,
     full_ranking_topk,
@@ -58,6 +59,7 @@ __all__ = [
     "calibration_table",
     "catalogue_coverage",
     "entity_bootstrap_auc",
+    "Factors",
     "evaluate_full_ranking",
     "evaluate_sampled",
     "full_ranking_topk",

@@ -2,8 +2,11 @@
 
 A score source is either
   * a callable `score_fn(users_chunk: np.ndarray[int64]) -> (chunk, n_items)` torch tensor
-    or numpy array (e.g. `lambda u: user_emb[u] @ item_emb.T`), or
-  * a dense (n_rows, n_items) numpy array / torch tensor, indexed by user.
+    or numpy array (e.g. `lambda u: user_emb[u] @ item_emb.T`),
+  * a dense (n_rows, n_items) numpy array / torch tensor, indexed by user, or
+  * `Factors(queries, items)`: scores that are a product (`queries[u] @ items.T`, queries
+    an array or a callable), which the CPU ranks block by block without holding a chunk of
+    scores (`evaluation.threshold_select.dot_top_k`).
 Users, `exclude` rows and `truth`/`targets` rows share one index space (dense learner index).
 
 Memory is bounded by `chunk_size x n_items` scores (plus one copy of a chunk when exclusion
@@ -25,6 +28,7 @@ from evaluation._checks import as_1d, as_csr, check_ks, few
 from evaluation.ranking import MapDenominator, NdcgGain, RankingMetrics, ranking_metrics
 
 __all__ = [
+    "Factors",
     "ScoreSource",
     "TargetRanks",
     "resolve_device",
@@ -33,7 +37,6 @@ __all__ = [
     "evaluate_full_ranking",
 ]
 
-ScoreSource = Callable[[np.ndarray], Any] | np.ndarray | torch.Tensor
 DEFAULT_CHUNK = 2048
 
 
@@ -72,6 +75,25 @@ class TargetRanks:
         }
 
 
+@dataclass(frozen=True)
+class Factors:
+    """A score source given as a product: the scores of users `u` are `queries[u] @ items.T`.
+
+    queries: (n_rows, d) array or tensor indexed by user, or a callable users -> (c, d)
+    (e.g. a learner tower); items: (n_items, d). On the CPU in float32 `full_ranking_topk`
+    multiplies them in cache-sized blocks and selects as it goes
+    (`threshold_select.dot_top_k`: no chunk of scores is ever held); on CUDA, in float64,
+    with NaN/inf factors or norms that could overflow, and in `target_ranks`, a chunk's
+    scores are the product and the usual path follows.
+    """
+
+    queries: Any
+    items: Any
+
+
+ScoreSource = Callable[[np.ndarray], Any] | np.ndarray | torch.Tensor | Factors
+
+
 class _Scores:
     """Uniform access to a score source: `chunk(users)` -> ((c, n_items) float tensor, owned).
 
@@ -83,6 +105,10 @@ class _Scores:
         self.device, self.copy = device, copy
         self.fn: Callable[[np.ndarray], Any] | None = None
         self.dense: torch.Tensor | None = None
+        self.items: torch.Tensor | None = None  # (n_items, d) when the source is Factors
+        if isinstance(source, Factors):
+            self._factors(source)
+            return
         if callable(source) and not isinstance(source, np.ndarray | torch.Tensor):
             self.fn = source
         else:
@@ -97,7 +123,64 @@ class _Scores:
         self.n_items: int | None = None if self.dense is None else int(self.dense.shape[1])
         self.n_rows: int | None = None if self.dense is None else int(self.dense.shape[0])
 
-    def chunk(self, users: np.ndarray) -> tuple[torch.Tensor, bool]:
+    def _factors(self, source: Factors) -> None:
+        items = torch.as_tensor(source.items)
+        if items.ndim != 2 or not items.is_floating_point():
+            raise ValueError(
+                "scores: Factors.items must be a 2-D float (n_items, d) array; got "
+                f"{items.dtype} with shape {tuple(items.shape)}"
+            )
+        self.items = items.to(self.device)
+        self.n_items, self.n_rows = int(items.shape[0]), None
+        if callable(source.queries) and not isinstance(source.queries, np.ndarray | torch.Tensor):
+            self.fn = source.queries
+        else:
+            self.dense = torch.as_tensor(source.queries)
+            self.n_rows = int(self.dense.shape[0])
+        self._items_norm: float | None = None  # the largest item norm, once it is needed
+
+    def queries(self, users: np.ndarray) -> torch.Tensor:
+        """(c, d) float query rows of `users` on the device (Factors sources only)."""
+        if self.dense is not None:
+            q = self.dense.index_select(0, torch.from_numpy(users).to(self.dense.device))
+        else:
+            q = self.fn(users)
+            q = torch.as_tensor(q) if isinstance(q, np.ndarray) else q
+        d = int(self.items.shape[1])
+        if not isinstance(q, torch.Tensor) or tuple(q.shape) != (users.shape[0], d):
+            got = tuple(q.shape) if hasattr(q, "shape") else type(q).__name__
+            raise ValueError(
+                f"Factors.queries: must give shape (len(users_chunk), d) = "
+                f"{(users.shape[0], d)}; got {got}"
+            )
+        return q.to(self.device)
+
+    def blocked(self, q: torch.Tensor, k: int) -> bool:
+        """Whether the chunk with query rows `q` takes `threshold_select.dot_top_k`: CPU,
+        float32 factors, k a small part of the catalogue, and scores that are finite (no
+        NaN/inf factor: a finite sum) and cannot overflow (|q . x| <= |q| |x|, Cauchy-Schwarz),
+        since NaN would never pass its compare and is reported by the other path."""
+        it = self.items
+        if not (it.device.type == q.device.type == "cpu"
+                and it.dtype == q.dtype == torch.float32
+                and 4 * k <= it.shape[0] <= threshold_select.MAX_COLUMNS):  # fmt: skip
+            return False
+        if self._items_norm is None:
+            finite = bool(torch.isfinite(it.sum())) and it.shape[0] > 0
+            self._items_norm = (
+                float(torch.linalg.vector_norm(it, dim=1).max()) if finite else np.inf
+            )
+        if not (q.shape[0] and bool(torch.isfinite(q.sum()))):
+            return False
+        return float(torch.linalg.vector_norm(q, dim=1).max()) * self._items_norm < 1e37
+
+    def chunk(
+        self, users: np.ndarray, queries: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, bool]:
+        if self.items is not None:  # Factors: the product, a new buffer
+            q = self.queries(users) if queries is None else queries
+            dtype = torch.promote_types(q.dtype, self.items.dtype)
+            return q.to(dtype) @ self.items.to(dtype).T, True  # (c, n_items)
         if self.dense is not None:
             idx = torch.from_numpy(users).to(self.dense.device)
             out = self.dense.index_select(0, idx)  # a new (c, n_items) buffer: ours
@@ -239,6 +322,25 @@ def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.n
     return idx, vals
 
 
+def _chunk_top_k(
+    src: _Scores, u: np.ndarray, k: int, ex: sp.csr_array | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores) (c, min(k, n_items)) numpy of the users `u`, best first."""
+    q = None
+    if src.items is not None:  # Factors: products and the select, block by block
+        q = src.queries(u)  # (c, d)
+        kk = min(k, src.n_items)
+        if src.blocked(q, kk):
+            return threshold_select.dot_top_k(q, src.items, kk, None if ex is None else ex[u])
+    s, owned = src.chunk(u, q)  # (c, n_items) float on the device
+    s = _mask_excluded(s, owned, ex, u)
+    kk = min(k, s.shape[1])
+    if _threshold_path(s, kk):  # CPU float32: a compare a score, not a topk
+        return _threshold_top_k(s.numpy(), kk, u)
+    vals, idx = _torch_top_k(s, kk, u)
+    return idx, vals
+
+
 def full_ranking_topk(
     scores: ScoreSource,
     k: int,
@@ -288,14 +390,8 @@ def full_ranking_topk(
         parts = track(parts, -(-n // chunk_size))
     with torch.inference_mode():
         for part in parts:
-            u = user_idx[part]
-            s, owned = src.chunk(u)  # (c, n_items) float on `dev`
-            s = _mask_excluded(s, owned, ex, u)
-            kk = min(k, s.shape[1])
-            if _threshold_path(s, kk):  # CPU float32: a compare a score, not a topk
-                idx, vals = _threshold_top_k(s.numpy(), kk, u)  # (c, kk) numpy each
-            else:
-                vals, idx = _torch_top_k(s, kk, u)
+            idx, vals = _chunk_top_k(src, user_idx[part], k, ex)  # (c, kk) numpy each
+            kk = idx.shape[1]
             top_items[part, :kk] = idx
             if return_scores:
                 if top_scores is None:

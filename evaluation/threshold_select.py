@@ -2,6 +2,7 @@
 
     seed = kth_largest(block[:, sample_columns], rank)      # (c,) one threshold a row
     idx, scores, short = select_above(block, seed, N)        # rows in `short`: redo them
+    idx, scores = dot_top_k(queries, items, N, exclude)      # the same on products, blocked
 
 Every row:
 
@@ -18,20 +19,24 @@ Every row:
 
 It replaces a top-k whose cost is per score (`torch.topk`, faiss's heap: a sift for every
 score that enters) by a compare per score and a few passes per survivor. Used by
-`ncf.masked_topk` (products and an exclusion) and `evaluation.full_ranking_topk` (any score
-source). Measured in `benchmarks/bench_retrieval.py`. Entries at -inf (excluded) never
+`dot_top_k` (products in cache-sized blocks and an exclusion: `ncf.retrieval.top_k_by_dot`
+and the `Factors` score source of `evaluation.full_ranking_topk`) and by
+`evaluation.full_ranking_topk` on any other CPU float32 score source. Measured in `benchmarks/bench_retrieval.py`. Entries at -inf (excluded) never
 survive; NaN never survives either, so callers that must reject NaN check for it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 
 __all__ = [
     "ABOVE", "MAX_COLUMNS", "SAMPLE_RANK",
-    "kth_largest", "sample_size", "select_above", "top_n_exact",
+    "dot_top_k", "kth_largest", "sample_size", "select_above", "top_n_exact",
 ]  # fmt: skip
 
 SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
@@ -129,3 +134,62 @@ def _positions_above(flat: np.ndarray, seed: np.ndarray, hits: np.ndarray | None
     nonzero = np.flatnonzero(packed != 0)  # (W,) the words holding a survivor
     k = np.flatnonzero(packed[nonzero].view(np.bool_))  # their flags, in memory order
     return nonzero[k >> 3] * 8 + (k & 7)
+
+
+_BLOCK_FLOATS = 512 << 10  # scores per product block: 2 MB, so it stays in cache between passes
+_MIN_ROWS = 128  # rows per block: torch.mm (MKL) is slow on fewer rows
+
+
+def dot_top_k(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    N: int,
+    exclude: sp.csr_array | None = None,
+    *,
+    track: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(idx (n, N) int64, scores (n, N) float32): the N largest `queries @ items.T` of every
+    row, best first, ties to the lower item index, never an entry stored in `exclude` (n, m);
+    -1 / -inf past a row's allowed items. queries (n, d) and items (m, d) float32 on the CPU,
+    finite, with scores that cannot overflow (the caller checks); m <= MAX_COLUMNS.
+    track: optional wrapper of the block loop (progress).
+
+    One product per block of 2 MB of scores (at least 128 rows) into a reused buffer, so the
+    block is still in cache for the compare, the excluded entries set to -inf, then the
+    threshold select with every `step`-th column as the sample. Memory: the (block, m)
+    scores and flags and the (n, N) results.
+
+    Why not faiss's flat search: it cannot mask per query, so an exclusion has to over-fetch,
+    and at top-100 of 10,000 courses about half of its time is its heap (replaced about
+    N ln(m / N) times per row, a sift of log2(N) levels each). The product is torch's (on its
+    thread count): numpy's OpenBLAS multiplied faster on an AMD box, but bounding its threads
+    sets them process-wide, and resetting numpy's BLAS threads made UMAP's seeded layouts
+    irreproducible later in the same process."""
+    n, m = int(queries.shape[0]), int(items.shape[0])
+    if m > MAX_COLUMNS:  # the selection keys hold a column in fixed bits
+        raise ValueError(f"dot_top_k: at most {MAX_COLUMNS:,} items; got {m:,}")
+    items_t = items.to("cpu", torch.float32).T.contiguous()  # (d, m)
+    q = queries.to("cpu", torch.float32)  # (n, d)
+    size, rank = sample_size(m, N)
+    step = max(1, m // size)  # the sample: every step-th column, ceil(m / step) >= size
+    block = int(np.clip(_BLOCK_FLOATS // max(m, 1), _MIN_ROWS, MAX_ROWS))
+    if exclude is not None:
+        ex_ptr, ex_col = exclude.indptr, exclude.indices.astype(np.int64, copy=False)
+    idx = np.empty((n, N), dtype=np.int64)
+    scores = np.empty((n, N), dtype=np.float32)
+    buf = torch.empty((block, m), dtype=torch.float32)  # (block, m) scores, reused
+    hits = np.empty(block * m + 8, np.bool_)  # (block * m,) compare flags, reused
+    starts = range(0, n, block)
+    for lo in starts if track is None else track(starts, len(starts)):
+        hi = min(n, lo + block)
+        torch.mm(q[lo:hi], items_t, out=buf[: hi - lo])  # (c, m)
+        flat = buf[: hi - lo].numpy()
+        if exclude is not None and ex_ptr[hi] > ex_ptr[lo]:
+            rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
+            flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
+        seed = kth_largest(flat[:, ::step], rank)  # (c,)
+        out_i, out_s, short = select_above(flat, seed, N, hits)
+        if short.size:  # fewer than N above the sampled seed: redone exactly
+            out_i[short], out_s[short] = top_n_exact(flat[short], N, hits)
+        idx[lo:hi], scores[lo:hi] = out_i, out_s
+    return idx, scores

@@ -39,6 +39,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import (
+    Factors,
     RankingMetrics,
     bootstrap_ci,
     entity_bootstrap_auc,
@@ -89,18 +90,18 @@ def ncf_test(rec: NCFRecommender, data: PreparedData, ks: list[int]) -> RankingM
             "(<run_dir>/ncf/model) with the event log of its run"
         )
     # What the module's test step computes (ncf.batches.EvalBatches, NCFModule._eval_step):
-    # the normalized history rows as bags, the towers, `TwoTower.score`.
+    # the normalized history rows as bags, the towers, `TwoTower.score` as Factors.
     history = normalize_rows(rec.snapshot.history, rec.normalize)
-    courses = rec.course_embeddings()  # (n_courses, d)
+    courses = rec.model.normalize(rec.course_embeddings())  # (n_courses, d)
 
-    def scores(learners: np.ndarray) -> torch.Tensor:
+    def queries(learners: np.ndarray) -> torch.Tensor:
         bags = csr_bags(history, learners).to(rec.device)
         emb = rec.model.learners(bags, torch.from_numpy(learners).to(rec.device))  # (c, d)
-        return rec.model.score(emb, courses)  # (c, n_courses)
+        return rec.model.normalize(emb)
 
     return evaluate_full_ranking(
-        scores, snap.labels, sorted(set(ks)), exclude=rec.snapshot.seen, device=rec.device,
-        copy=False,  # `scores` returns a fresh buffer on every call
+        Factors(queries, courses), snap.labels, sorted(set(ks)), exclude=rec.snapshot.seen,
+        device=rec.device,
     )  # fmt: skip
 
 

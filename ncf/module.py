@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from evaluation import RankingMetrics, full_ranking_topk, ranking_metrics
+from evaluation import Factors, RankingMetrics, full_ranking_topk, ranking_metrics
 from ncf.bags import Bags
 from ncf.losses import LOSSES, bce_sampled, distillation, full_softmax, sampled_softmax
 from ncf.model import TwoTower
@@ -276,10 +276,11 @@ class NCFModule(pl.LightningModule):
         key = batch["course_bags"].key
         if key not in self._eval["courses"]:
             self._eval["courses"][key] = self.course_embeddings(batch, None)  # (n_courses, d)
-        scores = self.model.score(L, self._eval["courses"][key])  # (B, n_courses)
-        topk = full_ranking_topk(
-            scores, max(self.eval_ks), exclude=batch["seen"], device=scores.device, copy=False
-        )
+        # TwoTower.score is this product (over the temperature for cosine: the same order, up
+        # to ties the division could make); as Factors the CPU ranks it block by block without
+        # the (B, n_courses) scores
+        factors = Factors(self.model.normalize(L), self.model.normalize(self._eval["courses"][key]))
+        topk = full_ranking_topk(factors, max(self.eval_ks), exclude=batch["seen"], device=L.device)
         self._eval["topk"].append(topk)
         self._eval["truth"].append(batch["truth"])
         self._eval["learners"].append(batch["learners"].cpu().numpy())

@@ -8,9 +8,9 @@ Exact paths, the same results (up to ties and float rounding):
   faiss (CPU, the default when faiss is importable):
     * a catalogue of at most `MAX_ITEMS` (65,536) courses, with or without an exclusion:
       products in small blocks (2 MB or 128 learners), the excluded entries set to -inf,
-      and a threshold select per row (`ncf.masked_topk`: a sampled threshold, a vectorised
-      compare, a sort of the ~2N survivors; faiss's heap only for the rare row with too few
-      above its threshold);
+      and a threshold select per row (`evaluation.threshold_select.dot_top_k`: a sampled
+      threshold, a vectorised compare, a sort of the ~2N survivors; the rare row with too
+      few above its threshold redone with its exact N-th score as the threshold);
     * a larger catalogue: per chunk of queries, faiss's flat inner-product search
       (`ncf.ann.ItemIndex`), and for an exclusion the over-fetch: rows are taken in order of
       their excluded count, each chunk asks for N + (its largest count) and the excluded ids
@@ -58,8 +58,8 @@ import torch
 
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few, in_sorted
+from evaluation.threshold_select import dot_top_k
 from ncf.ann import ItemIndex, check_method, load_faiss
-from ncf.masked_topk import MAX_ITEMS, masked_top_k
 from watchlog.progress import progress
 
 __all__ = ["top_k_by_dot", "similar_by_cosine"]
@@ -67,6 +67,7 @@ __all__ = ["top_k_by_dot", "similar_by_cosine"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096
+MAX_ITEMS = 65_536  # the masked path up to here, faiss's search above (bench_retrieval, sizes)
 _BITSET_LIMIT = 1 << 29  # chunk x items bits (64 MB) for the exclusion test, else sorted keys
 
 
@@ -204,7 +205,7 @@ def top_k_by_dot(
             _log.debug("per-row candidates: scored exactly, not with the %s index", index.method)
         idx, scores = _torch_top_k(q, it, N, np.arange(n), ex, per_row, chunk_size, dev)
     elif not index.fitted and _masked_path(it, index):
-        idx, scores = masked_top_k(q, it, N, ex, track=_track)
+        idx, scores = dot_top_k(q, it, N, ex, track=_track)
     else:
         index = index if index.fitted else index.clone().fit(it)
         idx, scores = _faiss_top_k(q, it, N, ex, index, selector, chunk_size, dev)
@@ -216,7 +217,7 @@ def top_k_by_dot(
 
 def _masked_path(it: torch.Tensor, index: ItemIndex) -> bool:
     """Exact search on a catalogue of at most MAX_ITEMS courses, with or without an exclusion:
-    products and a threshold select (`ncf.masked_topk`) beat faiss's own search (0.78x its
+    products and a threshold select (`evaluation.threshold_select.dot_top_k`) beat faiss's own search (0.78x its
     time at 100k x 10k) and its over-fetch for the exclusion."""
     return not index.approximate and it.shape[0] <= MAX_ITEMS
 

@@ -1,5 +1,5 @@
 """ncf.retrieval on faiss against its torch path (both exact CPU paths, with and without an
-exclusion: masked products with a threshold select, ncf.masked_topk, and faiss's search with
+exclusion: masked products with a threshold select, evaluation.threshold_select.dot_top_k, and faiss's search with
 the over-fetch),
 approximate search (ncf.ann), the fallback without faiss, and the retrieval option of
 NCFRecommender."""
@@ -13,7 +13,6 @@ import pytest
 import scipy.sparse as sp
 
 import evaluation.threshold_select as threshold_select
-import ncf.masked_topk as masked_topk
 import ncf.retrieval as retrieval
 from ncf.ann import ItemIndex, load_faiss
 from ncf.retrieval import heavy_limit, top_k_by_dot
@@ -115,8 +114,8 @@ def test_masked_path_up_to_max_items_with_or_without_exclusion_and_faiss_search_
     q, items = emb
     ex = exclusion(200, 300, seed=1)
     masked, searched = [], []
-    real_masked, real_search = retrieval.masked_top_k, ItemIndex.search
-    monkeypatch.setattr(retrieval, "masked_top_k",
+    real_masked, real_search = retrieval.dot_top_k, ItemIndex.search
+    monkeypatch.setattr(retrieval, "dot_top_k",
                         lambda *a, **k: masked.append(1) or real_masked(*a, **k))  # fmt: skip
     monkeypatch.setattr(ItemIndex, "search",
                         lambda self, *a, **k: searched.append(1) or real_search(self, *a, **k))  # fmt: skip
@@ -146,8 +145,8 @@ def test_masked_path_is_exact_when_the_sampled_threshold_is_too_high(emb, monkey
     monkeypatch.undo()
     monkeypatch.setattr(threshold_select, "SAMPLE_RANK", 1)  # the sample's best: often too high
     # 16-row blocks: many blocks, the last one short (200 = 12 x 16 + 8)
-    monkeypatch.setattr(masked_topk, "_BLOCK_FLOATS", 300 * 16)
-    monkeypatch.setattr(masked_topk, "_MIN_ROWS", 1)
+    monkeypatch.setattr(threshold_select, "_BLOCK_FLOATS", 300 * 16)
+    monkeypatch.setattr(threshold_select, "_MIN_ROWS", 1)
     assert_same(top_k_by_dot(q, items, 7, exclude=ex), want)
 
 

@@ -1,15 +1,16 @@
 """evaluation.threshold_select: the exact top-N of a score block by a sampled threshold (keys
 that order floats as floats, short rows reported, the reused flag buffer), and the paths that
-use it (ncf.masked_topk, evaluation.full_ranking_topk) against a plain sort."""
+use it (dot_top_k, evaluation.full_ranking_topk) against a plain sort."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 import evaluation.threshold_select as threshold_select
-from evaluation import full_ranking_topk
+from evaluation import Factors, full_ranking_topk, target_ranks
 
 
 def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
@@ -84,8 +85,8 @@ def _float32_case(seed: int = 0, n: int = 300, m: int = 500):
     return scores, exclude
 
 
-def _stable_reference(scores: np.ndarray, exclude, k: int) -> tuple[np.ndarray, np.ndarray]:
-    s = np.where(exclude.toarray() > 0, -np.inf, scores)
+def _stable_reference(scores, exclude, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = np.where(exclude.toarray() > 0, -np.inf, np.asarray(scores))
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]  # ties: lower index first
     vals = np.take_along_axis(s, order, axis=1)
     return np.where(vals == -np.inf, -1, order), vals
@@ -155,3 +156,71 @@ def test_float32_path_names_users_with_nan_and_float64_takes_torch_topk(monkeypa
                         lambda *a, **kw: calls.append(1))  # fmt: skip
     full_ranking_topk(scores[:30].astype(np.float64), 10, device="cpu")
     assert not calls
+
+
+# ------------------------------------------------------------ Factors: products, blocked
+
+
+def _factors_case(seed: int = 0, n: int = 400, m: int = 600, d: int = 16):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(n, d)).astype(np.float32)
+    items = rng.normal(size=(m, d)).astype(np.float32)
+    exclude = sp.csr_array((rng.random((n, m)) < 0.05).astype(np.float32))
+    return q, items, exclude
+
+
+def _dense_reference(q, items, exclude, k):
+    return _stable_reference(torch.from_numpy(q) @ torch.from_numpy(items).T, exclude, k)
+
+
+@pytest.mark.parametrize("callable_queries", [False, True])
+def test_factors_rank_blockwise_like_the_dense_product(callable_queries, monkeypatch):
+    """Factors on the CPU in float32 go through dot_top_k (observed) and give the stable
+    sort of the product: the same items and the same float32 scores, chunk by chunk."""
+    q, items, exclude = _factors_case()
+    calls = []
+    real = threshold_select.dot_top_k
+    monkeypatch.setattr(threshold_select, "dot_top_k",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))  # fmt: skip
+    queries = (lambda u: torch.from_numpy(q[u])) if callable_queries else q
+    users = np.arange(400) if callable_queries else None
+    got_items, got_vals = full_ranking_topk(
+        Factors(queries, items), 25, users=users, exclude=exclude, chunk_size=150,
+        return_scores=True, device="cpu",
+    )  # fmt: skip
+    want_items, want_vals = _dense_reference(q, items, exclude, 25)
+    assert len(calls) == 3  # 400 users in chunks of 150
+    np.testing.assert_array_equal(got_items, want_items)
+    np.testing.assert_allclose(got_vals, want_vals, rtol=1e-6)
+
+
+def test_factors_fall_back_to_the_product_when_blocking_cannot_be_trusted(monkeypatch):
+    """NaN in a query row (named, as for any score source), norms that could overflow,
+    float64 and a k close to the catalogue take the product and the chunk path."""
+    q, items, exclude = _factors_case(seed=1)
+    calls = []
+    monkeypatch.setattr(threshold_select, "dot_top_k", lambda *a, **kw: calls.append(1))
+    bad = q.copy()
+    bad[[17, 301], 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN for 1 user\(s\).*users 17"):
+        full_ranking_topk(Factors(bad, items), 10, chunk_size=200, device="cpu")
+    huge = q * np.float32(1e19)  # |q| |x| > 1e37: a score could overflow
+    got = full_ranking_topk(Factors(huge, items), 10, exclude=exclude, device="cpu")
+    np.testing.assert_array_equal(got, _dense_reference(huge, items, exclude, 10)[0])
+    got = full_ranking_topk(Factors(q.astype(np.float64), items.astype(np.float64)), 10)
+    np.testing.assert_array_equal(got, _dense_reference(q, items, sp.csr_array((400, 600)), 10)[0])
+    full_ranking_topk(Factors(q, items), 200, device="cpu")  # 4 x 200 > 600 items
+    assert not calls
+
+
+def test_factors_shape_errors_and_target_ranks():
+    q, items, exclude = _factors_case(seed=2, n=50, m=40)
+    with pytest.raises(ValueError, match=r"Factors.queries: must give shape .* = \(50, 16\)"):
+        full_ranking_topk(Factors(lambda u: q[u, :8], items), 5, users=np.arange(50))
+    with pytest.raises(ValueError, match=r"Factors.items must be a 2-D float"):
+        full_ranking_topk(Factors(q, items[0]), 5)
+    targets = sp.csr_array((np.random.default_rng(0).random((50, 40)) < 0.1).astype(np.float32))
+    dense = q @ items.T
+    a = target_ranks(Factors(q, items), targets, exclude=exclude)
+    b = target_ranks(dense, targets, exclude=exclude)
+    np.testing.assert_array_equal(a.ranks, b.ranks)
