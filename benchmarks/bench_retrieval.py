@@ -23,10 +23,12 @@ selector are timed in 3 interleaved rounds (each once per round), the median rep
                          exclusion it over-fetches: asks for N + the chunk's largest excluded
                          count
   top_k_by_dot, torch    the torch path (faiss hidden): matmul + mask + `torch.topk` (once)
-  evaluation             `evaluation.full_ranking_topk` of a score_fn multiplying each chunk
-                         of 2,048 learners (torch, fresh buffers), with the exclusion: its
-                         default (a threshold select on CPU float32), and `torch.topk`
-                         (before; once)
+  evaluation             `evaluation.full_ranking_topk` with the exclusion: of
+                         `Factors(q, items)` (products and select block by block, as the
+                         two-tower's validation and test pass it), of a score_fn multiplying
+                         each chunk of 2,048 learners (torch, fresh buffers; the threshold
+                         select on CPU float32), and of that score_fn with `torch.topk` (the
+                         code before; once)
   faiss selector / row   one search per learner with an `IDSelectorNot(IDSelectorBatch)`
                          of its watched courses: the other exact exclusion, timed on the first
                          2,000 learners and scaled to all (`extrapolated` column)
@@ -204,16 +206,18 @@ def topk_evaluation() -> Iterator[None]:
         full_ranking._threshold_path = keep
 
 
-def evaluation_top_k(q: np.ndarray, items: np.ndarray, watched: sp.csr_array):
-    """evaluation's full ranking of the same products: a score_fn multiplying each chunk of
-    learners (torch, a fresh (chunk, m) buffer: evaluation's own default chunk of 2,048),
-    the watched courses excluded; (items, scores) (n, TOP)."""
-    from evaluation import full_ranking_topk
+def evaluation_top_k(q: np.ndarray, items: np.ndarray, watched: sp.csr_array, factors: bool):
+    """evaluation's full ranking of the same products, the watched courses excluded, as the
+    two-tower's validation and test pass them (`evaluation.Factors`: multiplied block by
+    block) or as a score_fn multiplying each chunk of learners (torch, a fresh (chunk, m)
+    buffer: evaluation's own default chunk of 2,048); (items, scores) (n, TOP)."""
+    from evaluation import Factors, full_ranking_topk
 
     qt, it_t = torch.from_numpy(q), torch.from_numpy(items).T.contiguous()  # (n, d), (d, m)
+    source = Factors(q, items) if factors else (lambda u: qt[torch.from_numpy(u)] @ it_t)
     return full_ranking_topk(
-        lambda u: qt[torch.from_numpy(u)] @ it_t, TOP, users=np.arange(q.shape[0]),
-        exclude=watched, device="cpu", copy=False, return_scores=True,
+        source, TOP, users=np.arange(q.shape[0]), exclude=watched, device="cpu", copy=False,
+        return_scores=True,
     )  # fmt: skip
 
 
@@ -274,7 +278,8 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
                 q, items, TOP, exclude=watched, device="cpu"
             ),
             "top_k_by_dot, exclusion by over-fetch": over_fetch,
-            "evaluation": lambda: evaluation_top_k(q, items, watched),
+            "evaluation, Factors": lambda: evaluation_top_k(q, items, watched, True),
+            "evaluation, score_fn": lambda: evaluation_top_k(q, items, watched, False),
         },
         repeats,
     )
@@ -301,12 +306,15 @@ def exact_rows(n: int, repeats: int = 3) -> list[dict[str, Any]]:
                 hit = ex[np.repeat(np.arange(n), TOP), np.maximum(new[0], 0).ravel()]
                 rows[-1]["excluded_returned"] = int(hit.sum())  # must be 0
     with topk_evaluation():  # the old path, once, as the torch path above
-        old_s, old = timed(lambda: evaluation_top_k(q, items, watched))
-    row("evaluation full_ranking_topk, torch.topk", True, old_s)
-    seconds, new = got["evaluation"]
-    same_ids, same_sets = agreement(new, old)
-    row("evaluation full_ranking_topk (default: threshold select)", True, seconds,
-        same_ids=same_ids, same_sets=same_sets)  # fmt: skip
+        old_s, old = timed(lambda: evaluation_top_k(q, items, watched, False))
+    row("evaluation full_ranking_topk, score_fn + torch.topk (before)", True, old_s)
+    for name, method in (
+        ("evaluation, score_fn", "evaluation full_ranking_topk, score_fn (threshold select)"),
+        ("evaluation, Factors", "evaluation full_ranking_topk, Factors (the two-tower's)"),
+    ):
+        seconds, new = got[name]
+        same_ids, same_sets = agreement(new, old)
+        row(method, True, seconds, same_ids=same_ids, same_sets=same_sets)
     sample = min(n, SELECTOR_SAMPLE)
     sel_s, _ = timed(lambda: selector_per_row(q, items, watched, sample))
     row("faiss selector / row", True, sel_s * n / sample, extrapolated=f"from {sample:,} rows")
