@@ -7,6 +7,9 @@ Used by every model stage; imports no model package. Typical full-ranking use:
     res.summary()  # {"ndcg@10": ..., "map@10": ..., "n_skipped_empty": ...}
 
 or in one call `evaluate_full_ranking(score_fn, test_csr, ks=(5, 10), exclude=train_csr)`.
+Scores that are a product can be given as `Factors(user_emb, item_emb)` (or a callable for
+the users' rows): the CPU then multiplies and ranks block by block, never holding a chunk of
+scores (`evaluation.threshold_select`).
 Embedding quality: `knn_label_agreement(course_emb, languages, k=10)` -> agreement vs chance.
 """
 

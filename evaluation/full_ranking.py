@@ -296,13 +296,12 @@ _SELECT_ROWS = 128  # rows a threshold select takes at once: the flags stay in c
 
 def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(items (c, k) int64, scores (c, k) float32) of the chunk (c, m), best first, ties to
-    the lower item index; -1 / -inf where a row has fewer than k finite scores. The sample
-    of each row is every `step`-th column (any sample keeps the result exact: rows short of
-    k above their threshold are redone with their exact k-th score as the threshold)."""
+    the lower item index; -1 / -inf where a row has fewer than k finite scores. Any sample
+    (`threshold_select.sample_of`) keeps the result exact: rows short of k above their
+    threshold are redone with their exact k-th score as the threshold."""
     chunk = np.ascontiguousarray(chunk)
     c, m = chunk.shape
     size, rank = threshold_select.sample_size(m, k)
-    step = m // size  # >= 1; the strided sample has ceil(m / step) >= size columns
     idx, vals = np.empty((c, k), np.int64), np.empty((c, k), np.float32)
     hits = np.empty(_SELECT_ROWS * m + 8, np.bool_)  # (rows * m,) compare flags, reused
     nan_rows = []  # NaN never passes a compare: looked for apart, reported for the chunk
@@ -312,7 +311,7 @@ def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.n
             nan = np.flatnonzero(np.isnan(block.sum(axis=1)))  # then looked at entry by entry
         if nan.size:
             nan_rows.append(lo + nan[np.isnan(block[nan]).any(axis=1)])
-        seed = threshold_select.kth_largest(block[:, ::step], rank)  # (b,)
+        seed = threshold_select.kth_largest(threshold_select.sample_of(block, size), rank)
         i, v, short = threshold_select.select_above(block, seed, k, hits)
         if short.size:  # fewer than k above the sampled threshold: redone exactly
             i[short], v[short] = threshold_select.top_n_exact(block[short], k, hits)

@@ -1,6 +1,6 @@
 """Exact top-N of every row of a float32 score block by a sampled threshold, on the CPU.
 
-    seed = kth_largest(block[:, sample_columns], rank)      # (c,) one threshold a row
+    seed = kth_largest(sample_of(block, s), rank)           # (c,) one threshold a row
     idx, scores, short = select_above(block, seed, N)        # rows in `short`: redo them
     idx, scores = dot_top_k(queries, items, N, exclude)      # the same on products, blocked
 
@@ -36,7 +36,7 @@ import torch
 
 __all__ = [
     "ABOVE", "MAX_COLUMNS", "SAMPLE_RANK",
-    "dot_top_k", "kth_largest", "sample_size", "select_above", "top_n_exact",
+    "dot_top_k", "kth_largest", "sample_of", "sample_size", "select_above", "top_n_exact",
 ]  # fmt: skip
 
 SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
@@ -59,9 +59,30 @@ def sample_size(m: int, N: int) -> tuple[int, int]:
 
 def kth_largest(part: np.ndarray, k: int) -> np.ndarray:
     """(c,) the k-th largest value of every row of `part` (c, s), 1 <= k <= s (-inf when
-    masked entries fill the rows' top k): numpy's introselect, cheaper than a k-heap here."""
+    masked entries fill the rows' top k): numpy's introselect, in place (`part` is scratch),
+    cheaper than a k-heap here."""
     s = part.shape[1]
-    return np.partition(part, s - k, axis=1)[:, s - k]
+    part.partition(s - k, axis=1)
+    return part[:, s - k].copy()
+
+
+_RUNS = 16  # the sample: 16 runs of consecutive columns spread evenly over the row
+
+
+def sample_of(flat: np.ndarray, size: int) -> np.ndarray:
+    """(c, >= size) a copy of `size` or a few more of the columns of `flat` (c, m): `_RUNS`
+    runs of consecutive columns, one at the start of each sixteenth of the row. A run is read
+    whole cache lines at a time (a column stride would touch every line of the row), and
+    the runs spread the sample over the catalogue's order (a prefix would follow it, e.g.
+    courses sorted by popularity). Any sample keeps the select exact; a poor one costs time."""
+    c, m = flat.shape
+    if m < _RUNS * 8 or size * 2 > m:  # a short row or most of it: a prefix is the sample
+        return flat[:, :size].copy()
+    width = m // _RUNS  # (c, runs, width) view of the first runs x width columns
+    run = -(-size // _RUNS)
+    runs = flat[:, : _RUNS * width].reshape(c, _RUNS, width)[:, :, :run]  # a view
+    out = runs.reshape(c, _RUNS * run)  # run < width: the runs cannot merge, so a copy
+    return out.copy() if np.may_share_memory(out, flat) else out  # kth_largest writes to it
 
 
 def select_above(
@@ -156,7 +177,7 @@ def dot_top_k(
 
     One product per block of 2 MB of scores (at least 128 rows) into a reused buffer, so the
     block is still in cache for the compare, the excluded entries set to -inf, then the
-    threshold select with every `step`-th column as the sample. Memory: the (block, m)
+    threshold select (its sample: `sample_of`). Memory: the (block, m)
     scores and flags and the (n, N) results.
 
     Why not faiss's flat search: it cannot mask per query, so an exclusion has to over-fetch,
@@ -171,7 +192,6 @@ def dot_top_k(
     items_t = items.to("cpu", torch.float32).T.contiguous()  # (d, m)
     q = queries.to("cpu", torch.float32)  # (n, d)
     size, rank = sample_size(m, N)
-    step = max(1, m // size)  # the sample: every step-th column, ceil(m / step) >= size
     block = int(np.clip(_BLOCK_FLOATS // max(m, 1), _MIN_ROWS, MAX_ROWS))
     if exclude is not None:
         ex_ptr, ex_col = exclude.indptr, exclude.indices.astype(np.int64, copy=False)
@@ -187,7 +207,7 @@ def dot_top_k(
         if exclude is not None and ex_ptr[hi] > ex_ptr[lo]:
             rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
             flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
-        seed = kth_largest(flat[:, ::step], rank)  # (c,)
+        seed = kth_largest(sample_of(flat, size), rank)  # (c,)
         out_i, out_s, short = select_above(flat, seed, N, hits)
         if short.size:  # fewer than N above the sampled seed: redone exactly
             out_i[short], out_s[short] = top_n_exact(flat[short], N, hits)

@@ -224,3 +224,18 @@ def test_factors_shape_errors_and_target_ranks():
     a = target_ranks(Factors(q, items), targets, exclude=exclude)
     b = target_ranks(dense, targets, exclude=exclude)
     np.testing.assert_array_equal(a.ranks, b.ranks)
+
+
+def test_sample_of_is_a_copy_of_spread_runs():
+    """The sample is 16 runs of consecutive columns, one per sixteenth of the row, copied:
+    kth_largest partitions it in place, which must never touch the scores."""
+    flat = np.arange(3 * 1_000, dtype=np.float32).reshape(3, 1_000)
+    part = threshold_select.sample_of(flat, 80)  # 16 runs of 5 columns, 62 apart
+    assert part.shape == (3, 80) and not np.may_share_memory(part, flat)
+    np.testing.assert_array_equal(part[0, :6], [0, 1, 2, 3, 4, 62])
+    np.testing.assert_array_equal(part[1, -5:], 1_000 + 15 * 62 + np.arange(5))
+    threshold_select.kth_largest(part, 3)
+    np.testing.assert_array_equal(flat, np.arange(3_000, dtype=np.float32).reshape(3, 1_000))
+    small = threshold_select.sample_of(flat[:, :100], 40)  # a short row: a prefix, copied
+    np.testing.assert_array_equal(small, flat[:, :40])
+    assert not np.may_share_memory(small, flat)
