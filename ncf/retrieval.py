@@ -17,10 +17,10 @@ Exact paths, the same results (up to ties and float rounding):
       are dropped before cutting to N; a row excluding more than `heavy_limit(N)` items
       (max(N, 128)), where that over-fetch would cost more than masking, is ranked by the
       torch path instead.
-    100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py): the first path
-    takes ~0.8x faiss's own search time (without an exclusion), with or without one; the
-    over-fetch ~1.1x; a faiss selector per learner (`IDSelectorNot`) is exact too but needs
-    one search per learner: 3-4x.
+    100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py, code 429a51c): the
+    first path takes 0.62-0.65x faiss's own search time (without an exclusion), with or
+    without one; the over-fetch 1.2x; a faiss selector per learner (`IDSelectorNot`) is
+    exact too but needs one search per learner: 3.7x.
   torch: one matmul per chunk, excluded / non-candidate items set to -inf, `torch.topk`
     (`evaluation.full_ranking_topk`: the chunk loop, the exclusion and the NaN check).
     Used on CUDA, without faiss, for per-row candidate lists (a CSR: masked on the full
@@ -217,8 +217,8 @@ def top_k_by_dot(
 
 def _masked_path(it: torch.Tensor, index: ItemIndex) -> bool:
     """Exact search on a catalogue of at most MAX_ITEMS courses, with or without an exclusion:
-    products and a threshold select (`evaluation.threshold_select.dot_top_k`) beat faiss's own search (0.78x its
-    time at 100k x 10k) and its over-fetch for the exclusion."""
+    blocked products and a threshold select (`evaluation.threshold_select.dot_top_k`) beat
+    faiss's own search (0.65x its time at 100k x 10k) and its over-fetch for the exclusion."""
     return not index.approximate and it.shape[0] <= MAX_ITEMS
 
 
