@@ -307,7 +307,7 @@ def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.n
     nan_rows = []  # NaN never passes a compare: looked for apart, reported for the chunk
     for lo in range(0, c, _SELECT_ROWS):
         block = chunk[lo : lo + _SELECT_ROWS]  # (b, m)
-        with np.errstate(invalid="ignore"):  # +inf and -inf (excluded) in a row sum to NaN
+        with np.errstate(invalid="ignore", over="ignore"):  # +inf and -inf sum to NaN
             nan = np.flatnonzero(np.isnan(block.sum(axis=1)))  # then looked at entry by entry
         if nan.size:
             nan_rows.append(lo + nan[np.isnan(block[nan]).any(axis=1)])
