@@ -69,11 +69,25 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "logical_cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def _cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The processor's name (Linux: /proc/cpuinfo "model name"), so results from different
+    boxes of the same architecture can be told apart; None where it cannot be read."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def write_resolved_config(out_dir: str | os.PathLike, cfg: DictConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""experiments.provenance.code_version: dirty when code changes, not when results do."""
+"""experiments.provenance: code_version is dirty when code changes, not when results do;
+machine() names the CPU model."""
 
 from __future__ import annotations
 
@@ -36,3 +37,14 @@ def test_a_changed_results_file_is_not_a_code_change(repo):
     assert provenance.code_version() == clean
     (repo / "code.py").write_text("x = 2\n")
     assert provenance.code_version() == f"{clean}-dirty"
+
+
+def test_machine_names_the_cpu_model(tmp_path):
+    """Results from two boxes of one architecture ('x86_64') must be told apart."""
+    from experiments.provenance import _cpu_model, machine
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Some CPU @ 2.0GHz\n")
+    assert _cpu_model(str(info)) == "Some CPU @ 2.0GHz"
+    assert _cpu_model(str(tmp_path / "missing")) is None
+    assert "cpu_model" in machine()
