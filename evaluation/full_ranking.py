@@ -311,11 +311,8 @@ def _threshold_top_k(chunk: np.ndarray, k: int, users: np.ndarray) -> tuple[np.n
             nan = np.flatnonzero(np.isnan(block.sum(axis=1)))  # then looked at entry by entry
         if nan.size:
             nan_rows.append(lo + nan[np.isnan(block[nan]).any(axis=1)])
-        seed = threshold_select.kth_largest(threshold_select.sample_of(block, size), rank)
-        i, v, short = threshold_select.select_above(block, seed, k, hits)
-        if short.size:  # fewer than k above the sampled threshold: redone exactly
-            i[short], v[short] = threshold_select.top_n_exact(block[short], k, hits)
-        idx[lo : lo + len(block)], vals[lo : lo + len(block)] = i, v
+        top = threshold_select.top_n(block, k, size, rank, hits)
+        idx[lo : lo + len(block)], vals[lo : lo + len(block)] = top
     if nan_rows and (bad := np.concatenate(nan_rows)).size:
         raise _nan_error(users, torch.from_numpy(bad))
     return idx, vals

@@ -1,8 +1,7 @@
 """Exact top-N of every row of a float32 score block by a sampled threshold, on the CPU.
 
-    seed = kth_largest(sample_of(block, s), rank)           # (c,) one threshold a row
-    idx, scores, short = select_above(block, seed, N)        # rows in `short`: redo them
-    idx, scores = dot_top_k(queries, items, N, exclude)      # the same on products, blocked
+    idx, scores = top_n(block, N, *sample_size(m, N))        # one (c, m) block of scores
+    idx, scores = dot_top_k(queries, items, N, exclude)      # products, blocked, excluded
 
 Every row:
 
@@ -36,7 +35,8 @@ import torch
 
 __all__ = [
     "ABOVE", "MAX_COLUMNS", "SAMPLE_RANK",
-    "dot_top_k", "kth_largest", "sample_of", "sample_size", "select_above", "top_n_exact",
+    "dot_top_k", "kth_largest", "sample_of", "sample_size", "select_above", "top_n",
+    "top_n_exact",
 ]  # fmt: skip
 
 SAMPLE_RANK = 16  # the threshold is the 16th largest sampled score: ~25% spread on ~2N above,
@@ -138,6 +138,21 @@ def top_n_exact(
     return idx, scores
 
 
+def top_n(
+    flat: np.ndarray, N: int, size: int, rank: int, hits: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(idx (c, N) int64, scores (c, N) float32): the N best of each row of the block `flat`
+    (c, m) C-contiguous float32, best first, ties to the lower column, -1 / -inf past a row's
+    finite scores. The whole select: the threshold from a sample of `size` columns
+    (`sample_size` gives size and rank), the survivors above it, and the short rows redone
+    exactly."""
+    seed = kth_largest(sample_of(flat, size), rank)  # (c,)
+    idx, scores, short = select_above(flat, seed, N, hits)
+    if short.size:  # fewer than N above the sampled seed: redone exactly
+        idx[short], scores[short] = top_n_exact(flat[short], N, hits)
+    return idx, scores
+
+
 def _positions_above(flat: np.ndarray, seed: np.ndarray, hits: np.ndarray | None) -> np.ndarray:
     """(K,) int64 row-major positions of the entries of `flat` (c, m) above `seed` (c,), in
     order. The compare writes one flag a byte into `hits` (reused when given); the flags are
@@ -207,9 +222,5 @@ def dot_top_k(
         if exclude is not None and ex_ptr[hi] > ex_ptr[lo]:
             rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(ex_ptr[lo : hi + 1]))
             flat.reshape(-1)[rows * m + ex_col[ex_ptr[lo] : ex_ptr[hi]]] = -np.inf
-        seed = kth_largest(sample_of(flat, size), rank)  # (c,)
-        out_i, out_s, short = select_above(flat, seed, N, hits)
-        if short.size:  # fewer than N above the sampled seed: redone exactly
-            out_i[short], out_s[short] = top_n_exact(flat[short], N, hits)
-        idx[lo:hi], scores[lo:hi] = out_i, out_s
+        idx[lo:hi], scores[lo:hi] = top_n(flat, N, size, rank, hits)
     return idx, scores
