@@ -137,7 +137,7 @@ class _Scores:
         else:
             self.dense = torch.as_tensor(source.queries)
             self.n_rows = int(self.dense.shape[0])
-        self._items_norm: float | None = None  # the largest item norm, once it is needed
+        self._items_finite: bool | None = None  # no NaN/inf in the items, once it is needed
 
     def queries(self, users: np.ndarray) -> torch.Tensor:
         """(c, d) float query rows of `users` on the device (Factors sources only)."""
@@ -156,23 +156,17 @@ class _Scores:
         return q.to(self.device)
 
     def blocked(self, q: torch.Tensor, k: int) -> bool:
-        """Whether the chunk with query rows `q` takes `threshold_select.dot_top_k`: CPU,
-        float32 factors, k a small part of the catalogue, and scores that are finite (no
-        NaN/inf factor: a finite sum) and cannot overflow (|q . x| <= |q| |x|, Cauchy-Schwarz),
-        since NaN would never pass its compare and is reported by the other path."""
+        """Whether the chunk with query rows `q` takes `threshold_select.dot_top_k`: both
+        factors fit the select (`_select_fits`), and the scores are finite (no NaN/inf
+        factor: a finite sum) and cannot overflow, since NaN would never pass its compare
+        and is reported by the other path."""
         it = self.items
-        if not (it.device.type == q.device.type == "cpu"
-                and it.dtype == q.dtype == torch.float32
-                and 4 * k <= it.shape[0] <= threshold_select.MAX_COLUMNS):  # fmt: skip
+        if not (_select_fits(q, k, it.shape[0]) and _select_fits(it, k, it.shape[0])):
             return False
-        if self._items_norm is None:
-            finite = bool(torch.isfinite(it.sum())) and it.shape[0] > 0
-            self._items_norm = (
-                float(torch.linalg.vector_norm(it, dim=1).max()) if finite else np.inf
-            )
-        if not (q.shape[0] and bool(torch.isfinite(q.sum()))):
-            return False
-        return float(torch.linalg.vector_norm(q, dim=1).max()) * self._items_norm < 1e37
+        if self._items_finite is None:
+            self._items_finite = bool(torch.isfinite(it.sum()))
+        finite = self._items_finite and bool(torch.isfinite(q.sum()))
+        return finite and threshold_select.cannot_overflow(q, it)
 
     def chunk(
         self, users: np.ndarray, queries: torch.Tensor | None = None
@@ -281,14 +275,18 @@ def _torch_top_k(s: torch.Tensor, k: int, users: np.ndarray) -> tuple[np.ndarray
     return vals.cpu().numpy(), idx.cpu().numpy()
 
 
-def _threshold_path(s: torch.Tensor, k: int) -> bool:
-    """The threshold select (`evaluation.threshold_select`) for CPU float32 chunks whose top k
-    is a small part of the row; torch.topk elsewhere (CUDA, float64, k near m)."""
-    m = s.shape[1]
+def _select_fits(t: torch.Tensor, k: int, m: int) -> bool:
+    """The threshold select (`evaluation.threshold_select`) for CPU float32 data whose top k
+    is a small part of a row of m; torch.topk elsewhere (CUDA, float64, k near m)."""
     return (
-        s.device.type == "cpu" and s.dtype == torch.float32
+        t.device.type == "cpu" and t.dtype == torch.float32
         and 4 * k <= m <= threshold_select.MAX_COLUMNS
     )  # fmt: skip
+
+
+def _threshold_path(s: torch.Tensor, k: int) -> bool:
+    """A chunk of scores `s` (c, m) ranked by the threshold select (`_select_fits`)."""
+    return _select_fits(s, k, s.shape[1])
 
 
 _SELECT_ROWS = 128  # rows a threshold select takes at once: the flags stay in cache
@@ -362,8 +360,8 @@ def full_ranking_topk(
     On the CPU, float32 scores are ranked by a threshold select (`evaluation.threshold_select`:
     one compare a score, a sort of the few above a sampled threshold; ties go to the lower
     item index); float64 or CUDA scores by `torch.topk` (ties in unspecified order). NaN
-    scores raise. Returns (n, k) int64 item indices; with `return_scores`, also their (n, k) scores (numpy,
-    the score dtype; -inf at padding).
+    scores raise. Returns (n, k) int64 item indices; with `return_scores`, also their (n, k)
+    scores (numpy, the score dtype; -inf at padding).
     """
     check_ks(k)
     chunk_size = _check_chunk_size(chunk_size)

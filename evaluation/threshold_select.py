@@ -35,7 +35,7 @@ import torch
 
 __all__ = [
     "ABOVE", "MAX_COLUMNS", "SAMPLE_RANK",
-    "dot_top_k", "kth_largest", "sample_of", "sample_size", "select_above", "top_n",
+    "cannot_overflow", "dot_top_k", "kth_largest", "sample_of", "sample_size", "select_above", "top_n",
     "top_n_exact",
 ]  # fmt: skip
 
@@ -55,6 +55,17 @@ def sample_size(m: int, N: int) -> tuple[int, int]:
     s = min(math.ceil(SAMPLE_RANK * m / (ABOVE * N)), m // MAX_SAMPLE_SHARE + SAMPLE_RANK)
     s = min(m, s)
     return s, min(SAMPLE_RANK, s)
+
+
+def cannot_overflow(q: torch.Tensor, items: torch.Tensor) -> bool:
+    """|q_i . x_j| <= |q_i| |x_j| (Cauchy-Schwarz, for every partial sum too), so when the
+    largest norms multiply to well below float32's max no score is inf or NaN. Row norms in
+    the input dtype: no float64 copy; an overflow to inf only makes the answer "no"."""
+    if q.shape[0] == 0 or items.shape[0] == 0:
+        return True
+    qn = float(torch.linalg.vector_norm(q, dim=1).max())
+    xn = float(torch.linalg.vector_norm(items, dim=1).max())
+    return qn * xn < 1e37
 
 
 def kth_largest(part: np.ndarray, k: int) -> np.ndarray:

@@ -58,7 +58,7 @@ import torch
 
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few, in_sorted
-from evaluation.threshold_select import dot_top_k
+from evaluation.threshold_select import cannot_overflow, dot_top_k
 from ncf.ann import ItemIndex, check_method, load_faiss
 from watchlog.progress import progress
 
@@ -191,7 +191,7 @@ def top_k_by_dot(
         faiss is not None
         and per_row is None  # per-row candidate sets are masked on the full rows, exactly
         and (dev.type == "cpu" or index.approximate)  # exact on CUDA: torch on the device
-        and _no_overflow(q, it)  # so no score can be inf/NaN, which faiss would not report
+        and cannot_overflow(q, it)  # so no score can be inf/NaN, which faiss would not report
     )
     # A fitted (approximate) index over all items takes a global candidate set as a faiss
     # selector; every other path scores the candidate columns only.
@@ -224,18 +224,6 @@ def _masked_path(it: torch.Tensor, index: ItemIndex) -> bool:
 
 def _padding(n: int, N: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, N), -1, dtype=np.int64), np.full((n, N), -np.inf, dtype=np.float32)
-
-
-def _no_overflow(q: torch.Tensor, it: torch.Tensor) -> bool:
-    """|q_i . x_j| <= |q_i| |x_j| (Cauchy-Schwarz, for every partial sum too), so when the
-    largest norms multiply to well below float32's max no score is inf or NaN."""
-    if q.shape[0] == 0:
-        return True
-    # row norms in the input dtype: (n,) out, no float64 copy of q; an overflow to inf
-    # only makes the answer "no" (the torch path), never a wrong "yes"
-    qn = float(torch.linalg.vector_norm(q, dim=1).max())
-    xn = float(torch.linalg.vector_norm(it, dim=1).max())
-    return qn * xn < 1e37
 
 
 def _torch_top_k(
