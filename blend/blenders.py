@@ -205,8 +205,10 @@ class RankBlender(_Standardized):
 
     Why beside the logistic blender: a pointwise loss spends itself on learners' base rates
     and on the easy negatives far down the list; the rank loss only asks that what a learner
-    watched come above what they did not, among their own candidates. Sample weights are
-    not used (every engagement counts once).
+    watched come above what they did not, among their own candidates. Sample weights
+    weigh the engagements (the watch-time weights: a long watch counts more): a weighted mean
+    rank, or for `ndcg` the weight as the engagement's graded gain. The weights of rows not
+    engaged are not used: a pair's loss belongs to its engagement.
 
     Memory: one (engagement, other candidate of its learner) pair per row of the surrogate,
     ~40 bytes each; above `max_pairs` a seeded sample of the learners with an engagement is
@@ -233,7 +235,15 @@ class RankBlender(_Standardized):
             )
         Z, y = self._fit_z(candidates, labels)
         keep = self._learner_sample(candidates, y)  # (n,) bool: rows of the fitted learners
-        replay = ReplaySet.from_candidates(candidates[keep], Z[keep], y[keep], list(self.features))
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w is not None and w.shape != y.shape:
+            raise ValueError(
+                f"sample_weight: expected shape {y.shape} (one per candidate), got {w.shape}"
+            )
+        w = None if w is None else w[keep]  # checked (finite, >= 0) by the ReplaySet
+        replay = ReplaySet.from_candidates(
+            candidates[keep], Z[keep], y[keep], list(self.features), weights=w
+        )
         w0 = np.zeros(len(self.features))
         w0[0] = 1.0
         res = tune_weights(replay, w0, objective=self.objective, method="gradient", tau=self.tau)

@@ -10,6 +10,11 @@ learner's candidates under the blended score s = X w (X: standardized features).
                       per engagement, untruncated (higher is better): the offline metric's
                       own shape, each learner counted once however many engagements they have
 
+With engagement weights (`ReplaySet.from_candidates(..., weights=)`, e.g. the watch-time
+sample weights): the mean rank and expected clicks are weighted means over engagements, and
+ndcg takes each engagement's weight as its gain (graded relevance; the ideal DCG sorts the
+learner's gains). Equal weights give the unweighted objectives.
+
 `tune_weights` minimizes the objective over w with scipy, three ways:
 
     gradient                L-BFGS on a smooth surrogate: the objective of the soft rank
@@ -101,7 +106,8 @@ class PositionCurve:
 class ReplaySet:
     """X (n, p) standardized features of every candidate; group (n,) learner of each row;
     engaged (m,) row of each engagement; pair_i / pair_j: every (engagement, other candidate
-    of its learner) pair as row indices, for the soft rank."""
+    of its learner) pair as row indices, for the soft rank; weight (m,) each engagement's
+    weight, None when they are all equal (the unweighted objectives, computed as such)."""
 
     X: np.ndarray
     group: np.ndarray
@@ -109,13 +115,21 @@ class ReplaySet:
     pair_e: np.ndarray  # (P,) engagement number 0..m-1
     pair_j: np.ndarray  # (P,) candidate row
     features: tuple[str, ...]
+    weight: np.ndarray | None = None  # (m,) > 0
 
     @classmethod
     def from_candidates(
-        cls, candidates: pd.DataFrame, X: np.ndarray, labels: np.ndarray, features: Sequence[str]
+        cls,
+        candidates: pd.DataFrame,
+        X: np.ndarray,
+        labels: np.ndarray,
+        features: Sequence[str],
+        weights: np.ndarray | None = None,
     ) -> ReplaySet:
         """candidates: the table (learners contiguous); X: its standardized features (e.g.
-        `LinearBlender._z`); labels: (n,) 1 where the learner engaged with the candidate."""
+        `LinearBlender._z`); labels: (n,) 1 where the learner engaged with the candidate;
+        weights: optional (n,) finite >= 0 per candidate (a sample weight): only the engaged
+        rows' count, and an engagement of weight 0 counts for nothing (it is left out)."""
         labels = np.asarray(labels)
         if labels.shape != (len(candidates),) or X.shape[0] != len(candidates):
             raise ValueError(
@@ -125,9 +139,10 @@ class ReplaySet:
         bounds = learner_bounds(candidates)
         sizes = np.diff(bounds)
         group = np.repeat(np.arange(len(sizes)), sizes)
-        engaged = np.flatnonzero(labels > 0)
+        w = None if weights is None else _engagement_weights(weights, len(candidates))
+        engaged = np.flatnonzero((labels > 0) if w is None else (labels > 0) & (w > 0))
         if len(engaged) == 0:
-            raise ValueError("ReplaySet: no engagement among the candidates")
+            raise ValueError("ReplaySet: no engagement (of weight > 0) among the candidates")
         g = group[engaged]
         counts = sizes[g]  # each engagement pairs with every row of its learner
         pair_e = np.repeat(np.arange(len(engaged)), counts)
@@ -135,7 +150,10 @@ class ReplaySet:
         offset = np.arange(len(pair_e)) - np.repeat(np.cumsum(counts) - counts, counts)
         pair_j = start + offset
         keep = pair_j != engaged[pair_e]  # not itself
-        return cls(X, group, engaged, pair_e[keep], pair_j[keep], tuple(features))
+        if w is not None:
+            w = w[engaged]
+            w = None if w.min() == w.max() else w  # equal weights: the unweighted objectives
+        return cls(X, group, engaged, pair_e[keep], pair_j[keep], tuple(features), w)
 
     @property
     def n_engagements(self) -> int:
@@ -143,14 +161,37 @@ class ReplaySet:
 
     @cached_property
     def ndcg_weights(self) -> np.ndarray:
-        """(m,) weight of each engagement's gain in the ndcg objective: 1 / (its learner's
-        ideal DCG x the number of engaged learners), so the weighted sum is the mean NDCG.
-        Computed once: every surrogate evaluation of an L-BFGS run reads it."""
+        """(m,) weight of each engagement's discount in the ndcg objective: its gain / (its
+        learner's ideal DCG x the number of engaged learners), so the weighted sum is the
+        mean NDCG. Computed once: every surrogate evaluation of an L-BFGS run reads it."""
         learner = self.group[self.engaged]
         per_learner = np.bincount(learner)  # (n_learners,) engagements, 0 for most
-        ideal = np.cumsum(1.0 / np.log2(2.0 + np.arange(per_learner.max())))
-        n = per_learner[learner]  # (m,) engagements of this engagement's learner
-        return 1.0 / (ideal[n - 1] * int((per_learner > 0).sum()))
+        n_engaged = int((per_learner > 0).sum())
+        if self.weight is None:  # gain 1: the ideal is the first n discounts
+            ideal = np.cumsum(1.0 / np.log2(2.0 + np.arange(per_learner.max())))
+            n = per_learner[learner]  # (m,) engagements of this engagement's learner
+            return 1.0 / (ideal[n - 1] * n_engaged)
+        # graded gains: each learner's gains sorted, best first, on the first discounts
+        order = np.lexsort((-self.weight, learner))  # (m,) by learner, then gain descending
+        first = np.cumsum(per_learner) - per_learner  # (n_learners,) a learner's first slot
+        place = np.arange(len(order)) - first[learner[order]]  # 0-based ideal position
+        ideal = np.bincount(
+            learner[order], weights=self.weight[order] / np.log2(2.0 + place),
+            minlength=len(per_learner),
+        )  # fmt: skip
+        return self.weight / (ideal[learner] * n_engaged)
+
+    def _mean(self, values: np.ndarray) -> float:
+        """The (weighted) mean over engagements of (m,) values."""
+        if self.weight is None:
+            return float(values.mean())
+        return float(self.weight @ values / self.weight.sum())
+
+    def _mean_grad(self, d: np.ndarray) -> np.ndarray:
+        """(m,) the derivative of `_mean` of f(x) by each x, given d (m,) = f'(x)."""
+        if self.weight is None:
+            return d / self.n_engagements
+        return d * (self.weight / self.weight.sum())
 
     def ranks(self, w: np.ndarray) -> np.ndarray:
         """(m,) exact rank of each engagement (1 = top), ties counted as half."""
@@ -163,10 +204,10 @@ class ReplaySet:
         """The exact objective, as a value to minimize (expected clicks are negated)."""
         r = self.ranks(w)
         if kind == "mean_rank":
-            return float(r.mean())
+            return self._mean(r)
         if kind == "ndcg":
             return -float(self.ndcg_weights @ (1.0 / np.log2(1.0 + r)))
-        return -float(_curve(curve)(r).mean())
+        return -self._mean(_curve(curve)(r))
 
     def surrogate(
         self, w: np.ndarray, kind: str, tau: float, curve: PositionCurve | None = None
@@ -183,20 +224,36 @@ class ReplaySet:
         soft = 1.0 + np.bincount(self.pair_e, weights=sig, minlength=self.n_engagements)
         m = self.n_engagements
         if kind == "mean_rank":
-            value, outer = soft.mean(), np.full(m, 1.0 / m)
+            value, outer = self._mean(soft), self._mean_grad(np.ones(m))
         elif kind == "ndcg":  # gain ln 2 / ln(1 + soft), its derivative below
             weight, log1p = self.ndcg_weights, np.log1p(soft)
             value = -float(weight @ (np.log(2.0) / log1p))
             outer = weight * np.log(2.0) / (log1p**2 * (1.0 + soft))
         else:
             c = _curve(curve)
-            value, outer = -c(soft).mean(), -c.derivative(soft) / m
+            value, outer = -self._mean(c(soft)), -self._mean_grad(c.derivative(soft))
         # d soft_e / d w = sum_j sigmoid'(d) / tau * (x_j - x_e)
         coef = outer[self.pair_e] * sig * (1.0 - sig) / tau  # (P,)
         grad_u = coef @ self.X[self.pair_j]
         grad_u -= np.bincount(self.pair_e, weights=coef, minlength=m) @ self.X[self.engaged]
         # through u = w / |w|: (I - u u^T) / |w|
         return float(value), (grad_u - u * (u @ grad_u)) / norm
+
+
+def _engagement_weights(weights: np.ndarray, n: int) -> np.ndarray:
+    """(n,) float64 weights, checked: one per candidate, finite, >= 0."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"ReplaySet weights: expected shape ({n},) (one per candidate), got {w.shape}"
+        )
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise ValueError(
+            f"ReplaySet weights: must be finite and >= 0; {int(bad.sum()):,} of {n:,} are not, "
+            f"e.g. {w[bad][:5].tolist()}"
+        )
+    return w
 
 
 def _curve(curve: PositionCurve | None) -> PositionCurve:

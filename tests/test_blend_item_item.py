@@ -137,3 +137,28 @@ def test_item_item_pair_scores_do_not_depend_on_the_block_size(monkeypatch):
     whole = item.score_pairs(X, li, ci)
     monkeypatch.setattr(module, "_BLOCK_BYTES", 4 * 16 * 7)  # 7 pairs a block: 143 blocks
     np.testing.assert_array_equal(item.score_pairs(X, li, ci), whole)
+
+
+def test_rank_blender_weighs_engagements_by_their_sample_weight():
+    """Half the learners watch by 'good', half by 'helper': the weights decide which half the
+    fitted weights follow."""
+    rng = np.random.default_rng(3)
+    n_learners, per = 300, 20
+    n = n_learners * per
+    learner = np.repeat(np.arange(n_learners), per)
+    good, helper = rng.normal(size=n), rng.normal(size=n)
+    by_helper = learner % 2 == 1  # (n,) rows of the learners who follow 'helper'
+    utility = np.where(by_helper, helper, good) + 0.3 * rng.normal(size=n)
+    y = np.zeros(n)
+    y[pd.Series(utility).groupby(learner).idxmax().to_numpy()] = 1
+    t = pd.DataFrame({"learner_id": learner, "course_id": np.tile(np.arange(per), n_learners),
+                      "good": good, "helper": helper})  # fmt: skip
+    to_helper = RankBlender(["good", "helper"]).fit(
+        t, y, sample_weight=np.where(by_helper, 10.0, 1.0)
+    )
+    to_good = RankBlender(["good", "helper"]).fit(
+        t, y, sample_weight=np.where(by_helper, 1.0, 10.0)
+    )
+    assert to_helper.coefficients()["helper"] > 1.5 > 0.67 > to_good.coefficients()["helper"]
+    with pytest.raises(ValueError, match="sample_weight: expected shape"):
+        RankBlender(["good", "helper"]).fit(t, y, sample_weight=np.ones(n - 1))

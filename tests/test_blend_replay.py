@@ -172,3 +172,88 @@ def test_list_metrics_count_a_missing_list_as_all_misses_and_tournament_pairs_le
     better = pd.DataFrame({"learner_id": ids, "rank": [1, 1, 1], "course_id": courses})
     t = tournament(res, list_metrics(better, log, truth), "hr@10", n_boot=2000)
     assert t.mean_diff == pytest.approx(1 / 3) and t.win_rate > 0.5 and t.n == 3
+
+
+def _weighted(n_learners=15, n_cand=8, seed=5):
+    """A replay set with 1-3 engagements a learner and their weights."""
+    rng = np.random.default_rng(seed)
+    n = n_learners * n_cand
+    X = rng.normal(size=(n, 3))
+    learner = np.repeat(np.arange(n_learners), n_cand)
+    y = np.zeros(n, dtype=np.int8)
+    for u in range(n_learners):  # a test fixture: a loop over 15 learners
+        y[u * n_cand + rng.choice(n_cand, size=1 + u % 3, replace=False)] = 1
+    weights = np.where(y > 0, rng.uniform(0.5, 4.0, size=n), rng.uniform(0, 9, size=n))
+    table = pd.DataFrame(
+        {"learner_id": learner, "course_id": np.tile(np.arange(n_cand), n_learners)}
+    )
+    return table, X, learner, y, weights
+
+
+def test_weighted_objectives_match_a_brute_force_per_learner():
+    table, X, learner, y, weights = _weighted()
+    rs = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=weights)
+    w = np.array([1.0, -0.4, 0.7])
+    s = X @ w
+    engaged = np.flatnonzero(y)
+    rank = np.array([1 + (s[learner == learner[e]] > s[e]).sum() for e in engaged])
+    g = weights[engaged]  # only the engagements' weights count
+    assert rs.objective(w, "mean_rank") == pytest.approx((g * rank).sum() / g.sum())
+    curve = PositionCurve(0.3, 1.1)
+    clicks = (g * curve(rank.astype(float))).sum() / g.sum()
+    assert -rs.objective(w, "expected_clicks", curve) == pytest.approx(clicks)
+    per_learner = []
+    for u in np.unique(learner[engaged]):
+        mine = learner[engaged] == u
+        dcg = (g[mine] / np.log2(1 + rank[mine])).sum()
+        ideal = (np.sort(g[mine])[::-1] / np.log2(2 + np.arange(mine.sum()))).sum()
+        per_learner.append(dcg / ideal)
+    assert -rs.objective(w, "ndcg") == pytest.approx(np.mean(per_learner))
+    # the weights change the objectives: not the unweighted ones
+    plain = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"])
+    assert rs.objective(w, "mean_rank") != pytest.approx(plain.objective(w, "mean_rank"))
+    assert rs.objective(w, "ndcg") != pytest.approx(plain.objective(w, "ndcg"))
+
+
+@pytest.mark.parametrize("kind", ["mean_rank", "expected_clicks", "ndcg"])
+def test_weighted_surrogate_gradient_matches_finite_differences(kind):
+    table, X, _, y, weights = _weighted()
+    rs = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=weights)
+    curve = PositionCurve(0.3, 1.1)
+    w = np.array([1.0, 0.4, -0.2])
+    _, grad = rs.surrogate(w, kind, 0.5, curve)
+    numeric = approx_fprime(w, lambda v: rs.surrogate(v, kind, 0.5, curve)[0], 1e-6)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-7)
+
+
+def test_equal_weights_are_no_weights_and_a_zero_weight_is_no_engagement():
+    table, X, _, y, weights = _weighted()
+    plain = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"])
+    equal = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=np.full(len(y), 2.5))
+    assert equal.weight is None
+    w = np.array([1.0, 0.3, 0.1])
+    for kind in ("mean_rank", "ndcg"):
+        assert equal.objective(w, kind) == plain.objective(w, kind)  # bit for bit
+        assert equal.surrogate(w, kind, 0.3)[0] == plain.surrogate(w, kind, 0.3)[0]
+    first = np.flatnonzero(y)[0]
+    zeroed = weights.copy()
+    zeroed[first] = 0.0
+    unlabelled = y.copy()
+    unlabelled[first] = 0
+    a = ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=zeroed)
+    b = ReplaySet.from_candidates(table, X, unlabelled, ["a", "b", "c"], weights=weights)
+    assert a.n_engagements == b.n_engagements == y.sum() - 1
+    for kind in ("mean_rank", "ndcg"):
+        assert a.objective(w, kind) == pytest.approx(b.objective(w, kind))
+
+
+def test_replay_weights_are_checked():
+    table, X, _, y, weights = _weighted(n_learners=4, n_cand=5)
+    with pytest.raises(ValueError, match=r"expected shape \(20,\)"):
+        ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=weights[:-1])
+    bad = weights.copy()
+    bad[[2, 7]] = [np.nan, -1.0]
+    with pytest.raises(ValueError, match="finite and >= 0; 2 of 20 are not"):
+        ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=bad)
+    with pytest.raises(ValueError, match="no engagement"):
+        ReplaySet.from_candidates(table, X, y, ["a", "b", "c"], weights=np.zeros(len(y)))
