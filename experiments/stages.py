@@ -14,8 +14,12 @@ atomically, once its outputs are all written (`status: done`):
 - another key (or none): the folder's old outputs are removed first (renamed aside in one
   step, then deleted), so a folder never mixes the outputs of two configs.
 
-`reuse: false` in the config recomputes every stage. Code changes are not part of the key:
-after changing the code, run with `reuse=false` (or into a new output folder).
+`reuse: false` in the config recomputes every stage. Code changes are not part of the key
+(a change to the blender should not retrain the models), so after changing the code run with
+`reuse=false` (or into a new output folder) when the change matters. The record keeps the code
+version that computed the stage (`experiments.provenance.code_version`); a stage reused from
+another code version is logged as a warning, and the run manifest's `stages` names, per stage,
+the code version that computed what this run used.
 
 Data-parallel runs (`trainer=ddp*`, `distributed=True`) neither reuse nor resume: every rank
 must take the same path through the collective fits, and records written by one rank while
@@ -48,6 +52,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, prepare_data
+from experiments.provenance import code_version
 from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, write_json
 from watchlog.synthetic import PlatformTruth
@@ -122,6 +127,8 @@ class Stages:
         self.keys: dict[str, str] = {}
         self.reused: set[str] = set()
         self.fingerprint: str | None = None
+        self.code_version = code_version()
+        self.computed_by: dict[str, str | None] = {}  # stage -> code version of its outputs
 
     def key(self, name: str) -> str:
         """The stage's key: its config keys, the data fingerprint, its upstream keys."""
@@ -135,8 +142,27 @@ class Stages:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """{stage: {key, reused}} of the stages run so far (for the run manifest)."""
-        return {n: {"key": k, "reused": n in self.reused} for n, k in self.keys.items()}
+        """{stage: {key, reused, code_version}} of the stages run so far (for the run
+        manifest); code_version: the one that computed the stage's outputs (None: a record
+        written before records kept it)."""
+        return {
+            n: {"key": k, "reused": n in self.reused,
+                "code_version": self.computed_by.get(n, self.code_version)}
+            for n, k in self.keys.items()
+        }  # fmt: skip
+
+    def _reused(self, name: str, key: str, record: dict[str, Any]) -> None:
+        """Note a stage read back from `record`; warn when another code computed it."""
+        self.reused.add(name)
+        by = self.computed_by[name] = record.get("code_version")
+        if by != self.code_version:
+            log.warning(
+                "reused %s (key %s) computed by code %s; this run's code is %s (code is not "
+                "part of the key: run with reuse=false if the change matters)",
+                name, key, by or "unrecorded", self.code_version,
+            )  # fmt: skip
+        else:
+            log.info("reused %s (key %s)", name, key)
 
     # ---- the data stage ----------------------------------------------------------------------
     def data(self) -> PreparedData:
@@ -148,8 +174,7 @@ class Stages:
         if self.reuse and record is not None and record.get("key") == key:
             data = self._load_data(folder, record)
             if data is not None:
-                log.info("reused data (key %s)", key)
-                self.reused.add("data")
+                self._reused("data", key, record)
                 self.fingerprint = record["fingerprint"]
                 return data
         data = prepare_data(self.cfg.data, self.cfg.split)
@@ -176,7 +201,7 @@ class Stages:
             folder / RECORD,
             {
                 "stage": "data", "key": self.keys["data"], "status": "done",
-                "fingerprint": self.fingerprint,
+                "fingerprint": self.fingerprint, "code_version": self.code_version,
                 "events_columns": list(data.log.events.columns),
                 "report": data.report.to_dict(),
                 "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -229,15 +254,15 @@ class Stages:
         previous = _read_record(record)
         same = previous is not None and previous.get("key") == key
         if self.reuse and same and previous.get("status") == "done":
-            log.info("reused %s (key %s)", name, key)
-            self.reused.add(name)
+            self._reused(name, key, previous)
             return load(folder)
         if self.reuse and same and previous.get("status") == "running":
             log.info("resuming %s (key %s) from what a killed run left in %s", name, key, folder)
         elif clear:
             _clear(folder)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
-                 "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())}}  # fmt: skip
+                 "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
+                 "code_version": self.code_version}  # fmt: skip
         write_json(record, {**entry, "status": "running"})
         try:
             result = compute(folder)

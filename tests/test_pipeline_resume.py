@@ -70,6 +70,38 @@ def test_stage_reused_with_same_key_recomputed_and_cleared_with_another(tmp_path
     assert calls == ["2", "3", "3"]
 
 
+def test_a_stage_reused_from_other_code_is_warned_and_named_in_the_summary(
+    tmp_path, caplog, monkeypatch
+):
+    """Code is not part of the key; the record keeps the code version that computed the
+    stage, and a reuse across code versions says so (log and manifest summary)."""
+    import experiments.stages as stages_mod
+
+    calls: list[str] = []
+    monkeypatch.setattr(stages_mod, "code_version", lambda: "abc1234")
+    _ncf_stage(_cfg(), tmp_path, calls)
+    assert json.loads((tmp_path / "ncf" / "stage.json").read_text())["code_version"] == "abc1234"
+    caplog.set_level(logging.INFO, logger="experiments.stages")
+    same = Stages(_cfg(), tmp_path)
+    same.fingerprint = "f" * 64
+    same.run("ncf", tmp_path / "ncf", lambda f: calls.append("again"))
+    assert calls == ["2"] and "computed by code" not in caplog.text
+    assert same.summary()["ncf"] == {
+        "key": same.keys["ncf"],
+        "reused": True,
+        "code_version": "abc1234",
+    }
+    monkeypatch.setattr(stages_mod, "code_version", lambda: "def5678-dirty")
+    later = Stages(_cfg(), tmp_path)
+    later.fingerprint = "f" * 64
+    later.run("ncf", tmp_path / "ncf", lambda f: calls.append("again"))
+    assert calls == ["2"]  # still reused: code is not in the key
+    assert "reused ncf (key" in caplog.text and "computed by code abc1234" in caplog.text
+    assert "this run's code is def5678-dirty" in caplog.text
+    assert later.summary()["ncf"]["code_version"] == "abc1234"  # what computed the outputs
+    assert [r.levelname for r in caplog.records if "computed by code" in r.message] == ["WARNING"]
+
+
 def test_killed_stage_resumes_in_its_folder_and_other_data_is_another_key(tmp_path):
     stages = Stages(_cfg(), tmp_path)
     stages.fingerprint = "a" * 64
