@@ -73,14 +73,19 @@ def feature_matrix(candidates: pd.DataFrame, features: Sequence[str]) -> np.ndar
 
 def ranks_within_learner(candidates: pd.DataFrame, column: str) -> np.ndarray:
     """(n,) float64 1-based rank of each row by `column` (descending) within its learner;
-    ties get distinct ranks in row order."""
+    tied rows share the mean of their ranks (fractional ranking), so that a rank, and a score
+    made of ranks, never depends on the table's row order."""
     bounds = learner_bounds(candidates)
     sizes = np.diff(bounds)
     group = np.repeat(np.arange(len(sizes)), sizes)
     values = candidates[column].to_numpy(np.float64)
-    order = np.lexsort((np.arange(len(values)), -values, group))
+    order = np.lexsort((-values, group))  # by learner, best first
+    place = np.arange(len(values)) - np.repeat(bounds[:-1], sizes) + 1  # (n,) in that order
+    g, v = group[order], values[order]
+    tie_run = np.cumsum(np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])]) - 1  # (n,)
+    mean = np.bincount(tie_run, weights=place) / np.bincount(tie_run)  # (runs,)
     rank = np.empty(len(values))
-    rank[order] = np.arange(len(values)) - np.repeat(bounds[:-1], sizes) + 1
+    rank[order] = mean[tie_run]
     return rank
 
 

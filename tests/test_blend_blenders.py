@@ -206,3 +206,21 @@ def test_metric_curves_match_the_judged_figures_and_reach_full_recall():
         assert c.loc[30, "recall"] == pytest.approx(1.0)  # every candidate listed
     a, noise = (curves[curves["system"] == n].set_index("k") for n in ("a", "noise"))
     assert a.loc[5, "ndcg"] > noise.loc[5, "ndcg"]  # `a` is half the learners' taste
+
+
+def test_rank_fusion_gives_tied_rows_their_mean_rank_whatever_the_row_order():
+    table = pd.DataFrame(
+        {
+            "learner_id": ["u"] * 4 + ["v"] * 2,
+            "course_id": ["x", "y", "z", "w", "x", "y"],
+            "a": [0.5, 0.5, 0.9, -0.0, 0.0, 0.0],  # u: x and y tie; v: -0.0 and 0.0 tie
+            "b": [1.0, 1.0, 0.0, 2.0, 3.0, 1.0],
+        }
+    )
+    np.testing.assert_array_equal(ranks_within_learner(table, "a"), [2.5, 2.5, 1, 4, 1.5, 1.5])
+    rrf = RankFusionBlender(["a", "b"], k=10.0).fit(table)
+    swapped = table.iloc[[1, 0, 2, 3, 5, 4]].reset_index(drop=True)
+    by_pair = lambda t, s: dict(zip(zip(t["learner_id"], t["course_id"]), s))  # noqa: E731
+    assert by_pair(table, rrf.score(table)) == by_pair(swapped, rrf.score(swapped))
+    s = rrf.score(table)
+    assert s[0] == s[1]  # x and y tie on both columns
