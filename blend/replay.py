@@ -285,7 +285,8 @@ def tune_weights(
 ) -> TuneResult:
     """Weights minimizing (mean_rank) or maximizing (expected_clicks, ndcg) the replay objective;
     weight 0 stays at init[0] (scale invariance), the others start at init (bounded to
-    +-bound for differential evolution). See the module docstring for the methods."""
+    +-bound for differential evolution); with one feature there is nothing to tune and every
+    method returns init. See the module docstring for the methods."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: must be one of {OBJECTIVES}, got {objective!r}")
     if method not in METHODS:
@@ -296,7 +297,9 @@ def tune_weights(
     full = lambda v: np.r_[w0[0], v]  # noqa: E731
     exact = lambda v: replay.objective(full(v), objective, curve)  # noqa: E731
     start = time.perf_counter()
-    if method == "gradient":
+    if len(w0) == 1:  # one feature: weight 0 is fixed (scale invariance), nothing to tune
+        v, evals = w0[1:], 0
+    elif method == "gradient":
         evals = 0
         v = w0[1:].copy()
         # Anneal the temperature: a wide sigmoid first (smooth, global), then a sharp one.

@@ -88,6 +88,16 @@ def test_every_method_improves_on_the_two_tower_alone_and_finds_the_useful_featu
     assert 0.15 < res.weights["b"] < 1.5 and abs(res.weights["c"]) < 0.4, res.weights
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_one_feature_has_nothing_to_tune_and_every_method_says_so(method):
+    _, X, learner, y = _replay(seed=1)
+    table = pd.DataFrame({"learner_id": learner, "course_id": np.tile(np.arange(25), 120)})
+    rs = ReplaySet.from_candidates(table, X[:, :1], y, ["a"])
+    res = tune_weights(rs, [2.0], objective="mean_rank", method=method, seed=0)
+    assert res.weights == {"a": 2.0} and res.evaluations == 0
+    assert res.objective == rs.objective(np.array([2.0]), "mean_rank")
+
+
 def test_expected_clicks_are_maximized():
     rs, *_ = _replay(seed=2)
     curve = PositionCurve(0.3, 1.1)
