@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from watchlog.candidates import COURSE, LEARNER, learner_bounds
+from watchlog.candidates import COURSE, LEARNER, learner_bounds, validate_candidates
 
 __all__ = ["ROUTES", "top_k", "served_lists", "routes"]
 
@@ -82,7 +82,9 @@ def served_lists(
 
     table: candidates from `build_candidates` (ncf_score, retrieved, fallback_rank,
     fallback_source) plus `score_column`; route: learner_id -> route, for every learner of
-    the table. Returns learner_id, rank, course_id, score, source."""
+    the table. Returns learner_id, rank, course_id, score, source. The table is checked
+    against the candidate contract first (a repeated pair would be served twice)."""
+    validate_candidates(table, score_columns=[score_column], name="served_lists: table")
     group, bounds = _group(table)
     first = table[LEARNER].array.take(bounds[:-1])
     r = pd.Series(route).reindex(pd.Index(first))

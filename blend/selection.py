@@ -31,7 +31,7 @@ from blend.lists import top_k
 from evaluation import RankingMetrics
 from glmix import watch_time_weights
 from watchlog import EventLog
-from watchlog.candidates import learner_bounds
+from watchlog.candidates import learner_bounds, validate_candidates
 
 __all__ = ["LabelledPoint", "Variant", "VariantResult", "compare", "best_by_kind"]
 
@@ -48,6 +48,9 @@ class LabelledPoint:
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, log: EventLog, truth: sp.csr_matrix):
+        """The table is checked against the candidate contract (one row per pair, each
+        learner's rows together): every blender and judgement of the point relies on it."""
+        validate_candidates(table, name="LabelledPoint table")
         labels, gains = candidate_labels(table, log, truth)
         return cls(table, log, truth, labels, gains)
 

@@ -73,7 +73,7 @@ def _check_ids(frame: pd.DataFrame, column: str, name: str) -> None:
 
 
 def _learner_codes(frame: pd.DataFrame) -> np.ndarray:
-    return pd.factorize(frame[LEARNER], sort=False)[0].astype(np.int64)
+    return pd.factorize(frame[LEARNER], sort=False, use_na_sentinel=False)[0].astype(np.int64)
 
 
 def validate_candidates(
@@ -120,17 +120,7 @@ def validate_candidates(
             f"{name}: a (learner_id, course_id) pair may appear once; {int(dup.sum()):,} rows "
             f"repeat one (e.g. {_examples(frame, dup, (LEARNER, COURSE))})"
         )
-    # Contiguous: a learner's code, once left, never comes back (codes are in first-seen order).
-    breaks = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    starts = codes[np.r_[0, breaks]]
-    if len(starts) != len(np.unique(starts)):
-        seen = np.bincount(starts)
-        again = np.flatnonzero(seen > 1)[:_N_EXAMPLES]
-        ex = pd.unique(frame[LEARNER].to_numpy()[np.isin(codes, again)])[:_N_EXAMPLES].tolist()
-        raise CandidateError(
-            f"{name}.{LEARNER}: a learner's rows must be contiguous; {int((seen > 1).sum()):,} "
-            f"learner(s) are split (e.g. {ex}); use watchlog.candidates.sort_by_learner"
-        )
+    _check_contiguous(frame, codes, name)
     return frame
 
 
@@ -142,13 +132,29 @@ def sort_by_learner(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
-def learner_bounds(frame: pd.DataFrame) -> np.ndarray:
-    """(n_learners + 1,) row offsets of each learner's contiguous run of rows."""
+def _check_contiguous(frame: pd.DataFrame, codes: np.ndarray, name: str) -> np.ndarray:
+    """(runs + 1,) row offsets of the runs of equal `codes` (the learners' first-seen codes);
+    raises `CandidateError` when a learner's rows are split over several runs."""
+    breaks = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts = codes[np.r_[0, breaks]]
+    # codes are in first-seen order, so contiguous runs carry the codes 0, 1, 2, ... in turn
+    if len(starts) != int(codes.max()) + 1:
+        seen = np.bincount(starts)
+        again = np.flatnonzero(seen > 1)[:_N_EXAMPLES]
+        ex = pd.unique(frame[LEARNER].to_numpy()[np.isin(codes, again)])[:_N_EXAMPLES].tolist()
+        raise CandidateError(
+            f"{name}.{LEARNER}: a learner's rows must be contiguous; {int((seen > 1).sum()):,} "
+            f"learner(s) are split (e.g. {ex}); use watchlog.candidates.sort_by_learner"
+        )
+    return np.r_[0, breaks, len(frame)].astype(np.int64)
+
+
+def learner_bounds(frame: pd.DataFrame, name: str = "candidates") -> np.ndarray:
+    """(n_learners + 1,) row offsets of each learner's run of rows; raises `CandidateError`
+    when a learner's rows are not contiguous (it would count as two learners)."""
     if len(frame) == 0:
         return np.zeros(1, dtype=np.int64)
-    codes = _learner_codes(frame)
-    breaks = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    return np.r_[0, breaks, len(frame)].astype(np.int64)
+    return _check_contiguous(frame, _learner_codes(frame), name)
 
 
 def learner_chunks(frame: pd.DataFrame, learners_per_chunk: int) -> Iterator[pd.DataFrame]:
