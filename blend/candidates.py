@@ -19,6 +19,7 @@ learners contiguous, in the given order) with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, id_column, validate_candidates
 
 __all__ = ["Retriever", "as_learner_ids", "build_candidates", "seen_before", "seen_in"]
+
+_log = logging.getLogger(__name__)
 
 
 class Retriever(Protocol):
@@ -137,4 +140,13 @@ def build_candidates(
             "fallback_source": pd.array(fallback_source[order], dtype="str"),
         }
     )
+    has = np.zeros(len(ids), dtype=bool)
+    has[learner_pos] = True
+    if not has.all():  # no retrieved pair and no fallback course left: no list at all
+        _log.warning(
+            "candidates: %s of %s learners have none (nothing retrieved, every fallback course "
+            "already watched or no popularity counts), e.g. %s; they get no list",
+            f"{int((~has).sum()):,}", f"{len(ids):,}", ids[~has][:5].tolist(),
+        )  # fmt: skip
+    table.attrs["learners_without_candidates"] = int((~has).sum())
     return table

@@ -53,7 +53,9 @@ from watchlog import EventLog
 from watchlog.io import atomic_path, write_json, write_parquet
 from watchlog.splits import Fold
 
-__all__ = ["BLEND_MODELS", "Models", "blend_and_report", "run", "serving_fold"]
+__all__ = [
+    "BLEND_MODELS", "Models", "blend_and_report", "fit_fold", "oracle_row", "run", "serving_fold",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -81,22 +83,30 @@ class Models:
     @classmethod
     def load_early(cls, run_dir: Path) -> Models:
         """The models the blender is fitted with: `blend_models/` (a split with a blend
-        window), else the models chosen before the refit (`model_before_refit`), else the
-        final ones (no refit: they never saw the validation labels)."""
+        window), else, model by model, the one chosen before its refit (`model_before_refit`),
+        else its final one (no refit: it never saw the validation labels). Each model on its
+        own: either may be refitted while the other is not, and a refitted model scoring the
+        window the blender is fitted on would leak those labels into the blender."""
         if (run_dir / BLEND_MODELS).exists():
             return cls.load(run_dir / BLEND_MODELS)
-        # each model on its own: the two-tower may be refitted while GLMix is not
-        before = run_dir / "ncf" / MODEL_BEFORE_REFIT
-        models = cls.load(run_dir, MODEL_BEFORE_REFIT if before.exists() else "model")
-        if models.glmix is None and (run_dir / "glmix" / "model").exists():
-            models.glmix = GLMixScorer.load(run_dir / "glmix" / "model")
-        return models
+        ncf, glmix = (_before_refit(run_dir / stage) for stage in ("ncf", "glmix"))
+        if ncf is None:
+            cls.load(run_dir)  # raises: no two-tower here
+        return cls(NCFRecommender.load(ncf), GLMixScorer.load(glmix) if glmix else None)
 
     def serving(self) -> Models:
         """The same models, serving learners the two-tower has no row for from an empty
         history (the fallback chain then replaces their lists) instead of raising."""
         self.ncf.cold_start = "empty_history"
         return self
+
+
+def _before_refit(stage_dir: Path) -> Path | None:
+    """A stage's model as chosen before its refit, else its only model, else None."""
+    for name in (MODEL_BEFORE_REFIT, "model"):
+        if (stage_dir / name).exists():
+            return stage_dir / name
+    return None
 
 
 def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
@@ -130,6 +140,13 @@ def make_points(
     return Points(fit, valid, test, refit_on=whole)
 
 
+def fit_fold(data: PreparedData) -> Fold:
+    """The fold whose labels the blenders are fitted on: the blend window, else validation.
+    What the blend learns from the log beside those labels (the click-by-position curve of
+    replay tuning) comes from this fold's inputs: strictly before its labels."""
+    return data.split.blend if data.split.blend is not None else data.split.valid
+
+
 def serving_fold(data: PreparedData) -> Fold:
     """Everything known at the end of the log: the exported lists' inputs."""
     events = data.log.events
@@ -148,6 +165,7 @@ def write_served_lists(
     now.ncf.retrieval = instantiate(b.serve_retrieval)  # exact unless configured
     counts: dict[str, int] = {}
     n_rows = n_learners = 0
+    listed = np.zeros(data.log.n_learners, dtype=bool)  # learners of the table given a list
     schema = None
     with atomic_path(path) as tmp:
         writer = None
@@ -164,15 +182,21 @@ def write_served_lists(
             writer.write_table(table.cast(schema))
             n_rows += len(lists)
             n_learners += lists["learner_id"].nunique()
+            listed[data.log.learner_ids.to_index(lists["learner_id"])] = True
             for s, n in lists.loc[lists["rank"] == 1, "source"].value_counts().items():
                 counts[str(s)] = counts.get(str(s), 0) + int(n)
         if writer is not None:
             writer.close()
+    unlisted = data.log.learner_ids.index[~listed]  # no candidate at all: counted, named
+    if len(unlisted):
+        _log.warning("served lists: %s learners of the table have none (no candidates), e.g. %s",
+                     f"{len(unlisted):,}", unlisted[:5].tolist())  # fmt: skip
     return {
         "path": str(path),
         "rows": n_rows,
         "learners": n_learners,
         "learners_in_table": data.log.n_learners,
+        "learners_without_list": {"count": len(unlisted), "examples": unlisted[:5].tolist()},
         "cutoff": str(fold.cutoff),
         "learners_by_first_source": counts,
     }
@@ -206,24 +230,20 @@ def blend_and_report(
         oracle = data.truth.affinity(
             data.log.learner_ids.to_index(t["learner_id"]), data.log.course_ids.to_index(t["course_id"])
         )  # fmt: skip
-    catalogue = catalogue_oracle(data, points.test, int(b.k)) if data.truth is not None else None
+    k = int(b.k)
+    catalogue = catalogue_oracle(data, points.test, k) if data.truth is not None else None
     t = time.perf_counter()
     replay = OmegaConf.to_container(b.replay)
     report = run_study(
         points, variants, serve=str(b.serve),
         replay_features=["ncf_z", *present] if replay.pop("enabled") else None,
-        curve=PositionCurve.from_impressions(data.log.events), replay=replay,
-        oracle=oracle, k=int(b.k), n_boot=int(b.n_boot), seed=seed,
+        curve=PositionCurve.from_impressions(fit_fold(data).inputs), replay=replay,
+        oracle=oracle, k=k, n_boot=int(b.n_boot), seed=seed,
         curve_k=int(b.get("curve_k") or 0),
     )  # fmt: skip
     timings["study"] = time.perf_counter() - t
     if catalogue is not None:  # the ceiling without the candidate set's limits
-        summary = catalogue.summary()
-        report.test_rows.append(
-            {"system": "oracle (whole catalogue)", "ndcg@10": summary["ndcg@10"],
-             "recall@10": summary["recall@10"], "auc": float("nan"),
-             "learners": catalogue.n_users}
-        )  # fmt: skip
+        report.test_rows.append(oracle_row(catalogue, k))
         report.per_user["oracle (whole catalogue)"] = catalogue
     t = time.perf_counter()
     lists = write_served_lists(b, data, final, report.serving, out_dir / "ranked_lists.parquet")
@@ -261,6 +281,14 @@ def catalogue_oracle(data: PreparedData, test: LabelledPoint, k: int):
         users=np.sort(learners).astype(np.int64), exclude=exclude,
     )  # fmt: skip
     return res
+
+
+def oracle_row(catalogue, k: int) -> dict[str, Any]:
+    """The whole-catalogue oracle's row of the test table (its metrics at the lists' k)."""
+    summary = catalogue.summary()
+    return {"system": "oracle (whole catalogue)", f"ndcg@{k}": summary[f"ndcg@{k}"],
+            f"recall@{k}": summary[f"recall@{k}"], "auc": float("nan"),
+            "learners": catalogue.n_users}  # fmt: skip
 
 
 def _has(points: Points, columns) -> bool:

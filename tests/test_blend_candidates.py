@@ -185,3 +185,44 @@ def test_served_lists_refuse_unknown_routes(world):
         served_lists(table, "ncf_score", 3, route=pd.Series(dtype=object))
     with pytest.raises(ValueError, match="must be one of"):
         served_lists(table, "ncf_score", 3, route=pd.Series({"L0003": "magic"}))
+
+
+def test_a_learner_left_without_candidates_is_counted_and_named(world, caplog):
+    log, truth, _, cutoff = world
+    ids = pd.Index(["L0003", "L0010", "L0042"])
+
+    class SkipsOne(NoisyTruthRetriever):  # returns nothing for L0010
+        def recommend_table(self, learner_ids, N, *, filter_already_watched=True):
+            t = super().recommend_table(learner_ids, N)
+            return t[t["learner_id"] != "L0010"].reset_index(drop=True)
+
+    pop = Popularity.at(log, cutoff, lookback_days=1e-4)  # no watch in the window: no fallback
+    with caplog.at_level("WARNING", logger="blend.candidates"):
+        table = build_candidates(
+            ids, SkipsOne(log, truth), log=log, seen=seen_before(log, cutoff), popularity=pop,
+            n_retrieve=5, n_fallback=5,
+        )  # fmt: skip
+    assert table["learner_id"].unique().tolist() == ["L0003", "L0042"]
+    assert table.attrs["learners_without_candidates"] == 1
+    assert "1 of 3 learners have none" in caplog.text and "L0010" in caplog.text
+
+
+def test_served_lists_and_judged_points_refuse_tables_that_break_the_contract(world):
+    from blend import LabelledPoint
+    from blend.evaluate import window_truth
+    from watchlog.candidates import CandidateError
+
+    log, truth, split, cutoff = world
+    table = build_candidates(
+        pd.Index(["L0003", "L0010"]), NoisyTruthRetriever(log, truth), log=log,
+        seen=seen_before(log, cutoff), popularity=Popularity.at(log, cutoff), n_retrieve=5,
+        n_fallback=2,
+    ).assign(s=1.0)  # fmt: skip
+    route = pd.Series("blend", index=["L0003", "L0010"])
+    twice = pd.concat([table, table.iloc[:1]], ignore_index=True)  # a pair repeated, at the end
+    split_learner = pd.concat([table, table.iloc[[0]].assign(course_id="C0999")], ignore_index=True)
+    for bad, rule in ((twice, "may appear once"), (split_learner, "must be contiguous")):
+        with pytest.raises(CandidateError, match=rule):
+            served_lists(bad, "s", 3, route=route)
+        with pytest.raises(CandidateError, match=rule):
+            LabelledPoint.from_table(bad, log, window_truth(log, split.blend, seen_before(log, cutoff)))

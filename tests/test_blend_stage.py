@@ -170,9 +170,18 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
     assert "two_tower" not in set(lists["source"])  # without GLMix every known learner blends
 
 
-def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(run_dir):
+def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
+    run_dir, monkeypatch
+):
+    import experiments.blend as blend_stage
     from experiments.blend import run as run_blend
 
+    seen_by_curve = []  # the replay curve's impressions: strictly before the blend window
+    fit_curve = blend_stage.PositionCurve.from_impressions
+    monkeypatch.setattr(
+        blend_stage.PositionCurve, "from_impressions",
+        lambda events, **kw: seen_by_curve.append(events["ts"].max()) or fit_curve(events, **kw),
+    )  # fmt: skip
     cfg = compose_cfg(
         "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
         "blend.serve=best", "blend.candidates.item_item=null",
@@ -184,3 +193,4 @@ def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
     # without the item-item scorer the feature is absent, and said so
     assert "ease_z" not in m["features"] and "ease_z" in m["features_absent"]
     assert all("ease_z" not in c for c in m["coefficients"].values())
+    assert len(seen_by_curve) == 1 and seen_by_curve[0] < pd.Timestamp(m["windows"]["blend"])
