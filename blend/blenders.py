@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from blend.replay import ReplaySet, tune_weights
+from blend.replay import ReplaySet, engagement_weights, tune_weights
 from glmix import FixedEffect, GLMix, RandomEffect
 from watchlog.candidates import LEARNER, learner_bounds
 
@@ -240,12 +240,9 @@ class RankBlender(_Standardized):
             )
         Z, y = self._fit_z(candidates, labels)
         keep = self._learner_sample(candidates, y)  # (n,) bool: rows of the fitted learners
-        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if w is not None and w.shape != y.shape:
-            raise ValueError(
-                f"sample_weight: expected shape {y.shape} (one per candidate), got {w.shape}"
-            )
-        w = None if w is None else w[keep]  # checked (finite, >= 0) by the ReplaySet
+        w = None
+        if sample_weight is not None:  # checked whole, before the learner sample takes rows
+            w = engagement_weights(sample_weight, len(y), "sample_weight")[keep]
         replay = ReplaySet.from_candidates(
             candidates[keep], Z[keep], y[keep], list(self.features), weights=w
         )

@@ -139,7 +139,7 @@ class ReplaySet:
         bounds = learner_bounds(candidates)
         sizes = np.diff(bounds)
         group = np.repeat(np.arange(len(sizes)), sizes)
-        w = None if weights is None else _engagement_weights(weights, len(candidates))
+        w = None if weights is None else engagement_weights(weights, len(candidates))
         engaged = np.flatnonzero((labels > 0) if w is None else (labels > 0) & (w > 0))
         if len(engaged) == 0:
             raise ValueError("ReplaySet: no engagement (of weight > 0) among the candidates")
@@ -240,17 +240,15 @@ class ReplaySet:
         return float(value), (grad_u - u * (u @ grad_u)) / norm
 
 
-def _engagement_weights(weights: np.ndarray, n: int) -> np.ndarray:
+def engagement_weights(weights, n: int, what: str = "ReplaySet weights") -> np.ndarray:
     """(n,) float64 weights, checked: one per candidate, finite, >= 0."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (n,):
-        raise ValueError(
-            f"ReplaySet weights: expected shape ({n},) (one per candidate), got {w.shape}"
-        )
+        raise ValueError(f"{what}: expected shape ({n},) (one per candidate), got {w.shape}")
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         raise ValueError(
-            f"ReplaySet weights: must be finite and >= 0; {int(bad.sum()):,} of {n:,} are not, "
+            f"{what}: must be finite and >= 0; {int(bad.sum()):,} of {n:,} are not, "
             f"e.g. {w[bad][:5].tolist()}"
         )
     return w

@@ -162,3 +162,5 @@ def test_rank_blender_weighs_engagements_by_their_sample_weight():
     assert to_helper.coefficients()["helper"] > 1.5 > 0.67 > to_good.coefficients()["helper"]
     with pytest.raises(ValueError, match="sample_weight: expected shape"):
         RankBlender(["good", "helper"]).fit(t, y, sample_weight=np.ones(n - 1))
+    with pytest.raises(ValueError, match="sample_weight: must be finite and >= 0; 1 of"):
+        RankBlender(["good", "helper"]).fit(t, y, sample_weight=np.r_[-1.0, np.ones(n - 1)])
