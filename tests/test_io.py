@@ -137,3 +137,69 @@ def test_folders_and_files_get_the_mode_plain_creation_would(tmp_path):
         os.umask(old)
     assert (tmp_path / "lists").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+
+
+def _record_fsyncs(monkeypatch, watch: Path | None = None) -> list:
+    """Patch os.fsync to record (st_dev, st_ino) of every synced file or folder, in order;
+    with `watch`, (st_dev, st_ino, whether `watch` existed at that moment)."""
+    synced: list = []
+    real = os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        extra = () if watch is None else (watch.exists(),)
+        synced.append((st.st_dev, st.st_ino, *extra))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def _key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def test_atomic_path_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    # Without both, an OS crash can keep the rename but not the data: an empty file.
+    target = tmp_path / "metrics.json"
+    synced = _record_fsyncs(monkeypatch, watch=target)
+    with io.atomic_path(target) as tmp:
+        tmp.write_text("new")
+        written = _key(tmp)  # the rename keeps the inode
+    assert target.read_text() == "new" and _key(target) == written
+    # the file while `target` did not exist yet (before the rename), the folder after it
+    assert synced == [(*written, False), (*_key(tmp_path), True)]
+
+
+def test_atomic_directory_syncs_every_file_and_the_folder_before_the_swap(tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    with atomic_directory(target) as tmp:
+        _fill(tmp, 1)
+    synced = _record_fsyncs(monkeypatch, watch=target / "sub")  # only in the new folder
+    with atomic_directory(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "deep.txt").write_text("2")
+        _fill(tmp, 2)
+        files = [_key(tmp / n) for n in FILES] + [_key(tmp / "sub" / "deep.txt")]
+        folders = [_key(tmp / "sub"), _key(tmp)]
+    assert (target / "a.txt").read_text() == "2" and _key(target) == folders[-1]
+    # every file and folder of the new one before the swap, the parent (the swap) after it
+    assert sorted(synced[:-1]) == sorted((*k, False) for k in files + folders)
+    assert synced[-1] == (*_key(tmp_path), True)
+    order = [s[:2] for s in synced]
+    assert order.index(folders[-1]) > max(order.index(f) for f in files)
+
+
+def test_without_directory_fsync_the_writes_still_work(tmp_path, monkeypatch):
+    # Windows has no O_DIRECTORY: the folder's fsync is skipped, the files' are not.
+    monkeypatch.delattr(os, "O_DIRECTORY", raising=False)
+    synced = _record_fsyncs(monkeypatch)
+    io.write_json(tmp_path / "m.json", {"a": 1})
+    with atomic_directory(tmp_path / "model") as tmp:
+        _fill(tmp, 1)
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+    assert (tmp_path / "model" / "c.txt").read_text() == "1"
+    assert sorted(synced) == sorted(
+        [_key(tmp_path / "m.json")] + [_key(tmp_path / "model" / n) for n in FILES]
+    )

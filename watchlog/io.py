@@ -1,7 +1,9 @@
 """Atomic writes: a crash leaves the old file or the new one, never half of one.
 
 Every writer here goes to a temporary file in the destination folder (same file
-system, so the final `os.replace` is atomic) and renames it into place.
+system, so the final `os.replace` is atomic) and renames it into place. The new data is
+fsynced before the rename and the folder after it: without that, an OS crash or power loss
+can leave the rename on disk but not the data (an empty file where the old one was).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "atomic_path",
     "atomic_directory",
     "exchange_paths",
+    "fsync_dir",
+    "fsync_file",
     "write_json",
     "write_parquet",
     "write_text",
@@ -43,9 +47,47 @@ def _umask() -> int:
     return umask
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to disk (fsync works on the inode, through any descriptor;
+    Windows wants one open for writing)."""
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make new entries and renames in a folder durable. Skipped where folders cannot be
+    opened for it (no O_DIRECTORY: Windows, whose renames are durable with the file system's
+    journal) or the file system refuses a folder's fsync (EINVAL: some network ones)."""
+    flag = getattr(os, "O_DIRECTORY", None)
+    if flag is None:
+        return
+    fd = os.open(path, os.O_RDONLY | flag)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root`, then `root`, before it is renamed in."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):  # a link's target is not ours to flush
+                fsync_file(file)
+        fsync_dir(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds
+    (data fsynced before the rename, the folder after it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,10 +96,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes it 0600; plain open() would not
     try:
         yield tmp_path
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)  # the rename itself; after it, a failure here must not unlink
 
 
 # renameat2(2) flag: swap two existing paths in one step (Linux >= 3.15, most local file
@@ -142,7 +186,9 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: readers of other users need it
         yield tmp
+        _fsync_tree(tmp)  # durable before it is swapped in, not only after
         if exchange_paths(tmp, directory):
+            fsync_dir(directory.parent)
             _remove(tmp)  # the old directory now lives at the temporary name
             return
         old = None
@@ -150,6 +196,7 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
         os.replace(tmp, directory)
+        fsync_dir(directory.parent)
         if old is not None:
             _remove(old)
     except BaseException:
