@@ -6,7 +6,8 @@ with a `model_version` (the run folder and code version), checked by the quality
 (`conf/export`: every learner of the learner table has k rows, no duplicate, nothing already
 watched, scores finite and non-increasing, known ids, catalogue coverage, share of fallback
 lists) and published as a new version of the sink (Parquet by default; CSV, JSONL, SQLite,
-PostgreSQL by URL). A failed gate publishes nothing. `<run_dir>/export.json` records the result.
+PostgreSQL by URL). A failed gate publishes nothing. `<run_dir>/export.json` records the result,
+a failure too (`published: false` and the error), so an earlier success never stays there.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from blend.candidates import seen_in
 from experiments.data import PreparedData, load_run
 from experiments.provenance import code_version
 from experiments.run_log import log_into_run_folder
-from export import GateError, WatchedPairs
+from export import GateError, WatchedPairs, redact_url
 from watchlog.candidates import LEARNER
 from watchlog.io import write_json
 from watchlog.progress import progress
 
-__all__ = ["export_run", "list_chunks", "run"]
+__all__ = ["export_run", "list_chunks", "redact_urls", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,23 @@ def list_chunks(path: Path, model_version: str) -> Iterator[pd.DataFrame]:
         yield carry.assign(model_version=model_version)
 
 
+def redact_urls(obj: Any) -> Any:
+    """`obj` (a resolved config: dicts, lists, scalars) with every URL's password, and any
+    password-like query value, replaced by ***: `export.sink.url` resolves from the environment
+    (NCF_GLMIX_EXPORT_URL) and would otherwise be stored in every manifest's config."""
+    if isinstance(obj, dict):
+        return {k: redact_urls(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_urls(v) for v in obj]
+    if isinstance(obj, str) and "://" in obj:
+        redacted = redact_url(obj)
+        # not a URL after all: kept unless it may hold credentials (user:password@host)
+        if redacted == "<unparseable URL>" and "@" not in obj:
+            return obj
+        return redacted
+    return obj
+
+
 def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
     """Publish `<run_dir>/blend/ranked_lists.parquet`; returns the version, location, row
     counts and every gate's result (also on a failed gate, which is then raised)."""
@@ -69,12 +87,11 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
     start = time.perf_counter()
     e = cfg.export
     version = f"{run_dir.name}@{code_version()}"
-    publish = instantiate(e.publish, _convert_="all")
     log = data.log
     # Everything a learner watched up to the lists' cutoff (the whole log) must be absent.
     watched = WatchedPairs(seen_in(log, log.events), log.learner_ids.index, log.course_ids.index)
     provenance = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": redact_urls(OmegaConf.to_container(cfg, resolve=True)),
         "data_fingerprint": log.fingerprint(),
         "code_version": code_version(),
         "run_dir": str(run_dir),
@@ -82,6 +99,7 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
     }
     out: dict[str, Any] = {"lists": str(path), "model_version": version}
     try:
+        publish = instantiate(e.publish, _convert_="all")  # builds the sink: its errors too
         chunks = progress(
             list_chunks(path, version), total=pq.ParquetFile(path).num_row_groups,
             desc="export: checked and written chunks", unit="chunks", logger=_log,
@@ -96,6 +114,12 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
         )
     except GateError as err:
         out.update(published=False, error=str(err), gates=err.manifest["gates"]["results"])
+        write_json(run_dir / "export.json", out)
+        raise
+    except Exception as err:
+        # A sink (or row) error publishes nothing either: replace an earlier run's record,
+        # which may say published: true, before raising.
+        out.update(published=False, error=f"{type(err).__name__}: {err}")
         write_json(run_dir / "export.json", out)
         raise
     m = result.manifest

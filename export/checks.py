@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from export.rows import COURSE, LEARNER, RANK, SCORE
 from export.view import ChunkView, IdLookup, Vocabulary
+from export.watched import watched_counts
 
 __all__ = ["GateResult", "make_checks"]
 
@@ -235,7 +236,8 @@ class _NotWatched(_Gate):
             "not_watched",
             "no course the learner already watched",
             self.violations == 0,
-            {"watched_rows": self.violations, "watched_pairs_given": int(self.watched.nnz)},
+            # pairs outside the tables were left out of the check: counted, never silently
+            {"watched_rows": self.violations, **watched_counts(self.watched)},
             self.examples,
         )
 

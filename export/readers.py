@@ -58,6 +58,10 @@ def read_version(version_dir: str | os.PathLike) -> pa.Table:
         elif path.suffix == ".csv":
             t = pcsv.read_csv(
                 path,
+                # CSVWriter quotes ids with a newline: without this, a quoted newline that
+                # falls on a block boundary splits a row (large files). Cost, measured on 1M
+                # rows (51 MB, 2 cores): 0.25 s instead of 0.18-0.23 s.
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(column_types=schema, strings_can_be_null=False),
             )
         else:

@@ -11,10 +11,13 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from export.rows import COURSE, LEARNER
+from export.rows import COURSE, LEARNER, RowError, _is_string, id_kind
 from export.view import IdLookup, as_index
 
-__all__ = ["WatchedPairs", "watched_matrix"]
+__all__ = ["WatchedPairs", "watched_matrix", "watched_counts"]
+
+_N_EXAMPLES = 5
+_COUNTS = "_export_watched_counts"  # attribute of a matrix built by watched_matrix
 
 
 @dataclass(frozen=True)
@@ -28,19 +31,29 @@ class WatchedPairs:
 
 
 def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.csr_matrix:
-    """Watched pairs on the publish's dense indices (rows: learner table, columns: catalogue);
-    pairs with an id outside those sets cannot be in a passing list and are dropped."""
+    """Watched pairs on the publish's dense indices (rows: learner table, columns: catalogue).
+
+    A pair with a learner or course outside those sets cannot be in a passing list: it is left
+    out of the matrix but counted (`watched_counts`, reported by the `not_watched` gate). Ids
+    of another kind than the tables' (integers vs strings) raise `RowError`, as in the rows;
+    pairs given of which none is on the tables raise ValueError at once (wrong id maps, most
+    likely: the gate would otherwise pass having checked nothing)."""
     shape = (len(learners), len(courses))
     if isinstance(watched, WatchedPairs):
         row_ids = as_index(watched.learner_ids, "watched.learner_ids")
         col_ids = as_index(watched.course_ids, "watched.course_ids")
+        _check_kind("watched.learner_ids", id_kind(row_ids, "watched.learner_ids"), learners,
+                    row_ids[:_N_EXAMPLES].tolist())  # fmt: skip
+        _check_kind("watched.course_ids", id_kind(col_ids, "watched.course_ids"), courses,
+                    col_ids[:_N_EXAMPLES].tolist())  # fmt: skip
         if watched.matrix.shape != (len(row_ids), len(col_ids)):
             raise ValueError(
                 f"watched.matrix: shape {watched.matrix.shape} does not match its ids "
                 f"({len(row_ids):,} learners x {len(col_ids):,} courses)"
             )
         if row_ids.equals(learners.index) and col_ids.equals(courses.index):
-            # already on the publish's indices (the usual case: the same id maps): no remap
+            # already on the publish's indices (the usual case: the same id maps): no remap,
+            # and no pair can be outside the tables
             if _canonical_bool_csr(watched.matrix):
                 return watched.matrix  # read only here: no second copy of a large input
             matrix = sp.csr_matrix(watched.matrix, dtype=bool, copy=True)
@@ -53,21 +66,71 @@ def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.cs
         cols = courses.lookup(pa.array(col_ids))[coo.col[keep]]
     elif hasattr(watched, "columns") and {LEARNER, COURSE} <= set(watched.columns):
         table = pa.Table.from_pandas(watched[[LEARNER, COURSE]], preserve_index=False)
-        if learners.kind == "str":
-            table = table.cast(pa.schema([(LEARNER, pa.string()), (COURSE, table.schema[1].type)]))
-        if courses.kind == "str":
-            table = table.cast(pa.schema([(LEARNER, table.schema[0].type), (COURSE, pa.string())]))
-        rows = learners.lookup(table.column(LEARNER).combine_chunks())
-        cols = courses.lookup(table.column(COURSE).combine_chunks())
+        columns = {}
+        for name, lookup in ((LEARNER, learners), (COURSE, courses)):
+            col = table.column(name).combine_chunks()
+            what = f"watched.{name}"
+            if pa.types.is_integer(col.type):
+                kind = "int"
+            elif _is_string(col.type):
+                kind = "str"
+                col = col.cast(pa.string())  # dictionary (categorical) / large strings
+            else:
+                raise RowError(f"{what}: ids must be integers or strings, got {col.type}")
+            _check_kind(what, kind, lookup, col.slice(0, _N_EXAMPLES).to_pylist())
+            if col.null_count:
+                raise RowError(
+                    f"{what}: ids must not be missing; {col.null_count:,} of {len(col):,} "
+                    "watched pairs lack one"
+                )
+            columns[name] = col
+        rows = learners.lookup(columns[LEARNER])
+        cols = courses.lookup(columns[COURSE])
     else:
         raise ValueError(
             "watched: expected WatchedPairs(matrix, learner_ids, course_ids) or a table with "
             f"{LEARNER} and {COURSE} columns, got {type(watched).__name__}"
         )
-    ok = (rows >= 0) & (cols >= 0)
+    unknown_learner, unknown_course = rows < 0, cols < 0
+    ok = ~(unknown_learner | unknown_course)
+    if len(rows) and not ok.any():
+        raise ValueError(
+            f"watched: none of the {len(rows):,} watched pairs is on the learner table and the "
+            f"catalogue ({int(unknown_learner.sum()):,} with a learner outside the learner "
+            f"table, {int(unknown_course.sum()):,} with a course outside the catalogue); the "
+            "not_watched gate would check nothing. Are these the same id maps?"
+        )
     matrix = sp.csr_matrix((np.ones(int(ok.sum()), dtype=bool), (rows[ok], cols[ok])), shape=shape)
     matrix.sum_duplicates()  # also sorts each row's columns: export.checks relies on it
+    # built here, never the caller's object: the counts travel with it to the gate
+    setattr(matrix, _COUNTS, {
+        "watched_pairs_given": len(rows),
+        "pairs_unknown_learner": int(unknown_learner.sum()),
+        "pairs_unknown_course": int(unknown_course.sum()),
+    })  # fmt: skip
     return matrix
+
+
+def watched_counts(matrix: sp.csr_matrix) -> dict[str, int]:
+    """What `watched_matrix` saw: pairs given, pairs on the tables (`watched_pairs_checked`;
+    repeated pairs count once), pairs left out for a learner / a course outside the tables
+    (a pair may be both)."""
+    counts = getattr(matrix, _COUNTS, None)
+    if counts is None:  # used as given: every pair is on the tables
+        counts = {"watched_pairs_given": int(matrix.nnz), "pairs_unknown_learner": 0,
+                  "pairs_unknown_course": 0}  # fmt: skip
+    return {**counts, "watched_pairs_checked": int(matrix.nnz)}
+
+
+def _check_kind(what: str, kind: str, lookup: IdLookup, examples: list) -> None:
+    """Integer ids never equal string ids: a mismatch would drop every pair unnoticed."""
+    if kind != lookup.kind:
+        plural = {"int": "integers", "str": "strings"}
+        table = "learner table" if lookup.name == "learners" else lookup.name
+        raise RowError(
+            f"{what}: ids are {plural[kind]} (e.g. {examples}) but the {table}'s ids are "
+            f"{plural[lookup.kind]}; give both in the same kind"
+        )
 
 
 def _canonical_bool_csr(matrix: Any) -> bool:
