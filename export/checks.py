@@ -342,6 +342,8 @@ class _FallbackShare(_Gate):
         has_personal = view.source.learners_with(personal, view.starts)
         self.learners += view.n_runs
         self.fallback_learners += int(view.n_runs - has_personal.sum())
+        if self._want() > 0:  # a share can only fail at the end: keep the first few anyway
+            self.examples += view.run_ids(np.flatnonzero(~has_personal)[: self._want()])
 
     def result(self) -> GateResult:
         share = self.fallback_learners / self.learners if self.learners else 0.0
@@ -351,6 +353,7 @@ class _FallbackShare(_Gate):
             f"{sorted(self.fallback)} <= {self.threshold}",
             share <= self.threshold,
             {"fallback_learners": self.fallback_learners, "learners": self.learners},
+            [] if share <= self.threshold else self.examples,
             value=share,
             threshold=self.threshold,
         )

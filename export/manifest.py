@@ -5,6 +5,8 @@ name versions and keep passwords out of it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +28,7 @@ __all__ = [
     "check_provenance",
     "build_manifest",
     "to_jsonable",
+    "to_json",
 ]
 
 FORMAT = "ncf-glmix export manifest v1"
@@ -34,21 +37,28 @@ _SECRET_KEYS = ("pass", "secret", "token", "key")
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Numpy / pandas scalars and containers to plain JSON types (NaN -> None); the same rules
-    as watchlog.io.to_jsonable, without importing watchlog (see export.rows)."""
+    """Numpy / pandas scalars and containers to plain JSON types; the rules of
+    watchlog.io.to_jsonable, without importing watchlog (see export.rows), except that every
+    non-finite float (NaN, +-inf) becomes None: JSON has no such numbers, and Python's
+    `Infinity` is rejected by strict parsers and by PostgreSQL's jsonb."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | np.ndarray):
         return [to_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
     if isinstance(obj, np.generic):
         obj = obj.item()
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dt.datetime | dt.date):
         return obj.isoformat()
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """`obj` as strict JSON text (`to_jsonable`, then no NaN / Infinity allowed)."""
+    return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
 
 
 def new_version(now: dt.datetime | None = None) -> str:
@@ -63,7 +73,7 @@ def redact_url(url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        parsed = make_url(url)
+        parsed = make_url(_mask_password(url))
     except ArgumentError:
         return "<unparseable URL>"
     query = {
@@ -75,6 +85,20 @@ def redact_url(url: str) -> str:
         pairs = [(k, x) for k, v in query.items() for x in (v if isinstance(v, tuple) else [v])]
         text += "?" + urlencode(pairs, safe="*/")
     return text
+
+
+def _mask_password(url: str) -> str:
+    """The password of `url`'s user info as ***, found before parsing: everything between the
+    user name's ':' and the last '@' before the query, so that an unencoded '@' in the password
+    (u:p@ss@host) cannot leave part of it in the text a parser reads as the host."""
+    start = url.find("//")
+    if start < 0:
+        return url
+    start += 2
+    ends = [i for i in (url.find("?", start), url.find("#", start)) if i >= 0]
+    at = url.rfind("@", start, min(ends, default=len(url)))
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return url if colon < 0 else f"{url[: colon + 1]}***{url[at:]}"
 
 
 def _plain(value: Any) -> Any:
@@ -145,8 +169,8 @@ _RESERVED = ("format", "version", "created_at", "sink", "gates", "counts", "chec
 
 
 def check_provenance(provenance: Mapping[str, Any]) -> None:
-    """The caller's provenance must name config, data fingerprint and code version, and must
-    not use a key the export writes itself."""
+    """The caller's provenance must name config, data fingerprint and code version, must not
+    use a key the export writes itself, and must be writable as JSON."""
     if not isinstance(provenance, Mapping):
         raise ValueError(f"manifest: expected a mapping, got {type(provenance).__name__}")
     missing = [k for k in PROVENANCE if k not in provenance]
@@ -158,6 +182,16 @@ def check_provenance(provenance: Mapping[str, Any]) -> None:
     clash = sorted(set(_RESERVED) & set(provenance))
     if clash:
         raise ValueError(f"manifest: keys {clash} are written by the export; rename them")
+    # The manifest is stored only after the whole load: a value that cannot be written as JSON
+    # must fail here, before the sink is opened, not after every row was loaded.
+    for key, value in provenance.items():
+        try:
+            to_json(_plain(value))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"manifest: {key!r} cannot be stored as JSON ({err}); give dicts, lists, "
+                "strings, numbers, booleans or None"
+            ) from err
 
 
 def build_manifest(

@@ -12,29 +12,46 @@ which gates, with counts and examples. Any other error also removes the staging 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from export.checksum import RowChecksum
 from export.gates import GateConfig, GateError, Gates
 from export.manifest import Counts, build_manifest, check_provenance, new_version
-from export.rows import EmptyInputError, export_schema, iter_tables
+from export.rows import SCORE, EmptyInputError, export_schema, iter_tables
 from export.sinks.base import Sink
 
 __all__ = ["publish", "PublishResult"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PublishResult:
     """version: the new version's name; location: its folder (file sinks) or the live table
-    name (SQL sinks); manifest: what was stored beside it."""
+    name (SQL sinks); manifest: what was stored beside it; prune_errors: old versions the sink
+    could not remove after the swap, with the reason ("<table or folder>: <reason>"; logged as
+    a warning too). They stay, and the next publish tries again; the new version is live."""
 
     version: str
     location: str
     manifest: dict[str, Any]
+    prune_errors: tuple[str, ...] = ()
+
+
+def _positive_zero_scores(table: pa.Table) -> pa.Table:
+    """-0.0 scores as 0.0 (x + 0.0 is +0.0 for x = -0.0, x otherwise): SQLite stores -0.0 as
+    0.0, so without this the manifest's checksum would not match the rows read back there; done
+    for every sink so the same rows have the same checksum everywhere."""
+    i = table.schema.get_field_index(SCORE)
+    return table.set_column(i, table.schema.field(i), pc.add(table.column(i), 0.0))
 
 
 class _Worker:
@@ -108,10 +125,17 @@ def publish(
     write_ahead: chunks handed to the writer and the checksum threads and not yet done
         (0: both inline, no overlap).
 
+    Scores of -0.0 are written (and hashed) as 0.0.
+
     Raises `GateError` (gates failed), `RowError` (a chunk breaks the row contract),
     `EmptyInputError` (no rows), `SinkError` (the sink refused); in every case nothing was
     published and the staging area was removed.
     """
+    if isinstance(write_ahead, bool) or not isinstance(write_ahead, int) or write_ahead < 0:
+        raise ValueError(
+            f"write_ahead: chunks handed to each worker thread ahead, an integer >= 0 "
+            f"(0: no threads), got {write_ahead!r}"
+        )
     check_provenance(manifest)
     checker = Gates(
         gates,
@@ -132,6 +156,7 @@ def publish(
         hasher = _Worker(lambda item: checksum.update(*item), write_ahead, "export-checksum")
         workers.append(hasher)
         for table in iter_tables(rows, schema, chunk_learners=chunk_learners):
+            table = _positive_zero_scores(table)  # before the gates, the checksum and the sink
             view = checker.view(table)
             checker.update(view)
             counts.update(view)
@@ -166,4 +191,15 @@ def publish(
                 worker.close()
         staging.abort()
         raise
-    return PublishResult(version=version, location=location, manifest=stored)
+    # Sinks that remove old versions after the swap say what they could not remove.
+    prune_errors = tuple(getattr(staging, "prune_errors", ()))
+    if prune_errors:
+        log.warning(
+            "%r: version %s is published, but %d old version(s) could not be removed; they "
+            "stay until the next publish removes them: %s",
+            sink,
+            version,
+            len(prune_errors),
+            "; ".join(prune_errors),
+        )
+    return PublishResult(version, location, stored, prune_errors)

@@ -9,6 +9,7 @@
   `scores` gate, which names them, instead of failing here;
 - `source` (which path produced the list: "blend", "two_tower", "popular_segment", ...) and
   `model_version`: strings, never missing;
+- no string (ids included) holds a NUL character: PostgreSQL text cannot store one;
 - no other columns: a blender's extra score columns are dropped by the caller, on purpose;
 - chunks hold whole learners, a learner's rows contiguous and in rank order (checked where
   the learners are mapped to dense indices, `export.view`).
@@ -116,6 +117,24 @@ def _null_examples(table: pa.Table, column: str) -> list[int]:
     return np.flatnonzero(mask)[:_N_EXAMPLES].tolist()
 
 
+def _check_no_nul(col: pa.ChunkedArray, where: str) -> None:
+    """A NUL character would pass every gate and then fail PostgreSQL's COPY with an encoding
+    error naming no column; here it is named, counted and shown. A scan of the raw character
+    bytes (~50x faster than a string search) rules it out in the usual case."""
+    data = [c.buffers()[2] for c in col.chunks]
+    if all(d is None or np.frombuffer(d, np.uint8).all() for d in data):
+        return
+    found = pc.match_substring(col, "\x00").to_numpy(zero_copy_only=False)
+    if found.any():
+        rows = np.flatnonzero(found)
+        examples = [col[int(i)].as_py() for i in rows[:_N_EXAMPLES]]
+        raise RowError(
+            f"{where}: values must not contain a NUL character (\\x00; PostgreSQL cannot "
+            f"store it); {len(rows):,} of {len(col):,} rows do (e.g. rows "
+            f"{rows[:_N_EXAMPLES].tolist()}: {examples})"
+        )
+
+
 def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
     """`chunk` (DataFrame, Arrow Table or RecordBatch) as an Arrow table of `schema`, its
     columns in export order; raises `RowError` naming the column, the rule and examples."""
@@ -161,6 +180,8 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
             raise RowError(
                 f"{name}.{field.name}: cannot be written as {field.type}: {err}"
             ) from err
+        if pa.types.is_string(field.type):
+            _check_no_nul(col, f"{name}.{field.name}")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=schema).combine_chunks()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from export import (
     read_version,
     rows_checksum,
 )
+from export.manifest import new_version
 from export.sinks.base import FileLock
 from tests.export_fakes import PROVENANCE, lists, run
 
@@ -64,7 +66,8 @@ def test_versions_rotate_current_moves_and_old_ones_are_pruned(tmp_path):
     versions = sorted(p.name for p in (root / "versions").iterdir())
     assert versions == [r.version for r in results[1:]]  # the oldest is gone
     assert os.readlink(root / "current") == f"versions/{results[-1].version}"
-    assert sorted(p.name for p in root.iterdir()) == [".lock", "current", "versions"]
+    assert sorted(p.name for p in root.iterdir()) == [".history", ".lock", "current", "versions"]
+    assert (root / ".history").read_text().split() == [r.version for r in results[1:]]
     assert read_version(current_version(root)).column("model_version").unique().to_pylist() == [
         "m2"
     ]
@@ -96,7 +99,87 @@ def test_leftovers_of_a_killed_export_are_removed_by_the_next_publish(tmp_path):
     os.symlink("versions/nowhere", root / ".current-20000101T000000000000Z")
     run(lists(), ParquetSink(root))
     assert not [p for p in (root / "versions").iterdir() if p.name.startswith(".")]
-    assert sorted(p.name for p in root.iterdir()) == [".lock", "current", "versions"]
+    assert sorted(p.name for p in root.iterdir()) == [".history", ".lock", "current", "versions"]
+
+
+def _tags(root: Path) -> list[str]:
+    """The model_version of every version folder, in name (= time) order."""
+    folders = sorted((root / "versions").iterdir())
+    return [read_version(p).column("model_version")[0].as_py() for p in folders]
+
+
+def test_a_current_that_is_not_a_symlink_is_refused_before_anything_is_written(tmp_path):
+    root = tmp_path / "lists"
+    (root / "current").mkdir(parents=True)  # say, a version copied in by hand
+    with pytest.raises(SinkError, match="'current' exists and is not a symlink"):
+        run(lists(), ParquetSink(root))
+    assert sorted(p.name for p in root.iterdir()) == ["current"]
+
+
+def test_a_refused_swap_leaves_no_version_behind(tmp_path, monkeypatch):
+    root = tmp_path / "lists"
+    first = run(lists(model_version="m0"), ParquetSink(root, keep_versions=2))
+
+    def no_symlinks(*args):
+        raise OSError("symlinks are not supported here")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    with pytest.raises(OSError, match="symlinks are not supported"):
+        run(lists(model_version="never"), ParquetSink(root, keep_versions=2))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (root / "versions").iterdir()) == [first.version]
+    assert current_version(root).name == first.version
+    run(lists(model_version="m1"), ParquetSink(root, keep_versions=2))
+    assert _tags(root) == ["m0", "m1"]
+
+
+def test_a_version_killed_before_its_swap_does_not_count_for_retention(tmp_path):
+    root = tmp_path / "lists"
+    first = run(lists(model_version="m0"), ParquetSink(root, keep_versions=2))
+    # What a publish killed between its rename into versions/ and the swap leaves: a whole
+    # version folder, newer than current, that was never served.
+    shutil.copytree(current_version(root), root / "versions" / new_version())
+    assert _tags(root) == ["m0", "m0"]
+    second = run(lists(model_version="m1"), ParquetSink(root, keep_versions=2))
+    assert sorted(p.name for p in (root / "versions").iterdir()) == [
+        first.version,
+        second.version,
+    ]
+    assert _tags(root) == ["m0", "m1"]
+
+
+def test_retention_follows_the_order_versions_were_made_current(tmp_path):
+    root = tmp_path / "lists"
+    first, second = (run(lists(model_version=m), ParquetSink(root, keep_versions=3)) for m in "ab")
+    (root / ".history").unlink()  # a root published before .history existed: name order
+    third = run(lists(model_version="c"), ParquetSink(root, keep_versions=3))
+    assert (root / ".history").read_text().split() == [first.version, second.version, third.version]
+    link = root / ".rollback"
+    os.symlink(f"versions/{first.version}", link)  # an operator rolls back to the first
+    os.replace(link, root / "current")
+    run(lists(model_version="d"), ParquetSink(root, keep_versions=2))
+    assert _tags(root) == ["a", "d"]  # the rolled-back-to version was current most recently
+
+
+def test_a_version_that_cannot_be_removed_is_reported_not_raised(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "lists"
+    first = run(lists(model_version="m0"), ParquetSink(root, keep_versions=1))
+    replace = os.replace
+
+    def refuse_trash(src, dst):
+        if Path(dst).name.startswith(".trash-"):
+            raise PermissionError(13, "Permission denied", str(src))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_trash)
+    second = run(lists(model_version="m1"), ParquetSink(root, keep_versions=1))
+    monkeypatch.undo()
+    old = root / "versions" / first.version
+    assert second.prune_errors == (f"{old}: [Errno 13] Permission denied: '{old}'",)
+    assert first.version in caplog.text and "could not be removed" in caplog.text
+    assert current_version(root).name == second.version and _tags(root) == ["m0", "m1"]
+    run(lists(model_version="m2"), ParquetSink(root, keep_versions=1))
+    assert _tags(root) == ["m2"]
 
 
 def test_a_second_publisher_waits_for_the_lock_then_gives_up(tmp_path):

@@ -174,6 +174,11 @@ def test_low_coverage_and_high_fallback_share_fail_on_their_thresholds(tmp_path)
     assert failed["coverage"].value < 0.9 and failed["coverage"].threshold == 0.9
     assert failed["coverage"].counts["catalogue_courses"] == 400
     assert failed["fallback_share"].value > 0.1
+    frame = data.frame()
+    personal = frame[~frame.source.isin(gates.fallback_sources)].learner_id.unique()
+    fallback_only = [i for i in frame.learner_id.unique().tolist() if i not in set(personal)]
+    assert failed["fallback_share"].examples == fallback_only[:5]
+    assert f"e.g. {fallback_only[:5]}" in str(info.value)
     assert "value" in str(info.value)
     manifest = info.value.manifest  # every gate's result travels with the error
     assert len(manifest["gates"]["results"]) == 9 and manifest["gates"]["passed"] is False
@@ -242,6 +247,10 @@ def test_a_failing_gate_stops_loading_the_sink_but_counts_to_the_end(tmp_path):
         (lambda f: f.assign(learner_id=f.learner_id.astype("str")), "learner table's ids"),
         (lambda f: f.assign(score=f.score.astype(int)), "floating point"),
         (lambda f: f.assign(model_version=pd.array([None] * len(f), "str")), "missing"),
+        (
+            lambda f: f.assign(source=f.source.where(f.index % 7 > 0, "bl\x00end")),
+            r"rows\.source: values must not contain a NUL.*43 of 300 rows.*rows \[0, 7, 14",
+        ),
     ],
 )
 def test_a_chunk_breaking_the_row_contract_raises_row_error(tmp_path, change, message):
@@ -284,6 +293,14 @@ def test_setup_errors_name_the_argument(tmp_path):
         GateConfig(k=0)
     with pytest.raises(ValueError, match="min_coverage"):
         GateConfig(k=3, min_coverage=1.5)
+
+
+@pytest.mark.parametrize("write_ahead", [-1, 0.5])
+def test_write_ahead_must_be_a_count_of_chunks(tmp_path, write_ahead):
+    data = lists()
+    with pytest.raises(ValueError, match=r"write_ahead: .*integer >= 0.*got"):
+        run(data.chunks(), data, tmp_path / "out", write_ahead=write_ahead)
+    assert not (tmp_path / "out").exists()  # refused before the sink was opened
 
 
 def test_watched_pairs_already_canonical_are_used_without_a_copy():

@@ -225,13 +225,12 @@ def test_redact_urls_hides_passwords_anywhere_and_leaves_other_values():
     assert got["b"][:1] == ["sqlite:///x.db"] and got["b"][2:4] == [3, None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export/manifest.py:redact_url redacts only up to the first '@' of the authority; "
-    "fix there (everything between '//' and the last '@'), then drop this mark",
-)
 def test_redact_url_hides_a_password_with_an_unencoded_at_sign():
     assert redact_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("postgresql+psycopg://u:a@b:c@h:5432/db?x=a@b") == (
+        "postgresql+psycopg://u:***@h:5432/db?x=a%40b"
+    )
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"  # no password: as is
 
 
 def test_a_sink_error_replaces_an_earlier_success_in_export_json(tmp_path):

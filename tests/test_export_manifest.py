@@ -4,14 +4,15 @@ names, provenance checks, password redaction."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from export import PostgresSink, rows_checksum
+from export import GateConfig, PostgresSink, publish, rows_checksum
 from export.checksum import RowChecksum
-from export.manifest import check_provenance, new_version, redact_url
+from export.manifest import check_provenance, new_version, redact_url, to_json, to_jsonable
 from export.synthetic import SyntheticLists
 
 
@@ -97,3 +98,37 @@ def test_no_password_reaches_a_description():
     text = f"{sink.describe()} {sink!r} {sink.where}"
     assert "hunter2" not in text and "x2" not in text and "svc:***@db.internal" in text
     assert redact_url("not a url") == "<unparseable URL>"
+
+
+def test_non_finite_floats_are_written_as_null_and_the_json_is_strict():
+    value = {"inf": float("inf"), "ninf": np.float64("-inf"), "nan": np.nan, "list": [np.inf, 1.5]}
+    expected = {"inf": None, "ninf": None, "nan": None, "list": [None, 1.5]}
+    assert to_jsonable(value) == expected
+    text = to_json(value)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} written")) == expected
+    check_provenance({"config": value, "data_fingerprint": "f", "code_version": "c"})
+
+
+def test_a_provenance_value_that_is_not_json_fails_before_the_sink_opens(tmp_path):
+    class Sink:
+        kind, opened = "recording", False
+
+        def describe(self):
+            return {"kind": self.kind}
+
+        def open(self, version, schema):  # pragma: no cover - must not be reached
+            Sink.opened = True
+            raise AssertionError("the sink was opened")
+
+    data = SyntheticLists(n_learners=10, k=3, n_courses=20, chunk_learners=4)
+    provenance = {"config": {"model": object()}, "data_fingerprint": "f", "code_version": "c"}
+    with pytest.raises(ValueError, match="manifest: 'config' cannot be stored as JSON"):
+        publish(
+            data.chunks(),
+            sink=Sink(),
+            gates=GateConfig(k=3),
+            learners=data.learner_ids,
+            catalogue=data.course_ids,
+            manifest=provenance,
+        )
+    assert not Sink.opened

@@ -17,7 +17,9 @@ from export import (
     COLUMNS,
     GateConfig,
     GateError,
+    ParquetSink,
     PostgresSink,
+    RowError,
     SchemaMismatchError,
     SinkError,
     SqliteSink,
@@ -284,3 +286,121 @@ def test_binary_copy_encoding_matches_the_format(string_ids):
         )
         assert sorted(_decode(payload, types)) == expected
     assert np.isfinite(table.column("score").to_numpy()).all()
+
+
+# --- after the swap: pruning, views; what every sink writes the same way ---------------------
+
+
+def _publish(rows, data, sink, **kw):
+    """Publish `rows` (not data's own chunks) with data's ids and the default gates."""
+    args = {"gates": GateConfig(k=data.k), "learners": data.learner_ids, "manifest": PROVENANCE}
+    return publish(rows, sink=sink, catalogue=data.course_ids, **{**args, **kw})
+
+
+def test_sqlite_a_prune_blocked_by_another_writer_is_reported_not_raised(
+    tmp_path, monkeypatch, caplog
+):
+    import export.sinks.sqlite as sqlite_sink
+
+    target = Target("sqlite", str(tmp_path / "lists.db"), "lists")
+    names = TableNames("lists")
+    first, second = (run(lists(model_version=m), target.sink(keep_versions=1)) for m in "ab")
+    assert target.manifest_rows()[0] == (first.version, None)  # pruned as usual so far
+    other = sqlite3.connect(target.where, isolation_level=None)
+    archives_to_drop = sqlite_sink.archives_to_drop
+
+    def lock_then_list(*args):  # runs after the swap committed, before the drops
+        other.execute("BEGIN IMMEDIATE")
+        return archives_to_drop(*args)
+
+    monkeypatch.setattr(sqlite_sink, "archives_to_drop", lock_then_list)
+    try:
+        third = run(lists(model_version="c"), target.sink(keep_versions=1, busy_timeout=0.1))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    kept = names.archive(second.version)
+    assert third.prune_errors == (f"{kept}: database is locked",)
+    assert kept in caplog.text and "could not be removed" in caplog.text
+    assert rows_checksum(target.read()) == third.manifest["checksum"]["hex"]
+    assert target.manifest_rows()[1:] == [(second.version, kept), (third.version, "lists")]
+
+    monkeypatch.undo()  # the next publish drops what was left
+    fourth = run(lists(model_version="d"), target.sink(keep_versions=1))
+    assert fourth.prune_errors == ()
+    assert target.tables() == sorted(["lists", names.manifest])
+
+
+def test_sqlite_a_view_on_the_live_table_reads_each_new_version(tmp_path):
+    target = Target("sqlite", str(tmp_path / "lists.db"), "lists")
+    run(lists(model_version="m0"), target.sink(keep_versions=2))
+    target.query('CREATE VIEW served AS SELECT * FROM "lists"')
+    for i in (1, 2, 3):  # from the second publish on, an archive the view could name is dropped
+        result = run(lists(model_version=f"m{i}", seed=i), target.sink(keep_versions=2))
+        assert rows_checksum(target.read("served")) == result.manifest["checksum"]["hex"]
+        assert result.prune_errors == ()
+    (sql,) = target.query("SELECT sql FROM sqlite_master WHERE name = 'served'")[0]
+    assert sql == 'CREATE VIEW served AS SELECT * FROM "lists"'
+
+
+def test_postgres_a_view_blocking_the_prune_is_reported_not_raised(postgres_url, caplog):
+    table = f"t{uuid.uuid4().hex[:12]}"
+    target, names = Target("postgresql", postgres_url, table), TableNames(table)
+    first = run(lists(model_version="a"), target.sink(keep_versions=1))
+    target.query(f'CREATE VIEW "{table}_view" AS SELECT * FROM "{table}"')
+    # the view follows the first version to its archive name, which then cannot be dropped
+    second = run(lists(model_version="b"), target.sink(keep_versions=1))
+    third = run(lists(model_version="c"), target.sink(keep_versions=1))
+    kept = names.archive(first.version)
+    assert (
+        second.prune_errors
+        == third.prune_errors
+        == (f"{kept}: cannot drop table {kept} because other objects depend on it",)
+    )
+    assert kept in caplog.text and "could not be removed" in caplog.text
+    assert rows_checksum(target.read()) == third.manifest["checksum"]["hex"]
+    assert target.query(f'SELECT DISTINCT model_version FROM "{table}_view"') == [("a",)]
+    assert target.manifest_rows() == [
+        (first.version, kept),
+        (second.version, None),
+        (third.version, table),
+    ]
+    target.query(f'DROP VIEW "{table}_view"')
+    assert run(lists(model_version="d"), target.sink(keep_versions=1)).prune_errors == ()
+    assert kept not in target.tables()
+
+
+def test_a_nul_character_in_an_id_is_a_row_error_before_anything_is_written(target):
+    data = lists(string_ids=True, n_learners=30)
+    learners = list(data.learner_ids)
+    learners[3] = "L\x00bad"
+    chunk = data.chunk(0, learner_ids=learners, course_ids=data.course_ids)
+    with pytest.raises(RowError) as info:
+        _publish([chunk], data, target.sink(), learners=learners)
+    message = str(info.value)
+    assert "chunk 0.learner_id" in message and "NUL" in message
+    assert "5 of 150 rows" in message and "'L\\x00bad'" in message
+    assert [t for t in target.tables() if t != f"{target.table}__manifest"] == []
+
+
+def test_negative_zero_scores_are_written_as_zero_and_the_checksum_verifies(target, tmp_path):
+    data = lists()
+    table = pa.concat_tables(data.chunks())
+    rank = table.column("rank").to_numpy()
+    score = np.where(rank == data.k, -0.0, table.column("score").to_numpy())
+    rows = table.set_column(3, table.schema.field(3), pa.array(score))
+    result = _publish(rows, data, target.sink())
+    live = target.read()
+    assert not np.signbit(live.column("score").to_numpy()).any()
+    assert rows_checksum(live) == result.manifest["checksum"]["hex"]
+    on_files = _publish(rows, data, ParquetSink(tmp_path / "files"))  # the same digest there
+    assert on_files.manifest["checksum"] == result.manifest["checksum"]
+
+
+def test_non_finite_provenance_is_stored_as_null(target):
+    provenance = {**PROVENANCE, "config": {"patience": float("inf"), "floor": -np.inf}}
+    run(lists(), target.sink(), manifest=provenance)
+    (stored,) = target.query(f'SELECT manifest FROM "{target.table}__manifest"')[0]
+    text = json.dumps(stored) if isinstance(stored, dict) else stored
+    stored = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the manifest"))
+    assert stored["config"] == {"patience": None, "floor": None}

@@ -5,14 +5,21 @@
       versions/<version>/part-00000.parquet  data part files (one per `max_rows_per_file` rows)
       versions/<version>/manifest.json
       .lock                                  the publisher lock (flock)
+      .history                               the versions made current, oldest first
 
-A publish writes `versions/.staging-<version>/`, fsyncs every file and the folder, renames it
-to `versions/<version>`, then creates a new symlink beside `current` and `os.replace`s it over
-`current` (one atomic rename) and fsyncs the root. A reader that resolves `current` once
+A publish first checks that `current`, if present, is a symlink (before writing anything),
+writes `versions/.staging-<version>/`, fsyncs every file and the folder, renames it to
+`versions/<version>`, then creates a new symlink beside `current` and `os.replace`s it over
+`current` (one atomic rename) and fsyncs the root; if that swap fails, the folder goes back to
+its staging name and is removed. A reader that resolves `current` once
 (`export.readers.current_version`) reads one version from start to end; opening
 `current/part-*` one by one across a swap could mix two versions, so resolve it first.
-The `keep_versions` newest versions are kept (the current one always); older ones are renamed
-to a hidden name and then deleted, so a version folder is either whole or gone.
+The `keep_versions` versions most recently made current are kept (as recorded in `.history`,
+the one `current` names last); every other version folder, one that never became current
+included (a publish killed between its rename and the swap), is renamed to a hidden name and
+then deleted, so a version folder is either whole or gone. A folder that cannot be removed is
+reported in `PublishResult.prune_errors` and retried by the next publish. A root written
+before `.history` existed counts its version folders in name (= time) order.
 
 Leftovers of a killed export (`versions/.staging-*`, `versions/.trash-*`, `.current-*`
 links) are hidden from readers and removed by the next publish to the same root, under the
@@ -35,13 +42,25 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from export.manifest import to_jsonable
+from export.manifest import to_json
 from export.sinks.base import FileLock, SinkError, check_keep_versions, fsync_dir, fsync_file
 
 __all__ = ["ParquetSink", "CsvSink", "JsonlSink", "VERSION_PATTERN"]
 
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{12}Z$")
 _HIDDEN = (".staging-", ".trash-")
+_HISTORY = ".history"
+
+
+def _check_current(root: Path, kind: str) -> None:
+    """`current` must be absent or the symlink this sink swaps: checked before anything is
+    written, so a root where the swap would be refused gets no version at all."""
+    current = root / "current"
+    if os.path.lexists(current) and not current.is_symlink():
+        raise SinkError(
+            f"{kind} sink {root}: 'current' exists and is not a symlink (the sink swaps a link "
+            "there); move it away; nothing published"
+        )
 
 
 class _Part:
@@ -187,7 +206,9 @@ class JsonlSink(_FileSink):
 class _FileStaging:
     def __init__(self, sink: _FileSink, version: str, schema: pa.Schema):
         self.sink, self.version, self.schema = sink, version, schema
+        self.prune_errors: list[str] = []
         root = sink.root
+        _check_current(root, sink.kind)
         try:
             (root / "versions").mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -196,6 +217,7 @@ class _FileStaging:
         self._lock.acquire()
         try:
             self._clean_leftovers()
+            self._history = self._read_history()
             final = root / "versions" / version
             if final.exists():
                 raise SinkError(f"{sink.kind} sink {root}: version {version} exists already")
@@ -215,6 +237,32 @@ class _FileStaging:
                 shutil.rmtree(entry, ignore_errors=True)
         for entry in self.sink.root.glob(".current-*"):
             entry.unlink(missing_ok=True)
+        (self.sink.root / f"{_HISTORY}.tmp").unlink(missing_ok=True)
+
+    def _current_name(self) -> str | None:
+        """The version folder `current` points to (None: no link)."""
+        try:
+            return os.path.basename(os.readlink(self.sink.root / "current"))
+        except OSError:
+            return None
+
+    def _read_history(self) -> list[str]:
+        """Versions on disk in the order they became current, oldest first: `.history` (or,
+        on a root written before it existed, the version folders by name), then the one
+        `current` names moved last, as it was current most recently (also after a publish
+        killed between its swap and writing `.history`, or after `current` was reset by
+        hand)."""
+        root = self.sink.root
+        on_disk = {p.name for p in (root / "versions").iterdir() if VERSION_PATTERN.match(p.name)}
+        try:
+            recorded = (root / _HISTORY).read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            recorded = sorted(on_disk)
+        except (OSError, UnicodeDecodeError) as err:
+            raise SinkError(f"{self.sink.kind} sink {root}: cannot read {_HISTORY}: {err}") from err
+        current = self._current_name()
+        history = [v for v in dict.fromkeys(recorded) if v in on_disk and v != current]
+        return [*history, current] if current in on_disk else history
 
     def write(self, table: pa.Table) -> None:
         if self._open is None:
@@ -241,39 +289,62 @@ class _FileStaging:
             )
         manifest = {**manifest, "files": files}
         path = self.dir / "manifest.json"
-        path.write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n", encoding="utf-8")
+        path.write_text(to_json(manifest, indent=2) + "\n", encoding="utf-8")
         fsync_file(path)
         fsync_dir(self.dir)
         final = root / "versions" / self.version
         os.replace(self.dir, final)
         fsync_dir(root / "versions")
-        self._swap_current(final)
-        self._prune()
+        try:
+            self._swap_current(final)
+        except BaseException:
+            # Never served: back to the staging name, which abort() removes. Should even this
+            # fail, the folder is in no history and the next publish deletes it.
+            if self._current_name() != self.version:
+                with contextlib.suppress(OSError):
+                    os.replace(final, self.dir)
+            raise
+        self.prune_errors = self._prune()
         self._lock.release()
         return str(final), manifest
 
     def _swap_current(self, final: Path) -> None:
         root = self.sink.root
-        current = root / "current"
-        if current.exists() and not current.is_symlink():
-            raise SinkError(f"{root}: 'current' exists and is not a symlink; move it away")
+        _check_current(root, self.sink.kind)  # again: it could have appeared since open()
         link = root / f".current-{self.version}"
         link.unlink(missing_ok=True)
         os.symlink(Path("versions") / final.name, link)
-        os.replace(link, current)  # the one atomic step readers can observe
+        os.replace(link, root / "current")  # the one atomic step readers can observe
         fsync_dir(root)
 
-    def _prune(self) -> None:
-        versions = self.sink.root / "versions"
-        current = os.path.basename(os.readlink(self.sink.root / "current"))
-        names = sorted(p.name for p in versions.iterdir() if VERSION_PATTERN.match(p.name))
-        for name in names[: max(len(names) - self.sink.keep_versions, 0)]:
-            if name == current:
+    def _prune(self) -> list[str]:
+        """Keep the `keep_versions` versions most recently made current, the new one last;
+        delete every other version folder. `.history` is written first: a kill before the
+        deletions leaves folders it does not name, which the next publish deletes. The new
+        version is live already: a failure is returned ("<folder>: <reason>"), not raised."""
+        root, versions = self.sink.root, self.sink.root / "versions"
+        kept = [*self._history, self.version][-self.sink.keep_versions :]
+        try:
+            tmp = root / f"{_HISTORY}.tmp"
+            tmp.write_text("".join(f"{v}\n" for v in kept), encoding="utf-8")
+            fsync_file(tmp)
+            os.replace(tmp, root / _HISTORY)
+            fsync_dir(root)
+            names = sorted(p.name for p in versions.iterdir() if VERSION_PATTERN.match(p.name))
+        except OSError as err:
+            return [f"recording {_HISTORY} or listing the versions: {err}; none removed"]
+        errors = []
+        for name in names:
+            if name in kept:
                 continue
             trash = versions / f".trash-{name}"
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(versions / name, trash)  # whole or gone, never half-deleted
-                shutil.rmtree(trash, ignore_errors=True)
+            except OSError as err:
+                errors.append(f"{versions / name}: {err}")
+                continue
+            shutil.rmtree(trash, ignore_errors=True)  # what is left: removed as a leftover
+        return errors
 
     def abort(self) -> None:
         try:

@@ -11,7 +11,10 @@ all in one transaction.
       ALTER TABLE <table>__stg_<version> RENAME TO <table>
       manifest row
     COMMIT
-    DROP TABLE <older versions>                 each in its own transaction, after the swap
+    DROP TABLE <older versions>                 each in its own transaction, after the swap;
+                                                one that fails (say, a view depends on it) is
+                                                reported in `PublishResult.prune_errors`, the
+                                                table kept and retried by the next publish
 
 Readers keep reading the old version until the renames, which take an exclusive lock on the
 live table only for the last milliseconds of the transaction (`swap_lock_timeout` bounds the
@@ -23,6 +26,11 @@ the server sees the connection drop.
 Readers: read the live table in one statement, or in READ COMMITTED transactions. A table
 rename is not MVCC-safe: a REPEATABLE READ transaction that began before a swap resolves
 `<table>` to the new table afterwards (and frozen rows are visible to it).
+
+Views: PostgreSQL binds a view to the table itself, not to its name, so a view on `<table>`
+follows the old version to `<table>__v<version>` at the swap: it goes on showing that version,
+and that archive can no longer be dropped (each publish reports it in `prune_errors`). Query
+`<table>` itself, or recreate such views after each publish.
 """
 
 from __future__ import annotations
@@ -30,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from export.manifest import redact_url, to_jsonable
+from export.manifest import redact_url, to_json
 from export.sinks.base import SinkError, check_keep_versions
 from export.sinks.pgcopy import HEADER, TRAILER, encode_binary
 from export.sinks.sql import (
@@ -135,6 +142,7 @@ class _PostgresStaging:
         self.staging = self.names.staging(version)
         self.types = column_types(schema, "postgresql")
         self._copy_cm = self._copy = None
+        self.prune_errors: list[str] = []
         self.engine = create_engine(
             sink._engine_url,
             poolclass=NullPool,
@@ -270,7 +278,7 @@ class _PostgresStaging:
                 "v": version,
                 "c": dt.datetime.fromisoformat(created) if created else dt.datetime.now(dt.UTC),
                 "t": names.live,
-                "m": json.dumps(to_jsonable(manifest)),
+                "m": to_json(manifest),
             },
         )
         try:
@@ -279,22 +287,36 @@ class _PostgresStaging:
             raise SinkError(
                 f"{self.sink.where}: committing the swap failed: {_reason(err)}"
             ) from err
-        self._prune()
+        self.prune_errors = self._prune()
         self._close()
         return names.live, manifest
 
-    def _prune(self) -> None:
+    def _prune(self) -> list[str]:
         """Drop versions beyond `keep_versions` after the swap, one transaction each: a drop
-        inside the swap transaction would hold readers of the live table until it ends."""
-        rows = self._step(
-            "listing tables",
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
-        ).all()
-        self.conn.commit()
-        for name in archives_to_drop((n for (n,) in rows), self.names, self.sink.keep_versions):
-            for statement in drop_statements(self.names, name):
-                self._step(*statement)
+        inside the swap transaction would hold readers of the live table until it ends. The
+        new version is live already: a failure is returned ("<table>: <reason>"), not raised,
+        and the table is left for the next publish to drop."""
+        listing = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        try:
+            names = [n for (n,) in self.conn.execute(text(listing)).all()]
             self.conn.commit()
+        except SQLAlchemyError as err:
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+            return [f"listing the old versions: {_reason(err)}"]
+        errors = []
+        for name in archives_to_drop(names, self.names, self.sink.keep_versions):
+            try:
+                for _, sql, params in drop_statements(self.names, name):
+                    self.conn.execute(text(sql), params)
+                self.conn.commit()
+            except SQLAlchemyError as err:
+                with contextlib.suppress(Exception):
+                    self.conn.rollback()
+                errors.append(f"{name}: {_reason(err)}")
+        return errors
 
     def abort(self) -> None:
         if self._copy_cm is not None:

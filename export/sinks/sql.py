@@ -9,6 +9,9 @@ table_name: where that version's rows are now, NULL once dropped, manifest: JSON
 table that no manifest row claims (made by someone else with the same columns) is kept as
 `<table>__prior_<version>` and never dropped by the export.
 
+Old versions are dropped after the swap has committed: the new version is live by then, so a
+drop that fails is reported (`PublishResult.prune_errors`), never raised as a failed publish.
+
 Identifiers are validated against `NAME_PATTERN` and then quoted by the driver's quoting; every
 value goes in as a bound parameter.
 """

@@ -10,7 +10,14 @@ transaction (names in `export.sinks.sql`).
   (...), (...)` statements (`rows_per_statement` rows each) on plain Python lists made by
   numpy/Arrow `tolist()`: 1.5-2x the rows/s of one row per statement (measured in
   `benchmarks/bench_export.py`'s development; SQLite's per-statement overhead dominates).
-- Older versions are dropped after the swap transaction, each in its own transaction.
+- The swap runs with `PRAGMA legacy_alter_table=ON`: since SQLite 3.26 renaming a table
+  rewrites the views that name it, so a reader's view on `<table>` would follow the old version
+  to its archive name (and break once that is dropped); legacy renames leave views naming
+  `<table>`, which is the new version after the swap.
+- Older versions are dropped after the swap transaction, each in its own transaction. The new
+  version is live by then, so a drop that fails (another writer holding the lock past
+  `busy_timeout`) leaves that table, is reported in `PublishResult.prune_errors` and is retried
+  by the next publish.
 - A killed export leaves `<table>__stg_<version>`; the next publish drops it under the
   publisher lock (`<database>.export-lock`, an flock the kernel releases when its holder dies).
 """
@@ -19,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -29,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export.manifest import to_jsonable
+from export.manifest import to_json
 from export.sinks.base import FileLock, SinkError, check_keep_versions
 from export.sinks.sql import (
     TableNames,
@@ -129,6 +135,7 @@ class _SqliteStaging:
         self.staging = self.names.staging(version)
         self.types = column_types(schema, "sqlite")
         self._lock: FileLock | None = None
+        self.prune_errors: list[str] = []
         try:
             self.con = sqlite3.connect(
                 sink._target,
@@ -222,6 +229,9 @@ class _SqliteStaging:
                 f"CREATE INDEX {_q(names.index(version))} ON {_q(self.staging)} (learner_id)",
             )
         self._step("setting synchronous", "PRAGMA synchronous=FULL")
+        # Views on <table> keep naming <table> across the renames (module docstring); the
+        # connection is closed after this publish, so the setting goes with it.
+        self._step("keeping views on the live table", "PRAGMA legacy_alter_table=ON")
         self._step("starting the swap", "BEGIN IMMEDIATE")
         live_cols = self._columns(names.live)
         live_version = None
@@ -244,25 +254,39 @@ class _SqliteStaging:
                 version,
                 manifest.get("created_at") or dt.datetime.now(dt.UTC).isoformat(),
                 names.live,
-                json.dumps(to_jsonable(manifest)),
+                to_json(manifest),
             ),
         )
         self._step("committing the swap", "COMMIT")
-        self._prune()
+        self.prune_errors = self._prune()
         with contextlib.suppress(sqlite3.Error):
             self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._close()
         return names.live, manifest
 
-    def _prune(self) -> None:
+    def _prune(self) -> list[str]:
         """Drop versions beyond `keep_versions`, each in its own transaction, after the swap
-        (a drop inside the swap would hold the write lock while it frees the pages)."""
-        tables = self.con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        for name in archives_to_drop((n for (n,) in tables), self.names, self.sink.keep_versions):
-            self._step("dropping an old version", "BEGIN IMMEDIATE")
-            for statement in drop_statements(self.names, name):
-                self._step(*statement)
-            self._step("dropping an old version", "COMMIT")
+        (a drop inside the swap would hold the write lock while it frees the pages). The new
+        version is live already: a failure is returned ("<table>: <reason>"), not raised, and
+        the table is left for the next publish to drop."""
+        try:
+            tables = self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            names = [n for (n,) in tables.fetchall()]
+        except sqlite3.Error as err:
+            return [f"listing the old versions: {err}"]
+        errors = []
+        for name in archives_to_drop(names, self.names, self.sink.keep_versions):
+            try:
+                self.con.execute("BEGIN IMMEDIATE")
+                for _, sql, params in drop_statements(self.names, name):
+                    self.con.execute(sql, params)
+                self.con.execute("COMMIT")
+            except sqlite3.Error as err:
+                with contextlib.suppress(sqlite3.Error):
+                    if self.con.in_transaction:
+                        self.con.execute("ROLLBACK")
+                errors.append(f"{name}: {err}")
+        return errors
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
