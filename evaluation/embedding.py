@@ -23,7 +23,7 @@ agreement / chance (inf when chance = 0, i.e. all labels distinct; nan if also a
 
 Neighbours come from `full_ranking_topk` with the identity as the exclusion matrix: chunks of
 `chunk_size` query rows against all n items, so memory is chunk_size x n scores, never n x n.
-Ties between equally distant neighbours are broken by `torch.topk` (unspecified order).
+Ties between equally distant neighbours go to the lower item index, as in `full_ranking_topk`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ __all__ = [
     "resolve_device",
     "full_ranking_topk",
     "target_ranks",
+    "ties_to_lower_index",
     "evaluate_full_ranking",
 ]
 
@@ -266,13 +267,47 @@ def _nan_error(users: np.ndarray, rows: torch.Tensor) -> ValueError:
 
 
 def _torch_top_k(s: torch.Tensor, k: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, items) (c, k) numpy of the chunk `s` (c, m) by `torch.topk`, -inf -> item -1."""
+    """(scores, items) (c, k) numpy of the chunk `s` (c, m) by `torch.topk`, -inf -> item -1,
+    ties to the lower item index as on the threshold path. torch.topk breaks ties its own
+    way (it differs between CPU and CUDA), so: a row whose k-th score also occurs past the
+    list (more than k scores >= it: one compare pass over the chunk) is redone by a stable
+    sort of the row (rare outside constant scores), then `ties_to_lower_index` orders the
+    equal scores inside every list."""
     vals, idx = torch.topk(s, k, dim=1, sorted=True)  # (c, k) each
     nan_rows = torch.isnan(vals).any(dim=1)  # NaN sorts above everything
     if bool(nan_rows.any()):
         raise _nan_error(users, torch.nonzero(nan_rows).flatten())
+    kth = vals[:, -1:]  # (c, 1); at -inf the list holds every finite score: nothing to pick
+    cut = (kth[:, 0] > float("-inf")) & ((s >= kth).sum(dim=1) > k) if k else None  # (c,)
+    if cut is not None and bool(cut.any()):
+        rows = torch.nonzero(cut).flatten()
+        sub = s.index_select(0, rows)  # (r, m)
+        # + 0.0 turns -0.0 into +0.0: a radix sort (CUDA) would otherwise put it below +0.0
+        order = torch.sort(sub + 0.0, dim=1, descending=True, stable=True).indices[:, :k]
+        vals[rows], idx[rows] = sub.gather(1, order), order
     idx = idx.masked_fill(vals == float("-inf"), -1)
-    return vals.cpu().numpy(), idx.cpu().numpy()
+    out_i, out_v = ties_to_lower_index(idx.cpu().numpy(), vals.cpu().numpy())
+    return out_v, out_i
+
+
+def ties_to_lower_index(idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k lists `idx` (c, k) int with their `scores` (c, k), best first as a top-k gives
+    them (torch.topk, faiss) with equal scores in its own order, re-ordered in place by
+    (descending score, ascending index); padding (-1 / -inf) stays at the end. Only rows
+    with an adjacent pair out of that order are sorted (finding them: one O(c x k) pass),
+    by `np.lexsort` over (score, index). The set of a list is the caller's: for an exact
+    boundary its k-th score must not occur past the list (see `_torch_top_k`)."""
+    if idx.shape[1] < 2:
+        return idx, scores
+    a, b = scores[:, :-1], scores[:, 1:]  # (c, k - 1) each adjacent pair
+    tie = (b == a) & (idx[:, 1:] < idx[:, :-1]) & (idx[:, 1:] >= 0)  # padding: in any order
+    rows = np.flatnonzero(((b > a) | tie).any(axis=1))  # rows out of (-score, index) order
+    if rows.size:
+        i, v = idx[rows], scores[rows]  # (r, k) copies
+        order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), -v), axis=1)
+        idx[rows] = np.take_along_axis(i, order, axis=1)
+        scores[rows] = np.take_along_axis(v, order, axis=1)
+    return idx, scores
 
 
 def _select_fits(t: torch.Tensor, k: int, m: int) -> bool:
@@ -358,8 +393,11 @@ def full_ranking_topk(
     track: optional wrapper of the chunk loop, called as `track(chunks, n_chunks)`, e.g. a
         progress bar (`watchlog.progress.progress`); this package stays free of such imports.
     On the CPU, float32 scores are ranked by a threshold select (`evaluation.threshold_select`:
-    one compare a score, a sort of the few above a sampled threshold; ties go to the lower
-    item index); float64 or CUDA scores by `torch.topk` (ties in unspecified order). NaN
+    one compare a score, a sort of the few above a sampled threshold); float64 or CUDA
+    scores, and k above a quarter of the items, by `torch.topk`, whose ties are then put in
+    order and whose rows with a tie across the k-th place are redone by a stable sort. On
+    every path, CPU and CUDA, ties go to the lower item index: the list is the first k of
+    the items sorted by (descending score, ascending index), -0.0 equal to +0.0. NaN
     scores raise. Returns (n, k) int64 item indices; with `return_scores`, also their (n, k)
     scores (numpy, the score dtype; -inf at padding).
     """

@@ -100,11 +100,12 @@ def select_above(
     flat: np.ndarray, seed: np.ndarray, N: int, hits: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The N best of each row of `flat` (c, m) C-contiguous float32 among its scores above
-    `seed` (c,), best first, ties to the lower column: (idx (c, N) int64 columns, scores
-    (c, N) float32, short (s,) the rows with fewer than N scores above their seed, whose
-    lists hold those scores and then -1 / -inf: incomplete unless the seed was below every
-    finite score, see `top_n_exact`). c <= MAX_ROWS, m <= MAX_COLUMNS. hits: optional reused
-    bool buffer of at least c * m + 8 entries."""
+    `seed` (c,), best first, ties to the lower column (-0.0 ties with +0.0): (idx (c, N)
+    int64 columns, scores (c, N) float32 (the caller's bits), short (s,) the rows with fewer
+    than N scores above their seed, whose lists hold those scores and then -1 / -inf:
+    incomplete unless the seed was below every finite score, see `top_n_exact`).
+    c <= MAX_ROWS, m <= MAX_COLUMNS. hits: optional reused bool buffer of at least
+    c * m + 8 entries."""
     c, m = flat.shape
     if c > MAX_ROWS or m > MAX_COLUMNS:  # the keys hold a row and a column in fixed bits
         raise ValueError(f"select_above: at most ({MAX_ROWS:,}, {MAX_COLUMNS:,}); got {flat.shape}")
@@ -114,7 +115,11 @@ def select_above(
     rows = pos // m
     bits = flat.reshape(-1)[pos].view(np.uint32)  # (K,) the scores' IEEE bits
     positive = bool(seed.min() >= 0)  # every survivor > 0: its bits order as its score
-    desc = _SIGN - 1 - bits if positive else np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)
+    if positive:
+        desc = _SIGN - 1 - bits
+    else:  # -0.0 == +0.0, but its bits would key it below +0.0: as +0.0, the column decides
+        bits[bits == _SIGN] = 0  # (bits is a copy: the caller's -0.0 is left alone)
+        desc = np.where(bits >= _SIGN, bits, ~bits & ~_SIGN)
     keys = (rows.astype(np.uint64) << (32 + _COL_BITS)) | (desc.astype(np.uint64) << _COL_BITS)
     keys |= (pos - rows * m).astype(np.uint64)  # column < 2**_COL_BITS, row < MAX_ROWS
     keys.sort()  # by row, then best score first (ascending desc), ties by column
@@ -124,7 +129,11 @@ def select_above(
     take = keys[pick]
     desc = (take >> _COL_BITS).astype(np.uint32)  # the row bits fall off in the cast
     bits = _SIGN - 1 - desc if positive else np.where(desc >= _SIGN, desc, ~desc & ~_SIGN)
-    out_i, out_s = (take & np.uint64(MAX_COLUMNS - 1)).astype(np.int64), bits.view(np.float32)
+    out_i = (take & np.uint64(MAX_COLUMNS - 1)).astype(np.int64)
+    if not positive:  # a zero may be a -0.0 keyed as +0.0: the caller's own bits back
+        r, j = np.nonzero(bits == 0)  # (z,) each; few (zeros among the N best)
+        bits[r, j] = flat[r, out_i[r, j]].view(np.uint32)
+    out_s = bits.view(np.float32)
     short = np.flatnonzero(count < N)
     if short.size:  # past a short row's survivors: padding, not the next row's keys
         past = np.arange(N) >= count[short, None]  # (s, N)

@@ -4,7 +4,7 @@
     idx, scores = top_k_by_dot(learner_emb, course_emb, 100, method="hnsw")  # approximate
     idx, scores = similar_by_cosine(course_emb, [3, 17], 10)   # neighbours of courses 3 and 17
 
-Exact paths, the same results (up to ties and float rounding):
+Exact paths, the same results (up to float rounding):
   faiss (CPU, the default when faiss is importable):
     * a catalogue of at most `MAX_ITEMS` (65,536) courses, with or without an exclusion:
       products in small blocks (2 MB or 128 learners), the excluded entries set to -inf,
@@ -13,10 +13,11 @@ Exact paths, the same results (up to ties and float rounding):
       few above its threshold redone with its exact N-th score as the threshold);
     * a larger catalogue: per chunk of queries, faiss's flat inner-product search
       (`ncf.ann.ItemIndex`), and for an exclusion the over-fetch: rows are taken in order of
-      their excluded count, each chunk asks for N + (its largest count) and the excluded ids
-      are dropped before cutting to N; a row excluding more than `heavy_limit(N)` items
-      (max(N, 128)), where that over-fetch would cost more than masking, is ranked by the
-      torch path instead.
+      their excluded count, each chunk asks for N + (its largest count) + 1 and the excluded
+      ids are dropped before cutting to N (a row whose last fetched score ties its N-th is
+      ranked by the torch path: the tie may reach past the fetch); a row excluding more
+      than `heavy_limit(N)` items (max(N, 128)), where that over-fetch would cost more than
+      masking, is ranked by the torch path instead.
     100k x 10k, d=64, top-100, 1 thread (benchmarks/bench_retrieval.py, code 429a51c): the
     first path takes 0.62-0.65x faiss's own search time (without an exclusion), with or
     without one; the over-fetch 1.2x; a faiss selector per learner (`IDSelectorNot`) is
@@ -39,12 +40,15 @@ candidates assert exact retrieval); see `ncf.ann`.
 
 Result convention (both functions, every path): `idx` (n, N) int64 item indices and
 `scores` (n, N) float32, best first. When a row has fewer than N allowed items (N > m,
-candidates, exclusion) the list is padded at the end with index -1 and score -inf. Ties:
-the order of equal scores is unspecified (torch.topk and faiss each break them their own
-way), so an item tied with the N-th score may be in one path's list and not the other's;
-the two paths' products may also differ in the last float bit, which can swap near-equal
-scores. The same code runs on CPU and CUDA (`device="auto"`); results come back as numpy
-arrays on the CPU.
+candidates, exclusion) the list is padded at the end with index -1 and score -inf. Ties go
+to the lower item index on every exact path, CPU and CUDA: a list is the first N of the
+allowed items sorted by (descending score, ascending index), -0.0 equal to +0.0 (the
+threshold select keys survivors so; torch.topk's and faiss's lists are re-ordered by
+`evaluation.full_ranking.ties_to_lower_index`, and a row with a tie across the N-th place
+is ranked again exactly). The paths' products may still differ in the last float bit,
+which can swap near-equal scores; an approximate index orders its lists the same way but
+may miss items. The same code runs on CPU and CUDA (`device="auto"`); results come back as
+numpy arrays on the CPU.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import torch
 
 from evaluation import full_ranking_topk, resolve_device
 from evaluation._checks import few, in_sorted
+from evaluation.full_ranking import ties_to_lower_index
 from evaluation.threshold_select import cannot_overflow, dot_top_k
 from ncf.ann import ItemIndex, check_method, load_faiss
 from watchlog.progress import progress
@@ -153,8 +158,8 @@ def top_k_by_dot(
         chunk_size x (N + excluded per row) on the faiss path.
     method: 'exact' (default), 'hnsw' or 'ivf' (an index is built over `items` for this call),
         or a fitted `ncf.ann.ItemIndex` over these items (reused across calls; see ncf.ann).
-    Returns (idx (n, N) int64, scores (n, N) float32), best first; rows with fewer than N
-    allowed items are padded with -1 / -inf (see module doc).
+    Returns (idx (n, N) int64, scores (n, N) float32), best first, ties to the lower item
+    index; rows with fewer than N allowed items are padded with -1 / -inf (see module doc).
     """
     if isinstance(N, bool) or not isinstance(N, int | np.integer) or N < 1:
         raise ValueError(f"N: must be a positive int; got {N!r}")
@@ -276,38 +281,52 @@ def _faiss_top_k(
     dev: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """faiss search per chunk; exclusion by over-fetching N + (the chunk's largest excluded
-    count) and dropping the excluded ids. Rows are taken in order of excluded count, so a
+    count) + 1 and dropping the excluded ids. Rows are taken in order of excluded count, so a
     chunk's over-fetch is its own rows' need; rows excluding more than `heavy_limit(N)`
-    items (where the over-fetch would cost more than masking) go to the torch path."""
+    items (where the over-fetch would cost more than masking) go to the torch path.
+
+    Ties to the lower index, as on the other paths: faiss returns equal scores in its own
+    order, and how many of a row's ties it fetches depends on the chunk's over-fetch. So
+    one more item than needed is fetched, every fetched list is put in (score, index)
+    order (`ties_to_lower_index`) before the cut to N, and on an exact index a row whose
+    last fetched score equals its N-th (an item tied with the N-th may not have been
+    fetched) is ranked by the torch path, like a heavy row."""
     n, m = int(q.shape[0]), int(index.n_items_)
     idx_out, sc_out = _padding(n, N)
     counts = np.zeros(n, np.int64) if ex is None else np.diff(ex.indptr).astype(np.int64)
     heavy = counts > heavy_limit(N)
-    if heavy.any():
-        rows = np.flatnonzero(heavy)
-        # exact for these few rows, whatever the index (an approximate one too)
+    order = np.flatnonzero(~heavy)
+    order = order[np.argsort(counts[order], kind="stable")]  # light rows, fewest excluded first
+    redo = [np.flatnonzero(heavy)]  # rows ranked exactly by torch
+    n_chunks = -(-order.size // chunk_size)
+    for lo in _track(range(0, order.size, chunk_size), n_chunks):
+        rows = order[lo : lo + chunk_size]  # (c,) ascending excluded count
+        k = min(m, N + int(counts[rows[-1]]) + 1)  # + 1: shows a tie crossing the N-th
+        xq = q.index_select(0, torch.from_numpy(rows).to(q.device))
+        xq = np.ascontiguousarray(xq.detach().to("cpu", torch.float32).numpy())
+        scores, idx = index.search(xq, k, allowed=selector)  # (c, k) each
+        last = scores[:, -1].copy()  # (c,) the lowest fetched score; -inf: the row ran out
+        if ex is not None and counts[rows[-1]] > 0:
+            idx, scores = _drop_excluded(idx, scores, ex[rows], k)  # kept first, all of them
+        idx, scores = ties_to_lower_index(idx, scores)
+        kk = min(N, idx.shape[1])
+        idx_out[rows, :kk], sc_out[rows, :kk] = idx[:, :kk], scores[:, :kk]
+        if not index.approximate and k < m:  # an approximate list is not exact anyway
+            nth = scores[:, kk - 1]  # (c,) -inf: fewer than N kept, so every allowed fetched
+            redo.append(rows[(nth > -np.inf) & (last >= nth)])
+    rows = np.sort(np.concatenate(redo))
+    if rows.size:  # exact for these few rows, whatever the index (an approximate one too)
         h_it, h_ex = it, ex
         if selector is not None:  # global candidates of a prefitted index: its columns only
-            h_it, h_ex = it[torch.from_numpy(selector).to(it.device)], ex[:, selector]
+            h_it = it[torch.from_numpy(selector).to(it.device)]
+            h_ex = None if ex is None else ex[:, selector]
         h_idx, sc_out[rows] = _torch_top_k(q, h_it, N, rows, h_ex, None, chunk_size, dev)
         if selector is not None:
             h_idx[h_idx >= 0] = selector[h_idx[h_idx >= 0]]
         idx_out[rows] = h_idx
-        _log.debug("%d rows exclude more than %d items: ranked by torch", rows.size,
+        _log.debug("%d rows (%d excluding more than %d items, the others with a tie at the "
+                   "N-th score): ranked by torch", rows.size, int(heavy.sum()),
                    heavy_limit(N))  # fmt: skip
-    order = np.flatnonzero(~heavy)
-    order = order[np.argsort(counts[order], kind="stable")]  # light rows, fewest excluded first
-    n_chunks = -(-order.size // chunk_size)
-    for lo in _track(range(0, order.size, chunk_size), n_chunks):
-        rows = order[lo : lo + chunk_size]  # (c,) ascending excluded count
-        k = min(m, N + int(counts[rows[-1]]))
-        xq = q.index_select(0, torch.from_numpy(rows).to(q.device))
-        xq = np.ascontiguousarray(xq.detach().to("cpu", torch.float32).numpy())
-        scores, idx = index.search(xq, k, allowed=selector)  # (c, k) each
-        if ex is not None and counts[rows[-1]] > 0:
-            idx, scores = _drop_excluded(idx, scores, ex[rows], N)
-        kk = min(N, idx.shape[1])
-        idx_out[rows, :kk], sc_out[rows, :kk] = idx[:, :kk], scores[:, :kk]
     return idx_out, sc_out
 
 

@@ -29,9 +29,9 @@ def test_select_above_orders_by_score_across_signs_and_reports_short_rows():
     seed = np.array([-3.0, -np.inf, 0.0], dtype=np.float32)
     idx, scores, short = threshold_select.select_above(flat, seed, 4)
     np.testing.assert_array_equal(short, [2])  # row 2: one score above 0.0, N = 4
-    # 7.25, 2.0, +0.0, -0.0 (equal floats: a tie, ordered by the sign bit)
-    np.testing.assert_array_equal(idx[0], [5, 1, 3, 2])
-    np.testing.assert_array_equal(scores[0].view(np.uint32), flat[0, [5, 1, 3, 2]].view(np.uint32))
+    # 7.25, 2.0, then -0.0 and +0.0: equal floats, a tie, so by column (signs kept in scores)
+    np.testing.assert_array_equal(idx[0], [5, 1, 2, 3])
+    np.testing.assert_array_equal(scores[0].view(np.uint32), flat[0, [5, 1, 2, 3]].view(np.uint32))
     np.testing.assert_array_equal(idx[1], [3, 0, 1, 6])  # big, then the three 1.0 by column
     np.testing.assert_array_equal(scores[1], [big, 1.0, 1.0, 1.0])
     idx, scores, short = threshold_select.select_above(flat, np.full(3, np.inf, np.float32), 2)
@@ -142,7 +142,7 @@ def test_top_n_exact_keeps_ties_at_the_nth_score_and_pads_short_rows():
     np.testing.assert_array_equal(scores[1], [4.0, -1.0, -np.inf])
     idx, scores = threshold_select.top_n_exact(rows, 9)  # N > m: every finite score, sorted
     np.testing.assert_array_equal(idx[1], [1, 4] + [-1] * 7)
-    np.testing.assert_array_equal(idx[2, :6], [5, 6, 3, 1, 0, 2])  # +0.0 before -0.0 (sign bit)
+    np.testing.assert_array_equal(idx[2, :6], [5, 6, 3, 0, 1, 2])  # -0.0 ties +0.0: by column
 
 
 def test_float32_path_names_users_with_nan_and_float64_takes_torch_topk(monkeypatch):
