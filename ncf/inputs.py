@@ -418,10 +418,14 @@ class InputBuilder:
         learners: Reindex | None = None,
         courses: Reindex | None = None,
     ) -> Snapshot:
-        """Inputs from every watch before `cutoff` (default: the whole log), no labels;
-        `learners` / `courses` as in `snapshot`."""
+        """Inputs from every watch before `cutoff` (a timestamp, naive = UTC; default: the
+        whole log), no labels; `learners` / `courses` as in `snapshot`. The snapshot's
+        cutoff is UTC, so a recommender can compare it with others."""
+        if cutoff is not None:
+            from ncf.serving import as_cutoff  # here: ncf.serving imports this module
+
+            cutoff = as_cutoff(cutoff)
         events = log.events if cutoff is None else log.time_window(end=cutoff)
-        cutoff = pd.Timestamp(cutoff) if cutoff is not None else None
         end = cutoff if cutoff is not None else events["ts"].iloc[-1] + pd.Timedelta(seconds=1)
         fold = Fold(name, "temporal", events, events.iloc[:0], end, end)
         snap = self.snapshot(log, fold, name=name, learners=learners, courses=courses)

@@ -43,6 +43,7 @@ still loads and serves its snapshot; its `at()` raises until it is re-saved with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,8 @@ class NCFRecommender:
     content: the course content matrix the model was trained with, if any.
     normalize: the learner bag normalization the model was trained with.
     model_cutoff: the latest cutoff the model's training saw (default: the snapshot's).
+    Both cutoffs are kept as UTC timestamps (`serving.as_cutoff`: a naive one is read as UTC,
+    a string parsed), so `at` can compare them with its cutoff and `save` writes them alike.
     """
 
     def __init__(
@@ -102,7 +105,7 @@ class NCFRecommender:
         cold_start: str = "error",
         device: str | torch.device = "auto",
         chunk_size: int = 4096,
-        model_cutoff: pd.Timestamp | None = None,
+        model_cutoff: Any = None,
         retrieval: ItemIndex | None = None,
     ):
         if cold_start not in COLD_START_POLICIES:
@@ -132,6 +135,12 @@ class NCFRecommender:
                 f"shapes disagree with the id maps ({n_l:,} learners, {n_c:,} courses): "
                 + "; ".join(f"{k} is {got}, expected {want}" for k, (got, want) in bad.items())
             )
+        if snapshot.cutoff is not None and not _is_utc(snapshot.cutoff):
+            # naive = UTC (as `at` reads a cutoff): `at` compares cutoffs, `save` writes them
+            cut = serving.as_cutoff(snapshot.cutoff, "snapshot.cutoff")
+            snapshot = dataclasses.replace(snapshot, cutoff=cut)  # the caller's is left as is
+        if model_cutoff is not None:
+            model_cutoff = serving.as_cutoff(model_cutoff, "model_cutoff")
         self.model, self.snapshot, self.inputs = model, snapshot, inputs
         self.learner_ids, self.course_ids = learner_ids, course_ids
         self.content, self.normalize, self.cold_start = content, normalize, cold_start
@@ -240,7 +249,9 @@ class NCFRecommender:
           cutoff (`snapshot.seen`), not just the lookback window.
         candidates: course ids to choose from, either one list for every learner, or a long
           DataFrame with `learner_id` and `course_id` columns (each learner's allowed
-          courses; a learner without rows has none). Exclusion applies on top.
+          courses; a learner without rows has none; rows of learners not asked for are
+          ignored with a WARNING, and a table with none asked for raises, see
+          `serving.candidate_rows`). Exclusion applies on top.
         method: 'exact' | 'hnsw' | 'ivf', or None (default): `self.retrieval` (None: exact).
           An approximate index is built once per recommender and method (see `ncf.ann`);
           evaluation always passes 'exact'.
@@ -574,6 +585,10 @@ class NCFRecommender:
         rec.serving_report = config.get("serving_report")
         rec.format_version = version  # the version the folder was written with
         return rec
+
+
+def _is_utc(t: Any) -> bool:
+    return isinstance(t, pd.Timestamp) and t.tzinfo is not None and str(t.tzinfo) == "UTC"
 
 
 def _when(t: pd.Timestamp | None) -> str | None:

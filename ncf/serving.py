@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _N_EXAMPLES = 5
+_log = logging.getLogger(__name__)
 
 
 # ---- arguments ------------------------------------------------------------------------------
@@ -113,9 +115,12 @@ def candidate_rows(
     frame: pd.DataFrame, learner_ids: Sequence[Any], course_ids: IdMap
 ) -> sp.csr_matrix:
     """(n, n_courses) CSR: row i holds the courses the long table `frame` (learner_id,
-    course_id) allows for `learner_ids[i]` (repeats allowed). Rows of learners that were not
-    asked for are ignored; a learner asked for without rows has no allowed course. Course ids
-    the model does not know raise `UnknownIdError` (filter with `known_courses` first)."""
+    course_id) allows for `learner_ids[i]` (repeats allowed). A learner asked for without
+    rows has no allowed course. Rows of learners that were not asked for are ignored, and
+    counted: a WARNING (`ncf.serving` logger) gives how many and a few of their ids; when
+    none of the frame's learner ids is asked for (an id type or case mismatch, say) it
+    raises `CandidateError` (a ValueError). Course ids the model does not know raise
+    `UnknownIdError` (filter with `known_courses` first)."""
     absent = [c for c in (LEARNER, COURSE) if c not in frame.columns]
     if absent:
         raise CandidateError(
@@ -125,6 +130,8 @@ def candidate_rows(
     codes, uniques = pd.factorize(as_index(learner_ids, "learner_ids"))  # (n,), (u,) asked
     pos = pd.Index(uniques).get_indexer(pd.Index(frame[LEARNER]))  # (k,) row's learner or -1
     asked = pos >= 0
+    if len(uniques) and not asked.all():
+        _ignored_rows(frame[LEARNER], asked, pd.Index(uniques))
     course = index_of(course_ids, frame[COURSE][asked], f"candidates.{COURSE}")
     per_learner = sp.csr_matrix(
         (np.ones(len(course), dtype=np.float32), (pos[asked], course)),
@@ -136,6 +143,26 @@ def candidate_rows(
         return per_learner[codes]
     rows = sp.diags(known.astype(np.float32)) @ per_learner[np.maximum(codes, 0)]
     return sp.csr_matrix(rows)
+
+
+def _ignored_rows(column: pd.Series, asked: np.ndarray, request: pd.Index) -> None:
+    """Report the rows of a candidates table whose learner was not asked for: an error when
+    that is every row (no learner could get a candidate: always the caller's mistake),
+    else a WARNING with the count (a table for more learners than one call serves)."""
+    ignored = pd.Index(column)[~asked]  # (k_ignored,) their learner ids
+    ids = ignored.unique()
+    examples = ids[:_N_EXAMPLES].tolist()
+    if not asked.any():
+        raise CandidateError(
+            f"candidates: none of the table's {len(column):,} rows is for a learner asked for: "
+            f"its {len(ids):,} learner id(s) (e.g. {examples}, dtype {column.dtype}) are not "
+            f"among the {len(request):,} requested (e.g. {request[:_N_EXAMPLES].tolist()}, "
+            f"dtype {request.dtype}); check the ids' type and case"
+        )
+    _log.warning(
+        "candidates: %s of %s rows ignored: their %s learner id(s) (e.g. %s) were not asked for",
+        f"{len(ignored):,}", f"{len(column):,}", f"{len(ids):,}", examples,
+    )  # fmt: skip
 
 
 def allowed_count(candidates: Any, n_courses: int) -> int:

@@ -8,7 +8,9 @@ random-initialised: serving does not care how good the weights are."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -302,7 +304,7 @@ def test_recommend_table_is_recommend_as_a_long_table(rec):
     validate_candidates(empty, score_columns=["ncf_score"])
 
 
-def test_per_learner_candidates_are_ragged_and_exclusion_applies_on_top(rec):
+def test_per_learner_candidates_are_ragged_and_exclusion_applies_on_top(rec, caplog):
     learners = [rec.learner_ids.index[i] for i in (4, 0, 9)]  # not in id-map order
     seen0 = rec.course_ids.to_ids(
         rec.snapshot.seen[rec.learner_ids.to_index([learners[0]])[0]].indices
@@ -319,7 +321,11 @@ def test_per_learner_candidates_are_ragged_and_exclusion_applies_on_top(rec):
         + [(rec.learner_ids.index[50], unseen[0])],  # a learner not asked for: ignored
         columns=["course_id", "learner_id"][::-1],
     )
-    table = rec.recommend_table(learners, N=10, candidates=frame)
+    with caplog.at_level(logging.WARNING, logger="ncf.serving"):
+        table = rec.recommend_table(learners, N=10, candidates=frame)
+    ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(ignored) == 1 and "1 of 8 rows ignored" in ignored[0]  # counted, not silent
+    assert repr(rec.learner_ids.index[50]) in ignored[0]  # and named
     validate_candidates(table, score_columns=["ncf_score"])
     counts = table.groupby("learner_id", sort=False, observed=True).size()
     assert counts.to_dict() == {learners[0]: 4, learners[1]: 2}  # seen one excluded
@@ -337,6 +343,28 @@ def test_per_learner_candidates_are_ragged_and_exclusion_applies_on_top(rec):
     assert (ids[0, :4] == table["course_id"].to_numpy()[:4]).all() and ids[0, 4] is None
     assert (ids[2] == None).all() and np.isneginf(scores[2]).all()  # noqa: E711
     np.testing.assert_array_equal(scores[1, :2], table["ncf_score"].to_numpy()[4:6])
+
+
+def test_candidate_table_for_none_of_the_learners_asked_for_raises(rec, caplog):
+    """A table none of whose learner ids is in the request (here: the ids lower-cased) would
+    leave every learner without a candidate: a caller mistake, so an error naming both."""
+    learners = rec.learner_ids.index[:2].tolist()
+    courses = rec.course_ids.index[5:7].tolist()
+    lower = pd.DataFrame({"learner_id": [x.lower() for x in learners], "course_id": courses})
+    assert not set(lower["learner_id"]) & set(learners)
+    for call in (rec.recommend, rec.recommend_table):
+        with pytest.raises(
+            CandidateError,
+            match=r"none of the table's 2 rows is for a learner "
+            rf"asked for: its 2 learner id\(s\) \(e.g. \['{lower.learner_id[0]}'",
+        ):
+            call(learners, N=2, candidates=lower)  # fmt: skip
+    # one row for a learner asked for: served, and the other row counted as ignored
+    mixed = lower.assign(learner_id=[learners[0], lower.learner_id[1]])
+    with caplog.at_level(logging.WARNING, logger="ncf.serving"):
+        ids, _ = rec.recommend(learners, N=2, candidates=mixed, filter_already_watched=False)
+    assert ids[0, 0] == courses[0] and (ids[1] == None).all()  # noqa: E711
+    assert any("1 of 2 rows ignored" in r.getMessage() for r in caplog.records)
 
 
 def test_candidate_table_errors(rec):
@@ -436,6 +464,32 @@ def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_pa
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="before the model's training cutoff"):
         loaded.at(log, T - DAY)  # the model's cutoff survived the round trip
+
+
+def test_naive_and_string_cutoffs_are_read_as_utc(rec, log, tmp_path):
+    """A naive snapshot cutoff or a string model cutoff is UTC, as `at` reads its cutoff:
+    `at` compares them (not a tz TypeError) and a save / load round trip keeps them."""
+    T = rec.snapshot.cutoff
+    naive_snap = dataclasses.replace(rec.snapshot, cutoff=T.tz_localize(None))
+    kwargs = dict(inputs=rec.inputs, device="cpu")
+    naive = NCFRecommender(rec.model, naive_snap, rec.learner_ids, rec.course_ids, **kwargs)
+    assert naive.snapshot.cutoff == T and str(naive.snapshot.cutoff.tz) == "UTC"
+    assert naive.model_cutoff == T and naive_snap.cutoff.tzinfo is None  # the caller's: as is
+    with pytest.raises(ValueError, match="before the model's training cutoff"):
+        naive.at(log, T - DAY)
+    assert naive.at(log, T + DAY).snapshot.cutoff == T + DAY
+    text = copy_of(rec, model_cutoff=str(T.tz_localize(None)))  # "YYYY-MM-DD hh:mm:ss"
+    assert text.model_cutoff == T and str(text.model_cutoff.tz) == "UTC"
+    with pytest.raises(ValueError, match="before the model's training cutoff"):
+        text.at(log, T - DAY)
+    with pytest.raises(ValueError, match="model_cutoff: 'soon' is not a parseable timestamp"):
+        copy_of(rec, model_cutoff="soon")
+    snap = rec.inputs.inference_snapshot(log, T.tz_localize(None))  # naive = UTC here too
+    assert snap.cutoff == T and str(snap.cutoff.tz) == "UTC"
+    naive.save(tmp_path / "naive")
+    loaded = NCFRecommender.load(tmp_path / "naive", device="cpu")
+    assert loaded.snapshot.cutoff == T and loaded.model_cutoff == T
+    assert loaded.at(log, T + DAY).model_cutoff == T
 
 
 def test_old_format_folders_serve_their_snapshot_but_at_asks_for_a_re_save(rec, log, tmp_path):
