@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from glmix.entity_features import ID_COLUMNS, TABLE_NAMES, rows_of
+from glmix.entity_features import ID_COLUMNS, TABLE_NAMES, check_entity_table, rows_of
 from glmix.featurizer import EntityFeaturizer
 from glmix.io import ids_array, load_model, write_model_files
 from glmix.model import GLMix
@@ -197,9 +198,12 @@ class GLMixScorer:
             inv[side], uni[side] = codes.astype(np.int64), pd.Index(uniques)
         # the table rows of those entities only, encoded once per call (row-wise encoding:
         # a subset encodes as it would in the whole table)
-        enc = self.featurizer.encode(
-            rows_of(learners, "learner", uni["learner"]), rows_of(courses, "course", uni["course"])
-        )
+        full = {"learner": learners, "course": courses}
+        tables = {side: rows_of(full[side], side, uni[side]) for side in full}
+        try:
+            enc = self.featurizer.encode(tables["learner"], tables["course"])
+        except ValueError as err:  # its row positions and counts are the subset's: say so
+            raise _encode_error(self.featurizer, err, tables, full) from err
         pos, absent = {}, {}
         for side in ("learner", "course"):
             p, a = enc.positions(side, uni[side])  # (u,) block rows, (u,) not in the table
@@ -296,6 +300,54 @@ class GLMixScorer:
                 factors = {k: z[k] for k in z.files}
         featurizer = EntityFeaturizer.from_dict(state["featurizer"], factors)
         return cls(load_model(path), featurizer, chunk_pairs=state["chunk_pairs"])
+
+
+def _encode_error(
+    featurizer: EntityFeaturizer,
+    err: ValueError,
+    tables: dict[str, pd.DataFrame],
+    full: dict[str, Any],
+) -> ValueError:
+    """The encoder's error about the rows of the entities the pairs name (`tables`, a subset
+    of the caller's `full` tables) restated for the caller: which table, that its row numbers
+    and counts are among those rows only, and the ids at the rows it names (else the first
+    ids of the subset). The failing table is found by encoding each alone (error path only)."""
+    failing = [side for side in tables if _fails(featurizer, side, tables[side])]
+    msg = str(err)
+    rows = [int(r) for r in re.findall(r"\brow (\d+)", msg)]
+    for group in re.findall(r"\brows \[([\d, ]*)\]", msg):
+        rows += [int(r) for r in group.split(",") if r.strip()]
+    parts = []
+    for side in failing or list(tables):  # neither fails alone: name both
+        sub, name, col = tables[side], TABLE_NAMES[side], ID_COLUMNS[side]
+        ids = pd.Index(sub[col]) if col in sub.columns else pd.Index([])
+        named = sorted({r for r in rows if r < len(ids)})[:_N_EXAMPLES]
+        at = ids[named].tolist()  # plain Python ids: their repr is the caller's value
+        which = (
+            f"row {', row '.join(f'{r} = {col} {i!r}' for r, i in zip(named, at, strict=True))}"
+            if named
+            else f"{col}s e.g. {ids[:_N_EXAMPLES].tolist()}"
+        )
+        among = (
+            f"all {len(sub):,} rows of the {name} table"
+            if sub is full[side]
+            else f"the {len(sub):,} of its {len(full[side]):,} rows whose {side}s the pairs name"
+            " (in table order), not the whole table"
+        )
+        parts.append(f"{name}: the row numbers and counts below are among {among}; {which}")
+    return ValueError(
+        f"GLMixScorer: the entities the pairs name do not encode ({'; '.join(parts)}): {msg}"
+    )
+
+
+def _fails(featurizer: EntityFeaturizer, side: str, table: pd.DataFrame) -> bool:
+    """Whether `table` alone fails to encode as the `side` table."""
+    try:
+        check_entity_table(table, side)
+        featurizer.encoders_[side].encode(table)
+    except ValueError:
+        return True
+    return False
 
 
 def _is_random(est) -> bool:

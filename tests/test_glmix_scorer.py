@@ -290,3 +290,43 @@ def test_integer_ids_and_no_label_factors(tmp_path):
     with pytest.raises(KeyError, match="keyed by it"):
         scorer.known("course", ci[:3])
     assert scorer.known("learner", li[:3]).all()
+
+
+def test_encoder_errors_name_the_callers_ids_not_subset_rows():
+    """The scorer encodes only the rows of the entities the pairs name, so an encoder error's
+    row numbers and counts are the subset's: the error says so and names the ids there."""
+    rng = np.random.default_rng(5)
+    learners = pd.DataFrame({"learner_id": np.arange(100, 160), "age": rng.normal(size=60)})
+    courses = pd.DataFrame({"course_id": np.arange(20) * 7, "hours": rng.normal(size=20)})
+    n = 600
+    li = learners["learner_id"].to_numpy()[rng.integers(0, 60, n)]
+    ci = courses["course_id"].to_numpy()[rng.integers(0, 20, n)]
+    feat = EntityFeaturizer({"numeric": ["age"]}, {"numeric": ["hours"]}).fit(learners, courses)
+    enc = feat.encode(learners, courses)
+    designs = feat.designs(enc, enc.positions("learner", li)[0], enc.positions("course", ci)[0])
+    y = (rng.random(n) < 0.5).astype(float)
+    model = GLMix(fixed=FixedEffect(l2=1.0)).fit(designs, {"learner": li, "course": ci}, y)
+    scorer = GLMixScorer(model, feat)
+    bad_l = learners.astype({"age": object})
+    bad_l.loc[bad_l["learner_id"] == 151, "age"] = (
+        "abc"  # table row 51; row 2 of the subset (table order)
+    )
+    with pytest.raises(ValueError) as info:
+        scorer.score_table([111, 151, 149], [7, 14, 21], learners=bad_l, courses=courses)
+    msg = str(info.value)
+    assert "learners: the row numbers and counts below are among the 3 of its 60 rows" in msg
+    assert "row 2 = learner_id 151" in msg and "1 of 3 rows" in msg  # the encoder's, restated
+    assert "courses:" not in msg  # the course table encodes: not named
+    assert isinstance(info.value.__cause__, ValueError)  # the encoder's error, chained
+    assert "must hold finite numbers" in str(info.value.__cause__)
+    bad_c = courses.astype({"hours": object})
+    bad_c.loc[bad_c["course_id"] == 14, "hours"] = "x"  # subset row 1 of 2
+    with pytest.raises(
+        ValueError, match=r"courses: .*among the 2 of its 20 rows.*row 1 = course_id 14"
+    ):
+        scorer.score_table([111, 151], [7, 14], learners=learners, courses=bad_c)
+    # every course named: the rows are the table's own, and it says that instead
+    with pytest.raises(
+        ValueError, match=r"among all 20 rows of the courses table.*row 2 = course_id 14"
+    ):
+        scorer.score_table(np.full(20, 111), courses["course_id"], learners=learners, courses=bad_c)
