@@ -220,7 +220,10 @@ def test_rank_fusion_gives_tied_rows_their_mean_rank_whatever_the_row_order():
     np.testing.assert_array_equal(ranks_within_learner(table, "a"), [2.5, 2.5, 1, 4, 1.5, 1.5])
     rrf = RankFusionBlender(["a", "b"], k=10.0).fit(table)
     swapped = table.iloc[[1, 0, 2, 3, 5, 4]].reset_index(drop=True)
-    by_pair = lambda t, s: dict(zip(zip(t["learner_id"], t["course_id"]), s))  # noqa: E731
+
+    def by_pair(t: pd.DataFrame, s: np.ndarray) -> dict:
+        return dict(zip(zip(t["learner_id"], t["course_id"], strict=True), s, strict=True))
+
     assert by_pair(table, rrf.score(table)) == by_pair(swapped, rrf.score(swapped))
     s = rrf.score(table)
     assert s[0] == s[1]  # x and y tie on both columns

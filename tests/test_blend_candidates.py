@@ -225,4 +225,6 @@ def test_served_lists_and_judged_points_refuse_tables_that_break_the_contract(wo
         with pytest.raises(CandidateError, match=rule):
             served_lists(bad, "s", 3, route=route)
         with pytest.raises(CandidateError, match=rule):
-            LabelledPoint.from_table(bad, log, window_truth(log, split.blend, seen_before(log, cutoff)))
+            LabelledPoint.from_table(
+                bad, log, window_truth(log, split.blend, seen_before(log, cutoff))
+            )
