@@ -370,6 +370,34 @@ def test_postgres_a_view_blocking_the_prune_is_reported_not_raised(postgres_url,
     assert kept not in target.tables()
 
 
+def test_postgres_a_reader_of_an_old_version_delays_its_drop_not_the_publish(
+    postgres_url, monkeypatch
+):
+    import sqlalchemy as sa
+
+    import export.sinks.postgres as pg_sink
+
+    monkeypatch.setattr(pg_sink, "PRUNE_LOCK_TIMEOUT_MS", 200)
+    table = f"t{uuid.uuid4().hex[:12]}"
+    target, names = Target("postgresql", postgres_url, table), TableNames(table)
+    first = run(lists(model_version="a"), target.sink(keep_versions=2))
+    run(lists(model_version="b"), target.sink(keep_versions=2))  # a is archived, kept
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as reader:  # a transaction that read the archive: holds its lock
+            old = names.archive(first.version)
+            assert reader.execute(sa.text(f'SELECT count(*) FROM "{old}"')).scalar() > 0
+            third = run(lists(model_version="c"), target.sink(keep_versions=2))
+            assert len(third.prune_errors) == 1 and third.prune_errors[0].startswith(old)
+            assert "lock timeout" in third.prune_errors[0]
+            assert target.query(f'SELECT DISTINCT model_version FROM "{table}"') == [("c",)]
+            reader.rollback()
+    finally:
+        engine.dispose()
+    run(lists(model_version="d"), target.sink(keep_versions=2))  # the next publish drops it
+    assert old not in target.tables()
+
+
 def test_a_nul_character_in_an_id_is_a_row_error_before_anything_is_written(target):
     data = lists(string_ids=True, n_learners=30)
     learners = list(data.learner_ids)

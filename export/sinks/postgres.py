@@ -62,7 +62,9 @@ from export.sinks.sql import (
 )
 from export.sinks.sql import quote as _q
 
-__all__ = ["PostgresSink"]
+__all__ = ["PostgresSink", "PRUNE_LOCK_TIMEOUT_MS"]
+
+PRUNE_LOCK_TIMEOUT_MS = 5_000  # how long dropping an old version waits for its readers
 
 
 def _engine_url(url: str) -> str:
@@ -309,6 +311,10 @@ class _PostgresStaging:
         errors = []
         for name in archives_to_drop(names, self.names, self.sink.keep_versions):
             try:
+                # a reader still in a transaction on an old version would hold the DROP (and
+                # so a publish that has already gone live) for as long as it reads: give up
+                # after a while instead, and leave that version for the next publish
+                self.conn.execute(text(f"SET LOCAL lock_timeout = {int(PRUNE_LOCK_TIMEOUT_MS)}"))
                 for _, sql, params in drop_statements(self.names, name):
                     self.conn.execute(text(sql), params)
                 self.conn.commit()
