@@ -51,7 +51,10 @@ def _positive_zero_scores(table: pa.Table) -> pa.Table:
     0.0, so without this the manifest's checksum would not match the rows read back there; done
     for every sink so the same rows have the same checksum everywhere."""
     i = table.schema.get_field_index(SCORE)
-    return table.set_column(i, table.schema.field(i), pc.add(table.column(i), 0.0))
+    col = table.column(i)
+    if not pc.any(pc.equal(col, 0.0)).as_py():  # a bitmap (1 bit a row): no zero, no copy
+        return table
+    return table.set_column(i, table.schema.field(i), pc.add(col, 0.0))
 
 
 class _Worker:
