@@ -30,12 +30,12 @@ from blend.candidates import seen_in
 from experiments.data import PreparedData, load_run
 from experiments.provenance import code_version
 from experiments.run_log import log_into_run_folder
-from export import GateError, WatchedPairs, redact_url
+from export import GateError, WatchedPairs
 from watchlog.candidates import LEARNER
 from watchlog.io import write_json
 from watchlog.progress import progress
 
-__all__ = ["export_run", "list_chunks", "redact_urls", "run"]
+__all__ = ["export_run", "list_chunks", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,23 +61,6 @@ def list_chunks(path: Path, model_version: str) -> Iterator[pd.DataFrame]:
         yield carry.assign(model_version=model_version)
 
 
-def redact_urls(obj: Any) -> Any:
-    """`obj` (a resolved config: dicts, lists, scalars) with every URL's password, and any
-    password-like query value, replaced by ***: `export.sink.url` resolves from the environment
-    (NCF_GLMIX_EXPORT_URL) and would otherwise be stored in every manifest's config."""
-    if isinstance(obj, dict):
-        return {k: redact_urls(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact_urls(v) for v in obj]
-    if isinstance(obj, str) and "://" in obj:
-        redacted = redact_url(obj)
-        # not a URL after all: kept unless it may hold credentials (user:password@host)
-        if redacted == "<unparseable URL>" and "@" not in obj:
-            return obj
-        return redacted
-    return obj
-
-
 def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
     """Publish `<run_dir>/blend/ranked_lists.parquet`; returns the version, location, row
     counts and every gate's result (also on a failed gate, which is then raised)."""
@@ -91,7 +74,7 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
     # Everything a learner watched up to the lists' cutoff (the whole log) must be absent.
     watched = WatchedPairs(seen_in(log, log.events), log.learner_ids.index, log.course_ids.index)
     provenance = {
-        "config": redact_urls(OmegaConf.to_container(cfg, resolve=True)),
+        "config": OmegaConf.to_container(cfg, resolve=True),  # URLs redacted by the manifest
         "data_fingerprint": log.fingerprint(),
         "code_version": code_version(),
         "run_dir": str(run_dir),

@@ -24,6 +24,7 @@ __all__ = [
     "PROVENANCE",
     "new_version",
     "redact_url",
+    "redact_urls",
     "Counts",
     "check_provenance",
     "build_manifest",
@@ -85,6 +86,23 @@ def redact_url(url: str) -> str:
         pairs = [(k, x) for k, v in query.items() for x in (v if isinstance(v, tuple) else [v])]
         text += "?" + urlencode(pairs, safe="*/")
     return text
+
+
+def redact_urls(obj: Any) -> Any:
+    """`obj` (plain dicts, lists, scalars) with every URL's password, and any password-like
+    query value, replaced by ***: `build_manifest` applies it to the caller's provenance, whose
+    config may hold a database URL resolved from the environment (NCF_GLMIX_EXPORT_URL)."""
+    if isinstance(obj, dict):
+        return {k: redact_urls(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_urls(v) for v in obj]
+    if isinstance(obj, str) and "://" in obj:
+        redacted = redact_url(obj)
+        # not a URL after all: kept unless it may hold credentials (user:password@host)
+        if redacted == "<unparseable URL>" and "@" not in obj:
+            return obj
+        return redacted
+    return obj
 
 
 def _mask_password(url: str) -> str:
@@ -209,7 +227,7 @@ def build_manifest(
     """The manifest of one version, plain JSON types only."""
     check_provenance(provenance)
     created = (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
-    provenance = {k: _plain(v) for k, v in provenance.items()}
+    provenance = {k: redact_urls(_plain(v)) for k, v in provenance.items()}
     return to_jsonable(
         {
             "format": FORMAT,

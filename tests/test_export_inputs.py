@@ -213,7 +213,7 @@ def test_no_password_of_the_environments_url_reaches_the_manifest(tmp_path, monk
 
 
 def test_redact_urls_hides_passwords_anywhere_and_leaves_other_values():
-    from experiments.export import redact_urls
+    from export.manifest import redact_urls
 
     cfg = {
         "a": {"url": "postgresql://u:pw1@h/d", "plain": "https://example.com/x?y=1"},
