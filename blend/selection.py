@@ -87,9 +87,12 @@ class LabelledPoint:
             m.eliminate_zeros()
             return m
 
-        return (
-            LabelledPoint.from_table(self.table, self.log, part(~held)),
-            LabelledPoint.from_table(self.table, self.log, part(held)),
+        return self._with_truth(part(~held)), self._with_truth(part(held))
+
+    def _with_truth(self, truth: sp.csr_matrix) -> LabelledPoint:
+        """The same (already checked) candidates labelled by another truth."""
+        return LabelledPoint(
+            self.table, self.log, truth, *candidate_labels(self.table, self.log, truth)
         )
 
     def judge(

@@ -164,7 +164,7 @@ def write_served_lists(
     now = Models(final.ncf.at(data.log, fold.cutoff), final.glmix).serving()
     now.ncf.retrieval = instantiate(b.serve_retrieval)  # exact unless configured
     counts: dict[str, int] = {}
-    n_rows = n_learners = 0
+    n_rows = 0
     listed = np.zeros(data.log.n_learners, dtype=bool)  # learners of the table given a list
     schema = None
     with atomic_path(path) as tmp:
@@ -181,7 +181,6 @@ def write_served_lists(
                 writer = pq.ParquetWriter(tmp, schema)
             writer.write_table(table.cast(schema))
             n_rows += len(lists)
-            n_learners += lists["learner_id"].nunique()
             listed[data.log.learner_ids.to_index(lists["learner_id"])] = True
             for s, n in lists.loc[lists["rank"] == 1, "source"].value_counts().items():
                 counts[str(s)] = counts.get(str(s), 0) + int(n)
@@ -194,7 +193,7 @@ def write_served_lists(
     return {
         "path": str(path),
         "rows": n_rows,
-        "learners": n_learners,
+        "learners": int(listed.sum()),
         "learners_in_table": data.log.n_learners,
         "learners_without_list": {"count": len(unlisted), "examples": unlisted[:5].tolist()},
         "cutoff": str(fold.cutoff),
