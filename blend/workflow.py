@@ -34,6 +34,7 @@ from sklearn.base import clone
 
 from blend.blenders import LinearBlender
 from blend.evaluate import candidate_auc, list_metrics, tournament
+from blend.features import NCF_NORMALIZATIONS
 from blend.lists import routes, served_lists
 from blend.replay import PositionCurve
 from blend.selection import LabelledPoint, Variant, VariantResult
@@ -132,8 +133,10 @@ def run_study(
     curve_k: int | None = None,
 ) -> StudyReport:
     """See the module docstring. serve: the kind whose blender serves the lists, or "best"
-    (the kind of the best variant on validation). replay_features: the linear blend tuned by replay (first
-    feature's weight fixed); replay: keywords of `replay_study` (methods, objectives, tau);
+    (the kind of the best variant on validation). replay_features: the linear blend tuned by
+    replay (first feature's weight fixed; "ncf" stands for the two-tower column of the
+    normalization validation chose for the fixed-weight blend, which replay is compared
+    with); replay: keywords of `replay_study` (methods, objectives, tau);
     oracle: (n_test_candidates,) scores of the truth, judged as a ceiling; curve_k: also
     every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`)."""
     choice = choose_blenders(variants, points.fit, points.valid, k=k)
@@ -188,9 +191,8 @@ def run_study(
     }
     rep = None
     if replay_features and replay is not None and curve is not None:
-        rep = replay_study(
-            points.fit, points.valid, list(replay_features), curve, seed=seed, k=k, **replay
-        )
+        features = [_chosen_ncf(choice) if f == "ncf" else f for f in replay_features]
+        rep = replay_study(points.fit, points.valid, features, curve, seed=seed, k=k, **replay)
         # Current weights (the fixed-weight blend) against the weights replay proposes.
         tuned = _replay_blender(points.fit, rep)
         if tuned is not None and "fixed" in per_user:
@@ -211,6 +213,16 @@ def run_study(
         choice, fitted, fitted[serve], serve, rows, tournaments, served, rep,
         points.fit.fit_rows()[1], per_user, curves,
     )  # fmt: skip
+
+
+def _chosen_ncf(choice: Choice) -> str:
+    """The two-tower column (`ncf_z` | `ncf_log_softmax`) of the normalization validation
+    chose for the fixed-weight blend (the replay's "current weights"); without a fixed-weight
+    variant, that of the best variant that has one."""
+    ranked = [choice.best["fixed"]] if "fixed" in choice.best else choice.results
+    norm = next((r.variant.settings["normalization"] for r in ranked
+                 if "normalization" in r.variant.settings), "zscore")  # fmt: skip
+    return NCF_NORMALIZATIONS[norm]
 
 
 def _replay_blender(fit: LabelledPoint, rep: Mapping[str, Any]) -> LinearBlender | None:

@@ -235,7 +235,7 @@ def blend_and_report(
     replay = OmegaConf.to_container(b.replay)
     report = run_study(
         points, variants, serve=str(b.serve),
-        replay_features=["ncf_z", *present] if replay.pop("enabled") else None,
+        replay_features=["ncf", *present] if replay.pop("enabled") else None,
         curve=PositionCurve.from_impressions(fit_fold(data).inputs), replay=replay,
         oracle=oracle, k=k, n_boot=int(b.n_boot), seed=seed,
         curve_k=int(b.get("curve_k") or 0),

@@ -68,6 +68,11 @@ def test_the_pipeline_blends_judges_and_publishes(run_dir):
         (o, me) for o in ("mean_rank", "expected_clicks") for me in ("gradient", "nelder_mead")
     }
     assert m["replay"]["curve"]["source"] == "impressions"  # the platform logs positions
+    fixed_norm = m["chosen"]["fixed"]["settings"]["normalization"]
+    assert (
+        m["replay"]["features"][0]
+        == {"zscore": "ncf_z", "log_softmax": "ncf_log_softmax"}[fixed_norm]
+    )
 
 
 def test_blend_models_see_nothing_from_the_blend_window_on(run_dir):
@@ -184,9 +189,11 @@ def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
     )  # fmt: skip
     cfg = compose_cfg(
         "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
-        "blend.serve=best", "blend.candidates.item_item=null",
+        "blend.serve=best", "blend.candidates.item_item=null", "blend.normalizations=[log_softmax]",
     )  # fmt: skip
     m = run_blend(cfg)
+    # replay tunes the two-tower column of the normalization validation chose (the only one)
+    assert m["replay"]["features"][0] == "ncf_log_softmax"
     best_kind = m["validation"][0]["kind"]  # best first
     assert m["serve"] == best_kind
     assert any(r["system"].startswith(f"served ({best_kind} +") for r in m["test"])
