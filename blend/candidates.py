@@ -15,6 +15,13 @@ learners contiguous, in the given order) with
 
 `blend` takes scores, not models: the retriever is any object with the methods of `Retriever`
 (the two-tower's `NCFRecommender` has them); nothing here imports a model package.
+
+Serving a log newer than the model (`rec.at(newer_log, cutoff)`): a popular course the two-tower
+was not trained on cannot be scored, so it is left out of the fallback lists (the next most
+watched take its place), counted (`table.attrs["fallback_courses_unscorable"]`) and warned about
+with examples, never an exception in a batch; retrain the two-tower to serve new courses. A
+retrieved course missing from the log's course table is a broken retriever or log:
+`UnknownIdError` names it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class Retriever(Protocol):
         ...
 
     def score(self, learner_ids: Sequence[Any], course_ids: Sequence[Any]) -> np.ndarray: ...
+
+    def known_courses(self, course_ids: Sequence[Any]) -> np.ndarray:  # (n,) bool: scorable
+        ...
 
 
 def seen_before(log: EventLog, cutoff) -> sp.csr_matrix:
@@ -98,10 +108,20 @@ def build_candidates(
     pos_r = ids.get_indexer(pd.Index(retrieved[LEARNER]))  # (m,) row of each pair's learner
     if (pos_r < 0).any():
         raise ValueError("retriever returned learners that were not asked for")
-    course_r = log.course_ids.to_index(retrieved[COURSE]).astype(np.int64)
+    course_r = log.course_ids.to_index(retrieved[COURSE]).astype(np.int64)  # unknown: named
 
     learner_idx = log.learner_ids.to_index(ids, strict=False).astype(np.int64)  # -1: unknown
-    fb = popularity.fallback_pairs(learner_idx, n_fallback, exclude=seen)
+    # Popular courses the two-tower cannot score (newer than the model) give way to the next.
+    scorable = np.asarray(retriever.known_courses(log.course_ids.index), dtype=bool)  # (n_courses,)
+    unscorable = np.flatnonzero(~scorable & (popularity.count > 0))  # watched in the window
+    if unscorable.size:
+        _log.warning(
+            "candidates: %s courses watched in the popularity window are unknown to the "
+            "two-tower (newer than the model), e.g. %s; left out of the fallback lists, the "
+            "next most watched take their places (retrain the two-tower to serve them)",
+            f"{unscorable.size:,}", id_column(log.course_ids.index, unscorable[:5]).tolist(),
+        )  # fmt: skip
+    fb = popularity.fallback_pairs(learner_idx, n_fallback, exclude=seen, allowed=scorable)
 
     # Union of both lists on (learner position, course) keys.
     key_r = pos_r * n_courses + course_r
@@ -149,4 +169,5 @@ def build_candidates(
             f"{int((~has).sum()):,}", f"{len(ids):,}", ids[~has][:5].tolist(),
         )  # fmt: skip
     table.attrs["learners_without_candidates"] = int((~has).sum())
+    table.attrs["fallback_courses_unscorable"] = int(unscorable.size)
     return table

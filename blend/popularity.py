@@ -94,12 +94,18 @@ class Popularity:
         return np.log1p(self.count)
 
     def fallback_pairs(
-        self, learner_idx: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None
+        self,
+        learner_idx: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Up to k courses per learner, best first: the learner's group's most watched, then
         the globally most watched to fill, never a course in `exclude` (learner x course, e.g.
-        already watched). Learners with index -1 (not in the learner table) or a missing group
-        value get the global list only.
+        already watched) nor one outside `allowed` ((n_courses,) bool, e.g. the courses a model
+        can score: the next most watched take their places). Learners with index -1 (not in
+        the learner table) or a missing group value get the global list only.
 
         Returns columns learner (position in `learner_idx`), course_idx, rank (1-based),
         source ("popular_segment" | "popular_global"); courses with no watch at all are never
@@ -112,10 +118,19 @@ class Popularity:
             seen_max = int(np.diff(rows.indptr).max(initial=0))
         fetch = k + seen_max  # enough to still have k after removing every excluded course
         group = np.where(learner_idx >= 0, self.group_of[np.maximum(learner_idx, 0)], -1)
+        group_count, count = self.group_count, self.count
+        if allowed is not None:  # a course not allowed counts as never watched
+            allowed = np.asarray(allowed)
+            if allowed.shape != count.shape or allowed.dtype != np.bool_:
+                raise ValueError(
+                    f"allowed: ({len(count):,},) bool, one per course; got {allowed.dtype} "
+                    f"{allowed.shape}"
+                )
+            group_count, count = group_count * allowed, count * allowed
         parts = []
         for source, lists, owner in (
-            (GROUP, _top(self.group_count, fetch), group),
-            (GLOBAL, _top(self.count[None, :], fetch), np.zeros(n, dtype=np.int64)),
+            (GROUP, _top(group_count, fetch), group),
+            (GLOBAL, _top(count[None, :], fetch), np.zeros(n, dtype=np.int64)),
         ):
             has = owner >= 0
             pos = np.flatnonzero(has)  # (m,) learners with such a list

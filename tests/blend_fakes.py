@@ -46,6 +46,9 @@ class NoisyTruthRetriever:
         ci = self.log.course_ids.to_index(course_ids).astype(np.int64)
         return m[inv, ci]
 
+    def known_courses(self, course_ids):
+        return self.log.course_ids.to_index(course_ids, strict=False) >= 0
+
     def score_stats(self, learner_ids):
         ids = pd.Index(learner_ids)
         m = self._matrix(ids)

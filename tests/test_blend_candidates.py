@@ -187,6 +187,19 @@ def test_served_lists_refuse_unknown_routes(world):
         served_lists(table, "ncf_score", 3, route=pd.Series({"L0003": "magic"}))
 
 
+def test_fallback_lists_skip_courses_not_allowed_and_fill_from_the_next(world):
+    log, _, _, cutoff = world
+    pop = Popularity.at(log, cutoff, lookback_days=60)
+    learners = np.array([-1])  # the global list only
+    top = np.argsort(-pop.count, kind="stable")[:6]
+    allowed = np.ones(log.n_courses, dtype=bool)
+    allowed[top[[0, 2]]] = False  # e.g. courses a model cannot score
+    fb = pop.fallback_pairs(learners, k=4, allowed=allowed)
+    assert fb["course_idx"].tolist() == top[[1, 3, 4, 5]].tolist()
+    with pytest.raises(ValueError, match="allowed: .* bool, one per course"):
+        pop.fallback_pairs(learners, k=4, allowed=allowed[:-1])
+
+
 def test_a_learner_left_without_candidates_is_counted_and_named(world, caplog):
     log, truth, _, cutoff = world
     ids = pd.Index(["L0003", "L0010", "L0042"])

@@ -220,6 +220,38 @@ def test_at_maps_other_ids_drops_unknown_courses_and_serves_new_learners(rec, lo
         served.score([NEW_LEARNER], [NEW_COURSE])
 
 
+def test_candidates_at_a_newer_log_leave_out_popular_courses_the_model_never_saw(rec, log, caplog):
+    """Serving a log newer than the model: the new course is the most watched of the window,
+    so it tops every fallback list; the two-tower cannot score it, so the candidates leave it
+    out (the next most watched takes its place), count it and warn, instead of raising
+    UnknownIdError in the middle of a batch."""
+    from blend import Popularity, build_candidates, seen_before
+
+    T2 = rec.snapshot.cutoff + 20 * DAY
+    log2 = other_ids(log, T2 - 5 * DAY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # at()'s own warning: tested above
+        served = rec.at(log2, T2)
+    pop = Popularity.at(log2, T2, lookback_days=10)  # the new course's 16 watches, and few else
+    new = log2.course_ids.to_index([NEW_COURSE])[0]
+    assert pop.count[new] == pop.count.max() > 0  # so every fallback list would start with it
+    learners = [NEW_LEARNER, *log.learner_ids.index[:20]]
+    with caplog.at_level("WARNING", logger="blend.candidates"):
+        table = build_candidates(
+            learners, served, log=log2, seen=seen_before(log2, T2), popularity=pop,
+            n_retrieve=5, n_fallback=3,
+        )  # fmt: skip
+    assert NEW_COURSE not in set(table["course_id"])
+    assert table.attrs["fallback_courses_unscorable"] == 1
+    assert "1 courses watched in the popularity window are unknown" in caplog.text
+    assert NEW_COURSE in caplog.text
+    # the fallback lists still hold n_fallback courses each where enough were watched
+    fb = table[table["fallback_rank"].notna()].groupby("learner_id")["fallback_rank"].max()
+    watched_known = int(((pop.count > 0) & (np.arange(log2.n_courses) != new)).sum())
+    assert fb.min() == min(3, watched_known - 3)  # at worst the 3 watched courses excluded
+    assert np.isfinite(table["ncf_score"]).all()
+
+
 def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
     """With learner ID embeddings a learner needs its ID row: the model's learners are
     served, the log's new learner is not (UnknownIdError), its watches still count for the
