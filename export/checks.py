@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from export.rows import COURSE, LEARNER, RANK, SCORE
 from export.view import ChunkView, IdLookup, Vocabulary
-from export.watched import watched_counts
+from export.watched import WatchedOnTables
 
 __all__ = ["GateResult", "make_checks"]
 
@@ -212,9 +212,10 @@ class _UniquePairs(_Gate):
 
 
 class _NotWatched(_Gate):
-    def __init__(self, n_examples: int, courses: IdLookup, watched: sp.csr_matrix | None):
+    def __init__(self, n_examples: int, courses: IdLookup, watched: WatchedOnTables | None):
         super().__init__(n_examples)
-        self.courses, self.watched = courses, watched
+        self.courses, self.pairs = courses, watched
+        self.watched = None if watched is None else watched.matrix
 
     def update(self, view: ChunkView) -> None:
         if self.watched is None:
@@ -237,7 +238,7 @@ class _NotWatched(_Gate):
             "no course the learner already watched",
             self.violations == 0,
             # pairs outside the tables were left out of the check: counted, never silently
-            {"watched_rows": self.violations, **watched_counts(self.watched)},
+            {"watched_rows": self.violations, **self.pairs.counts()},
             self.examples,
         )
 
@@ -366,7 +367,7 @@ def make_checks(
     eligible: np.ndarray,
     learners: IdLookup,
     courses: IdLookup,
-    watched: sp.csr_matrix | None,
+    watched: WatchedOnTables | None,
     sources: Vocabulary,
     min_coverage: float,
     fallback_sources: Sequence[str],
@@ -377,7 +378,7 @@ def make_checks(
         _LearnersKnown(n_examples),
         _CoursesKnown(n_examples),
         _CompleteLists(n_examples, k, eligible, learners),
-        _UniquePairs(n_examples, courses, watched),
+        _UniquePairs(n_examples, courses, None if watched is None else watched.matrix),
         _NotWatched(n_examples, courses, watched),
         _Ranks(n_examples, k),
         _Scores(n_examples),

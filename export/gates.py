@@ -109,7 +109,7 @@ class Gates:
                 )
             self.eligible[:] = False
             self.eligible[pos] = True
-        self.watched = (
+        self.watched = (  # WatchedOnTables: the matrix and the counts of what was left out
             None if watched is None else watched_matrix(watched, self.learners, self.courses)
         )
         self.sources, self.versions = Vocabulary(), Vocabulary()

@@ -14,10 +14,9 @@ import scipy.sparse as sp
 from export.rows import COURSE, LEARNER, RowError, _is_string, id_kind
 from export.view import IdLookup, as_index
 
-__all__ = ["WatchedPairs", "watched_matrix", "watched_counts"]
+__all__ = ["WatchedOnTables", "WatchedPairs", "watched_matrix"]
 
 _N_EXAMPLES = 5
-_COUNTS = "_export_watched_counts"  # attribute of a matrix built by watched_matrix
 
 
 @dataclass(frozen=True)
@@ -30,11 +29,30 @@ class WatchedPairs:
     course_ids: Any
 
 
-def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.csr_matrix:
+@dataclass(frozen=True)
+class WatchedOnTables:
+    """The watched pairs the `not_watched` gate checks, and what became of the pairs given."""
+
+    matrix: sp.csr_matrix  # (learners, courses) bool, sorted unique columns per row
+    given: int  # pairs given (a repeated pair counts each time)
+    unknown_learner: int  # left out: learner outside the learner table
+    unknown_course: int  # left out: course outside the catalogue (a pair may be both)
+
+    def counts(self) -> dict[str, int]:
+        """The gate's counts; `watched_pairs_checked`: pairs on the tables, repeats once."""
+        return {
+            "watched_pairs_given": self.given,
+            "pairs_unknown_learner": self.unknown_learner,
+            "pairs_unknown_course": self.unknown_course,
+            "watched_pairs_checked": int(self.matrix.nnz),
+        }
+
+
+def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> WatchedOnTables:
     """Watched pairs on the publish's dense indices (rows: learner table, columns: catalogue).
 
     A pair with a learner or course outside those sets cannot be in a passing list: it is left
-    out of the matrix but counted (`watched_counts`, reported by the `not_watched` gate). Ids
+    out of the matrix but counted (`WatchedOnTables`, reported by the `not_watched` gate). Ids
     of another kind than the tables' (integers vs strings) raise `RowError`, as in the rows;
     pairs given of which none is on the tables raise ValueError at once (wrong id maps, most
     likely: the gate would otherwise pass having checked nothing)."""
@@ -54,12 +72,13 @@ def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.cs
         if row_ids.equals(learners.index) and col_ids.equals(courses.index):
             # already on the publish's indices (the usual case: the same id maps): no remap,
             # and no pair can be outside the tables
-            if _canonical_bool_csr(watched.matrix):
-                return watched.matrix  # read only here: no second copy of a large input
+            given = int(watched.matrix.nnz)
+            if _canonical_bool_csr(watched.matrix):  # read only here: no second copy of it
+                return WatchedOnTables(watched.matrix, given, 0, 0)
             matrix = sp.csr_matrix(watched.matrix, dtype=bool, copy=True)
             matrix.eliminate_zeros()
             matrix.sum_duplicates()
-            return matrix
+            return WatchedOnTables(matrix, int(matrix.nnz), 0, 0)
         coo = sp.coo_matrix(watched.matrix)
         keep = coo.data != 0
         rows = learners.lookup(pa.array(row_ids))[coo.row[keep]]
@@ -102,24 +121,7 @@ def watched_matrix(watched: Any, learners: IdLookup, courses: IdLookup) -> sp.cs
         )
     matrix = sp.csr_matrix((np.ones(int(ok.sum()), dtype=bool), (rows[ok], cols[ok])), shape=shape)
     matrix.sum_duplicates()  # also sorts each row's columns: export.checks relies on it
-    # built here, never the caller's object: the counts travel with it to the gate
-    setattr(matrix, _COUNTS, {
-        "watched_pairs_given": len(rows),
-        "pairs_unknown_learner": int(unknown_learner.sum()),
-        "pairs_unknown_course": int(unknown_course.sum()),
-    })  # fmt: skip
-    return matrix
-
-
-def watched_counts(matrix: sp.csr_matrix) -> dict[str, int]:
-    """What `watched_matrix` saw: pairs given, pairs on the tables (`watched_pairs_checked`;
-    repeated pairs count once), pairs left out for a learner / a course outside the tables
-    (a pair may be both)."""
-    counts = getattr(matrix, _COUNTS, None)
-    if counts is None:  # used as given: every pair is on the tables
-        counts = {"watched_pairs_given": int(matrix.nnz), "pairs_unknown_learner": 0,
-                  "pairs_unknown_course": 0}  # fmt: skip
-    return {**counts, "watched_pairs_checked": int(matrix.nnz)}
+    return WatchedOnTables(matrix, len(rows), int(unknown_learner.sum()), int(unknown_course.sum()))
 
 
 def _check_kind(what: str, kind: str, lookup: IdLookup, examples: list) -> None:

@@ -311,13 +311,12 @@ def test_watched_pairs_already_canonical_are_used_without_a_copy():
 
     learners, courses = IdLookup([5, 6, 7], "learners"), IdLookup([10, 11], "catalogue")
     canonical = sp.csr_matrix(np.array([[1, 0], [0, 1], [1, 1]], dtype=bool))
-    assert watched_matrix(WatchedPairs(canonical, [5, 6, 7], [10, 11]), learners, courses) is (
-        canonical
-    )
+    on_tables = watched_matrix(WatchedPairs(canonical, [5, 6, 7], [10, 11]), learners, courses)
+    assert on_tables.matrix is canonical and on_tables.counts()["watched_pairs_checked"] == 4
     # a stored False is not a watched pair: such a matrix is copied, the caller's left as is
     stored_false = sp.csr_matrix(
         (np.array([True, False]), np.array([0, 1]), np.array([0, 2, 2, 2])), shape=(3, 2)
     )
-    got = watched_matrix(WatchedPairs(stored_false, [5, 6, 7], [10, 11]), learners, courses)
+    got = watched_matrix(WatchedPairs(stored_false, [5, 6, 7], [10, 11]), learners, courses).matrix
     assert got is not stored_false and got.nnz == 1 and stored_false.nnz == 2
     assert got.toarray().tolist() == [[True, False], [False, False], [False, False]]
