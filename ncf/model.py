@@ -126,7 +126,10 @@ class Tower(nn.Module):
         if self.ids is not None:
             if ids is None:
                 raise ValueError("this tower has ID embeddings: pass the ids")
-            parts.append(self.ids(ids))  # (B, bag_dim)
+            # -1: no ID row (an id the model was not built with): a zero ID vector, the rows'
+            # prior mean, so such a row is its other inputs alone (masked: no device sync)
+            known = (ids >= 0).unsqueeze(1).to(self.ids.weight.dtype)
+            parts.append(self.ids(ids.clamp_min(0)) * known)  # (B, bag_dim)
         if self.content is not None:
             if content is None:
                 raise ValueError("this tower has content features: pass its content Bags")
@@ -219,7 +222,8 @@ class TwoTower(nn.Module):
     def learners(self, history: Bags | None, learner_idx: torch.Tensor) -> torch.Tensor:
         """(B, d) learner embeddings ((B, d + 1) with a course bias: a last column of ones).
 
-        Each input is used only if the tower has it (the others may be None).
+        Each input is used only if the tower has it (the others may be None). With learner ID
+        embeddings, an index of -1 is a learner without an ID row: its ID vector is zero.
         """
         t = self.learner_tower
         emb = t(history if t.bag is not None else None, learner_idx if t.ids is not None else None)

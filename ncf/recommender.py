@@ -26,13 +26,18 @@ id map. `cold_start="empty_history"` scores them like a known learner with no wa
 window: the learner tower on an empty bag, which is one fixed vector, so they all get the
 same list (the model's prior over courses, close to popularity). A known learner with an
 empty history gets that same list; that is the defined result, not an error. A model with
-learner ID embeddings has no row for an unknown learner: it can only raise.
+learner ID embeddings has no ID row for an unknown learner: under "empty_history" its ID
+vector is zero (the rows' prior mean), so unknown learners still share that one fixed vector
+(a known learner keeps its ID row, so its empty-history list differs). Batch serving (the
+blend's served lists) uses "empty_history": `history_sizes` is 0 for such a learner and the
+fallback chain gives it the popular lists; it never raises.
 
 Serving later (`at`). `inputs` is the `InputBuilder` that made the training snapshots; `at(log,
 T')` rebuilds history, `seen` and co-watch bags with it from a (cleaned) log before T', in the
 model's course index, so a model trained up to T serves histories up to T' without retraining.
 Courses the model does not know are left out (counted in `serving_report`, and a warning); the
-learners served are the log's (a model with learner ID embeddings keeps its own). T' before
+learners served are the log's (a model with learner ID embeddings keeps its own: the log's
+others are cold starts, see above). T' before
 the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True`: the model
 was trained on labels after T', so scores there are not a fair backtest.
 
@@ -179,21 +184,16 @@ class NCFRecommender:
 
     @torch.inference_mode()
     def learner_embeddings_at(self, learner_idx: np.ndarray) -> torch.Tensor:
-        """(n, d) on the device for dense learner indices; index -1 = an empty history."""
+        """(n, d) on the device for dense learner indices; index -1 = an empty history (and,
+        with learner ID embeddings, no ID row: a zero ID vector, see `TwoTower.learners`)."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
-        unknown = learner_idx < 0
-        if self.model.learner_tower.ids is not None and unknown.any():
-            raise ValueError(
-                "cold_start='empty_history' needs a model without learner ID embeddings: "
-                f"{int(unknown.sum()):,} learners have no ID row"
-            )
         out = []
         for start in range(0, len(learner_idx), self.chunk_size):
             part = learner_idx[start : start + self.chunk_size]
             # An unknown learner (-1) gets an empty bag: its row of the history is zeroed.
             rows = sp.diags((part >= 0).astype(np.float32)) @ self._history[np.maximum(part, 0)]
             rows.eliminate_zeros()
-            ids = torch.from_numpy(np.maximum(part, 0)).to(self.device)
+            ids = torch.from_numpy(part).to(self.device)  # -1 kept: no ID row
             out.append(self.model.learners(csr_bags(rows.tocsr()).to(self.device), ids))
         d = self.model.embedding_dim + (self.model.course_bias is not None)
         return torch.cat(out) if out else torch.zeros(0, d, device=self.device)
@@ -419,7 +419,7 @@ class NCFRecommender:
             return frame.assign(**{f"{prefix}_score": scores})
         lidx = serving.index_of(self.learner_ids, frame[LEARNER], "frame.learner_id", strict=False)
         cidx = serving.index_of(self.course_ids, frame[COURSE], "frame.course_id", strict=False)
-        cold = self.cold_start == "empty_history" and self.model.learner_tower.ids is None
+        cold = self.cold_start == "empty_history"  # unknown learners: empty history, no ID row
         ok = (cidx >= 0) & ((lidx >= 0) | cold)  # (n,) pairs the model can score
         scores = np.full(len(frame), np.nan)
         scores[ok] = self._score_index(lidx[ok], cidx[ok])
@@ -468,7 +468,9 @@ class NCFRecommender:
         `seen` and co-watch bags (counted in the new recommender's `serving_report`, warned
         about, and noted in `report` when given). Learners: without learner ID embeddings the
         new recommender serves the log's learners (new ones from their history alone); with
-        them, the model's learners only (the log's others have no ID row: `UnknownIdError`).
+        them, the model's learners only: the log's others have no ID row and are unknown to
+        it (`UnknownIdError` under cold_start="error"; under "empty_history" they are served
+        the cold-start list: empty history, zero ID vector).
         A cutoff before `model_cutoff` raises unless `allow_earlier` (the model was trained
         on labels after it: a leak for any evaluation there).
         """

@@ -237,7 +237,8 @@ def snapshot_at(
         )
     id_model = rec.model.learner_tower.ids is not None
     # Without learner ID embeddings a learner is its history: serve the log's learners. With
-    # them a learner needs its ID row: keep the model's learners, drop the others' rows.
+    # them a learner needs its ID row: keep the model's learners, drop the others' rows (they
+    # are unknown ids: cold starts under cold_start="empty_history", else UnknownIdError).
     learners = Reindex.between(log.learner_ids, rec.learner_ids) if id_model else None
     learner_ids = rec.learner_ids if id_model else log.learner_ids
     snap = rec.inputs.inference_snapshot(log, cutoff, learners=learners, courses=courses)
@@ -263,7 +264,7 @@ def snapshot_at(
     known = rec.learner_ids.to_index(log.learner_ids.index, strict=False) >= 0  # (log_learners,)
     if id_model:
         lost = ~known[events["learner_idx"].to_numpy()]
-        out["unknown_learners"] = int((~known).sum())  # no ID row: not served
+        out["unknown_learners"] = int((~known).sum())  # no ID row: cold starts
         out["unknown_learner_examples"] = log.learner_ids.index[~known][:_N_EXAMPLES].tolist()
         out["unknown_learner_watches"] = int(lost.sum())
     else:
@@ -278,7 +279,8 @@ def snapshot_at(
     if id_model and out["unknown_learners"]:
         message += (
             f"; {out['unknown_learners']:,} learners have no learner-ID row in the model "
-            f"(e.g. {out['unknown_learner_examples']}) and are not served "
+            f"(e.g. {out['unknown_learner_examples']}): their histories are not used; they are "
+            "unknown ids (cold_start='empty_history': the cold-start list, else UnknownIdError) "
             f"({out['unknown_learner_watches']:,} of their watches still count for co-watch)"
         )
     if lost_watches:

@@ -254,8 +254,8 @@ def test_candidates_at_a_newer_log_leave_out_popular_courses_the_model_never_saw
 
 def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
     """With learner ID embeddings a learner needs its ID row: the model's learners are
-    served, the log's new learner is not (UnknownIdError), its watches still count for the
-    co-watch bags."""
+    served, the log's new learner is unknown (UnknownIdError; under empty_history the
+    cold-start list), its watches still count for the co-watch bags."""
     torch.manual_seed(0)
     model = TwoTower(len(rec.learner_ids), len(rec.course_ids), bag_dim=16, mlp=[8],
                      learner_ids=True)  # fmt: skip
@@ -275,9 +275,10 @@ def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
     with pytest.warns(UserWarning, match="courses the model does not know"):
         without_ids = rec.at(log2, T + 10 * DAY)  # same inputs, the log's learners
     assert (served.snapshot.course_bags != without_ids.snapshot.course_bags).nnz == 0
-    cold = copy_of(served, cold_start="empty_history")
-    with pytest.raises(ValueError, match="needs a model without learner ID embeddings"):
-        cold.score([NEW_LEARNER], [log.course_ids.index[0]])
+    cold = copy_of(served, cold_start="empty_history")  # no ID row: the cold-start vector
+    course = [log.course_ids.index[0]] * 2
+    s = cold.score([NEW_LEARNER, "nobody"], course)
+    assert np.isfinite(s).all() and s[0] == s[1]  # tests/test_ncf_id_serving.py has the rest
     # a known learner's history rows moved to the model's index
     known = log.learner_ids.index[5]
     a = served.snapshot.seen[served.learner_ids.to_index([known])[0]]
