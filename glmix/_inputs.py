@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -20,6 +21,8 @@ __all__ = [
     "check_weights",
     "check_offset",
     "check_keys",
+    "distinct_ids",
+    "index_positions",
     "few",
     "torch_dtype",
     "INTERCEPT",
@@ -173,19 +176,23 @@ def check_offset(o: Any, n: int, what: str = "offset") -> np.ndarray:
     return arr
 
 
-def check_keys(k: Any, n: int, what: str) -> np.ndarray:
-    """Entity ids (any hashable, no missing), (n,)."""
-    if hasattr(k, "to_numpy"):  # pandas Series / Index / Categorical column
+def check_keys(k: Any, n: int, what: str) -> np.ndarray | pd.Categorical:
+    """Entity ids (any hashable, no missing), (n,): an ndarray, or a pd.Categorical when `k`
+    is categorical (an event log's id column), kept as its codes and categories: turned into
+    an array it would hold one Python object per row (~60 bytes, ~0.5 GB per 4M-row column),
+    and `IdMap.to_index` / `distinct_ids` / `index_positions` read the codes directly."""
+    missing = None
+    if isinstance(getattr(k, "dtype", None), pd.CategoricalDtype):
+        arr = k if isinstance(k, pd.Categorical) else k.array  # Series / Index: no copy
+        missing = np.asarray(arr.codes < 0)
+    elif hasattr(k, "to_numpy"):  # pandas Series / Index column
         missing = np.asarray(k.isna()) if hasattr(k, "isna") else None
         arr = k.to_numpy()
     else:
         arr = np.asarray(k)
-        missing = None
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{what}: expected entity ids of shape ({n:,},); got {arr.shape}")
     if missing is None:
-        import pandas as pd
-
         missing = np.asarray(pd.isna(arr)) if arr.dtype.kind in "OfcUSM" else None
     if missing is not None and missing.any():
         pos = np.flatnonzero(missing)[:_N_EXAMPLES]
@@ -194,3 +201,24 @@ def check_keys(k: Any, n: int, what: str) -> np.ndarray:
             f"e.g. rows {few(pos)}"
         )
     return arr
+
+
+def distinct_ids(keys: np.ndarray | pd.Categorical) -> np.ndarray:
+    """What `IdMap(keys)` needs of `check_keys` output: the keys themselves, or for a
+    Categorical its distinct ids in first-seen order as the same object array `np.asarray`
+    would give (one object per distinct id, not per row), so the map is the same."""
+    if isinstance(keys, pd.Categorical):
+        first_seen = pd.unique(keys.codes)  # (u,) codes in order of first appearance
+        return np.asarray(pd.Categorical.from_codes(first_seen, dtype=keys.dtype))
+    return keys
+
+
+def index_positions(index: pd.Index, ids: Any) -> np.ndarray:
+    """(n,) int positions of `ids` in `index` (-1: absent), as `index.get_indexer` gives them;
+    categorical ids are looked up once per category and gathered by code (no Python object
+    per row)."""
+    if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
+        cat = ids if isinstance(ids, pd.Categorical) else ids.array
+        lookup = np.append(index.get_indexer(cat.categories), -1)  # code -1 (missing) -> -1
+        return lookup[cat.codes]
+    return index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))

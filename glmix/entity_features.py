@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glmix._inputs import index_positions
 from watchlog.collaborative import concat_blocks, label_factors, scaled_numeric
 from watchlog.features import FeatureBlock, FeatureEncoder, to_csr32
 from watchlog.report import DataReport
@@ -209,7 +210,7 @@ class LabelFactors:
 
 def _codes(index: pd.Index, ids, side: str) -> np.ndarray:
     """(n,) positions of the rows' ids in the entity index; every id must be there."""
-    codes = index.get_indexer(pd.Index(np.asarray(ids)))
+    codes = index_positions(index, ids)
     bad = codes < 0
     if bad.any():
         ex = pd.unique(np.asarray(ids)[bad])[:_N_EXAMPLES].tolist()

@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from glmix._inputs import index_positions
 from glmix.entity_features import LabelFactors, TableEncoder, check_entity_table
 from watchlog.collaborative import concat_blocks
 from watchlog.design import design_matrices
@@ -51,9 +52,9 @@ class EncodedEntities:
 
     def positions(self, side: str, ids) -> tuple[np.ndarray, np.ndarray]:
         """((n,) int64 block rows of `ids`, (n,) bool: id absent from the table, which gets
-        the all-missing row)."""
+        the all-missing row). ids: an array, or a categorical column (looked up per category)."""
         index = self.learner_ids if side == "learner" else self.course_ids
-        pos = index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))
+        pos = index_positions(index, ids)
         unknown = pos < 0
         return np.where(unknown, len(index), pos).astype(np.int64), unknown
 

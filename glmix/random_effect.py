@@ -48,6 +48,7 @@ from glmix._inputs import (
     check_labels,
     check_offset,
     check_weights,
+    distinct_ids,
     torch_dtype,
 )
 from glmix.distributed import LOCAL, Comm
@@ -248,7 +249,7 @@ class RandomEffect(BaseEstimator):
         self._fit_prepared(prep, check_offset(offset, n), prior=prior, comm=comm)
         return self
 
-    def _prepare(self, design: Design, keys: np.ndarray, y: np.ndarray, w: np.ndarray):
+    def _prepare(self, design: Design, keys, y: np.ndarray, w: np.ndarray):
         """Id map, grouping, active features, solvability and intercept penalties."""
         self._check_params()
         names = list(design.names)
@@ -259,7 +260,7 @@ class RandomEffect(BaseEstimator):
                 f"RandomEffect(key={self.key!r}): empty coordinate: the design has no features "
                 "and fit_intercept=False, so there is nothing to fit"
             )
-        self.ids_ = IdMap(keys, name=self.key)
+        self.ids_ = IdMap(distinct_ids(keys), name=self.key)
         codes = self.ids_.to_index(keys)
         E = len(self.ids_)
         self.n_features_in_ = p
@@ -523,8 +524,10 @@ class RandomEffect(BaseEstimator):
             total += ((self._intercept_penalty - self.l2) * sq[:, j]).sum()
         return float(0.5 * total)
 
-    def _score_codes(self, design: Design, codes: np.ndarray, chunk_rows: int = 1 << 20):
-        """(n,) float64 scores of rows whose entity index is `codes` (-1: unknown -> 0)."""
+    def _score_codes(self, design: Design, codes: np.ndarray, chunk_rows: int = 1 << 18):
+        """(n,) float64 scores of rows whose entity index is `codes` (-1: unknown -> 0), by
+        blocks of chunk_rows rows (each row's sum is the same whatever the blocks; a block's
+        temporaries take ~30 bytes per design entry)."""
         n = design.shape[0]
         p = design.shape[1]
         C = self.coef_

@@ -59,9 +59,10 @@ def fit_featurizer(
 ) -> EntityFeaturizer:
     """A fresh copy of `template` fitted on the log's entity tables, with label factors (when
     it has a factor_rank) from `rows` only."""
+    ids = rows.id_columns
     return clone(template).fit(
         log.learners, log.courses,
-        learner_ids=rows.learner_ids, course_ids=rows.course_ids, y=rows.y, report=report,
+        learner_ids=ids["learner"], course_ids=ids["course"], y=rows.y, report=report,
     )  # fmt: skip
 
 
@@ -69,8 +70,9 @@ def row_designs(
     featurizer: EntityFeaturizer, encoded: EncodedEntities, rows: RowSet
 ) -> dict[str, FeatureBlock]:
     """The designs of `rows` (ids looked up in the encoded tables, as the scorer does)."""
-    lpos, lu = encoded.positions("learner", rows.learner_ids)
-    cpos, cu = encoded.positions("course", rows.course_ids)
+    ids = rows.id_columns  # categorical columns: looked up per category, not per row
+    lpos, lu = encoded.positions("learner", ids["learner"])
+    cpos, cu = encoded.positions("course", ids["course"])
     if lu.any() or cu.any():
         raise ValueError(
             f"{rows.name} rows: {int(lu.sum()):,} learner and {int(cu.sum()):,} course ids are "
@@ -82,11 +84,12 @@ def row_designs(
 def evaluate_rows(model: GLMix, designs, rows: RowSet, weights=None) -> dict[str, Any]:
     """GLMix.evaluate (per learner) + rows, positives and, with weights, the AUC with rows
     weighted as in training (long-watched clicks count more)."""
-    res = model.evaluate(designs, rows.keys, rows.y, per_entity="learner")
+    keys = rows.id_columns
+    res = model.evaluate(designs, keys, rows.y, per_entity="learner")
     res["rows"] = len(rows)
     res["positives"] = int(rows.y.sum())
     if weights is not None:
-        res["auc_watch_weighted"] = auc(rows.y, model.predict_logit(designs, rows.keys), weights)
+        res["auc_watch_weighted"] = auc(rows.y, model.predict_logit(designs, keys), weights)
     return res
 
 
@@ -132,8 +135,8 @@ def fit_on_split(
 
     t = time.perf_counter()
     selected = clone(model).fit(
-        D["train"], rows["train"].keys, rows["train"].y, sample_weight=W["train"][0],
-        validation=(D["valid"], rows["valid"].keys, rows["valid"].y),
+        D["train"], rows["train"].id_columns, rows["train"].y, sample_weight=W["train"][0],
+        validation=(D["valid"], rows["valid"].id_columns, rows["valid"].y),
         state_path=states["selected"],
     )  # fmt: skip
     timings["fit"] = time.perf_counter() - t
@@ -160,7 +163,7 @@ def fit_on_split(
     t = time.perf_counter()
     D_test = row_designs(feats, enc, rows["test"])
     test = evaluate_rows(final, D_test, rows["test"], W["test"][0])
-    test_scores = final.score_components(D_test, rows["test"].keys)
+    test_scores = final.score_components(D_test, rows["test"].id_columns)
     timings["test"] = time.perf_counter() - t
     metrics = {
         "best_update": selected.best_,
@@ -201,6 +204,6 @@ def _refit(model, selected, featurizer, feats, enc, log, rows: RowSet, weighting
         enc = feats.encode(log.learners, log.courses)
     w, _ = sample_weights(rows, courses=log.courses, **weighting)
     final = clone(model).set_params(keep_best=False, **params)
-    final.fit(row_designs(feats, enc, rows), rows.keys, rows.y, sample_weight=w,
+    final.fit(row_designs(feats, enc, rows), rows.id_columns, rows.y, sample_weight=w,
               state_path=state_path)  # fmt: skip
     return final, feats, enc

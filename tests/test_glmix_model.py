@@ -190,3 +190,36 @@ def test_plugs_into_watchlog_design_matrices():
             "per_course": 0,
         }
     )
+
+
+def test_categorical_keys_fit_and_score_as_their_values():
+    """An event log's categorical id columns are read by code (no Python string per row):
+    the id maps, the coefficients, the scores and the validation history are those of the
+    same ids as an array of strings, bit for bit; categories no row uses are not entities."""
+    from glmix._inputs import check_keys, distinct_ids, index_positions
+
+    d, k, y = make_data(seed=3)
+    ids = np.array([f"C{i:02d}" for i in k["course"]])  # course ids as strings too
+    keys = {"learner": k["learner"], "course": ids}
+    cats = {  # categories in another order than the ids sort in, plus unused ones
+        c: pd.Series(pd.Categorical(v, categories=np.r_[np.unique(v)[::-1], ["zz", "aa"]]))
+        for c, v in keys.items()
+    }
+    held = check_keys(cats["learner"], len(y), "learner")
+    assert isinstance(held, pd.Categorical)  # the codes, not an object array
+    assert np.array_equal(distinct_ids(held), pd.unique(keys["learner"]))  # first-seen order
+    table = pd.Index(np.unique(keys["learner"])[::2])
+    assert np.array_equal(
+        index_positions(table, cats["learner"]), table.get_indexer(pd.Index(keys["learner"]))
+    )
+    tr, va = split(d, keys, y, 0, 5000), split(d, keys, y, 5000, 6000)
+    tc = ({c: v[:5000] for c, v in d.items()}, {c: v[:5000] for c, v in cats.items()}, y[:5000])
+    vc = (va[0], {c: v[5000:] for c, v in cats.items()}, va[2])
+    a = model(passes=2).fit(*tr, validation=va)
+    b = model(passes=2).fit(*tc, validation=vc)
+    for c in ("per_learner", "per_course"):
+        assert a.coordinates_[c].ids_ == b.coordinates_[c].ids_
+        assert a.coordinates_[c].ids_.index.dtype == b.coordinates_[c].ids_.index.dtype
+        np.testing.assert_array_equal(a.coordinates_[c].coef_, b.coordinates_[c].coef_)
+    assert [h["val_auc"] for h in a.history_] == [h["val_auc"] for h in b.history_]
+    np.testing.assert_array_equal(a.predict_logit(*va[:2]), b.predict_logit(*vc[:2]))
