@@ -24,7 +24,7 @@ import pandas as pd
 
 from glmix._inputs import index_positions
 from watchlog.collaborative import concat_blocks, label_factors, scaled_numeric
-from watchlog.features import FeatureBlock, FeatureEncoder, to_csr32
+from watchlog.features import FeatureBlock, FeatureEncoder, TableRowsError, to_csr32
 from watchlog.report import DataReport
 
 __all__ = ["ID_COLUMNS", "TableEncoder", "LabelFactors", "check_entity_table", "rows_of"]
@@ -59,9 +59,11 @@ def check_entity_table(table: Any, side: str) -> pd.Index:
     ids = pd.Index(_id_column(table, side))
     missing = np.asarray(ids.isna())
     if missing.any():
-        raise ValueError(
+        rows = np.flatnonzero(missing)[:_N_EXAMPLES].tolist()
+        raise TableRowsError(
             f"{name}.{col}: ids must not be missing; {int(missing.sum()):,} of {len(ids):,} "
-            f"rows are (e.g. rows {np.flatnonzero(missing)[:_N_EXAMPLES].tolist()})"
+            f"rows are (e.g. rows {rows})",
+            rows=rows,
         )
     dup = np.asarray(ids.duplicated(keep=False))
     if dup.any():

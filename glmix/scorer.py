@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -314,9 +313,7 @@ def _encode_error(
     ids of the subset). The failing table is found by encoding each alone (error path only)."""
     failing = [side for side in tables if _fails(featurizer, side, tables[side])]
     msg = str(err)
-    rows = [int(r) for r in re.findall(r"\brow (\d+)", msg)]
-    for group in re.findall(r"\brows \[([\d, ]*)\]", msg):
-        rows += [int(r) for r in group.split(",") if r.strip()]
+    rows = getattr(err, "rows", [])  # TableRowsError: the rows it names, else none
     parts = []
     for side in failing or list(tables):  # neither fails alone: name both
         sub, name, col = tables[side], TABLE_NAMES[side], ID_COLUMNS[side]

@@ -319,6 +319,7 @@ def test_encoder_errors_name_the_callers_ids_not_subset_rows():
     assert "courses:" not in msg  # the course table encodes: not named
     assert isinstance(info.value.__cause__, ValueError)  # the encoder's error, chained
     assert "must hold finite numbers" in str(info.value.__cause__)
+    assert info.value.__cause__.rows == [2]  # structured: the scorer reads rows, not the text
     bad_c = courses.astype({"hours": object})
     bad_c.loc[bad_c["course_id"] == 14, "hours"] = "x"  # subset row 1 of 2
     with pytest.raises(

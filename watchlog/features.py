@@ -33,13 +33,23 @@ from sklearn.base import BaseEstimator
 
 from watchlog.report import DataReport
 
-__all__ = ["FeatureBlock", "FeatureEncoder", "OTHER", "MISSING", "INTERCEPT"]
+__all__ = ["FeatureBlock", "FeatureEncoder", "OTHER", "MISSING", "INTERCEPT", "TableRowsError"]
 
 OTHER = "<other>"  # rare categories (below min_frequency) and, when present, unseen ones
 MISSING = "<missing>"  # the missing-value indicator feature
 INTERCEPT = "intercept"
 _N_EXAMPLES = 5
 _DAY_NS = 86_400 * 10**9
+
+
+class TableRowsError(ValueError):
+    """A table's rows break a rule; `rows` holds the positions (0-based, in the table given)
+    of the rows the message names as examples, so a caller that passed a subset of its own
+    table can name its own ids there (`glmix.GLMixScorer` does)."""
+
+    def __init__(self, message: str, rows: Any = ()):
+        super().__init__(message)
+        self.rows = [int(r) for r in rows]
 
 
 # ---- a matrix with its names ----------------------------------------------------------------
@@ -365,10 +375,12 @@ class FeatureEncoder(BaseEstimator):
         raw_present = values.notna().to_numpy()
         bad = (np.isnan(out) & raw_present) | np.isinf(out)
         if bad.any():
-            ex = ", ".join(f"row {r}: {v!r}" for r, v in _examples(values, bad))
-            raise ValueError(
+            examples = _examples(values, bad)
+            ex = ", ".join(f"row {r}: {v!r}" for r, v in examples)
+            raise TableRowsError(
                 f"FeatureEncoder.{what}: numeric column {col!r} must hold finite numbers "
-                f"(missing allowed) -- {int(bad.sum()):,} of {len(values):,} rows do not, e.g. {ex}"
+                f"(missing allowed) -- {int(bad.sum()):,} of {len(values):,} rows do not, e.g. {ex}",
+                rows=[r for r, _ in examples],
             )
         return out, False
 
