@@ -258,17 +258,26 @@ def test_bad_inputs_raise_clear_errors(trained, saved, tmp_path):
         GLMixScorer.load(tmp_path / "bare")
 
 
+def _pairs_and_designs(learners, courses, learner_spec, course_spec, n, rng):
+    """n random (learner, course) pairs of the two tables, a featurizer with these specs fitted
+    on them, and the pairs' designs: (li (n,), ci (n,), featurizer, designs)."""
+    li = learners["learner_id"].to_numpy()[rng.integers(0, len(learners), n)]
+    ci = courses["course_id"].to_numpy()[rng.integers(0, len(courses), n)]
+    feat = EntityFeaturizer(learner_spec, course_spec).fit(learners, courses)
+    enc = feat.encode(learners, courses)
+    designs = feat.designs(enc, enc.positions("learner", li)[0], enc.positions("course", ci)[0])
+    return li, ci, feat, designs
+
+
 def test_integer_ids_and_no_label_factors(tmp_path):
     """Integer ids stay integers; a featurizer without factors saves no factors.npz."""
     rng = np.random.default_rng(5)
     learners = pd.DataFrame({"learner_id": np.arange(100, 160), "g": rng.choice(list("abc"), 60)})
     courses = pd.DataFrame({"course_id": np.arange(20) * 7, "k": rng.choice(list("xyz"), 20)})
     n = 3000
-    li = learners["learner_id"].to_numpy()[rng.integers(0, 60, n)]
-    ci = courses["course_id"].to_numpy()[rng.integers(0, 20, n)]
-    feat = EntityFeaturizer({"categorical": ["g"]}, {"categorical": ["k"]}).fit(learners, courses)
-    enc = feat.encode(learners, courses)
-    designs = feat.designs(enc, enc.positions("learner", li)[0], enc.positions("course", ci)[0])
+    li, ci, feat, designs = _pairs_and_designs(
+        learners, courses, {"categorical": ["g"]}, {"categorical": ["k"]}, n, rng
+    )
     y = (rng.random(n) < 0.3 + 0.4 * (li % 2 == ci % 2)).astype(float)
     model = GLMix(
         fixed=FixedEffect(l2=1.0),
@@ -299,11 +308,9 @@ def test_encoder_errors_name_the_callers_ids_not_subset_rows():
     learners = pd.DataFrame({"learner_id": np.arange(100, 160), "age": rng.normal(size=60)})
     courses = pd.DataFrame({"course_id": np.arange(20) * 7, "hours": rng.normal(size=20)})
     n = 600
-    li = learners["learner_id"].to_numpy()[rng.integers(0, 60, n)]
-    ci = courses["course_id"].to_numpy()[rng.integers(0, 20, n)]
-    feat = EntityFeaturizer({"numeric": ["age"]}, {"numeric": ["hours"]}).fit(learners, courses)
-    enc = feat.encode(learners, courses)
-    designs = feat.designs(enc, enc.positions("learner", li)[0], enc.positions("course", ci)[0])
+    li, ci, feat, designs = _pairs_and_designs(
+        learners, courses, {"numeric": ["age"]}, {"numeric": ["hours"]}, n, rng
+    )
     y = (rng.random(n) < 0.5).astype(float)
     model = GLMix(fixed=FixedEffect(l2=1.0)).fit(designs, {"learner": li, "course": ci}, y)
     scorer = GLMixScorer(model, feat)
