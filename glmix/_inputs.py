@@ -22,7 +22,6 @@ __all__ = [
     "check_offset",
     "check_keys",
     "distinct_ids",
-    "index_positions",
     "few",
     "torch_dtype",
     "INTERCEPT",
@@ -180,7 +179,7 @@ def check_keys(k: Any, n: int, what: str) -> np.ndarray | pd.Categorical:
     """Entity ids (any hashable, no missing), (n,): an ndarray, or a pd.Categorical when `k`
     is categorical (an event log's id column), kept as its codes and categories: turned into
     an array it would hold one Python object per row (~60 bytes, ~0.5 GB per 4M-row column),
-    and `IdMap.to_index` / `distinct_ids` / `index_positions` read the codes directly."""
+    and `IdMap.to_index` / `distinct_ids` / `watchlog.idmap.positions_in` read the codes directly."""
     missing = None
     if isinstance(getattr(k, "dtype", None), pd.CategoricalDtype):
         arr = k if isinstance(k, pd.Categorical) else k.array  # Series / Index: no copy
@@ -211,14 +210,3 @@ def distinct_ids(keys: np.ndarray | pd.Categorical) -> np.ndarray:
         first_seen = pd.unique(keys.codes)  # (u,) codes in order of first appearance
         return np.asarray(pd.Categorical.from_codes(first_seen, dtype=keys.dtype))
     return keys
-
-
-def index_positions(index: pd.Index, ids: Any) -> np.ndarray:
-    """(n,) int positions of `ids` in `index` (-1: absent), as `index.get_indexer` gives them;
-    categorical ids are looked up once per category and gathered by code (no Python object
-    per row)."""
-    if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
-        cat = ids if isinstance(ids, pd.Categorical) else ids.array
-        lookup = np.append(index.get_indexer(cat.categories), -1)  # code -1 (missing) -> -1
-        return lookup[cat.codes]
-    return index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))

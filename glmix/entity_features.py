@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glmix._inputs import index_positions
 from watchlog.collaborative import concat_blocks, label_factors, scaled_numeric
 from watchlog.features import FeatureBlock, FeatureEncoder, TableRowsError, to_csr32
+from watchlog.idmap import positions_in
 from watchlog.report import DataReport
 
 __all__ = ["ID_COLUMNS", "TableEncoder", "LabelFactors", "check_entity_table", "rows_of"]
@@ -212,7 +212,7 @@ class LabelFactors:
 
 def _codes(index: pd.Index, ids, side: str) -> np.ndarray:
     """(n,) positions of the rows' ids in the entity index; every id must be there."""
-    codes = index_positions(index, ids)
+    codes = positions_in(index, ids)
     bad = codes < 0
     if bad.any():
         ex = pd.unique(np.asarray(ids)[bad])[:_N_EXAMPLES].tolist()

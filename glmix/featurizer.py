@@ -28,11 +28,11 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
-from glmix._inputs import index_positions
 from glmix.entity_features import LabelFactors, TableEncoder, check_entity_table
 from watchlog.collaborative import concat_blocks
 from watchlog.design import design_matrices
 from watchlog.features import FeatureBlock, to_csr32
+from watchlog.idmap import positions_in
 from watchlog.report import DataReport
 
 __all__ = ["EntityFeaturizer", "EncodedEntities"]
@@ -54,7 +54,7 @@ class EncodedEntities:
         """((n,) int64 block rows of `ids`, (n,) bool: id absent from the table, which gets
         the all-missing row). ids: an array, or a categorical column (looked up per category)."""
         index = self.learner_ids if side == "learner" else self.course_ids
-        pos = index_positions(index, ids)
+        pos = positions_in(index, ids)
         unknown = pos < 0
         return np.where(unknown, len(index), pos).astype(np.int64), unknown
 

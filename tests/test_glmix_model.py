@@ -196,7 +196,8 @@ def test_categorical_keys_fit_and_score_as_their_values():
     """An event log's categorical id columns are read by code (no Python string per row):
     the id maps, the coefficients, the scores and the validation history are those of the
     same ids as an array of strings, bit for bit; categories no row uses are not entities."""
-    from glmix._inputs import check_keys, distinct_ids, index_positions
+    from glmix._inputs import check_keys, distinct_ids
+    from watchlog.idmap import positions_in
 
     d, k, y = make_data(seed=3)
     ids = np.array([f"C{i:02d}" for i in k["course"]])  # course ids as strings too
@@ -210,7 +211,7 @@ def test_categorical_keys_fit_and_score_as_their_values():
     assert np.array_equal(distinct_ids(held), pd.unique(keys["learner"]))  # first-seen order
     table = pd.Index(np.unique(keys["learner"])[::2])
     assert np.array_equal(
-        index_positions(table, cats["learner"]), table.get_indexer(pd.Index(keys["learner"]))
+        positions_in(table, cats["learner"]), table.get_indexer(pd.Index(keys["learner"]))
     )
     tr, va = split(d, keys, y, 0, 5000), split(d, keys, y, 5000, 6000)
     tc = ({c: v[:5000] for c, v in d.items()}, {c: v[:5000] for c, v in cats.items()}, y[:5000])

@@ -11,7 +11,7 @@ import pandas as pd
 
 from watchlog.io import write_parquet
 
-__all__ = ["IdMap", "UnknownIdError"]
+__all__ = ["IdMap", "UnknownIdError", "positions_in"]
 
 
 class UnknownIdError(KeyError):
@@ -55,13 +55,7 @@ class IdMap:
 
     def to_index(self, ids, *, strict: bool = True) -> np.ndarray:
         """Dense int32 indices of `ids`; unknown ids raise (strict) or map to -1."""
-        if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
-            # Look up each category once, then gather by code: O(n_categories) hashing.
-            cat = pd.Categorical(ids)
-            lookup = np.append(self.index.get_indexer(cat.categories), -1)
-            idx = lookup[cat.codes]  # code -1 (missing) hits the appended -1
-        else:
-            idx = self.index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))
+        idx = positions_in(self.index, ids)
         if strict and (idx < 0).any():
             bad = np.asarray(ids, dtype=object)[idx < 0]
             raise UnknownIdError(self.name, pd.unique(bad), len(idx))
@@ -85,3 +79,14 @@ class IdMap:
         out.name = frame.columns[0]
         out.index = pd.Index(frame.iloc[:, 0])  # saved order is the mapping; do not re-sort
         return out
+
+
+def positions_in(index: pd.Index, ids) -> np.ndarray:
+    """(n,) int64 positions of `ids` in `index` (-1: absent), as `index.get_indexer` gives them.
+    Categorical ids (an event log's id columns) are looked up once per category and gathered
+    by code: O(n_categories) hashing and no Python object per row."""
+    if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
+        cat = ids.array if isinstance(ids, pd.Series | pd.Index) else pd.Categorical(ids)  # no copy
+        lookup = np.append(index.get_indexer(cat.categories), -1)
+        return lookup[cat.codes]  # code -1 (missing) hits the appended -1
+    return index.get_indexer(ids if isinstance(ids, pd.Index) else pd.Index(ids))
