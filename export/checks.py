@@ -214,13 +214,12 @@ class _UniquePairs(_Gate):
 class _NotWatched(_Gate):
     def __init__(self, n_examples: int, courses: IdLookup, watched: WatchedOnTables | None):
         super().__init__(n_examples)
-        self.courses, self.pairs = courses, watched
-        self.watched = None if watched is None else watched.matrix
+        self.courses, self.watched = courses, watched
 
     def update(self, view: ChunkView) -> None:
         if self.watched is None:
             return
-        _, found = _pairs(view, len(self.courses), self.watched)
+        _, found = _pairs(view, len(self.courses), self.watched.matrix)
         if len(found):
             self.violations += len(found)
             if self._want() > 0:
@@ -238,7 +237,7 @@ class _NotWatched(_Gate):
             "no course the learner already watched",
             self.violations == 0,
             # pairs outside the tables were left out of the check: counted, never silently
-            {"watched_rows": self.violations, **self.pairs.counts()},
+            {"watched_rows": self.violations, **self.watched.counts()},
             self.examples,
         )
 
