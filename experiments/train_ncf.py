@@ -34,7 +34,7 @@ from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
-from ncf.training import TrainResult, fit_and_test
+from ncf.training import TrainResult, fit_and_test, zero_untrained_id_rows
 from watchlog.io import write_json
 from watchlog.splits import Split
 
@@ -120,8 +120,8 @@ def fit(
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
     rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids, **serve)
     valid_rec = NCFRecommender(
-        _best_checkpoint_model(model, result.checkpoint), dm.valid, log.learner_ids,
-        log.course_ids, **serve,
+        _best_checkpoint_model(model, result.checkpoint, dm.trained_learners()), dm.valid,
+        log.learner_ids, log.course_ids, **serve,
     )  # fmt: skip
     return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
 
@@ -147,12 +147,16 @@ def trainer_callbacks(trainer_cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
-def _best_checkpoint_model(model: TwoTower, checkpoint: str) -> TwoTower:
+def _best_checkpoint_model(model: TwoTower, checkpoint: str, trained: np.ndarray) -> TwoTower:
     """A copy of `model` with the weights of the checkpoint chosen on validation (the
-    Lightning module's state dict: the model's parameters under `model.`)."""
+    Lightning module's state dict: the model's parameters under `model.`), the learner ID
+    rows of learners without a training row (`trained`: (n_learners,) bool, the fit's
+    `NCFDataModule.trained_learners()`) set to zero as `fit_and_test` does before it
+    validates: the weights the reported validation metrics were computed on."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     best = copy.deepcopy(model)
     best.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    zero_untrained_id_rows(best, trained)
     return best
 
 

@@ -35,7 +35,25 @@ from ncf.bags import csr_bags
 from ncf.inputs import Snapshot, normalize_rows, split_history
 from ncf.teacher import Teacher
 
-__all__ = ["TrainBatches", "EvalBatches", "shard_batch"]
+__all__ = ["TrainBatches", "EvalBatches", "shard_batch", "trained_learners", "training_rows"]
+
+
+def training_rows(snapshot: Snapshot, denoise: bool) -> np.ndarray:
+    """(k,) int64 learner indices of `snapshot` that get a training row: those with labels
+    (or, denoised, with a history to draw labels from)."""
+    m = snapshot.history if denoise else snapshot.labels
+    return np.flatnonzero(np.diff(m.indptr) > 0)
+
+
+def trained_learners(snapshots: Sequence[Snapshot], denoise: Sequence[bool]) -> np.ndarray:
+    """(n_learners,) bool: learners with a training row in any of `snapshots` (the union of
+    `training_rows`); the others' learner ID rows never get a gradient from the loss."""
+    if not snapshots:
+        raise ValueError("trained_learners: no training snapshots")
+    out = np.zeros(snapshots[0].history.shape[0], dtype=bool)
+    for snap, d in zip(snapshots, denoise, strict=True):
+        out[training_rows(snap, d)] = True
+    return out
 
 
 def shard_batch(
@@ -117,9 +135,11 @@ class TrainBatches(IterableDataset):
                 raise ValueError(f"snapshot {s.name!r} has no labels to train on")
 
     def _learners(self, i: int) -> np.ndarray:
-        snap = self.snapshots[i]
-        m = snap.history if self.denoise[i] else snap.labels
-        return np.flatnonzero(np.diff(m.indptr) > 0)
+        return training_rows(self.snapshots[i], self.denoise[i])
+
+    def trained_learners(self) -> np.ndarray:
+        """(n_learners,) bool: learners with a training row in any snapshot."""
+        return trained_learners(self.snapshots, self.denoise)
 
     def __len__(self) -> int:
         return sum(

@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import scipy.sparse as sp
 from torch.utils.data import DataLoader
 
-from ncf.batches import EvalBatches, TrainBatches
+from ncf.batches import EvalBatches, TrainBatches, trained_learners
 from ncf.inputs import InputBuilder, Snapshot
 from ncf.teacher import Teacher, TeacherChoice, choose_teacher_l2, fit_teacher
 from watchlog import DataReport, EventLog
@@ -158,6 +158,14 @@ class NCFDataModule(pl.LightningDataModule):
         out = copy.copy(self)
         out.train_snapshots = self._training_snapshots(before=self.split.test)
         return out
+
+    def trained_learners(self) -> np.ndarray:
+        """(n_learners,) bool: learners with a training row in this module's training
+        snapshots (`ncf.batches.trained_learners`): the learners whose ID rows, if the model
+        has learner ID embeddings, the fit trains. The refit's copy (`for_refit`) answers for
+        its own snapshots."""
+        self.setup()
+        return trained_learners(self.train_snapshots, self.denoise_flags(self.train_snapshots))
 
     def course_popularity(self) -> np.ndarray:
         """(n_courses,) training label counts (rolling) or training-history counts (denoising)."""

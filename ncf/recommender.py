@@ -28,16 +28,21 @@ same list (the model's prior over courses, close to popularity). A known learner
 empty history gets that same list; that is the defined result, not an error. A model with
 learner ID embeddings has no ID row for an unknown learner: under "empty_history" its ID
 vector is zero (the rows' prior mean), so unknown learners still share that one fixed vector
-(a known learner keeps its ID row, so its empty-history list differs). Batch serving (the
-blend's served lists) uses "empty_history": `history_sizes` is 0 for such a learner and the
-fallback chain gives it the popular lists; it never raises.
+(a learner with an ID row keeps it, so its empty-history list differs). The ID rows of
+learners that had no training row are zero too (`ncf.training.zero_untrained_id_rows`): such
+a learner is served like one without an ID row. Batch serving (the blend's served lists)
+uses "empty_history": `history_sizes` is 0 for such a learner and the fallback chain gives
+it the popular lists; it never raises.
 
 Serving later (`at`). `inputs` is the `InputBuilder` that made the training snapshots; `at(log,
 T')` rebuilds history, `seen` and co-watch bags with it from a (cleaned) log before T', in the
 model's course index, so a model trained up to T serves histories up to T' without retraining.
 Courses the model does not know are left out (counted in `serving_report`, and a warning); the
-learners served are the log's (a model with learner ID embeddings keeps its own: the log's
-others are cold starts, see above). T' before
+learners served are the log's. A model with learner ID embeddings serves its own learners
+with their ID rows (at the same indices: its learner map comes first) and the log's others,
+new since training, after them: from their history with a zero ID vector, as a model without
+ID embeddings serves every learner (a pure-ID model, MF, has no history input: they get the
+cold-start list, and `history_sizes` 0). T' before
 the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True`: the model
 was trained on labels after T', so scores there are not a fair backtest.
 
@@ -88,7 +93,9 @@ class NCFRecommender:
 
     model, snapshot: the trained `TwoTower` and what it serves from (`Snapshot`, no labels
       needed); learner_ids / course_ids: the id maps of the snapshot's rows and columns (the
-      course map is the model's; the learner map too when the model has learner ID embeddings).
+      course map is the model's). With learner ID embeddings the learner map's first
+      model.n_learners ids are the model's, in its order (index i = ID row i); any after them
+      have no ID row (a zero ID vector: `at` appends learners new since training there).
     inputs: the `InputBuilder` that made the snapshots (None: `at` is unavailable).
     content: the course content matrix the model was trained with, if any.
     normalize: the learner bag normalization the model was trained with.
@@ -132,9 +139,9 @@ class NCFRecommender:
             "snapshot.course_bags": (snapshot.course_bags.shape, (n_c, n_c)),
             "model.n_courses": (model.n_courses, n_c),
         }
-        if id_rows:  # an ID row per learner: the learner map is the model's
-            shapes["model.n_learners (learner ID embeddings)"] = (model.n_learners, n_l)
         bad = {k: v for k, v in shapes.items() if v[0] != v[1]}
+        if id_rows and n_l < model.n_learners:  # the map starts with the model's ID rows
+            bad["model.n_learners (learner ID embeddings)"] = (model.n_learners, f"<= {n_l}")
         if bad:
             raise ValueError(
                 f"shapes disagree with the id maps ({n_l:,} learners, {n_c:,} courses): "
@@ -185,7 +192,9 @@ class NCFRecommender:
     @torch.inference_mode()
     def learner_embeddings_at(self, learner_idx: np.ndarray) -> torch.Tensor:
         """(n, d) on the device for dense learner indices; index -1 = an empty history (and,
-        with learner ID embeddings, no ID row: a zero ID vector, see `TwoTower.learners`)."""
+        with learner ID embeddings, no ID row: a zero ID vector, see `TwoTower.learners`).
+        With learner ID embeddings, index i < model.n_learners is ID row i; the learners
+        after them (new since training, see `at`) have none: their history, zero ID vector."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
         out = []
         for start in range(0, len(learner_idx), self.chunk_size):
@@ -193,7 +202,8 @@ class NCFRecommender:
             # An unknown learner (-1) gets an empty bag: its row of the history is zeroed.
             rows = sp.diags((part >= 0).astype(np.float32)) @ self._history[np.maximum(part, 0)]
             rows.eliminate_zeros()
-            ids = torch.from_numpy(part).to(self.device)  # -1 kept: no ID row
+            id_row = np.where(part < self.model.n_learners, part, -1)  # -1: no ID row
+            ids = torch.from_numpy(id_row).to(self.device)
             out.append(self.model.learners(csr_bags(rows.tocsr()).to(self.device), ids))
         d = self.model.embedding_dim + (self.model.course_bias is not None)
         return torch.cat(out) if out else torch.zeros(0, d, device=self.device)
@@ -205,9 +215,14 @@ class NCFRecommender:
     def history_sizes(self, learner_ids: Sequence[Any]) -> np.ndarray:
         """(n,) int64: courses in each learner's input history (the lookback window before the
         cutoff); 0 for a learner without one or unknown to this recommender. A learner with 0
-        is served the empty-history prior, which the blender's fallback chain replaces."""
+        is served the empty-history prior, which the blender's fallback chain replaces.
+        A model without a history input (pure ID embeddings: MF) serves a learner without an
+        ID row (new since training) that prior whatever it watched: 0 for it too."""
         idx = serving.index_of(self.learner_ids, learner_ids, "learner_ids", strict=False)
         sizes = np.diff(self.snapshot.history.indptr).astype(np.int64)  # (n_learners,)
+        tower = self.model.learner_tower
+        if tower.bag is None and tower.ids is not None:
+            sizes[self.model.n_learners :] = 0  # no ID row, no history input: the prior
         return np.where(idx >= 0, sizes[np.maximum(idx, 0)], 0)
 
     def known_courses(self, course_ids: Sequence[Any]) -> np.ndarray:
@@ -466,11 +481,16 @@ class NCFRecommender:
         The log's ids may differ from the model's: its courses are mapped into the model's
         course index by id, and courses the model does not know are left out of histories,
         `seen` and co-watch bags (counted in the new recommender's `serving_report`, warned
-        about, and noted in `report` when given). Learners: without learner ID embeddings the
-        new recommender serves the log's learners (new ones from their history alone); with
-        them, the model's learners only: the log's others have no ID row and are unknown to
-        it (`UnknownIdError` under cold_start="error"; under "empty_history" they are served
-        the cold-start list: empty history, zero ID vector).
+        about, and noted in `report` when given). Learners: the new recommender serves the
+        log's learners, those new since training from their history alone. With learner ID
+        embeddings its learner map is the model's learners (their ID rows, indices unchanged;
+        those absent from the log have an empty history) followed by the log's others, which
+        have no ID row: their ID vector is zero, so a hybrid (history bag + IDs) serves them
+        from their history; a pure-ID model (no history input) can only serve them the
+        cold-start list (its `history_sizes` are 0, and a warning counts their watches).
+        `serving_report["new_learners"]` counts the log's learners without a row (ID row).
+        Ids in neither the model nor the log are unknown: `UnknownIdError` under
+        cold_start="error", the cold-start list under "empty_history".
         A cutoff before `model_cutoff` raises unless `allow_earlier` (the model was trained
         on labels after it: a leak for any evaluation there).
         """

@@ -22,7 +22,7 @@ import torch
 from ncf.inputs import Reindex
 from watchlog.candidates import COURSE, LEARNER, CandidateError, id_column
 from watchlog.eventlog import EventLog
-from watchlog.idmap import IdMap, UnknownIdError
+from watchlog.idmap import IdMap, UnknownIdError, positions_in
 from watchlog.report import DataReport
 
 if TYPE_CHECKING:
@@ -223,7 +223,11 @@ def snapshot_at(
     report: DataReport | None,
 ):
     """The snapshot `rec.at` serves: `rec.inputs` applied to `log` before `cutoff`, in the
-    model's course index; returns (snapshot, learner id map, serving report dict)."""
+    model's course index; returns (snapshot, learner id map, serving report dict). Its rows
+    are the log's learners; with learner ID embeddings, the model's learners at their ID rows
+    (those absent from the log with an empty history) followed by the log's others, which
+    have no ID row. The report counts what the log had that the model does not know (never
+    silent: a warning for watches left out of learner vectors)."""
     if "watched" not in log.events.columns:
         raise ValueError(
             "log: no `watched` column; at() needs a cleaned log (watchlog.cleaning.clean)"
@@ -236,11 +240,19 @@ def snapshot_at(
             f"model ids {rec.course_ids.index.dtype}, e.g. {rec.course_ids.index[:3].tolist()})"
         )
     id_model = rec.model.learner_tower.ids is not None
-    # Without learner ID embeddings a learner is its history: serve the log's learners. With
-    # them a learner needs its ID row: keep the model's learners, drop the others' rows (they
-    # are unknown ids: cold starts under cold_start="empty_history", else UnknownIdError).
-    learners = Reindex.between(log.learner_ids, rec.learner_ids) if id_model else None
-    learner_ids = rec.learner_ids if id_model else log.learner_ids
+    if id_model:
+        # A learner's ID row is its index below model.n_learners: the model's learners keep
+        # theirs (the first n_learners ids of `rec`'s map, in order), the log's others follow
+        # them without one (a zero ID vector: served from their history, as a model without
+        # ID embeddings serves every learner). The order is kept: IdMap.ordered, not sorted.
+        own = rec.learner_ids.index[: rec.model.n_learners]
+        new = positions_in(own, log.learner_ids.index) < 0  # (log_learners,) no ID row
+        ids = own.append(log.learner_ids.index[new])
+        learner_ids = IdMap.ordered(ids, name=rec.learner_ids.name)
+        learners = Reindex.between(log.learner_ids, learner_ids)
+    else:  # a learner is its history: serve the log's learners
+        new = rec.learner_ids.to_index(log.learner_ids.index, strict=False) < 0  # not in `rec`
+        learner_ids, learners = log.learner_ids, None
     snap = rec.inputs.inference_snapshot(log, cutoff, learners=learners, courses=courses)
 
     # What was dropped, counted on the watch events before the cutoff (never silent).
@@ -250,6 +262,7 @@ def snapshot_at(
     unknown_courses = log.course_ids.index[courses.dropped]
     in_log = np.zeros(len(rec.course_ids), dtype=bool)
     in_log[courses.target[courses.target >= 0]] = True
+    new_watch = new[events["learner_idx"].to_numpy()]  # (n_watched,)
     out: dict[str, Any] = {
         "cutoff": str(cutoff),
         "model_cutoff": None if rec.model_cutoff is None else str(rec.model_cutoff),
@@ -260,29 +273,36 @@ def snapshot_at(
         "unknown_course_examples": unknown_courses[:_N_EXAMPLES].tolist(),
         "unknown_course_watches": int(course_lost.sum()),
         "model_courses_not_in_log": int((~in_log).sum()),
+        "new_learners": int(new.sum()),
+        "new_learner_examples": log.learner_ids.index[new][:_N_EXAMPLES].tolist(),
+        "new_learner_watches": int(new_watch.sum()),
     }
-    known = rec.learner_ids.to_index(log.learner_ids.index, strict=False) >= 0  # (log_learners,)
     if id_model:
-        lost = ~known[events["learner_idx"].to_numpy()]
-        out["unknown_learners"] = int((~known).sum())  # no ID row: cold starts
-        out["unknown_learner_examples"] = log.learner_ids.index[~known][:_N_EXAMPLES].tolist()
-        out["unknown_learner_watches"] = int(lost.sum())
-    else:
-        out["new_learners"] = int((~known).sum())  # served from their history alone
-    lost_watches = out["unknown_course_watches"] + out.get("unknown_learner_watches", 0)
-    message = (
-        f"NCFRecommender.at({cutoff}): {out['unknown_course_watches']:,} of {len(events):,} "
-        f"watches before the cutoff are of {out['unknown_courses']:,} courses the model does "
-        f"not know (e.g. {out['unknown_course_examples']}); they are left out of histories, "
-        "`seen` and co-watch bags"
-    )
-    if id_model and out["unknown_learners"]:
-        message += (
-            f"; {out['unknown_learners']:,} learners have no learner-ID row in the model "
-            f"(e.g. {out['unknown_learner_examples']}): their histories are not used; they are "
-            "unknown ids (cold_start='empty_history': the cold-start list, else UnknownIdError) "
-            f"({out['unknown_learner_watches']:,} of their watches still count for co-watch)"
+        model_in_log = np.zeros(rec.model.n_learners, dtype=bool)
+        model_in_log[learners.target[learners.target < rec.model.n_learners]] = True
+        out["learner_id_rows"] = int(rec.model.n_learners)
+        out["model_learners_not_in_log"] = int((~model_in_log).sum())  # ID row, no history
+    # Without a history input (pure ID embeddings: MF) a new learner's watches cannot reach
+    # its vector: it gets the cold-start list; its watches count for `seen` and co-watch only.
+    history_input = rec.model.learner_tower.bag is not None
+    unused = out["new_learner_watches"] if id_model and not history_input else 0
+    lost_watches = out["unknown_course_watches"] + unused
+    parts = []
+    if out["unknown_course_watches"]:
+        parts.append(
+            f"{out['unknown_course_watches']:,} of {len(events):,} watches before the cutoff "
+            f"are of {out['unknown_courses']:,} courses the model does not know (e.g. "
+            f"{out['unknown_course_examples']}); they are left out of histories, `seen` and "
+            "co-watch bags"
         )
+    if unused:
+        parts.append(
+            f"{out['new_learners']:,} learners have no learner-ID row and the model has no "
+            f"history input (e.g. {out['new_learner_examples']}): they are served the "
+            f"cold-start list (empty history, zero ID vector); {unused:,} of their watches "
+            "count for `seen` and co-watch only"
+        )
+    message = f"NCFRecommender.at({cutoff}): " + "; ".join(parts)
     if lost_watches:
         warnings.warn(message, UserWarning, stacklevel=3)
     if report is not None:

@@ -6,7 +6,12 @@
    `default_callbacks` otherwise): a `PhaseTimer`, a `ModelCheckpoint` on the validation
    metric (`monitor`, default val_ndcg@10) and usually `EarlyStopping` on it: the epoch is
    chosen on validation, never on test.
-2. The best checkpoint's weights are loaded back (`torch.load(..., weights_only=True)`).
+2. The best checkpoint's weights are loaded back (`torch.load(..., weights_only=True)`). With
+   learner ID embeddings, the ID rows of learners that had no training row (no labels in any
+   training snapshot) never got a gradient: they are set to zero (`zero_untrained_id_rows`),
+   the ID vector of a learner unknown to the model, before validation is recomputed, so
+   validation, test and the saved model see the same weights. The refit, trained on other
+   snapshots, is treated the same way.
 3. `Trainer.test` on the test snapshot, once.
 With `resume=True` a fit killed half-way continues from `checkpoints/last.ckpt` (written
 atomically after every epoch, with the generator states: `ncf.checkpointing`) and ends with
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -39,11 +45,13 @@ from evaluation import RankingMetrics
 from ncf.checkpointing import AtomicCheckpointIO, RNGState, loadable_checkpoint
 from ncf.datamodule import NCFDataModule
 from ncf.epoch_log import EpochLog, use_progress_bar
+from ncf.model import TwoTower
 from ncf.module import NCFModule
 from watchlog.io import write_json
 
 __all__ = [
-    "PhaseTimer", "TrainResult", "default_callbacks", "expected_warnings_silenced", "fit_and_test"
+    "PhaseTimer", "TrainResult", "default_callbacks", "expected_warnings_silenced", "fit_and_test",
+    "zero_untrained_id_rows",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -133,6 +141,33 @@ def default_callbacks(monitor: str = "val_ndcg@10", patience: int = 5) -> list[p
         ),
         EarlyStopping(monitor=monitor, mode="max", patience=patience),
     ]  # fmt: skip
+
+
+def zero_untrained_id_rows(model: TwoTower, trained: np.ndarray) -> int:
+    """Set the learner ID rows of learners that did not train (`trained`: (n_learners,)
+    bool, e.g. `NCFDataModule.trained_learners()`) to zero, in place; returns how many.
+
+    Such a row never got a gradient from the loss, so it holds its random initialisation
+    (larger than a real history vector): served later (`NCFRecommender.at`, once the learner
+    has a history) it would add noise. Zero is the rows' prior mean and the ID vector a
+    learner unknown to the model gets (`Tower.forward`, index -1), so such a learner is served
+    from its other inputs alone. Without learner ID embeddings: nothing to do, 0.
+    The course side (`course_ids=True`) is left alone: the full softmax (the default loss)
+    scores every course in every batch, so every course ID row gets a gradient. (The sampled
+    losses reach a course only when it is drawn as a positive or negative.)"""
+    table = model.learner_tower.ids
+    if table is None:
+        return 0
+    trained = np.asarray(trained, dtype=bool)
+    if trained.shape != (table.num_embeddings,):
+        raise ValueError(
+            f"trained: one flag per learner ID row, expected shape ({table.num_embeddings},), "
+            f"got {trained.shape}"
+        )
+    untrained = torch.from_numpy(~trained).to(table.weight.device)
+    with torch.no_grad():
+        table.weight[untrained] = 0.0
+    return int((~trained).sum())
 
 
 def fit_and_test(*args, **kwargs) -> TrainResult:
@@ -241,10 +276,13 @@ def _fit_and_test(
     fit_s = time.perf_counter() - start
     state = torch.load(done["best_model_path"], map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
+    untrained = _zero_untrained(module, datamodule, "the best checkpoint")
     # The best checkpoint's validation metrics, recomputed on the reloaded weights.
     valid = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     best_epoch = int(state.get("epoch", -1))
     refit_s, extra = 0.0, {"world_size": int(trainer.world_size)}  # > 1: data-parallel (DDP)
+    if untrained is not None:  # learner ID rows set to zero (of the model tested)
+        extra["untrained_learner_id_rows"] = untrained
     choice = datamodule.teacher_choice() if hasattr(datamodule, "teacher_choice") else None
     if choice is not None:  # the distillation teacher's L2, and each value's validation score
         extra["teacher_l2"] = choice.l2
@@ -264,8 +302,14 @@ def _fit_and_test(
             **{**kwargs, "max_epochs": best_epoch + 1, "limit_val_batches": 0},
             logger=False, enable_checkpointing=False,
         )  # fmt: skip
-        again.fit(initial, datamodule=datamodule.for_refit())
+        refit_data = datamodule.for_refit()
+        again.fit(initial, datamodule=refit_data)
         module.load_state_dict(initial.state_dict())  # in place: callers hold module.model
+        # its own snapshots decide which rows trained (the refit's random init elsewhere)
+        untrained = _zero_untrained(module, refit_data, "the refit")
+        if untrained is not None:
+            extra["untrained_learner_id_rows_before_refit"] = extra["untrained_learner_id_rows"]
+            extra["untrained_learner_id_rows"] = untrained
         refit_s = time.perf_counter() - start
     start = time.perf_counter()
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
@@ -298,6 +342,21 @@ def _fit_and_test(
         test_per_user=test_per_user,
         extra=extra,
     )
+
+
+def _zero_untrained(module: NCFModule, datamodule: NCFDataModule, what: str) -> int | None:
+    """`zero_untrained_id_rows` on the module's model with the learners `datamodule` trains
+    (None: the model has no learner ID embeddings); logged."""
+    model = module.model
+    if model.learner_tower.ids is None:
+        return None
+    n = zero_untrained_id_rows(model, datamodule.trained_learners())
+    _log.info(
+        "%s: %d of %d learner ID rows set to zero (learners without a training row: their "
+        "rows never trained; zero is the ID vector of a learner unknown to the model)",
+        what, n, model.n_learners,
+    )  # fmt: skip
+    return n
 
 
 def _the_one(callbacks: list[pl.Callback], kind: type, example: str) -> Any:

@@ -252,10 +252,11 @@ def test_candidates_at_a_newer_log_leave_out_popular_courses_the_model_never_saw
     assert np.isfinite(table["ncf_score"]).all()
 
 
-def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
-    """With learner ID embeddings a learner needs its ID row: the model's learners are
-    served, the log's new learner is unknown (UnknownIdError; under empty_history the
-    cold-start list), its watches still count for the co-watch bags."""
+def test_at_with_learner_id_embeddings_keeps_the_id_rows_and_adds_new_learners(rec, log):
+    """With learner ID embeddings the model's learners keep their ID rows (at the same
+    indices) and the log's new learner follows them, served from its history with a zero ID
+    vector (no watch of it is lost, so no warning about it); an id in neither the model nor
+    the log is unknown (UnknownIdError; under empty_history the cold-start list)."""
     torch.manual_seed(0)
     model = TwoTower(len(rec.learner_ids), len(rec.course_ids), bag_dim=16, mlp=[8],
                      learner_ids=True)  # fmt: skip
@@ -265,20 +266,30 @@ def test_at_with_learner_id_embeddings_keeps_the_models_learners(rec, log):
         inputs=rec.inputs, device="cpu",
     )  # fmt: skip
     log2 = other_ids(log, T + 5 * DAY)
-    with pytest.warns(UserWarning, match="1 learners have no learner-ID row"):
+    with pytest.warns(UserWarning, match="courses the model does not know") as caught:
         served = ids_rec.at(log2, T + 10 * DAY)
-    assert served.learner_ids is ids_rec.learner_ids
-    assert served.serving_report["unknown_learners"] == 1
-    assert served.serving_report["unknown_learner_watches"] == 4
+    assert not any("learner" in str(w.message) for w in caught)
+    n = len(ids_rec.learner_ids)
+    assert served.learner_ids.index[:n].equals(ids_rec.learner_ids.index)  # ID rows kept
+    assert served.learner_ids.to_index([NEW_LEARNER]).tolist() == [n]  # after them, not sorted
+    report = served.serving_report
+    assert report["new_learners"] == 1 and report["new_learner_examples"] == [NEW_LEARNER]
+    assert report["new_learner_watches"] == 4 and report["model_learners_not_in_log"] == 0
+    assert "unknown_learners" not in report
+    served.recommend([log.learner_ids.index[0], NEW_LEARNER])  # a learner of the log now
     with pytest.raises(UnknownIdError, match="learner_ids: 1 of 2 ids are unknown"):
-        served.recommend([log.learner_ids.index[0], NEW_LEARNER])
+        served.recommend([log.learner_ids.index[0], "nobody"])
     with pytest.warns(UserWarning, match="courses the model does not know"):
         without_ids = rec.at(log2, T + 10 * DAY)  # same inputs, the log's learners
     assert (served.snapshot.course_bags != without_ids.snapshot.course_bags).nnz == 0
-    cold = copy_of(served, cold_start="empty_history")  # no ID row: the cold-start vector
+    # the new learner's history is the one a model without ID embeddings serves it from
+    a = served.snapshot.history[n]
+    b = without_ids.snapshot.history[without_ids.learner_ids.to_index([NEW_LEARNER])[0]]
+    assert a.nnz == 3 and (a != b).nnz == 0  # its 3 known courses (the new one left out)
+    cold = copy_of(served, cold_start="empty_history")  # "nobody": the cold-start vector
     course = [log.course_ids.index[0]] * 2
     s = cold.score([NEW_LEARNER, "nobody"], course)
-    assert np.isfinite(s).all() and s[0] == s[1]  # tests/test_ncf_id_serving.py has the rest
+    assert np.isfinite(s).all() and s[0] != s[1]  # tests/test_ncf_id_serving.py has the rest
     # a known learner's history rows moved to the model's index
     known = log.learner_ids.index[5]
     a = served.snapshot.seen[served.learner_ids.to_index([known])[0]]

@@ -264,3 +264,33 @@ def test_refit_is_the_initial_weights_trained_for_the_chosen_epochs_from_the_see
     refitted = trained.recommender.model.state_dict()
     for name, weights in model.state_dict().items():
         torch.testing.assert_close(refitted[name].cpu(), weights, msg=name)
+
+
+def test_mf_learner_id_rows_without_training_data_are_zero_in_both_recommenders(tmp_path):
+    """The MF baseline (both towers pure IDs) with the default refit: the ID rows of learners
+    without a training row are zero in the tested (refitted) model and in the model chosen on
+    validation (`valid_recommender`, the best checkpoint), and the latter reproduces the
+    reported validation metrics: they were computed on the zeroed weights too."""
+    cfg = compose_cfg(tmp_path, "ncf=mf", "outputs.model=false", "outputs.embeddings=false")
+    trained = fit(cfg, out_dir=tmp_path / "fit")
+    dm, res = trained.datamodule, trained.result
+    assert cfg.ncf.refit
+    refit_untrained, untrained = ~dm.for_refit().trained_learners(), ~dm.trained_learners()
+    assert res.extra["untrained_learner_id_rows"] == int(refit_untrained.sum())
+    assert res.extra["untrained_learner_id_rows_before_refit"] == int(untrained.sum())
+    for rec, rows in (
+        (trained.recommender, refit_untrained),
+        (trained.valid_recommender, untrained),
+    ):
+        norms = rec.model.learner_tower.ids.weight.detach().cpu().norm(dim=1).numpy()
+        assert rows.any() and (norms[rows] == 0).all() and (norms[~rows] > 0).all()
+        cold = rec.learner_embeddings_at(np.flatnonzero(rows)[:1])  # no bag, zero ID row
+        torch.testing.assert_close(cold, rec.learner_embeddings_at(np.array([-1])))
+    valid = trained.valid_recommender
+    learners = valid.learner_embeddings_at(np.arange(len(valid.learner_ids)))
+    courses = valid.course_embeddings()
+    again = evaluate_full_ranking(
+        lambda idx: valid.model.score(learners[torch.from_numpy(idx)], courses),
+        valid.snapshot.labels, exclude=valid.snapshot.seen,
+    )  # fmt: skip
+    assert again.summary()["ndcg@10"] == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)

@@ -32,7 +32,8 @@ class IdMap:
     """A frozen bijection between caller ids and 0..n-1.
 
     Ids are sorted when they are mutually comparable, so the same set of ids gives
-    the same indices whatever the row order of the input.
+    the same indices whatever the row order of the input (`IdMap.ordered` keeps a given
+    order instead).
     """
 
     def __init__(self, ids, name: str = "id"):
@@ -43,6 +44,21 @@ class IdMap:
             index = index.sort_values()
         self.index = index
         self.name = name
+
+    @classmethod
+    def ordered(cls, ids, name: str = "id") -> IdMap:
+        """A map that keeps the order of `ids` (index i is the i-th id) instead of sorting,
+        e.g. one that extends another map: its ids first, at the indices they had, then new
+        ones. The ids must be distinct and not missing. `save` / `load` keep the order."""
+        index = ids if isinstance(ids, pd.Index) else pd.Index(pd.Series(ids))
+        if index.hasnans:
+            raise ValueError(f"{name}: ids must not be missing")
+        if not index.is_unique:
+            repeated = index[index.duplicated()].unique()[:5].tolist()
+            raise ValueError(f"{name}: ids must be distinct; repeated: {repeated}")
+        out = cls.__new__(cls)
+        out.index, out.name = index, name
+        return out
 
     def __len__(self) -> int:
         return len(self.index)
