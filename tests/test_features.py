@@ -226,6 +226,23 @@ def test_face_split_against_row_kron():
         face_split(a, b[:3])
 
 
+def test_face_split_leaves_the_callers_unsorted_matrix_as_it_was():
+    # A float32 CSR with unsorted columns and a duplicate: to_csr32 shares its arrays, so
+    # summing the duplicates in place would rewrite the caller's matrix.
+    a = sp.csr_matrix(
+        (np.array([1.0, 2.0, 3.0, 4.0], np.float32), np.array([2, 0, 2, 1]), np.array([0, 3, 4])),
+        shape=(2, 3),
+    )
+    b = sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 5.0]], np.float32))
+    before = (a.indptr.copy(), a.indices.copy(), a.data.copy())
+    out, _ = face_split(a, b)
+    np.testing.assert_array_equal(a.indptr, before[0])
+    np.testing.assert_array_equal(a.indices, before[1])
+    np.testing.assert_array_equal(a.data, before[2])
+    ref = np.stack([np.kron(a[i].toarray()[0], b[i].toarray()[0]) for i in range(2)])
+    np.testing.assert_array_equal(dense(out), ref)  # the duplicate summed: 1 + 3 at column 2
+
+
 @pytest.fixture(scope="module")
 def platform():
     from watchlog.synthetic import generate_platform

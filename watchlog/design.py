@@ -45,9 +45,8 @@ def face_split(
             f"face_split: {len(names_a)} and {len(names_b)} names for blocks "
             f"{a.shape} and {b.shape}"
         )
-    for m in (a, b):
-        if not m.has_canonical_format:
-            m.sum_duplicates()  # to_csr32 copied or converted: the caller's matrix is untouched
+    # to_csr32 may share the caller's arrays (a float32 CSR): sort and sum on a copy
+    a, b = (m if m.has_canonical_format else _canonical_copy(m) for m in (a, b))
     n, p = a.shape
     q = b.shape[1]
     na = np.diff(a.indptr).astype(np.int64)  # (n,)
@@ -81,6 +80,13 @@ DEFAULT_COORDINATES: dict[str, tuple[Any, ...]] = {
     "per_learner": ("course",),
     "per_course": ("learner",),
 }
+
+
+def _canonical_copy(m: sp.csr_matrix) -> sp.csr_matrix:
+    """A copy of `m` with sorted columns and no duplicates (summed)."""
+    m = m.copy()
+    m.sum_duplicates()
+    return m
 
 
 def _as_block(x, what: str) -> FeatureBlock:
