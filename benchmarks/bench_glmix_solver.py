@@ -1,8 +1,11 @@
-"""GLMix random-effect coordinate: the batched Newton solver vs a loop of scikit-learn fits.
+"""GLMix random-effect coordinate: the batched Newton solver vs a loop of scikit-learn fits;
+and, with --fixed-effect, the fixed effect's CPU products by row blocks vs float64 copies.
 
     python -m benchmarks.bench_glmix_solver --full              # the whole loop (~6 min)
     python -m benchmarks.bench_glmix_solver                     # loop on 10,000 entities
     python -m benchmarks.bench_glmix_solver --small             # smoke test (~1 min)
+    python -m benchmarks.bench_glmix_solver --fixed-effect      # block casts vs copies
+    python -m benchmarks.bench_glmix_solver --fixed-effect --out /tmp/x  # results JSON there
 
 Data (deterministic, seed 0): n_entities with heavy-tailed rows per entity (lognormal,
 sigma 1.5: median ~ mean / 3, largest ~ 400 x mean), 16 standard normal float32 features,
@@ -22,14 +25,32 @@ Agreement: max |coefficient difference| between each batched run and the loop on
 looped entities. Then the batched solver alone at more sizes (20 rows per entity up to
 1,000,000 entities / 20,000,000 rows), each size in its own process so that its peak
 resident memory (VmHWM, input data included) is its own.
+
+--fixed-effect (results `glmix_fixed_effect.json`): `glmix.FixedEffect` (lbfgs, float64, l2 1,
+tol 1e-4 as conf/glmix/default.yaml) on CPU, one torch thread, on a design shaped like GLMix's
+"global" one (deterministic, seed 0): float32 CSR, 15 entries a row (intercept; one-hot
+segment / language / industry of the learner, category / difficulty of the course; 3 of 600
+skills on each side; one language x language cross of 400; 2 standard normal columns), 1,705
+columns; true coefficients N(0, 0.5^2), intercept -1.5, labels Bernoulli, the watch-time-like
+weights above. Two paths of the same code: (1) blocked, the CPU default (`_BlockCsr`: the
+design's float32 CSR and a float32 X^T, cast by row blocks into a scratch buffer for torch's
+CSR kernel); (2) full, whole float64 torch copies of X and X^T (`_to_torch`, the CUDA path),
+switched by patching `_BlockCsr.pair` for the benchmark alone (`full_copies`). Time: both in
+one process, interleaved, `--rounds` rounds, medians; fit seconds (wall and CPU, X^T and the
+copies included) and the CPU seconds of each matrix-vector product (X b and X^T r, timed
+around each one in the fit). Memory: each path fits in its own process; its peak is the
+resident high-water mark during the fit (reset after the data is generated), input included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,6 +201,246 @@ def run_size(n_ent: int, n_rows: int) -> dict[str, Any]:
     }
 
 
+# ---- the fixed effect: products by row blocks vs float64 copies ----------------------------
+FE_ROWS = (1_000_000, 4_000_000)
+FE_TOL = 1e-4  # conf/glmix/default.yaml's glmix.model.fixed.tol
+# (columns, entries a row) of each one-hot / multi-hot group, in column order after the intercept
+FE_GROUPS = {
+    "learner.segment": (8, 1),
+    "learner.language": (20, 1),
+    "learner.industry": (30, 1),
+    "learner.skills": (600, 3),
+    "course.category": (40, 1),
+    "course.difficulty": (4, 1),
+    "course.skills": (600, 3),
+    "learner.language*course.language": (400, 1),
+}
+FE_DENSE = 2  # standard normal columns, last
+
+
+def make_fixed_problem(n_rows: int, seed: int = 0) -> dict[str, Any]:
+    """X (n_rows, 1,705) float32 CSR, 15 entries a row (sorted columns), y, w (float64); see
+    the module docstring."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    per_row = 1 + sum(k for _, k in FE_GROUPS.values()) + FE_DENSE
+    cols = np.empty((n_rows, per_row), dtype=np.int32)
+    vals = np.ones((n_rows, per_row), dtype=np.float32)
+    cols[:, 0] = 0  # intercept
+    j, base = 1, 1
+    for card, k in FE_GROUPS.values():  # k draws from k disjoint ranges: distinct, sorted
+        for i in range(k):
+            lo, hi = card * i // k, card * (i + 1) // k
+            # skewed towards each range's first values, as category frequencies are
+            cols[:, j] = base + lo + ((hi - lo) * rng.random(n_rows) ** 2).astype(np.int32)
+            j += 1
+        base += card
+    cols[:, j:] = base + np.arange(FE_DENSE, dtype=np.int32)
+    vals[:, j:] = rng.standard_normal((n_rows, FE_DENSE), dtype=np.float32)
+    p = base + FE_DENSE
+    indptr = np.arange(0, n_rows * per_row + 1, per_row, dtype=np.int32)
+    X = sp.csr_matrix((vals.reshape(-1), cols.reshape(-1), indptr), shape=(n_rows, p))
+    del cols, vals
+    beta = rng.normal(0.0, 0.5, p)
+    beta[0] = -1.5
+    y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-(X @ beta)))).astype(np.float64)
+    w = np.ones(n_rows)
+    clicks = y == 1
+    w[clicks] = 1.0 + np.log1p(rng.exponential(1800.0, int(clicks.sum())) / 60.0)
+    return {"X": X, "y": y, "w": w}
+
+
+class _Timed:
+    """X or X^T of a `_Problem`, each product counted and its CPU seconds added to `log`."""
+
+    def __init__(self, m: Any, log: dict[str, float]):
+        self.m, self.log = m, log
+
+    def __matmul__(self, v):
+        t = time.process_time()
+        out = self.m @ v
+        self.log["seconds"] += time.process_time() - t
+        self.log["products"] += 1
+        return out
+
+
+@contextlib.contextmanager
+def full_copies() -> Iterator[None]:
+    """`_Problem` on the CPU with whole float64 torch copies of X and X^T (`_to_torch`, the
+    CUDA path) instead of `_BlockCsr`'s casts by row blocks."""
+    import glmix.fixed_effect as fe
+
+    keep = fe._BlockCsr.__dict__["pair"]
+    fe._BlockCsr.pair = lambda m, dt: (
+        fe._to_torch(m, "cpu", dt),
+        fe._to_torch(m.T.tocsr(), "cpu", dt),
+    )
+    try:
+        yield
+    finally:
+        fe._BlockCsr.pair = keep
+
+
+@contextlib.contextmanager
+def timed_products(log: dict[str, float]) -> Iterator[None]:
+    """Every `_Problem` made inside counts and times its products into `log`."""
+    import glmix.fixed_effect as fe
+
+    keep = fe._Problem.__init__
+
+    def init(self, *args, **kwargs):
+        keep(self, *args, **kwargs)
+        self.X, self.XT = _Timed(self.X, log), _Timed(self.XT, log)
+
+    fe._Problem.__init__ = init
+    try:
+        yield
+    finally:
+        fe._Problem.__init__ = keep
+
+
+def fit_fixed(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """One FixedEffect fit on the CPU by `path` ("blocked" or "full"): seconds, products,
+    coefficients."""
+    from glmix import FixedEffect
+
+    log = {"seconds": 0.0, "products": 0}
+    fe = FixedEffect(l2=1.0, tol=FE_TOL, device="cpu")
+    with full_copies() if path == "full" else contextlib.nullcontext(), timed_products(log):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fe.fit(data["X"], data["y"], sample_weight=data["w"])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    st = fe.fit_stats_
+    return {
+        "fit_s": wall,
+        "fit_cpu_s": cpu,
+        "evaluations": st["function_evaluations"],
+        "iterations": st["iterations"],
+        "converged": st["converged"],
+        "products": log["products"],
+        "product_s": log["seconds"] / max(log["products"], 1),
+        "coef": fe.coef_,
+    }
+
+
+FE_PATHS = ("blocked", "full")
+
+
+def run_fixed_time(n_rows: int, rounds: int) -> dict[str, Any]:
+    """Both paths in this process, interleaved, `rounds` rounds: medians, max |coef diff|."""
+    import torch
+
+    data = make_fixed_problem(n_rows)
+    got: dict[str, list[dict[str, Any]]] = {k: [] for k in FE_PATHS}
+    for _ in range(rounds):
+        for path in FE_PATHS:
+            got[path].append(fit_fixed(data, path))
+    med = {
+        path: {
+            k: float(np.median([r[k] for r in runs])) for k in ("fit_s", "fit_cpu_s", "product_s")
+        }
+        for path, runs in got.items()
+    }
+    b, f = got["blocked"][-1], got["full"][-1]
+    same_runs = all(r["evaluations"] == b["evaluations"] for rs in got.values() for r in rs)
+    return {
+        "rows": n_rows,
+        "entries": int(data["X"].nnz),
+        "features": int(data["X"].shape[1]),
+        "torch_threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "iterations": b["iterations"],
+        "evaluations": b["evaluations"],
+        "products": b["products"],
+        "converged": b["converged"],
+        "same_evaluations_every_fit": same_runs,
+        "blocked_fit_s": med["blocked"]["fit_s"],
+        "full_fit_s": med["full"]["fit_s"],
+        "blocked_fit_cpu_s": med["blocked"]["fit_cpu_s"],
+        "full_fit_cpu_s": med["full"]["fit_cpu_s"],
+        "fit_cpu_ratio_blocked_over_full": med["blocked"]["fit_cpu_s"] / med["full"]["fit_cpu_s"],
+        "blocked_product_s": med["blocked"]["product_s"],
+        "full_product_s": med["full"]["product_s"],
+        "product_ratio_blocked_over_full": med["blocked"]["product_s"] / med["full"]["product_s"],
+        "max_abs_coef_diff": float(np.abs(b["coef"] - f["coef"]).max()),
+    }
+
+
+def run_fixed_memory(n_rows: int, path: str) -> dict[str, Any]:
+    """One fit by `path` in this process: the resident peak during the fit, input included."""
+    from experiments.summary import _reset_peak
+
+    data = make_fixed_problem(n_rows)
+    input_gib = (
+        sum(a.nbytes for a in (data["X"].data, data["X"].indices, data["X"].indptr))
+        + data["y"].nbytes
+        + data["w"].nbytes
+    ) / 2**30
+    per_fit = _reset_peak()  # the generation's temporaries are not the fit's
+    res = fit_fixed(data, path)
+    return {
+        "path": path,
+        "input_gib": input_gib,
+        "peak_gib": peak_rss_gib(),
+        "peak_reset_before_fit": per_fit,
+        "fit_s": res["fit_s"],
+    }
+
+
+def fixed_effect_main(args, common: list[str]) -> None:
+    rows = []
+    for n in FE_ROWS:
+        n //= 20 if args.small else 1
+        print(f"  fixed effect, {n:,} rows: time ({args.rounds} rounds) ...", flush=True)
+        row = _child(["--fe-time", str(n), "--rounds", str(args.rounds), *common])
+        mem = {}
+        for path in FE_PATHS:
+            print(f"  fixed effect, {n:,} rows: memory, {path} ...", flush=True)
+            mem[path] = _child(["--fe-memory", str(n), path, *common])
+        row["input_gib"] = mem["blocked"]["input_gib"]
+        row.update({f"{path}_peak_gib": m["peak_gib"] for path, m in mem.items()})
+        row["peak_reset_before_fit"] = all(m["peak_reset_before_fit"] for m in mem.values())
+        rows.append(row)
+    print_table(rows, "GLMix fixed effect on CPU: products by row blocks vs float64 copies")
+    name = "glmix_fixed_effect" + ("_small" if args.small else "")
+    write_to(
+        args.out,
+        name,
+        rows,
+        units={
+            "*_fit_s": "seconds (wall), median over rounds: the whole FixedEffect.fit",
+            "*_fit_cpu_s": "CPU seconds, median over rounds: the whole FixedEffect.fit",
+            "*_product_s": "CPU seconds per matrix-vector product (X b or X^T r) in the fit, median",
+            "*_ratio_blocked_over_full": "blocked / full, of the medians",
+            "*_peak_gib": "GiB: resident high-water mark during one fit in its own process "
+            "(reset after generating the data), input included",
+            "input_gib": "GiB: the design's CSR arrays, labels and weights",
+            "max_abs_coef_diff": "max |blocked - full| of the fitted coefficients (last round)",
+        },
+        note=(
+            "blocked: the CPU default (glmix.fixed_effect._BlockCsr, the design's float32 CSR "
+            "and a float32 X^T cast by row blocks); full: float64 torch copies of X and X^T "
+            "(_to_torch, the CUDA path). lbfgs, float64, l2 1, tol 1e-4; one row per size"
+        ),
+        loadavg=os.getloadavg(),
+    )
+
+
+def write_to(out: str | None, name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
+    """write_result, into the folder `out` instead of benchmarks/results when given."""
+    import benchmarks.common as bc
+
+    keep = bc.RESULTS
+    bc.RESULTS = Path(out) if out else keep
+    try:
+        path = write_result(name, rows, **extra)
+    finally:
+        bc.RESULTS = keep
+    print(f"wrote {path}", flush=True)
+    return path
+
+
 def _child(argv: list[str]) -> dict[str, Any]:
     return run_child("benchmarks.bench_glmix_solver", *argv)
 
@@ -193,9 +454,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--small", action="store_true", help="1/20 of every size (smoke test)")
     ap.add_argument("--no-float64", action="store_true", help="skip the float64 batched run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--fixed-effect", action="store_true", help="the fixed effect's block casts vs copies"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--fixed-effect: timing rounds")
+    ap.add_argument("--out", help="folder of the results JSON (default benchmarks/results)")
     ap.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)  # internal: main size
     ap.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)  # internal: one size
+    ap.add_argument("--fe-time", type=int, help=argparse.SUPPRESS)  # internal: rows
+    ap.add_argument("--fe-memory", nargs=2, help=argparse.SUPPRESS)  # internal: rows, path
     args = ap.parse_args(argv)
+    if args.fixed_effect or args.fe_time or args.fe_memory:
+        args.threads = args.threads or 1  # the fixed effect's comparison: one torch thread
     if args.threads:
         import torch
 
@@ -207,10 +477,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.size:
         print(json.dumps(run_size(*args.size)))
         return
+    if args.fe_time:
+        print(json.dumps(run_fixed_time(args.fe_time, args.rounds)))
+        return
+    if args.fe_memory:
+        print(json.dumps(run_fixed_memory(int(args.fe_memory[0]), args.fe_memory[1])))
+        return
     div = 20 if args.small else 1
     common = (["--threads", str(args.threads)] if args.threads else []) + (
         ["--no-float64"] if args.no_float64 else []
     )
+    if args.fixed_effect:
+        fixed_effect_main(args, common)
+        return
     main_size = (MAIN[0] // div, MAIN[1] // div)
     loop = (
         ["--full"] if args.full else ["--loop-entities", str(min(args.loop_entities, main_size[0]))]
@@ -224,7 +503,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {n_ent:,} entities / {n_rows:,} rows ...", flush=True)
         rows.append(_child(["--size", str(n_ent), str(n_rows), *common]))
     print_table(rows, "Batched solver alone vs size (20 rows per entity)")
-    write_result(
+    write_to(
+        args.out,
         "glmix_solver" + ("_small" if args.small else ""),
         [head, *rows],
         units={

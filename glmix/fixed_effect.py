@@ -75,15 +75,17 @@ class _BlockCsr:
     """A scipy CSR (float32 or float64) times a torch vector on the CPU, computed in `dtype`
     as one torch CSR of that dtype computes it, without holding that copy: each block of rows
     (about `block` entries; a longer row is a block of its own) is cast into a scratch buffer
-    and multiplied by torch's CSR kernel. Torch computes every row of a CSR product on its
-    own, so the blocks give bit-identical results (tests/test_glmix_fixed_effect.py).
-    Memory: the matrix's own arrays plus the scratch (`pair` shares one between X and X^T),
-    instead of a float64 copy with its own indices (12 bytes per entry; float32 values are 4).
-    Time: each product also casts every value once (measured at 4M rows x 60M entries: a
-    product ~1.5x a float64 CSR's, a fit's CPU time +10%; blocks of 2**24 entries, as
-    each block costs torch a fixed ~10 ms)."""
+    and multiplied by torch's CSR kernel, into its rows of the output. Torch computes every row
+    of a CSR product on its own, so the blocks give bit-identical results
+    (tests/test_glmix_fixed_effect.py).
+    Memory: the matrix's own arrays plus the scratch (`block` entries of dtype, 8 MB in
+    float64, or the longest row's, e.g. X^T's intercept row; `pair` shares one between X and
+    X^T; allocated on first use, dropped by `release`), instead of a float64 copy with its own
+    indices (12 bytes per entry; float32 values are 4). Time: each product also casts every value once. CPU time and memory of a
+    fit against whole float64 copies: `python -m benchmarks.bench_glmix_solver
+    --fixed-effect` (benchmarks/results/glmix_fixed_effect.json)."""
 
-    def __init__(self, m: sp.csr_matrix, dtype: torch.dtype, block: int = 1 << 24):
+    def __init__(self, m: sp.csr_matrix, dtype: torch.dtype, block: int = 1 << 20):
         self.m, self.shape, self.dtype = m, m.shape, dtype
         ptr = m.indptr.astype(np.int64)  # (rows + 1,)
         # block bounds: row 0, the rows holding entries block, 2 block, ..., the row count
@@ -96,27 +98,42 @@ class _BlockCsr:
             col = torch.from_numpy(m.indices[a:e].astype(np.int32, copy=False))  # a view
             self.blocks.append((a, e, int(lo), int(hi), crow, col))
         self.most = max((e - a for a, e, *_ in self.blocks), default=0)  # scratch entries
-        self.scratch: torch.Tensor | None = None  # (>= most,) dtype, on first use
+        self._scratch: list[torch.Tensor | None] = [None]  # (>= most,) dtype, on first use
 
     @classmethod
     def pair(cls, m: sp.csr_matrix, dtype: torch.dtype) -> tuple[_BlockCsr, _BlockCsr]:
         """(X, X^T) of the CSR m, sharing one scratch buffer (they never multiply at once)."""
         X, XT = cls(m, dtype), cls(m.T.tocsr(), dtype)  # X^T: m's dtype, like m
-        X.scratch = XT.scratch = torch.empty(max(X.most, XT.most), dtype=dtype)
+        X.most = XT.most = max(X.most, XT.most)
+        XT._scratch = X._scratch
         return X, XT
 
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        if self.scratch is None:
-            self.scratch = torch.empty(self.most, dtype=self.dtype)
-        out = torch.empty(self.shape[0], dtype=self.dtype)  # (rows,)
-        scratch = self.scratch.numpy()
+    @property
+    def scratch(self) -> torch.Tensor:
+        if self._scratch[0] is None:
+            self._scratch[0] = torch.empty(self.most, dtype=self.dtype)
+        return self._scratch[0]
+
+    def release(self) -> None:
+        """Drop the scratch buffer (of the pair); the next product allocates it again."""
+        self._scratch[0] = None
+
+    def mv(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """self @ v, into `out` ((rows,) of dtype) when given."""
+        scratch = self.scratch
+        if out is None:
+            out = torch.empty(self.shape[0], dtype=self.dtype)  # (rows,)
+        buf = scratch.numpy()
         with warnings.catch_warnings():  # "beta support" notice of sparse CSR tensors
             warnings.simplefilter("ignore", UserWarning)
             for a, e, lo, hi, crow, col in self.blocks:
-                np.copyto(scratch[: e - a], self.m.data[a:e])  # cast, no allocation
-                vals = self.scratch[: e - a]
-                out[lo:hi] = torch.sparse_csr_tensor(crow, col, vals, (hi - lo, self.shape[1])) @ v
+                np.copyto(buf[: e - a], self.m.data[a:e])  # cast, no allocation
+                csr = torch.sparse_csr_tensor(crow, col, scratch[: e - a], (hi - lo, self.shape[1]))
+                torch.mv(csr, v, out=out[lo:hi])
         return out
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.mv(v)
 
 
 class _Problem:
@@ -136,19 +153,50 @@ class _Problem:
         self.W = float(comm.allreduce_(total).item())  # total weight over all ranks
         self.pen, self.l1_mask, self.mean = T(pen), T(l1_mask), T(mean)
         self.n_evals = 0
+        self._buffers: tuple[torch.Tensor, ...] | None = None
 
-    def margins(self, beta: torch.Tensor) -> torch.Tensor:
-        z = self.X @ beta[: self.p] if self.p else torch.zeros_like(self.y)
-        return z + self.o + (beta[self.p] if self.added else 0.0)
+    def margins(self, beta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) X beta + o (+ the appended intercept); into `out` on the CPU blocks."""
+        if not self.p:
+            z = torch.zeros_like(self.y)
+        elif isinstance(self.X, _BlockCsr):
+            z = self.X.mv(beta[: self.p], out)
+        else:
+            z = self.X @ beta[: self.p]
+        z += self.o
+        z += beta[self.p] if self.added else 0.0
+        return z
+
+    def _work(self) -> tuple[torch.Tensor, ...]:
+        """Three (n,) buffers for smooth, kept until `release` (the end of a fit): an
+        evaluation then allocates no (n,) vector (it made ten, whose space glibc's heap kept,
+        fragmented, once the fit was over)."""
+        if self._buffers is None:
+            self._buffers = tuple(torch.empty_like(self.y) for _ in range(3))
+        return self._buffers
+
+    def release(self) -> None:
+        """Drop the buffers of a fit (the scratch and the three (n,) vectors), which coordinate
+        descent would otherwise hold between fits."""
+        self._buffers = None
+        if isinstance(self.X, _BlockCsr):
+            self.X.release()
 
     def smooth(self, beta: torch.Tensor, grad: bool = True):
-        """(f, g): (loss + L2 / prior penalty) / W and its gradient (P,)."""
+        """(f, g): (loss + L2 / prior penalty) / W and its gradient (P,). In place: the same
+        operations, in the same order, as w * (softplus(z) - y z) and w * (sigmoid(z) - y)."""
         self.n_evals += 1
-        z = self.margins(beta)
-        loss = (self.w * (softplus(z) - self.y * z)).sum()
+        zbuf, t, u = self._work()
+        z = self.margins(beta, zbuf)  # (n,)
+        softplus(z, out=t)
+        t -= torch.mul(self.y, z, out=u)
+        t *= self.w
+        loss = t.sum()
         g = None
         if grad:
-            r = self.w * (torch.sigmoid(z) - self.y)  # (n,)
+            r = torch.sigmoid(z, out=u)  # (n,)
+            r -= self.y
+            r *= self.w
             parts = [self.XT @ r] if self.p else []
             if self.added:
                 parts.append(r.sum().reshape(1))
@@ -289,10 +337,13 @@ class FixedEffect(BaseEstimator):
         start = np.zeros(P) if init is None else np.asarray(init, dtype=np.float64)
         beta0 = torch.as_tensor(start, device=prob.y.device, dtype=prob.y.dtype)
         tol = float(self.tol) if self.tol is not None else _DEFAULT_TOL[self.dtype]
-        if self._solver == "lbfgs":
-            beta, info = self._lbfgs(prob, beta0, tol)
-        else:
-            beta, info = self._fista(prob, beta0, tol)
+        try:
+            if self._solver == "lbfgs":
+                beta, info = self._lbfgs(prob, beta0, tol)
+            else:
+                beta, info = self._fista(prob, beta0, tol)
+        finally:
+            prob.release()
         self.coef_ = beta.detach().cpu().numpy().astype(np.float64)
         self.coef_var_ = (
             self._variances(prob.block, prob.w_np, o, self._pen, prob.comm)

@@ -42,11 +42,14 @@ import torch
 __all__ = ["NewtonResult", "newton_logistic", "batch_objective", "softplus"]
 
 
-def softplus(z: torch.Tensor) -> torch.Tensor:
-    """log(1 + exp(z)), one fused kernel. Above z = 20 torch returns z itself: off by
-    log1p(exp(-20)) = 2e-9 per row, far below the objective's rounding in float32 and
-    immaterial to the minimizer (the gradient uses the exact sigmoid)."""
-    return torch.nn.functional.softplus(z)
+def softplus(z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """log(1 + exp(z)), one fused kernel (into `out` when given, the same kernel). Above
+    z = 20 torch returns z itself: off by log1p(exp(-20)) = 2e-9 per row, far below the
+    objective's rounding in float32 and immaterial to the minimizer (the gradient uses the
+    exact sigmoid)."""
+    if out is None:
+        return torch.nn.functional.softplus(z)
+    return torch.ops.aten.softplus.out(z, 1, 20, out=out)  # F.softplus's beta, threshold
 
 
 def batch_objective(z, y, w, beta, penalty, mean) -> torch.Tensor:

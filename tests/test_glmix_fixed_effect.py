@@ -145,8 +145,49 @@ def test_block_products_equal_one_csr_copy_bit_for_bit(dtype):
     X, XT = _BlockCsr.pair(m, dt)
     assert all(np.shares_memory(col.numpy(), m.indices) for *_, col in X.blocks)
     assert X.scratch is XT.scratch
+    # into a given output (a slice of a longer buffer), and again after the scratch is dropped
+    b = torch.from_numpy(rng.standard_normal(60)).to(dt)
+    buf = torch.full((m.shape[0] + 5,), 7.0, dtype=dt)
+    out = X.mv(b, buf[2 : 2 + m.shape[0]])
+    assert out.data_ptr() == buf[2:].data_ptr() and torch.equal(out, _to_torch(m, "cpu", dt) @ b)
+    assert (buf[:2] == 7).all() and (buf[-3:] == 7).all()
+    XT.release()  # the pair's one scratch
+    assert X._scratch[0] is None
+    assert torch.equal(X @ b, out) and X.scratch is XT.scratch
     empty = _BlockCsr(sp.csr_matrix((0, 4), dtype=np.float32), dt)
     assert (empty @ torch.zeros(4, dtype=dt)).shape == (0,)
+
+
+@pytest.mark.parametrize("added", [True, False])
+def test_smooth_in_place_equals_the_plain_expressions(added):
+    """_Problem.smooth computes the loss and gradient in reused buffers: bit for bit the
+    values of w (softplus(z) - y z) and X^T (w (sigmoid(z) - y)) written out of place."""
+    import torch
+
+    import glmix.fixed_effect as fe
+
+    rng = np.random.default_rng(2)
+    m = _random_csr(rng, 5_000, 30, 4)
+    y = (rng.random(m.shape[0]) < 0.3).astype(float)
+    w, o = rng.random(m.shape[0]) + 0.5, rng.normal(0, 0.5, m.shape[0])
+    est = FixedEffect(l2=2.0, fit_intercept=added)
+    prob = est._prepare(fe.as_design(m, "X"), y, w)
+    prob.o = torch.from_numpy(o)
+    beta = torch.from_numpy(rng.normal(0, 0.3, prob.p + added))
+    X = fe._to_torch(m, "cpu", torch.float64)
+    yt, wt, ot = (torch.from_numpy(a) for a in (y, w, o))
+    z = X @ beta[: prob.p] + ot + (beta[prob.p] if added else 0.0)
+    loss = (wt * (fe.softplus(z) - yt * z)).sum()
+    r = wt * (torch.sigmoid(z) - yt)
+    g = torch.cat([fe._to_torch(m.T.tocsr(), "cpu", torch.float64) @ r, r.sum().reshape(1)])
+    g = g if added else g[: prob.p]
+    diff = beta - prob.mean
+    for _ in range(2):  # the second evaluation reuses the buffers of the first
+        f_got, g_got = prob.smooth(beta)
+        assert f_got.item() == ((loss + 0.5 * (prob.pen * diff.square()).sum()) / prob.W).item()
+        assert torch.equal(g_got, (g + prob.pen * diff) / prob.W)
+    prob.release()
+    assert prob._buffers is None and prob.X._scratch[0] is None
 
 
 def test_cpu_fit_and_margins_equal_the_float64_copy_path(monkeypatch):
