@@ -235,7 +235,8 @@ class GLMix(BaseEstimator):
             it, c = update // len(order), order[update % len(order)]
             t0 = time.perf_counter()
             est = coords[c]
-            off = total - scores[c]
+            # in place: total is off + new below; c's old score is not held through its update
+            off = np.subtract(total, scores.pop(c), out=total)
             init = est.coef_ if c in fitted else None
             if isinstance(est, FixedEffect):
                 est._fit_prepared(prepared[c], off, init=init)
@@ -246,7 +247,7 @@ class GLMix(BaseEstimator):
                 new = est._score_codes(D[c], prepared[c].codes)
             fitted.add(c)
             scores[c] = new
-            total = off + new
+            total = np.add(off, new, out=off)
             rec = self._record(it, c, est, y, w, total, coords, fitted, val, t0)
             history.append(rec)
             if self.verbose:

@@ -304,10 +304,11 @@ class RandomEffect(BaseEstimator):
         X = design.matrix
         out = np.zeros(E, dtype=np.int64)
         block = max(1, 2**24 // max(p, 1))  # entities per block: (block, p) presence bitmap
-        end = g.start + g.count  # (E,) and at most 2**22 rows gathered per block
+        end = g.start + g.count  # (E,); at most 2**20 rows gathered per block (its temporaries
+        # take ~40 bytes per design entry: a block of 2**22 rows set a 4M-row fit's peak)
         e0 = 0
         while e0 < E:
-            e1 = min(E, e0 + block, int(np.searchsorted(end, g.start[e0] + 2**22, "right")))
+            e1 = min(E, e0 + block, int(np.searchsorted(end, g.start[e0] + 2**20, "right")))
             e1 = max(e1, e0 + 1)
             lo, hi = g.start[e0], end[e1 - 1]
             sub = X[g.order[lo:hi]]

@@ -21,6 +21,7 @@ what to set: the pipeline skips the stage with it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,10 @@ from watchlog.splits import Split
 
 __all__ = [
     "RowSet", "DataDoesNotFit", "NoTrainingRows", "require_impressions", "row_sets", "sample_negatives", "sample_weights", "ROW_KINDS",
-    "NEGATIVE_KINDS",
+    "NEGATIVE_KINDS", "ROLES",
 ]  # fmt: skip
 
+ROLES = ("train", "valid", "test", "refit")
 ROW_KINDS = ("impressions", "all")
 NEGATIVE_KINDS = ("impressions", "sampled")
 
@@ -147,10 +149,15 @@ def row_sets(
     seed: int = 0,
     log: EventLog | None = None,
     report: DataReport | None = None,
+    roles: Sequence[str] = ROLES,
 ) -> dict[str, RowSet]:
     """{"train", "valid", "test", "refit"} row sets (see the module docstring). negatives,
     negative_ratio, seed, log: "impressions" takes the labelled events as they are; "sampled"
-    draws negatives (needs the `log` the split was made from)."""
+    draws negatives (needs the `log` the split was made from). roles: build these alone, in
+    `ROLES` order, each the same as in the whole set (its own seeded draws)."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"row_sets(roles=...): {unknown} are not among {ROLES}")
     if events not in ROW_KINDS:
         raise ValueError(f"rows.events: must be one of {ROW_KINDS}, got {events!r}")
     if negatives not in NEGATIVE_KINDS:
@@ -165,7 +172,7 @@ def row_sets(
         "valid": split.valid.labels,
         "test": split.test.labels,
         "refit": split.test.inputs,
-    }
+    }  # in ROLES order
     if negatives == "sampled":
         if log is None:
             raise ValueError("row_sets(negatives='sampled'): needs the event log (log=...)")
@@ -177,16 +184,17 @@ def row_sets(
             "test": (split.test.inputs, split.test.labels),
             "refit": (split.test.inputs,),
         }
-        rng = np.random.SeedSequence(seed).spawn(len(folds))
+        rng = np.random.SeedSequence(seed).spawn(len(folds))  # one per role, whichever are built
         out = {
             name: _sampled(ev, seen[name], name, log, negative_ratio, np.random.default_rng(r),
                            report)
-            for (name, ev), r in zip(folds.items(), rng, strict=True)
+            for (name, ev), r in zip(folds.items(), rng, strict=True) if name in roles
         }  # fmt: skip
     else:
         if events == "impressions":
             require_impressions(split)
-        out = {name: _labelled(ev, name, events, label, report) for name, ev in folds.items()}
+        out = {name: _labelled(ev, name, events, label, report) for name, ev in folds.items()
+               if name in roles}  # fmt: skip
     for name, rows in out.items():
         if len(rows) == 0 or rows.y.min() == rows.y.max():
             raise NoTrainingRows(

@@ -25,7 +25,7 @@ from sklearn.base import clone
 from evaluation import auc
 from glmix.featurizer import EncodedEntities, EntityFeaturizer
 from glmix.model import ComponentScores, GLMix
-from glmix.rows import RowSet, row_sets, sample_weights
+from glmix.rows import ROLES, RowSet, row_sets, sample_weights
 from glmix.scorer import GLMixScorer
 from watchlog.eventlog import EventLog
 from watchlog.features import FeatureBlock
@@ -122,8 +122,9 @@ def fit_on_split(
               for k in ("selected", "refit")}  # fmt: skip
     start = time.perf_counter()
     weighting = dict(weighting or {"kind": "none"})
-    rows = row_sets(split, events=events, label=label, negatives=negatives,
-                    negative_ratio=negative_ratio, seed=seed, log=log, report=report)  # fmt: skip
+    kw = {"events": events, "label": label, "negatives": negatives,
+          "negative_ratio": negative_ratio, "seed": seed, "log": log}  # fmt: skip
+    rows = row_sets(split, **kw, report=report)
     feats = fit_featurizer(featurizer, log, rows["train"], report)
     enc = feats.encode(log.learners, log.courses, report)
     D = {k: row_designs(feats, enc, rows[k]) for k in ("train", "valid")}
@@ -131,17 +132,25 @@ def fit_on_split(
         k: sample_weights(rows[k], courses=log.courses, **weighting)
         for k in ("train", "valid", "test")
     }
+    # The selection fit needs of the training rows their ids and labels alone, and nothing of
+    # the refit rows: both row sets (events of every column, at 4M training rows ~0.16 GiB
+    # each) are dropped for it and built again after it, the same rows (no second report step)
+    train = rows.pop("train")
+    ids, y = train.id_columns, train.y
+    del train, rows["refit"]
     timings = {"prepare": time.perf_counter() - start}
 
     t = time.perf_counter()
     selected = clone(model).fit(
-        D["train"], rows["train"].id_columns, rows["train"].y, sample_weight=W["train"][0],
+        D["train"], ids, y, sample_weight=W["train"][0],
         validation=(D["valid"], rows["valid"].id_columns, rows["valid"].y),
         state_path=states["selected"],
     )  # fmt: skip
     timings["fit"] = time.perf_counter() - t
     valid = evaluate_rows(selected, D["valid"], rows["valid"], W["valid"][0])
-    del D
+    del D, ids, y
+    again = row_sets(split, **kw, roles=("train", "refit"))
+    rows = {k: rows[k] if k in rows else again[k] for k in ROLES}
 
     final, train_rows = selected, rows["train"]
     selected_scorer = GLMixScorer(selected, feats)

@@ -17,7 +17,9 @@ from glmix import (
     UnknownEntityError,
     fit_on_split,
     row_designs,
+    row_sets,
 )
+from glmix.rows import ROLES
 from watchlog.candidates import CandidateError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,6 +73,23 @@ def saved(trained, tmp_path_factory):
     path = tmp_path_factory.mktemp("scorer") / "model"
     trained[1].scorer.save(path)
     return path, GLMixScorer.load(path)
+
+
+def test_fit_on_split_returns_every_row_set_as_row_sets_builds_it(trained):
+    """fit_on_split drops the train and refit rows for the selection fit and builds them again
+    after it: the rows it returns are row_sets', every role, in order."""
+    from watchlog.splits import temporal_split
+
+    log, tr = trained
+    rows = row_sets(temporal_split(log, valid_days=45, test_days=45))
+    assert list(tr.rows) == list(ROLES) == list(rows)
+    for k, r in rows.items():
+        pd.testing.assert_frame_equal(tr.rows[k].events, r.events)
+        np.testing.assert_array_equal(tr.rows[k].y, r.y)
+    assert tr.metrics["train_rows"] == len(rows["train"])
+    assert {k: v["rows"] for k, v in tr.metrics["rows"].items()} == {
+        k: len(r) for k, r in rows.items()
+    }
 
 
 def _shuffled(table: pd.DataFrame, seed: int) -> pd.DataFrame:
