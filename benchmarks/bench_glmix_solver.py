@@ -50,7 +50,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -404,10 +403,10 @@ def fixed_effect_main(args, common: list[str]) -> None:
         rows.append(row)
     print_table(rows, "GLMix fixed effect on CPU: products by row blocks vs float64 copies")
     name = "glmix_fixed_effect" + ("_small" if args.small else "")
-    write_to(
-        args.out,
+    path = write_result(
         name,
         rows,
+        folder=args.out,
         units={
             "*_fit_s": "seconds (wall), median over rounds: the whole FixedEffect.fit",
             "*_fit_cpu_s": "CPU seconds, median over rounds: the whole FixedEffect.fit",
@@ -425,20 +424,7 @@ def fixed_effect_main(args, common: list[str]) -> None:
         ),
         loadavg=os.getloadavg(),
     )
-
-
-def write_to(out: str | None, name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
-    """write_result, into the folder `out` instead of benchmarks/results when given."""
-    import benchmarks.common as bc
-
-    keep = bc.RESULTS
-    bc.RESULTS = Path(out) if out else keep
-    try:
-        path = write_result(name, rows, **extra)
-    finally:
-        bc.RESULTS = keep
     print(f"wrote {path}", flush=True)
-    return path
 
 
 def _child(argv: list[str]) -> dict[str, Any]:
@@ -503,10 +489,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {n_ent:,} entities / {n_rows:,} rows ...", flush=True)
         rows.append(_child(["--size", str(n_ent), str(n_rows), *common]))
     print_table(rows, "Batched solver alone vs size (20 rows per entity)")
-    write_to(
-        args.out,
+    path = write_result(
         "glmix_solver" + ("_small" if args.small else ""),
         [head, *rows],
+        folder=args.out,
         units={
             "*_s": "seconds (wall)",
             "*_gib": "GiB; peak = resident high-water mark of the process, input included",
@@ -519,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         loadavg=os.getloadavg(),
     )
+    print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":

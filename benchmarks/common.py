@@ -53,9 +53,15 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
 
 
 def write_result(
-    name: str, rows: list[dict[str, Any]], units: dict[str, str], **extra: Any
+    name: str,
+    rows: list[dict[str, Any]],
+    units: dict[str, str],
+    *,
+    folder: str | Path | None = None,
+    **extra: Any,
 ) -> Path:
-    """benchmarks/results/<name>.json: rows, units, machine, date, versions, command."""
+    """<folder>/<name>.json (default folder: benchmarks/results): rows, units, machine, date,
+    versions, command."""
     payload = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -67,4 +73,4 @@ def write_result(
         "rows": rows,
         **extra,
     }
-    return write_json(RESULTS / f"{name}.json", payload)
+    return write_json(Path(folder or RESULTS) / f"{name}.json", payload)
