@@ -163,7 +163,8 @@ def glmix_test(
     g, log = cfg.glmix, data.log
     from experiments.train_glmix import row_settings
 
-    rows = row_sets(data.split, **row_settings(g, int(cfg.seed)), log=log)["test"]
+    # the test rows alone: the same rows (and sampled negatives) as in the whole set
+    rows = row_sets(data.split, **row_settings(g, int(cfg.seed)), log=log, roles=("test",))["test"]
     encoded = scorer.featurizer.encode(log.learners, log.courses)
     designs = row_designs(scorer.featurizer, encoded, rows)
     weighting = OmegaConf.to_container(g.weighting) if g.get("weighting") else {"kind": "none"}
