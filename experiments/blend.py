@@ -164,7 +164,7 @@ def write_served_lists(
     now = Models(final.ncf.at(data.log, fold.cutoff), final.glmix).serving()
     now.ncf.retrieval = instantiate(b.serve_retrieval)  # exact unless configured
     counts: dict[str, int] = {}
-    n_rows = 0
+    n_rows = unscorable = 0
     listed = np.zeros(data.log.n_learners, dtype=bool)  # learners of the table given a list
     schema = None
     with atomic_path(path) as tmp:
@@ -173,6 +173,8 @@ def write_served_lists(
             data.log.learner_ids.index, log=data.log, fold=fold, retriever=now.ncf,
             scorer=now.glmix, learners_per_chunk=int(b.learners_per_chunk),
         ):  # fmt: skip
+            # the same courses in every chunk: left out of the fallback lists, unscorable
+            unscorable = max(unscorable, int(chunk.attrs.get("fallback_courses_unscorable", 0)))
             chunk = chunk.assign(blend_score=blender.score(chunk))
             lists = served_lists(chunk, "blend_score", int(b.k), route=learner_routes(chunk))
             table = pa.Table.from_pandas(lists, preserve_index=False)
@@ -198,6 +200,8 @@ def write_served_lists(
         "learners_without_list": {"count": len(unlisted), "examples": unlisted[:5].tolist()},
         "cutoff": str(fold.cutoff),
         "learners_by_first_source": counts,
+        # popular courses newer than the two-tower: not in any fallback list (warned per chunk)
+        "fallback_courses_unscorable": unscorable,
     }
 
 

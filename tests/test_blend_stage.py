@@ -96,6 +96,9 @@ def test_served_lists_cover_every_learner_with_k_rows_and_a_source(run_dir):
     assert (lists.groupby("learner_id")["score"].diff().dropna() <= 0).all()
     m = json.loads((run_dir / "blend" / "metrics.json").read_text())
     assert sum(m["ranked_lists"]["learners_by_first_source"].values()) == 500
+    # the final two-tower knows every course, so no popular course left the fallback lists
+    # (a newer course's count: tests/test_ncf_serving.py)
+    assert m["ranked_lists"]["fallback_courses_unscorable"] == 0
 
 
 def test_the_published_version_is_the_served_lists_with_a_model_version(run_dir):

@@ -251,6 +251,17 @@ def test_candidates_at_a_newer_log_leave_out_popular_courses_the_model_never_saw
     assert fb.min() == min(3, watched_known - 3)  # at worst the 3 watched courses excluded
     assert np.isfinite(table["ncf_score"]).all()
 
+    # The blend's builder (what the served lists use) keeps the count on its scored chunks.
+    from blend import CandidateBuilder
+    from watchlog.splits import Fold
+
+    inputs = log2.events[log2.events["ts"] < T2]
+    fold = Fold("serve", "temporal", inputs, inputs.iloc[:0], T2, T2)
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=3, popularity_days=10)
+    chunk = builder.build(learners, log=log2, fold=fold, retriever=served)
+    assert NEW_COURSE not in set(chunk["course_id"])
+    assert chunk.attrs["fallback_courses_unscorable"] == 1
+
 
 def test_at_with_learner_id_embeddings_keeps_the_id_rows_and_adds_new_learners(rec, log):
     """With learner ID embeddings the model's learners keep their ID rows (at the same
