@@ -33,8 +33,9 @@ segment / language / industry of the learner, category / difficulty of the cours
 skills on each side; one language x language cross of 400; 2 standard normal columns), 1,705
 columns; true coefficients N(0, 0.5^2), intercept -1.5, labels Bernoulli, the watch-time-like
 weights above. Two paths of the same code: (1) blocked, the CPU default (`_BlockCsr`: the
-design's float32 CSR and a float32 X^T, cast by row blocks into a scratch buffer for torch's
-CSR kernel); (2) full, whole float64 torch copies of X and X^T (`_to_torch`, the CUDA path),
+design's float32 CSR cast by row blocks into a scratch buffer for torch's CSR kernel, and
+X^T r as the sum of the same blocks' transposed products by scipy, `_TransposedBlocks`: no
+copy of X^T); (2) full, whole float64 torch copies of X and X^T (`_to_torch`, the CUDA path),
 switched by patching `_BlockCsr.pair` for the benchmark alone (`full_copies`). Time: both in
 one process, interleaved, `--rounds` rounds, medians; fit seconds (wall and CPU, X^T and the
 copies included) and the CPU seconds of each matrix-vector product (X b and X^T r, timed
@@ -251,16 +252,19 @@ def make_fixed_problem(n_rows: int, seed: int = 0) -> dict[str, Any]:
 
 
 class _Timed:
-    """X or X^T of a `_Problem`, each product counted and its CPU seconds added to `log`."""
+    """X or X^T (`key` "x" or "xt") of a `_Problem`, each product counted and its CPU seconds
+    added to `log`, in all and under its key."""
 
-    def __init__(self, m: Any, log: dict[str, float]):
-        self.m, self.log = m, log
+    def __init__(self, m: Any, log: dict[str, float], key: str):
+        self.m, self.log, self.key = m, log, key
 
     def __matmul__(self, v):
         t = time.process_time()
         out = self.m @ v
-        self.log["seconds"] += time.process_time() - t
-        self.log["products"] += 1
+        t = time.process_time() - t
+        for k in ("", f"{self.key}_"):
+            self.log[f"{k}seconds"] = self.log.get(f"{k}seconds", 0.0) + t
+            self.log[f"{k}products"] = self.log.get(f"{k}products", 0) + 1
         return out
 
 
@@ -290,7 +294,7 @@ def timed_products(log: dict[str, float]) -> Iterator[None]:
 
     def init(self, *args, **kwargs):
         keep(self, *args, **kwargs)
-        self.X, self.XT = _Timed(self.X, log), _Timed(self.XT, log)
+        self.X, self.XT = _Timed(self.X, log, "x"), _Timed(self.XT, log, "xt")
 
     fe._Problem.__init__ = init
     try:
@@ -304,7 +308,7 @@ def fit_fixed(data: dict[str, Any], path: str) -> dict[str, Any]:
     coefficients."""
     from glmix import FixedEffect
 
-    log = {"seconds": 0.0, "products": 0}
+    log: dict[str, float] = {}
     fe = FixedEffect(l2=1.0, tol=FE_TOL, device="cpu")
     with full_copies() if path == "full" else contextlib.nullcontext(), timed_products(log):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -317,8 +321,11 @@ def fit_fixed(data: dict[str, Any], path: str) -> dict[str, Any]:
         "evaluations": st["function_evaluations"],
         "iterations": st["iterations"],
         "converged": st["converged"],
-        "products": log["products"],
-        "product_s": log["seconds"] / max(log["products"], 1),
+        "products": log.get("products", 0),
+        **{
+            f"{k}product_s": log.get(f"{k}seconds", 0.0) / max(log.get(f"{k}products", 0), 1)
+            for k in ("", "x_", "xt_")
+        },
         "coef": fe.coef_,
     }
 
@@ -337,7 +344,8 @@ def run_fixed_time(n_rows: int, rounds: int) -> dict[str, Any]:
             got[path].append(fit_fixed(data, path))
     med = {
         path: {
-            k: float(np.median([r[k] for r in runs])) for k in ("fit_s", "fit_cpu_s", "product_s")
+            k: float(np.median([r[k] for r in runs]))
+            for k in ("fit_s", "fit_cpu_s", "product_s", "x_product_s", "xt_product_s")
         }
         for path, runs in got.items()
     }
@@ -362,6 +370,11 @@ def run_fixed_time(n_rows: int, rounds: int) -> dict[str, Any]:
         "blocked_product_s": med["blocked"]["product_s"],
         "full_product_s": med["full"]["product_s"],
         "product_ratio_blocked_over_full": med["blocked"]["product_s"] / med["full"]["product_s"],
+        **{
+            f"{path}_{k}": med[path][k]
+            for path in FE_PATHS
+            for k in ("x_product_s", "xt_product_s")
+        },
         "max_abs_coef_diff": float(np.abs(b["coef"] - f["coef"]).max()),
     }
 
@@ -411,6 +424,7 @@ def fixed_effect_main(args, common: list[str]) -> None:
             "*_fit_s": "seconds (wall), median over rounds: the whole FixedEffect.fit",
             "*_fit_cpu_s": "CPU seconds, median over rounds: the whole FixedEffect.fit",
             "*_product_s": "CPU seconds per matrix-vector product (X b or X^T r) in the fit, median",
+            "*_x_product_s, *_xt_product_s": "the same, X b alone and X^T r alone",
             "*_ratio_blocked_over_full": "blocked / full, of the medians",
             "*_peak_gib": "GiB: resident high-water mark during one fit in its own process "
             "(reset after generating the data), input included",
@@ -418,8 +432,8 @@ def fixed_effect_main(args, common: list[str]) -> None:
             "max_abs_coef_diff": "max |blocked - full| of the fitted coefficients (last round)",
         },
         note=(
-            "blocked: the CPU default (glmix.fixed_effect._BlockCsr, the design's float32 CSR "
-            "and a float32 X^T cast by row blocks); full: float64 torch copies of X and X^T "
+            "blocked: the CPU default (glmix.fixed_effect._BlockCsr: the design's float32 CSR "
+            "cast by row blocks; X^T r summed over the same blocks, _TransposedBlocks); full: float64 torch copies of X and X^T "
             "(_to_torch, the CUDA path). lbfgs, float64, l2 1, tol 1e-4; one row per size"
         ),
         loadavg=os.getloadavg(),

@@ -7,10 +7,11 @@ A weighted sum, so scikit-learn's C = 1 / l2. The optimizer sees it divided by t
 weight (same minimizer, gradients of order 1 whatever the row count).
 
 Solvers, in torch on the device (sparse CSR matrix-vector products with int32 indices, the
-transposed design kept as a second CSR, since torch's transposed sparse product is ~100x
-slower than a stored transpose on CPU; on CPU, X is the design's own CSR and X^T a CSR of
-its dtype (float32), both cast to the solver's dtype by row blocks as they multiply, see
-`_BlockCsr`):
+transposed design kept as a second CSR, since torch's product with a transposed CSR view
+(`X.t() @ r`) is far slower than with a stored transpose). On the CPU nothing is copied: X
+is the design's own CSR, cast to the solver's dtype by row blocks as it multiplies
+(`_BlockCsr`), and X^T r sums the same row blocks' transposed products
+(`_TransposedBlocks`):
 - "lbfgs" (l1 = 0): L-BFGS (scipy's L-BFGS-B driver on the host, every loss and gradient
   in torch on the device), stopping when max |gradient| of the normalized objective <= tol.
 - "fista" (l1 > 0, elastic net): FISTA, i.e. accelerated proximal gradient (soft-thresholding
@@ -79,9 +80,9 @@ class _BlockCsr:
     of a CSR product on its own, so the blocks give bit-identical results
     (tests/test_glmix_fixed_effect.py).
     Memory: the matrix's own arrays plus the scratch (`block` entries of dtype, 8 MB in
-    float64, or the longest row's, e.g. X^T's intercept row; `pair` shares one between X and
-    X^T; allocated on first use, dropped by `release`), instead of a float64 copy with its own
-    indices (12 bytes per entry; float32 values are 4). Time: each product also casts every value once. CPU time and memory of a
+    float64, or the longest row's; X^T of `pair` uses it too; allocated on first use, dropped
+    by `release`), instead of a float64 copy with its own indices (12 bytes per entry;
+    float32 values are 4). Time: each product also casts every value once. CPU time and memory of a
     fit against whole float64 copies: `python -m benchmarks.bench_glmix_solver
     --fixed-effect` (benchmarks/results/glmix_fixed_effect.json)."""
 
@@ -101,12 +102,11 @@ class _BlockCsr:
         self._scratch: list[torch.Tensor | None] = [None]  # (>= most,) dtype, on first use
 
     @classmethod
-    def pair(cls, m: sp.csr_matrix, dtype: torch.dtype) -> tuple[_BlockCsr, _BlockCsr]:
-        """(X, X^T) of the CSR m, sharing one scratch buffer (they never multiply at once)."""
-        X, XT = cls(m, dtype), cls(m.T.tocsr(), dtype)  # X^T: m's dtype, like m
-        X.most = XT.most = max(X.most, XT.most)
-        XT._scratch = X._scratch
-        return X, XT
+    def pair(cls, m: sp.csr_matrix, dtype: torch.dtype) -> tuple[_BlockCsr, _TransposedBlocks]:
+        """(X, X^T) of the CSR m: X^T multiplies by X's own row blocks and scratch, so no
+        transposed copy is held."""
+        X = cls(m, dtype)
+        return X, _TransposedBlocks(X)
 
     @property
     def scratch(self) -> torch.Tensor:
@@ -134,6 +134,42 @@ class _BlockCsr:
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         return self.mv(v)
+
+
+class _TransposedBlocks:
+    """X^T of a `_BlockCsr` X times a torch vector r, without a transposed copy of X:
+    X^T r = the sum over X's row blocks of block^T r[rows], each block cast into X's scratch
+    and multiplied by scipy as the CSC matrix its arrays are for the transpose. That product
+    reads r in order and adds into a (p,) vector that stays in cache, where torch's product
+    with a stored transpose (a (p, n) CSR: the intercept's row holds every row) reads r at
+    random; on one thread it was also the faster one (`python -m
+    benchmarks.bench_glmix_solver --fixed-effect` times whole fits of both). The sums run in
+    another order than one CSR's, so results match a stored transpose to rounding, not bit
+    for bit. Memory: X's arrays and scratch, and one (p,) vector per block."""
+
+    def __init__(self, X: _BlockCsr):
+        self.X, self.shape, self.dtype = X, (X.shape[1], X.shape[0]), X.dtype
+
+    def mv(self, r: torch.Tensor) -> torch.Tensor:
+        """X^T @ r: (p,) of dtype from r (n,) of dtype on the CPU."""
+        X, out = self.X, torch.zeros(self.shape[0], dtype=self.dtype)  # (p,)
+        if not X.blocks:
+            return out
+        total, buf, rn = out.numpy(), X.scratch.numpy(), r.numpy()
+        for a, e, lo, hi, crow, col in X.blocks:
+            np.copyto(buf[: e - a], X.m.data[a:e])  # cast, no allocation
+            # (p, hi - lo) CSC: the block's CSR arrays read as its transpose, no copy
+            block_t = sp.csc_matrix(
+                (buf[: e - a], col.numpy(), crow.numpy()), shape=self.shape[0:1] + (hi - lo,)
+            )
+            total += block_t @ rn[lo:hi]
+        return out
+
+    def release(self) -> None:
+        self.X.release()
+
+    def __matmul__(self, r: torch.Tensor) -> torch.Tensor:
+        return self.mv(r)
 
 
 class _Problem:
