@@ -117,11 +117,20 @@ def _as_index(idx, n: int, what: str) -> np.ndarray:
 
 
 class _Sides:
-    """Entity blocks, their per-event gathers (computed once, on first use), and term parsing."""
+    """Entity blocks, their per-event gathers (computed once, on first use), and term parsing.
+    crossed: entity-level results (within-table crosses, entries per entity row), shared by
+    the row chunks of one build."""
 
-    def __init__(self, blocks: dict[str, FeatureBlock], index: dict[str, np.ndarray], prefixes):
+    def __init__(
+        self,
+        blocks: dict[str, FeatureBlock],
+        index: dict[str, np.ndarray],
+        prefixes,
+        crossed: dict[Any, tuple[sp.csr_matrix, list[str]]] | None = None,
+    ):
         self.blocks, self.index, self.prefixes = blocks, index, prefixes
         self._gathered: dict[str, sp.csr_matrix] = {}
+        self._crossed = {} if crossed is None else crossed
 
     def parse(self, term: str) -> tuple[str, str | None]:
         if not isinstance(term, str):
@@ -145,6 +154,37 @@ class _Sides:
         sel = block if group is None else block.select(group)
         return FeatureBlock(sel.matrix, tuple(self.prefixes[side] + s for s in sel.names))
 
+    def row_counts(self, term) -> np.ndarray:
+        """(rows,) int64: the entries of each row of `rows(term)`, from the entity-level
+        blocks alone (no per-event matrix)."""
+        if isinstance(term, tuple | list):
+            (sa, ga), (sb, gb) = self.parse(term[0]), self.parse(term[1])
+            if sa == sb:
+                return _row_nnz(self._entity_cross(sa, ga, gb)[0])[self.index[sa]]
+            # face_split pairs every entry of a row of one side with every one of the other's
+            # (after summing duplicates)
+            ca, cb = self._entity_counts(sa, ga, True), self._entity_counts(sb, gb, True)
+            return ca[self.index[sa]] * cb[self.index[sb]]
+        side, group = self.parse(term)
+        return self._entity_counts(side, group, False)[self.index[side]]
+
+    def _entity_counts(self, side: str, group: str | None, canonical: bool) -> np.ndarray:
+        key = ("counts", side, group, canonical)
+        if key not in self._crossed:
+            m = self.entity(side, group).matrix
+            if canonical and not m.has_canonical_format:
+                m = _canonical_copy(m)
+            self._crossed[key] = _row_nnz(m)
+        return self._crossed[key]
+
+    def _entity_cross(self, side: str, ga: str | None, gb: str | None):
+        """(matrix, names): the within-table cross at entity level, computed once."""
+        key = ("cross", side, ga, gb)
+        if key not in self._crossed:
+            ea, eb = self.entity(side, ga), self.entity(side, gb)
+            self._crossed[key] = face_split(ea.matrix, eb.matrix, ea.names, eb.names)
+        return self._crossed[key]
+
     def gathered(self, side: str) -> sp.csr_matrix:
         if side not in self._gathered:  # one CSR row gather per side: matrix[idx]
             self._gathered[side] = to_csr32(self.blocks[side].matrix[self.index[side]])
@@ -157,8 +197,8 @@ class _Sides:
                 raise ValueError(f"cross term: expected a pair of selectors, got {term!r}")
             (sa, ga), (sb, gb) = self.parse(term[0]), self.parse(term[1])
             ea, eb = self.entity(sa, ga), self.entity(sb, gb)
-            if sa == sb:  # within one table: cross the entities, then gather the rows
-                m, names = face_split(ea.matrix, eb.matrix, ea.names, eb.names)
+            if sa == sb:  # within one table: cross the entities (once), then gather the rows
+                m, names = self._entity_cross(sa, ga, gb)
                 return to_csr32(m[self.index[sa]]), tuple(names)
             m, names = face_split(
                 self._select_rows(sa, ga), self._select_rows(sb, gb), ea.names, eb.names
@@ -196,8 +236,15 @@ def _hstack(mats: list[sp.csr_matrix], n: int, rows: int = 1 << 16) -> sp.csr_ma
     return sp.csr_matrix((data, indices, indptr.astype(idx)), shape=(n, cols))
 
 
+def _row_nnz(m: sp.csr_matrix) -> np.ndarray:
+    return np.diff(m.indptr).astype(np.int64)
+
+
 def _term_name(term) -> str:
     return term if isinstance(term, str) else f"{term[0]}*{term[1]}"
+
+
+DESIGN_ROWS = 1 << 18  # rows built at a time: the gathers and crosses are bounded by a chunk
 
 
 def design_matrices(
@@ -211,6 +258,7 @@ def design_matrices(
     coordinates: Mapping[str, Sequence[Any]] | None = None,
     intercept: bool = True,
     prefixes: Mapping[str, str] | None = None,
+    chunk_rows: int = DESIGN_ROWS,
 ) -> dict[str, FeatureBlock]:
     """GLMix designs, one row per event row: {"global": ..., "per_learner": ..., ...}.
 
@@ -230,6 +278,9 @@ def design_matrices(
       course features that share a column name (skills) stay apart. Names must be unique
       within a design.
     Every matrix is CSR float32 (n_rows, n_features), with `groups` = term -> column range.
+    chunk_rows: rows built at a time (the same result for any value): the per-event gathers,
+      crosses and stacks of a chunk are its temporaries, so the peak is the designs and one
+      chunk's work, not about twice the designs.
     """
     lb = _as_block(learner_X, "learner_X")
     cb = _as_block(course_X, "course_X")
@@ -239,33 +290,81 @@ def design_matrices(
         raise ValueError(
             f"learner_idx and course_idx must have the same length, got {li.shape} and {ci.shape}"
         )
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows: must be >= 1, got {chunk_rows!r}")
     prefixes = {"learner": "learner.", "course": "course.", **(prefixes or {})}
-    sides = _Sides({"learner": lb, "course": cb}, {"learner": li, "course": ci}, prefixes)
     coordinates = DEFAULT_COORDINATES if coordinates is None else coordinates
     specs = {"global": (*global_terms, *crosses), **{k: tuple(v) for k, v in coordinates.items()}}
-    out: dict[str, FeatureBlock] = {}
     n = len(li)
+    crossed: dict[Any, Any] = {}  # entity-level results, computed once for every chunk
+    blocks = {"learner": lb, "course": cb}
+    empty = np.zeros(0, dtype=np.int64)
+    # Each design is allocated once, its row pointers from the entity-level entry counts,
+    # then filled chunk by chunk: a chunk's gathers and matrices are the only temporaries.
+    out: dict[str, FeatureBlock] = {}
+    whole = _Sides(blocks, {"learner": li, "course": ci}, prefixes, crossed)
     for design, terms in specs.items():
-        mats: list[sp.csr_matrix] = []
-        names: list[str] = []
-        groups: dict[str, tuple[int, int]] = {}
-        if intercept:
-            mats.append(sp.csr_matrix(np.ones((n, 1), dtype=np.float32)))
-            names.append(INTERCEPT)
-            groups[INTERCEPT] = (0, 1)
+        no_rows = _Sides(blocks, {"learner": empty, "course": empty}, prefixes, crossed)
+        _, names, groups = _design_rows(no_rows, design, terms, 0, intercept)  # checks names
+        counts = np.full(n, int(intercept), dtype=np.int64)  # (n,) entries of each row
         for term in terms:
-            m, nm = sides.rows(term)
-            groups[_term_name(term)] = (len(names), len(names) + len(nm))
-            mats.append(m)
-            names += nm
-        dup = pd.Index(names)
-        if dup.has_duplicates:
-            ex = list(dup[dup.duplicated()].unique()[:_N_EXAMPLES])
-            raise ValueError(
-                f"design {design!r}: {int(dup.duplicated().sum())} duplicate feature name(s), "
-                f"e.g. {ex}; a term is repeated, or an encoder has intercept=True while "
-                "design_matrices adds one too"
-            )
-        matrix = to_csr32(_hstack(mats, n)) if mats else sp.csr_matrix((n, 0), dtype=np.float32)
-        out[design] = FeatureBlock(matrix, tuple(names), groups)
+            counts += whole.row_counts(term)
+        nnz = int(counts.sum())
+        idx = np.int64 if max(len(names) - 1, nnz) > np.iinfo(np.int32).max else np.int32
+        ptr = np.zeros(n + 1, dtype=idx)  # as scipy would choose its index dtype
+        np.cumsum(counts, out=ptr[1:])
+        del counts
+        matrix = sp.csr_matrix(
+            (np.empty(nnz, np.float32), np.empty(nnz, idx), ptr), shape=(n, len(names))
+        )
+        out[design] = FeatureBlock(matrix, names, groups)
+    del whole
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        sides = _Sides(blocks, {"learner": li[lo:hi], "course": ci[lo:hi]}, prefixes, crossed)
+        for design, terms in specs.items():
+            part = _design_rows(sides, design, terms, hi - lo, intercept)[0]
+            _fill(out[design].matrix, part, lo, design)
+            del part
+        del sides  # this chunk's gathers
     return out
+
+
+def _fill(m: sp.csr_matrix, part: sp.csr_matrix, lo: int, design: str) -> None:
+    """Write one chunk's design `part` into rows lo: of the design `m` (allocated)."""
+    hi = lo + part.shape[0]
+    a, e = int(m.indptr[lo]), int(m.indptr[hi])
+    if not np.array_equal(part.indptr, m.indptr[lo : hi + 1] - a):  # the counts' promise
+        raise RuntimeError(
+            f"design {design!r}: rows {lo}:{hi} hold other entry counts than the entity-level "
+            "counts gave (a bug: please report it with the feature blocks' shapes)"
+        )
+    m.data[a:e], m.indices[a:e] = part.data, part.indices
+
+
+def _design_rows(
+    sides: _Sides, design: str, terms: Sequence[Any], n: int, intercept: bool
+) -> tuple[sp.csr_matrix, tuple[str, ...], dict[str, tuple[int, int]]]:
+    """One design for the `n` rows of `sides`: (CSR float32, names, groups)."""
+    mats: list[sp.csr_matrix] = []
+    names: list[str] = []
+    groups: dict[str, tuple[int, int]] = {}
+    if intercept:
+        mats.append(sp.csr_matrix(np.ones((n, 1), dtype=np.float32)))
+        names.append(INTERCEPT)
+        groups[INTERCEPT] = (0, 1)
+    for term in terms:
+        m, nm = sides.rows(term)
+        groups[_term_name(term)] = (len(names), len(names) + len(nm))
+        mats.append(m)
+        names += nm
+    dup = pd.Index(names)
+    if dup.has_duplicates:
+        ex = list(dup[dup.duplicated()].unique()[:_N_EXAMPLES])
+        raise ValueError(
+            f"design {design!r}: {int(dup.duplicated().sum())} duplicate feature name(s), "
+            f"e.g. {ex}; a term is repeated, or an encoder has intercept=True while "
+            "design_matrices adds one too"
+        )
+    matrix = to_csr32(_hstack(mats, n)) if mats else sp.csr_matrix((n, 0), dtype=np.float32)
+    return matrix, tuple(names), groups
