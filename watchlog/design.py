@@ -118,7 +118,7 @@ def _as_index(idx, n: int, what: str) -> np.ndarray:
 
 class _Sides:
     """Entity blocks, their per-event gathers (computed once, on first use), and term parsing.
-    crossed: entity-level results (within-table crosses, entries per entity row), shared by
+    shared: entity-level results (within-table crosses, entries per entity row), shared by
     the row chunks of one build."""
 
     def __init__(
@@ -126,11 +126,11 @@ class _Sides:
         blocks: dict[str, FeatureBlock],
         index: dict[str, np.ndarray],
         prefixes,
-        crossed: dict[Any, tuple[sp.csr_matrix, list[str]]] | None = None,
+        shared: dict[tuple, Any] | None = None,
     ):
         self.blocks, self.index, self.prefixes = blocks, index, prefixes
         self._gathered: dict[str, sp.csr_matrix] = {}
-        self._crossed = {} if crossed is None else crossed
+        self._shared = {} if shared is None else shared
 
     def parse(self, term: str) -> tuple[str, str | None]:
         if not isinstance(term, str):
@@ -170,20 +170,20 @@ class _Sides:
 
     def _entity_counts(self, side: str, group: str | None, canonical: bool) -> np.ndarray:
         key = ("counts", side, group, canonical)
-        if key not in self._crossed:
+        if key not in self._shared:
             m = self.entity(side, group).matrix
             if canonical and not m.has_canonical_format:
                 m = _canonical_copy(m)
-            self._crossed[key] = _row_nnz(m)
-        return self._crossed[key]
+            self._shared[key] = _row_nnz(m)
+        return self._shared[key]
 
     def _entity_cross(self, side: str, ga: str | None, gb: str | None):
         """(matrix, names): the within-table cross at entity level, computed once."""
         key = ("cross", side, ga, gb)
-        if key not in self._crossed:
+        if key not in self._shared:
             ea, eb = self.entity(side, ga), self.entity(side, gb)
-            self._crossed[key] = face_split(ea.matrix, eb.matrix, ea.names, eb.names)
-        return self._crossed[key]
+            self._shared[key] = face_split(ea.matrix, eb.matrix, ea.names, eb.names)
+        return self._shared[key]
 
     def gathered(self, side: str) -> sp.csr_matrix:
         if side not in self._gathered:  # one CSR row gather per side: matrix[idx]
@@ -296,15 +296,15 @@ def design_matrices(
     coordinates = DEFAULT_COORDINATES if coordinates is None else coordinates
     specs = {"global": (*global_terms, *crosses), **{k: tuple(v) for k, v in coordinates.items()}}
     n = len(li)
-    crossed: dict[Any, Any] = {}  # entity-level results, computed once for every chunk
+    shared: dict[tuple, Any] = {}  # entity-level results, computed once for every chunk
     blocks = {"learner": lb, "course": cb}
     empty = np.zeros(0, dtype=np.int64)
     # Each design is allocated once, its row pointers from the entity-level entry counts,
     # then filled chunk by chunk: a chunk's gathers and matrices are the only temporaries.
     out: dict[str, FeatureBlock] = {}
-    whole = _Sides(blocks, {"learner": li, "course": ci}, prefixes, crossed)
+    whole = _Sides(blocks, {"learner": li, "course": ci}, prefixes, shared)
     for design, terms in specs.items():
-        no_rows = _Sides(blocks, {"learner": empty, "course": empty}, prefixes, crossed)
+        no_rows = _Sides(blocks, {"learner": empty, "course": empty}, prefixes, shared)
         _, names, groups = _design_rows(no_rows, design, terms, 0, intercept)  # checks names
         counts = np.full(n, int(intercept), dtype=np.int64)  # (n,) entries of each row
         for term in terms:
@@ -321,7 +321,7 @@ def design_matrices(
     del whole
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
-        sides = _Sides(blocks, {"learner": li[lo:hi], "course": ci[lo:hi]}, prefixes, crossed)
+        sides = _Sides(blocks, {"learner": li[lo:hi], "course": ci[lo:hi]}, prefixes, shared)
         for design, terms in specs.items():
             part = _design_rows(sides, design, terms, hi - lo, intercept)[0]
             _fill(out[design].matrix, part, lo, design)
