@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -138,35 +139,67 @@ class _BlockCsr:
 
 class _TransposedBlocks:
     """X^T of a `_BlockCsr` X times a torch vector r, without a transposed copy of X:
-    X^T r = the sum over X's row blocks of block^T r[rows], each block cast into X's scratch
-    and multiplied by scipy as the CSC matrix its arrays are for the transpose. That product
-    reads r in order and adds into a (p,) vector that stays in cache, where torch's product
-    with a stored transpose (a (p, n) CSR: the intercept's row holds every row) reads r at
-    random: 1.2x (1M rows) to 3.0x (4M rows) faster than a stored float64 transpose on one
+    X^T r = the sum over X's row blocks of block^T r[rows], each block cast into a scratch
+    buffer and multiplied by scipy as the CSC matrix its arrays are for the transpose. That
+    product reads r in order and adds into a (p,) vector that stays in cache, where torch's
+    product with a stored transpose (a (p, n) CSR: the intercept's row holds every row) reads
+    r at random: 1.2x (1M rows) to 3.0x (4M rows) faster than a stored float64 transpose on one
     thread (`python -m benchmarks.bench_glmix_solver --fixed-effect`,
-    benchmarks/results/glmix_fixed_effect.json). The sums run in
-    another order than one CSR's, so results match a stored transpose to rounding, not bit
-    for bit. Memory: X's arrays and scratch, and one (p,) vector per block."""
+    benchmarks/results/glmix_fixed_effect.json). The blocks run on torch's thread count, a
+    round of one block per thread at a time, and their products are added in block order: the
+    same result, bit for bit, whatever the thread count. The sums run in another order than
+    one CSR's, so results match a stored transpose to rounding, not bit for bit. Memory: X's
+    arrays and scratch, one more scratch per extra thread (dropped by `release`) and one (p,)
+    vector per thread."""
 
     def __init__(self, X: _BlockCsr):
         self.X, self.shape, self.dtype = X, (X.shape[1], X.shape[0]), X.dtype
+        self._extra: list[np.ndarray] = []  # scratch of the threads past the first
+
+    def _scratches(self, n: int) -> list[np.ndarray]:
+        """n scratch buffers: X's own, then buffers of the same size kept for later calls."""
+        like = self.X.scratch.numpy()
+        while len(self._extra) < n - 1:
+            self._extra.append(np.empty_like(like))
+        return [like, *self._extra[: n - 1]]
 
     def mv(self, r: torch.Tensor) -> torch.Tensor:
         """X^T @ r: (p,) of dtype from r (n,) of dtype on the CPU."""
         X, out = self.X, torch.zeros(self.shape[0], dtype=self.dtype)  # (p,)
-        if not X.blocks:
+        blocks = X.blocks
+        if not blocks:
             return out
-        total, buf, rn = out.numpy(), X.scratch.numpy(), r.numpy()
-        for a, e, lo, hi, crow, col in X.blocks:
-            np.copyto(buf[: e - a], X.m.data[a:e])  # cast, no allocation
+        threads = max(1, min(torch.get_num_threads(), len(blocks)))
+        total, rn, bufs = out.numpy(), r.numpy(), self._scratches(threads)
+        parts = np.empty((threads, self.shape[0]), dtype=total.dtype)  # one round's products
+
+        def product(k: int, i: int) -> None:  # block i into parts[k], with scratch k
+            a, e, lo, hi, crow, col = blocks[i]
+            buf = bufs[k][: e - a]
+            np.copyto(buf, X.m.data[a:e])  # cast, no allocation
             # (p, hi - lo) CSC: the block's CSR arrays read as its transpose, no copy
             block_t = sp.csc_matrix(
-                (buf[: e - a], col.numpy(), crow.numpy()), shape=(self.shape[0], hi - lo)
+                (buf, col.numpy(), crow.numpy()), shape=(self.shape[0], hi - lo)
             )
-            total += block_t @ rn[lo:hi]
+            parts[k] = block_t @ rn[lo:hi]
+
+        pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        try:
+            for start in range(0, len(blocks), threads):
+                rnd = range(start, min(start + threads, len(blocks)))
+                if pool is None:
+                    product(0, start)
+                else:  # scipy's product and numpy's cast release the GIL
+                    list(pool.map(product, range(len(rnd)), rnd))
+                for k in range(len(rnd)):  # in block order: the sequential sum, bit for bit
+                    total += parts[k]
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return out
 
     def release(self) -> None:
+        self._extra = []
         self.X.release()
 
     def __matmul__(self, r: torch.Tensor) -> torch.Tensor:
@@ -216,8 +249,8 @@ class _Problem:
         """Drop the buffers of a fit (the scratch and the three (n,) vectors), which coordinate
         descent would otherwise hold between fits."""
         self._buffers = None
-        if isinstance(self.X, _BlockCsr):
-            self.X.release()
+        if isinstance(self.XT, _TransposedBlocks):  # X's scratch and the threads' ones
+            self.XT.release()
 
     def smooth(self, beta: torch.Tensor, grad: bool = True):
         """(f, g): (loss + L2 / prior penalty) / W and its gradient (P,). In place: the same

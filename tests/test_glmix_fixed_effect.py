@@ -162,7 +162,7 @@ def test_block_products_equal_one_csr_copy_bit_for_bit(dtype):
 def test_transposed_products_by_row_blocks_equal_a_stored_transpose(dtype):
     """X^T r on the CPU sums X's row blocks (no transposed copy): it equals the product with
     a stored transpose to rounding (other sum order), for any block size, with empty rows,
-    and on a matrix without rows or entries; the gradient is always float64 or float32."""
+    and on a matrix without rows or entries; the same bits on any number of threads."""
     import torch
 
     from glmix._inputs import torch_dtype
@@ -181,6 +181,20 @@ def test_transposed_products_by_row_blocks_equal_a_stored_transpose(dtype):
         got = _TransposedBlocks(X) @ r
         assert got.dtype == dt and got.shape == (60,) and got[7] == 0
         np.testing.assert_allclose(got.double(), stored, rtol=rtol, atol=rtol * stored.abs().max())
+    # threads: a round of blocks at a time, added in block order: bit for bit any count
+    X = _BlockCsr(m, dt, 1 << 10)
+    XT, threads = _TransposedBlocks(X), torch.get_num_threads()
+    try:
+        got = {}
+        for n_threads in (1, 2, 3):
+            torch.set_num_threads(n_threads)
+            got[n_threads] = XT @ r
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
+    assert len(XT._extra) == 2  # the scratch of threads 2 and 3, kept for the next product
+    XT.release()
+    assert XT._extra == [] and X._scratch[0] is None
     for empty in (sp.csr_matrix((0, 4), dtype=np.float32), sp.csr_matrix((5, 4), dtype=np.float32)):
         XT = _BlockCsr.pair(empty, dt)[1]
         assert torch.equal(XT @ torch.ones(empty.shape[0], dtype=dt), torch.zeros(4, dtype=dt))
