@@ -182,9 +182,13 @@ def test_unchanged_rerun_reuses_every_stage_and_a_trainer_change_retrains_ncf(tm
 def test_killed_during_two_tower_training_resumes_to_the_same_metrics(tmp_path):
     overrides = ("trainer.max_epochs=4", "stages.blend=false", "stages.export=false")
     _run(tmp_path / "whole", *overrides)
-    out = tmp_path / "killed"
-    _kill_when(out, out / "ncf" / "checkpoints" / "last.ckpt", *overrides)
-    assert not (out / "ncf" / "checkpoints" / "fit_done.json").exists()  # killed mid-fit
+    for attempt in range(3):  # a poller starved on a loaded machine can see last.ckpt late
+        out = tmp_path / f"killed{attempt}"
+        _kill_when(out, out / "ncf" / "checkpoints" / "last.ckpt", *overrides)
+        if not (out / "ncf" / "checkpoints" / "fit_done.json").exists():
+            break  # killed mid-fit, as wanted
+    else:
+        pytest.fail("the two-tower fit finished before the kill, three times")
     again = _run(out, *overrides)
     assert "resuming the two-tower fit from" in again
     whole, resumed = _metrics(tmp_path / "whole"), _metrics(out)
