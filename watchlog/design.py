@@ -215,25 +215,52 @@ class _Sides:
         return to_csr32(g[:, lo:hi])
 
 
+def _index_dtype(cols: int, nnz: int) -> type:
+    """The CSR index dtype scipy would choose for `cols` columns and `nnz` entries."""
+    return np.int64 if max(cols - 1, nnz) > np.iinfo(np.int32).max else np.int32
+
+
+def _allocated_csr(indptr: np.ndarray, cols: int) -> sp.csr_matrix:
+    """A float32 CSR with these row pointers, its data and indices allocated, not written."""
+    nnz = int(indptr[-1])
+    idx = _index_dtype(cols, nnz)
+    return sp.csr_matrix(
+        (np.empty(nnz, np.float32), np.empty(nnz, idx), indptr.astype(idx, copy=False)),
+        shape=(len(indptr) - 1, cols),
+    )
+
+
 def _hstack(mats: list[sp.csr_matrix], n: int, rows: int = 1 << 16) -> sp.csr_matrix:
-    """`sp.hstack(mats, format="csr")` (n rows each), the same arrays, written into the
-    result by blocks of `rows` rows: scipy's holds two more copies of the result on the way
-    (the inputs concatenated, then a copy of its own output), which set the peak memory of a
-    4M-row design build."""
-    cols = sum(m.shape[1] for m in mats)
+    """`sp.hstack(mats, format="csr")` (n rows each, float32), the same arrays, written into
+    the result by blocks of `rows` rows (`_hstack_into`): scipy's holds two more copies of
+    the result on the way (the inputs concatenated, then a copy of its own output)."""
     indptr = np.zeros(n + 1, dtype=np.int64)
     for m in mats:
         indptr += m.indptr - m.indptr[0]  # row i: the blocks' entries, one after the other
-    nnz = int(indptr[-1])
-    idx = np.int64 if max(cols - 1, nnz) > np.iinfo(np.int32).max else np.int32  # as scipy's
-    data = np.empty(nnz, dtype=np.result_type(*(m.dtype for m in mats)))
-    indices = np.empty(nnz, dtype=idx)
-    for lo in range(0, n, rows):
-        hi = min(n, lo + rows)
-        part = sp.hstack([m[lo:hi] for m in mats], format="csr")
-        a, e = indptr[lo], indptr[hi]
-        data[a:e], indices[a:e] = part.data, part.indices
-    return sp.csr_matrix((data, indices, indptr.astype(idx)), shape=(n, cols))
+    out = _allocated_csr(indptr, sum(m.shape[1] for m in mats))
+    _hstack_into(out, 0, mats, rows)
+    return out
+
+
+def _hstack_into(out: sp.csr_matrix, lo: int, mats: list[sp.csr_matrix], rows: int = 1 << 16):
+    """Write `sp.hstack(mats)` (r rows each) into rows lo:lo + r of `out`, whose row pointers
+    are already set, by blocks of `rows` rows; the pointers must agree with the mats'."""
+    r = mats[0].shape[0] if mats else 0
+    a = int(out.indptr[lo])
+    ptr = out.indptr[lo : lo + r + 1].astype(np.int64) - a  # (r + 1,) where each row goes
+    counts = np.zeros(r, dtype=np.int64)
+    for m in mats:
+        counts += np.diff(m.indptr)
+    if not np.array_equal(np.diff(ptr), counts):
+        raise RuntimeError(
+            f"rows {lo}:{lo + r} hold other entry counts than the design's row pointers (a bug: "
+            "please report it with the feature blocks' shapes)"
+        )
+    for b in range(0, r, rows):
+        e = min(r, b + rows)
+        part = sp.hstack([m[b:e] for m in mats], format="csr")
+        at, to = a + int(ptr[b]), a + int(ptr[e])
+        out.data[at:to], out.indices[at:to] = part.data, part.indices
 
 
 def _row_nnz(m: sp.csr_matrix) -> np.ndarray:
@@ -305,47 +332,30 @@ def design_matrices(
     whole = _Sides(blocks, {"learner": li, "course": ci}, prefixes, shared)
     for design, terms in specs.items():
         no_rows = _Sides(blocks, {"learner": empty, "course": empty}, prefixes, shared)
-        _, names, groups = _design_rows(no_rows, design, terms, 0, intercept)  # checks names
+        _, names, groups = _design_terms(no_rows, design, terms, intercept)  # checks names
         counts = np.full(n, int(intercept), dtype=np.int64)  # (n,) entries of each row
         for term in terms:
             counts += whole.row_counts(term)
-        nnz = int(counts.sum())
-        idx = np.int64 if max(len(names) - 1, nnz) > np.iinfo(np.int32).max else np.int32
-        ptr = np.zeros(n + 1, dtype=idx)  # as scipy would choose its index dtype
+        ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
         del counts
-        matrix = sp.csr_matrix(
-            (np.empty(nnz, np.float32), np.empty(nnz, idx), ptr), shape=(n, len(names))
-        )
-        out[design] = FeatureBlock(matrix, names, groups)
+        out[design] = FeatureBlock(_allocated_csr(ptr, len(names)), names, groups)
+        del ptr
     del whole
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
         sides = _Sides(blocks, {"learner": li[lo:hi], "course": ci[lo:hi]}, prefixes, shared)
-        for design, terms in specs.items():
-            part = _design_rows(sides, design, terms, hi - lo, intercept)[0]
-            _fill(out[design].matrix, part, lo, design)
-            del part
+        for design, terms in specs.items():  # straight into the design's arrays
+            _hstack_into(out[design].matrix, lo, _design_terms(sides, design, terms, intercept)[0])
         del sides  # this chunk's gathers
     return out
 
 
-def _fill(m: sp.csr_matrix, part: sp.csr_matrix, lo: int, design: str) -> None:
-    """Write one chunk's design `part` into rows lo: of the design `m` (allocated)."""
-    hi = lo + part.shape[0]
-    a, e = int(m.indptr[lo]), int(m.indptr[hi])
-    if not np.array_equal(part.indptr, m.indptr[lo : hi + 1] - a):  # the counts' promise
-        raise RuntimeError(
-            f"design {design!r}: rows {lo}:{hi} hold other entry counts than the entity-level "
-            "counts gave (a bug: please report it with the feature blocks' shapes)"
-        )
-    m.data[a:e], m.indices[a:e] = part.data, part.indices
-
-
-def _design_rows(
-    sides: _Sides, design: str, terms: Sequence[Any], n: int, intercept: bool
-) -> tuple[sp.csr_matrix, tuple[str, ...], dict[str, tuple[int, int]]]:
-    """One design for the `n` rows of `sides`: (CSR float32, names, groups)."""
+def _design_terms(
+    sides: _Sides, design: str, terms: Sequence[Any], intercept: bool
+) -> tuple[list[sp.csr_matrix], tuple[str, ...], dict[str, tuple[int, int]]]:
+    """One design's terms for the rows of `sides`: (CSR float32 blocks, names, groups)."""
+    n = len(next(iter(sides.index.values())))
     mats: list[sp.csr_matrix] = []
     names: list[str] = []
     groups: dict[str, tuple[int, int]] = {}
@@ -366,5 +376,4 @@ def _design_rows(
             f"e.g. {ex}; a term is repeated, or an encoder has intercept=True while "
             "design_matrices adds one too"
         )
-    matrix = to_csr32(_hstack(mats, n)) if mats else sp.csr_matrix((n, 0), dtype=np.float32)
-    return matrix, tuple(names), groups
+    return mats, tuple(names), groups
