@@ -100,7 +100,7 @@ class _BlockCsr:
             col = torch.from_numpy(m.indices[a:e].astype(np.int32, copy=False))  # a view
             self.blocks.append((a, e, int(lo), int(hi), crow, col))
         self.most = max((e - a for a, e, *_ in self.blocks), default=0)  # scratch entries
-        self._scratch: list[torch.Tensor | None] = [None]  # (>= most,) dtype, on first use
+        self._scratch: torch.Tensor | None = None  # (>= most,) dtype, on first use
 
     @classmethod
     def pair(cls, m: sp.csr_matrix, dtype: torch.dtype) -> tuple[_BlockCsr, _TransposedBlocks]:
@@ -111,13 +111,13 @@ class _BlockCsr:
 
     @property
     def scratch(self) -> torch.Tensor:
-        if self._scratch[0] is None:
-            self._scratch[0] = torch.empty(self.most, dtype=self.dtype)
-        return self._scratch[0]
+        if self._scratch is None:
+            self._scratch = torch.empty(self.most, dtype=self.dtype)
+        return self._scratch
 
     def release(self) -> None:
         """Drop the scratch buffer (of the pair); the next product allocates it again."""
-        self._scratch[0] = None
+        self._scratch = None
 
     def mv(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """self @ v, into `out` ((rows,) of dtype) when given."""

@@ -152,8 +152,8 @@ def test_block_products_equal_one_csr_copy_bit_for_bit(dtype):
     assert out.data_ptr() == buf[2:].data_ptr() and torch.equal(out, _to_torch(m, "cpu", dt) @ b)
     assert (buf[:2] == 7).all() and (buf[-3:] == 7).all()
     XT.release()  # the pair's one scratch
-    assert X._scratch[0] is None
-    assert torch.equal(X @ b, out) and X._scratch[0] is not None
+    assert X._scratch is None
+    assert torch.equal(X @ b, out) and X._scratch is not None
     empty = _BlockCsr(sp.csr_matrix((0, 4), dtype=np.float32), dt)
     assert (empty @ torch.zeros(4, dtype=dt)).shape == (0,)
 
@@ -194,7 +194,7 @@ def test_transposed_products_by_row_blocks_equal_a_stored_transpose(dtype):
     assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
     assert len(XT._extra) == 2  # the scratch of threads 2 and 3, kept for the next product
     XT.release()
-    assert XT._extra == [] and X._scratch[0] is None
+    assert XT._extra == [] and X._scratch is None
     for empty in (sp.csr_matrix((0, 4), dtype=np.float32), sp.csr_matrix((5, 4), dtype=np.float32)):
         XT = _BlockCsr.pair(empty, dt)[1]
         assert torch.equal(XT @ torch.ones(empty.shape[0], dtype=dt), torch.zeros(4, dtype=dt))
@@ -229,7 +229,7 @@ def test_smooth_in_place_equals_the_plain_expressions(added):
         assert f_got.item() == ((loss + 0.5 * (prob.pen * diff.square()).sum()) / prob.W).item()
         assert torch.equal(g_got, (g + prob.pen * diff) / prob.W)
     prob.release()
-    assert prob._buffers is None and prob.X._scratch[0] is None
+    assert prob._buffers is None and prob.X._scratch is None
 
 
 def test_cpu_fit_and_margins_equal_the_float64_copy_path(monkeypatch):
