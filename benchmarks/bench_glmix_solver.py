@@ -433,8 +433,9 @@ def fixed_effect_main(args, common: list[str]) -> None:
         },
         note=(
             "blocked: the CPU default (glmix.fixed_effect._BlockCsr: the design's float32 CSR "
-            "cast by row blocks; X^T r summed over the same blocks, _TransposedBlocks); full: float64 torch copies of X and X^T "
-            "(_to_torch, the CUDA path). lbfgs, float64, l2 1, tol 1e-4; one row per size"
+            "cast by row blocks; X^T r summed over the same blocks, _TransposedBlocks); full: "
+            "float64 torch copies of X and X^T (_to_torch, the CUDA path). lbfgs, float64, l2 1, "
+            "tol 1e-4; one row per size"
         ),
         loadavg=os.getloadavg(),
     )
