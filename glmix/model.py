@@ -36,7 +36,7 @@ from glmix.distributed import LOCAL, Comm
 from glmix.fixed_effect import FixedEffect
 from glmix.random_effect import RandomEffect
 from glmix.solvers import softplus
-from glmix.state import FitState, load_state, save_state
+from glmix.state import FitState, array_fingerprint, design_fingerprint, load_state, save_state
 from watchlog.progress import progress
 
 __all__ = ["GLMix", "ComponentScores"]
@@ -208,7 +208,10 @@ class GLMix(BaseEstimator):
         best: dict[str, Any] | None = None
         snapshot: dict[str, tuple] | None = None
         fitted: set[str] = set()
-        signature = self._state_signature(names, order, n_updates, y, w, o, val)
+        signature = None
+        if state_path is not None:
+            signature = self._state_signature(names, order, n_updates, D, coords, prepared,
+                                              y, w, o, val)  # fmt: skip
         resumed = load_state(state_path, signature) if state_path is not None else None
         first = 0
         if resumed is not None:
@@ -286,17 +289,35 @@ class GLMix(BaseEstimator):
             return est._margin_np(design)
         return est._score_codes(design, prepared.codes if codes is None else codes)
 
-    def _state_signature(self, names, order, n_updates, y, w, o, val) -> dict[str, Any]:
-        """What a saved state must match to be resumed: the settings and a summary of the
-        rows (their count and the sums of labels, weights and offsets)."""
-        return {
+    def _state_signature(
+        self, names, order, n_updates, D, coords, prepared, y, w, o, val
+    ) -> dict[str, Any]:
+        """What a saved state must match to be resumed: the settings and fingerprints of the
+        inputs (`glmix.state`): each coordinate's design, each random effect's entity ids and
+        row codes, the labels, weights and offsets, and the validation set likewise."""
+        entities = {
+            c: [array_fingerprint(coords[c].ids_.index), array_fingerprint(prepared[c].codes)]
+            for c in names
+            if isinstance(coords[c], RandomEffect)
+        }
+        out = {
             "params": repr(self.get_params(deep=False)),
             "coordinates": names,
             "order": order,
             "updates": n_updates,
-            "rows": [len(y), float(y.sum()), float(w.sum()), float(o.sum())],
-            "validation_rows": None if val is None else [len(val["y"]), float(val["y"].sum())],
+            "rows": len(y),
+            "designs": {c: design_fingerprint(D[c]) for c in names},
+            "entities": entities,
+            "y_w_offset": [array_fingerprint(a) for a in (y, w, o)],
+            "validation": None,
         }
+        if val is not None:
+            out["validation"] = {
+                "designs": {c: design_fingerprint(val["D"][c]) for c in names},
+                "codes": {c: array_fingerprint(v) for c, v in val["codes"].items()},
+                "y_offset": [array_fingerprint(val["y"]), array_fingerprint(val["o"])],
+            }
+        return out
 
     def _validation(self, validation, names, coords):
         if not isinstance(validation, tuple | list) or len(validation) not in (3, 4):

@@ -7,11 +7,16 @@ update kept on validation, the running total score of the training rows (saved r
 recomputed: the sum is accumulated update by update, and recomputing it in another order
 would change its last bits), and in `meta` (JSON) the next update's index, the history, the
 kept update and a signature of the fit's inputs and settings: a state whose signature
-differs from the fit asking for it is not used.
+differs from the fit asking for it is not used. The signature fingerprints the inputs
+themselves (`design_fingerprint`, `array_fingerprint`): every design's shape, feature names,
+row structure, a strided sample of its entries and their float64 sum; every key's entity ids
+and row codes; the labels, weights and offsets; so a state left by a fit on other data is
+never taken for this one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,12 +25,52 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from watchlog.io import atomic_path, to_jsonable
 
-__all__ = ["FitState", "load_state", "save_state"]
+__all__ = ["FitState", "array_fingerprint", "design_fingerprint", "load_state", "save_state"]
 
 log = logging.getLogger(__name__)
+
+
+_SAMPLE = 1 << 20  # entries of a design's indices / values hashed (a strided sample)
+
+
+def _update(h, a: np.ndarray) -> None:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+
+
+def _strided(a: np.ndarray) -> np.ndarray:
+    return a[:: max(1, -(-a.size // _SAMPLE))]
+
+
+def array_fingerprint(a: Any) -> str:
+    """A hash of a whole array (labels, weights, row codes) or of a pd.Index's values."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(a, pd.Index):
+        a = pd.util.hash_array(np.asarray(a))  # (n,) uint64, any id type
+    _update(h, np.asarray(a))
+    return h.hexdigest()
+
+
+def design_fingerprint(design: Any) -> str:
+    """A design (`glmix._inputs.Design`): its shape, names, CSR row pointers (whole), a
+    strided sample of at most 2**20 column indices and values, and the values' float64 sum:
+    linear in rows, bounded in entries, so cheap next to one coordinate update."""
+    m = design.matrix
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((m.shape, tuple(design.names))).encode())
+    values = m.data if sp.issparse(m) else m.reshape(-1)
+    if sp.issparse(m):
+        _update(h, m.indptr)
+        _update(h, _strided(m.indices))
+    _update(h, _strided(values))
+    h.update(repr(float(values.sum(dtype=np.float64))).encode())
+    return h.hexdigest()
 
 
 @dataclass

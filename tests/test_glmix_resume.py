@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import glmix.model
 from tests.test_glmix_model import make_data, model, split
@@ -66,3 +67,31 @@ def test_state_of_another_fit_is_not_used(tmp_path):
     np.testing.assert_array_equal(
         again.coordinates_["global"].coef_, _fit().coordinates_["global"].coef_
     )
+
+
+def test_state_of_a_fit_on_other_inputs_is_not_used(tmp_path, caplog):
+    """Same settings, labels and row count, other designs or keys: a fresh fit each time."""
+    path = tmp_path / "state.npz"
+    designs, keys, y = make_data()
+    train, valid = split(designs, keys, y, 0, 4500), split(designs, keys, y, 4500, 6000)
+    fresh = _fit()  # the fit below, uninterrupted and without a state
+    rng = np.random.default_rng(5)
+    other = {name: d.copy() for name, d in train[0].items()}  # new values, same shapes
+    other["global"].data[:] = rng.normal(size=other["global"].nnz)
+    shuffled = {key: rng.permutation(np.asarray(v)) for key, v in train[1].items()}
+
+    def widen(part):
+        g = sp.hstack([part[0]["global"], np.ones((len(part[2]), 1))]).tocsr()
+        return ({**part[0], "global": g}, *part[1:])
+
+    for train_, valid_ in (
+        ((other, train[1], train[2]), valid),
+        ((train[0], shuffled, train[2]), valid),
+        (widen(train), widen(valid)),
+    ):
+        model(passes=3).fit(*train_, validation=valid_, state_path=path)
+        caplog.clear()
+        again = _fit(path)  # the real inputs: the state above is another fit's
+        assert "belongs to another fit" in caplog.text
+        for name, est in fresh.coordinates_.items():
+            np.testing.assert_array_equal(again.coordinates_[name].coef_, est.coef_)
