@@ -145,9 +145,10 @@ def glmix_blocks(run_dir: Path) -> list[Block]:
     s.append(
         Table.from_mapping(
             {"design": m.get("model"), "training rows": m.get("train_rows"),
-             "chosen update": best.get("update"), "pass": best.get("pass"),
+             "kept update": best.get("update"), "pass": best.get("pass"),
              "coordinate": best.get("coordinate"), "refit": m.get("refit")},
-            "Training (the coordinate-descent update chosen on validation AUC)",
+            "Training (the coordinate-descent update kept: the best on validation AUC with "
+            "keep_best, else the last)",
         )
     )  # fmt: skip
     valid, test = m.get("valid") or {}, m.get("test") or {}

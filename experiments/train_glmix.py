@@ -236,9 +236,14 @@ def _print_summary(trained: TrainedGLMix, timings, out_dir: Path) -> None:
     _log.info("rows (%s negatives): %s", m["negatives"], "; ".join(
         f"{k} " + ", ".join(f"{n:,} {what}" for what, n in v.items())
         for k, v in m["rows"].items()))  # fmt: skip
-    b = model.best_
-    _log.info("kept update %d (pass %d, %s), chosen on validation", b["update"], b["pass"],
-              b["coordinate"])  # fmt: skip
+    b, bv = model.best_, model.best_valid_
+    if model.keep_best and bv is not None:
+        _log.info("kept update %d (pass %d, %s), chosen on validation", b["update"], b["pass"],
+                  b["coordinate"])  # fmt: skip
+    else:
+        _log.info("kept the last update %d (pass %d, %s): keep_best is off%s", b["update"],
+                  b["pass"], b["coordinate"],
+                  "" if bv is None else f"; the best on validation was update {bv['update']}")  # fmt: skip
     if m["refit"]:
         _log.info("refit on train + valid: %d updates (%s rows)", m["refit_updates"],
                   f"{m['train_rows']:,}")  # fmt: skip

@@ -72,6 +72,7 @@ def write_model_files(model, directory: Path) -> None:
         "order_": list(model.order_),
         "history_": model.history_,
         "best_": model.best_,
+        "best_valid_": getattr(model, "best_valid_", None),
         "n_rows_": model.n_rows_,
         "coordinates": {},
     }
@@ -152,6 +153,22 @@ def load_model(path: str | os.PathLike):
     model.coordinates_ = coords
     model.order_ = meta["order_"]
     model.history_ = meta["history_"]
-    model.best_ = meta["best_"]
+    model.best_, model.best_valid_ = _kept_and_best_valid(meta)
     model.n_rows_ = meta["n_rows_"]
     return model
+
+
+def _kept_and_best_valid(meta: dict[str, Any]) -> tuple[dict | None, dict | None]:
+    """(best_, best_valid_) of a saved model. A folder written before best_valid_ existed
+    stored the best validation update as best_ even with keep_best off, whose coefficients
+    are the last update's: read back, best_ is then the last update."""
+    if "best_valid_" in meta:
+        return meta["best_"], meta["best_valid_"]
+    history = meta["history_"]
+    validated = bool(history) and "val_auc" in history[-1]
+    best_valid = meta["best_"] if validated else None
+    if validated and not meta["params"].get("keep_best", True):
+        from glmix.model import _best
+
+        return _best(len(history) - 1, history[-1]), best_valid
+    return meta["best_"], best_valid

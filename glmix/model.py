@@ -77,7 +77,9 @@ class GLMix(BaseEstimator):
 
     Fitted: coordinates_ {name: fitted FixedEffect / RandomEffect}, history_ (one dict per
     update: pass, coordinate, objective, train_log_loss, val_auc, val_log_loss, seconds,
-    solver stats), best_ (the kept update), n_rows_.
+    solver stats), best_ (the update whose coefficients the model holds: the best on
+    validation with keep_best, else the last), best_valid_ (the best update on validation,
+    kept or not; None without a validation set), n_rows_.
     """
 
     def __init__(
@@ -267,18 +269,20 @@ class GLMix(BaseEstimator):
         for k in names:  # stopped (max_updates) before updating k: it scores 0
             if k not in fitted:
                 _zero_unfitted(coords[k], prepared[k])
+        best_valid = best if val is not None else None  # the best update on validation
         if self.keep_best and snapshot is not None:
             for k, state in snapshot.items():
                 _restore(coords[k], state)
             for k in names:  # coordinates not yet fitted at the best update score 0
                 if k not in snapshot:
                     coords[k].coef_ = np.zeros_like(coords[k].coef_)
-        elif val is None:  # no validation: the last update
+        else:  # no validation, or keep_best off: the coefficients are the last update's
             best = _best(len(history) - 1, history[-1])
         self.coordinates_ = coords
         self.order_ = order
         self.history_ = history
         self.best_ = best
+        self.best_valid_ = best_valid
         self.n_rows_ = n
         self.fit_seconds_ = time.perf_counter() - t_fit
         return self

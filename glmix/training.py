@@ -41,7 +41,7 @@ class TrainedGLMix:
     fitted on train and chosen on validation (its history_ and best_); selected_scorer: that
     model with its own featurizer (label factors of the training rows), i.e. what scores the
     validation window without having seen it (the same object as scorer without a refit);
-    metrics: best_update,
+    metrics: best_update (kept), best_valid_update,
     refit, train_rows, weights, valid, test; rows: the row sets; test_scores: the final
     model's scores of rows["test"] (designs of this pipeline); timings in seconds."""
 
@@ -175,7 +175,8 @@ def fit_on_split(
     test_scores = final.score_components(D_test, rows["test"].id_columns)
     timings["test"] = time.perf_counter() - t
     metrics = {
-        "best_update": selected.best_,
+        "best_update": selected.best_,  # the update the selected model holds
+        "best_valid_update": selected.best_valid_,  # the best on validation (kept or not)
         "refit": bool(refit),
         "refit_updates": len(final.history_) if refit else None,
         "train_rows": len(train_rows),

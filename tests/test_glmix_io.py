@@ -50,7 +50,7 @@ def test_round_trip_gives_identical_predictions(tmp_path, ids):
         assert c2.penalty() == pytest.approx(c.penalty(), rel=1e-12)
     assert m2.coordinates_["per_learner"].ids_ == m.coordinates_["per_learner"].ids_
     assert m2.history_ == json.loads(json.dumps(m2.history_)) and len(m2.history_) == 6
-    assert m2.best_ == m.best_
+    assert m2.best_ == m.best_ and m2.best_valid_ == m.best_valid_
     # a loaded model works as a prior for incremental training
     m3 = GLMix(
         fixed=FixedEffect(),
@@ -110,3 +110,24 @@ def test_max_updates_travels_and_format_1_folders_still_load(tmp_path):
         load_model(path)
     with pytest.raises(FileNotFoundError, match="no model.json"):
         load_model(tmp_path / "nothing")
+
+
+def test_folder_from_before_best_valid_reads_back_the_update_it_holds(tmp_path):
+    """Folders written before best_valid_ stored the best validation update as best_ even
+    with keep_best off (the coefficients are the last update's): read back, best_ is the
+    last update and best_valid_ the stored one; with keep_best on nothing changes."""
+    m, _, _ = fitted()
+    for keep_best in (True, False):
+        m.keep_best = keep_best
+        path = m.save(tmp_path / f"keep_{keep_best}")
+        meta = json.loads((path / "model.json").read_text())
+        stored = meta.pop("best_valid_")
+        meta["best_"] = {**stored, "update": 0}  # what an old folder held: not the last update
+        (path / "model.json").write_text(json.dumps(meta))
+        m2 = GLMix.load(path)
+        assert m2.best_valid_ == meta["best_"]
+        if keep_best:
+            assert m2.best_ == meta["best_"]
+        else:
+            assert m2.best_["update"] == len(m.history_) - 1
+            assert m2.best_["val_auc"] == m.history_[-1]["val_auc"]

@@ -88,6 +88,23 @@ def test_keep_best_keeps_the_best_validation_update():
     aucs = [h["val_auc"] for h in m.history_]
     assert m.best_["val_auc"] == max(aucs) and m.best_["update"] == int(np.argmax(aucs))
     assert auc(va[2], m.predict_logit(va[0], va[1])) == pytest.approx(max(aucs))
+    assert m.best_valid_ == m.best_
+
+
+def test_without_keep_best_best_names_the_last_update_the_model_holds():
+    d, k, y = make_data(seed=1, n=3000)
+    tr, va = split(d, k, y, 0, 2000), split(d, k, y, 2000, 3000)
+    m = GLMix(
+        fixed=FixedEffect(l2=1.0),
+        random={"per_learner": RandomEffect(key="learner", l2=1e-3, dtype="float64")},
+        passes=2,
+        keep_best=False,
+    ).fit(*tr, validation=va)
+    aucs = [h["val_auc"] for h in m.history_]
+    assert int(np.argmax(aucs)) != len(aucs) - 1  # the data makes the two differ
+    assert m.best_["update"] == len(aucs) - 1 and m.best_["val_auc"] == aucs[-1]
+    assert auc(va[2], m.predict_logit(va[0], va[1])) == pytest.approx(aucs[-1])
+    assert m.best_valid_["update"] == int(np.argmax(aucs))
 
 
 def test_offset_order_and_fixed_only():
