@@ -49,6 +49,15 @@ def test_an_error_keeps_the_old_folder_and_removes_the_temporary_one(tmp_path):
     assert _siblings(target) == []
 
 
+def test_a_file_at_the_target_is_not_replaced_by_a_folder(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("someone's file")
+    with pytest.raises(FileExistsError, match="not a folder"), atomic_directory(target) as tmp:
+        _fill(tmp, 1)
+    assert target.read_text() == "someone's file"
+    assert _siblings(target) == []
+
+
 def test_exchange_is_used_on_linux(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("renameat2 is Linux-only; the fallback is tested below")

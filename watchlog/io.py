@@ -181,6 +181,11 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     gets FileNotFoundError and should retry). A first write is a plain atomic rename.
     """
     directory = Path(directory)
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise FileExistsError(
+            f"{directory}: exists and is not a folder; refusing to replace it with one (remove "
+            "it, or choose another path)"
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
