@@ -113,8 +113,19 @@ class TableEncoder:
         return concat_blocks(blocks)
 
     def encode_missing(self, table: pd.DataFrame) -> FeatureBlock:
-        """(1, n_features): the encoding of an entity whose every feature is missing."""
-        return self.encode(_missing_row(table))
+        """(1, n_features): the encoding of an entity whose every feature is missing (the
+        encoder's `transform_counts_` keep describing the last real table)."""
+        counts = getattr(self.encoder_, "transform_counts_", None)
+        try:
+            return self.encode(_missing_row(table))
+        finally:
+            if counts is not None:
+                self.encoder_.transform_counts_ = counts
+
+    def transform_counts(self) -> dict[str, dict[str, Any]]:
+        """Per encoded column, the counts of the latest `encode` (rows, missing, and for text
+        columns values, rare, unseen, distinct_unseen, unseen_examples); {} without one."""
+        return dict(getattr(self.encoder_, "transform_counts_", None) or {})
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ state (`to_dict` + `factor_arrays`) rebuilds the very designs the model was fitt
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ class EncodedEntities:
     course: FeatureBlock
     learner_ids: pd.Index
     course_ids: pd.Index
+    counts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # {side: {column: encoder counts}} of the tables encoded (TableEncoder.transform_counts)
 
     def positions(self, side: str, ids) -> tuple[np.ndarray, np.ndarray]:
         """((n,) int64 block rows of `ids`, (n,) bool: id absent from the table, which gets
@@ -146,11 +148,12 @@ class EntityFeaturizer(BaseEstimator):
     ) -> EncodedEntities:
         """Both tables encoded (entity level, small), each plus its all-missing last row."""
         self._check_fitted()
-        blocks, ids = {}, {}
+        blocks, ids, counts = {}, {}, {}
         for side, table in (("learner", learners), ("course", courses)):
             ids[side] = check_entity_table(table, side)
             enc = self.encoders_[side]
             parts = [enc.encode(table, report), enc.encode_missing(table)]  # (n, p), (1, p)
+            counts[side] = enc.transform_counts()
             if self.factors_ is not None:  # an entity absent from the table: zero factors
                 parts = [
                     concat_blocks([parts[0], self.factors_.block(side, ids[side])]),
@@ -158,7 +161,9 @@ class EntityFeaturizer(BaseEstimator):
                 ]
             m = to_csr32(sp.vstack([parts[0].matrix, parts[1].matrix], format="csr"))
             blocks[side] = FeatureBlock(m, parts[0].names, dict(parts[0].groups))
-        return EncodedEntities(blocks["learner"], blocks["course"], ids["learner"], ids["course"])
+        return EncodedEntities(
+            blocks["learner"], blocks["course"], ids["learner"], ids["course"], counts
+        )
 
     def designs(
         self, encoded: EncodedEntities, learner_pos: np.ndarray, course_pos: np.ndarray

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,15 @@ from glmix.random_effect import RandomEffect
 from watchlog.idmap import IdMap
 from watchlog.io import atomic_directory, to_jsonable
 
-__all__ = ["save_model", "load_model", "write_model_files", "ids_array", "FORMAT_VERSION"]
+__all__ = [
+    "CorruptFolderError", "save_model", "load_model", "write_model_files", "ids_array",
+    "FORMAT_VERSION",
+]  # fmt: skip
+
+
+class CorruptFolderError(ValueError):
+    """A saved GLMix folder whose files are unreadable, incomplete or inconsistent."""
+
 
 FORMAT_VERSION = 2
 _READABLE = (1, 2)  # 1: before max_updates
@@ -111,14 +120,50 @@ def load_model(path: str | os.PathLike):
     path = Path(path)
     if not (path / "model.json").is_file():
         raise FileNotFoundError(f"{path}: no model.json; not a folder written by GLMix.save")
-    meta = json.loads((path / "model.json").read_text())
+    try:
+        meta = json.loads((path / "model.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptFolderError(f"{path}/model.json: unreadable ({err})") from err
     if meta.get("type") != "GLMix" or meta.get("format_version") not in _READABLE:
         raise ValueError(
             f"{path}: not a GLMix model of a format this code reads {list(_READABLE)} "
             f"(type {meta.get('type')!r}, format {meta.get('format_version')!r})"
         )
-    with np.load(path / "arrays.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CorruptFolderError(f"{path}/arrays.npz: unreadable ({err})") from err
+    try:
+        model = _model_from(meta, arrays, path, GLMix)
+    except (KeyError, TypeError) as err:
+        raise CorruptFolderError(
+            f"{path}: incomplete GLMix folder: model.json / arrays.npz lack {err}"
+        ) from err
+    return model
+
+
+def _check_coefficients(est, name: str, path: Path) -> None:
+    """coef_ (and coef_var_) shaped (p,) or (entities, p) by the stored names and ids, finite."""
+    p = len(est.feature_names_)
+    want = (p,) if isinstance(est, FixedEffect) else (len(est.ids_), p)
+    for what, a in (("coef", est.coef_), ("coef_var", est.coef_var_)):
+        if a is None:
+            continue
+        if a.shape != want:
+            raise CorruptFolderError(
+                f"{path}/arrays.npz: {name}.{what} has shape {a.shape}, expected {want} "
+                f"({'' if len(want) == 1 else f'{want[0]:,} ids x '}{p} features)"
+            )
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise CorruptFolderError(
+                f"{path}/arrays.npz: {name}.{what} holds {int(bad.sum()):,} non-finite values "
+                f"(e.g. at {np.argwhere(bad)[:3].tolist()})"
+            )
+
+
+def _model_from(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path, GLMix):
     coords: dict[str, Any] = {}
     for name, entry in meta["coordinates"].items():
         cls = FixedEffect if entry["kind"] == "fixed" else RandomEffect
@@ -141,6 +186,7 @@ def load_model(path: str | os.PathLike):
             est._intercept_penalty = arrays[f"{name}.intercept_penalty"]
             est.prior_mean_ = arrays.get(f"{name}.prior_mean")
             est.prior_precision_ = arrays.get(f"{name}.prior_precision")
+        _check_coefficients(est, name, path)
         coords[name] = est
     fixed_name = meta["params"]["fixed_design"]
     fixed = (

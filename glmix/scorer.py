@@ -22,6 +22,14 @@ Unknowns are scored, not dropped, and counted in the result's `attrs["glmix_unkn
 - an entity without coefficients in a random-effect coordinate (`<coordinate>` counts):
   that coordinate gives 0, as GLMix does.
 
+Feature values are counted too, in `attrs["glmix_features"]` ({table: {column: {rows,
+missing, values, rare, unseen, distinct_unseen, unseen_examples}}}, over the entities the
+pairs name): an unseen category encodes as unknown and is logged. A text column none of
+whose values (two distinct or more) was seen in training raises: that is another encoding of
+the column (codes for labels, another case), which would move every score silently. Ids must
+be of one kind on all sides (integers or strings: pairs, the tables' id columns, the model's
+id maps); categorical and object columns are read as their values.
+
 Folder (`save`, atomic; no pickle, read with allow_pickle=False): model.json + arrays.npz
 (`GLMix.save`'s files, so `GLMix.load` reads the model alone), scorer.json (format version,
 featurizer state) and, with label factors, factors.npz (learner_ids, learner, course_ids,
@@ -31,7 +39,9 @@ course).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +50,20 @@ import pandas as pd
 
 from glmix.entity_features import ID_COLUMNS, TABLE_NAMES, check_entity_table, rows_of
 from glmix.featurizer import EntityFeaturizer
-from glmix.io import ids_array, load_model, write_model_files
+from glmix.io import CorruptFolderError, ids_array, load_model, write_model_files
 from glmix.model import GLMix
 from glmix.random_effect import RandomEffect
 from watchlog.io import atomic_directory, to_jsonable
 
-__all__ = ["GLMixScorer", "UnknownEntityError", "SCORER_FORMAT", "UNKNOWN_MODES"]
+__all__ = [
+    "GLMixScorer",
+    "MissingColumnError",
+    "UnknownEntityError",
+    "SCORER_FORMAT",
+    "UNKNOWN_MODES",
+]
+
+_log = logging.getLogger(__name__)
 
 SCORER_FORMAT = 1
 UNKNOWN_MODES = ("missing", "raise")
@@ -60,27 +78,67 @@ class UnknownEntityError(KeyError):
         return self.args[0]
 
 
+class MissingColumnError(KeyError):
+    """An entity table lacks a column the model's features read."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _id_kind(dtype, values=None) -> str | None:
+    """ "int" | "str" for an id dtype (a categorical's categories decide; an object column's
+    values, when given), else None."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _id_kind(dtype.categories.dtype, dtype.categories)
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_object_dtype(dtype):
+        inferred = None if values is None else pd.api.types.infer_dtype(values, skipna=True)
+        return {"string": "str", "integer": "int"}.get(inferred)
+    if pd.api.types.is_string_dtype(dtype):
+        return "str"
+    return None
+
+
 def _id_series(ids: Any, what: str) -> pd.Series:
     """Ids as a Series of an integer or string dtype (pandas infers `str` from Python
-    strings; a pandas input keeps its dtype); missing or mixed ids raise."""
+    strings; a pandas input keeps its dtype; categoricals and object columns of one kind are
+    read as their values); missing or mixed ids raise."""
     s = ids.reset_index(drop=True) if isinstance(ids, pd.Series) else pd.Series(ids)
     if s.ndim != 1:
         raise ValueError(f"{what}: expected a 1-D sequence of ids")
-    dtype = s.dtype
-    is_int = pd.api.types.is_integer_dtype(dtype)
-    is_str = pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
-    if not (is_int or is_str) and len(s):
-        raise TypeError(
-            f"{what}: ids must be integers or strings, got dtype {dtype} "
-            f"(e.g. {s.head(_N_EXAMPLES).tolist()})"
-        )
     missing = s.isna().to_numpy()
     if missing.any():
         raise ValueError(
             f"{what}: ids must not be missing; {int(missing.sum()):,} of {len(s):,} are "
             f"(e.g. positions {np.flatnonzero(missing)[:_N_EXAMPLES].tolist()})"
         )
+    kind = _id_kind(s.dtype, s)
+    if kind is None and len(s):
+        raise TypeError(
+            f"{what}: ids must be integers or strings (one kind), got dtype {s.dtype} "
+            f"(e.g. {s.head(_N_EXAMPLES).tolist()})"
+        )
+    if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(s.dtype):
+        s = s.astype("int64" if kind == "int" else "str")
     return s
+
+
+def _check_id_kinds(pairs: pd.Series, table: pd.DataFrame, side: str, model_kinds) -> None:
+    """The pairs' ids, the table's id column and the model's id maps are all integers or
+    all strings: 1 never matches "1", so a mismatch would score every pair as unknown."""
+    col, name = ID_COLUMNS[side], TABLE_NAMES[side]
+    want = _id_kind(pairs.dtype)
+    others = [(f"{name}.{col}", _id_kind(table[col].dtype, table[col]))] if len(table) else []
+    others += [(f"the model's {side} ids ({c})", k) for c, k in model_kinds.items()]
+    odd = [(what, k) for what, k in others if k is not None and k != want]
+    if len(pairs) and odd:
+        raise TypeError(
+            f"{side}_ids are {want} ids but "
+            + ", ".join(f"{what} are {k}" for what, k in odd)
+            + f" (e.g. {pairs.head(3).tolist()}): no id would match; convert one side "
+            "(.astype(str) or .astype(int))"
+        )
 
 
 class GLMixScorer:
@@ -130,7 +188,9 @@ class GLMixScorer:
         row per pair (learner_ids[i], course_ids[i]) in the given order; ids keep their dtype.
         learners / courses: entity tables with learner_id / course_id columns, any row order.
         unknown: "missing" | "raise" for ids absent from their table (module docstring).
-        attrs["glmix_unknown"]: counts of unknowns per table and per coordinate."""
+        attrs["glmix_unknown"]: counts of unknowns per table and per coordinate;
+        attrs["glmix_features"]: per table and encoded column, the counts over the entities
+        the pairs name (module docstring)."""
         lid = _id_series(learner_ids, "learner_ids")
         cid = _id_series(course_ids, "course_ids")
         if len(lid) != len(cid):
@@ -138,9 +198,10 @@ class GLMixScorer:
                 f"learner_ids and course_ids: one of each per pair; got {len(lid):,} learner ids "
                 f"and {len(cid):,} course ids"
             )
-        scores, counts = self._score(lid, cid, learners, courses, unknown)
+        scores, counts, features = self._score(lid, cid, learners, courses, unknown)
         out = pd.DataFrame({ID_COLUMNS["learner"]: lid, ID_COLUMNS["course"]: cid, **scores})
         out.attrs["glmix_unknown"] = counts
+        out.attrs["glmix_features"] = features
         return out
 
     def score_candidates(
@@ -153,7 +214,8 @@ class GLMixScorer:
     ) -> pd.DataFrame:
         """A candidate table (`watchlog.candidates`) with glmix_logit and glmix_<coordinate>
         added, rows in their order (a copy; the input is not changed). Columns of those names
-        already present raise. attrs["glmix_unknown"] as in score_table."""
+        already present raise. attrs["glmix_unknown"] and ["glmix_features"] as in
+        score_table."""
         from watchlog.candidates import validate_candidates
 
         validate_candidates(frame)
@@ -165,9 +227,9 @@ class GLMixScorer:
             )
         lid = _id_series(frame[ID_COLUMNS["learner"]], "candidates.learner_id")
         cid = _id_series(frame[ID_COLUMNS["course"]], "candidates.course_id")
-        scores, counts = self._score(lid, cid, learners, courses, unknown)
+        scores, counts, features = self._score(lid, cid, learners, courses, unknown)
         out = frame.assign(**scores)  # a copy: same index, same row order
-        out.attrs = {**frame.attrs, "glmix_unknown": counts}
+        out.attrs = {**frame.attrs, "glmix_unknown": counts, "glmix_features": features}
         return out
 
     def known(self, key: str, ids) -> np.ndarray:
@@ -196,13 +258,17 @@ class GLMixScorer:
             codes, uniques = pd.factorize(ids)
             inv[side], uni[side] = codes.astype(np.int64), pd.Index(uniques)
         # the table rows of those entities only, encoded once per call (row-wise encoding:
-        # a subset encodes as it would in the whole table)
+        # a subset encodes as it would in the whole table); the id columns checked whole
         full = {"learner": learners, "course": courses}
+        for side, ids in (("learner", lid), ("course", cid)):
+            check_entity_table(full[side], side)
+            _check_id_kinds(ids, full[side], side, self._model_id_kinds(side))
         tables = {side: rows_of(full[side], side, uni[side]) for side in full}
         try:
             enc = self.featurizer.encode(tables["learner"], tables["course"])
-        except ValueError as err:  # its row positions and counts are the subset's: say so
+        except (ValueError, KeyError, TypeError) as err:  # counts are the subset's: say so
             raise _encode_error(self.featurizer, err, tables, full) from err
+        features = _feature_counts(self.featurizer, enc)
         pos, absent = {}, {}
         for side in ("learner", "course"):
             p, a = enc.positions(side, uni[side])  # (u,) block rows, (u,) not in the table
@@ -237,7 +303,15 @@ class GLMixScorer:
                 cols[PREFIX + c][sl] = s
             for c, k in sc.n_unknown.items():
                 counts[c] += k
-        return cols, counts
+        return cols, counts, features
+
+    def _model_id_kinds(self, side: str) -> dict[str, str | None]:
+        """{coordinate: "int" | "str" | None} of the random effects keyed by `side`."""
+        return {
+            c: _id_kind(est.ids_.index.dtype, est.ids_.index)
+            for c, est in self.model.coordinates_.items()
+            if _is_random(est) and est.key == side
+        }
 
     def _check_layout(self, designs) -> None:
         """The featurizer's designs have the model's feature names (else: mismatched files)."""
@@ -287,7 +361,10 @@ class GLMixScorer:
                 f"{path}: no scorer.json, so not a GLMixScorer folder ({what}); write one with "
                 "GLMixScorer.save"
             )
-        state = json.loads((path / "scorer.json").read_text())
+        try:
+            state = json.loads((path / "scorer.json").read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptFolderError(f"{path}/scorer.json: unreadable ({err})") from err
         if state.get("type") != "GLMixScorer" or state.get("format_version") != SCORER_FORMAT:
             raise ValueError(
                 f"{path}/scorer.json: expected a GLMixScorer of format {SCORER_FORMAT}; got type "
@@ -295,15 +372,54 @@ class GLMixScorer:
             )
         factors = None
         if (path / "factors.npz").is_file():
-            with np.load(path / "factors.npz", allow_pickle=False) as z:
-                factors = {k: z[k] for k in z.files}
-        featurizer = EntityFeaturizer.from_dict(state["featurizer"], factors)
-        return cls(load_model(path), featurizer, chunk_pairs=state["chunk_pairs"])
+            try:
+                with np.load(path / "factors.npz", allow_pickle=False) as z:
+                    factors = {k: z[k] for k in z.files}
+            except (OSError, ValueError, zipfile.BadZipFile) as err:
+                raise CorruptFolderError(f"{path}/factors.npz: unreadable ({err})") from err
+        model = load_model(path)
+        try:
+            featurizer = EntityFeaturizer.from_dict(state["featurizer"], factors)
+            chunk_pairs = state["chunk_pairs"]
+        except KeyError as err:
+            raise CorruptFolderError(
+                f"{path}: incomplete GLMixScorer folder: scorer.json / factors.npz lack {err}"
+            ) from err
+        return cls(model, featurizer, chunk_pairs=chunk_pairs)
+
+
+def _feature_counts(featurizer: EntityFeaturizer, enc) -> dict[str, dict[str, Any]]:
+    """{table: {column: counts}} of the entities encoded; a text column none of whose present
+    values (two distinct or more) was seen in training raises: another encoding of the
+    column (codes for labels, another case), not new categories; unseen values are logged."""
+    out = {}
+    for side, cols in enc.counts.items():
+        name = TABLE_NAMES[side]
+        out[name] = {c: {k: v for k, v in cnt.items()} for c, cnt in cols.items()}
+        for col, cnt in cols.items():
+            if not cnt.get("unseen"):
+                continue
+            seen = cnt["values"] - cnt["unseen"] - cnt["rare"]
+            vocab = featurizer.encoders_[side].encoder_.columns_[col]["categories"]
+            if seen == 0 and cnt["distinct_unseen"] >= 2:
+                raise ValueError(
+                    f"GLMixScorer: {name}.{col}: none of its {cnt['values']:,} values among the "
+                    f"{cnt['rows']:,} {side}s the pairs name was seen in training "
+                    f"({cnt['distinct_unseen']:,} distinct, e.g. {cnt['unseen_examples']}; "
+                    f"training values e.g. {vocab[:_N_EXAMPLES]}): the column holds another "
+                    "encoding (codes instead of labels, another case or type?)"
+                )
+            _log.warning(
+                "GLMixScorer: %s.%s: %s of %s values are unseen in training (e.g. %s); they "
+                "encode as unknown (glmix_features in the result's attrs)",
+                name, col, f"{cnt['unseen']:,}", f"{cnt['values']:,}", cnt["unseen_examples"],
+            )  # fmt: skip
+    return out
 
 
 def _encode_error(
     featurizer: EntityFeaturizer,
-    err: ValueError,
+    err: Exception,
     tables: dict[str, pd.DataFrame],
     full: dict[str, Any],
 ) -> ValueError:
@@ -312,7 +428,7 @@ def _encode_error(
     and counts are among those rows only, and the ids at the rows it names (else the first
     ids of the subset). The failing table is found by encoding each alone (error path only)."""
     failing = [side for side in tables if _fails(featurizer, side, tables[side])]
-    msg = str(err)
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     rows = getattr(err, "rows", [])  # TableRowsError: the rows it names, else none
     parts = []
     for side in failing or list(tables):  # neither fails alone: name both
@@ -332,9 +448,8 @@ def _encode_error(
             " (in table order), not the whole table"
         )
         parts.append(f"{name}: the row numbers and counts below are among {among}; {which}")
-    return ValueError(
-        f"GLMixScorer: the entities the pairs name do not encode ({'; '.join(parts)}): {msg}"
-    )
+    text = f"GLMixScorer: the entities the pairs name do not encode ({'; '.join(parts)}): {msg}"
+    return MissingColumnError(text) if isinstance(err, KeyError) else type(err)(text)
 
 
 def _fails(featurizer: EntityFeaturizer, side: str, table: pd.DataFrame) -> bool:
@@ -342,7 +457,7 @@ def _fails(featurizer: EntityFeaturizer, side: str, table: pd.DataFrame) -> bool
     try:
         check_entity_table(table, side)
         featurizer.encoders_[side].encode(table)
-    except ValueError:
+    except (ValueError, KeyError, TypeError):
         return True
     return False
 

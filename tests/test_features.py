@@ -90,11 +90,14 @@ def test_unseen_and_missing_are_counted(courses):
     assert c["category"] == {
         "rows": 4,
         "missing": 1,
+        "values": 3,
         "rare": 0,
         "unseen": 2,
+        "distinct_unseen": 1,
         "unseen_examples": ["Cooking"],
     }
     assert c["skills"]["unseen"] == 3 and c["skills"]["missing"] == 1
+    assert c["skills"]["values"] == 4 and c["skills"]["distinct_unseen"] == 1  # (row, token)
     step = report.steps[-1]
     assert step["category.unseen"] == 2 and step["skills.missing"] == 1
 
@@ -383,3 +386,10 @@ def test_feature_block_checks():
     with pytest.raises(TypeError, match="float32"):
         FeatureBlock(m.astype(np.float64), ("a", "b"))
     assert FeatureBlock(m, ("a", "b"), {"g": (1, 2)}).select("g").names == ("b",)
+
+
+def test_list_cells_in_a_text_column_name_the_column(courses):
+    enc = FeatureEncoder(multi_hot=["skills"]).fit(courses)
+    bad = courses.assign(skills=courses["skills"].str.split("|"))
+    with pytest.raises(TypeError, match="multi_hot column 'skills' must hold text values"):
+        enc.transform(bad)

@@ -357,3 +357,106 @@ def test_encoder_errors_name_the_callers_ids_not_subset_rows():
         ValueError, match=r"among all 20 rows of the courses table.*row 2 = course_id 14"
     ):
         scorer.score_table(np.full(20, 111), courses["course_id"], learners=learners, courses=bad_c)
+
+
+def test_ids_of_any_pandas_kind_score_alike_and_a_kind_mismatch_raises(trained, saved):
+    """Categorical and object id columns (an event log's) score as their values; integer ids
+    against string tables (1 never matches "1") raise instead of scoring all as unknown."""
+    log, _ = trained
+    _, scorer = saved
+    L, C = log.learners, log.courses
+    lid, cid = L["learner_id"].iloc[:4], C["course_id"].iloc[:4]
+    want = scorer.score_table(lid.astype("str"), cid.astype("str"), learners=L, courses=C)
+    for kind in ("category", object):
+        got = scorer.score_table(lid.astype(kind), cid.astype(kind), learners=L, courses=C)
+        np.testing.assert_array_equal(got[COLS].to_numpy(), want[COLS].to_numpy())
+        assert got.attrs["glmix_unknown"]["learners"] == 0
+    np.testing.assert_array_equal(
+        scorer.known("learner", lid.astype("category")), scorer.known("learner", lid.astype("str"))
+    )
+    with pytest.raises(TypeError, match=r"learner_ids are int ids but learners.learner_id are str"):
+        scorer.score_table([1, 2], cid.iloc[:2], learners=L, courses=C)
+    relabelled = C.assign(course_id=np.arange(len(C)))
+    with pytest.raises(TypeError, match=r"course_ids are str ids but courses.course_id are int"):
+        scorer.score_table(lid, cid, learners=L, courses=relabelled)
+    with pytest.raises(TypeError, match="one kind"):
+        scorer.score_table(pd.Series(["L1", 2], dtype=object), cid.iloc[:2], learners=L, courses=C)
+
+
+def test_the_whole_id_column_is_checked_not_only_the_named_rows(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    L, C = log.learners, log.courses
+    dup = pd.concat([L, L.iloc[:2]], ignore_index=True)  # the pairs name other learners
+    with pytest.raises(ValueError, match=r"learners.learner_id: ids must be unique"):
+        scorer.score_table(L["learner_id"].iloc[5:7], C["course_id"].iloc[:2], learners=dup,
+                           courses=C)  # fmt: skip
+
+
+def test_unseen_feature_values_are_counted_and_a_recoded_column_raises(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    L, C = log.learners, log.courses
+    lid, cid = L["learner_id"].iloc[:40], C["course_id"].iloc[:40]
+    clean = scorer.score_table(lid, cid, learners=L, courses=C)
+    seg = clean.attrs["glmix_features"]["learners"]["segment"]
+    assert seg["rows"] == 40 and seg["unseen"] == 0 and seg["values"] == 40 - seg["missing"]
+    one_new = L.copy()
+    one_new["segment"] = one_new["segment"].astype("str")
+    one_new.loc[one_new.index[0], "segment"] = "brand-new"  # a new segment: scored, counted
+    out = scorer.score_table(lid, cid, learners=one_new, courses=C)
+    got = out.attrs["glmix_features"]["learners"]["segment"]
+    assert got["unseen"] == 1 and got["unseen_examples"] == ["brand-new"]
+    # the column recoded (codes for labels, upper case): nothing matches, so it raises
+    with pytest.raises(ValueError, match=r"learners.segment: none of its .* seen in training"):
+        scorer.score_table(lid, cid, learners=L.assign(segment=L["segment"].cat.codes), courses=C)
+    upper = C.assign(category=C["category"].astype("str").str.upper())
+    with pytest.raises(ValueError, match=r"courses.category: none of its"):
+        scorer.score_table(lid, cid, learners=L, courses=upper)
+
+
+def test_a_missing_feature_column_names_its_table(trained, saved):
+    log, _ = trained
+    _, scorer = saved
+    L, C = log.learners, log.courses
+    lid, cid = L["learner_id"].iloc[:2], C["course_id"].iloc[:2]
+    with pytest.raises(KeyError, match=r"courses: the row numbers .*'language'"):
+        scorer.score_table(lid, cid, learners=L, courses=C.drop(columns="language"))
+
+
+def test_a_corrupt_folder_says_which_file_and_what(saved, tmp_path):
+    import shutil
+
+    from glmix.io import CorruptFolderError
+
+    path, _ = saved
+
+    def copy(name):
+        out = tmp_path / name
+        shutil.copytree(path, out)
+        return out
+
+    trunc = copy("truncated")
+    (trunc / "arrays.npz").write_bytes((trunc / "arrays.npz").read_bytes()[:100])
+    with pytest.raises(CorruptFolderError, match=r"truncated/arrays.npz: unreadable"):
+        GLMixScorer.load(trunc)
+    bad_json = copy("json")
+    (bad_json / "scorer.json").write_text("{not json")
+    with pytest.raises(CorruptFolderError, match=r"json/scorer.json: unreadable"):
+        GLMixScorer.load(bad_json)
+    for name, change, message in (
+        ("narrow", lambda z: z.update({"per_course.coef": z["per_course.coef"][:, :-1]}),
+         r"per_course.coef has shape \(\d+, \d+\), expected"),
+        ("ids", lambda z: z.update({"per_learner.ids": z["per_learner.ids"][:-1]}),
+         r"per_learner.coef has shape"),
+        ("nan", lambda z: z["global.coef"].__setitem__(0, np.nan),
+         r"global.coef holds 1 non-finite"),
+        ("lacking", lambda z: z.pop("per_course.coef"), r"lack 'per_course.coef'"),
+    ):  # fmt: skip
+        folder = copy(name)
+        with np.load(folder / "arrays.npz") as f:
+            arrays = {k: f[k] for k in f.files}
+        change(arrays)
+        np.savez(folder / "arrays.npz", **arrays)
+        with pytest.raises(CorruptFolderError, match=message):
+            GLMixScorer.load(folder)

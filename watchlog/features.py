@@ -353,9 +353,16 @@ class FeatureEncoder(BaseEstimator):
         }
 
     def _code(self, kind: str, values: pd.Series) -> _Coded:
-        if kind == "categorical":
-            return _code_categorical(values)
-        return _code_multi_hot(values, self.separator)
+        try:
+            if kind == "categorical":
+                return _code_categorical(values)
+            return _code_multi_hot(values, self.separator)
+        except (pa.ArrowException, TypeError) as err:  # e.g. Python lists in a cell
+            raise TypeError(
+                f"FeatureEncoder: {kind} column {values.name!r} must hold text values "
+                f"(multi-hot: {self.separator!r}-joined); got dtype {values.dtype} (e.g. "
+                f"{values.head(_N_EXAMPLES).tolist()}): {err}"
+            ) from err
 
     @staticmethod
     def _numeric(values: pd.Series, col: str, what: str) -> tuple[np.ndarray, bool]:
@@ -475,8 +482,10 @@ class FeatureEncoder(BaseEstimator):
         present = np.bincount(coded.token, minlength=len(dictionary)) > 0
         unseen_tokens = dictionary.filter(pa.array(unseen_of & present)).to_pylist()
         cnt = {
+            "values": len(coded.token),  # present values (multi-hot: (row, token) pairs)
             "rare": int(rare_of[coded.token].sum()),
             "unseen": int(unseen_of[coded.token].sum()),
+            "distinct_unseen": len(unseen_tokens),
             "unseen_examples": sorted(unseen_tokens)[:_N_EXAMPLES],
         }
         unknown = code < 0
