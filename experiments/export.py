@@ -124,7 +124,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """From a finished run's folder (`run_dir`), with this command's export settings."""
     run_dir = Path(cfg.run_dir)
     run_cfg, data = load_run(run_dir)
-    merged = OmegaConf.merge(run_cfg, {"export": cfg.export})
+    export_cfg = cfg.export
+    if export_cfg.gates.k is None:  # the lists' length is the run's, not a default's
+        k = OmegaConf.select(run_cfg, "blend.k")
+        if k is None:
+            raise ValueError(
+                f"export.gates.k: null stands for the run's served list length, but "
+                f"{run_dir / 'resolved_config.yaml'} has no blend.k; give export.gates.k=N"
+            )
+        export_cfg = OmegaConf.merge(export_cfg, {"gates": {"k": int(k)}})
+    merged = OmegaConf.merge(run_cfg, {"export": export_cfg})
     res = export_run(merged, data, run_dir)
     _log.info("published %s rows as %s at %s", f"{res['rows']:,}", res["version"],
               res["location"])  # fmt: skip

@@ -139,10 +139,12 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
     db = tmp_path / "lists.db"
     sql = compose_cfg(
         "export", f"run_dir={run_dir}", "export.sink.kind=sqlite", f"export.sink.path={db}",
-        "export.gates.k=10",
     )  # fmt: skip
-    res = run_export(sql)
+    res = run_export(sql)  # k not given: the run's served length (blend.k), not a default
     assert res["published"] and res["rows"] == 5000
+    with pytest.raises(GateError, match="complete_lists"):  # another k: the lists are short
+        run_export(compose_cfg("export", f"run_dir={run_dir}", "export.sink.kind=sqlite",
+                               f"export.sink.path={db}", "export.gates.k=11"))  # fmt: skip
     # a gate that cannot pass: nothing is published, the current version stays
     strict = compose_cfg(
         "export", f"run_dir={run_dir}", f"export.sink.path={run_dir / 'lists'}",
