@@ -256,8 +256,9 @@ class Stages:
         if self.reuse and same and previous.get("status") == "done":
             self._reused(name, key, previous)
             return load(folder)
-        if self.reuse and same and previous.get("status") == "running":
-            log.info("resuming %s (key %s) from what a killed run left in %s", name, key, folder)
+        if self.reuse and same and previous.get("status") in ("running", "failed"):
+            log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
+                     "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip
         elif clear:
             _clear(folder)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
@@ -269,6 +270,9 @@ class Stages:
         except Exception as err:
             if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
                 write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+            else:  # resumable like a killed run (same key), and the record says why it stopped
+                write_json(record, {**entry, "status": "failed",
+                                    "error": f"{type(err).__name__}: {err}"})  # fmt: skip
             raise
         write_json(
             record,

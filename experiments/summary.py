@@ -83,14 +83,23 @@ class StageMeter:
         per_stage = _reset_peak()
         _log.info("-- %s", name)
         start = time.perf_counter()
+        failed: BaseException | None = None
         try:
             yield
+        except BaseException as err:
+            failed = err
+            raise
         finally:
             rec = StageRecord(
                 name, time.perf_counter() - start, peak_rss_gib(), per_stage, time.time()
             )
             self.records.append(rec)
-            _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds), rec.peak_gib)
+            if failed is None:
+                _log.info("-- %s done in %s (peak %.2f GiB)", name, _clock(rec.seconds),
+                          rec.peak_gib)  # fmt: skip
+            else:  # the run log says so, with the error (the traceback goes to stderr)
+                _log.error("-- %s FAILED after %s (peak %.2f GiB): %s: %s", name,
+                           _clock(rec.seconds), rec.peak_gib, type(failed).__name__, failed)  # fmt: skip
 
     def mark_skipped(self, name: str, reason: str) -> None:
         """The latest record of `name` becomes a skipped stage, with the reason."""

@@ -122,6 +122,24 @@ def test_killed_stage_resumes_in_its_folder_and_other_data_is_another_key(tmp_pa
     assert stages.key("ncf") != key
 
 
+def test_failed_stage_records_its_error_and_resumes_like_a_killed_one(tmp_path):
+    stages = Stages(_cfg(), tmp_path)
+    stages.fingerprint = "a" * 64
+
+    def fails(folder: Path):
+        (folder / "checkpoint").write_text("epoch 3")
+        raise ValueError("no labels in the validation window")
+
+    with pytest.raises(ValueError):
+        stages.run("ncf", tmp_path / "ncf", fails)
+    record = json.loads((tmp_path / "ncf" / "stage.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"] == "ValueError: no labels in the validation window"
+    seen = []
+    stages.run("ncf", tmp_path / "ncf", lambda f: seen.append((f / "checkpoint").read_text()))
+    assert seen == ["epoch 3"]
+
+
 # ---- the pipeline (slow) ------------------------------------------------------------------------
 def _command(out: Path, *overrides: str) -> list[str]:
     return [

@@ -82,6 +82,17 @@ def test_auto_mode_follows_the_terminal(monkeypatch):
     assert prog.progress_mode() == "log" and not use_progress_bar(True)
 
 
+def test_stage_meter_logs_a_failed_stage_as_failed(caplog):
+    meter = StageMeter()
+    caplog.set_level(logging.INFO, logger="experiments.summary")
+    with pytest.raises(ValueError), meter.stage("blend_models"):
+        raise ValueError("rolling_folds: cutoff 0 is not after the first event")
+    assert "-- blend_models FAILED after" in caplog.text
+    assert "ValueError: rolling_folds: cutoff 0" in caplog.text
+    assert "blend_models done" not in caplog.text
+    assert [r.name for r in meter.records] == ["blend_models"]
+
+
 def test_stage_meter_and_summary_table(tmp_path):
     meter = StageMeter()
     with meter.stage("data"):
