@@ -315,6 +315,33 @@ def test_generic_csv_formats_and_extra_selection(tmp_path):
         load_tables(tmp_path / "events.txt")
 
 
+def test_csv_ids_are_kept_exactly_as_written(tmp_path):
+    """Id columns are read as text: "007", "7" and "0007" stay three learners, a 23-digit id
+    is not rounded; a column of plain integers loads as integers; a learners table with a
+    text id makes the events' integer ids text, so both tables name the same learners."""
+    rows = "learner_id,course_id,ts,watch_seconds\n"
+    (tmp_path / "z.csv").write_text(
+        rows + "007,12345678901234567890123,2024-01-01,100\n7,12345678901234567890124,"
+        "2024-01-02,100\n0007,1e3,2024-01-03,100\n7,1000,2024-01-04,100\n"
+    )
+    report = DataReport()
+    log = load_tables(tmp_path / "z.csv", report=report)
+    assert sorted(log.learners["learner_id"]) == ["0007", "007", "7"]
+    assert sorted(log.courses["course_id"]) == [
+        "1000", "12345678901234567890123", "12345678901234567890124", "1e3"
+    ]  # fmt: skip
+    assert any("learner_id: read as text, not numbers" in n for n in report.notes)
+    (tmp_path / "ints.csv").write_text(rows + "1,10,2024-01-01,100\n2,11,2024-01-02,100\n")
+    ints = load_tables(tmp_path / "ints.csv")
+    assert ints.learners["learner_id"].dtype.kind == "i" and list(ints.courses["course_id"]) == [
+        10, 11
+    ]  # fmt: skip
+    (tmp_path / "learners.csv").write_text("learner_id,segment\n1,a\n2,b\nguest,c\n")
+    both = load_tables(tmp_path / "ints.csv", tmp_path / "learners.csv", report=report)
+    assert sorted(both.learners["learner_id"]) == ["1", "2", "guest"] and len(both) == 2
+    assert any("events.learner_id: integers read as text" in n for n in report.notes)
+
+
 def test_generic_numeric_epochs_need_ts_unit(tmp_path):
     epoch = pd.Timestamp("1970-01-01")
     frame = platform_events().assign(time=lambda f: (f["time"] - epoch) // pd.Timedelta("1s"))
@@ -368,6 +395,22 @@ def test_generic_missing_contract_column_named_by_validation(tmp_path):
     assert ("watch_seconds", "required column is missing") in rules
     # no impression column: the log is read as organic watches (impression=false), not an error
     assert ("impression", "required column is missing") not in rules
+    assert "Fix: map it (data.source.events.columns.watch_seconds=<column>) or fill" in str(
+        err.value
+    )
+
+
+def test_impression_filled_false_is_an_organic_log_without_clicked(tmp_path):
+    """The documented plays example: impression filled false, no clicked column."""
+    (tmp_path / "plays.csv").write_text("user,artist,ts,plays\nu1,a1,2024-01-01,3\nu2,a1,"
+                                        "2024-01-02,1\n")  # fmt: skip
+    cols = {"learner_id": "user", "course_id": "artist", "watch_seconds": "plays"}
+    report = DataReport()
+    log = load_tables({"path": tmp_path / "plays.csv", "columns": cols,
+                       "fill": {"impression": False}}, report=report)  # fmt: skip
+    assert len(log) == 2 and log.events["clicked"].isna().all()
+    assert not log.events["impression"].any()
+    assert any("clicked is missing for all 2 (organic) events" in n for n in report.notes)
 
 
 def test_generic_unparseable_timestamp_reported(tmp_path):

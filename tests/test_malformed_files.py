@@ -95,7 +95,7 @@ CASES = [
         (),
         DataFileError,
         "line 5",
-        "not UTF-8: byte 0xe9 cannot be decoded (column(s) ['course_id'] would load as bytes)",
+        "not UTF-8: byte 0xe9 cannot be decoded",
         "set data.source.events.encoding=latin-1",
     ),
     Case(

@@ -83,12 +83,15 @@ class Problem:
     examples: list[Any] = field(default_factory=list)
     unit: str = "row"
     source: str | None = None
+    fix: str | None = None  # what to do about it, when there is one thing to say
 
     def __str__(self) -> str:
         ex = ", ".join(f"{self.unit} {r}: {v!r}" for r, v in self.examples)
         where = f" (file {self.source})" if self.source and self.source != self.table else ""
-        return f"{self.table}.{self.column}{where}: {self.rule} -- {self.count:,} row(s)" + (
-            f", e.g. {ex}" if ex else ""
+        return (
+            f"{self.table}.{self.column}{where}: {self.rule} -- {self.count:,} row(s)"
+            + (f", e.g. {ex}" if ex else "")
+            + (f". Fix: {self.fix}" if self.fix else "")
         )
 
 
@@ -131,9 +134,27 @@ def _collect(problems: list[Problem], p: Problem | None) -> None:
         problems.append(p)
 
 
+_MISSING_FIX = {  # what to do about a contract column a table lacks (loaders' keys)
+    "watch_seconds": "map it (data.source.events.columns.watch_seconds=<column>) or fill it "
+    "(data.source.events.fill.watch_seconds=600 for a log of whole views; nan: unknown)",
+    "clicked": "map it (data.source.events.columns.clicked=<column>) or fill it "
+    "(data.source.events.fill.clicked=nan); a log of organic events needs neither clicked "
+    "nor impression",
+    "impression": "map it (data.source.events.columns.impression=<column>) or fill it "
+    "(data.source.events.fill.impression=false for organic events)",
+}
+
+
 def _missing_columns(frame: pd.DataFrame, table: str, required) -> list[Problem]:
     return [
-        Problem(table, col, "required column is missing", len(frame), [])
+        Problem(
+            table,
+            col,
+            "required column is missing",
+            len(frame),
+            [],
+            fix=_MISSING_FIX.get(col) if table == "events" else None,
+        )  # fmt: skip
         for col in required
         if col not in frame.columns
     ]

@@ -25,13 +25,14 @@ lines; a file that cannot be read as it is raises `DataFileError` (file, line, r
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
@@ -149,6 +150,7 @@ def load_tables(
         name: None if spec is None else read_table(spec, name, report=report)
         for name, spec in specs.items()
     }
+    reconcile_id_kinds(frames, report)
     try:
         return EventLog.from_tables(
             frames["events"],
@@ -190,7 +192,9 @@ def read_table(
     available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
     needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
-    source = _read_source(spec, fmt, needed, delimiter, setting)
+    id_sources = [spec.columns.get(c, c) for c in _ID_COLUMNS]
+    text = [c for c in needed if c in id_sources] if delimiter is not None else []
+    source = _read_source(spec, fmt, needed, delimiter, setting, text=text)
     if len(source) == 0:
         raise DataFileError(
             spec.path,
@@ -209,10 +213,12 @@ def read_table(
     n = len(out)
     for target, value in spec.fill.items():
         out[target] = _constant(value, n)
-    organic = _organic_defaults(table, out.columns)
+    organic = _organic_defaults(table, out.columns, spec.fill)
     for target, value in organic.items():
         out[target] = _constant(value, n)
     out = out[_ordered(table, out.columns)]
+    if delimiter is not None:
+        out = _text_ids(out, table, report)
     out = _narrow_ids(out)
 
     if report is not None:
@@ -225,11 +231,16 @@ def read_table(
             report.note(
                 f"{table}.{target} filled with {value!r} for all {n:,} rows (not in source)"
             )
-        if organic:
+        if organic and "impression" in organic:
             report.note(
                 f"{table}: no impression column (mapped, present or filled): all {n:,} events "
                 "read as organic watches (impression=false, clicked missing); map or fill "
                 f"{setting}.columns.impression if the log holds impressions"
+            )
+        elif organic:
+            report.note(
+                f"{table}: impression filled false and no clicked column: clicked is missing "
+                f"for all {n:,} (organic) events"
             )
         if spec.columns:
             pairs = ", ".join(f"{t} <- {s}" for t, s in spec.columns.items())
@@ -302,15 +313,23 @@ def _plan(table: str, spec: TableSpec, available: list[str]) -> list[str]:
 
 
 def _read_source(
-    spec: TableSpec, fmt: str, columns: list[str], delimiter: str | None, setting: str
+    spec: TableSpec,
+    fmt: str,
+    columns: list[str],
+    delimiter: str | None,
+    setting: str,
+    *,
+    text: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Only the needed columns, through pyarrow."""
+    """Only the needed columns, through pyarrow; `text` columns (delimited files' ids) are
+    read as text, never type-guessed."""
     if fmt == "parquet":
         table = pq.read_table(spec.path, columns=columns)
     else:
         table = read_delimited(
             spec.path,
             delimiter=delimiter,
+            types={c: pa.string() for c in text},
             include=columns,
             encoding=spec.encoding,
             setting=setting,
@@ -318,14 +337,19 @@ def _read_source(
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
-def _organic_defaults(table: str, columns: pd.Index) -> dict[str, Any]:
-    """A log without an `impression` column (most logs: plays, views, purchases) is a log of
-    organic events: impression=false, and clicked missing when it has no `clicked` column
-    either (a `clicked` column on organic events is set to missing by validation, reported),
-    rather than "required column is missing" errors."""
-    if table != "events" or "impression" in columns:
+def _organic_defaults(table: str, columns: pd.Index, fill: Mapping[str, Any]) -> dict[str, Any]:
+    """A log without an `impression` column, or with impression filled false (most logs:
+    plays, views, purchases), is a log of organic events: impression=false, and clicked
+    missing when it has no `clicked` column either (a `clicked` column on organic events is
+    set to missing by validation, reported), rather than "required column is missing"
+    errors."""
+    if table != "events":
         return {}
-    return {"impression": False} | ({} if "clicked" in columns else {"clicked": None})
+    filled_organic = "impression" in fill and fill["impression"] in (False, 0, "false")
+    if "impression" in columns and not filled_organic:
+        return {}
+    out = {} if "impression" in columns else {"impression": False}
+    return out | ({} if "clicked" in columns else {"clicked": None})
 
 
 def _constant(value: Any, n: int) -> Any:
@@ -342,6 +366,61 @@ def _constant(value: Any, n: int) -> Any:
 def _ordered(table: str, columns: pd.Index) -> list[str]:
     contract = [c for c in CONTRACT_COLUMNS[table] if c in columns]
     return contract + [c for c in columns if c not in contract]
+
+
+_PLAIN_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"  # what int64 reads and writes back unchanged
+_NUMBER_LIKE = r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?"
+
+
+def _text_ids(frame: pd.DataFrame, table: str, report: DataReport | None) -> pd.DataFrame:
+    """Id columns read as text become integers only when every value is a plain integer
+    that reads back as the same text; otherwise they stay text, so "007", "7" and "7.0" stay
+    three ids and 123456789012345678901 is not rounded (a type-guessing reader would merge
+    the first three and turn the last into a float). Missing ids stay missing (validation
+    names them)."""
+    for col in _ID_COLUMNS:
+        if col not in frame.columns or not pd.api.types.is_string_dtype(frame[col].dtype):
+            continue
+        values = frame[col].astype("str") if frame[col].dtype == object else frame[col]
+        present = values.dropna()
+        plain = present.str.fullmatch(_PLAIN_INTEGER)
+        if len(present) and bool(plain.all()):
+            as_int = pd.to_numeric(values)
+            frame[col] = as_int.astype("int64" if len(present) == len(values) else "Int64")
+            continue
+        numeric = present[present.str.fullmatch(_NUMBER_LIKE) & ~plain]
+        if report is not None and len(numeric):
+            report.note(
+                f"{table}.{col}: read as text, not numbers: {len(numeric):,} value(s) are "
+                f"numbers that are not plain integers (e.g. {numeric.unique()[:3].tolist()}), "
+                "so each id is kept exactly as written"
+            )
+    return frame
+
+
+def reconcile_id_kinds(
+    frames: Mapping[str, pd.DataFrame | None], report: DataReport | None = None
+) -> None:
+    """In place: where one table holds an id column as integers and another as text (e.g.
+    a learners table with a "guest" id), the integers become their text, so the same id
+    matches in both (1 never equals "1"); noted in the report."""
+    pairs = {"learner_id": ("events", "learners"), "course_id": ("events", "courses")}
+    for col, names in pairs.items():
+        have = {n: frames[n] for n in names if frames.get(n) is not None and col in frames[n]}
+        kinds = {n: f[col].dtype.kind in "iu" or str(f[col].dtype) == "Int64"
+                 for n, f in have.items()}  # fmt: skip
+        if len(set(kinds.values())) < 2:
+            continue
+        for n, is_int in kinds.items():
+            if is_int:
+                f = have[n]
+                f[col] = f[col].astype("str").where(f[col].notna(), None)
+                if report is not None:
+                    text = [m for m, k in kinds.items() if not k]
+                    report.note(
+                        f"{n}.{col}: integers read as text, to match the text ids of the "
+                        f"{', '.join(text)} table"
+                    )
 
 
 def _narrow_ids(frame: pd.DataFrame) -> pd.DataFrame:
