@@ -430,6 +430,25 @@ def test_generic_unparseable_timestamp_reported(tmp_path):
     assert problems[("ts", "timestamp must not be missing")].count == 1  # the empty field
 
 
+def test_non_iso_dates_are_read_in_one_format_for_the_whole_column(tmp_path):
+    """dd/mm/yyyy: the column reads day first throughout (a guess per value read 08/01 as
+    August and 15/01 as January); US dates read month first; a mix is an error."""
+    rows = "learner_id,course_id,ts,watch_seconds\n"
+    days = ["08/01/2024", "15/01/2024", "03/02/2024"]
+    (tmp_path / "day.csv").write_text(rows + "".join(f"a,c{i},{d},100\n" for i, d in
+                                                      enumerate(days)))  # fmt: skip
+    ts = load_tables(tmp_path / "day.csv").events.sort_values("course_id")["ts"]
+    assert list(ts.dt.strftime("%Y-%m-%d")) == ["2024-01-08", "2024-01-15", "2024-02-03"]
+    us = ["01/08/2024", "01/15/2024", "02/03/2024"]
+    (tmp_path / "us.csv").write_text(rows + "".join(f"a,c{i},{d},100\n" for i, d in
+                                                     enumerate(us)))  # fmt: skip
+    ts = load_tables(tmp_path / "us.csv").events.sort_values("course_id")["ts"]
+    assert list(ts.dt.strftime("%Y-%m-%d")) == ["2024-01-08", "2024-01-15", "2024-02-03"]
+    (tmp_path / "mix.csv").write_text(rows + "a,c0,15/01/2024,100\na,c1,01/20/2024,100\n")
+    with pytest.raises(SchemaError, match="timestamp must be parseable -- 1 row"):
+        load_tables(tmp_path / "mix.csv")
+
+
 def test_generic_derives_missing_tables_and_accepts_hydra_config(tmp_path):
     omegaconf = pytest.importorskip("omegaconf")
     platform_events().to_parquet(tmp_path / "events.parquet")

@@ -17,6 +17,7 @@ Canonical dtypes
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,11 +187,26 @@ def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np
     else:
         parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
         retry = parsed.isna().to_numpy() & present
-        if retry.any():  # not ISO 8601: let pandas guess per element
+        if retry.any():  # not ISO 8601: one format for them all, never a guess per element
             parsed = parsed.copy()
-            parsed[retry] = pd.to_datetime(values[retry], utc=True, errors="coerce", format="mixed")
+            parsed[retry] = _one_format(values[retry])
     parsed = parsed.astype("datetime64[ns, UTC]")
     return parsed, present & parsed.isna().to_numpy()
+
+
+def _one_format(values: pd.Series) -> pd.Series:
+    """Non-ISO timestamps in the one format pandas infers from the first value, month first
+    (US) or, when that reads fewer of them, day first. A guess per element (format="mixed")
+    would read 08/01/2024 as August and 15/01/2024 as January in the same column, scrambling
+    the time order silently; here values that do not fit the column's format are NaT, which
+    validation reports as unparseable, with lines."""
+    with warnings.catch_warnings():  # "could not infer format": every value is then NaT
+        warnings.simplefilter("ignore", UserWarning)
+        month = pd.to_datetime(values, utc=True, errors="coerce")
+        if not month.isna().any():
+            return month
+        day = pd.to_datetime(values, utc=True, errors="coerce", dayfirst=True)
+    return day if day.notna().sum() > month.notna().sum() else month
 
 
 def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
