@@ -135,18 +135,18 @@ EXPECTED = {
     ("courses", "course_id", "id must be unique", 2),
     ("courses", "duration_seconds", "must be >= 0 (missing allowed)", 1),
     ("courses", "duration_seconds", "must be numeric (missing allowed)", 1),
-    ("courses", "published_at", "timestamp must be parseable", 1),
+    ("courses", "published_at", "timestamp must be parseable (years 1678-2261)", 1),
     ("events", "learner_id", "id must not be missing", 1),
     ("events", "learner_id", "id must exist in the learners table", 1),
     ("events", "course_id", "id must exist in the courses table", 1),
-    ("events", "ts", "timestamp must be parseable", 1),
+    ("events", "ts", "timestamp must be parseable (years 1678-2261)", 1),
     ("events", "ts", "timestamp must not be missing", 1),
     ("events", "watch_seconds", "must be >= 0 (missing allowed)", 1),
     ("events", "watch_seconds", "must be numeric (missing allowed)", 1),
     ("events", "watch_seconds", "must be finite", 1),
     ("events", "clicked", "must be 0 or 1 (missing allowed)", 1),
     ("events", "impression", "must be boolean (true/false or 1/0), not missing", 1),
-    ("events", "position", "must be an integer >= 1 (missing allowed)", 1),
+    ("events", "position", "must be an integer in 1..32,767 (missing allowed)", 1),
     ("events", "learner_id+course_id+ts+impression", DUPLICATE_HINT, 2),
 }
 
@@ -160,7 +160,9 @@ def test_every_broken_rule_is_reported_with_count_and_examples():
     by_rule = {(p.column, p.rule): p for p in err.value.problems}
     # Examples name the offending row and value.
     assert by_rule[("watch_seconds", "must be >= 0 (missing allowed)")].examples == [(10, -3.0)]
-    assert by_rule[("ts", "timestamp must be parseable")].examples == [(8, "yesterday")]
+    assert by_rule[("ts", "timestamp must be parseable (years 1678-2261)")].examples == [
+        (8, "yesterday")
+    ]
     assert by_rule[("learner_id", "id must exist in the learners table")].examples == [(6, "zz")]
     message = str(err.value)
     assert f"{len(EXPECTED)} data problem(s)" in message
@@ -234,3 +236,20 @@ def test_strict_clicked_keeps_the_error():
     (problem,) = err.value.problems
     assert problem.column == "clicked" and problem.count == int(organic.sum())
     assert "only defined on impressions" in problem.rule and "strict_clicked" in problem.rule
+
+
+def test_out_of_range_values_and_settings_are_named_not_crashes():
+    """A year pandas cannot hold in ns, a slate position beyond Int16, an events table
+    without its id column and no entity tables, an unknown ts_unit: each a clear error."""
+    events, learners, courses = valid_tables()
+    far = events.astype({"ts": object})
+    far.loc[far.index[0], "ts"] = "2300-01-01"
+    with pytest.raises(SchemaError, match=r"events.ts: timestamp must be parseable \(years"):
+        EventLog.from_tables(far, learners, courses)
+    deep = events.assign(position=40_000)
+    with pytest.raises(SchemaError, match=r"position: must be an integer in 1..32,767"):
+        EventLog.from_tables(deep, learners, courses)
+    with pytest.raises(SchemaError, match=r"learner_id: required column is missing.*Fix: map it"):
+        EventLog.from_tables(events.drop(columns="learner_id"))
+    with pytest.raises(ValueError, match=r"ts_unit \(data.source.ts_unit\): must be one of"):
+        EventLog.from_tables(events, learners, courses, ts_unit="sec")

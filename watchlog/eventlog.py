@@ -25,6 +25,8 @@ from watchlog.schema import (
     unknown_id_problems,
 )
 
+TS_UNITS = ("s", "ms", "us", "ns")  # epochs: numeric timestamps
+
 __all__ = ["EventLog", "DUPLICATE_HINT", "DUPLICATE_POLICIES", "ts_ns", "utc_ns"]
 
 DUPLICATE_POLICIES = ("error", "first", "last", "max_watch")
@@ -75,6 +77,10 @@ class EventLog:
         """
         if duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        if ts_unit is not None and ts_unit not in TS_UNITS:
+            raise ValueError(
+                f"ts_unit (data.source.ts_unit): must be one of {TS_UNITS} or null, got {ts_unit!r}"
+            )
         report = report if report is not None else DataReport()
         ev, problems = normalize_events(
             events, ts_unit=ts_unit, strict_clicked=strict_clicked, report=report
@@ -87,8 +93,10 @@ class EventLog:
         if courses is None and "course_id" in ev:
             courses = pd.DataFrame({"course_id": pd.unique(ev["course_id"].dropna())})
             report.note(f"no courses table: {len(courses):,} courses derived from events")
-        lt, lp = normalize_learners(learners)
-        ct, cp = normalize_courses(courses)
+        # without an id column in the events the tables cannot be derived: the events'
+        # problems name the missing column, and the entity tables are not checked
+        lt, lp = normalize_learners(learners) if learners is not None else (pd.DataFrame(), [])
+        ct, cp = normalize_courses(courses) if courses is not None else (pd.DataFrame(), [])
         problems += lp + cp
         # Every rule is checked whatever else failed, so one run lists all problems.
         if "learner_id" in ev and "learner_id" in lt:

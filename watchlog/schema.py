@@ -136,6 +136,10 @@ def _collect(problems: list[Problem], p: Problem | None) -> None:
 
 
 _MISSING_FIX = {  # what to do about a contract column a table lacks (loaders' keys)
+    "learner_id": "map it (data.source.events.columns.learner_id=<column>)",
+    "course_id": "map it (data.source.events.columns.course_id=<column>)",
+    "ts": "map it (data.source.events.columns.ts=<column>) or fill it for a log without "
+    "times (data.source.events.fill.ts=2024-01-01, then split=stratified)",
     "watch_seconds": "map it (data.source.events.columns.watch_seconds=<column>) or fill it "
     "(data.source.events.fill.watch_seconds=600 for a log of whole views; nan: unknown)",
     "clicked": "map it (data.source.events.columns.clicked=<column>) or fill it "
@@ -190,8 +194,22 @@ def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np
         if retry.any():  # not ISO 8601: one format for them all, never a guess per element
             parsed = parsed.copy()
             parsed[retry] = _one_format(values[retry])
-    parsed = parsed.astype("datetime64[ns, UTC]")
+    parsed = _in_ns_range(parsed).astype("datetime64[ns, UTC]")
     return parsed, present & parsed.isna().to_numpy()
+
+
+_POSITION_MAX = int(np.iinfo(np.int16).max)  # slate positions are held as Int16
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+
+def _in_ns_range(parsed: pd.Series) -> pd.Series:
+    """NaT (reported as unparseable) for timestamps outside datetime64[ns] (1677-09-22 to
+    2262-04-11), which pandas may parse at a coarser unit but cannot hold in ns."""
+    unit_ok = parsed.dt.unit == "ns"
+    if unit_ok:
+        return parsed
+    out = (parsed >= _TS_MIN) & (parsed <= _TS_MAX)
+    return parsed.where(out.fillna(False))
 
 
 def _one_format(values: pd.Series) -> pd.Series:
@@ -258,7 +276,7 @@ def normalize_events(
         rule = (
             "timestamp is numeric: give ts_unit (s, ms, us, ns) to read epochs"
             if bad.any() and pd.api.types.is_numeric_dtype(frame["ts"].dtype) and ts_unit is None
-            else "timestamp must be parseable"
+            else "timestamp must be parseable (years 1678-2261)"
         )
         _collect(problems, _problem(t, "ts", rule, frame["ts"], bad))
         _collect(
@@ -352,11 +370,17 @@ def normalize_events(
     if "position" in frame.columns:
         raw = frame["position"]
         num = pd.to_numeric(raw, errors="coerce")
-        bad = (
-            raw.notna().to_numpy() & ~((num >= 1) & (num == np.floor(num))).fillna(False).to_numpy()
-        )
+        ok = (num >= 1) & (num <= _POSITION_MAX) & (num == np.floor(num))
+        bad = raw.notna().to_numpy() & ~ok.fillna(False).to_numpy()
         _collect(
-            problems, _problem(t, "position", "must be an integer >= 1 (missing allowed)", raw, bad)
+            problems,
+            _problem(
+                t,
+                "position",
+                f"must be an integer in 1..{_POSITION_MAX:,} (missing allowed)",
+                raw,
+                bad,
+            ),  # fmt: skip
         )
         out["position"] = num.where(~pd.Series(bad, index=num.index)).astype("Int16")
     if "channel" in frame.columns:
@@ -422,7 +446,13 @@ def normalize_courses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]
         parsed, bad = to_utc(out["published_at"], unit="s")
         _collect(
             problems,
-            _problem(t, "published_at", "timestamp must be parseable", out["published_at"], bad),
+            _problem(
+                t,
+                "published_at",
+                "timestamp must be parseable (years 1678-2261)",
+                out["published_at"],
+                bad,
+            ),
         )
         out["published_at"] = parsed
     for col in ("language", "category", "difficulty"):
