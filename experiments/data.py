@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,7 +15,7 @@ from watchlog.cleaning import clean
 from watchlog.splits import Split
 from watchlog.synthetic import PlatformTruth, SyntheticPlatform
 
-__all__ = ["PreparedData", "load_run", "prepare_data"]
+__all__ = ["PreparedData", "check_rolling_history", "load_run", "prepare_data"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,3 +73,46 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, PreparedData]:
     split = instantiate(cfg.split.fn)(log, log.select(cfg.split.events), report=report)
     timings["split"] = time.perf_counter() - start
     return cfg, PreparedData(log, split, report, None, timings)
+
+
+def check_rolling_history(
+    split: Split,
+    *,
+    training: str = "auto",
+    n_cutoffs: int = 4,
+    horizon_days: float | None = None,
+    spacing_days: float | None = None,
+    blend_models: bool = False,
+    **_: object,
+) -> None:
+    """Raise before any training when the events do not reach back far enough for the rolling
+    training cutoffs (`rolling_folds`), which would otherwise fail after the earlier stages:
+    the earliest cutoff is `horizon + (n_cutoffs - 1) x spacing` days before the validation
+    cutoff (and, with `blend_models`, before the blend models' own validation cutoff, one
+    blend window and one validation window earlier). Takes the datamodule's settings
+    (`**cfg.ncf.datamodule`); other keys are ignored."""
+    if split.kind != "temporal" or split.valid is None or training == "denoising":
+        return
+    valid_len = split.test.cutoff - split.valid.cutoff
+    horizon = pd.Timedelta(days=horizon_days) if horizon_days else valid_len
+    spacing = pd.Timedelta(days=spacing_days) if spacing_days else horizon
+    need = horizon + (int(n_cutoffs) - 1) * spacing
+    befores = [("the validation cutoff", split.valid.cutoff)]
+    if blend_models and split.blend is not None:
+        befores.append(("the blend models' validation cutoff (the blend start minus the "
+                        "validation length)", split.blend.cutoff - valid_len))  # fmt: skip
+    first = split.test.inputs["ts"].iloc[0] if len(split.test.inputs) else None
+    for what, before in befores:
+        earliest = before - need
+        if first is not None and earliest > first:
+            continue
+        short = (first - earliest) / pd.Timedelta(days=1) if first is not None else float("nan")
+        raise ValueError(
+            f"the two-tower's rolling training cutoffs need {need / pd.Timedelta(days=1):g} days "
+            f"of events before {what}, {before.date()}: horizon {horizon / pd.Timedelta(days=1):g}"
+            f" + ({n_cutoffs} - 1) x spacing {spacing / pd.Timedelta(days=1):g} days; the events "
+            f"start {first.date() if first is not None else None}, {short:.1f} days too late. Fix: fewer or closer cutoffs "
+            "(ncf.datamodule.n_cutoffs, ncf.datamodule.spacing_days), a shorter horizon "
+            "(ncf.datamodule.horizon_days), shorter windows (split.fn.valid_days / test_days / "
+            "blend_days), or no rolling cutoffs (ncf.datamodule.training=denoising)"
+        )

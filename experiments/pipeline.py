@@ -30,6 +30,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from experiments.data import check_rolling_history
 from experiments.objective import objective_value, require_objective_for_optuna
 from experiments.provenance import write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
@@ -63,6 +64,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.save_data and "data" not in stages.reused:
             stages.save_data(data)
     timings = dict(data.timings)
+    if cfg.stages.ncf:  # before any training: data too short for the rolling cutoffs
+        check_rolling_history(data.split, **cfg.ncf.datamodule, blend_models=cfg.stages.blend)
     ncf_metrics = glmix_metrics = blend_metrics = export_result = None
     if cfg.stages.ncf:
         with meter.stage("ncf"):  # the import (torch, Lightning) belongs to the stage's time

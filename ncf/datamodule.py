@@ -111,6 +111,18 @@ class NCFDataModule(pl.LightningDataModule):
             return  # built once; Lightning calls setup for every stage
         self.valid = self.inputs.snapshot(self.event_log, self.split.valid, report=self.report)
         self.test = self.inputs.snapshot(self.event_log, self.split.test, report=self.report)
+        if (
+            self.valid.labels is not None and self.valid.labels.nnz == 0
+        ):  # nothing to choose an epoch on: say why, not later
+            watched = int(self.event_log.events["watched"].sum()) if (
+                "watched" in self.event_log.events) else None  # fmt: skip
+            raise ValueError(
+                f"NCF: the validation window ({self.split.valid.name}) holds no watched course "
+                f"to learn or choose an epoch from; the log has {watched} watched events in "
+                "all. A watch is an event with watch_seconds >= data.cleaning.min_watch_seconds "
+                "(a log without watch times: fill data.source.events.fill.watch_seconds=600; a "
+                "log of counts: lower min_watch_seconds)"
+            )
         self.train_snapshots = self._training_snapshots(before=self.split.valid)
 
     def _training_snapshots(self, before) -> list[Snapshot]:

@@ -140,6 +140,19 @@ def test_datamodule_rolling_cutoffs_and_refit_move_forward(small_platform):
     assert refit.train_snapshots[0].name == "refit_train_0"
 
 
+def test_a_log_without_watches_is_refused_at_setup_saying_why(small_platform):
+    """Every watch below the threshold (e.g. a log without watch times): the datamodule says
+    what a watch is and which setting to change, not a teacher or checkpoint error later."""
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=10**9))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    dm = NCFDataModule(log, split, InputBuilder(), training="rolling", n_cutoffs=2)
+    with pytest.raises(ValueError, match=r"holds no watched course.*0 watched events.*"
+                                         r"min_watch_seconds"):  # fmt: skip
+        dm.setup()
+
+
 def test_datamodule_denoising_trains_on_training_pairs_only(small_platform):
     from ncf.datamodule import NCFDataModule
     from watchlog.splits import stratified_split

@@ -233,3 +233,29 @@ def test_blend_window_needs_validation_and_room(log):
         temporal_split(log, valid_days=20, test_days=20, blend_days=10_000)
     with pytest.raises(ValueError, match="needs a temporal split with blend"):
         temporal_split(log, valid_days=20, test_days=20).for_blend_models()
+
+
+def test_data_too_short_for_the_rolling_cutoffs_is_refused_before_training(small_platform):
+    """300 days, 60-day windows: the blend models' cutoffs reach before the first event;
+    the check says how far, and which settings fix it. Shorter windows pass."""
+    from experiments.data import check_rolling_history
+
+    log = clean(small_platform.log)
+    settings = {"training": "auto", "n_cutoffs": 4, "horizon_days": None, "spacing_days": 14}
+    long = temporal_split(log, valid_days=60, test_days=60, blend_days=60)
+    check_rolling_history(long, **settings)  # the main models' cutoffs fit
+    with pytest.raises(ValueError, match=r"need 102 days of events before the blend models'.*"
+                                         r"ncf.datamodule.n_cutoffs"):  # fmt: skip
+        check_rolling_history(long, **settings, blend_models=True)
+    check_rolling_history(long, **{**settings, "training": "denoising"}, blend_models=True)
+    short = temporal_split(log, valid_days=20, test_days=20, blend_days=20)
+    check_rolling_history(short, **settings, blend_models=True)
+
+
+def test_a_window_without_events_is_refused_with_the_data_span(small_platform):
+    log = clean(small_platform.log)
+    last = log.events["ts"].iloc[-1]
+    with pytest.raises(
+        ValueError, match=r"no events in the window\(s\) valid \[.*, test \[.*split.fn.end"
+    ):
+        temporal_split(log, valid_days=20, test_days=20, end=last + pd.Timedelta(days=60))

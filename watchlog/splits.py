@@ -329,6 +329,15 @@ def temporal_split(
         else None
     )
     test = _temporal_fold(ev, "test", test_start, end)
+    empty = [f for f in (blend, valid, test) if f is not None and len(f.labels) == 0]
+    if empty:
+        windows = ", ".join(f"{f.name} [{f.cutoff.date()}, {f.label_end.date()})" for f in empty)
+        raise ValueError(
+            f"temporal_split: no events in the window(s) {windows}: a window without labels "
+            f"can neither choose nor judge a model. The {len(ev):,} events span {first} to "
+            f"{ev['ts'].iloc[-1]}; move the windows into the data (split.fn.end, "
+            "split.fn.test_days / valid_days / blend_days)"
+        )
     after = int((ts_ns(ev["ts"]) >= utc_ns(end)).sum())
     split = Split(
         "temporal",
