@@ -143,7 +143,7 @@ EXPECTED = {
     ("events", "ts", "timestamp must not be missing", 1),
     ("events", "watch_seconds", "must be >= 0 (missing allowed)", 1),
     ("events", "watch_seconds", "must be numeric (missing allowed)", 1),
-    ("events", "watch_seconds", "must be finite", 1),
+    ("events", "watch_seconds", "must be finite (and below 3.4e38, float32's largest)", 1),
     ("events", "clicked", "must be 0 or 1 (missing allowed)", 1),
     ("events", "impression", "must be boolean (true/false or 1/0), not missing", 1),
     ("events", "position", "must be an integer in 1..32,767 (missing allowed)", 1),
@@ -253,3 +253,26 @@ def test_out_of_range_values_and_settings_are_named_not_crashes():
         EventLog.from_tables(events.drop(columns="learner_id"))
     with pytest.raises(ValueError, match=r"ts_unit \(data.source.ts_unit\): must be one of"):
         EventLog.from_tables(events, learners, courses, ts_unit="sec")
+
+
+def test_nothing_the_caller_gave_is_changed_or_merged_silently():
+    """Mixed text / number ids are an error (3 and "3" would be two learners, 3 and 3.0
+    one); a column named like one the toolkit computes is an error; a watch time float32
+    cannot hold is an error; a replaced `watched` column and missing segments are counted."""
+    from watchlog.cleaning import mark_watched
+
+    events, learners, courses = valid_tables()
+    mixed = events.astype({"learner_id": object})
+    mixed.loc[mixed.index[0], "learner_id"] = 3
+    with pytest.raises(SchemaError, match=r"events.learner_id: ids must be all text or all numbers"
+                                          r".*row 0: 3"):  # fmt: skip
+        EventLog.from_tables(mixed, None, courses)
+    with pytest.raises(SchemaError, match=r"learner_idx: column name is reserved"):
+        EventLog.from_tables(events.assign(learner_idx=1), learners, courses)
+    with pytest.raises(SchemaError, match=r"watch_seconds: must be finite \(and below 3.4e38"):
+        EventLog.from_tables(events.assign(watch_seconds=1e39), learners, courses)
+    report = DataReport()
+    log = EventLog.from_tables(events.assign(watched=True), learners, courses, report=report)
+    assert any("learners.segment: 1 of 3 missing, set to 'unknown'" in n for n in report.notes)
+    mark_watched(log, min_seconds=60, report=report)
+    assert any("events.watched: the column the events had was replaced" in n for n in report.notes)

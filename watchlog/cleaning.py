@@ -192,6 +192,13 @@ def mark_watched(
             below_threshold=int((some & ~watched).sum()),
             missing_watch_time=int(np.isnan(seconds).sum()),
         )
+        if "watched" in ev.columns:  # the caller's own column, or an earlier threshold's
+            before = ev["watched"].fillna(False).astype(bool).to_numpy()
+            report.note(
+                f"events.watched: the column the events had was replaced by the watch-time "
+                f"threshold's flag ({int((before != watched).sum()):,} of {len(ev):,} values "
+                "changed); rename a column of your own that means something else"
+            )
     return log.with_events(ev.assign(watched=watched))
 
 

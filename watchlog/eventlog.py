@@ -95,7 +95,9 @@ class EventLog:
             report.note(f"no courses table: {len(courses):,} courses derived from events")
         # without an id column in the events the tables cannot be derived: the events'
         # problems name the missing column, and the entity tables are not checked
-        lt, lp = normalize_learners(learners) if learners is not None else (pd.DataFrame(), [])
+        lt, lp = (
+            normalize_learners(learners, report) if learners is not None else (pd.DataFrame(), [])
+        )
         ct, cp = normalize_courses(courses) if courses is not None else (pd.DataFrame(), [])
         problems += lp + cp
         # Every rule is checked whatever else failed, so one run lists all problems.

@@ -46,6 +46,7 @@ __all__ = [
 
 EVENT_COLUMNS = ("learner_id", "course_id", "ts", "watch_seconds", "clicked", "impression")
 EVENT_OPTIONAL_COLUMNS = ("position", "channel")
+RESERVED_EVENT_COLUMNS = ("learner_idx", "course_idx")  # EventLog sets them (`watched`: cleaning)
 LEARNER_COLUMNS = ("learner_id", "segment")  # + any profile columns
 # The course columns the contract knows; only course_id is required, the rest are checked when present.
 COURSE_COLUMNS = (
@@ -212,6 +213,20 @@ def _in_ns_range(parsed: pd.Series) -> pd.Series:
     return parsed.where(out.fillna(False))
 
 
+def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
+    """Ids of one type: in a column of Python objects mixing text and numbers, 3 and "3"
+    would be two ids and 3 and 3.0 one, and the log could not be saved to Parquet. The rows
+    of the rarer kind are named."""
+    if not pd.api.types.is_object_dtype(ids.dtype):
+        return None
+    if pd.api.types.infer_dtype(ids, skipna=True) not in ("mixed", "mixed-integer"):
+        return None
+    is_text = ids.map(lambda v: isinstance(v, str)).to_numpy()  # object column: per value
+    present = ids.notna().to_numpy()
+    rare = is_text if is_text[present].sum() * 2 < present.sum() else ~is_text & present
+    return _problem(table, col, "ids must be all text or all numbers, not both", ids, rare)
+
+
 def _one_format(values: pd.Series) -> pd.Series:
     """Non-ISO timestamps in the one format pandas infers from the first value, month first
     (US) or, when that reads fewer of them, day first. A guess per element (format="mixed")
@@ -260,6 +275,18 @@ def normalize_events(
     `report`; with `strict_clicked` it is a problem instead."""
     t = "events"
     problems = _missing_columns(frame, t, EVENT_COLUMNS)
+    problems += [
+        Problem(
+            t,
+            col,
+            "column name is reserved (the toolkit computes it)",
+            len(frame),
+            [],
+            fix="rename the column, or drop it",
+        )  # fmt: skip
+        for col in RESERVED_EVENT_COLUMNS
+        if col in frame.columns
+    ]
     missing = {p.column for p in problems}
     out = pd.DataFrame(index=frame.index)
 
@@ -269,6 +296,7 @@ def normalize_events(
         _collect(
             problems, _problem(t, col, "id must not be missing", frame[col], frame[col].isna())
         )
+        _collect(problems, _mixed_ids(t, col, frame[col]))
         out[col] = frame[col]
 
     if "ts" not in missing:
@@ -304,12 +332,13 @@ def normalize_events(
             _problem(
                 t,
                 "watch_seconds",
-                "must be finite",
+                "must be finite (and below 3.4e38, float32's largest)",
                 raw,
-                np.isinf(num.to_numpy(dtype=float, na_value=np.nan)),
+                too_large := np.abs(num.to_numpy(dtype=float, na_value=np.nan))
+                > np.finfo(np.float32).max,
             ),
         )
-        out["watch_seconds"] = num.astype(np.float32)
+        out["watch_seconds"] = num.mask(too_large).astype(np.float32)  # those rows: reported
 
     if "impression" not in missing:
         imp, bad_impression = _to_bool(frame["impression"])
@@ -400,19 +429,27 @@ def _normalize_entity_table(
         return frame, problems
     ids = frame[id_col]
     _collect(problems, _problem(table, id_col, "id must not be missing", ids, ids.isna()))
+    _collect(problems, _mixed_ids(table, id_col, ids))
     dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
     _collect(problems, _problem(table, id_col, "id must be unique", ids, dup))
     return frame.copy(), problems
 
 
-def normalize_learners(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
-    """Canonical learners table; `segment` filled with 'unknown' when the column is absent."""
+def normalize_learners(
+    frame: pd.DataFrame, report: DataReport | None = None
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Canonical learners table; `segment` 'unknown' where it is missing (counted in
+    `report`) or when the column is absent."""
     out, problems = _normalize_entity_table(frame, "learners", "learner_id")
     if problems and problems[0].rule == "required column is missing":
         return out, problems
     if "segment" not in out.columns:
         out["segment"] = "unknown"
-    out["segment"] = out["segment"].astype("string").fillna("unknown").astype("category")
+    segment = out["segment"].astype("string")
+    blank = int(segment.isna().sum())
+    if blank and report is not None:
+        report.note(f"learners.segment: {blank:,} of {len(out):,} missing, set to 'unknown'")
+    out["segment"] = segment.fillna("unknown").astype("category")
     return out, problems
 
 
