@@ -41,7 +41,7 @@ from blend import CandidateBuilder, LabelledPoint, PositionCurve, make_variants,
 from blend.candidates import seen_in
 from blend.lists import served_lists
 from blend.workflow import Points, learner_routes, run_study
-from experiments.data import PreparedData, load_run
+from experiments.data import PreparedData, load_run, use_threads
 from experiments.provenance import write_manifest
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
@@ -316,6 +316,7 @@ def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """From a finished pipeline run's folder (`run_dir`): its data and models."""
     check_config(cfg)  # this command's blend config; the run's own was checked when it ran
+    use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
     run_cfg, data = load_run(run_dir)
     seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed

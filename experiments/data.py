@@ -15,7 +15,7 @@ from watchlog.cleaning import clean
 from watchlog.splits import Split
 from watchlog.synthetic import PlatformTruth, SyntheticPlatform
 
-__all__ = ["PreparedData", "check_rolling_history", "load_run", "prepare_data"]
+__all__ = ["PreparedData", "check_rolling_history", "load_run", "prepare_data", "use_threads"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +51,14 @@ def prepare_data(
     split = split_fn(log, log.select(split_cfg.events), report=report)
     timings["split"] = time.perf_counter() - start
     return PreparedData(log, split, report, truth, timings)
+
+
+def use_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process (`threads=N` of every command); None: leave them."""
+    if threads:
+        import torch  # here: the data stage itself does not need torch
+
+        torch.set_num_threads(int(threads))
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, PreparedData]:

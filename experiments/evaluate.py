@@ -47,7 +47,7 @@ from evaluation import (
     per_entity_auc,
     segment_breakdown,
 )
-from experiments.data import PreparedData, load_run
+from experiments.data import PreparedData, load_run, use_threads
 from experiments.run_log import log_into_run_folder
 from experiments.tables import log_table
 from glmix import GLMixScorer
@@ -280,6 +280,7 @@ def _log_tables(out: dict[str, Any]) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """From a finished run's folder (`run_dir`), with this command's `evaluate` settings; the
     data, split and (unless `seed` is set) seed are the run's."""
+    use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
     run_cfg, data = load_run(run_dir)
     seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed

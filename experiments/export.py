@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from blend.candidates import seen_in
-from experiments.data import PreparedData, load_run
+from experiments.data import PreparedData, load_run, use_threads
 from experiments.provenance import code_version
 from experiments.run_log import log_into_run_folder
 from export import GateError, WatchedPairs
@@ -122,6 +122,7 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """From a finished run's folder (`run_dir`), with this command's export settings."""
+    use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
     run_cfg, data = load_run(run_dir)
     export_cfg = cfg.export

@@ -125,7 +125,7 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
 
     before = json.loads((run_dir / "blend" / "metrics.json").read_text())
     blend_overrides = [o for o in [*FAST, *RANK_GRID] if o.startswith("blend.")]
-    cfg = compose_cfg("blend", f"run_dir={run_dir}", *blend_overrides)
+    cfg = compose_cfg("blend", f"run_dir={run_dir}", "threads=1", *blend_overrides)
     again = run_blend(cfg)
     # same data, models, config and seed: the same choice and the same test figures
     assert [r["variant"] for r in again["validation"]] == [
@@ -139,6 +139,7 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
     db = tmp_path / "lists.db"
     sql = compose_cfg(
         "export", f"run_dir={run_dir}", "export.sink.kind=sqlite", f"export.sink.path={db}",
+        "threads=1",  # every command takes threads=N
     )  # fmt: skip
     res = run_export(sql)  # k not given: the run's served length (blend.k), not a default
     assert res["published"] and res["rows"] == 5000
