@@ -138,7 +138,9 @@ def test_a_run_folder_without_glmix_evaluates_the_two_tower_only(run_dir, tmp_pa
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "glmix")
     shutil.rmtree(copy / "evaluation")
-    res = run_evaluate(compose_cfg("evaluate", f"run_dir={copy}", "evaluate.n_boot=100", "threads=1"))
+    res = run_evaluate(
+        compose_cfg("evaluate", f"run_dir={copy}", "evaluate.n_boot=100", "threads=1")
+    )
     assert "glmix" not in res and set(res["skipped"]) == {"glmix"}
     assert sorted(p.name for p in (copy / "evaluation").iterdir()) == [
         "metrics.json", "ncf_per_learner.parquet",

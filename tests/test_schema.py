@@ -276,3 +276,16 @@ def test_nothing_the_caller_gave_is_changed_or_merged_silently():
     assert any("learners.segment: 1 of 3 missing, set to 'unknown'" in n for n in report.notes)
     mark_watched(log, min_seconds=60, report=report)
     assert any("events.watched: the column the events had was replaced" in n for n in report.notes)
+
+
+def test_epochs_in_the_wrong_unit_are_noted_with_the_other_readings():
+    events, learners, courses = valid_tables()
+    seconds = events.assign(ts=np.arange(5) * 86_400 + 1_700_000_000)
+    report = DataReport()
+    log = EventLog.from_tables(seconds, learners, courses, ts_unit="ms", report=report)
+    assert log.events["ts"].iloc[0].year == 1970
+    (note,) = [n for n in report.notes if n.startswith("events.ts: read with ts_unit=ms")]
+    assert "s: 2023-11-14" in note
+    report = DataReport()
+    EventLog.from_tables(seconds, learners, courses, ts_unit="s", report=report)
+    assert not any(n.startswith("events.ts: read with") for n in report.notes)

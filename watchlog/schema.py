@@ -17,6 +17,8 @@ Canonical dtypes
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,6 +215,29 @@ def _in_ns_range(parsed: pd.Series) -> pd.Series:
     return parsed.where(out.fillna(False))
 
 
+def _note_epoch_span(ts: pd.Series, raw: pd.Series, unit: str | None, report) -> None:
+    """Epochs read in the wrong unit land in 1970 (seconds read as ms) or far in the future:
+    a numeric column read with `unit` whose dates fall outside 1990-2100 is noted, with the
+    span and the other units' reading of its first value."""
+    if unit is None or report is None or not pd.api.types.is_numeric_dtype(raw.dtype):
+        return
+    lo, hi = ts.min(), ts.max()
+    if pd.isna(lo) or (lo.year >= 1990 and hi.year <= 2100):
+        return
+    first = raw.dropna().iloc[0]
+    others = []
+    for u in ("s", "ms", "us", "ns"):
+        if u != unit:
+            with contextlib.suppress(OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+                others.append(f"{u}: {pd.to_datetime(first, unit=u, utc=True)}")
+    report.note(
+        f"events.ts: read with ts_unit={unit}, the events span {lo} to {hi}, outside 1990-2100; "
+        f"if the unit is wrong, data.source.ts_unit reads the first value {first} as "
+        + "; ".join(others)
+    )
+    logging.getLogger(__name__).warning("%s", report.notes[-1])
+
+
 def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
     """Ids of one type: in a column of Python objects mixing text and numbers, 3 and "3"
     would be two ids and 3 and 3.0 one, and the log could not be saved to Parquet. The rows
@@ -312,6 +337,7 @@ def normalize_events(
             _problem(t, "ts", "timestamp must not be missing", frame["ts"], frame["ts"].isna()),
         )
         out["ts"] = ts
+        _note_epoch_span(ts, frame["ts"], ts_unit, report)
 
     if "watch_seconds" not in missing:
         raw = frame["watch_seconds"]
