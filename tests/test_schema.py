@@ -289,3 +289,11 @@ def test_epochs_in_the_wrong_unit_are_noted_with_the_other_readings():
     report = DataReport()
     EventLog.from_tables(seconds, learners, courses, ts_unit="s", report=report)
     assert not any(n.startswith("events.ts: read with") for n in report.notes)
+
+
+def test_numeric_published_at_is_read_in_the_events_unit():
+    events, learners, courses = valid_tables()
+    ms = events.assign(ts=(np.arange(5) * 86_400 + 1_700_000_000) * 1000)
+    released = courses.assign(published_at=1_600_000_000_000)  # epoch ms, as the events
+    log = EventLog.from_tables(ms, learners, released, ts_unit="ms")
+    assert (log.courses["published_at"].dt.year == 2020).all()

@@ -98,7 +98,9 @@ class EventLog:
         lt, lp = (
             normalize_learners(learners, report) if learners is not None else (pd.DataFrame(), [])
         )
-        ct, cp = normalize_courses(courses) if courses is not None else (pd.DataFrame(), [])
+        ct, cp = (
+            normalize_courses(courses, ts_unit) if courses is not None else (pd.DataFrame(), [])
+        )
         problems += lp + cp
         # Every rule is checked whatever else failed, so one run lists all problems.
         if "learner_id" in ev and "learner_id" in lt:

@@ -479,8 +479,11 @@ def normalize_learners(
     return out, problems
 
 
-def normalize_courses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
-    """Canonical courses table; contract columns are checked when present."""
+def normalize_courses(
+    frame: pd.DataFrame, ts_unit: str | None = None
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Canonical courses table; contract columns are checked when present. A numeric
+    `published_at` is an epoch in `ts_unit` (the events' unit; seconds when None)."""
     t = "courses"
     out, problems = _normalize_entity_table(frame, t, "course_id")
     if problems and problems[0].rule == "required column is missing":
@@ -506,7 +509,7 @@ def normalize_courses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]
         )
         out["duration_seconds"] = num.astype(np.float32)
     if "published_at" in out.columns:
-        parsed, bad = to_utc(out["published_at"], unit="s")
+        parsed, bad = to_utc(out["published_at"], unit=ts_unit or "s")
         _collect(
             problems,
             _problem(
