@@ -112,7 +112,7 @@ def check_ks(ks: int | Sequence[int], width: int | None = None) -> tuple[int, ..
     ks_t = (ks,) if isinstance(ks, int | np.integer) else tuple(ks)
     if not ks_t:
         raise ValueError("ks: must hold at least one cut-off")
-    bad = [k for k in ks_t if not isinstance(k, int | np.integer) or k < 1]
+    bad = [k for k in ks_t if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1]
     if bad:
         raise ValueError(f"ks: cut-offs must be positive ints; got {few(bad)}")
     if width is not None:

@@ -176,32 +176,40 @@ def segment_breakdown(
     values: (n,) array, or a mapping name -> (n,) array (e.g. `RankingMetrics.per_user`);
     segments: (n,) labels aligned with the values (missing labels form a segment of their own).
     Returns columns [metric,] segment, users, mean[, low, high], sorted by metric and segment.
-    With n_boot > 0 each segment is bootstrapped on its own users (one loop over segments).
+    NaN values (a metric undefined for a user, e.g. diversity of a one-item list) are left
+    out of that metric, as `RankingMetrics.summary` leaves them out: `users` counts the users
+    with a value. With n_boot > 0 each segment is bootstrapped on its own users with its own
+    stream of the seed, so equal values give equal intervals whichever metric they are.
     """
     named = dict(values) if isinstance(values, Mapping) else {None: values}
     seg = as_1d("segments", segments)
     codes, labels = pd.factorize(seg, sort=True, use_na_sentinel=False)
     n_seg = len(labels)
-    users = np.bincount(codes, minlength=n_seg)
-    rng = np.random.default_rng(seed)
+    base = int(np.random.default_rng(seed).integers(2**63))  # one draw from a Generator seed
     frames = []
     for name, vals in named.items():
-        v = _values("values" if name is None else f"values[{name!r}]", vals)
+        what = "values" if name is None else f"values[{name!r}]"
+        v = as_1d(what, vals, dtype=np.float64)
         check_same_length(values=v, segments=seg)
-        sums = np.bincount(codes, weights=v, minlength=n_seg)
-        frame = pd.DataFrame({"segment": labels, "users": users, "mean": sums / users})
+        keep = ~np.isnan(v)
+        v = _values(what, v[keep])  # inf still raises
+        c = codes[keep]
+        users = np.bincount(c, minlength=n_seg)
+        sums = np.bincount(c, weights=v, minlength=n_seg)
+        mean = np.divide(sums, users, out=np.full(n_seg, np.nan), where=users > 0)
+        frame = pd.DataFrame({"segment": labels, "users": users, "mean": mean})
         if n_boot > 0:
             _check_args(v.shape[0], n_boot, ci)
-            order = np.argsort(codes, kind="stable")  # users grouped by segment
+            order = np.argsort(c, kind="stable")  # users grouped by segment
             bounds = np.r_[0, np.cumsum(users)]
             cis = [
-                _interval(
-                    boot_means(v[order[bounds[i] : bounds[i + 1]]], n_boot, rng, max_elements), ci
-                )
+                _interval(boot_means(v[order[bounds[i] : bounds[i + 1]]], n_boot,
+                                     np.random.default_rng([base, i]), max_elements), ci)
+                if users[i] else (np.nan, np.nan)
                 for i in range(n_seg)
-            ]
-            frame["low"] = [c[0] for c in cis]
-            frame["high"] = [c[1] for c in cis]
+            ]  # fmt: skip
+            frame["low"] = [lo for lo, _ in cis]
+            frame["high"] = [hi for _, hi in cis]
         if name is not None:
             frame.insert(0, "metric", name)
         frames.append(frame)

@@ -95,6 +95,14 @@ class Factors:
 ScoreSource = Callable[[np.ndarray], Any] | np.ndarray | torch.Tensor | Factors
 
 
+def _ranking_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Scores are ranked in float32 or float64: integers in float64 (float32 merges
+    neighbours above 2**24), half precisions in float32 (numpy has no bfloat16)."""
+    if not dtype.is_floating_point:
+        return torch.float64
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 class _Scores:
     """Uniform access to a score source: `chunk(users)` -> ((c, n_items) float tensor, owned).
 
@@ -172,9 +180,11 @@ class _Scores:
     def chunk(
         self, users: np.ndarray, queries: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, bool]:
+        """((c, n_items) scores of `users`, whether the buffer is ours to modify), in a dtype
+        that ranks exactly (`_ranking_dtype`)."""
         if self.items is not None:  # Factors: the product, a new buffer
             q = self.queries(users) if queries is None else queries
-            dtype = torch.promote_types(q.dtype, self.items.dtype)
+            dtype = _ranking_dtype(torch.promote_types(q.dtype, self.items.dtype))
             return q.to(dtype) @ self.items.to(dtype).T, True  # (c, n_items)
         if self.dense is not None:
             idx = torch.from_numpy(users).to(self.dense.device)
@@ -189,8 +199,8 @@ class _Scores:
                 )
             ptr = raw.data_ptr()
         out = raw.to(self.device)
-        if not out.is_floating_point():
-            out = out.float()
+        if out.dtype != _ranking_dtype(out.dtype):
+            out = out.to(_ranking_dtype(out.dtype))
         expect = (users.shape[0], self.n_items if self.n_items is not None else out.shape[-1])
         if out.ndim != 2 or tuple(out.shape) != expect:
             raise ValueError(
@@ -241,9 +251,14 @@ def _check_rows(name: str, m: Any, users: np.ndarray, n_items: int | None) -> sp
 
 
 def _mask_excluded(
-    s: torch.Tensor, owned: bool, exclude: sp.csr_array | None, users: np.ndarray
+    s: torch.Tensor,
+    owned: bool,
+    exclude: sp.csr_array | None,
+    users: np.ndarray,
+    value: float = float("-inf"),
 ) -> torch.Tensor:
-    """Set the excluded (user, item) entries of the (c, n_items) chunk to -inf."""
+    """Set the excluded (user, item) entries of the (c, n_items) chunk to `value` (-inf:
+    never selected; NaN: never compared as >= anything)."""
     if exclude is None:
         return s
     sub = exclude[users]  # (c, n_items) pattern of already-known items
@@ -254,7 +269,7 @@ def _mask_excluded(
     rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), np.diff(sub.indptr))
     r = torch.from_numpy(rows).to(s.device)
     c = torch.from_numpy(sub.indices.astype(np.int64, copy=False)).to(s.device)
-    s[r, c] = float("-inf")
+    s[r, c] = value
     return s
 
 
@@ -461,6 +476,12 @@ def target_ranks(
     if not sp.issparse(targets):
         raise TypeError(f"targets: must be a scipy sparse matrix; got {type(targets).__name__}")
     user_idx = _users(users, int(targets.shape[0]), "")
+    if src.n_rows is not None and user_idx.size and user_idx.max() >= src.n_rows:
+        bad = user_idx[user_idx >= src.n_rows]
+        raise ValueError(
+            f"scores: has {src.n_rows:,} rows but users index up to {int(user_idx.max()):,} "
+            f"({bad.size:,} user(s) out of range, e.g. {few(bad)})"
+        )
     tg = _check_rows("targets", targets, user_idx, src.n_items)
     ex = None if exclude is None else _check_rows("exclude", exclude, user_idx, tg.shape[1])
     src.n_items = int(tg.shape[1]) if src.n_items is None else src.n_items
@@ -473,14 +494,24 @@ def target_ranks(
             if sub.nnz == 0:
                 continue
             s, owned = src.chunk(u)  # (c, n_items)
-            nan_rows = torch.isnan(s).any(dim=1)  # (c,)
-            if bool(nan_rows.any()):
-                raise _nan_error(u, torch.nonzero(nan_rows).flatten())
+            if s.shape[0] != u.shape[0]:
+                raise ValueError(
+                    f"scores: {s.shape[0]:,} rows for a chunk of {u.shape[0]:,} users; the "
+                    "score source needs a row for every user of `targets`"
+                )
             prow = np.repeat(np.arange(u.shape[0], dtype=np.int64), np.diff(sub.indptr))
             pr = torch.from_numpy(prow).to(dev)  # (p,) local row of each pair
             pi = torch.from_numpy(sub.indices.astype(np.int64)).to(dev)  # (p,) target item
             target = s[pr, pi]  # (p,) gathered before exclusion (advanced indexing copies)
-            s = _mask_excluded(s, owned, ex, u)
+            if bool(torch.isnan(target).any()):
+                bad = torch.nonzero(torch.isnan(target)).flatten()
+                raise _nan_error(u, torch.unique(pr[bad]))
+            s = _mask_excluded(s, owned, ex, u, value=float("-inf"))
+            nan_rows = torch.isnan(s).any(dim=1)  # (c,) NaN at a candidate (excluded: masked)
+            if bool(nan_rows.any()):
+                raise _nan_error(u, torch.nonzero(nan_rows).flatten())
+            # excluded entries compare as NaN: never >= a target, even one at -inf
+            s = _mask_excluded(s, True, ex, u, value=float("nan"))
             ranks = torch.empty_like(pr)
             for blk in _chunks(pr.shape[0], chunk_size):  # (b, n_items) at a time
                 t = target[blk, None]  # (b, 1)
@@ -513,7 +544,10 @@ def evaluate_full_ranking(
     copy: bool = True,
 ) -> RankingMetrics:
     """`full_ranking_topk` then `ranking_metrics`, scoring only users whose truth row is
-    non-empty (the others are counted in `n_skipped_empty`). users default: every truth row."""
+    non-empty (the others are counted in `n_skipped_empty`). users default: every truth row.
+    The truth is taken as given: an item both in `truth` and in `exclude` can never be
+    listed but still counts in recall's |R| and the ideal DCG (drop such pairs from the
+    truth first if they should not; the toolkit's own labels never hold a seen item)."""
     ks = check_ks(ks)
     if not sp.issparse(truth):
         raise TypeError(f"truth: must be a scipy sparse matrix; got {type(truth).__name__}")

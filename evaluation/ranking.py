@@ -139,12 +139,27 @@ def _check_users(users: Any, n_rows: int, n_truth_rows: int) -> np.ndarray:
     return arr
 
 
-def _gain(rel: np.ndarray, ndcg_gain: str) -> np.ndarray:
+def _gain(rel: np.ndarray, ndcg_gain: str, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """Gains; exp2 as (2^rel - 1) / 2^shift, shift a user's scale (`_exp2_shift`): NDCG is
+    a ratio of one user's sums, so the scale cancels, and 2^rel never overflows."""
     if ndcg_gain == "linear":
         return rel
     if ndcg_gain == "exp2":
-        return np.exp2(rel) - 1.0
+        return np.exp2(rel - shift) - np.exp2(-shift)
     return (rel > 0).astype(np.float64)  # binary
+
+
+_EXP2_SAFE = 512.0  # relevance up to which 2^rel is summed unscaled (far from float64's 1024)
+
+
+def _exp2_shift(t: Any) -> np.ndarray:
+    """(n,) per user: its largest relevance where that exceeds _EXP2_SAFE (e.g. watched
+    seconds), else 0 (the plain 2^rel - 1, bit for bit)."""
+    top = np.zeros(t.shape[0])
+    rows = np.flatnonzero(np.diff(t.indptr) > 0)
+    if rows.size:
+        top[rows] = np.maximum.reduceat(t.data, t.indptr[rows])
+    return np.where(top > _EXP2_SAFE, top, 0.0)
 
 
 def ranking_metrics(
@@ -188,10 +203,11 @@ def ranking_metrics(
     cum_hits = np.cumsum(hit, axis=1)  # (n_eval, K) hits within the first j positions
     # Precision@j at each hit, summed up to k: the AP numerator for every k at once.
     ap_num = np.cumsum(np.where(hit, cum_hits / pos, 0.0), axis=1)  # (n_eval, K)
-    dcg = np.cumsum(_gain(gain, ndcg_gain) * discount, axis=1)  # (n_eval, K)
+    shift = _exp2_shift(t) if ndcg_gain == "exp2" else np.zeros(len(lists))  # (n_eval,)
+    dcg = np.cumsum(_gain(gain, ndcg_gain, shift[:, None]) * discount, axis=1)  # (n_eval, K)
     any_hit = cum_hits[:, -1] > 0
     first = np.where(any_hit, np.argmax(hit, axis=1), width)  # (n_eval,) 0-based, K = none
-    idcg = _ideal_dcg(t, ks, ndcg_gain, discount)  # k -> (n_eval,)
+    idcg = _ideal_dcg(t, ks, ndcg_gain, discount, shift)  # k -> (n_eval,)
     n_rel_f = n_rel.astype(np.float64)
 
     cats = None if item_category is None else _categories(item_category, n_items)
@@ -230,7 +246,7 @@ def _lookup(lists: np.ndarray, t: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ideal_dcg(
-    t: Any, ks: tuple[int, ...], ndcg_gain: str, discount: np.ndarray
+    t: Any, ks: tuple[int, ...], ndcg_gain: str, discount: np.ndarray, shift: np.ndarray
 ) -> dict[int, np.ndarray]:
     """IDCG@k per user: the user's gains sorted high to low, first k discounted and summed."""
     n = t.shape[0]
@@ -243,7 +259,8 @@ def _ideal_dcg(
     order = np.lexsort((-t.data, row_of))  # by row, then gain high to low
     rank = np.arange(t.nnz) - t.indptr[row_of]  # (nnz,) 0-based rank within its row
     top = rank < kmax
-    r, g = row_of[top], _gain(t.data[order][top], ndcg_gain) * discount[rank[top]]
+    r = row_of[top]
+    g = _gain(t.data[order][top], ndcg_gain, shift[r]) * discount[rank[top]]
     return {k: np.bincount(r, weights=np.where(rank[top] < k, g, 0.0), minlength=n) for k in ks}
 
 

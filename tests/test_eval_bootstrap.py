@@ -80,7 +80,17 @@ def test_segment_breakdown_many_metrics_with_intervals():
     assert got == pytest.approx(ndcg_new)
     with pytest.raises(ValueError, match="lengths must match"):
         segment_breakdown(per_user["hr@10"], seg[:10])
-    with pytest.raises(ValueError, match="NaN"):
-        segment_breakdown(np.r_[np.nan, per_user["hr@10"][1:]], seg)
+    # NaN (a metric undefined for a user) is left out of that metric, inf raises
+    gap = segment_breakdown(np.r_[np.nan, per_user["hr@10"][1:]], seg)
+    first = gap[gap["segment"] == seg[0]]
+    assert first["users"].item() == (seg == seg[0]).sum() - 1
+    assert first["mean"].item() == pytest.approx(per_user["hr@10"][1:][seg[1:] == seg[0]].mean())
+    with pytest.raises(ValueError, match="NaN/inf"):
+        segment_breakdown(np.r_[np.inf, per_user["hr@10"][1:]], seg)
+    # each segment its own stream of the seed: equal values, equal intervals in any metric
+    twin = segment_breakdown({"a": per_user["ndcg@10"], "b": per_user["ndcg@10"]}, seg,
+                             n_boot=200, seed=3)  # fmt: skip
+    np.testing.assert_array_equal(twin[twin["metric"] == "a"][["low", "high"]].to_numpy(),
+                                  twin[twin["metric"] == "b"][["low", "high"]].to_numpy())  # fmt: skip
     with pytest.raises(ValueError, match="need at least one value"):
         bootstrap_ci([])

@@ -239,3 +239,38 @@ def test_bad_arguments():
         ranking_metrics(np.array([[0]]), _csr([{0: -1.0}], 6), ks=1)
     with pytest.raises(TypeError, match="scipy sparse"):
         ranking_metrics(np.array([[0]]), np.ones((1, 6)), ks=1)
+
+
+def test_edge_inputs_found_by_an_audit():
+    """bfloat16 and integer score sources rank exactly; exp2 gains of watched seconds do not
+    overflow; target_ranks never counts an excluded item, tolerates NaN only where excluded
+    and names a short score source; k=True is not k=1."""
+    import torch
+
+    from evaluation import Factors, full_ranking_topk, target_ranks
+
+    q, items = torch.randn(4, 8), torch.randn(50, 8)
+    want = full_ranking_topk(Factors(q.bfloat16().float(), items.bfloat16().float()), 5,
+                             device="cpu")  # fmt: skip
+    got = full_ranking_topk(Factors(q.bfloat16(), items.bfloat16()), 5, device="cpu")
+    np.testing.assert_array_equal(got, want)
+    assert full_ranking_topk(np.array([[16777216, 16777217, 5]]), 1, device="cpu").tolist() == [
+        [1]
+    ]  # fmt: skip
+    truth = sp.csr_matrix(np.array([[1100.0, 0, 5], [0, 1.0, 0]]))
+    r = ranking_metrics(np.array([[2, 0], [1, 0]]), truth, 2, ndcg_gain="exp2")
+    # user 0 lists the gain-5 item, then the 1100 one: NDCG ~ 1 / log2(3) (2^5 is negligible)
+    assert r.per_user["ndcg@2"].tolist() == pytest.approx([1 / math.log2(3), 1.0], rel=1e-12)
+    one = sp.csr_matrix(np.array([[1.0, 0, 0]]))
+    ranks = target_ranks(np.array([[-np.inf, 0.0, -np.inf]]), one,
+                         exclude=sp.csr_matrix(np.array([[0, 0, 1.0]])), device="cpu").ranks  # fmt: skip
+    assert ranks.tolist() == [2]  # only item 1 is a candidate
+    excluded_nan = target_ranks(np.array([[1.0, np.nan, 0.5]]), one,
+                                exclude=sp.csr_matrix(np.array([[0, 1.0, 0]])), device="cpu")  # fmt: skip
+    assert excluded_nan.ranks.tolist() == [1]
+    with pytest.raises(ValueError, match="NaN"):
+        target_ranks(np.array([[1.0, np.nan, 0.5]]), one, device="cpu")
+    with pytest.raises(ValueError, match="scores: has 1 rows but users index up to 1"):
+        target_ranks(np.zeros((1, 3)), sp.csr_matrix(np.ones((2, 3))), device="cpu")
+    with pytest.raises(ValueError, match="positive ints; got True"):
+        ranking_metrics(np.array([[0, 1]]), sp.csr_matrix(np.array([[1.0, 1.0]])), True)
