@@ -255,6 +255,7 @@ def blend_and_report(
     absent = [f for f in b.features if f not in present]
     metrics = {
         **report.summary(),
+        "k": int(b.k),  # the served length: every test NDCG / tournament is at it
         "features": present,
         "features_absent": absent,
         "ranked_lists": lists,

@@ -60,8 +60,8 @@ def blend_blocks(run_dir: Path) -> list[Block]:
         s.append(
             Table.from_records(
                 [{"duel": k, **v} for k, v in m["tournaments"].items()],
-                "Tournaments: paired bootstrap over learners of test NDCG@10 (A vs B: mean_diff = "
-                "A - B, win_rate = share of resamples where A wins)",
+                f"Tournaments: paired bootstrap over learners of test NDCG@{m.get('k', 10)} (A vs "
+                "B: mean_diff = A - B, win_rate = share of resamples where A wins)",
             )
         )
     if m.get("chosen"):
@@ -122,7 +122,7 @@ def _add_intervals(test: list[dict[str, Any]], frame: pd.DataFrame) -> None:
 
 
 def segment_table(run_dir: Path, systems: list[str] | None = None) -> Table | Note:
-    """Mean test NDCG@10 (and learners) per learner segment and system."""
+    """Mean test NDCG@k (the served length; and learners) per learner segment and system."""
     per_learner = run_dir / "blend" / "test_per_learner.parquet"
     learners = run_dir / "eventlog" / "learners.parquet"
     for p in (per_learner, learners):

@@ -138,16 +138,19 @@ def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[d
     per_learner = blend_dir / "test_per_learner.parquet"
     if per_learner.exists():
         import pandas as pd
+        import pyarrow.parquet as pq
 
         serve = json.loads((blend_dir / "metrics.json").read_text()).get("serve")
         wanted = ["two_tower", "glmix", serve, "served", "oracle"]  # the headline systems
-        table = pd.read_parquet(per_learner, columns=["system", "ndcg@10"])
+        # NDCG at the served list length (blend.k): the file's one ndcg@ column
+        metric = next(c for c in pq.read_schema(per_learner).names if c.startswith("ndcg@"))
+        table = pd.read_parquet(per_learner, columns=["system", metric])
         table = table[table["system"].isin(wanted)]
-        intervals = system_intervals(table, "ndcg@10", n_boot, seed)
+        intervals = system_intervals(table, metric, n_boot, seed)
         for system in dict.fromkeys(w for w in wanted if w in intervals):
             ci = intervals[system]
             rows.append(
-                {"stage": "blend (test)", "system": system, "metric": "ndcg@10",
+                {"stage": "blend (test)", "system": system, "metric": metric,
                  "value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
             )  # fmt: skip
     return rows + _point_metrics(out_dir)

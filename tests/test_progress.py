@@ -119,14 +119,16 @@ def test_stage_meter_and_summary_table(tmp_path):
     )
 
 
-def test_headline_metrics_from_a_run_folder(tmp_path):
+@pytest.mark.parametrize("k", [10, 5])
+def test_headline_metrics_from_a_run_folder(tmp_path, k):
+    """At the served length, whatever blend.k is (ndcg@10 was hard-coded: k=5 crashed)."""
     import numpy as np
     import pandas as pd
 
     (tmp_path / "blend").mkdir()
     rng = np.random.default_rng(0)
     frames = [
-        pd.DataFrame({"system": s, "learner_id": np.arange(200), "ndcg@10": rng.uniform(lo, lo + 0.2, 200)})
+        pd.DataFrame({"system": s, "learner_id": np.arange(200), f"ndcg@{k}": rng.uniform(lo, lo + 0.2, 200)})
         for s, lo in (("two_tower", 0.1), ("personalized", 0.2), ("rrf", 0.0))
     ]  # fmt: skip
     pd.concat(frames).to_parquet(tmp_path / "blend" / "test_per_learner.parquet")
@@ -134,7 +136,7 @@ def test_headline_metrics_from_a_run_folder(tmp_path):
     rows = headline_metrics(tmp_path, n_boot=200)
     assert [r["system"] for r in rows] == ["two_tower", "personalized"]  # rrf is no headline
     for r in rows:
-        assert r["low"] < r["value"] < r["high"] and r["n"] == 200
+        assert r["low"] < r["value"] < r["high"] and r["n"] == 200 and r["metric"] == f"ndcg@{k}"
 
 
 def test_importing_the_toolkit_sets_no_warning_filters():

@@ -182,3 +182,15 @@ def test_merge_takes_only_the_given_keys_and_whole_groups_for_group_choices():
     # nothing given: the run's config as it was
     untouched = merge_stage_settings(run_cfg, compose_cfg("train_ncf"), [], "ncf")
     assert plain(untouched) == plain(run_cfg)
+
+
+def test_the_report_command_builds_the_page(run_dir, tmp_path):
+    """`python -m experiments.report run_dir=...` as the README gives it (it lacked `paths`)."""
+    (run_dir / "report.html").unlink(missing_ok=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.report", f"run_dir={run_dir}",
+         f"hydra.run.dir={tmp_path / 'job'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run_dir / "report.html").stat().st_size > 0
