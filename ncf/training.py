@@ -240,9 +240,13 @@ def _fit_and_test(
         # The whole training state after every epoch (saved after `best`: Lightning runs
         # checkpoint callbacks last, in this order) and the RNG states, so a killed fit
         # resumes where it was: machinery of `resume`, not a choice of the config's.
+        # No monitor and top 1: the latest epoch, saved every epoch. (save_last with
+        # save_top_k=0 saves only when some checkpoint was saved that step, i.e. at train end:
+        # a killed fit then restarted from its first epoch.)
         latest = ModelCheckpoint(
-            dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False
-        )
+            dirpath=ckpt_dir, filename=Path(LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
+            every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False,
+        )  # fmt: skip
         callbacks += [latest, RNGState()]
     kwargs = {
         "accelerator": "auto", "devices": 1, "max_epochs": 50, "num_sanity_val_steps": 0,

@@ -42,7 +42,8 @@ def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path):
     fit(compose_cfg(part, "trainer.max_epochs=1"), resume=True)
     ckpt = part / "checkpoints"
     loops = torch.load(ckpt / "last.ckpt", weights_only=True)["loops"]
-    assert loops["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+    # written as epoch 0 ends (at its validation): processed, and not yet marked completed
+    assert loops["fit_loop"]["epoch_progress"]["current"]["processed"] == 1
     (ckpt / "fit_done.json").unlink()
     resumed = fit(compose_cfg(part), resume=True)
     assert resumed.result.epochs_run == whole.result.epochs_run
@@ -65,3 +66,21 @@ def test_unreadable_last_checkpoint_is_set_aside(tmp_path):
     assert trained.result.epochs_run == 1
     assert (tmp_path / "checkpoints" / "last.unreadable").exists()
     assert loadable_checkpoint(path)
+
+
+def test_last_checkpoint_is_written_after_every_epoch(tmp_path, monkeypatch):
+    """A SIGKILL can come at any epoch: last.ckpt must hold the latest one throughout, not
+    only appear when the fit ends (Lightning's save_last with save_top_k=0 did that)."""
+    from ncf.checkpointing import AtomicCheckpointIO
+
+    saved, real = [], AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        if Path(path).name == "last.ckpt":
+            saved.append(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+        return real(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", spy)
+    trained = fit(compose_cfg(tmp_path, "ncf.patience=10"), resume=True)
+    assert trained.result.epochs_run == 3
+    assert saved[:3] == [0, 1, 2]  # one per epoch, as it ends (then at train end)

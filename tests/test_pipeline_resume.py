@@ -209,6 +209,7 @@ def test_killed_during_two_tower_training_resumes_to_the_same_metrics(tmp_path):
         pytest.fail("the two-tower fit finished before the kill, three times")
     again = _run(out, *overrides)
     assert "resuming the two-tower fit from" in again
+    assert "epoch 1/4" not in again  # from the killed epoch on, not from the start again
     whole, resumed = _metrics(tmp_path / "whole"), _metrics(out)
     assert resumed["ncf"] == whole["ncf"] and resumed["glmix"] == whole["glmix"]
 
