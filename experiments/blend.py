@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,10 @@ from blend import CandidateBuilder, LabelledPoint, PositionCurve, make_variants,
 from blend.candidates import seen_in
 from blend.lists import served_lists
 from blend.workflow import Points, learner_routes, run_study
-from experiments.data import PreparedData, load_run, use_threads
+from experiments.data import PreparedData, use_threads
 from experiments.provenance import write_manifest
+from experiments.retrain import command_overrides, rerun_in_run
 from experiments.run_log import log_into_run_folder
-from experiments.schemas import check_config
 from experiments.tables import log_table
 from experiments.train_ncf import MODEL_BEFORE_REFIT
 from glmix import GLMixScorer
@@ -314,23 +315,24 @@ def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
     _log.info("wrote %s", out_dir)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """From a finished pipeline run's folder (`run_dir`): its data and models."""
-    check_config(cfg)  # this command's blend config; the run's own was checked when it ran
+def run(cfg: DictConfig, overrides: Sequence[str] | None) -> dict[str, Any]:
+    """From a finished pipeline run's folder (`run_dir`): its data, models and settings, the
+    blend settings changed by the command line's `overrides` alone
+    (`experiments.retrain.rerun_in_run`)."""
     use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
-    run_cfg, data = load_run(run_dir)
-    seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed
-    merged = OmegaConf.merge(run_cfg, {"blend": cfg.blend, "seed": seed})
-    final = Models.load(run_dir)
-    early = Models.load_early(run_dir)
-    return blend_and_report(merged, data, final, early, run_dir / "blend")
+
+    def compute(merged: DictConfig, data: PreparedData, folder: Path) -> dict[str, Any]:
+        final, early = Models.load(run_dir), Models.load_early(run_dir)
+        return blend_and_report(merged, data, final, early, folder)
+
+    return rerun_in_run(cfg, overrides, "blend", compute, folder="blend")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="blend")
 def main(cfg: DictConfig) -> None:
     log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
-    run(cfg)
+    run(cfg, command_overrides())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ from evaluation import (
     per_entity_auc,
     segment_breakdown,
 )
-from experiments.data import PreparedData, load_run, use_threads
+from experiments.data import PreparedData, use_threads
+from experiments.retrain import command_overrides, rerun_in_run
 from experiments.run_log import log_into_run_folder
 from experiments.tables import log_table
 from glmix import GLMixScorer
@@ -277,21 +279,22 @@ def _log_tables(out: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """From a finished run's folder (`run_dir`), with this command's `evaluate` settings; the
-    data, split and (unless `seed` is set) seed are the run's."""
+def run(cfg: DictConfig, overrides: Sequence[str] | None) -> dict[str, Any]:
+    """From a finished run's folder (`run_dir`): its data, models and settings, the evaluate
+    settings changed by the command line's `overrides` alone
+    (`experiments.retrain.rerun_in_run`)."""
     use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
-    run_cfg, data = load_run(run_dir)
-    seed = run_cfg.seed if cfg.get("seed") is None else cfg.seed
-    merged = OmegaConf.merge(run_cfg, {"evaluate": cfg.evaluate, "seed": seed})
-    return evaluate_run(merged, data, run_dir)
+    return rerun_in_run(
+        cfg, overrides, "evaluate", lambda merged, data, f: evaluate_run(merged, data, run_dir),
+        folder=EVALUATION,
+    )  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
-    run(cfg)
+    run(cfg, command_overrides())
 
 
 if __name__ == "__main__":

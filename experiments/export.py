@@ -12,9 +12,10 @@ a failure too (`published: false` and the error), so an earlier success never st
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from blend.candidates import seen_in
-from experiments.data import PreparedData, load_run, use_threads
+from experiments.data import PreparedData, use_threads
 from experiments.provenance import code_version
+from experiments.retrain import command_overrides, rerun_in_run
 from experiments.run_log import log_into_run_folder
 from export import GateError, WatchedPairs
 from watchlog.candidates import LEARNER
@@ -120,22 +122,15 @@ def export_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, 
     return out
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """From a finished run's folder (`run_dir`), with this command's export settings."""
+def run(cfg: DictConfig, overrides: Sequence[str] | None) -> dict[str, Any]:
+    """From a finished run's folder (`run_dir`): its served lists, data and export settings
+    (sink, gates), changed by the command line's `overrides` alone
+    (`experiments.retrain.rerun_in_run`)."""
     use_threads(cfg.get("threads"))
-    run_dir = Path(cfg.run_dir)
-    run_cfg, data = load_run(run_dir)
-    export_cfg = cfg.export
-    if export_cfg.gates.k is None:  # the lists' length is the run's, not a default's
-        k = OmegaConf.select(run_cfg, "blend.k")
-        if k is None:
-            raise ValueError(
-                f"export.gates.k: null stands for the run's served list length, but "
-                f"{run_dir / 'resolved_config.yaml'} has no blend.k; give export.gates.k=N"
-            )
-        export_cfg = OmegaConf.merge(export_cfg, {"gates": {"k": int(k)}})
-    merged = OmegaConf.merge(run_cfg, {"export": export_cfg})
-    res = export_run(merged, data, run_dir)
+    res = rerun_in_run(
+        cfg, overrides, "export", lambda merged, data, f: export_run(merged, data, f),
+        folder=".", clear=False, load=lambda f: json.loads((f / "export.json").read_text()),
+    )  # fmt: skip
     _log.info("published %s rows as %s at %s", f"{res['rows']:,}", res["version"],
               res["location"])  # fmt: skip
     for g in res["gates"]:
@@ -146,7 +141,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     log_into_run_folder(cfg.paths.output_dir, HydraConfig.get().job.name)
-    run(cfg)
+    run(cfg, command_overrides())
 
 
 if __name__ == "__main__":

@@ -91,9 +91,12 @@ def _cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
 
 
 def write_resolved_config(out_dir: str | os.PathLike, cfg: DictConfig) -> dict[str, Any]:
-    """`resolved_config.yaml` in `out_dir` (atomic); returns the resolved config. Long runs
-    write it first, so a crashed run still says how it was configured."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    """`resolved_config.yaml` in `out_dir` (atomic); returns the resolved config, URLs'
+    passwords as *** (NCF_GLMIX_EXPORT_URL). Long runs write it first, so a crashed run still
+    says how it was configured."""
+    from export.manifest import redact_urls  # a database URL's password never goes in a file
+
+    resolved = redact_urls(OmegaConf.to_container(cfg, resolve=True))
     write_text(
         Path(out_dir) / "resolved_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved))
     )

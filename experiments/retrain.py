@@ -1,5 +1,6 @@
-"""Retrain one model stage inside a finished pipeline run's folder: the `run_dir=` mode of
-`python -m experiments.train_ncf` and `python -m experiments.train_glmix`.
+"""Run one stage again inside a finished pipeline run's folder: the `run_dir=` mode of
+`python -m experiments.train_ncf`, `train_glmix` (`retrain_in_run`), `blend`, `evaluate` and
+`export` (`rerun_in_run`).
 
 Where each setting comes from:
 
@@ -21,6 +22,12 @@ window) are brought up to date the same way, so the blender keeps pairing models
 config. Last, `resolved_config.yaml` is rewritten with the merged config: `python -m
 experiments.blend run_dir=...` and `experiments.export` read it. The downstream stages'
 records keep the old upstream key, so the pipeline run there again recomputes them.
+
+The blend, evaluate and export commands follow the same rule (`rerun_in_run`): the run's
+settings, changed by the command line's overrides under the stage's keys alone, the stage
+keyed as the pipeline keys it (the upstream stages' keys read from their records), its record
+and `resolved_config.yaml` updated; `reuse=false` recomputes a stage whose key is unchanged
+(after a code change).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +47,12 @@ from experiments.data import PreparedData, load_run
 from experiments.provenance import write_resolved_config
 from experiments.ranks import is_data_parallel
 from experiments.schemas import check_config
-from experiments.stages import RECORD, Stages
+from experiments.stages import RECORD, UPSTREAM, Stages
 from watchlog import DataReport
 
-__all__ = ["STAGE_KEYS", "command_overrides", "merge_stage_settings", "retrain_in_run"]
+__all__ = [
+    "STAGE_KEYS", "command_overrides", "merge_stage_settings", "rerun_in_run", "retrain_in_run",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -50,7 +60,16 @@ _log = logging.getLogger(__name__)
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ncf": ("ncf", "trainer", "outputs", "seed", "threads"),
     "glmix": ("glmix", "outputs", "seed", "threads"),
+    "blend": ("blend", "threads", "reuse"),
+    "evaluate": ("evaluate", "threads", "reuse"),
+    "export": ("export", "threads", "reuse"),
 }
+# Where each stage's record lives in a run folder (as the pipeline writes it).
+_RECORDS: dict[str, str] = {
+    "ncf": "ncf/stage.json", "glmix": "glmix/stage.json",
+    "blend_models": "blend_models/stage.json", "blend": "blend/stage.json",
+    "evaluate": "evaluation/stage.json", "export": "export_stage.json",
+}  # fmt: skip
 # The run config keys a stage reads: a folder whose config lacks one is no pipeline run's.
 _NEEDS: dict[str, tuple[str, ...]] = {
     "ncf": ("seed", "split", "ncf", "trainer", "outputs"),
@@ -90,7 +109,9 @@ def merge_stage_settings(
             "or run `python -m experiments.pipeline` into a new folder."
         )
     raw = OmegaConf.to_container(cfg, resolve=False)  # interpolations resolve in the merge
-    merged = OmegaConf.create(OmegaConf.to_container(run_cfg, resolve=False))
+    run_values = OmegaConf.to_container(run_cfg, resolve=False)
+    merged = OmegaConf.create(run_values)
+    _relink(merged, raw, run_values, allowed, paths)
     for path in sorted(set(paths), key=lambda p: p.count(".")):  # whole groups first
         found, value = _lookup(raw, path)
         if found:
@@ -101,6 +122,48 @@ def merge_stage_settings(
             if isinstance(node, DictConfig) and last in node:
                 del node[last]
     return merged
+
+
+_REFERENCE = re.compile(r"^\$\{(\.*)([A-Za-z_][\w.]*)\}$")  # ${a.b} or ${..b}: a node
+
+
+def _relink(
+    merged: DictConfig, raw: dict, run_values: dict, groups: Sequence[str], overridden: list
+) -> None:
+    """In place: the links a saved (resolved) config lost, where the command's config has
+    them, so an override reaches every copy of the value: a node that is `${a.b}` (or
+    relative, `${..gates}`) in the command's config becomes that reference again when the run
+    held the same value at both ends (the run did not set the copy apart); a node resolved
+    from the environment (`${oc.env:...}`) is read from it again when the saved value was
+    redacted (a database URL's password)."""
+    for group in groups:
+        for path, value in _leaves(raw.get(group), group):
+            if not isinstance(value, str) or "${" not in value:
+                continue
+            if any(path == p or path.startswith(p + ".") for p in overridden):
+                continue  # set on the command line: taken from it already
+            found, saved = _lookup(run_values, path)
+            if not found:
+                continue
+            ref = _REFERENCE.match(value)
+            if ref is not None:
+                up, rest = len(ref.group(1)), ref.group(2)
+                parts = path.split(".")[:-1]  # the node's container
+                source = ".".join([*parts[: len(parts) - max(up - 1, 0)], rest]) if up else rest
+                linked, target = _lookup(run_values, source)
+                if linked and target == saved:
+                    OmegaConf.update(merged, path, value, merge=False)
+            elif value.startswith("${oc.env:") and isinstance(saved, str) and "***" in saved:
+                OmegaConf.update(merged, path, value, merge=False)
+
+
+def _leaves(tree: Any, prefix: str):
+    """(dotted path, value) of every leaf (and every interpolation string) under `tree`."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    else:
+        yield prefix, tree
 
 
 def _lookup(tree: Any, path: str) -> tuple[bool, Any]:
@@ -163,6 +226,56 @@ def retrain_in_run(
             run_dir / "resolved_config.yaml", run_dir,
         )  # fmt: skip
     return metrics
+
+
+def rerun_in_run(
+    cfg: DictConfig,
+    overrides: Sequence[str] | None,
+    stage: str,
+    compute: Callable[[DictConfig, PreparedData, Path], Any],
+    *,
+    folder: str,
+    clear: bool = True,
+    load: Callable[[Path], Any] | None = None,
+) -> Any:
+    """Run `stage` (blend, evaluate or export) again in `<cfg.run_dir>/<folder>` with the
+    run's settings changed by `overrides` alone (module docstring); returns what `compute(
+    merged config, data, run_dir / folder)` returns, or `load`'s reading of a reused stage."""
+    if overrides is None:
+        raise ValueError(
+            f"run_dir mode of the {stage} stage needs the command line's overrides: the run's "
+            "settings change by them alone (`run(cfg, overrides)`; `main` passes Hydra's)"
+        )
+    run_dir = Path(cfg.run_dir)
+    run_cfg, data = load_run(run_dir)
+    if stage not in run_cfg:
+        raise ValueError(
+            f"{run_dir / 'resolved_config.yaml'}: no {stage!r} settings; not the config of a "
+            "pipeline run. Give the output folder of `python -m experiments.pipeline`."
+        )
+    merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
+    check_config(merged)
+    stages = Stages(merged, run_dir)
+    data, stages.fingerprint = _recorded_data(run_dir, data)
+    for upstream in UPSTREAM.get(stage, ()):  # keyed as the pipeline keyed it
+        record = _read_record(run_dir / _RECORDS[upstream])
+        if record is not None and record.get("key"):
+            stages.keys[upstream] = record["key"]
+    record = run_dir / _RECORDS[stage]
+    kwargs = {"record": record, "clear": clear} | ({"load": load} if load else {})
+    out = stages.run(stage, run_dir / folder, lambda f: compute(merged, data, f), **kwargs)
+    write_resolved_config(run_dir, merged)
+    _log.info("%s in %s: %s (key %s)", stage, run_dir / folder,
+              "reused, settings unchanged" if stage in stages.reused else "computed",
+              stages.keys[stage])  # fmt: skip
+    return out
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _recorded_data(run_dir: Path, data: PreparedData) -> tuple[PreparedData, str]:

@@ -30,3 +30,9 @@ def compose_cfg(name: str, *overrides: str):
     """The config `name` (conf/<name>.yaml) with the overrides, as Hydra composes it."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(name, overrides=list(overrides))
+
+
+def rerun(run, name: str, *overrides: str):
+    """A run_dir command's `run(cfg, overrides)` as its `main` calls it: the composed config
+    and the command line's overrides (which alone change the run's settings)."""
+    return run(compose_cfg(name, *overrides), list(overrides))

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.pipeline import run as run_pipeline
-from tests.pipeline_fakes import FAST, compose_cfg
+from tests.pipeline_fakes import FAST, compose_cfg, rerun
 
 # both rank objectives reach the fits (one temperature, to keep the run short)
 RANK_GRID = ["blend.variants.rank.tau=[0.3]", "blend.variants.rank.objective=[mean_rank,ndcg]"]
@@ -125,8 +126,9 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
 
     before = json.loads((run_dir / "blend" / "metrics.json").read_text())
     blend_overrides = [o for o in [*FAST, *RANK_GRID] if o.startswith("blend.")]
-    cfg = compose_cfg("blend", f"run_dir={run_dir}", "threads=1", *blend_overrides)
-    again = run_blend(cfg)
+    # reuse=false: the settings are the run's, so the stage would be reused as it is
+    again = rerun(run_blend, "blend", f"run_dir={run_dir}", "threads=1", "reuse=false",
+                  *blend_overrides)  # fmt: skip
     # same data, models, config and seed: the same choice and the same test figures
     assert [r["variant"] for r in again["validation"]] == [
         r["variant"] for r in before["validation"]
@@ -137,23 +139,26 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
     assert set(first) - set(second) == {"oracle", "oracle (whole catalogue)"}
     assert second == pytest.approx({k: v for k, v in first.items() if k in second})
     db = tmp_path / "lists.db"
-    sql = compose_cfg(
-        "export", f"run_dir={run_dir}", "export.sink.kind=sqlite", f"export.sink.path={db}",
-        "threads=1",  # every command takes threads=N
+    res = rerun(
+        run_export, "export", f"run_dir={run_dir}", "export.sink.kind=sqlite",
+        f"export.sink.path={db}", "threads=1",  # every command takes threads=N
     )  # fmt: skip
-    res = run_export(sql)  # k not given: the run's served length (blend.k), not a default
+    # the run's gates (k = its served length, its coverage) and the sink given; recorded
+    assert json.loads((run_dir / "export_stage.json").read_text())["status"] == "done"
+    assert OmegaConf.load(run_dir / "resolved_config.yaml").export.sink.path == str(db)
     assert res["published"] and res["rows"] == 5000
     with pytest.raises(GateError, match="complete_lists"):  # another k: the lists are short
-        run_export(compose_cfg("export", f"run_dir={run_dir}", "export.sink.kind=sqlite",
-                               f"export.sink.path={db}", "export.gates.k=11"))  # fmt: skip
+        rerun(run_export, "export", f"run_dir={run_dir}", "export.sink.kind=sqlite",
+              f"export.sink.path={db}", "export.gates.k=11")  # fmt: skip
     # a gate that cannot pass: nothing is published, the current version stays
-    strict = compose_cfg(
-        "export", f"run_dir={run_dir}", f"export.sink.path={run_dir / 'lists'}",
-        "export.gates.k=10", "export.gates.min_coverage=1.0",
+    # the run's settings are now the sqlite export's (resolved_config.yaml): kind given again
+    strict = (
+        "export", f"run_dir={run_dir}", "export.sink.kind=parquet",
+        f"export.sink.path={run_dir / 'lists'}", "export.gates.min_coverage=1.0",
     )  # fmt: skip
     current = current_version(run_dir / "lists")
     with pytest.raises(GateError, match="coverage"):
-        run_export(strict)
+        rerun(run_export, *strict)
     assert current_version(run_dir / "lists") == current
     assert json.loads((run_dir / "export.json").read_text())["published"] is False
 
@@ -193,11 +198,10 @@ def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
         blend_stage.PositionCurve, "from_impressions",
         lambda events, **kw: seen_by_curve.append(events["ts"].max()) or fit_curve(events, **kw),
     )  # fmt: skip
-    cfg = compose_cfg(
-        "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
+    m = rerun(
+        run_blend, "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
         "blend.serve=best", "blend.candidates.item_item=null", "blend.normalizations=[log_softmax]",
     )  # fmt: skip
-    m = run_blend(cfg)
     # replay tunes the two-tower column of the normalization validation chose (the only one)
     assert m["replay"]["features"][0] == "ncf_log_softmax"
     best_kind = m["validation"][0]["kind"]  # best first

@@ -16,7 +16,7 @@ import pytest
 from experiments.evaluate import METRICS
 from experiments.evaluate import run as run_evaluate
 from experiments.pipeline import run as run_pipeline
-from tests.pipeline_fakes import FAST, compose_cfg
+from tests.pipeline_fakes import FAST, compose_cfg, rerun
 
 KS = [1, 5, 10, 20, 50]  # conf/evaluate/default.yaml
 
@@ -117,11 +117,10 @@ def test_the_entry_point_evaluates_a_run_folder_with_its_own_settings(run_dir, t
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "evaluation")
-    cfg = compose_cfg(
-        "evaluate", f"run_dir={copy}", "evaluate.ks=[10,3]", "evaluate.n_boot=200",
+    res = rerun(
+        run_evaluate, "evaluate", f"run_dir={copy}", "evaluate.ks=[10,3]", "evaluate.n_boot=200",
         "evaluate.segment_column=null",
     )  # fmt: skip
-    res = run_evaluate(cfg)
     written = _read(copy / "evaluation" / "metrics.json")
     assert written["ncf"]["test"] == res["ncf"]["test"]
     assert sorted(written["ncf"]["test"]) == sorted(f"{m}@{k}" for m in METRICS for k in (3, 10))
@@ -138,12 +137,10 @@ def test_a_run_folder_without_glmix_evaluates_the_two_tower_only(run_dir, tmp_pa
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "glmix")
     shutil.rmtree(copy / "evaluation")
-    res = run_evaluate(
-        compose_cfg("evaluate", f"run_dir={copy}", "evaluate.n_boot=100", "threads=1")
-    )
+    res = rerun(run_evaluate, "evaluate", f"run_dir={copy}", "evaluate.n_boot=100", "threads=1")
     assert "glmix" not in res and set(res["skipped"]) == {"glmix"}
     assert sorted(p.name for p in (copy / "evaluation").iterdir()) == [
-        "metrics.json", "ncf_per_learner.parquet",
+        "metrics.json", "ncf_per_learner.parquet", "stage.json",  # the stage's record, as run
     ]  # fmt: skip
     first = _read(run_dir / "evaluation" / "metrics.json")
     assert res["ncf"]["test"] == pytest.approx(first["ncf"]["test"])

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from experiments import train_glmix, train_ncf
 from experiments.pipeline import run as run_pipeline
 from experiments.retrain import merge_stage_settings
-from tests.pipeline_fakes import FAST, ROOT, compose_cfg
+from tests.pipeline_fakes import FAST, ROOT, compose_cfg, rerun
 
 BLEND_FAST = [o for o in FAST if o.startswith("blend.")]
 
@@ -76,7 +76,7 @@ def test_retraining_ncf_replaces_the_stage_and_the_blend_uses_it(run_dir, caplog
     after["trainer"]["max_epochs"] = 2
     assert after == before
 
-    blended = run_blend(compose_cfg("blend", f"run_dir={run_dir}", *BLEND_FAST))
+    blended = rerun(run_blend, "blend", f"run_dir={run_dir}", *BLEND_FAST)
     written = json.loads((run_dir / "blend" / "metrics.json").read_text())
     assert written["chosen"] == blended["chosen"]
 
@@ -194,3 +194,55 @@ def test_the_report_command_builds_the_page(run_dir, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert (run_dir / "report.html").stat().st_size > 0
+
+
+def test_blend_run_dir_changes_only_the_keys_given(run_dir):
+    """The run's blend settings stay (its candidates, bootstrap, grid); only blend.serve
+    changes; the stage's record and resolved_config.yaml say so."""
+    from experiments.blend import run as run_blend
+
+    before, old = _resolved(run_dir)["blend"], _record(run_dir / "blend")
+    m = rerun(run_blend, "blend", f"run_dir={run_dir}", "blend.serve=logistic")
+    after = _resolved(run_dir)["blend"]
+    assert m["serve"] == "logistic" and after["serve"] == "logistic"
+    assert {k: v for k, v in after.items() if k != "serve"} == {
+        k: v for k, v in before.items() if k != "serve"
+    }
+    assert after["candidates"]["n_retrieve"] != 200  # the run's (FAST), not conf/blend's default
+    record = _record(run_dir / "blend")
+    assert record["status"] == "done" and record["key"] != old["key"]
+    with pytest.raises(ValueError, match=r"\['\+seed=3'\] would change what the run fixes"):
+        rerun(run_blend, "blend", f"run_dir={run_dir}", "+seed=3")
+
+
+def test_the_saved_config_holds_no_database_password(tmp_path, monkeypatch):
+    from experiments.provenance import write_resolved_config
+
+    monkeypatch.setenv("NCF_GLMIX_EXPORT_URL", "postgresql://u:secretpw@db.example:5432/recs")
+    cfg = compose_cfg("pipeline", "export.sink.kind=postgresql", f"paths.output_dir={tmp_path}")
+    write_resolved_config(tmp_path, cfg)
+    text = (tmp_path / "resolved_config.yaml").read_text()
+    assert "secretpw" not in text and "postgresql://u:***@db.example:5432/recs" in text
+
+
+def test_merge_relinks_the_copies_a_saved_config_lost(monkeypatch):
+    """A saved (resolved) config holds export.publish.gates as a copy of export.gates: an
+    override of export.gates reaches it; a redacted URL is read from the environment again;
+    a copy the run had set apart stays."""
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("NCF_GLMIX_EXPORT_URL", "postgresql://u:pw@h:5432/db")
+    run = compose_cfg("pipeline", "export.sink.kind=postgresql", "paths.output_dir=/tmp/x")
+    saved = OmegaConf.create(OmegaConf.to_container(run, resolve=True))  # as written
+    saved.export.sink.url = "postgresql://u:***@h:5432/db"  # redacted on disk
+    saved.export.publish.sink.url = "postgresql://u:***@h:5432/db"
+    saved.trainer.callbacks.early_stopping.patience = 9  # set apart from ncf.patience
+    overrides = ["export.gates.min_coverage=0.9"]
+    cmd = compose_cfg("export", "run_dir=x", *overrides)
+    merged = merge_stage_settings(saved, cmd, ["run_dir=x", *overrides], "export")
+    assert merged.export.publish.gates.min_coverage == 0.9
+    assert merged.export.sink.url == merged.export.publish.sink.url == "postgresql://u:pw@h:5432/db"
+    assert merged.export.gates.k == saved.export.gates.k  # the run's served length
+    ncf_cmd = compose_cfg("train_ncf", "run_dir=x", "ncf.patience=2")
+    ncf = merge_stage_settings(saved, ncf_cmd, ["ncf.patience=2"], "ncf")
+    assert ncf.trainer.callbacks.early_stopping.patience == 9  # the run's own, not relinked
