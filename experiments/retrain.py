@@ -58,8 +58,10 @@ _log = logging.getLogger(__name__)
 
 # The top-level keys the command line may change, per stage (conf/train_*.yaml say the same).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ncf": ("ncf", "trainer", "outputs", "seed", "threads"),
-    "glmix": ("glmix", "outputs", "seed", "threads"),
+    # not `seed`: it also drew the run's data (the synthetic platform) and split, which the
+    # saved event log fixes; a run's resolved config with another seed would regenerate both
+    "ncf": ("ncf", "trainer", "outputs", "threads"),
+    "glmix": ("glmix", "outputs", "threads"),
     "blend": ("blend", "threads", "reuse"),
     "evaluate": ("evaluate", "threads", "reuse"),
     "export": ("export", "threads", "reuse"),

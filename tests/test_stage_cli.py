@@ -166,7 +166,7 @@ def test_keys_the_run_fixes_are_refused_and_nothing_is_written(run_dir):
 
 def test_merge_takes_only_the_given_keys_and_whole_groups_for_group_choices():
     run_cfg = compose_cfg("pipeline", "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
-    overrides = ["ncf=mf", "trainer.max_epochs=3", "~trainer.callbacks.early_stopping", "seed=4"]
+    overrides = ["ncf=mf", "trainer.max_epochs=3", "~trainer.callbacks.early_stopping"]
     cfg = compose_cfg("train_ncf", "run_dir=x", *overrides)
     merged = merge_stage_settings(run_cfg, cfg, ["run_dir=x", *overrides], "ncf")
 
@@ -174,11 +174,14 @@ def test_merge_takes_only_the_given_keys_and_whole_groups_for_group_choices():
         return OmegaConf.to_container(node, resolve=False)
 
     assert plain(merged.ncf) == plain(cfg.ncf) != plain(run_cfg.ncf)  # the group, whole
-    assert merged.trainer.max_epochs == 3 and merged.seed == 4
+    assert merged.trainer.max_epochs == 3 and merged.seed == run_cfg.seed
     assert merged.trainer.enable_progress_bar is False  # the run's, not this command's default
     assert "early_stopping" not in merged.trainer.callbacks
     assert "checkpoint" in merged.trainer.callbacks
     assert plain(merged.glmix) == plain(run_cfg.glmix) and "run_dir" not in merged
+    # the seed drew the run's data too: not a model stage's to change
+    with pytest.raises(ValueError, match=r"\['seed=4'\] would change what the run fixes"):
+        merge_stage_settings(run_cfg, compose_cfg("train_ncf", "seed=4"), ["seed=4"], "ncf")
     # nothing given: the run's config as it was
     untouched = merge_stage_settings(run_cfg, compose_cfg("train_ncf"), [], "ncf")
     assert plain(untouched) == plain(run_cfg)
