@@ -476,6 +476,60 @@ def check_config(cfg: DictConfig) -> None:
             + "\n".join(f"  {key}: {why}" for key, why in problems)
             + "\nFix the spelling or the type; a new key goes in the yaml and in its schema."
         )
+    bad = _value_problems(cfg)
+    if bad:
+        raise ConfigSchemaError(
+            "config values out of range, found before any work:\n"
+            + "\n".join(f"  {key}={value!r}: {rule}" for key, value, rule in bad)
+        )
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _share(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+
+
+# Values a stage would refuse only when it runs (after the earlier stages trained): checked
+# up front. (dotted key, test, the rule); a key the config lacks is not checked.
+_VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("threads", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
+    ("trainer.max_epochs", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
+    ("ncf.module.lr", lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
+    ("glmix.model.passes", _positive_int, "an int >= 1"),
+    ("blend.k", _positive_int, "an int >= 1 (the served list length)"),
+    ("blend.candidates.n_retrieve", _positive_int, "an int >= 1"),
+    ("blend.n_boot", _positive_int, "an int >= 1"),
+    ("blend.serve", lambda v: v in ("best", "fixed", "rrf", "logistic", "rank", "personalized"),
+     "best, fixed, rrf, logistic, rank or personalized"),
+    ("evaluate.ks", lambda v: len(v) > 0 and all(_positive_int(k) for k in v),
+     "a list of ints >= 1"),
+    ("evaluate.n_boot", _positive_int, "an int >= 1"),
+    ("export.gates.k", _positive_int, "an int >= 1"),
+    ("export.gates.min_coverage", _share, "a share in [0, 1]"),
+    ("export.gates.max_fallback_share", _share, "a share in [0, 1]"),
+)  # fmt: skip
+
+
+def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
+    out = []
+    for key, test, rule in _VALUE_RULES:
+        try:
+            node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        except Exception:  # an interpolation that cannot resolve here (e.g. hydra:...)
+            continue
+        if node is None and key not in ("threads", "trainer.max_epochs"):
+            continue
+        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        try:
+            ok = bool(test(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            out.append((key, value, rule))
+    return out
 
 
 def _problems(node: Any, prefix: str) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ naming the key; `trainer.callbacks` are exactly the callbacks the Trainer gets."
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -384,3 +385,21 @@ def test_the_trainer_gets_the_configured_callbacks_and_checkpoints_where_it_did(
 def test_trainer_gpu_trains_on_the_gpu(tmp_path):
     trained = fit(_small_fit_cfg(tmp_path, "trainer=gpu"), out_dir=tmp_path)
     assert trained.result.best_epoch == 0 and trained.result.test
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("blend.k=0", "blend.k"), ("trainer.max_epochs=-2", "trainer.max_epochs"),
+        ("evaluate.ks=[0,10]", "evaluate.ks"), ("export.gates.min_coverage=1.5",
+                                                  "export.gates.min_coverage"),
+        ("blend.serve=personalised", "blend.serve"), ("threads=0", "threads"),
+        ("ncf.module.lr=-0.1", "ncf.module.lr"), ("glmix.model.passes=0", "glmix.model.passes"),
+        ("blend.candidates.n_retrieve=0", "blend.candidates.n_retrieve"),
+    ],
+)  # fmt: skip
+def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, key):
+    from experiments.schemas import ConfigSchemaError, check_config
+
+    with pytest.raises(ConfigSchemaError, match=rf"{re.escape(key)}=.*: "):
+        check_config(compose_cfg("pipeline", override))
