@@ -39,7 +39,8 @@ def ncf_blocks(run_dir: Path) -> list[Block]:
     m = read_json(path)
     s.append(
         Table.from_mapping(
-            {"model": m.get("model"), "best epoch": m.get("best_epoch"),
+            {"model": m.get("model"),  # epochs counted from 1, as the training log counts them
+             "best epoch": None if m.get("best_epoch") is None else m["best_epoch"] + 1,
              "epochs run": m.get("epochs_run"), "training (s)": (m.get("timings") or {}).get("total")},
             "Training",
         )

@@ -280,7 +280,8 @@ def write_outputs(
 
 
 def _print_summary(result, quality, timings, out_dir: Path) -> None:
-    _log.info("best epoch %d of %d (chosen on validation)", result.best_epoch, result.epochs_run)
+    _log.info("best epoch %d of %d (chosen on validation; counted from 1, as the epoch lines)",
+              result.best_epoch + 1, result.epochs_run)  # fmt: skip
     for split, m in (("valid", result.valid), ("test", result.test)):
         _log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
     for column, q in quality.items():

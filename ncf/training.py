@@ -118,7 +118,7 @@ class PhaseTimer(pl.Callback):
 
 @dataclass
 class TrainResult:
-    best_epoch: int
+    best_epoch: int  # 0-based (Lightning's epoch index; metrics.json's best_epoch); logs add 1
     best_score: float
     epochs_run: int
     valid: dict[str, float]
