@@ -331,6 +331,8 @@ def test_csv_ids_are_kept_exactly_as_written(tmp_path):
         "1000", "12345678901234567890123", "12345678901234567890124", "1e3"
     ]  # fmt: skip
     assert any("learner_id: read as text, not numbers" in n for n in report.notes)
+    (tmp_path / "zeros.csv").write_text(rows + "0,c,2024-01-01,100\n-0,c,2024-01-02,100\n")
+    assert sorted(load_tables(tmp_path / "zeros.csv").learners["learner_id"]) == ["-0", "0"]
     (tmp_path / "ints.csv").write_text(rows + "1,10,2024-01-01,100\n2,11,2024-01-02,100\n")
     ints = load_tables(tmp_path / "ints.csv")
     assert ints.learners["learner_id"].dtype.kind == "i" and list(ints.courses["course_id"]) == [

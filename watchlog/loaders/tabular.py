@@ -368,7 +368,7 @@ def _ordered(table: str, columns: pd.Index) -> list[str]:
     return contract + [c for c in columns if c not in contract]
 
 
-_PLAIN_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"  # what int64 reads and writes back unchanged
+_PLAIN_INTEGER = r"0|-?[1-9][0-9]{0,17}"  # what int64 reads and writes back unchanged ("-0": no)
 _NUMBER_LIKE = r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?"
 
 
