@@ -47,7 +47,7 @@ from experiments.data import PreparedData, load_run
 from experiments.provenance import write_resolved_config
 from experiments.ranks import is_data_parallel
 from experiments.schemas import check_config
-from experiments.stages import RECORD, UPSTREAM, Stages
+from experiments.stages import RECORD, UPSTREAM, Stages, read_record
 from watchlog import DataReport
 
 __all__ = [
@@ -76,6 +76,9 @@ _RECORDS: dict[str, str] = {
 _NEEDS: dict[str, tuple[str, ...]] = {
     "ncf": ("seed", "split", "ncf", "trainer", "outputs"),
     "glmix": ("seed", "split", "glmix", "outputs"),
+    "blend": ("seed", "split", "blend"),
+    "evaluate": ("seed", "split", "evaluate"),
+    "export": ("export",),
 }
 _COMMAND_ONLY = ("run_dir",)  # keys of this command, not of the run
 
@@ -189,21 +192,7 @@ def retrain_in_run(
     """Retrain `stage` into `<cfg.run_dir>/<stage>` with the run's settings changed by
     `overrides` (see the module docstring); returns the stage's metrics (read back when
     reused). train_and_report: the stage's `(cfg, data, out_dir, resume=...)`."""
-    check_config(cfg)
-    if overrides is None:
-        raise ValueError(
-            f"run_dir mode of the {stage} stage needs the command line's overrides: the run's "
-            "settings change by them alone (`run(cfg, overrides)`; `main` passes Hydra's)"
-        )
-    run_dir = Path(cfg.run_dir)
-    run_cfg, data = load_run(run_dir)
-    missing = [k for k in _NEEDS[stage] if k not in run_cfg]
-    if missing:
-        raise ValueError(
-            f"{run_dir / 'resolved_config.yaml'}: no {missing}; not the config of a pipeline "
-            "run. Give the output folder of `python -m experiments.pipeline`."
-        )
-    merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
+    run_dir, merged, data, stages = _open_run(cfg, overrides, stage)
     trainer = merged.get("trainer") or {}
     if is_data_parallel(trainer):
         raise ValueError(
@@ -212,8 +201,6 @@ def retrain_in_run(
             "data-parallel processes, which keep no stage records. Choose e.g. trainer=cpu, "
             "or run the pipeline into a new folder."
         )
-    stages = Stages(merged, run_dir)
-    data, stages.fingerprint = _recorded_data(run_dir, data)
     metrics = stages.run(
         stage, run_dir / stage, lambda f: train_and_report(merged, data, f, resume=True)
     )
@@ -243,24 +230,9 @@ def rerun_in_run(
     """Run `stage` (blend, evaluate or export) again in `<cfg.run_dir>/<folder>` with the
     run's settings changed by `overrides` alone (module docstring); returns what `compute(
     merged config, data, run_dir / folder)` returns, or `load`'s reading of a reused stage."""
-    if overrides is None:
-        raise ValueError(
-            f"run_dir mode of the {stage} stage needs the command line's overrides: the run's "
-            "settings change by them alone (`run(cfg, overrides)`; `main` passes Hydra's)"
-        )
-    run_dir = Path(cfg.run_dir)
-    run_cfg, data = load_run(run_dir)
-    if stage not in run_cfg:
-        raise ValueError(
-            f"{run_dir / 'resolved_config.yaml'}: no {stage!r} settings; not the config of a "
-            "pipeline run. Give the output folder of `python -m experiments.pipeline`."
-        )
-    merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
-    check_config(merged)
-    stages = Stages(merged, run_dir)
-    data, stages.fingerprint = _recorded_data(run_dir, data)
+    run_dir, merged, data, stages = _open_run(cfg, overrides, stage)
     for upstream in UPSTREAM.get(stage, ()):  # keyed as the pipeline keyed it
-        record = _read_record(run_dir / _RECORDS[upstream])
+        record = read_record(run_dir / _RECORDS[upstream])
         if record is not None and record.get("key"):
             stages.keys[upstream] = record["key"]
     record = run_dir / _RECORDS[stage]
@@ -273,11 +245,30 @@ def rerun_in_run(
     return out
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def _open_run(
+    cfg: DictConfig, overrides: Sequence[str] | None, stage: str
+) -> tuple[Path, DictConfig, PreparedData, Stages]:
+    """(run folder, the run's config changed by `overrides`, its data as the pipeline handed
+    it on, `Stages` keyed with its data fingerprint): what every run_dir mode starts from."""
+    check_config(cfg)  # this command's own config, before the run's data is loaded
+    if overrides is None:
+        raise ValueError(
+            f"run_dir mode of the {stage} stage needs the command line's overrides: the run's "
+            "settings change by them alone (`run(cfg, overrides)`; `main` passes Hydra's)"
+        )
+    run_dir = Path(cfg.run_dir)
+    run_cfg, data = load_run(run_dir)
+    missing = [k for k in _NEEDS[stage] if k not in run_cfg]
+    if missing:
+        raise ValueError(
+            f"{run_dir / 'resolved_config.yaml'}: no {missing}; not the config of a pipeline "
+            "run. Give the output folder of `python -m experiments.pipeline`."
+        )
+    merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
+    check_config(merged)  # the command's `+key`s and out-of-range values, before any work
+    stages = Stages(merged, run_dir)
+    data, stages.fingerprint = _recorded_data(run_dir, data)
+    return run_dir, merged, data, stages
 
 
 def _recorded_data(run_dir: Path, data: PreparedData) -> tuple[PreparedData, str]:

@@ -57,7 +57,7 @@ from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, write_json
 from watchlog.synthetic import PlatformTruth
 
-__all__ = ["DEPENDS", "RECORD", "Stages", "UPSTREAM"]
+__all__ = ["DEPENDS", "RECORD", "Stages", "UPSTREAM", "read_record"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def _select(resolved: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A stage record (`stage.json`), or None when absent or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -170,7 +171,7 @@ class Stages:
         else `prepare_data`."""
         key = self.keys["data"] = self.key("data")
         folder = self.out_dir / "eventlog"
-        record = _read_record(folder / RECORD)
+        record = read_record(folder / RECORD)
         if self.reuse and record is not None and record.get("key") == key:
             data = self._load_data(folder, record)
             if data is not None:
@@ -251,7 +252,7 @@ class Stages:
         if self.distributed:  # computed on every rank, no record (module docstring)
             return compute(folder)
         record = folder / RECORD if record is None else record
-        previous = _read_record(record)
+        previous = read_record(record)
         same = previous is not None and previous.get("key") == key
         if self.reuse and same and previous.get("status") == "done":
             self._reused(name, key, previous)
