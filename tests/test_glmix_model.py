@@ -76,15 +76,22 @@ def test_coordinate_descent_objective_never_increases_and_history():
     assert m.history_[-1]["val_auc"] > m.history_[0]["val_auc"] + 0.05
 
 
-def test_keep_best_keeps_the_best_validation_update():
+def _overfitting_fit(keep_best: bool):
+    """(model, validation set): tiny L2, so the per-entity models overfit and a later update
+    can be worse on validation than an earlier one."""
     d, k, y = make_data(seed=1, n=3000)
     tr, va = split(d, k, y, 0, 2000), split(d, k, y, 2000, 3000)
-    # tiny L2: the per-entity models overfit, so a later update can be worse on validation
     m = GLMix(
         fixed=FixedEffect(l2=1.0),
         random={"per_learner": RandomEffect(key="learner", l2=1e-3, dtype="float64")},
         passes=2,
+        keep_best=keep_best,
     ).fit(*tr, validation=va)
+    return m, va
+
+
+def test_keep_best_keeps_the_best_validation_update():
+    m, va = _overfitting_fit(keep_best=True)
     aucs = [h["val_auc"] for h in m.history_]
     assert m.best_["val_auc"] == max(aucs) and m.best_["update"] == int(np.argmax(aucs))
     assert auc(va[2], m.predict_logit(va[0], va[1])) == pytest.approx(max(aucs))
@@ -92,14 +99,7 @@ def test_keep_best_keeps_the_best_validation_update():
 
 
 def test_without_keep_best_best_names_the_last_update_the_model_holds():
-    d, k, y = make_data(seed=1, n=3000)
-    tr, va = split(d, k, y, 0, 2000), split(d, k, y, 2000, 3000)
-    m = GLMix(
-        fixed=FixedEffect(l2=1.0),
-        random={"per_learner": RandomEffect(key="learner", l2=1e-3, dtype="float64")},
-        passes=2,
-        keep_best=False,
-    ).fit(*tr, validation=va)
+    m, va = _overfitting_fit(keep_best=False)
     aucs = [h["val_auc"] for h in m.history_]
     assert int(np.argmax(aucs)) != len(aucs) - 1  # the data makes the two differ
     assert m.best_["update"] == len(aucs) - 1 and m.best_["val_auc"] == aucs[-1]
