@@ -484,6 +484,11 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
+# blend.variants.KINDS and "best" (written out: importing blend would import torch here;
+# tests/test_config_schemas.py checks they agree)
+SERVE_CHOICES = ("best", "fixed", "rrf", "logistic", "rank", "personalized")
+
+
 def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
@@ -502,8 +507,7 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
     ("blend.k", _positive_int, "an int >= 1 (the served list length)"),
     ("blend.candidates.n_retrieve", _positive_int, "an int >= 1"),
     ("blend.n_boot", _positive_int, "an int >= 1"),
-    ("blend.serve", lambda v: v in ("best", "fixed", "rrf", "logistic", "rank", "personalized"),
-     "best, fixed, rrf, logistic, rank or personalized"),
+    ("blend.serve", lambda v: v in SERVE_CHOICES, f"one of {', '.join(SERVE_CHOICES)}"),
     ("evaluate.ks", lambda v: len(v) > 0 and all(_positive_int(k) for k in v),
      "a list of ints >= 1"),
     ("evaluate.n_boot", _positive_int, "an int >= 1"),

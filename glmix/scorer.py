@@ -395,7 +395,7 @@ def _feature_counts(featurizer: EntityFeaturizer, enc) -> dict[str, dict[str, An
     out = {}
     for side, cols in enc.counts.items():
         name = TABLE_NAMES[side]
-        out[name] = {c: {k: v for k, v in cnt.items()} for c, cnt in cols.items()}
+        out[name] = {c: dict(cnt) for c, cnt in cols.items()}
         for col, cnt in cols.items():
             if not cnt.get("unseen"):
                 continue

@@ -403,3 +403,10 @@ def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, 
 
     with pytest.raises(ConfigSchemaError, match=rf"{re.escape(key)}=.*: "):
         check_config(compose_cfg("pipeline", override))
+
+
+def test_the_serve_choices_checked_up_front_are_the_blender_kinds():
+    from blend.variants import KINDS
+    from experiments.schemas import SERVE_CHOICES
+
+    assert ("best", *KINDS) == SERVE_CHOICES
