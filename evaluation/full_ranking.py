@@ -250,26 +250,31 @@ def _check_rows(name: str, m: Any, users: np.ndarray, n_items: int | None) -> sp
     return sp.csr_array(m)
 
 
-def _mask_excluded(
-    s: torch.Tensor,
-    owned: bool,
-    exclude: sp.csr_array | None,
-    users: np.ndarray,
-    value: float = float("-inf"),
-) -> torch.Tensor:
-    """Set the excluded (user, item) entries of the (c, n_items) chunk to `value` (-inf:
-    never selected; NaN: never compared as >= anything)."""
+def _excluded_index(
+    exclude: sp.csr_array | None, users: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows, cols) of the chunk's excluded (user, item) entries, or None when there are none."""
     if exclude is None:
-        return s
+        return None
     sub = exclude[users]  # (c, n_items) pattern of already-known items
     if sub.nnz == 0:
+        return None
+    rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), np.diff(sub.indptr))
+    r = torch.from_numpy(rows).to(device)
+    c = torch.from_numpy(sub.indices.astype(np.int64, copy=False)).to(device)
+    return r, c
+
+
+def _mask_excluded(
+    s: torch.Tensor, owned: bool, exclude: sp.csr_array | None, users: np.ndarray
+) -> torch.Tensor:
+    """Set the excluded (user, item) entries of the (c, n_items) chunk to -inf."""
+    idx = _excluded_index(exclude, users, s.device)
+    if idx is None:
         return s
     if not owned:
         s = s.clone()  # never write into the caller's scores
-    rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), np.diff(sub.indptr))
-    r = torch.from_numpy(rows).to(s.device)
-    c = torch.from_numpy(sub.indices.astype(np.int64, copy=False)).to(s.device)
-    s[r, c] = value
+    s[idx] = float("-inf")
     return s
 
 
@@ -506,12 +511,16 @@ def target_ranks(
             if bool(torch.isnan(target).any()):
                 bad = torch.nonzero(torch.isnan(target)).flatten()
                 raise _nan_error(u, torch.unique(pr[bad]))
-            s = _mask_excluded(s, owned, ex, u, value=float("-inf"))
-            nan_rows = torch.isnan(s).any(dim=1)  # (c,) NaN at a candidate (excluded: masked)
+            idx = _excluded_index(ex, u, s.device)
+            nan = torch.isnan(s)  # (c, n_items)
+            if idx is not None:
+                nan[idx] = False  # NaN where excluded is never compared
+            nan_rows = nan.any(dim=1)  # (c,) NaN at a candidate
             if bool(nan_rows.any()):
                 raise _nan_error(u, torch.nonzero(nan_rows).flatten())
-            # excluded entries compare as NaN: never >= a target, even one at -inf
-            s = _mask_excluded(s, True, ex, u, value=float("nan"))
+            if idx is not None:  # excluded entries compare as NaN: never >= a target, even -inf
+                s = s if owned else s.clone()  # never write into the caller's scores
+                s[idx] = float("nan")
             ranks = torch.empty_like(pr)
             for blk in _chunks(pr.shape[0], chunk_size):  # (b, n_items) at a time
                 t = target[blk, None]  # (b, 1)
