@@ -14,6 +14,12 @@ atomically, once its outputs are all written (`status: done`):
 - another key (or none): the folder's old outputs are removed first (renamed aside in one
   step, then deleted), so a folder never mixes the outputs of two configs.
 
+The model stages' `outputs` (which files they write: model, embeddings, plots, test scores)
+are not in their keys: they choose what is written, not what is computed. Their record keeps
+the `outputs` they wrote; a done stage is reused when those cover what is asked for now (the
+same, or fewer: `outputs.plots=false` after a run with plots reuses the model and leaves its
+plots in place), and recomputed when more is asked for (files the run never wrote).
+
 `reuse: false` in the config recomputes every stage. Code changes are not part of the key
 (a change to the blender should not retrain the models), so after changing the code run with
 `reuse=false` (or into a new output folder) when the change matters. The record keeps the code
@@ -57,7 +63,7 @@ from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, write_json
 from watchlog.synthetic import PlatformTruth
 
-__all__ = ["DEPENDS", "RECORD", "Stages", "UPSTREAM", "read_record"]
+__all__ = ["DEPENDS", "OUTPUTS", "RECORD", "Stages", "UPSTREAM", "outputs_cover", "read_record"]
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +73,15 @@ TRUTH = "truth.npz"  # the synthetic platform's ground truth, beside the saved e
 # The resolved config keys each stage's outputs depend on (dotted paths).
 DEPENDS: dict[str, tuple[str, ...]] = {
     "data": ("data", "split", "seed"),
-    "ncf": ("seed", "threads", "split", "ncf", "trainer", "outputs"),
-    "glmix": ("seed", "threads", "split", "glmix", "outputs"),
+    "ncf": ("seed", "threads", "split", "ncf", "trainer"),
+    "glmix": ("seed", "threads", "split", "glmix"),
     "blend_models": ("seed", "threads", "split", "ncf", "trainer", "glmix", "stages.glmix"),
     "blend": ("seed", "threads", "blend"),
     "evaluate": ("seed", "evaluate"),
     "export": ("export",),
 }
+# The config key of each stage that chooses which files it writes (module docstring).
+OUTPUTS: dict[str, str] = {"ncf": "outputs", "glmix": "outputs"}
 # The stages whose outputs a stage reads: their keys are part of its key.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "blend": ("ncf", "glmix", "blend_models"),
@@ -95,6 +103,23 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def outputs_cover(written: Any, asked: Any) -> bool:
+    """Whether a stage that wrote with `written` (its record's `outputs`) has what `asked`
+    asks for: every output switched on now was on then, every other setting (e.g.
+    `plot_method`) is the same. A record without `outputs` covers only nothing asked."""
+    if not asked:
+        return True
+    if not isinstance(written, dict):
+        return False
+    for name, value in asked.items():
+        if isinstance(value, bool):
+            if value and written.get(name) is not True:
+                return False
+        elif name not in written or written[name] != value:
+            return False
+    return True
 
 
 def _clear(folder: Path) -> None:
@@ -254,9 +279,15 @@ class Stages:
         record = folder / RECORD if record is None else record
         previous = read_record(record)
         same = previous is not None and previous.get("key") == key
-        if self.reuse and same and previous.get("status") == "done":
+        outputs = _select(self.resolved, OUTPUTS[name]) if name in OUTPUTS else None
+        done = same and previous.get("status") == "done"
+        if self.reuse and done and outputs_cover(previous.get("outputs"), outputs):
             self._reused(name, key, previous)
             return load(folder)
+        if self.reuse and done:
+            log.info("recomputing %s (key %s): %s asks for files its run did not write "
+                     "(then %s, now %s)", name, key, OUTPUTS[name], previous.get("outputs"),
+                     outputs)  # fmt: skip
         if self.reuse and same and previous.get("status") in ("running", "failed"):
             log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
                      "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip
@@ -265,6 +296,8 @@ class Stages:
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
                  "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
                  "code_version": self.code_version}  # fmt: skip
+        if name in OUTPUTS:
+            entry["outputs"] = outputs
         write_json(record, {**entry, "status": "running"})
         try:
             result = compute(folder)

@@ -70,6 +70,41 @@ def test_stage_reused_with_same_key_recomputed_and_cleared_with_another(tmp_path
     assert calls == ["2", "3", "3"]
 
 
+def test_outputs_choose_files_not_the_key_fewer_reuse_more_recompute(tmp_path, caplog):
+    """`outputs` says which files a model stage writes, not what it computes: asking for fewer
+    reuses the stage (its files stay), asking for one it never wrote recomputes it."""
+    calls: list[str] = []
+    caplog.set_level(logging.INFO, logger="experiments.stages")
+    both = {"model": True, "plots": True, "plot_method": "umap"}
+    _ncf_stage(_cfg(outputs=both), tmp_path, calls)
+    assert json.loads((tmp_path / "ncf" / "stage.json").read_text())["outputs"] == both
+    _ncf_stage(_cfg(outputs={**both, "plots": False}), tmp_path, calls)
+    assert calls == ["2"] and "reused ncf" in caplog.text  # fewer: reused
+    _ncf_stage(_cfg(outputs={**both, "embeddings": True}), tmp_path, calls)
+    assert calls == ["2", "2"] and "asks for files its run did not write" in caplog.text
+    _ncf_stage(_cfg(outputs={**both, "embeddings": True, "plot_method": "pca"}), tmp_path, calls)
+    assert calls == ["2", "2", "2"]  # another setting of a written output: recomputed
+    # the glmix stage follows the same rule; the downstream key does not move with outputs
+    keys = []
+    for model in (True, False):
+        stages = Stages(_cfg(outputs={"model": model}), tmp_path)
+        stages.fingerprint = "f" * 64
+        keys.append(stages.key("glmix"))
+    assert keys[0] == keys[1]
+
+
+def test_outputs_cover_reads_switches_and_settings():
+    from experiments.stages import outputs_cover
+
+    written = {"model": True, "plots": False, "plot_method": "umap", "neighbour_course": None}
+    assert outputs_cover(written, {"model": False, "plots": False, "plot_method": "umap",
+                                   "neighbour_course": None})  # fmt: skip
+    assert not outputs_cover(written, {**written, "plots": True})
+    assert not outputs_cover(written, {**written, "neighbour_course": "c7"})
+    assert not outputs_cover(None, {"model": True})  # a record without outputs
+    assert outputs_cover(None, {}) and outputs_cover(None, None)
+
+
 def test_a_stage_reused_from_other_code_is_warned_and_named_in_the_summary(
     tmp_path, caplog, monkeypatch
 ):

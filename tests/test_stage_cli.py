@@ -141,6 +141,19 @@ def test_an_unchanged_run_is_reused_as_the_pipeline_keyed_it(run_dir, caplog):
     assert {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()} == mtimes
 
 
+def test_asking_for_fewer_outputs_reuses_the_trained_model(run_dir, caplog):
+    """`outputs.*` choose files, not the model: switching one off reuses the stage."""
+    model = run_dir / "ncf" / "model"
+    mtimes = {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()}
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        _retrain(train_ncf, "train_ncf", run_dir, "outputs.model=false")
+        _retrain(train_glmix, "train_glmix", run_dir, "outputs.model=false")
+    assert "reused ncf" in caplog.text and "reused glmix" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in model.rglob("*") if p.is_file()} == mtimes
+    assert _resolved(run_dir)["outputs"]["model"] is False  # the run's config says so
+    assert (run_dir / "glmix" / "model").is_dir()  # and the files written before stay
+
+
 def test_a_folder_that_is_no_pipeline_run_is_refused(run_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
