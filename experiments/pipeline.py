@@ -32,11 +32,11 @@ from omegaconf import DictConfig
 
 from experiments.data import check_rolling_history
 from experiments.objective import objective_value, require_objective_for_optuna
-from experiments.provenance import write_manifest, write_resolved_config
+from experiments.provenance import manifest_metrics, write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
-from experiments.stages import Stages
+from experiments.stages import Stages, stale_stages, warn_stale
 from experiments.summary import StageMeter, headline_metrics, summary_text
 
 __all__ = ["fit_blend_models", "run"]
@@ -127,22 +127,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "stages": [r.to_dict() for r in meter.records],  # reuse: the manifest's own "stages"
         "skipped": skipped,
     }
-    if glmix_metrics is not None:
-        metrics["glmix"] = {k: glmix_metrics[k] for k in ("valid", "test") if k in glmix_metrics}
-    if ncf_metrics is not None:
-        metrics["ncf"] = {
-            k: ncf_metrics[k]
-            for k in ("best_epoch", "valid", "test", "test_ci")
-            if k in ncf_metrics
-        }
-    if blend_metrics is not None:
-        metrics["blend"] = {k: blend_metrics[k] for k in ("serve", "chosen", "test", "served")}
-    if export_result is not None:
-        metrics["export"] = export_result
+    for stage, result in (("glmix", glmix_metrics), ("ncf", ncf_metrics),
+                          ("blend", blend_metrics), ("export", export_result)):  # fmt: skip
+        if result is not None:
+            metrics[stage] = manifest_metrics(stage, result)
+    stale = stale_stages(out_dir)  # outputs of stages switched off here, older than their inputs
     write_manifest(
         out_dir, cfg, data_fingerprint=data.log.fingerprint(), metrics=metrics, timings=timings,
-        stages=stages.summary(),
+        stages=stages.summary(), stale=stale,
     )  # fmt: skip
+    warn_stale(stale, out_dir)
     if cfg.stages.get("report", False):
         with meter.stage("report"):  # after the manifest: the report shows it
             from experiments.report import build_report

@@ -4,6 +4,8 @@ package versions, machine, timings and metrics (`run_manifest.json`)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 import platform
 import subprocess
@@ -15,7 +17,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from watchlog.io import write_json, write_text
 
-__all__ = ["code_version", "versions", "machine", "write_manifest", "write_resolved_config"]
+__all__ = [
+    "code_version", "manifest_metrics", "versions", "machine", "update_manifest",
+    "write_manifest", "write_resolved_config",
+]  # fmt: skip
+
+_log = logging.getLogger(__name__)
+
+# What each stage's result gives the pipeline manifest's "metrics" (export: the whole result).
+MANIFEST_METRICS: dict[str, tuple[str, ...]] = {
+    "ncf": ("best_epoch", "valid", "test", "test_ci"),
+    "glmix": ("valid", "test"),
+    "blend": ("serve", "chosen", "test", "served"),
+}
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -129,3 +143,54 @@ def write_manifest(
             **extra,
         },
     )
+
+
+def manifest_metrics(stage: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a stage's result the run manifest's "metrics" keeps under the stage's name
+    (None: the stage puts nothing there, e.g. evaluate, whose figures are in its folder)."""
+    if result is None:
+        return None
+    if stage == "export":
+        return result
+    keys = MANIFEST_METRICS.get(stage)
+    return None if keys is None else {k: result[k] for k in keys if k in result}
+
+
+def update_manifest(
+    out_dir: str | os.PathLike,
+    resolved: dict[str, Any],
+    stage: str,
+    result: dict[str, Any] | None,
+    *,
+    stages: dict[str, dict[str, Any]],
+    overrides: list[str],
+    stale: dict[str, list[str]],
+) -> Path | None:
+    """A finished pipeline run's `run_manifest.json` after one of its stages ran again in its
+    folder (the run_dir modes): the config the run now has (`resolved`, as
+    `write_resolved_config` returned it), the stage's metrics and stage summary (`stages`:
+    {name: {key, reused, code_version}}), one more entry in "updates" (what ran, when, with
+    which code and overrides) and "stale" (`experiments.stages.stale_stages`). None when the
+    run never wrote a manifest (it stopped early); the file is left as it was when unreadable.
+    """
+    path = Path(out_dir) / "run_manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        _log.info("%s: none (the run did not finish); nothing to update", path)
+        return None
+    except ValueError as err:
+        _log.warning("%s: unreadable (%s); left as it is", path, err)
+        return None
+    manifest["config"] = resolved
+    part = manifest_metrics(stage, result)
+    if part is not None:
+        manifest.setdefault("metrics", {})[stage] = part
+    manifest.setdefault("stages", {}).update(stages)
+    manifest.setdefault("updates", []).append(
+        {"stage": stage, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+         "code_version": code_version(), "overrides": list(overrides),
+         "reused": all(s.get("reused") for s in stages.values())}
+    )  # fmt: skip
+    manifest["stale"] = stale
+    return write_json(path, manifest)

@@ -17,7 +17,9 @@ other file needed to view it), with one section per stage:
               intervals, per segment, GLMix's AUC with its interval
     export    export.json and the published version's manifest.json
 
-A section whose inputs are missing says so in the page ("not run") instead of failing; a
+A section whose stage was computed from outputs retrained since (`experiments.stages.
+stale_stages`, e.g. the blend after `python -m experiments.train_ncf run_dir=...`) opens with
+a note saying so and the command that brings it up to date. A section whose inputs are missing says so in the page ("not run") instead of failing; a
 part that fails on input it cannot read shows the error there and in the log. The page is a
 Jinja2 template shipped with the package (experiments/templates/report.html.j2), autoescaped.
 The pipeline calls `build_report` at its end when `stages.report` is true.
@@ -45,6 +47,7 @@ from experiments.report_evaluate import evaluation_blocks
 from experiments.report_models import glmix_blocks, ncf_blocks
 from experiments.report_stages import data_blocks, export_blocks, run_blocks
 from experiments.run_log import log_into_run_folder
+from experiments.stages import COMMANDS, stale_stages
 from watchlog.io import write_text
 
 __all__ = ["build_report", "render", "run"]
@@ -63,6 +66,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path], list[Block]]], ...] = (
     ("evaluation", "Evaluation (evaluation)", evaluation_blocks),
     ("export", "Export", export_blocks),
 )  # (anchor, title, builder) in page order
+STAGE_OF_SECTION = {"blend": "blend", "evaluation": "evaluate", "export": "export"}
 
 
 def _section(
@@ -103,6 +107,14 @@ def build_report(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: no such folder {run_dir}; give a pipeline run's output")
     sections = [_section(*entry, run_dir) for entry in SECTIONS]
+    stale = stale_stages(run_dir)
+    for section in sections:
+        stage = STAGE_OF_SECTION.get(section.id)
+        if stage in stale:  # first thing the section says: its figures are out of date
+            section.blocks.insert(0, Note(
+                f"Out of date: computed from earlier outputs of {', '.join(stale[stage])} "
+                f"(retrained in this folder since); `python -m {COMMANDS[stage]} "
+                f"run_dir={run_dir}` computes it again", "stale"))  # fmt: skip
     out = write_text(run_dir / REPORT, render(run_dir, sections))
     log.info("wrote %s (%s)", out, ", ".join(f"{s.id}: {s.status}" for s in sections))
     return out

@@ -74,7 +74,7 @@ class Image:
 @dataclass
 class Note:
     text: str
-    level: str = "info"  # info | missing | error
+    level: str = "info"  # info | missing | error | stale
     kind: ClassVar[str] = "note"
 
 
@@ -89,10 +89,13 @@ class Section:
 
     @property
     def status(self) -> str:
-        """'not run' when nothing but missing-input notes, 'error' when a part failed."""
+        """'not run' when nothing but missing-input notes, 'error' when a part failed,
+        'stale' when computed from outputs retrained since."""
         levels = {b.level for b in self.blocks if isinstance(b, Note)}
         if "error" in levels:
             return "error"
+        if "stale" in levels:
+            return "stale"
         if self.blocks and all(isinstance(b, Note) and b.level == "missing" for b in self.blocks):
             return "not run"
         return "partial" if "missing" in levels else "ok"

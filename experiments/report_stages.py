@@ -46,6 +46,14 @@ def run_blocks(run_dir: Path) -> list[Block]:
         s.append(
             Table.from_mapping(m["timings_seconds"], "Wall time per step (s)", ("step", "seconds"))
         )
+    if m.get("updates"):
+        s.append(
+            Table.from_records(
+                [{**u, "overrides": " ".join(u.get("overrides") or []) or "(none)"}
+                 for u in m["updates"]],
+                "Stages run again in this folder after the run (run_dir mode of their command)",
+            )
+        )  # fmt: skip
     return s
 
 

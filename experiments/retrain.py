@@ -44,10 +44,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, load_run
-from experiments.provenance import write_resolved_config
+from experiments.provenance import update_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel
 from experiments.schemas import check_config
-from experiments.stages import RECORD, UPSTREAM, Stages, read_record
+from experiments.stages import (
+    RECORD,
+    RECORD_PATHS,
+    UPSTREAM,
+    Stages,
+    read_record,
+    stale_stages,
+    warn_stale,
+)
 from watchlog import DataReport
 
 __all__ = [
@@ -66,12 +74,6 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "threads", "reuse"),
     "export": ("export", "threads", "reuse"),
 }
-# Where each stage's record lives in a run folder (as the pipeline writes it).
-_RECORDS: dict[str, str] = {
-    "ncf": "ncf/stage.json", "glmix": "glmix/stage.json",
-    "blend_models": "blend_models/stage.json", "blend": "blend/stage.json",
-    "evaluate": "evaluation/stage.json", "export": "export_stage.json",
-}  # fmt: skip
 # The run config keys a stage reads: a folder whose config lacks one is no pipeline run's.
 _NEEDS: dict[str, tuple[str, ...]] = {
     "ncf": ("seed", "split", "ncf", "trainer", "outputs"),
@@ -205,7 +207,7 @@ def retrain_in_run(
         stage, run_dir / stage, lambda f: train_and_report(merged, data, f, resume=True)
     )
     _refresh_blend_models(merged, data, stages, run_dir)
-    write_resolved_config(run_dir, merged)
+    _record_in_manifest(run_dir, merged, stage, metrics, stages, overrides, (stage, "blend_models"))
     if stage in stages.reused:
         _log.info("%s in %s is up to date with these settings", stage, run_dir / stage)
     else:
@@ -232,17 +234,39 @@ def rerun_in_run(
     merged config, data, run_dir / folder)` returns, or `load`'s reading of a reused stage."""
     run_dir, merged, data, stages = _open_run(cfg, overrides, stage)
     for upstream in UPSTREAM.get(stage, ()):  # keyed as the pipeline keyed it
-        record = read_record(run_dir / _RECORDS[upstream])
+        record = read_record(run_dir / RECORD_PATHS[upstream])
         if record is not None and record.get("key"):
             stages.keys[upstream] = record["key"]
-    record = run_dir / _RECORDS[stage]
+    record = run_dir / RECORD_PATHS[stage]
     kwargs = {"record": record, "clear": clear} | ({"load": load} if load else {})
     out = stages.run(stage, run_dir / folder, lambda f: compute(merged, data, f), **kwargs)
-    write_resolved_config(run_dir, merged)
+    _record_in_manifest(run_dir, merged, stage, out, stages, overrides, (stage,))
     _log.info("%s in %s: %s (key %s)", stage, run_dir / folder,
               "reused, settings unchanged" if stage in stages.reused else "computed",
               stages.keys[stage])  # fmt: skip
     return out
+
+
+def _record_in_manifest(
+    run_dir: Path,
+    merged: DictConfig,
+    stage: str,
+    result: Any,
+    stages: Stages,
+    overrides: Sequence[str],
+    ran: tuple[str, ...],
+) -> None:
+    """`resolved_config.yaml` rewritten with the merged config, the run manifest brought up to
+    date with what ran (`ran`: the stages this command ran or reused), and a warning per
+    downstream stage now older than its inputs (`experiments.stages.stale_stages`)."""
+    resolved = write_resolved_config(run_dir, merged)
+    stale = stale_stages(run_dir)
+    summary = {n: v for n, v in stages.summary().items() if n in ran}
+    update_manifest(
+        run_dir, resolved, stage, result if isinstance(result, dict) else None,
+        stages=summary, overrides=list(overrides), stale=stale,
+    )  # fmt: skip
+    warn_stale(stale, run_dir)
 
 
 def _open_run(

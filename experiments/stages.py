@@ -63,7 +63,10 @@ from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, write_json
 from watchlog.synthetic import PlatformTruth
 
-__all__ = ["DEPENDS", "OUTPUTS", "RECORD", "Stages", "UPSTREAM", "outputs_cover", "read_record"]
+__all__ = [
+    "DEPENDS", "OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM", "outputs_cover",
+    "read_record", "stale_stages", "warn_stale",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,14 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 
 
+# Where each stage's record lives in a run folder (as the pipeline writes it).
+RECORD_PATHS: dict[str, str] = {
+    "ncf": "ncf/stage.json", "glmix": "glmix/stage.json",
+    "blend_models": "blend_models/stage.json", "blend": "blend/stage.json",
+    "evaluate": "evaluation/stage.json", "export": "export_stage.json",
+}  # fmt: skip
+
+
 def _select(resolved: dict[str, Any], dotted: str) -> Any:
     node: Any = resolved
     for part in dotted.split("."):
@@ -103,6 +114,44 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def stale_stages(run_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """{stage: [its upstream stages computed again since]} of a run folder: a done stage
+    whose record names another key of an upstream stage than that stage's record holds now
+    (the blend and evaluation after `python -m experiments.train_ncf run_dir=...`). Its
+    outputs were computed from the upstream's earlier outputs; running its command with the
+    same run_dir brings it up to date."""
+    run_dir = Path(run_dir)
+    records = {n: read_record(run_dir / p) for n, p in RECORD_PATHS.items()}
+    stale: dict[str, list[str]] = {}
+    for name, upstream in UPSTREAM.items():
+        record = records.get(name)
+        if not record or record.get("status") != "done":
+            continue
+        used = record.get("upstream") or {}
+        changed = [
+            u for u in upstream
+            if (used.get(u) and records.get(u) and records[u].get("key") != used[u])
+            or u in stale  # computed from a stage that is itself stale (UPSTREAM's order)
+        ]  # fmt: skip
+        if changed:
+            stale[name] = changed
+    return stale
+
+
+# The command that brings each downstream stage up to date in a run folder.
+COMMANDS = {"blend": "experiments.blend", "evaluate": "experiments.evaluate",
+            "export": "experiments.export"}  # fmt: skip
+
+
+def warn_stale(stale: dict[str, list[str]], run_dir: str | os.PathLike) -> None:
+    """A warning per stage of `stale_stages(run_dir)`, with the command that recomputes it."""
+    for name, changed in stale.items():
+        log.warning(
+            "%s in %s was computed from earlier outputs of %s; `python -m %s run_dir=%s` "
+            "brings it up to date", name, run_dir, ", ".join(changed), COMMANDS[name], run_dir,
+        )  # fmt: skip
 
 
 def outputs_cover(written: Any, asked: Any) -> bool:

@@ -93,6 +93,31 @@ def test_outputs_choose_files_not_the_key_fewer_reuse_more_recompute(tmp_path, c
     assert keys[0] == keys[1]
 
 
+def test_stale_stages_follow_upstream_keys_through_the_chain(tmp_path):
+    """A done stage whose record names an upstream key other than the upstream's record now
+    is stale, and so is what was computed from it; a stage not done is not judged."""
+    from experiments.stages import RECORD_PATHS, stale_stages
+
+    def record(stage, key, status="done", **upstream):
+        path = tmp_path / RECORD_PATHS[stage]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "status": status, "upstream": upstream}))
+
+    record("ncf", "n1"), record("glmix", "g1"), record("blend_models", "m1")
+    record("blend", "b1", ncf="n1", glmix="g1", blend_models="m1")
+    record("evaluate", "e1", ncf="n1", glmix="g1")
+    record("export", "x1", blend="b1")
+    assert stale_stages(tmp_path) == {}
+    record("glmix", "g2")  # retrained in the folder
+    assert stale_stages(tmp_path) == {
+        "blend": ["glmix"], "evaluate": ["glmix"], "export": ["blend"],
+    }  # fmt: skip
+    record("blend", "b2", ncf="n1", glmix="g2", blend_models="m1")  # the blend rerun
+    assert stale_stages(tmp_path) == {"evaluate": ["glmix"], "export": ["blend"]}
+    record("export", "x1", status="running", blend="b1")
+    assert stale_stages(tmp_path) == {"evaluate": ["glmix"]}
+
+
 def test_outputs_cover_reads_switches_and_settings():
     from experiments.stages import outputs_cover
 

@@ -56,6 +56,7 @@ def _resolved(run_dir: Path) -> dict:
 def test_retraining_ncf_replaces_the_stage_and_the_blend_uses_it(run_dir, caplog):
     from experiments.blend import run as run_blend
 
+    caplog.set_level(logging.WARNING, logger="experiments.stages")
     before = _resolved(run_dir)
     old_blend = json.loads((run_dir / "blend" / "metrics.json").read_text())
     old_ncf, old_early = _record(run_dir / "ncf"), _record(run_dir / "blend_models")
@@ -75,10 +76,30 @@ def test_retraining_ncf_replaces_the_stage_and_the_blend_uses_it(run_dir, caplog
     # only the key given changed: the rest of the run (this command's defaults included) stays
     after["trainer"]["max_epochs"] = 2
     assert after == before
+    # the run's manifest says what the folder holds now, and what is out of date
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["metrics"]["ncf"]["test"] == pytest.approx(metrics["test"], nan_ok=True)
+    assert manifest["config"]["trainer"]["max_epochs"] == 1
+    assert manifest["stages"]["ncf"]["key"] == new_ncf["key"]
+    assert [(u["stage"], u["overrides"]) for u in manifest["updates"]] == [
+        ("ncf", [f"run_dir={run_dir}", "trainer.max_epochs=1"])
+    ]
+    assert manifest["stale"] == {"blend": ["ncf", "blend_models"], "evaluate": ["ncf"]}
+    assert "blend in" in caplog.text and "experiments.blend run_dir=" in caplog.text
+    from experiments.report import build_report
+
+    page = build_report(run_dir).read_text()
+    assert '<section id="blend" data-status="stale">' in page
+    assert '<section id="evaluation" data-status="stale">' in page
+    assert '<section id="ncf" data-status="stale">' not in page
 
     blended = rerun(run_blend, "blend", f"run_dir={run_dir}", *BLEND_FAST)
     written = json.loads((run_dir / "blend" / "metrics.json").read_text())
     assert written["chosen"] == blended["chosen"]
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["stale"] == {"evaluate": ["ncf"]}  # the blend is up to date again
+    assert manifest["metrics"]["blend"]["test"] == written["test"]
+    assert [u["stage"] for u in manifest["updates"]] == ["ncf", "blend"]
 
     def two_tower(m):  # the retrained model's own row among the blend's test systems
         return next(r for r in m["test"] if r["system"] == "two_tower")
