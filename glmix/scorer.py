@@ -164,6 +164,9 @@ class GLMixScorer:
         self.model = model
         self.featurizer = featurizer
         self.chunk_pairs = int(chunk_pairs)
+        # (table, column)s whose unseen values were logged: a caller scoring chunk by chunk
+        # (the blend) gets one warning per column, not one per chunk
+        self._warned_unseen: set[tuple[str, str]] = set()
 
     @property
     def coordinates(self) -> list[str]:
@@ -268,7 +271,7 @@ class GLMixScorer:
             enc = self.featurizer.encode(tables["learner"], tables["course"])
         except (ValueError, KeyError, TypeError) as err:  # counts are the subset's: say so
             raise _encode_error(self.featurizer, err, tables, full) from err
-        features = _feature_counts(self.featurizer, enc)
+        features = _feature_counts(self.featurizer, enc, self._warned_unseen)
         pos, absent = {}, {}
         for side in ("learner", "course"):
             p, a = enc.positions(side, uni[side])  # (u,) block rows, (u,) not in the table
@@ -388,10 +391,13 @@ class GLMixScorer:
         return cls(model, featurizer, chunk_pairs=chunk_pairs)
 
 
-def _feature_counts(featurizer: EntityFeaturizer, enc) -> dict[str, dict[str, Any]]:
+def _feature_counts(
+    featurizer: EntityFeaturizer, enc, warned: set[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
     """{table: {column: counts}} of the entities encoded; a text column none of whose present
     values (two distinct or more) was seen in training raises: another encoding of the
-    column (codes for labels, another case), not new categories; unseen values are logged."""
+    column (codes for labels, another case), not new categories; unseen values are logged,
+    as a warning the first time for a column (`warned`, added to), at DEBUG after."""
     out = {}
     for side, cols in enc.counts.items():
         name = TABLE_NAMES[side]
@@ -409,10 +415,14 @@ def _feature_counts(featurizer: EntityFeaturizer, enc) -> dict[str, dict[str, An
                     f"training values e.g. {vocab[:_N_EXAMPLES]}): the column holds another "
                     "encoding (codes instead of labels, another case or type?)"
                 )
-            _log.warning(
+            first = (name, col) not in warned
+            warned.add((name, col))
+            _log.log(
+                logging.WARNING if first else logging.DEBUG,
                 "GLMixScorer: %s.%s: %s of %s values are unseen in training (e.g. %s); they "
-                "encode as unknown (glmix_features in the result's attrs)",
+                "encode as unknown (glmix_features in the result's attrs%s)",
                 name, col, f"{cnt['unseen']:,}", f"{cnt['values']:,}", cnt["unseen_examples"],
+                "; later calls of this scorer log this column at DEBUG" if first else "",
             )  # fmt: skip
     return out
 

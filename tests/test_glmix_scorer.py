@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -413,6 +414,21 @@ def test_unseen_feature_values_are_counted_and_a_recoded_column_raises(trained, 
     upper = C.assign(category=C["category"].astype("str").str.upper())
     with pytest.raises(ValueError, match=r"courses.category: none of its"):
         scorer.score_table(lid, cid, learners=L, courses=upper)
+
+
+def test_unseen_values_warn_once_per_column_for_a_caller_scoring_in_chunks(trained, saved, caplog):
+    """The blend scores chunk by chunk: one warning per column, later ones at DEBUG."""
+    log, _ = trained
+    scorer = GLMixScorer.load(saved[0])  # a fresh scorer: nothing logged yet
+    L, C = log.learners, log.courses
+    new = L.assign(segment=L["segment"].astype("str"))
+    new.loc[new.index[:3], "segment"] = "brand-new"
+    caplog.set_level(logging.DEBUG, logger="glmix.scorer")
+    for lo in (0, 1, 2):  # three chunks, each naming a learner with the new segment
+        scorer.score_table(L["learner_id"].iloc[lo : lo + 5], C["course_id"].iloc[:5],
+                           learners=new, courses=C)  # fmt: skip
+    said = [r.levelname for r in caplog.records if "unseen in training" in r.getMessage()]
+    assert said == ["WARNING", "DEBUG", "DEBUG"]
 
 
 def test_a_missing_feature_column_names_its_table(trained, saved):
