@@ -18,11 +18,9 @@ from experiments.report_blocks import (
     png_figure,
     read_json,
 )
-from experiments.summary import system_intervals
+from experiments.summary import Intervals, system_intervals
 
 __all__ = ["blend_blocks", "segment_table"]
-
-N_BOOT = 1000  # bootstrap resamples of the test table's intervals (seeded: same page twice)
 
 
 # ---- blend --------------------------------------------------------------------------------------
@@ -37,9 +35,10 @@ def blend_blocks(run_dir: Path) -> list[Block]:
     test = [dict(r) for r in m.get("test") or []]
     if per_learner.is_file():
         frame = pd.read_parquet(per_learner)
-        _add_intervals(test, frame)
-        caption = (f"Test: every system on the same candidates of the same learners; 95% "
-                   f"bootstrap intervals over learners ({N_BOOT:,} resamples, seed 0)")  # fmt: skip
+        intervals = Intervals.of_run(run_dir)  # the run's evaluate.n_boot, evaluate.ci, seed
+        _add_intervals(test, frame, intervals)
+        caption = ("Test: every system on the same candidates of the same learners; "
+                   f"{intervals.describe()}")  # fmt: skip
     else:
         caption = "Test: every system on the same candidates (no per-learner file: no intervals)"
     s.append(Table.from_records(test, caption))
@@ -107,16 +106,16 @@ def blend_blocks(run_dir: Path) -> list[Block]:
     return s
 
 
-def _add_intervals(test: list[dict[str, Any]], frame: pd.DataFrame) -> None:
+def _add_intervals(test: list[dict[str, Any]], frame: pd.DataFrame, intervals: Intervals) -> None:
     """low / high of ndcg@10 per test row, from the per-learner file (its system names are the
     table's without the parenthesis, e.g. 'served (personalized + fallback chain)' -> 'served')."""
     metric = next((c for c in frame.columns if c.startswith("ndcg@")), None)
     if metric is None:
         return
-    intervals = system_intervals(frame, metric, n_boot=N_BOOT, seed=0)
+    bands = system_intervals(frame, metric, intervals)
     for row in test:
         name = row["system"]
-        ci = intervals.get(name, intervals.get(name.split(" (")[0]))
+        ci = bands.get(name, bands.get(name.split(" (")[0]))
         if ci is not None:
             row[f"{metric} low"], row[f"{metric} high"] = ci.low, ci.high
 

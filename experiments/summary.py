@@ -29,8 +29,8 @@ import numpy as np
 from evaluation import BootstrapCI, bootstrap_ci
 
 __all__ = [
-    "StageMeter", "StageRecord", "headline_metrics", "peak_rss_gib", "summary_text",
-    "system_intervals",
+    "Intervals", "StageMeter", "StageRecord", "headline_metrics", "peak_rss_gib",
+    "summary_text", "system_intervals",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -115,10 +115,45 @@ def _clock(seconds: float) -> str:
     return f"{int(m)} min {s:04.1f} s" if m else f"{s:.1f} s"
 
 
+@dataclass(frozen=True)
+class Intervals:
+    """How a run's bootstrap intervals over learners are drawn: `evaluate.n_boot`,
+    `evaluate.ci` and the run's `seed`, so the summary, the report, the two-tower's metrics
+    and the evaluate stage give one figure one interval."""
+
+    n_boot: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+
+    @classmethod
+    def of(cls, cfg: Any) -> Intervals:
+        """From a run's config (a DictConfig or its resolved dict); defaults where absent
+        (the model commands' own configs have no evaluate group)."""
+        e = cfg.get("evaluate") or {}
+        return cls(int(e.get("n_boot", 1000)), float(e.get("ci", 0.95)), int(cfg.get("seed") or 0))
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> Intervals:
+        """From a run folder's resolved_config.yaml; the defaults without one."""
+        from omegaconf import OmegaConf
+
+        path = Path(run_dir) / "resolved_config.yaml"
+        if not path.is_file():
+            return cls()
+        return cls.of(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+
+    def ci_of(self, values: np.ndarray) -> BootstrapCI:
+        return bootstrap_ci(values, n_boot=self.n_boot, ci=self.ci, seed=self.seed)
+
+    def describe(self) -> str:
+        return (f"{self.ci:.0%} bootstrap intervals over learners ({self.n_boot:,} resamples, "
+                f"seed {self.seed})")  # fmt: skip
+
+
 def system_intervals(
-    per_learner, metric: str = "ndcg@10", n_boot: int = 1000, seed: int = 0
+    per_learner, metric: str = "ndcg@10", intervals: Intervals = Intervals()
 ) -> dict[str, BootstrapCI]:
-    """95% bootstrap interval over learners of `metric`'s mean for every system of a blend
+    """Bootstrap interval over learners of `metric`'s mean for every system of a blend
     study's per-learner table (`blend/test_per_learner.parquet`: columns system, <metric>);
     non-finite values are left out, a system without any is absent."""
     out = {}
@@ -126,13 +161,15 @@ def system_intervals(
         values = group[metric].to_numpy(np.float64)
         values = values[np.isfinite(values)]
         if values.size:
-            out[system] = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+            out[system] = intervals.ci_of(values)
     return out
 
 
-def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
-    """Test figures of the run's stages, each with a 95% bootstrap interval over learners when
-    the stage saved per-learner values (the blend study's systems), else the point figure."""
+def headline_metrics(out_dir: Path, intervals: Intervals | None = None) -> list[dict[str, Any]]:
+    """Test figures of the run's stages, each with its bootstrap interval over learners when
+    the stage saved per-learner values (the blend study's systems), else the point figure.
+    intervals: default, the run's (`Intervals.of_run`)."""
+    intervals = Intervals.of_run(out_dir) if intervals is None else intervals
     rows: list[dict[str, Any]] = []
     blend_dir = out_dir / "blend"
     per_learner = blend_dir / "test_per_learner.parquet"
@@ -146,9 +183,9 @@ def headline_metrics(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[d
         metric = next(c for c in pq.read_schema(per_learner).names if c.startswith("ndcg@"))
         table = pd.read_parquet(per_learner, columns=["system", metric])
         table = table[table["system"].isin(wanted)]
-        intervals = system_intervals(table, metric, n_boot, seed)
-        for system in dict.fromkeys(w for w in wanted if w in intervals):
-            ci = intervals[system]
+        bands = system_intervals(table, metric, intervals)
+        for system in dict.fromkeys(w for w in wanted if w in bands):
+            ci = bands[system]
             rows.append(
                 {"stage": "blend (test)", "system": system, "metric": metric,
                  "value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}

@@ -23,13 +23,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation import bootstrap_ci, knn_label_agreement
+from evaluation import knn_label_agreement
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import write_manifest
 from experiments.ranks import is_writer
 from experiments.retrain import command_overrides, retrain_in_run
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
+from experiments.summary import Intervals
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
@@ -201,7 +202,7 @@ def train_and_report(
         "test": result.test,
         # the model chosen on validation, before the refit (with ncf.refit only)
         "test_before_refit": result.extra.get("test_before_refit"),
-        "test_ci": test_intervals(result.test_per_user, seed=cfg.seed),
+        "test_ci": test_intervals(result.test_per_user, Intervals.of(cfg)),
         "embedding_quality": quality,
         "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},
     }
@@ -214,16 +215,17 @@ def train_and_report(
     return {**metrics, "timings": timings}
 
 
-def test_intervals(per_user, seed: int, n_boot: int = 1000) -> dict[str, dict[str, float]]:
-    """95% bootstrap intervals over learners of the test NDCG@10 and Recall@10 (empty when
-    the per-learner values were not kept)."""
+def test_intervals(per_user, intervals: Intervals) -> dict[str, dict[str, float]]:
+    """Bootstrap intervals over learners of the test NDCG@10 and Recall@10, drawn as the
+    run's evaluate stage draws them (`Intervals.of`: the same figure, the same interval);
+    empty when the per-learner values were not kept."""
     if per_user is None:
         return {}
     out = {}
     for name in ("ndcg@10", "recall@10"):
         if name in per_user.per_user:
             values = per_user.per_user[name]
-            ci = bootstrap_ci(values[~np.isnan(values)], n_boot=n_boot, seed=seed)
+            ci = intervals.ci_of(values[~np.isnan(values)])
             out[f"test_{name}"] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
     return out
 

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pipeline")
     cfg = compose_cfg(
         "pipeline", *FAST, "stages.blend=false", "stages.export=false", "stages.report=true",
-        f"paths.output_dir={out}",
+        f"paths.output_dir={out}", "evaluate.n_boot=300", "evaluate.ci=0.9",
     )  # fmt: skip
     run_pipeline(cfg)
     return out
@@ -49,7 +49,8 @@ def test_at_10_the_figures_are_the_model_stages_own_test_figures(run_dir):
     assert np.float32(ev["ncf"]["coverage"]["coverage@10"]) == np.float32(
         ncf["test"]["test_coverage@10"]
     )
-    # the stage's own interval: the same learners, values, seed and replicates
+    # the stage's own interval: the same learners, values, seed, replicates and level (the
+    # run's evaluate settings, not defaults of its own)
     ndcg = next(r for r in ev["ncf"]["intervals"] if r["metric"] == "ndcg@10")
     own = ncf["test_ci"]["test_ndcg@10"]
     assert (ndcg["low"], ndcg["high"], ndcg["n"]) == pytest.approx(

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 import watchlog.progress as prog
-from experiments.summary import StageMeter, StageRecord, headline_metrics, summary_text
+from experiments.summary import (
+    Intervals,
+    StageMeter,
+    StageRecord,
+    headline_metrics,
+    summary_text,
+)
 from ncf.epoch_log import use_progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +139,7 @@ def test_headline_metrics_from_a_run_folder(tmp_path, k):
     ]  # fmt: skip
     pd.concat(frames).to_parquet(tmp_path / "blend" / "test_per_learner.parquet")
     (tmp_path / "blend" / "metrics.json").write_text(json.dumps({"serve": "personalized"}))
-    rows = headline_metrics(tmp_path, n_boot=200)
+    rows = headline_metrics(tmp_path, Intervals(n_boot=200))
     assert [r["system"] for r in rows] == ["two_tower", "personalized"]  # rrf is no headline
     for r in rows:
         assert r["low"] < r["value"] < r["high"] and r["n"] == 200 and r["metric"] == f"ndcg@{k}"

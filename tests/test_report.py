@@ -107,12 +107,24 @@ def test_the_test_table_carries_intervals_around_its_means(run_dir):
     import pandas as pd
 
     from experiments.report_blend import _add_intervals
+    from experiments.summary import Intervals
 
     rows = json.loads((run_dir / "blend" / "metrics.json").read_text())["test"]
-    _add_intervals(rows, pd.read_parquet(run_dir / "blend" / "test_per_learner.parquet"))
+    per_learner = pd.read_parquet(run_dir / "blend" / "test_per_learner.parquet")
+    _add_intervals(rows, per_learner, Intervals.of_run(run_dir))
     for r in rows:  # every system, the served one and the replay-tuned one included
         assert r["ndcg@10 low"] <= r["ndcg@10"] <= r["ndcg@10 high"], r["system"]
         assert r["ndcg@10 low"] < r["ndcg@10 high"]
+    # drawn with the run's settings (evaluate.n_boot, evaluate.ci, seed), which the page says
+    assert Intervals.of_run(run_dir) == Intervals(1000, 0.95, 0)
+    narrow = [dict(r) for r in rows]
+    _add_intervals(narrow, per_learner, Intervals(1000, 0.5, 0))
+    assert all(n["ndcg@10 high"] - n["ndcg@10 low"] < r["ndcg@10 high"] - r["ndcg@10 low"]
+               for n, r in zip(narrow, rows, strict=True))  # fmt: skip
+    page = _page(build_report(run_dir))
+    assert "95% bootstrap intervals over learners (1,000 resamples, seed 0)" in (
+        page.section_text("blend")
+    )
 
 
 def test_a_run_without_glmix_or_curves_says_so_and_the_rest_is_still_there(run_dir, tmp_path):
