@@ -84,9 +84,11 @@ class Models:
     @classmethod
     def load_early(cls, run_dir: Path) -> Models:
         """The models the blender is fitted with: `blend_models/` (a split with a blend
-        window), else, model by model, the one chosen before its refit (`model_before_refit`),
-        else its final one (no refit: it never saw the validation labels). Each model on its
-        own: either may be refitted while the other is not, and a refitted model scoring the
+        window), else, model by model, the one chosen on validation (`model_before_refit`:
+        the two-tower serving the validation snapshot, GLMix before its refit), else its final
+        one (a GLMix without a refit never saw the validation labels; a two-tower's final
+        model serves the test snapshot and `make_points` refuses it). Each model on its own:
+        either may be refitted while the other is not, and a refitted model scoring the
         window the blender is fitted on would leak those labels into the blender."""
         if (run_dir / BLEND_MODELS).exists():
             return cls.load(run_dir / BLEND_MODELS)
@@ -118,10 +120,31 @@ def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> Lab
             f"with {models.ncf.retrieval_method!r} (only the served lists may: "
             "blend.serve_retrieval)"
         )
-    truth = window_truth(log, fold, seen_in(log, fold.inputs), gain=gain)
+    seen = seen_in(log, fold.inputs)
+    _check_serves_fold(models.ncf, fold, seen)
+    truth = window_truth(log, fold, seen, gain=gain)
     learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
     table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)
     return LabelledPoint.from_table(table, log, truth)
+
+
+def _check_serves_fold(rec: NCFRecommender, fold: Fold, seen) -> None:
+    """The two-tower must serve the fold's own inputs: a snapshot taken later holds the
+    fold's labels among its inputs, and excludes them from its lists as already watched, so
+    the blender would be fitted or judged on candidates without the fold's positives.
+    seen: the fold's (n_learners, n_courses) watched-before-labels matrix (`seen_in`)."""
+    snap = rec.snapshot
+    later = fold.kind == "temporal" and snap.cutoff != fold.cutoff
+    other = snap.seen.shape == seen.shape and (snap.seen.astype(bool) != seen.astype(bool)).nnz
+    if later or other:
+        raise ValueError(
+            f"blend: the two-tower scoring the {fold.name} window serves the snapshot at "
+            f"{snap.cutoff} ({snap.seen.nnz:,} watched pairs), not the window's inputs "
+            f"(cutoff {fold.cutoff}, {seen.nnz:,} watched pairs): its lists would hold the "
+            f"window's labels as already watched. A run folder written before the two-tower "
+            f"saved ncf/{MODEL_BEFORE_REFIT} with ncf.refit=false lacks the validation model: "
+            "retrain it (`python -m experiments.train_ncf run_dir=<run> reuse=false`)"
+        )
 
 
 def make_points(

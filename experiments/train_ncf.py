@@ -50,8 +50,10 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# The model chosen on validation before the refit, serving the validation snapshot (written
-# beside model/ when the model is refitted; without a refit model/ is that model).
+# The model chosen on validation (before the refit, when there is one), serving the
+# validation snapshot: what a blender fitted on validation scores with. Written beside model/
+# with or without a refit: model/ serves the test snapshot, whose inputs hold the validation
+# window's watches (and exclude them from its lists as already watched).
 MODEL_BEFORE_REFIT = "model_before_refit"
 
 
@@ -189,7 +191,7 @@ def train_and_report(
     data.report.write_json(out_dir / "data_report.json")
     quality = embedding_quality(rec, data.log)
     outputs = write_outputs(cfg, rec, data.log, result, out_dir)
-    if cfg.outputs.model and cfg.ncf.refit:  # what a blender fitted on validation scores with
+    if cfg.outputs.model:  # what a blender fitted on validation scores with
         outputs["model_before_refit"] = str(
             trained.valid_recommender.save(out_dir / MODEL_BEFORE_REFIT)
         )

@@ -186,6 +186,31 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
     assert "two_tower" not in set(lists["source"])  # without GLMix every known learner blends
 
 
+def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(tmp_path):
+    """ncf.refit=false, no blend window: the blender is fitted on validation with the
+    two-tower serving the validation snapshot (saved beside model/); the final model serves
+    the test snapshot, whose inputs hold the validation watches, and is refused there."""
+    from blend import CandidateBuilder
+    from experiments.blend import Models, _point
+    from experiments.data import load_run
+
+    fast = [o for o in FAST if o != "split.fn.blend_days=20"]
+    cfg = compose_cfg(
+        "pipeline", *fast, "split.fn.blend_days=0", "ncf.refit=false", "stages.export=false",
+        "stages.evaluate=false", "stages.report=false", f"paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    run_pipeline(cfg)
+    early = Models.load_early(tmp_path)
+    _, data = load_run(tmp_path)
+    assert data.split.blend is None
+    assert early.ncf.snapshot.cutoff == data.split.valid.cutoff
+    point = _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, early, "binary")
+    assert point.labels.sum() > 0  # the validation positives are among the candidates
+    final = Models.load(tmp_path)
+    with pytest.raises(ValueError, match=r"blend: the two-tower scoring the valid window serves"):
+        _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, final, "binary")
+
+
 def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
     run_dir, monkeypatch
 ):
