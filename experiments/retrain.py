@@ -68,8 +68,8 @@ _log = logging.getLogger(__name__)
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     # not `seed`: it also drew the run's data (the synthetic platform) and split, which the
     # saved event log fixes; a run's resolved config with another seed would regenerate both
-    "ncf": ("ncf", "trainer", "outputs", "threads"),
-    "glmix": ("glmix", "outputs", "threads"),
+    "ncf": ("ncf", "trainer", "outputs", "threads", "reuse"),
+    "glmix": ("glmix", "outputs", "threads", "reuse"),
     "blend": ("blend", "threads", "reuse"),
     "evaluate": ("evaluate", "threads", "reuse"),
     "export": ("export", "threads", "reuse"),
@@ -291,6 +291,8 @@ def _open_run(
     merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
     check_config(merged)  # the command's `+key`s and out-of-range values, before any work
     stages = Stages(merged, run_dir)
+    if "reuse" in run_cfg:  # this command's `reuse=false` is for this command, not the run's
+        merged.reuse = run_cfg.reuse
     data, stages.fingerprint = _recorded_data(run_dir, data)
     return run_dir, merged, data, stages
 

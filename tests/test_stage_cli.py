@@ -175,6 +175,21 @@ def test_asking_for_fewer_outputs_reuses_the_trained_model(run_dir, caplog):
     assert (run_dir / "glmix" / "model").is_dir()  # and the files written before stay
 
 
+def test_reuse_false_retrains_unchanged_settings_and_the_run_keeps_its_reuse(run_dir, caplog):
+    """After a code change: `reuse=false` retrains a model stage in place; the run's own
+    `reuse` stays in its config, so the next command reuses again."""
+    before = (run_dir / "glmix" / "stage.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        _retrain(train_glmix, "train_glmix", run_dir, "reuse=false")
+    assert "reused glmix" not in caplog.text
+    assert (run_dir / "glmix" / "stage.json").stat().st_mtime_ns != before
+    assert _resolved(run_dir)["reuse"] is True
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="experiments.stages"):
+        _retrain(train_glmix, "train_glmix", run_dir)
+    assert "reused glmix" in caplog.text
+
+
 def test_a_folder_that_is_no_pipeline_run_is_refused(run_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
