@@ -17,6 +17,10 @@ The fallback chain decides, per learner, which score orders its list (`routes`):
 A list shorter than K (too few candidates) is filled from the learner's fallback rows that are
 not in it yet; every row records the source that put it there. Scores never increase down a
 list: filled rows get the last score of the list minus 1, 2, ...; popular lists score -rank.
+Equal scores are ordered by course id (as every top-k path of the toolkit orders ties by the
+lower course), never by the table's row order: the candidate table comes in the two-tower's
+retrieval order, so a tie would otherwise be broken by the two-tower, and a blender that ties
+often (reciprocal-rank fusion, a constant) would be judged partly on the two-tower's ranking.
 Vectorized with one lexsort over all rows: no loop per learner.
 """
 
@@ -46,11 +50,18 @@ def _rank_in_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.arange(len(g)) - np.repeat(start, size) + 1
 
 
+def _course_order(table: pd.DataFrame) -> np.ndarray:
+    """(n,) int64 rank of each row's course id among the table's sorted course ids: the tie
+    key (module docstring), independent of the row order."""
+    codes, _ = pd.factorize(table[COURSE], sort=True)
+    return codes.astype(np.int64)
+
+
 def top_k(table: pd.DataFrame, score_column: str, k: int) -> pd.DataFrame:
-    """The k best rows of each learner by `score_column` (ties: table order)."""
+    """The k best rows of each learner by `score_column` (ties: the lower course id)."""
     group, _ = _group(table)
     score = table[score_column].to_numpy(np.float64)
-    order = np.lexsort((np.arange(len(score)), -score, group))
+    order = np.lexsort((_course_order(table), -score, group))
     rank = _rank_in_group(group, order)
     keep = order[rank <= k]
     return pd.DataFrame(
@@ -111,7 +122,7 @@ def served_lists(
     tier = np.where(primary, 0, 1)
     key = np.where(primary, -primary_score, fb_rank)
     idx = np.flatnonzero(usable)
-    order = idx[np.lexsort((idx, key[idx], tier[idx], group[idx]))]
+    order = idx[np.lexsort((_course_order(table)[idx], key[idx], tier[idx], group[idx]))]
     rank = _rank_in_group(group, order)
     take = order[rank <= k]
     rank = rank[rank <= k]

@@ -175,6 +175,37 @@ def test_top_k_takes_each_learners_best_rows():
     assert top["rank"].tolist() == [1, 2, 3, 1, 2]
 
 
+def test_ties_go_to_the_lower_course_id_whatever_the_row_order(world):
+    """The candidate table comes in the two-tower's order; a tied score must not inherit it:
+    a constant scorer judged on the table reversed per learner gets the same lists."""
+    t = pd.DataFrame(
+        {
+            "learner_id": pd.array(["a"] * 4 + ["b"] * 3, dtype="str"),
+            "course_id": pd.array(["c9", "c2", "c5", "c7", "c3", "c1", "c8"], dtype="str"),
+            "s": [1.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0],
+        }
+    )
+    top = top_k(t, "s", 3)
+    assert top["course_id"].tolist() == ["c5", "c2", "c7", "c1", "c3", "c8"]
+    flipped = t.iloc[[3, 2, 1, 0, 6, 5, 4]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(top_k(flipped, "s", 3), top)
+    # the served lists too, through the fallback chain
+    log, truth, split, cutoff = world
+    learners = log.learner_ids.index[:30]
+    table = CandidateBuilder(n_retrieve=10, n_fallback=5).build(
+        learners, log=log, fold=split.blend, retriever=NoisyTruthRetriever(log, truth)
+    )
+    table["flat"] = 0.0  # every candidate tied
+    route = pd.Series("blend", index=learners)
+    served = served_lists(table, "flat", 5, route=route)
+    rows = np.arange(len(table))
+    bounds = np.r_[0, np.flatnonzero(table["learner_id"].to_numpy()[1:]
+                                     != table["learner_id"].to_numpy()[:-1]) + 1, len(table)]  # fmt: skip
+    reversed_rows = np.concatenate([rows[a:b][::-1] for a, b in zip(bounds[:-1], bounds[1:])])
+    again = served_lists(table.iloc[reversed_rows].reset_index(drop=True), "flat", 5, route=route)
+    pd.testing.assert_frame_equal(served, again)
+
+
 def test_served_lists_refuse_unknown_routes(world):
     log, truth, split, cutoff = world
     fold = split.blend
