@@ -21,7 +21,10 @@ learner matters for the lists.
                                     blender never saw gets the global + its segment's weights
 
 Features are standardized with the fitted mean and standard deviation, so one L2 suits them
-all and weights are comparable. Non-finite feature values are an input error (named, counted).
+all and weights are comparable. Non-finite feature values are an input error (named, counted),
+and so is a table that breaks the candidate contract where it would change the result (a
+repeated pair or scattered learner rows in `fit`, and in the rank fusion's `score`, whose ranks
+are within the learner), or an empty one in `fit`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from sklearn.base import BaseEstimator
 
 from blend.replay import ReplaySet, engagement_weights, tune_weights
 from glmix import FixedEffect, GLMix, RandomEffect
-from watchlog.candidates import LEARNER, learner_bounds
+from watchlog.candidates import LEARNER, learner_bounds, validate_candidates
 
 __all__ = [
     "LinearBlender",
@@ -71,10 +74,33 @@ def feature_matrix(candidates: pd.DataFrame, features: Sequence[str]) -> np.ndar
     return X
 
 
+def _fit_table(candidates: pd.DataFrame, blender: object) -> pd.DataFrame:
+    """The table a blender is fitted on: the candidate contract (one row per pair, learners
+    contiguous) and at least one row."""
+    name = f"{type(blender).__name__}.fit: candidates"
+    validate_candidates(candidates, name=name)
+    if len(candidates) == 0:
+        raise ValueError(f"{name}: no candidates to fit on (0 rows)")
+    return candidates
+
+
+def _columns(columns: str | Sequence[str]) -> list[str]:
+    """A column name or a sequence of them, as a list (a lone string is one column)."""
+    return [columns] if isinstance(columns, str) else list(columns)
+
+
+def _id_kind(ids: pd.Series) -> str:
+    """'number' or 'text': the family of an id column (a categorical by its categories)."""
+    dtype = ids.dtype.categories.dtype if isinstance(ids.dtype, pd.CategoricalDtype) else ids.dtype
+    return "number" if pd.api.types.is_numeric_dtype(dtype) else "text"
+
+
 def ranks_within_learner(candidates: pd.DataFrame, column: str) -> np.ndarray:
     """(n,) float64 1-based rank of each row by `column` (descending) within its learner;
     tied rows share the mean of their ranks (fractional ranking), so that a rank, and a score
     made of ranks, never depends on the table's row order."""
+    if len(candidates) == 0:
+        return np.empty(0, dtype=np.float64)
     bounds = learner_bounds(candidates)
     sizes = np.diff(bounds)
     group = np.repeat(np.arange(len(sizes)), sizes)
@@ -100,8 +126,9 @@ class _Standardized(BaseEstimator):
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant column: centred only
 
     def _fit_z(self, candidates: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
-        """Checks the features and labels, fits the scaler: (Z (n, p) standardized, y (n,))."""
-        X = feature_matrix(candidates, self.features)
+        """Checks the table, features and labels, fits the scaler: (Z (n, p) standardized,
+        y (n,))."""
+        X = feature_matrix(_fit_table(candidates, self), self.features)
         y = _labels(labels, len(X))
         self._fit_scaler(X)
         return (X - self.mean_) / self.scale_, y
@@ -131,7 +158,7 @@ class LinearBlender(_Standardized):
         return list(self.weights)
 
     def fit(self, candidates: pd.DataFrame, labels=None, sample_weight=None) -> LinearBlender:
-        self._fit_scaler(feature_matrix(candidates, self.features))
+        self._fit_scaler(feature_matrix(_fit_table(candidates, self), self.features))
         return self
 
     def _global_coef(self) -> np.ndarray:
@@ -152,16 +179,24 @@ class RankFusionBlender(BaseEstimator):
         self.k = k
 
     def fit(self, candidates: pd.DataFrame, labels=None, sample_weight=None) -> RankFusionBlender:
-        feature_matrix(candidates, list(self.columns))  # the same checks as the other blenders
+        # the same checks as the other blenders
+        feature_matrix(_fit_table(candidates, self), _columns(self.columns))
         self.fitted_ = True
         return self
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
-        feature_matrix(candidates, list(self.columns))
-        return sum(1.0 / (self.k + ranks_within_learner(candidates, c)) for c in self.columns)
+        """(n,) float64; ranks are within the learner, so the table must hold each pair once
+        with its learner's rows together (a repeated pair would move the others' ranks)."""
+        columns = _columns(self.columns)
+        validate_candidates(candidates, name="RankFusionBlender.score: candidates")
+        feature_matrix(candidates, columns)
+        out = np.zeros(len(candidates), dtype=np.float64)
+        for c in columns:
+            out += 1.0 / (self.k + ranks_within_learner(candidates, c))
+        return out
 
     def coefficients(self) -> dict[str, float]:
-        return dict.fromkeys(self.columns, 1.0)
+        return dict.fromkeys(_columns(self.columns), 1.0)
 
 
 def _slopes(effect: FixedEffect) -> np.ndarray:
@@ -172,6 +207,8 @@ def _slopes(effect: FixedEffect) -> np.ndarray:
 
 def _labels(labels, n: int) -> np.ndarray:
     y = np.asarray(labels)
+    if n == 0:
+        raise ValueError("labels: no candidates to fit on (0 rows)")
     if y.shape != (n,):
         raise ValueError(f"labels: expected shape ({n},) (one per candidate), got {y.shape}")
     if not np.isin(y, (0, 1)).all():
@@ -315,6 +352,7 @@ class PersonalizedBlender(_Standardized):
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> PersonalizedBlender:
         Z, y = self._fit_z(candidates, labels)  # (n, p); every coordinate appends its intercept
+        self.learner_id_kind_ = _id_kind(candidates[LEARNER])
         random = {}
         if self.segment_column is not None:
             random["per_segment"] = RandomEffect(
@@ -339,10 +377,23 @@ class PersonalizedBlender(_Standardized):
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         Z = self._z(candidates)
+        self._check_id_kind(candidates[LEARNER], "score: candidates.learner_id")
         designs = {name: Z for name in self.model_.coordinates_}
         return self.model_.predict_logit(designs, self._keys(candidates))
 
     def known_learners(self, learner_ids) -> np.ndarray:
         """(n,) bool: learners with their own coefficients."""
+        self._check_id_kind(pd.Series(learner_ids), "known_learners: learner_ids")
         ids = self.model_.coordinates_["per_learner"].ids_
         return ids.to_index(learner_ids, strict=False) >= 0
+
+    def _check_id_kind(self, ids: pd.Series, what: str) -> None:
+        """Learner ids of the kind fitted on: text ids against number ids would match no
+        learner, and every learner would silently lose its own coefficients."""
+        fitted = getattr(self, "learner_id_kind_", None)
+        if fitted is not None and len(ids) and _id_kind(ids) != fitted:
+            raise TypeError(
+                f"PersonalizedBlender.{what}: {_id_kind(ids)} ids (dtype {ids.dtype}, e.g. "
+                f"{ids.iloc[:3].tolist()}), but the blender was fitted on {fitted} ids: no "
+                "learner would match its coefficients; give the ids as fitted"
+            )
