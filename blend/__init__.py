@@ -1,7 +1,7 @@
 """blend: retrieve with the two-tower, re-rank with a blender of both models' scores.
 
     builder = CandidateBuilder(n_retrieve=200, n_fallback=20)
-    table = builder.build(learner_ids, log=log, cutoff=cutoff, retriever=rec, scorer=glmix)
+    table = builder.build(learner_ids, log=log, fold=split.test, retriever=rec, scorer=glmix)
     blender = PersonalizedBlender(["ncf_z", "glmix_logit", "log_popularity", "course_age",
                                   "retrieval_rank"]).fit(table, labels, sample_weight=w)
     table["blend_score"] = blender.score(table)

@@ -82,6 +82,17 @@ def as_learner_ids(learner_ids: Sequence[Any], log: EventLog) -> pd.Index:
     return ids
 
 
+def unique_learner_ids(learner_ids: Sequence[Any], log: EventLog) -> pd.Index:
+    """`as_learner_ids`, refusing a learner asked for twice (its lists would be repeated)."""
+    ids = as_learner_ids(learner_ids, log)
+    if ids.has_duplicates:
+        raise ValueError(
+            f"learner_ids: {int(ids.duplicated().sum()):,} repeated ids (e.g. "
+            f"{ids[ids.duplicated()].unique()[:5].tolist()}); ask for each learner once"
+        )
+    return ids
+
+
 def build_candidates(
     learner_ids: Sequence[Any],
     retriever: Retriever,
@@ -95,12 +106,7 @@ def build_candidates(
     """Candidates of `learner_ids` (see the module docstring). Learners unknown to the log's
     learner table still get the global fallback list; the retriever is asked about every
     learner (it decides how to serve one without history)."""
-    ids = as_learner_ids(learner_ids, log)
-    if ids.has_duplicates:
-        raise ValueError(
-            f"learner_ids: {int(ids.duplicated().sum()):,} repeated ids (e.g. "
-            f"{ids[ids.duplicated()][:5].tolist()}); ask for each learner once"
-        )
+    ids = unique_learner_ids(learner_ids, log)
     n_courses = log.n_courses
     retrieved = retriever.recommend_table(ids, n_retrieve, filter_already_watched=True)
     # A broken model's NaN must not pass as "not retrieved, score it again".

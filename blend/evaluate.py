@@ -8,12 +8,14 @@
 
 Truth: the courses a learner watched (the cleaned log's `watched` flag) in the fold's label
 window, minus those watched before the cutoff (lists never hold them); the gain is the
-pair's watched seconds in the window ("watch_seconds") or 1 ("binary"). Metrics come from
+pair's watched seconds in the window ("watch_seconds"; a watch without a positive watch time
+counts 1 second, so it stays a label) or 1 ("binary"). Metrics come from
 `evaluation` (the same code as every model stage), so figures are comparable across stages.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +27,8 @@ from evaluation import ranking_metrics as _ranking_metrics
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, learner_bounds
 from watchlog.splits import Fold
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "GAINS",
@@ -46,9 +50,16 @@ def window_truth(
     if gain not in GAINS:
         raise ValueError(f"gain: must be one of {GAINS}, got {gain!r}")
     lab = fold.labels[fold.labels["watched"].to_numpy(bool)]
-    weights = (
-        lab["watch_seconds"].fillna(0).to_numpy(np.float32) if gain == "watch_seconds" else None
-    )
+    weights = None
+    if gain == "watch_seconds":
+        # a watch without a positive watch time (unknown, or 0 with min_watch_seconds=0) is
+        # still a label: its gain is 1 second, not 0 (a zero would drop it from the truth)
+        seconds = lab["watch_seconds"].to_numpy(np.float32, na_value=np.nan)
+        weights = np.where(np.isfinite(seconds) & (seconds > 0), seconds, np.float32(1.0))
+        n_floor = int((weights != seconds).sum())
+        if n_floor:
+            _log.info("window_truth %s: %s of %s label watches have no positive watch time; "
+                      "gain 1 s each", fold.name, f"{n_floor:,}", f"{len(lab):,}")  # fmt: skip
     m = log.interactions(lab, weights)
     if gain == "binary":
         m.data[:] = 1.0
@@ -104,7 +115,12 @@ def list_metrics(
 def candidate_auc(table: pd.DataFrame, score_column: str, labels: np.ndarray) -> float:
     """Mean over learners of the AUC of `score_column` separating each learner's labelled
     candidates from the rest (learners without both classes are skipped)."""
-    has = np.asarray(labels) > 0
+    labels = np.asarray(labels)
+    if labels.shape != (len(table),):
+        raise ValueError(
+            f"labels: expected shape ({len(table)},), one per candidate; got {labels.shape}"
+        )
+    has = labels > 0
     bounds = learner_bounds(table)
     sizes = np.diff(bounds)
     group = np.repeat(np.arange(len(sizes)), sizes)

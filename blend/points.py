@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from blend.candidates import as_learner_ids, build_candidates, seen_in
+from blend.candidates import as_learner_ids, build_candidates, seen_in, unique_learner_ids
 from blend.features import add_features, zscore_within_learner
 from blend.item_item import ItemItem
 from blend.popularity import Popularity
@@ -142,8 +142,8 @@ class CandidateBuilder:
         learners_per_chunk: int = 20_000,
     ) -> Iterator[pd.DataFrame]:
         """`build` for consecutive chunks of learners: memory bounded by the chunk."""
+        ids = unique_learner_ids(learner_ids, log)  # `build` checks one chunk; this, all
         context = self.context(log, fold)
-        ids = pd.Index(learner_ids)
         for lo in range(0, len(ids), learners_per_chunk):
             yield self.build(
                 ids[lo : lo + learners_per_chunk], log=log, fold=fold,

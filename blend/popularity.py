@@ -14,6 +14,7 @@ array arithmetic, never a loop per learner.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from watchlog import EventLog
+from watchlog.eventlog import utc_timestamp
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Popularity", "GLOBAL", "GROUP"]
 
@@ -52,7 +56,7 @@ class Popularity:
         group_columns: Sequence[str] = ("segment", "language"),
     ) -> Popularity:
         """Counts from `log`'s watched events in [cutoff - lookback_days, cutoff)."""
-        cutoff = pd.Timestamp(cutoff)
+        cutoff = utc_timestamp(cutoff)  # a naive cutoff is UTC, as the events are
         start = None if lookback_days is None else cutoff - pd.Timedelta(days=lookback_days)
         return cls.from_events(
             log, log.time_window(start, cutoff), cutoff, group_columns=group_columns
@@ -73,6 +77,13 @@ class Popularity:
             raise ValueError("Popularity: the events have no `watched` column; clean them first")
         watched = events[events["watched"].to_numpy()]
         columns = [c for c in group_columns if c in log.learners.columns]
+        absent = [c for c in group_columns if c not in log.learners.columns]
+        if absent:  # a typo, or data without the column: the lists are grouped by fewer
+            _log.warning(
+                "Popularity: group column(s) %s are not in the learner table (its columns: %s); "
+                "popular lists are grouped by %s (blend.candidates.group_columns names them)",
+                absent, list(log.learners.columns), columns or "nothing: one global list",
+            )  # fmt: skip
         if columns:
             codes, groups = _group_codes(log.learners, columns)
         else:  # no group column at all: one group, which is the global list
@@ -86,7 +97,7 @@ class Popularity:
             (np.ones(int(ok.sum())), (g[ok], ci[ok])), shape=(n_groups, log.n_courses)
         ).toarray()  # (n_groups, n_courses): tens x thousands
         count = np.bincount(ci, minlength=log.n_courses).astype(np.float64)
-        return cls(count, codes, group_count, groups, pd.Timestamp(reference_time))
+        return cls(count, codes, group_count, groups, utc_timestamp(reference_time))
 
     @property
     def log_count(self) -> np.ndarray:

@@ -292,6 +292,12 @@ def tune_weights(
     w0 = np.asarray(init, dtype=np.float64)
     if w0.shape != (replay.X.shape[1],):
         raise ValueError(f"init: expected {replay.X.shape[1]} weights, got {w0.shape}")
+    if not np.isfinite(w0).all() or w0[0] == 0:
+        raise ValueError(
+            f"init: weight 0 is held fixed (the ranking is scale-invariant), so it must be a "
+            f"finite non-zero weight, and the others finite; got {w0.tolist()} (start from "
+            "1.0 on the strongest feature)"
+        )
     full = lambda v: np.r_[w0[0], v]  # noqa: E731
     exact = lambda v: replay.objective(full(v), objective, curve)  # noqa: E731
     start = time.perf_counter()

@@ -94,3 +94,71 @@ def test_repeated_learner_ids_are_refused(world):
         CandidateBuilder().build(
             ["L0003", "L0003"], log=log, fold=fold, retriever=NoisyTruthRetriever(log, truth)
         )
+
+
+def _toy(n_learners: int = 30, n_courses: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = pd.DataFrame(
+        {
+            "learner_id": np.repeat(np.arange(n_learners), n_courses),
+            "course_id": np.tile(np.arange(n_courses), n_learners),
+            "a": rng.normal(size=n_learners * n_courses),
+            "b": rng.normal(size=n_learners * n_courses),
+        }
+    )
+    t["segment"] = np.where(t["learner_id"] % 2, "x", "y")
+    y = (rng.random(len(t)) < 0.3 + 0.3 * (t["a"] > 0)).astype(int)
+    return t, y
+
+
+def test_a_personalized_blender_refuses_ids_of_another_kind_than_fitted():
+    """Text ids against a blender fitted on number ids matched no learner: every learner
+    silently lost its own coefficients."""
+    t, y = _toy()
+    p = PersonalizedBlender(["a", "b"]).fit(t, y)
+    text = t.astype({"learner_id": "str"})
+    with pytest.raises(TypeError, match=r"score: .*text ids .*fitted on number ids"):
+        p.score(text)
+    with pytest.raises(TypeError, match=r"known_learners: .*text ids"):
+        p.known_learners(text["learner_id"].unique())
+    # other number dtypes, and categoricals of numbers, are the same kind: scored alike
+    same = t.astype({"learner_id": "int32"})
+    np.testing.assert_allclose(p.score(same), p.score(t))
+    np.testing.assert_allclose(p.score(t.astype({"learner_id": "category"})), p.score(t))
+    assert p.known_learners(np.arange(30)).all()
+
+
+def test_blenders_refuse_repeated_pairs_scattered_learners_and_empty_tables():
+    from blend import LinearBlender, LogisticBlender, RankBlender, RankFusionBlender
+
+    t, y = _toy()
+    repeated = pd.concat([t, t.iloc[[0]]], ignore_index=True)
+    scattered = t.iloc[np.r_[0:4, 8:16, 4:8, 16 : len(t)]]  # learner 0's rows split
+    blenders = [
+        LinearBlender({"a": 1.0, "b": 0.5}), LogisticBlender(["a", "b"]),
+        RankBlender(["a", "b"]), PersonalizedBlender(["a", "b"]), RankFusionBlender(["a", "b"]),
+    ]  # fmt: skip
+    for blender in blenders:
+        name = type(blender).__name__
+        with pytest.raises(CandidateError, match=rf"{name}.fit: .*pair may appear once"):
+            blender.fit(repeated, np.r_[y, 0])
+        with pytest.raises(CandidateError, match=rf"{name}.fit: .*contiguous"):
+            blender.fit(scattered, np.r_[y, 0])
+        with pytest.raises(ValueError, match=rf"{name}.fit: .*no candidates to fit on"):
+            blender.fit(t.iloc[:0], y[:0])
+    rrf = RankFusionBlender(["a", "b"]).fit(t)
+    with pytest.raises(CandidateError, match=r"RankFusionBlender.score: .*pair may appear once"):
+        rrf.score(repeated)
+    assert rrf.score(t.iloc[:0]).shape == (0,)  # empty: empty scores, not a crash
+    # one column given as a name, not a list of its letters
+    np.testing.assert_allclose(RankFusionBlender("a").fit(t).score(t),
+                               RankFusionBlender(["a"]).fit(t).score(t))  # fmt: skip
+
+
+def test_candidate_auc_takes_labels_as_a_list_and_checks_their_length():
+    from blend.evaluate import candidate_auc
+
+    t, y = _toy(n_learners=4, n_courses=5)
+    assert candidate_auc(t, "a", list(y)) == candidate_auc(t, "a", np.asarray(y))
+    with pytest.raises(ValueError, match=r"labels: expected shape \(20,\)"):
+        candidate_auc(t, "a", list(y)[:-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -270,3 +272,23 @@ def test_served_lists_and_judged_points_refuse_tables_that_break_the_contract(wo
             LabelledPoint.from_table(
                 bad, log, window_truth(log, split.blend, seen_before(log, cutoff))
             )
+
+
+def test_group_columns_the_learners_lack_are_named_and_a_naive_cutoff_is_utc(world, caplog):
+    log, truth, split, cutoff = world
+    with caplog.at_level(logging.WARNING, logger="blend.popularity"):
+        pop = Popularity.at(log, cutoff, group_columns=("segment", "langauge"))
+    assert "['langauge'] are not in the learner table" in caplog.text
+    assert list(pop.groups.columns) == ["segment"]
+    naive = Popularity.at(log, cutoff.tz_convert("UTC").tz_localize(None))
+    assert naive.cutoff == cutoff
+    np.testing.assert_array_equal(naive.count, Popularity.at(log, cutoff).count)
+
+
+def test_chunks_refuse_a_learner_asked_for_twice(world):
+    log, truth, split, cutoff = world
+    ids = list(log.learner_ids.index[:3])
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=3)
+    with pytest.raises(ValueError, match=r"learner_ids: 1 repeated ids"):
+        list(builder.chunks([*ids, ids[0]], log=log, fold=split.test,
+                            retriever=NoisyTruthRetriever(log, truth), learners_per_chunk=2))  # fmt: skip

@@ -3,6 +3,8 @@ blend.evaluate: truth of a window, list metrics, the tournament."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,6 +129,11 @@ def test_tune_weights_rejects_bad_arguments():
         tune_weights(rs, [1, 0])
     with pytest.raises(ValueError, match="needs a PositionCurve"):
         rs.objective(np.ones(3), "expected_clicks")
+    for method in METHODS:  # weight 0 is held: at 0 the gradient divided by a zero norm
+        with pytest.raises(ValueError, match=r"init: weight 0 is held fixed .* non-zero"):
+            tune_weights(rs, [0.0, 1.0, 0.0], method=method)
+    with pytest.raises(ValueError, match=r"init: .*finite"):
+        tune_weights(rs, [1.0, np.nan, 0.0])
 
 
 def test_position_curve_recovers_a_power_law_from_impressions():
@@ -164,6 +171,19 @@ def test_window_truth_holds_new_watches_with_their_seconds(log_split):
     assert truth.multiply(seen).nnz == 0
     binary = window_truth(log, fold, seen, gain="binary")
     assert set(np.unique(binary.data)) == {1.0} and binary.nnz == truth.nnz
+    # a watch without a known or positive watch time is still a label (gain 1 s)
+    events = log.events.copy()
+    label_rows = np.flatnonzero(
+        events["watched"].to_numpy() & (events["ts"] >= fold.cutoff).to_numpy()
+        & (events["ts"] < fold.label_end).to_numpy()
+    )[:10]  # fmt: skip
+    events.loc[events.index[label_rows[:5]], "watch_seconds"] = np.nan
+    events.loc[events.index[label_rows[5:]], "watch_seconds"] = 0.0
+    holed = dataclasses.replace(log, events=events)
+    fold2 = temporal_split(holed, valid_days=30, test_days=30).test
+    truth2 = window_truth(holed, fold2, seen)
+    assert truth2.nnz == binary.nnz  # nothing dropped
+    assert truth2.data.min() > 0
 
 
 def test_list_metrics_count_a_missing_list_as_all_misses_and_tournament_pairs_learners(log_split):

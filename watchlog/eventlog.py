@@ -27,7 +27,7 @@ from watchlog.schema import (
 
 TS_UNITS = ("s", "ms", "us", "ns")  # epochs: numeric timestamps
 
-__all__ = ["EventLog", "DUPLICATE_HINT", "DUPLICATE_POLICIES", "ts_ns", "utc_ns"]
+__all__ = ["EventLog", "DUPLICATE_HINT", "DUPLICATE_POLICIES", "ts_ns", "utc_ns", "utc_timestamp"]
 
 DUPLICATE_POLICIES = ("error", "first", "last", "max_watch")
 # One key decides: the data configs' source.duplicates interpolates cleaning.duplicates.
@@ -268,7 +268,11 @@ def ts_ns(ts: pd.Series) -> np.ndarray:
     return ts.array.asi8
 
 
-def utc_ns(t) -> np.int64:
+def utc_timestamp(t) -> pd.Timestamp:
+    """`t` as a UTC Timestamp: a naive time is read as UTC (the events' own zone)."""
     ts = pd.Timestamp(t)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return np.int64(ts.as_unit("ns").value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def utc_ns(t) -> np.int64:
+    return np.int64(utc_timestamp(t).as_unit("ns").value)
