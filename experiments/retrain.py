@@ -142,7 +142,8 @@ def _relink(
     relative, `${..gates}`) in the command's config becomes that reference again when the run
     held the same value at both ends (the run did not set the copy apart); a node resolved
     from the environment (`${oc.env:...}`) is read from it again when the saved value was
-    redacted (a database URL's password)."""
+    redacted (a database URL's password) or null (the run's environment lacked it: a
+    PostgreSQL export of a run that published Parquet)."""
     for group in groups:
         for path, value in _leaves(raw.get(group), group):
             if not isinstance(value, str) or "${" not in value:
@@ -160,7 +161,9 @@ def _relink(
                 linked, target = _lookup(run_values, source)
                 if linked and target == saved:
                     OmegaConf.update(merged, path, value, merge=False)
-            elif value.startswith("${oc.env:") and isinstance(saved, str) and "***" in saved:
+            elif value.startswith("${oc.env:") and (
+                saved is None or (isinstance(saved, str) and "***" in saved)
+            ):  # redacted, or the run's environment did not have it: read it now
                 OmegaConf.update(merged, path, value, merge=False)
 
 

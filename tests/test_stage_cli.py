@@ -298,3 +298,9 @@ def test_merge_relinks_the_copies_a_saved_config_lost(monkeypatch):
     ncf_cmd = compose_cfg("train_ncf", "run_dir=x", "ncf.patience=2")
     ncf = merge_stage_settings(saved, ncf_cmd, ["ncf.patience=2"], "ncf")
     assert ncf.trainer.callbacks.early_stopping.patience == 9  # the run's own, not relinked
+    # a run made without the variable (it published Parquet): exporting to PostgreSQL from
+    # its folder reads the variable now, as the README says
+    saved.export.sink.url = saved.export.publish.sink.url = None
+    pg = ["export.sink.kind=postgresql"]
+    merged = merge_stage_settings(saved, compose_cfg("export", "run_dir=x", *pg), pg, "export")
+    assert merged.export.sink.url == "postgresql://u:pw@h:5432/db"
