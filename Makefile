@@ -1,5 +1,6 @@
 # ncf-glmix: every target creates .venv when missing and installs what it needs.
-# TORCH_SPEC: the CPU build on these machines; GPU users run e.g. `make run TORCH_SPEC=torch`.
+# TORCH_SPEC: the CPU build on these machines; GPU users run e.g. `make run TORCH_SPEC=torch`
+# when .venv is built (it is read only then: `make clean` first to switch an existing one).
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python

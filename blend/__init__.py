@@ -42,6 +42,7 @@ from blend.replay import PositionCurve, ReplaySet, tune_weights
 from blend.selection import LabelledPoint, Variant, compare
 from blend.study import choose_blenders, judge_systems, replay_study
 from blend.variants import KINDS, make_variants
+from blend.workflow import Points, run_study
 
 __all__ = [
     "CONTEXT_FEATURES",
@@ -54,6 +55,7 @@ __all__ = [
     "LinearBlender",
     "LogisticBlender",
     "PersonalizedBlender",
+    "Points",
     "Popularity",
     "PositionCurve",
     "RankBlender",
@@ -71,6 +73,7 @@ __all__ = [
     "make_variants",
     "replay_study",
     "routes",
+    "run_study",
     "seen_before",
     "served_lists",
     "top_k",
