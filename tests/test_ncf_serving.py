@@ -597,3 +597,11 @@ def test_fit_on_an_earlier_split_then_serve_at_the_later_cutoff(trained, tmp_pat
     same_snapshot(served.snapshot, same)
     assert isinstance(served.recommend_table(log.learner_ids.index[:5], N=3), pd.DataFrame)
     assert sp.issparse(served.snapshot.seen)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_a_chunk_size_that_runs_no_chunk_is_refused(rec, bad):
+    """range(0, n, -1) runs no chunk: scores were uninitialised memory, embeddings empty."""
+    with pytest.raises(ValueError, match=r"chunk_size: must be an int >= 1"):
+        NCFRecommender(rec.model, rec.snapshot, rec.learner_ids, rec.course_ids,
+                       device="cpu", chunk_size=bad)  # fmt: skip
