@@ -173,8 +173,8 @@ class NCFRecommender:
         self._history = normalize_rows(snapshot.history, normalize)
         self._courses: torch.Tensor | None = None
         # how recommend / recommend_table search (None: exact); fitted indexes per method
-        self.retrieval = None if retrieval is None else retrieval.clone()
         self._indexes: dict[str, ItemIndex] = {}
+        self.retrieval = retrieval
 
     # ---- embeddings -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -330,6 +330,18 @@ class NCFRecommender:
         if isinstance(candidates, pd.DataFrame):
             return serving.candidate_rows(candidates, learner_ids, self.course_ids)
         return serving.index_of(self.course_ids, candidates, "candidates")
+
+    @property
+    def retrieval(self) -> ItemIndex | None:
+        """The approximate search settings recommend / recommend_table use (None: exact)."""
+        return self._retrieval
+
+    @retrieval.setter
+    def retrieval(self, value: ItemIndex | None) -> None:
+        # a copy (the caller's object may change), and the fitted indexes dropped: an index
+        # built with the old settings (nprobe, efSearch) must not keep serving
+        self._retrieval = None if value is None else value.clone()
+        self._indexes.clear()
 
     @property
     def retrieval_method(self) -> str:

@@ -605,3 +605,21 @@ def test_a_chunk_size_that_runs_no_chunk_is_refused(rec, bad):
     with pytest.raises(ValueError, match=r"chunk_size: must be an int >= 1"):
         NCFRecommender(rec.model, rec.snapshot, rec.learner_ids, rec.course_ids,
                        device="cpu", chunk_size=bad)  # fmt: skip
+
+
+def test_new_retrieval_settings_replace_an_index_built_with_the_old_ones(rec):
+    """An index fitted on first use must not keep serving after `retrieval` is set again."""
+    import copy
+
+    pytest.importorskip("faiss")
+    from ncf.ann import ItemIndex
+
+    r = copy.deepcopy(rec)
+    ids = list(r.learner_ids.index[:3])
+    r.retrieval = ItemIndex("ivf", ivf_nprobe=1)
+    r.recommend(ids, 2)
+    assert r._indexes["ivf"].ivf_nprobe == 1
+    r.retrieval = ItemIndex("ivf", ivf_nprobe=4)
+    assert r._indexes == {}  # dropped with the old settings
+    r.recommend(ids, 2)
+    assert r._indexes["ivf"].ivf_nprobe == 4
