@@ -38,6 +38,7 @@ from sklearn.base import BaseEstimator
 from blend.replay import ReplaySet, engagement_weights, tune_weights
 from glmix import FixedEffect, GLMix, RandomEffect
 from watchlog.candidates import LEARNER, learner_bounds, validate_candidates
+from watchlog.idmap import id_kind
 
 __all__ = [
     "LinearBlender",
@@ -87,12 +88,6 @@ def _fit_table(candidates: pd.DataFrame, blender: object) -> pd.DataFrame:
 def _columns(columns: str | Sequence[str]) -> list[str]:
     """A column name or a sequence of them, as a list (a lone string is one column)."""
     return [columns] if isinstance(columns, str) else list(columns)
-
-
-def _id_kind(ids: pd.Series) -> str:
-    """'number' or 'text': the family of an id column (a categorical by its categories)."""
-    dtype = ids.dtype.categories.dtype if isinstance(ids.dtype, pd.CategoricalDtype) else ids.dtype
-    return "number" if pd.api.types.is_numeric_dtype(dtype) else "text"
 
 
 def ranks_within_learner(candidates: pd.DataFrame, column: str) -> np.ndarray:
@@ -352,7 +347,7 @@ class PersonalizedBlender(_Standardized):
 
     def fit(self, candidates: pd.DataFrame, labels, sample_weight=None) -> PersonalizedBlender:
         Z, y = self._fit_z(candidates, labels)  # (n, p); every coordinate appends its intercept
-        self.learner_id_kind_ = _id_kind(candidates[LEARNER])
+        self.learner_id_kind_ = id_kind(candidates[LEARNER].dtype, candidates[LEARNER])
         random = {}
         if self.segment_column is not None:
             random["per_segment"] = RandomEffect(
@@ -391,9 +386,10 @@ class PersonalizedBlender(_Standardized):
         """Learner ids of the kind fitted on: text ids against number ids would match no
         learner, and every learner would silently lose its own coefficients."""
         fitted = getattr(self, "learner_id_kind_", None)
-        if fitted is not None and len(ids) and _id_kind(ids) != fitted:
+        kind = id_kind(ids.dtype, ids) if len(ids) else None
+        if fitted is not None and kind is not None and kind != fitted:
             raise TypeError(
-                f"PersonalizedBlender.{what}: {_id_kind(ids)} ids (dtype {ids.dtype}, e.g. "
+                f"PersonalizedBlender.{what}: {kind} ids (dtype {ids.dtype}, e.g. "
                 f"{ids.iloc[:3].tolist()}), but the blender was fitted on {fitted} ids: no "
                 "learner would match its coefficients; give the ids as fitted"
             )

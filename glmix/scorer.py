@@ -53,6 +53,7 @@ from glmix.featurizer import EntityFeaturizer
 from glmix.io import CorruptFolderError, ids_array, load_model, write_model_files
 from glmix.model import GLMix
 from glmix.random_effect import RandomEffect
+from watchlog.idmap import id_kind
 from watchlog.io import atomic_directory, to_jsonable
 
 __all__ = [
@@ -85,21 +86,6 @@ class MissingColumnError(KeyError):
         return self.args[0]
 
 
-def _id_kind(dtype, values=None) -> str | None:
-    """ "int" | "str" for an id dtype (a categorical's categories decide; an object column's
-    values, when given), else None."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        return _id_kind(dtype.categories.dtype, dtype.categories)
-    if pd.api.types.is_integer_dtype(dtype):
-        return "int"
-    if pd.api.types.is_object_dtype(dtype):
-        inferred = None if values is None else pd.api.types.infer_dtype(values, skipna=True)
-        return {"string": "str", "integer": "int"}.get(inferred)
-    if pd.api.types.is_string_dtype(dtype):
-        return "str"
-    return None
-
-
 def _id_series(ids: Any, what: str) -> pd.Series:
     """Ids as a Series of an integer or string dtype (pandas infers `str` from Python
     strings; a pandas input keeps its dtype; categoricals and object columns of one kind are
@@ -113,7 +99,7 @@ def _id_series(ids: Any, what: str) -> pd.Series:
             f"{what}: ids must not be missing; {int(missing.sum()):,} of {len(s):,} are "
             f"(e.g. positions {np.flatnonzero(missing)[:_N_EXAMPLES].tolist()})"
         )
-    kind = _id_kind(s.dtype, s)
+    kind = id_kind(s.dtype, s)
     if kind is None and len(s):
         raise TypeError(
             f"{what}: ids must be integers or strings (one kind), got dtype {s.dtype} "
@@ -128,8 +114,8 @@ def _check_id_kinds(pairs: pd.Series, table: pd.DataFrame, side: str, model_kind
     """The pairs' ids, the table's id column and the model's id maps are all integers or
     all strings: 1 never matches "1", so a mismatch would score every pair as unknown."""
     col, name = ID_COLUMNS[side], TABLE_NAMES[side]
-    want = _id_kind(pairs.dtype)
-    others = [(f"{name}.{col}", _id_kind(table[col].dtype, table[col]))] if len(table) else []
+    want = id_kind(pairs.dtype)
+    others = [(f"{name}.{col}", id_kind(table[col].dtype, table[col]))] if len(table) else []
     others += [(f"the model's {side} ids ({c})", k) for c, k in model_kinds.items()]
     odd = [(what, k) for what, k in others if k is not None and k != want]
     if len(pairs) and odd:
@@ -311,7 +297,7 @@ class GLMixScorer:
     def _model_id_kinds(self, side: str) -> dict[str, str | None]:
         """{coordinate: "int" | "str" | None} of the random effects keyed by `side`."""
         return {
-            c: _id_kind(est.ids_.index.dtype, est.ids_.index)
+            c: id_kind(est.ids_.index.dtype, est.ids_.index)
             for c, est in self.model.coordinates_.items()
             if _is_random(est) and est.key == side
         }

@@ -117,9 +117,9 @@ def test_a_personalized_blender_refuses_ids_of_another_kind_than_fitted():
     t, y = _toy()
     p = PersonalizedBlender(["a", "b"]).fit(t, y)
     text = t.astype({"learner_id": "str"})
-    with pytest.raises(TypeError, match=r"score: .*text ids .*fitted on number ids"):
+    with pytest.raises(TypeError, match=r"score: .*str ids .*fitted on int ids"):
         p.score(text)
-    with pytest.raises(TypeError, match=r"known_learners: .*text ids"):
+    with pytest.raises(TypeError, match=r"known_learners: .*str ids"):
         p.known_learners(text["learner_id"].unique())
     # other number dtypes, and categoricals of numbers, are the same kind: scored alike
     same = t.astype({"learner_id": "int32"})

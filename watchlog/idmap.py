@@ -11,7 +11,22 @@ import pandas as pd
 
 from watchlog.io import write_parquet
 
-__all__ = ["IdMap", "UnknownIdError", "positions_in"]
+__all__ = ["IdMap", "UnknownIdError", "id_kind", "positions_in"]
+
+
+def id_kind(dtype, values=None) -> str | None:
+    """ "int" | "str" for an id dtype (a categorical's categories decide; an object column's
+    values, when given), else None."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return id_kind(dtype.categories.dtype, dtype.categories)
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_object_dtype(dtype):
+        inferred = None if values is None else pd.api.types.infer_dtype(values, skipna=True)
+        return {"string": "str", "integer": "int"}.get(inferred)
+    if pd.api.types.is_string_dtype(dtype):
+        return "str"
+    return None
 
 
 class UnknownIdError(KeyError):
