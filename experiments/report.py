@@ -47,7 +47,7 @@ from experiments.report_evaluate import evaluation_blocks
 from experiments.report_models import glmix_blocks, ncf_blocks
 from experiments.report_stages import data_blocks, export_blocks, run_blocks
 from experiments.run_log import log_into_run_folder
-from experiments.stages import COMMANDS, stale_stages
+from experiments.stages import stale_message, stale_stages
 from watchlog.io import write_text
 
 __all__ = ["build_report", "render", "run"]
@@ -111,10 +111,8 @@ def build_report(run_dir: Path) -> Path:
     for section in sections:
         stage = STAGE_OF_SECTION.get(section.id)
         if stage in stale:  # first thing the section says: its figures are out of date
-            section.blocks.insert(0, Note(
-                f"Out of date: computed from earlier outputs of {', '.join(stale[stage])} "
-                f"(retrained in this folder since); `python -m {COMMANDS[stage]} "
-                f"run_dir={run_dir}` computes it again", "stale"))  # fmt: skip
+            message = stale_message(stage, stale[stage], run_dir)
+            section.blocks.insert(0, Note(f"Out of date: {message}", "stale"))
     out = write_text(run_dir / REPORT, render(run_dir, sections))
     log.info("wrote %s (%s)", out, ", ".join(f"{s.id}: {s.status}" for s in sections))
     return out

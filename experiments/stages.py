@@ -65,7 +65,7 @@ from watchlog.synthetic import PlatformTruth
 
 __all__ = [
     "DEPENDS", "OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM", "outputs_cover",
-    "read_record", "stale_stages", "warn_stale",
+    "read_record", "stale_message", "stale_stages", "warn_stale",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,19 @@ COMMANDS = {"blend": "experiments.blend", "evaluate": "experiments.evaluate",
             "export": "experiments.export"}  # fmt: skip
 
 
+def stale_message(name: str, changed: list[str], run_dir: str | os.PathLike) -> str:
+    """What a stale stage (`stale_stages`) tells a person: why, and the command that
+    recomputes it (the log's warning and the report's note)."""
+    return (
+        f"{name} in {run_dir} was computed from earlier outputs of {', '.join(changed)} "
+        f"(retrained since); `python -m {COMMANDS[name]} run_dir={run_dir}` brings it up to date"
+    )
+
+
 def warn_stale(stale: dict[str, list[str]], run_dir: str | os.PathLike) -> None:
-    """A warning per stage of `stale_stages(run_dir)`, with the command that recomputes it."""
+    """A warning per stage of `stale_stages(run_dir)`."""
     for name, changed in stale.items():
-        log.warning(
-            "%s in %s was computed from earlier outputs of %s; `python -m %s run_dir=%s` "
-            "brings it up to date", name, run_dir, ", ".join(changed), COMMANDS[name], run_dir,
-        )  # fmt: skip
+        log.warning("%s", stale_message(name, changed, run_dir))
 
 
 def outputs_cover(written: Any, asked: Any) -> bool:
