@@ -42,7 +42,6 @@ from omegaconf import DictConfig, OmegaConf
 from evaluation import (
     Factors,
     RankingMetrics,
-    bootstrap_ci,
     entity_bootstrap_auc,
     evaluate_full_ranking,
     per_entity_auc,
@@ -51,6 +50,7 @@ from evaluation import (
 from experiments.data import PreparedData, use_threads
 from experiments.retrain import command_overrides, rerun_in_run
 from experiments.run_log import log_into_run_folder
+from experiments.summary import Intervals
 from experiments.tables import log_table
 from glmix import GLMixScorer
 from glmix.rows import RowSet, row_sets, sample_weights
@@ -108,8 +108,7 @@ def ncf_test(rec: NCFRecommender, data: PreparedData, ks: list[int]) -> RankingM
 
 
 def _interval(values: np.ndarray, e: DictConfig, seed: int) -> dict[str, float]:
-    ci = bootstrap_ci(values[~np.isnan(values)], n_boot=int(e.n_boot), ci=float(e.ci), seed=seed)
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+    return Intervals(int(e.n_boot), float(e.ci), seed).band(values)  # as the run's other figures
 
 
 def _segments(data: PreparedData, column: str | None, learners: np.ndarray) -> np.ndarray | None:

@@ -145,6 +145,12 @@ class Intervals:
     def ci_of(self, values: np.ndarray) -> BootstrapCI:
         return bootstrap_ci(values, n_boot=self.n_boot, ci=self.ci, seed=self.seed)
 
+    def band(self, values: np.ndarray) -> dict[str, float]:
+        """{mean, low, high, n} of the non-NaN `values` (NaN: a learner without the metric),
+        as the metrics files keep an interval."""
+        ci = self.ci_of(values[~np.isnan(values)])
+        return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+
     def describe(self) -> str:
         return (f"{self.ci:.0%} bootstrap intervals over learners ({self.n_boot:,} resamples, "
                 f"seed {self.seed})")  # fmt: skip

@@ -226,9 +226,7 @@ def test_intervals(per_user, intervals: Intervals) -> dict[str, dict[str, float]
     out = {}
     for name in ("ndcg@10", "recall@10"):
         if name in per_user.per_user:
-            values = per_user.per_user[name]
-            ci = intervals.ci_of(values[~np.isnan(values)])
-            out[f"test_{name}"] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+            out[f"test_{name}"] = intervals.band(per_user.per_user[name])
     return out
 
 
