@@ -41,7 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RETRIEVAL_METHODS", "ItemIndex", "check_method", "faiss_threads", "load_faiss"]
+__all__ = [
+    "RETRIEVAL_METHODS", "ItemIndex", "check_method", "faiss_threads", "load_faiss", "positive_int",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ def blas_from_few_queries(faiss: Any, dim: int) -> Iterator[None]:
         faiss.cvar.distance_compute_blas_threshold = before
 
 
-def _positive(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """`value` as an int, refused unless a (non-bool) int >= 1, naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name}: must be a positive int; got {value!r}")
     return int(value)
@@ -124,11 +127,11 @@ class ItemIndex:
         seed: int = 0,
     ):
         self.method = check_method(method)
-        self.hnsw_m = _positive("hnsw_m", hnsw_m)
-        self.hnsw_ef_construction = _positive("hnsw_ef_construction", hnsw_ef_construction)
-        self.hnsw_ef_search = _positive("hnsw_ef_search", hnsw_ef_search)
-        self.ivf_nlist = None if ivf_nlist is None else _positive("ivf_nlist", ivf_nlist)
-        self.ivf_nprobe = _positive("ivf_nprobe", ivf_nprobe)
+        self.hnsw_m = positive_int("hnsw_m", hnsw_m)
+        self.hnsw_ef_construction = positive_int("hnsw_ef_construction", hnsw_ef_construction)
+        self.hnsw_ef_search = positive_int("hnsw_ef_search", hnsw_ef_search)
+        self.ivf_nlist = None if ivf_nlist is None else positive_int("ivf_nlist", ivf_nlist)
+        self.ivf_nprobe = positive_int("ivf_nprobe", ivf_nprobe)
         self.seed = int(seed)
 
     @property

@@ -69,7 +69,7 @@ import torch
 
 from evaluation import resolve_device
 from ncf import serving
-from ncf.ann import ItemIndex, check_method
+from ncf.ann import ItemIndex, check_method, positive_int
 from ncf.bags import csr_bags
 from ncf.inputs import InputBuilder, Snapshot, normalize_rows
 from ncf.model import TwoTower
@@ -158,15 +158,8 @@ class NCFRecommender:
         self.content, self.normalize, self.cold_start = content, normalize, cold_start
         self.model_cutoff = snapshot.cutoff if model_cutoff is None else model_cutoff
         self.device = resolve_device(device)
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, (int, np.integer))
-            or (chunk_size < 1)
-        ):  # a chunk loop over range(0, n, 0 or -1) runs no chunk: empty or garbage results
-            raise ValueError(
-                f"chunk_size: must be an int >= 1 (learners a chunk); got {chunk_size!r}"
-            )
-        self.chunk_size = int(chunk_size)
+        # >= 1: a chunk loop over range(0, n, 0 or -1) runs no chunk (garbage results)
+        self.chunk_size = positive_int("chunk_size", chunk_size)
         self.serving_report: dict[str, Any] | None = None  # what `at` dropped; None otherwise
         self.format_version: int | None = None  # set by `load`: the folder's format version
         self.model.to(self.device).eval()

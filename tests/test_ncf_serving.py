@@ -602,7 +602,7 @@ def test_fit_on_an_earlier_split_then_serve_at_the_later_cutoff(trained, tmp_pat
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_a_chunk_size_that_runs_no_chunk_is_refused(rec, bad):
     """range(0, n, -1) runs no chunk: scores were uninitialised memory, embeddings empty."""
-    with pytest.raises(ValueError, match=r"chunk_size: must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"chunk_size: must be a positive int"):
         NCFRecommender(rec.model, rec.snapshot, rec.learner_ids, rec.course_ids,
                        device="cpu", chunk_size=bad)  # fmt: skip
 
