@@ -33,8 +33,10 @@ Memory is bounded by the chunk: `chunk_size x m` float32 scores on the torch pat
 the (n, N) results on every path.
 
 Approximate search (`method="hnsw" | "ivf"`, or a fitted `ItemIndex` reused across calls) is
-for catalogues of 100k+ courses: exclusion by the same over-fetch, global candidates by a
-faiss selector, per-row candidates scored exactly. Lists may miss items (recall < 1).
+for catalogues of 100k+ courses: exclusion by the same over-fetch, a global candidate set of
+more than `EXACT_CANDIDATES` (65,536) courses by a faiss selector (a smaller one is scored
+exactly: a filtered search over few allowed items returns short lists), per-row candidates
+scored exactly. Lists may miss items (recall < 1).
 Evaluation never uses it (`evaluation.full_ranking_topk` is exact; the blend's judged
 candidates assert exact retrieval); see `ncf.ann`.
 
@@ -73,6 +75,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096
 MAX_ITEMS = 65_536  # the masked path up to here, faiss's search above (bench_retrieval, sizes)
+EXACT_CANDIDATES = MAX_ITEMS  # global candidate sets up to here are searched exactly, any method
 _BITSET_LIMIT = 1 << 29  # chunk x items bits (64 MB) for the exclusion test, else sorted keys
 
 
@@ -186,6 +189,10 @@ def top_k_by_dot(
             allowed = np.unique(_check_item_index("candidates", candidates, m))
     if (allowed is not None and allowed.size == 0) or m == 0:
         return _padding(n, N)  # nothing allowed at all: every list is padding
+    if index.approximate and allowed is not None and allowed.size <= EXACT_CANDIDATES:
+        # A small global candidate set is scored exactly: cheap at this size, and a filtered
+        # graph (or IVF) search over few allowed items comes back short (most lists padded).
+        index = ItemIndex("exact")
 
     faiss = load_faiss()
     if index.approximate and faiss is None:

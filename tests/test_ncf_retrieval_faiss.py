@@ -258,8 +258,20 @@ def test_approximate_search_has_high_recall_and_still_excludes(index, monkeypatc
     got = top_k_by_dot(q, items, 10, exclude=ex, method=index.clone().fit(items))
     assert not (got[0] == exact[0][:, :1]).any()
     cand = np.arange(0, 3000, 3)  # a global candidate set: a selector on the fitted index
+    monkeypatch.setattr(retrieval, "EXACT_CANDIDATES", 100)  # 1,000 allowed: above it
     got = top_k_by_dot(q, items, 10, candidates=cand, method=index.clone().fit(items))
     assert np.isin(got[0][got[0] >= 0], cand).all()
+    assert recall_at(got[0], top_k_by_dot(q, items, 10, candidates=cand)[0]) >= 0.8
+
+
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_a_small_global_candidate_set_is_searched_exactly_whatever_the_method(method):
+    # a filtered graph / IVF search over 20 allowed items of 3,000 came back mostly padding
+    q, items = clustered(50, 3000, seed=2)
+    cand = np.arange(0, 3000, 150)  # (20,) allowed for every learner
+    want = top_k_by_dot(q, items, 10, candidates=cand)
+    for index in (method, ItemIndex(method).fit(items)):
+        assert_same(top_k_by_dot(q, items, 10, candidates=cand, method=index), want)
 
 
 def test_ivf_is_reproducible_with_its_seed():
