@@ -73,7 +73,7 @@ from ncf.ann import ItemIndex, check_method, positive_int
 from ncf.bags import csr_bags
 from ncf.inputs import InputBuilder, Snapshot, normalize_rows
 from ncf.model import TwoTower
-from ncf.retrieval import similar_by_cosine, top_k_by_dot
+from ncf.retrieval import check_finite, similar_by_cosine, top_k_by_dot
 from watchlog.candidates import COURSE, LEARNER, CandidateError
 from watchlog.eventlog import EventLog
 from watchlog.idmap import IdMap
@@ -235,14 +235,22 @@ class NCFRecommender:
         return serving.index_of(self.learner_ids, learner_ids, what, strict=strict)
 
     # Scoring vectors: the model's score is queries @ items.T exactly (TwoTower.score).
+    # Both are checked finite here, so every scoring path (recommend, score, score_stats)
+    # refuses a model whose weights went NaN instead of returning NaN scores.
     def _queries(self, learner_idx: np.ndarray) -> torch.Tensor:
         q = self.learner_embeddings_at(learner_idx)  # (c, d)
         if self.model.score_kind == "cosine":
             q = self.model.normalize(q) / self.model.temperature
-        return q
+
+        def learners(rows: np.ndarray) -> list:
+            idx = learner_idx[rows]
+            return [self.learner_ids.index[i] if i >= 0 else "<unknown learner>" for i in idx]
+
+        return check_finite("learner embeddings", q, learners)
 
     def _items(self) -> torch.Tensor:
-        return self.model.normalize(self.course_embeddings())  # (n_courses, d)
+        items = self.model.normalize(self.course_embeddings())  # (n_courses, d)
+        return check_finite("course embeddings", items, self.course_ids.to_ids)
 
     def _seen_rows(self, learner_idx: np.ndarray) -> sp.csr_matrix:
         """(c, n_courses) courses watched before the cutoff; unknown learners (-1): none."""

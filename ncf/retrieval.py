@@ -56,6 +56,7 @@ numpy arrays on the CPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ from evaluation.threshold_select import cannot_overflow, dot_top_k
 from ncf.ann import ItemIndex, check_method, load_faiss
 from watchlog.progress import progress
 
-__all__ = ["top_k_by_dot", "similar_by_cosine"]
+__all__ = ["check_finite", "similar_by_cosine", "top_k_by_dot"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,14 +97,22 @@ def _as_matrix(name: str, x: Any, d: int | None = None) -> torch.Tensor:
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected floating-point embeddings; got dtype {t.dtype}")
     t = t.detach()  # retrieval never differentiates (and numpy cannot take a graph's tensor)
+    return check_finite(name, t)
+
+
+def check_finite(
+    name: str, t: torch.Tensor, label: Callable[[np.ndarray], Any] | None = None
+) -> torch.Tensor:
+    """`t` (rows, d), refused when any entry is NaN/inf, naming how many rows and a few of
+    them: their positions, or `label(positions)` (e.g. the caller's ids). One pass when all
+    is finite (the sum), a (rows,) mask only to build the error."""
     if t.numel() and bool(torch.isfinite(t.sum())):  # NaN/inf anywhere makes the sum so
         return t  # a finite sum: every entry is finite (one pass, no (rows, d) mask)
     bad = ~torch.isfinite(t).all(dim=1)  # (rows,) any NaN/inf in the row (or a sum overflow)
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().cpu().numpy()
-        raise ValueError(
-            f"{name}: must be finite; {rows.size:,} row(s) hold NaN/inf (e.g. rows {few(rows)})"
-        )
+        shown = f"rows {few(rows)}" if label is None else few(label(rows[:6]))
+        raise ValueError(f"{name}: must be finite; {rows.size:,} row(s) hold NaN/inf (e.g. {shown})")
     return t
 
 

@@ -623,3 +623,29 @@ def test_new_retrieval_settings_replace_an_index_built_with_the_old_ones(rec):
     assert r._indexes == {}  # dropped with the old settings
     r.recommend(ids, 2)
     assert r._indexes["ivf"].ivf_nprobe == 4
+
+
+def test_every_scoring_path_refuses_a_model_with_non_finite_embeddings(rec):
+    """A model whose weights went NaN: recommend raised, score / score_stats returned NaN."""
+    import copy
+
+    ids = list(rec.learner_ids.index[:3])
+    course = rec.course_ids.index[7]
+    r = copy.deepcopy(rec)
+    with torch.no_grad():
+        r.model.course_bias[7] = float("nan")  # one course's score is NaN for every learner
+    r._courses = None  # the cached course vectors were computed before
+    for call in (
+        lambda: r.recommend(ids, 5),
+        lambda: r.score(ids, [course] * 3),
+        lambda: r.score_stats(ids),
+    ):
+        with pytest.raises(ValueError, match=rf"course embeddings: must be finite; 1 row\(s\) "
+                                             rf"hold NaN/inf \(e.g. {course}\)"):  # fmt: skip
+            call()
+    r = copy.deepcopy(rec)
+    with torch.no_grad():
+        for p in r.model.learner_tower.parameters():
+            p.fill_(float("nan"))  # every learner
+    with pytest.raises(ValueError, match=rf"learner embeddings: must be finite; .*{ids[0]}"):
+        r.score(ids, [course] * 3)
