@@ -265,7 +265,7 @@ class NCFRecommender:
         *,
         filter_already_watched: bool = True,
         candidates: Sequence[Any] | pd.DataFrame | None = None,
-        method: str | None = None,
+        method: str | ItemIndex | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N courses per learner, best first: (ids (n, N), scores (n, N) float32).
 
@@ -278,7 +278,9 @@ class NCFRecommender:
           `serving.candidate_rows`). Exclusion applies on top.
         method: 'exact' | 'hnsw' | 'ivf', or None (default): `self.retrieval` (None: exact).
           An approximate index is built once per recommender and method (see `ncf.ann`);
-          evaluation always passes 'exact'.
+          evaluation always passes 'exact'. An `ItemIndex` is searched as given (fitted on
+          this recommender's course vectors, or fitted for the call; to build one once and
+          keep it, set `retrieval` instead).
         Rows with fewer than N allowed courses are padded with None ids and -inf scores (the
         id array is then of object dtype); `recommend_table` gives the ragged table instead.
         """
@@ -299,7 +301,7 @@ class NCFRecommender:
         filter_already_watched: bool = True,
         candidates: Sequence[Any] | pd.DataFrame | None = None,
         prefix: str = "ncf",
-        method: str | None = None,
+        method: str | ItemIndex | None = None,
     ) -> pd.DataFrame:
         """`recommend` as the long candidate table (`watchlog.candidates`): columns
         learner_id, course_id, `<prefix>_score` (float64: the float32 score, exactly) and
@@ -349,9 +351,13 @@ class NCFRecommender:
         """'exact', 'hnsw' or 'ivf': how recommend / recommend_table search by default."""
         return "exact" if self.retrieval is None else self.retrieval.method
 
-    def _index(self, method: str | None) -> str | ItemIndex:
+    def _index(self, method: str | ItemIndex | None) -> str | ItemIndex:
         """'exact', or the approximate index of `method` over this recommender's courses
-        (built on first use; the settings of `self.retrieval` when it is of that method)."""
+        (built on first use; the settings of `self.retrieval` when it is of that method).
+        An `ItemIndex` is the caller's: a fitted one is searched as is (it must be fitted on
+        this recommender's course vectors), an unfitted one is fitted for this call only."""
+        if isinstance(method, ItemIndex):  # the caller's index: used as is once fitted
+            return method if method.fitted else method.clone().fit(self._items())
         method = self.retrieval_method if method is None else check_method(method)
         if method == "exact":
             return "exact"
@@ -367,7 +373,7 @@ class NCFRecommender:
         N: int | None,
         filter_already_watched: bool,
         candidates: Any,
-        method: str | None = None,
+        method: str | ItemIndex | None = None,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(first row, top (c, N) course indices, scores (c, N)) per chunk of learners."""
         index = self._index(method)

@@ -649,3 +649,20 @@ def test_every_scoring_path_refuses_a_model_with_non_finite_embeddings(rec):
             p.fill_(float("nan"))  # every learner
     with pytest.raises(ValueError, match=rf"learner embeddings: must be finite; .*{ids[0]}"):
         r.score(ids, [course] * 3)
+
+
+def test_recommend_searches_with_the_callers_item_index(rec):
+    """method=<ItemIndex> was refused with an error that said an ItemIndex was accepted."""
+    pytest.importorskip("faiss")
+    from ncf.ann import ItemIndex
+
+    ids = list(rec.learner_ids.index[:20])
+    want = rec.recommend(ids, 5, method="exact")
+    fitted = ItemIndex("exact").fit(rec._items())  # a flat index: the exact lists
+    for index in (fitted, ItemIndex("exact")):  # fitted by the caller, or for the call
+        got = rec.recommend(ids, 5, method=index)
+        np.testing.assert_array_equal(got[0], want[0])
+    assert not rec._indexes  # the caller's index is not kept
+    other = ItemIndex("exact").fit(np.ones((3, rec._items().shape[1]), np.float32))
+    with pytest.raises(ValueError, match=r"the ItemIndex was fitted on items of shape \(3, "):
+        rec.recommend(ids, 5, method=other)
