@@ -26,16 +26,12 @@ import pandas as pd
 from glmix.fixed_effect import FixedEffect
 from glmix.random_effect import RandomEffect
 from watchlog.idmap import IdMap
-from watchlog.io import atomic_directory, to_jsonable
+from watchlog.io import CorruptFolderError, atomic_directory, read_folder_json, to_jsonable
 
 __all__ = [
     "CorruptFolderError", "save_model", "load_model", "write_model_files", "ids_array",
     "FORMAT_VERSION",
 ]  # fmt: skip
-
-
-class CorruptFolderError(ValueError):
-    """A saved GLMix folder whose files are unreadable, incomplete or inconsistent."""
 
 
 FORMAT_VERSION = 2
@@ -120,10 +116,7 @@ def load_model(path: str | os.PathLike):
     path = Path(path)
     if not (path / "model.json").is_file():
         raise FileNotFoundError(f"{path}: no model.json; not a folder written by GLMix.save")
-    try:
-        meta = json.loads((path / "model.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CorruptFolderError(f"{path}/model.json: unreadable ({err})") from err
+    meta = read_folder_json(path / "model.json")
     if meta.get("type") != "GLMix" or meta.get("format_version") not in _READABLE:
         raise ValueError(
             f"{path}: not a GLMix model of a format this code reads {list(_READABLE)} "

@@ -54,7 +54,7 @@ from glmix.io import CorruptFolderError, ids_array, load_model, write_model_file
 from glmix.model import GLMix
 from glmix.random_effect import RandomEffect
 from watchlog.idmap import id_kind
-from watchlog.io import atomic_directory, to_jsonable
+from watchlog.io import atomic_directory, read_folder_json, to_jsonable
 
 __all__ = [
     "GLMixScorer",
@@ -350,10 +350,7 @@ class GLMixScorer:
                 f"{path}: no scorer.json, so not a GLMixScorer folder ({what}); write one with "
                 "GLMixScorer.save"
             )
-        try:
-            state = json.loads((path / "scorer.json").read_text())
-        except (OSError, ValueError) as err:
-            raise CorruptFolderError(f"{path}/scorer.json: unreadable ({err})") from err
+        state = read_folder_json(path / "scorer.json")
         if state.get("type") != "GLMixScorer" or state.get("format_version") != SCORER_FORMAT:
             raise ValueError(
                 f"{path}/scorer.json: expected a GLMixScorer of format {SCORER_FORMAT}; got type "

@@ -54,8 +54,8 @@ still loads and serves its snapshot; its `at()` raises until it is re-saved with
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,13 @@ from ncf.retrieval import check_finite, similar_by_cosine, top_k_by_dot
 from watchlog.candidates import COURSE, LEARNER, CandidateError
 from watchlog.eventlog import EventLog
 from watchlog.idmap import IdMap
-from watchlog.io import atomic_directory, atomic_path, write_json
+from watchlog.io import (
+    CorruptFolderError,
+    atomic_directory,
+    atomic_path,
+    read_folder_json,
+    write_json,
+)
 from watchlog.report import DataReport
 
 __all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "NCFRecommender"]
@@ -602,18 +608,35 @@ class NCFRecommender:
         """A saved folder (any format_version up to FORMAT_VERSION). Folders without a
         format_version (1) load with inputs=None: they serve their snapshot, `at` raises."""
         directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{directory}: no config.json; not a folder written by NCFRecommender.save"
+            )
+        config = read_folder_json(directory / "config.json")
         version = int(config.get("format_version", 1))
         if version > FORMAT_VERSION:
             raise ValueError(
                 f"{directory}: saved with format_version {version}; this code reads up to "
                 f"{FORMAT_VERSION} (update ncf-glmix)"
             )
-        model = TwoTower(**config["model"])
-        state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:  # settings this code does not know (a newer or edited file): a named error
+            model = TwoTower(**config["model"])
+            inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
+            cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
+        except (KeyError, TypeError, ValueError) as err:
+            raise CorruptFolderError(
+                f"{directory}/config.json: its model, inputs or cutoff settings cannot be read "
+                f"by this code ({type(err).__name__}: {err})"
+            ) from err
+        try:
+            state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, pickle.UnpicklingError) as err:
+            raise CorruptFolderError(
+                f"{directory}/weights.pt: does not fit the model config.json describes, or "
+                f"is damaged ({str(err).splitlines()[0]})"
+            ) from err
         parts = {p: sp.load_npz(directory / f"{p}.npz").tocsr() for p in _SNAPSHOT_PARTS}
-        cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
         snapshot = Snapshot(config["snapshot"], cutoff=cutoff, **parts)
         content_path = directory / "content.npz"
         if version >= 2 and bool(config["content"]) != content_path.exists():
@@ -621,7 +644,6 @@ class NCFRecommender:
                 f"{directory}: config.json says content={config['content']} but content.npz "
                 f"is {'present' if content_path.exists() else 'missing'}: the folder is incomplete"
             )
-        inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
         model_cutoff = config.get("model_cutoff", config["cutoff"])
         rec = cls(
             model, snapshot,

@@ -112,7 +112,9 @@ def check_finite(
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().cpu().numpy()
         shown = f"rows {few(rows)}" if label is None else few(label(rows[:6]))
-        raise ValueError(f"{name}: must be finite; {rows.size:,} row(s) hold NaN/inf (e.g. {shown})")
+        raise ValueError(
+            f"{name}: must be finite; {rows.size:,} row(s) hold NaN/inf (e.g. {shown})"
+        )
     return t
 
 

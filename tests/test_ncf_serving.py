@@ -666,3 +666,48 @@ def test_recommend_searches_with_the_callers_item_index(rec):
     other = ItemIndex("exact").fit(np.ones((3, rec._items().shape[1]), np.float32))
     with pytest.raises(ValueError, match=r"the ItemIndex was fitted on items of shape \(3, "):
         rec.recommend(ids, 5, method=other)
+
+
+def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
+    """A folder edited by hand, damaged or from newer code: errors that name the file, not a
+    bare JSONDecodeError / TypeError / ambiguous id map."""
+    from watchlog.io import CorruptFolderError
+
+    good = rec.save(tmp_path / "good")
+
+    def damaged(name: str, edit) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        edit(folder)
+        return folder
+
+    def config_edit(change):
+        def edit(folder: Path) -> None:
+            config = json.loads((folder / "config.json").read_text())
+            change(config)
+            (folder / "config.json").write_text(json.dumps(config))
+
+        return edit
+
+    cases = {
+        "truncated": (lambda f: (f / "config.json").write_text('{"model": '),
+                      r"config.json: unreadable \(Expecting value"),
+        "unknown model key": (config_edit(lambda c: c["model"].update(wings=2)),
+                              r"config.json: its model, inputs or cutoff settings cannot be read"
+                              r" by this code \(TypeError: .*wings"),
+        "unknown inputs key": (config_edit(lambda c: c["inputs"].update(lookback=3)),
+                               r"config.json: its model, .*lookback"),
+        "other weights": (config_edit(lambda c: c["model"].update(bag_dim=3)),
+                          r"weights.pt: does not fit the model config.json describes"),
+    }  # fmt: skip
+    for name, (edit, message) in cases.items():
+        with pytest.raises(CorruptFolderError, match=message):
+            NCFRecommender.load(damaged(name.replace(" ", "_"), edit), device="cpu")
+    with pytest.raises(FileNotFoundError, match="no config.json; not a folder written by"):
+        NCFRecommender.load(tmp_path, device="cpu")
+    repeated = pd.DataFrame(
+        {"course_id": list(rec.course_ids.index[:-1]) + [rec.course_ids.index[0]]}
+    )
+    folder = damaged("repeated_ids", lambda f: repeated.to_parquet(f / "course_ids.parquet"))
+    with pytest.raises(ValueError, match=r"course_ids.parquet: course_id: ids must be distinct"):
+        NCFRecommender.load(folder, device="cpu")

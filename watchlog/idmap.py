@@ -105,11 +105,17 @@ class IdMap:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IdMap:
+        """A map written by `save`: its saved order is the mapping (not re-sorted). The file
+        must hold one column of distinct, non-missing ids (else a ValueError naming it)."""
         frame = pd.read_parquet(path)
-        out = cls.__new__(cls)
-        out.name = frame.columns[0]
-        out.index = pd.Index(frame.iloc[:, 0])  # saved order is the mapping; do not re-sort
-        return out
+        if frame.shape[1] != 1:
+            raise ValueError(
+                f"{path}: an id map file holds one column (the ids); got {list(frame.columns)}"
+            )
+        try:
+            return cls.ordered(pd.Index(frame.iloc[:, 0]), name=frame.columns[0])
+        except ValueError as err:  # repeated or missing ids: indices would be ambiguous
+            raise ValueError(f"{path}: {err}") from None
 
 
 def positions_in(index: pd.Index, ids) -> np.ndarray:

@@ -25,16 +25,31 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "CorruptFolderError",
     "atomic_path",
     "atomic_directory",
     "exchange_paths",
     "fsync_dir",
     "fsync_file",
+    "read_folder_json",
     "write_json",
     "write_parquet",
     "write_text",
     "to_jsonable",
 ]
+
+
+class CorruptFolderError(ValueError):
+    """A saved model folder whose files are unreadable, incomplete or inconsistent."""
+
+
+def read_folder_json(path: str | os.PathLike) -> Any:
+    """The JSON file of a saved folder; CorruptFolderError naming the file (and where it
+    stops parsing) when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptFolderError(f"{path}: unreadable ({err})") from err
 
 
 def _umask() -> int:
