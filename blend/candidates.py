@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, id_column, validate_candidates
+from watchlog.idmap import UnknownIdError
 
 __all__ = ["Retriever", "as_learner_ids", "build_candidates", "seen_before", "seen_in"]
 
@@ -105,10 +106,19 @@ def build_candidates(
 ) -> pd.DataFrame:
     """Candidates of `learner_ids` (see the module docstring). Learners unknown to the log's
     learner table still get the global fallback list; the retriever is asked about every
-    learner (it decides how to serve one without history)."""
+    learner (it decides how to serve one without history: an `NCFRecommender` with
+    cold_start='error', its default, raises `UnknownIdError` for one it has no row for)."""
     ids = unique_learner_ids(learner_ids, log)
     n_courses = log.n_courses
-    retrieved = retriever.recommend_table(ids, n_retrieve, filter_already_watched=True)
+    try:
+        retrieved = retriever.recommend_table(ids, n_retrieve, filter_already_watched=True)
+    except UnknownIdError as err:  # say how to serve them, not only that they are unknown
+        hint = (
+            "The retriever refuses learners it has no row for: build the NCFRecommender with "
+            "cold_start='empty_history' to serve them its cold-start list, which the fallback "
+            "chain replaces with the popular lists"
+        )
+        raise UnknownIdError(err.what, err.unknown, err.total, hint) from err
     # A broken model's NaN must not pass as "not retrieved, score it again".
     validate_candidates(retrieved, score_columns=["ncf_score"], name="retriever.recommend_table")
     pos_r = ids.get_indexer(pd.Index(retrieved[LEARNER]))  # (m,) row of each pair's learner

@@ -261,6 +261,9 @@ def test_candidates_at_a_newer_log_leave_out_popular_courses_the_model_never_saw
     chunk = builder.build(learners, log=log2, fold=fold, retriever=served)
     assert NEW_COURSE not in set(chunk["course_id"])
     assert chunk.attrs["fallback_courses_unscorable"] == 1
+    strict = copy_of(served, cold_start="error")  # a library user's default recommender
+    with pytest.raises(UnknownIdError, match=r"1 of 2 ids are unknown.*cold_start='empty_history'"):
+        builder.build(["ghost", learners[1]], log=log2, fold=fold, retriever=strict)
 
 
 def test_at_with_learner_id_embeddings_keeps_the_id_rows_and_adds_new_learners(rec, log):

@@ -32,11 +32,12 @@ def id_kind(dtype, values=None) -> str | None:
 class UnknownIdError(KeyError):
     """Ids not present in the map; carries the count and a few examples."""
 
-    def __init__(self, what: str, unknown: np.ndarray, total: int):
+    def __init__(self, what: str, unknown: np.ndarray, total: int, hint: str = ""):
         self.what, self.unknown, self.total = what, unknown, total
         examples = ", ".join(repr(x) for x in unknown[:5])
         super().__init__(
-            f"{what}: {len(unknown):,} of {total:,} ids are unknown (not in the id map), e.g. {examples}"
+            f"{what}: {len(unknown):,} of {total:,} ids are unknown (not in the id map), e.g. "
+            f"{examples}" + (f". {hint}" if hint else "")
         )
 
     def __str__(self) -> str:  # KeyError would quote the message
