@@ -506,6 +506,7 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
     ("glmix.model.passes", _positive_int, "an int >= 1"),
     ("blend.k", _positive_int, "an int >= 1 (the served list length)"),
     ("blend.candidates.n_retrieve", _positive_int, "an int >= 1"),
+    ("blend.candidates.n_fallback", _positive_int, "an int >= 1"),
     ("blend.n_boot", _positive_int, "an int >= 1"),
     ("blend.serve", lambda v: v in SERVE_CHOICES, f"one of {', '.join(SERVE_CHOICES)}"),
     ("evaluate.ks", lambda v: len(v) > 0 and all(_positive_int(k) for k in v),
@@ -517,22 +518,47 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
 )  # fmt: skip
 
 
+# Values that must agree with another key: (key, other key, test(value, other), the rule).
+_RELATION_RULES: tuple[tuple[str, str, Any, str], ...] = (
+    ("blend.candidates.n_fallback", "blend.k", lambda n, k: n >= k,
+     "at least blend.k={other}: a learner without history is served its fallback list "
+     "alone, so fewer gives it a list shorter than k (and the export gate, exactly k rows per "
+     "learner, refuses the version)"),
+)  # fmt: skip
+
+
+def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key, resolved; not found when it cannot resolve here."""
+    try:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+    except Exception:  # an interpolation that cannot resolve here (e.g. hydra:...)
+        return False, None
+    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return True, value
+
+
 def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
     out = []
     for key, test, rule in _VALUE_RULES:
-        try:
-            node = OmegaConf.select(cfg, key, throw_on_missing=False)
-        except Exception:  # an interpolation that cannot resolve here (e.g. hydra:...)
+        found, value = _select(cfg, key)
+        if not found or (value is None and key not in ("threads", "trainer.max_epochs")):
             continue
-        if node is None and key not in ("threads", "trainer.max_epochs"):
-            continue
-        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         try:
             ok = bool(test(value))
         except TypeError:
             ok = False
         if not ok:
             out.append((key, value, rule))
+    for key, other_key, test, rule in _RELATION_RULES:
+        (found, value), (found_other, other) = _select(cfg, key), _select(cfg, other_key)
+        if not (found and found_other) or value is None or other is None:
+            continue
+        try:
+            ok = bool(test(value, other))
+        except TypeError:
+            ok = True  # an ill-typed value: its own rule (or schema) names it
+        if not ok:
+            out.append((key, value, rule.format(other=other)))
     return out
 
 

@@ -396,6 +396,7 @@ def test_trainer_gpu_trains_on_the_gpu(tmp_path):
         ("blend.serve=personalised", "blend.serve"), ("threads=0", "threads"),
         ("ncf.module.lr=-0.1", "ncf.module.lr"), ("glmix.model.passes=0", "glmix.model.passes"),
         ("blend.candidates.n_retrieve=0", "blend.candidates.n_retrieve"),
+        ("blend.k=30", "blend.candidates.n_fallback"),  # 20 popular courses: lists of 20
     ],
 )  # fmt: skip
 def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, key):
@@ -403,6 +404,14 @@ def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, 
 
     with pytest.raises(ConfigSchemaError, match=rf"{re.escape(key)}=.*: "):
         check_config(compose_cfg("pipeline", override))
+
+
+def test_a_fallback_list_shorter_than_the_served_list_is_refused_naming_both_keys():
+    from experiments.schemas import ConfigSchemaError, check_config
+
+    with pytest.raises(ConfigSchemaError, match=r"n_fallback=20: at least blend.k=30: a learner"):
+        check_config(compose_cfg("pipeline", "blend.k=30"))
+    check_config(compose_cfg("pipeline", "blend.k=30", "blend.candidates.n_fallback=30"))
 
 
 def test_the_serve_choices_checked_up_front_are_the_blender_kinds():
