@@ -84,7 +84,13 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "export": ("export",),
 }
 # The config key of each stage that chooses which files it writes (module docstring).
-OUTPUTS: dict[str, str] = {"ncf": "outputs", "glmix": "outputs"}
+# The `outputs.*` settings each model stage reads (which files it writes, not what it
+# computes): only these decide whether its run wrote what is asked now, so switching on a
+# two-tower output (embeddings, plots) does not recompute GLMix, which writes none of them.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "ncf": ("model", "embeddings", "plots", "plot_method", "neighbour_course"),
+    "glmix": ("model", "test_scores"),
+}
 # The stages whose outputs a stage reads: their keys are part of its key.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "blend": ("ncf", "glmix", "blend_models"),
@@ -232,6 +238,14 @@ class Stages:
             for n, k in self.keys.items()
         }  # fmt: skip
 
+    def _outputs(self, name: str) -> dict[str, Any] | None:
+        """The `outputs.*` settings stage `name` reads (OUTPUTS), None for other stages."""
+        if name not in OUTPUTS:
+            return None
+        asked = _select(self.resolved, "outputs")
+        asked = asked if isinstance(asked, dict) else {}
+        return {k: asked[k] for k in OUTPUTS[name] if k in asked}
+
     def _reused(self, name: str, key: str, record: dict[str, Any]) -> None:
         """Note a stage read back from `record`; warn when another code computed it."""
         self.reused.add(name)
@@ -334,15 +348,14 @@ class Stages:
         record = folder / RECORD if record is None else record
         previous = read_record(record)
         same = previous is not None and previous.get("key") == key
-        outputs = _select(self.resolved, OUTPUTS[name]) if name in OUTPUTS else None
+        outputs = self._outputs(name)
         done = same and previous.get("status") == "done"
         if self.reuse and done and outputs_cover(previous.get("outputs"), outputs):
             self._reused(name, key, previous)
             return load(folder)
         if self.reuse and done:
-            log.info("recomputing %s (key %s): %s asks for files its run did not write "
-                     "(then %s, now %s)", name, key, OUTPUTS[name], previous.get("outputs"),
-                     outputs)  # fmt: skip
+            log.info("recomputing %s (key %s): outputs asks for files its run did not write "
+                     "(then %s, now %s)", name, key, previous.get("outputs"), outputs)  # fmt: skip
         if self.reuse and same and previous.get("status") in ("running", "failed"):
             log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
                      "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip

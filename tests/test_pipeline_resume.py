@@ -93,6 +93,25 @@ def test_outputs_choose_files_not_the_key_fewer_reuse_more_recompute(tmp_path, c
     assert keys[0] == keys[1]
 
 
+def test_a_two_tower_output_switched_on_does_not_recompute_glmix(tmp_path):
+    """GLMix writes no embeddings or plots: asking for them recomputed it with the two-tower."""
+    calls: list[str] = []
+
+    def glmix_stage(outputs: dict) -> None:
+        stages = Stages(_cfg(outputs=outputs), tmp_path)
+        stages.fingerprint = "f" * 64
+        stages.run("glmix", tmp_path / "glmix", lambda f: calls.append("glmix"), load=lambda f: {})
+
+    written = {"model": True, "test_scores": False, "embeddings": False, "plots": False}
+    glmix_stage(written)
+    record = json.loads((tmp_path / "glmix" / "stage.json").read_text())
+    assert record["outputs"] == {"model": True, "test_scores": False}  # what GLMix reads
+    glmix_stage({**written, "embeddings": True, "plots": True, "plot_method": "pca"})
+    assert calls == ["glmix"]  # reused
+    glmix_stage({**written, "test_scores": True})  # a GLMix file it never wrote
+    assert calls == ["glmix", "glmix"]
+
+
 def test_stale_stages_follow_upstream_keys_through_the_chain(tmp_path):
     """A done stage whose record names an upstream key other than the upstream's record now
     is stale, and so is what was computed from it; a stage not done is not judged."""
