@@ -3,7 +3,9 @@
 Reads every job folder under the sweep dir (a Hydra multirun folder: one subfolder per job,
 each with .hydra/, resolved_config.yaml and, once finished, run_manifest.json), finds the
 config keys whose values differ between jobs (dotted keys; paths, output dirs and
-timestamps aside) and writes one table of every run, best first by `metric`:
+timestamps aside; a key that only copies another, e.g. `export.gates.k: ${blend.k}`, is named
+under the table instead of shown as a second column) and writes one table of every run, best
+first by `metric`:
 
     <out>/sweep_compare.csv   the table
     <out>/sweep_compare.md    the same as Markdown (the CLI also prints it)
@@ -21,7 +23,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,10 @@ from experiments.objective import flatten
 from experiments.tables import markdown_table
 from watchlog.io import atomic_path, write_text
 
-__all__ = ["HEADLINE_METRICS", "DEFAULT_METRICS", "DEFAULT_IGNORE", "Comparison", "Job", "run"]
+__all__ = [
+    "HEADLINE_METRICS", "DEFAULT_METRICS", "DEFAULT_IGNORE", "Comparison", "Job",
+    "collapse_copies", "run",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +76,11 @@ class Job:
 class Comparison:
     table: pd.DataFrame  # one row per job, best first; failed jobs last
     metric: str | None  # what the table is sorted by (None: no job has a metric)
-    swept_keys: list[str]
+    swept_keys: list[str]  # one per setting: interpolated copies in `copies`
     csv: Path
     markdown: Path
     plot: Path | None
+    copies: dict[str, list[str]] = field(default_factory=dict)  # kept key -> same-valued keys
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -157,6 +163,36 @@ def differing_keys(jobs: list[Job], ignore: tuple[str, ...] = DEFAULT_IGNORE) ->
         if len({_canonical(v) for v in known}) > 1:
             out.append(key)
     return out
+
+
+def _override_keys(folder: Path) -> set[str]:
+    """The dotted keys a job's command line set (Hydra's .hydra/overrides.yaml), if any."""
+    path = folder / ".hydra" / "overrides.yaml"
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    except Exception:  # an unreadable file: no preference, the first key is kept
+        return set()
+    keys = (str(o).split("=", 1)[0].lstrip("+~") for o in overrides or [])
+    return {k for k in keys if k}
+
+
+def collapse_copies(jobs: list[Job], swept: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(keys, copies): swept keys with the same value as another swept key in every job are
+    one setting (an interpolation such as `export.gates.k: ${blend.k}`): one column is kept,
+    the key a command line set where one did, else the first; `copies` maps it to the others."""
+    with_config = [j for j in jobs if j.config]
+    set_by_hand = set().union(*(_override_keys(j.folder) for j in with_config))
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key in swept:
+        values = tuple(_canonical(j.config.get(key, _ABSENT)) for j in with_config)
+        groups.setdefault(values, []).append(key)
+    kept, copies = [], {}
+    for keys in groups.values():
+        first = next((k for k in keys if k in set_by_hand), keys[0])
+        kept.append(first)
+        if len(keys) > 1:
+            copies[first] = [k for k in keys if k != first]
+    return sorted(kept), copies
 
 
 def _choose_metric(jobs: list[Job], metric: str | None) -> str | None:
@@ -269,16 +305,21 @@ def run(
             "multirun/pipeline/<date>"
         )
     jobs = [read_job(f, sweep_dir) for f in folders]
-    swept = differing_keys(jobs, ignore)
+    swept, copies = collapse_copies(jobs, differing_keys(jobs, ignore))
     metric = _choose_metric(jobs, metric)
     table = build_table(jobs, swept, metric, minimize=minimize)
     out_dir = Path(out) if out is not None else sweep_dir
     csv = write_text(out_dir / "sweep_compare.csv", table.to_csv(index=False))
     title = f"{sweep_dir}: {len(jobs)} jobs" + (f", best first by {metric}" if metric else "")
+    same = "".join(
+        f"\n{', '.join(others)}: the same value as {key} in every job (not shown)\n"
+        for key, others in copies.items()
+    )
     md = write_text(
         out_dir / "sweep_compare.md",
         markdown_table(table.astype(object).where(table.notna(), "").to_dict("records"), title)
-        + "\n",
+        + "\n"
+        + same,
     )
     plot = None
     if metric is None:
@@ -288,7 +329,7 @@ def run(
     n_failed = sum(j.status != STATUS_OK for j in jobs)
     if n_failed:
         logger.warning("%d of %d jobs have no metrics (see the status column)", n_failed, len(jobs))
-    return Comparison(table, metric, swept, csv, md, plot)
+    return Comparison(table, metric, swept, csv, md, plot, copies)
 
 
 def main(argv: list[str] | None = None) -> Comparison:

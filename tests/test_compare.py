@@ -103,6 +103,27 @@ def test_compare_sorts_by_a_chosen_metric_and_can_minimize(sweep):
     assert by_valid.table.columns[3] == "ncf.valid.val_ndcg@10"
 
 
+def test_an_interpolated_copy_of_a_swept_key_is_one_column(tmp_path):
+    """Sweeping blend.k moves export.gates.k (${blend.k}) too: one setting, one column."""
+    sweep = tmp_path / "sweep"
+    for name, k in (("0", 5), ("1", 10)):
+        _finished_job(sweep, name, 16, ["gradient"], _metrics(0.3, 0.2 + k / 100, 0.7))
+        for path in (sweep / name / "resolved_config.yaml", sweep / name / "run_manifest.json"):
+            text = path.read_text()
+            doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            config = doc["config"] if path.suffix == ".json" else doc
+            config["blend"]["k"], config["export"]["gates"] = k, {"k": k}
+            path.write_text(json.dumps(doc) if path.suffix == ".json" else yaml.safe_dump(doc))
+        (sweep / name / ".hydra" / "overrides.yaml").write_text(f"- export.gates.k={k}\n")
+    result = compare.run(sweep)
+    assert result.swept_keys == ["export.gates.k"]  # the key the command line set
+    assert result.copies == {"export.gates.k": ["blend.k"]}
+    assert "blend.k: the same value as export.gates.k in every job" in result.markdown.read_text()
+    (sweep / "0" / ".hydra" / "overrides.yaml").unlink()
+    (sweep / "1" / ".hydra" / "overrides.yaml").unlink()
+    assert compare.run(sweep).swept_keys == ["blend.k"]  # no command line: the first key
+
+
 def test_compare_unknown_metric_names_it(sweep):
     with pytest.raises(KeyError, match=r"metric='ncf\.test\.ndcg'.*ncf\.test\.test_ndcg@10"):
         compare.run(sweep, metric="ncf.test.ndcg")
