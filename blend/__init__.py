@@ -36,7 +36,7 @@ from blend.evaluate import candidate_auc, candidate_labels, list_metrics, tourna
 from blend.features import CONTEXT_FEATURES, NCF_NORMALIZATIONS, add_features
 from blend.item_item import ItemItem
 from blend.lists import ROUTES, routes, served_lists, top_k
-from blend.points import CandidateBuilder
+from blend.points import CandidateBuilder, check_serves_fold
 from blend.popularity import Popularity
 from blend.replay import PositionCurve, ReplaySet, tune_weights
 from blend.selection import LabelledPoint, Variant, compare
@@ -50,6 +50,7 @@ __all__ = [
     "NCF_NORMALIZATIONS",
     "ROUTES",
     "CandidateBuilder",
+    "check_serves_fold",
     "ItemItem",
     "LabelledPoint",
     "LinearBlender",

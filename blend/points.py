@@ -7,6 +7,8 @@
 A fold (`watchlog.splits.Fold`) says what is known: its inputs are what the learners had
 watched (never in a list) and what popularity is counted on (the last `popularity_days`
 before a temporal fold's cutoff; all inputs of a random / stratified fold, which has none).
+The retriever must serve those inputs: one whose snapshot is another (a later cutoff, other
+watched pairs) is refused with a LeakageError (`check_serves_fold`).
 
 The table holds, per candidate: the retrieval columns (`blend.candidates`), GLMix's logit and
 components (when a scorer is given), the features (`blend.features`), the learner's segment,
@@ -39,9 +41,9 @@ from blend.item_item import ItemItem
 from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, validate_candidates
-from watchlog.splits import Fold
+from watchlog.splits import Fold, LeakageError
 
-__all__ = ["CandidateBuilder", "FoldContext"]
+__all__ = ["CandidateBuilder", "FoldContext", "check_serves_fold"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,13 @@ class CandidateBuilder:
         scorer: Any | None = None,
         context: FoldContext | None = None,
     ) -> pd.DataFrame:
-        """The scored candidate table of `learner_ids` (one chunk; see `chunks`)."""
-        ctx = context if context is not None else self.context(log, fold)
+        """The scored candidate table of `learner_ids` (one chunk; see `chunks`). Without a
+        `context` (a single call) the retriever is checked against the fold
+        (`check_serves_fold`); `chunks` checks it once for all of them."""
+        ctx = context
+        if ctx is None:
+            ctx = self.context(log, fold)
+            check_serves_fold(retriever, log, fold, ctx.seen)
         pop = ctx.popularity
         ids = as_learner_ids(learner_ids, log)
         table = build_candidates(
@@ -144,8 +151,37 @@ class CandidateBuilder:
         """`build` for consecutive chunks of learners: memory bounded by the chunk."""
         ids = unique_learner_ids(learner_ids, log)  # `build` checks one chunk; this, all
         context = self.context(log, fold)
+        check_serves_fold(retriever, log, fold, context.seen)
         for lo in range(0, len(ids), learners_per_chunk):
             yield self.build(
                 ids[lo : lo + learners_per_chunk], log=log, fold=fold,
                 retriever=retriever, scorer=scorer, context=context,
             )  # fmt: skip
+
+
+def check_serves_fold(retriever: Any, log: EventLog, fold: Fold, seen: sp.csr_matrix) -> None:
+    """Refuse a retriever whose snapshot is not the fold's inputs (a LeakageError naming
+    both). A snapshot taken later holds the fold's labels among its inputs and leaves them
+    out of its lists as already watched, so a blender would be fitted or judged on
+    candidates without the fold's positives; an earlier one serves stale histories.
+    seen: the fold's (n_learners, n_courses) watched-in-inputs matrix (`seen_in`); a
+    retriever without a `snapshot` (any object with the `Retriever` methods) is not checked,
+    and the watched pairs are compared only when its id maps are the log's (same rows)."""
+    snap = getattr(retriever, "snapshot", None)
+    if snap is None:
+        return
+    cut = getattr(snap, "cutoff", None)
+    later = fold.kind == "temporal" and cut is not None and cut != fold.cutoff
+    same_rows = (
+        getattr(retriever, "learner_ids", None) == log.learner_ids
+        and getattr(retriever, "course_ids", None) == log.course_ids
+    )
+    other = same_rows and (snap.seen.astype(bool) != seen.astype(bool)).nnz
+    if later or other:
+        raise LeakageError(
+            f"the two-tower scoring the {fold.name} window serves the snapshot at {cut} "
+            f"({snap.seen.nnz:,} watched pairs), not the window's inputs (cutoff "
+            f"{fold.cutoff}, {seen.nnz:,} watched pairs): its lists would hold the window's "
+            "labels as already watched (or stale histories). Serve the fold's inputs: "
+            "rec.at(log, fold.cutoff), or the model trained for that window"
+        )

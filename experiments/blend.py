@@ -52,7 +52,7 @@ from glmix import GLMixScorer
 from ncf import NCFRecommender
 from watchlog import EventLog
 from watchlog.io import atomic_path, write_json, write_parquet
-from watchlog.splits import Fold
+from watchlog.splits import Fold, LeakageError
 
 __all__ = [
     "BLEND_MODELS", "Models", "blend_and_report", "fit_fold", "oracle_row", "run", "serving_fold",
@@ -121,30 +121,19 @@ def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> Lab
             "blend.serve_retrieval)"
         )
     seen = seen_in(log, fold.inputs)
-    _check_serves_fold(models.ncf, fold, seen)
     truth = window_truth(log, fold, seen, gain=gain)
     learners = log.learner_ids.index[np.flatnonzero(np.diff(truth.indptr) > 0)]
-    table = builder.build(learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix)
-    return LabelledPoint.from_table(table, log, truth)
-
-
-def _check_serves_fold(rec: NCFRecommender, fold: Fold, seen) -> None:
-    """The two-tower must serve the fold's own inputs: a snapshot taken later holds the
-    fold's labels among its inputs, and excludes them from its lists as already watched, so
-    the blender would be fitted or judged on candidates without the fold's positives.
-    seen: the fold's (n_learners, n_courses) watched-before-labels matrix (`seen_in`)."""
-    snap = rec.snapshot
-    later = fold.kind == "temporal" and snap.cutoff != fold.cutoff
-    other = snap.seen.shape == seen.shape and (snap.seen.astype(bool) != seen.astype(bool)).nnz
-    if later or other:
-        raise ValueError(
-            f"blend: the two-tower scoring the {fold.name} window serves the snapshot at "
-            f"{snap.cutoff} ({snap.seen.nnz:,} watched pairs), not the window's inputs "
-            f"(cutoff {fold.cutoff}, {seen.nnz:,} watched pairs): its lists would hold the "
-            f"window's labels as already watched. A run folder written before the two-tower "
-            f"saved ncf/{MODEL_BEFORE_REFIT} with ncf.refit=false lacks the validation model: "
-            "retrain it (`python -m experiments.train_ncf run_dir=<run> reuse=false`)"
+    try:  # the builder refuses a two-tower serving another snapshot than the fold's inputs
+        table = builder.build(
+            learners, log=log, fold=fold, retriever=models.ncf, scorer=models.glmix
         )
+    except LeakageError as err:
+        raise LeakageError(
+            f"blend: {err}. A run folder written before the two-tower saved "
+            f"ncf/{MODEL_BEFORE_REFIT} with ncf.refit=false lacks the validation model: "
+            "retrain it (`python -m experiments.train_ncf run_dir=<run> reuse=false`)"
+        ) from None
+    return LabelledPoint.from_table(table, log, truth)
 
 
 def make_points(

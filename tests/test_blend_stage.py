@@ -207,7 +207,9 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
     point = _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, early, "binary")
     assert point.labels.sum() > 0  # the validation positives are among the candidates
     final = Models.load(tmp_path)
-    with pytest.raises(ValueError, match=r"blend: the two-tower scoring the valid window serves"):
+    from watchlog.splits import LeakageError
+
+    with pytest.raises(LeakageError, match=r"blend: the two-tower scoring the valid window serves"):
         _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, final, "binary")
 
 

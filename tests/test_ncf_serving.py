@@ -714,3 +714,26 @@ def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
     folder = damaged("repeated_ids", lambda f: repeated.to_parquet(f / "course_ids.parquet"))
     with pytest.raises(ValueError, match=r"course_ids.parquet: course_id: ids must be distinct"):
         NCFRecommender.load(folder, device="cpu")
+
+
+def test_the_candidate_builder_refuses_a_two_tower_serving_another_snapshot(rec, log):
+    """A library user wiring a later snapshot to a fold: its lists leave the fold's labels
+    out as already watched, so the blender would learn from candidates without positives."""
+    from blend import CandidateBuilder
+    from watchlog.splits import Fold, LeakageError
+
+    T = rec.snapshot.cutoff
+    events = log.events
+    fold = Fold(
+        "valid", "temporal", events[events["ts"] < T], events[events["ts"] >= T], T, T + 30 * DAY
+    )
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=3, item_item=None)
+    learners = list(log.learner_ids.index[:10])
+    assert len(builder.build(learners, log=log, fold=fold, retriever=rec))  # its own cutoff
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        later = rec.at(log, T + 10 * DAY)
+    for call in (builder.build, lambda *a, **k: next(builder.chunks(*a, **k))):
+        with pytest.raises(LeakageError, match=r"the two-tower scoring the valid window serves "
+                                               r"the snapshot at .*not the window's inputs"):  # fmt: skip
+            call(learners, log=log, fold=fold, retriever=later)
