@@ -52,6 +52,12 @@ RETRIEVAL_METHODS = ("exact", "hnsw", "ivf")
 
 def load_faiss() -> Any:
     """The faiss module, or None when it is not importable (then retrieval uses torch)."""
+    loader = logging.getLogger("faiss.loader")
+    if loader.level == logging.NOTSET:
+        # faiss logs each CPU build it tries and fails to load ("Could not load library with
+        # AVX512 support due to: ModuleNotFoundError ...") at INFO: noise that reads as an
+        # error in a run's log. Its warnings still show; a caller's own level is kept.
+        loader.setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError:

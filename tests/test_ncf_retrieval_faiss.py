@@ -388,3 +388,17 @@ def test_tensors_that_require_grad_are_searched_without_a_graph(emb, monkeypatch
     monkeypatch.setattr(retrieval, "MAX_ITEMS", 0)  # faiss's search
     assert_same(top_k_by_dot(q, items, 5, exclude=ex), want)
     assert_same(torch_path(monkeypatch, q, items, 5, exclude=ex), want)
+
+
+def test_faiss_loading_leaves_no_failed_build_lines_in_an_info_log():
+    """faiss logs every CPU build it fails to load at INFO ("Could not load library with
+    AVX512 support due to: ModuleNotFoundError"): noise that reads as an error in a run log."""
+    import subprocess
+
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "from ncf.ann import load_faiss; print('loaded', load_faiss() is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "loaded True" in out.stdout
+    assert "Could not load library" not in out.stdout + out.stderr
