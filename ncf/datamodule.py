@@ -256,8 +256,11 @@ class NCFDataModule(pl.LightningDataModule):
                 self._teacher_choice = choose_teacher_l2(
                     self.valid, list(self.teacher_l2), rank=self.teacher_rank, seed=self.seed
                 )
-                _log.info("teacher L2 %g chosen on validation (NDCG@10 %s)",
-                          self._teacher_choice.l2, self._teacher_choice.valid_ndcg)  # fmt: skip
+                tried = ", ".join(
+                    f"{l2:g}: {ndcg:.4f}" for l2, ndcg in self._teacher_choice.valid_ndcg.items()
+                )
+                _log.info("teacher L2 %g chosen on validation (NDCG@10 by L2: %s)",
+                          self._teacher_choice.l2, tried)  # fmt: skip
         return self._teacher_choice
 
     def _eval_loader(self, snap: Snapshot) -> DataLoader:
