@@ -17,6 +17,7 @@ import torch
 __all__ = [
     "Design",
     "as_design",
+    "check_feature_names",
     "check_labels",
     "check_weights",
     "check_offset",
@@ -92,6 +93,8 @@ def as_design(x: Any, what: str, n_rows: int | None = None) -> Design:
     names = None
     if hasattr(x, "matrix") and hasattr(x, "names"):  # watchlog.FeatureBlock (duck-typed)
         x, names = x.matrix, tuple(str(s) for s in x.names)
+    elif isinstance(x, pd.DataFrame):  # its columns name the features (checked at predict)
+        names = tuple(str(c) for c in x.columns)
     if sp.issparse(x):
         m = sp.csr_matrix(x)
         if m.dtype not in (np.float32, np.float64):
@@ -132,12 +135,41 @@ def as_design(x: Any, what: str, n_rows: int | None = None) -> Design:
             f"{len(np.unique(rows)):,} of {m.shape[0]:,} rows are not, e.g. {ex}"
         )
     if names is None:
-        names = tuple(f"x{j}" for j in range(m.shape[1]))
+        names = _positional(m.shape[1])
     return Design(m, names)
+
+
+def _positional(p: int) -> tuple[str, ...]:
+    """The names of an unnamed design's columns (an array's): x0, x1, ..."""
+    return tuple(f"x{j}" for j in range(p))
+
+
+def check_feature_names(design: Design, fitted: tuple[str, ...], intercept_added: bool, what: str):
+    """Refuse a named design (FeatureBlock, DataFrame) whose columns are not the fitted ones
+    in the fitted order: its values would meet the wrong coefficients, silently. An unnamed
+    one (an array: x0, x1, ...) on either side is taken by position, as it was fitted."""
+    fitted = fitted[:-1] if intercept_added else fitted  # the appended intercept: not a column
+    if design.names == fitted or _positional(design.shape[1]) in (design.names, fitted):
+        return
+    missing = [n for n in fitted if n not in design.names]
+    extra = [n for n in design.names if n not in fitted]
+    detail = (
+        f"missing {missing[:5]}, not fitted {extra[:5]}" if missing or extra
+        else f"the same columns in another order (first: {list(design.names[:5])})"
+    )  # fmt: skip
+    raise ValueError(
+        f"{what}: the features are not the ones fitted ({detail}); fitted on "
+        f"{list(fitted[:5])}{', ...' if len(fitted) > 5 else ''}: select and order the "
+        "columns as in fit"
+    )
 
 
 def check_labels(y: Any, what: str = "y") -> np.ndarray:
     """0/1 labels (bool, int or float) as float64 (n,)."""
+    if isinstance(getattr(y, "dtype", None), pd.api.extensions.ExtensionDtype) and hasattr(
+        y, "to_numpy"
+    ):  # nullable boolean / Int8: NA becomes NaN, reported below by row (not a dtype error)
+        y = y.to_numpy(dtype=np.float64, na_value=np.nan)
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"{what}: labels must be 1-D; got shape {arr.shape}")

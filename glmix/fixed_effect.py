@@ -41,6 +41,7 @@ from glmix._inputs import (
     INTERCEPT,
     Design,
     as_design,
+    check_feature_names,
     check_labels,
     check_offset,
     check_weights,
@@ -574,6 +575,7 @@ class FixedEffect(BaseEstimator):
             raise ValueError(
                 f"FixedEffect X: fitted on {self.n_features_in_} features; got {design.shape[1]}"
             )
+        check_feature_names(design, self.feature_names_, self.intercept_added_, "FixedEffect X")
         return design
 
     def decision_function(self, X) -> np.ndarray:

@@ -41,9 +41,15 @@ _COMMON = ("feature_names_", "n_features_in_", "intercept_added_", "intercept_in
 
 
 def ids_array(index: pd.Index, what: str) -> np.ndarray:
-    """Ids as an array np.load(allow_pickle=False) can read: int64, float64 or unicode."""
+    """Ids as an array np.load(allow_pickle=False) can read: bool, int64, uint64 (ids past
+    int64's range), float64 or unicode; the values load back equal, kind included (bool ids
+    as 0/1 or uint64 ids wrapped negative would match nothing after a load)."""
     values = np.asarray(index.astype(object) if isinstance(index, pd.CategoricalIndex) else index)
-    if values.dtype.kind in "iub":
+    if values.dtype.kind == "b":
+        return values.astype(bool)
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        return values.astype(np.uint64)
+    if values.dtype.kind in "iu":
         return values.astype(np.int64)
     if values.dtype.kind == "f":
         return values.astype(np.float64)

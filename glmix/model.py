@@ -331,11 +331,16 @@ class GLMix(BaseEstimator):
         vd, vk, vy = validation[:3]
         vy = check_labels(vy, "validation y")
         nv = len(vy)
+        if np.unique(vy).size < 2:  # before any fitting: the AUC of every update needs both
+            raise ValueError(
+                f"validation y: the validation AUC needs both classes; all {nv:,} labels are "
+                f"{int(vy[0])}"
+            )
         vo = check_offset(validation[3] if len(validation) == 4 else None, nv, "validation offset")
         D = self._designs(vd, nv, names)
         K = self._keys(vk or {}, nv)
         codes = {
-            c: coords[c].ids_.to_index(K[coords[c].key], strict=False)
+            c: coords[c].codes_of(K[coords[c].key], f"validation keys[{coords[c].key!r}]")
             for c in names
             if isinstance(coords[c], RandomEffect)
         }
@@ -421,7 +426,7 @@ class GLMix(BaseEstimator):
                         f"({sorted(keys)})"
                     )
                 ids = keys[est.key]
-                out[c] = est.ids_.to_index(ids, strict=False) if len(ids) else np.zeros(0, np.int32)
+                out[c] = est.codes_of(ids, f"keys[{est.key!r}]")
         return out
 
     @staticmethod

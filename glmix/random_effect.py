@@ -44,6 +44,7 @@ from glmix._inputs import (
     INTERCEPT,
     Design,
     as_design,
+    check_feature_names,
     check_keys,
     check_labels,
     check_offset,
@@ -53,7 +54,7 @@ from glmix._inputs import (
 )
 from glmix.distributed import LOCAL, Comm
 from glmix.solvers import newton_logistic
-from watchlog.idmap import IdMap
+from watchlog.idmap import IdMap, id_kind
 
 __all__ = ["RandomEffect", "group_rows"]
 
@@ -558,8 +559,30 @@ class RandomEffect(BaseEstimator):
                 f"RandomEffect(key={self.key!r}) X: fitted on {self.n_features_in_} features; "
                 f"got {design.shape[1]}"
             )
-        codes = self.ids_.to_index(keys, strict=False) if len(keys) else np.zeros(0, np.int32)
+        what = f"RandomEffect(key={self.key!r}) X"
+        check_feature_names(design, self.feature_names_, self.intercept_added_, what)
+        codes = self.codes_of(keys)
         return self._score_codes(design, codes), int((codes < 0).sum())
+
+    def codes_of(self, ids, what: str | None = None) -> np.ndarray:
+        """(n,) int32 index of each id in the fitted id map, -1 for ids unseen in fit. Ids of
+        another kind than the fitted ones (text against integers: "1" never matches 1) are
+        refused: every row would be unknown and score 0, silently."""
+        if not hasattr(self, "ids_"):
+            raise RuntimeError(f"RandomEffect(key={self.key!r}) is not fitted: call fit first")
+        if not len(ids):
+            return np.zeros(0, np.int32)
+        arr = ids if hasattr(ids, "dtype") else np.asarray(ids)
+        fitted = id_kind(self.ids_.index.dtype, self.ids_.index)
+        given = id_kind(arr.dtype, arr)
+        if fitted is not None and given is not None and fitted != given:
+            head = np.asarray(arr[:3]).tolist()
+            raise TypeError(
+                f"{what or f'entity ({self.key})'}: {given} ids, but RandomEffect(key="
+                f"{self.key!r}) was fitted on {fitted} ids (e.g. {head}): no id would match "
+                "and every row would score 0; convert one side (.astype(str) or .astype(int))"
+            )
+        return self.ids_.to_index(ids, strict=False)
 
     def decision_function(self, X, entity, *, return_unknown: bool = False):
         """(n,) float64 scores x_i . coef[entity_i]; ids unseen in fit score 0. With

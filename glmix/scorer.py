@@ -234,7 +234,7 @@ class GLMixScorer:
         s = _id_series(ids, f"known({key!r}) ids")
         out = np.ones(len(s), dtype=bool)
         for est in coords:
-            out &= est.ids_.to_index(s, strict=False) >= 0
+            out &= est.codes_of(s, f"known({key!r}) ids") >= 0
         return out
 
     def _score(self, lid: pd.Series, cid: pd.Series, learners, courses, unknown: str):

@@ -77,11 +77,12 @@ def watch_time_weights(
             f"clicked: must be 0/1 on every row; {int(bad_c.sum()):,} of {n:,} are not "
             f"(missing or other values), e.g. {c[bad_c][:5].tolist()}"
         )
-    neg = ws < 0
-    if neg.any():
+    bad_ws = (ws < 0) | np.isinf(ws)  # NaN is missing (allowed); inf would weigh inf
+    if bad_ws.any():
         raise ValueError(
-            f"watch_seconds: must be >= 0 (or missing); {int(neg.sum()):,} of {n:,} are negative, "
-            f"e.g. {ws[neg][:5].tolist()}"
+            f"watch_seconds: must be finite and >= 0 (or missing); {int(bad_ws.sum()):,} of "
+            f"{n:,} are not, e.g. rows {np.flatnonzero(bad_ws)[:5].tolist()}: "
+            f"{ws[bad_ws][:5].tolist()}"
         )
     click = c == 1
     missing_ws = click & np.isnan(ws)

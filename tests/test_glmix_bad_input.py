@@ -121,3 +121,58 @@ def test_missing_or_mismatched_inputs():
     m = model().fit(d, k, y)
     with pytest.raises(ValueError, match="fitted on 2 features; got 3"):
         m.predict_logit({"global": d["global"], "per_learner": d["global"]}, k)
+
+
+def test_inputs_that_would_score_silently_wrong_are_refused():
+    """Each of these scored without a word: every row unknown, coefficients on the wrong
+    columns, an infinite weight, or an error only after the first solve."""
+    import pandas as pd
+
+    from glmix import watch_time_weights
+
+    d, k, y = data()
+    m = model().fit(d, k, y)
+    # text ids against a model fitted on integers: nothing would match
+    with pytest.raises(TypeError, match=r"keys\['learner'\]: str ids, but RandomEffect\(key="
+                                        r"'learner'\) was fitted on int ids"):  # fmt: skip
+        m.predict_logit(d, {"learner": k["learner"].astype(str)})
+    # a DataFrame's columns name the features: reordered or renamed columns are refused
+    X = pd.DataFrame(d["global"], columns=["a", "b", "c"])
+    fe = FixedEffect().fit(X, y)
+    assert fe.feature_names_ == ("a", "b", "c", "intercept")
+    np.testing.assert_allclose(fe.decision_function(X), fe.decision_function(X.to_numpy()))
+    with pytest.raises(ValueError, match=r"the same columns in another order"):
+        fe.decision_function(X[["b", "a", "c"]])
+    with pytest.raises(ValueError, match=r"missing \['c'\], not fitted \['z'\]"):
+        fe.decision_function(X.rename(columns={"c": "z"}))
+    # watch time: inf is refused with its rows, NaN stays "missing"
+    with pytest.raises(ValueError, match=r"watch_seconds: must be finite and >= 0 .*1 of 4 "
+                                         r"are not, e.g. rows \[0\]"):  # fmt: skip
+        watch_time_weights([1, 1, 0, 1], [np.inf, 1, 50, np.nan])
+    # nullable labels with NA: the row-level message, not a dtype TypeError
+    labels = pd.Series([True, False, None, True] * 100, dtype="boolean")
+    with pytest.raises(ValueError, match=r"y: labels must be binary 0/1; 100 of 400.*row 2: nan"):
+        model().fit(d, k, labels)
+    # a validation set of one class fails before any fitting, naming it
+    with pytest.raises(ValueError, match=r"validation y: the validation AUC needs both classes"):
+        model().fit(d, k, y, validation=(d, k, np.ones(len(y))))
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [np.arange(400) % 2 == 0, np.arange(400, dtype=np.uint64) % 20 + np.uint64(2**63)],
+    ids=["bool", "uint64 past int64"],
+)
+def test_saved_ids_load_back_equal(ids, tmp_path):
+    """bool ids were saved as 0/1 and uint64 ids past 2**63 wrapped negative: after a load
+    every row was unknown and scored 0."""
+    d, _, y = data()
+    m = model().fit(d, {"learner": ids}, y)
+    m.save(tmp_path / "m")
+    loaded = GLMix.load(tmp_path / "m")
+    est = loaded.coordinates_["per_learner"]
+    assert est.ids_.index.dtype == m.coordinates_["per_learner"].ids_.index.dtype
+    assert loaded.score_components(d, {"learner": ids}).n_unknown == {"per_learner": 0}
+    np.testing.assert_allclose(
+        loaded.predict_logit(d, {"learner": ids}), m.predict_logit(d, {"learner": ids})
+    )
