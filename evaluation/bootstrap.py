@@ -78,7 +78,7 @@ def _values(name: str, x: Any) -> np.ndarray:
 def _check_args(n: int, n_boot: int, ci: float) -> None:
     if n == 0:
         raise ValueError("values: need at least one value to bootstrap")
-    if not isinstance(n_boot, int | np.integer) or n_boot < 1:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
         raise ValueError(f"n_boot: must be a positive int; got {n_boot!r}")
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci: must be in (0, 1); got {ci!r}")
@@ -175,7 +175,8 @@ def segment_breakdown(
 
     values: (n,) array, or a mapping name -> (n,) array (e.g. `RankingMetrics.per_user`);
     segments: (n,) labels aligned with the values (missing labels form a segment of their own).
-    Returns columns [metric,] segment, users, mean[, low, high], sorted by metric and segment.
+    Returns columns [metric,] segment, users, mean[, low, high]: metrics in the mapping's
+    order, segments sorted within each.
     NaN values (a metric undefined for a user, e.g. diversity of a one-item list) are left
     out of that metric, as `RankingMetrics.summary` leaves them out: `users` counts the users
     with a value. With n_boot > 0 each segment is bootstrapped on its own users with its own

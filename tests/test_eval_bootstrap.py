@@ -94,3 +94,8 @@ def test_segment_breakdown_many_metrics_with_intervals():
                                   twin[twin["metric"] == "b"][["low", "high"]].to_numpy())  # fmt: skip
     with pytest.raises(ValueError, match="need at least one value"):
         bootstrap_ci([])
+    with pytest.raises(ValueError, match=r"n_boot: must be a positive int; got True"):
+        bootstrap_ci([1.0, 2.0], n_boot=True)  # a bool is no count (it failed inside numpy)
+    # metrics in the mapping's order (as documented), segments sorted within each
+    assert list(dict.fromkeys(t["metric"])) == ["ndcg@10", "hr@10"]
+    assert t["segment"].tolist() == ["new", "returning"] * 2
