@@ -183,7 +183,21 @@ class Counts:
         }
 
 
-_RESERVED = ("format", "version", "created_at", "sink", "gates", "counts", "checksum", "schema")
+# Keys the export writes itself: `files` (file sinks' part list) and `table` (SQL sinks' live
+# and archived table names) are added by the sink at commit, after `build_manifest`, so a
+# caller's value would be overwritten without a word.
+_RESERVED = (
+    "format",
+    "version",
+    "created_at",
+    "sink",
+    "gates",
+    "counts",
+    "checksum",
+    "schema",
+    "files",
+    "table",
+)
 
 
 def check_provenance(provenance: Mapping[str, Any]) -> None:

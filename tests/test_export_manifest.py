@@ -93,6 +93,14 @@ def test_provenance_must_be_given_and_must_not_clash():
         )
 
 
+@pytest.mark.parametrize("key", ["files", "table"])
+def test_provenance_keys_the_sinks_write_are_refused(key):
+    # the file sinks add `files` and the SQL sinks `table` at commit: a caller's value under
+    # either key would be overwritten silently
+    with pytest.raises(ValueError, match=rf"keys \['{key}'\] are written by the export"):
+        check_provenance({"config": {}, "data_fingerprint": "f", "code_version": "c", key: 1})
+
+
 def test_no_password_reaches_a_description():
     sink = PostgresSink("postgresql://svc:hunter2@db.internal:5432/recs?sslpassword=x2")
     text = f"{sink.describe()} {sink!r} {sink.where}"
