@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -115,6 +116,30 @@ def test_non_finite_floats_are_written_as_null_and_the_json_is_strict():
     text = to_json(value)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} written")) == expected
     check_provenance({"config": value, "data_fingerprint": "f", "code_version": "c"})
+
+
+def test_timestamps_are_written_as_utc_iso_strings_and_nat_as_null():
+    # naive = UTC (project rule); datetime64[ns] used to become a bare int and NaT 'NaT'
+    value = {
+        "ns": np.datetime64("2024-01-08T10:00:00.000000001"),
+        "us": np.datetime64("2024-01-08T10:00:00.000000"),
+        "naive": dt.datetime(2024, 1, 8, 10),
+        "aware": dt.datetime(2024, 1, 8, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        "pandas": pd.Timestamp("2024-01-08 10:00"),
+        "nat": pd.NaT,
+        "np_nat": np.datetime64("NaT"),
+        "date": dt.date(2024, 1, 8),
+    }
+    assert json.loads(to_json(value)) == {
+        "ns": "2024-01-08T10:00:00.000000001+00:00",
+        "us": "2024-01-08T10:00:00+00:00",
+        "naive": "2024-01-08T10:00:00+00:00",
+        "aware": "2024-01-08T10:00:00+00:00",
+        "pandas": "2024-01-08T10:00:00+00:00",
+        "nat": None,
+        "np_nat": None,
+        "date": "2024-01-08",
+    }
 
 
 def test_a_provenance_value_that_is_not_json_fails_before_the_sink_opens(tmp_path):
