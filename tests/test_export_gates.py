@@ -295,6 +295,33 @@ def test_setup_errors_name_the_argument(tmp_path):
         GateConfig(k=3, min_coverage=1.5)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"k": "3"}, r"GateConfig.k: must be an integer >= 1, got '3'"),
+        ({"k": 3.7}, r"GateConfig.k: must be an integer >= 1, got 3.7"),
+        ({"k": True}, r"GateConfig.k: must be an integer >= 1, got True"),
+        ({"k": 3, "min_coverage": "0.2"}, r"GateConfig.min_coverage: must be a number in \[0, 1\]"),
+        ({"k": 3, "max_fallback_share": float("nan")}, r"GateConfig.max_fallback_share: must be"),
+        ({"k": 3, "n_examples": -1}, r"GateConfig.n_examples: must be an integer >= 0, got -1"),
+        ({"k": 3, "n_examples": 2.5}, r"GateConfig.n_examples: must be an integer >= 0"),
+    ],
+)
+def test_gate_config_refuses_values_of_the_wrong_kind_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**kwargs)
+
+
+def test_gate_config_stores_plain_int_and_float(tmp_path):
+    config = GateConfig(k=np.int64(5), min_coverage=np.float32(0.25), n_examples=3.0)
+    assert type(config.k) is int and config.k == 5
+    assert type(config.min_coverage) is float and config.min_coverage == 0.25
+    assert type(config.max_fallback_share) is float and type(config.n_examples) is int
+    data = lists()
+    result = run(data.chunks(), data, tmp_path, gates=config)
+    assert result.manifest["gates"]["config"]["k"] == 5
+
+
 @pytest.mark.parametrize("write_ahead", [-1, 0.5])
 def test_write_ahead_must_be_a_count_of_chunks(tmp_path, write_ahead):
     data = lists()
