@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -153,15 +155,18 @@ class RowChecksum:
         return self._digest
 
 
-def rows_checksum(tables: Iterable[pa.Table] | pa.Table) -> str:
-    """The checksum of rows read back (any chunking, any integer / string widths: each table
-    is cast to the export schema first), for a reader to verify a version."""
-    from export.rows import as_table, export_schema
+def rows_checksum(tables: Iterable[Any] | Any) -> str:
+    """The checksum of rows read back (Arrow tables or record batches or pandas DataFrames,
+    one or an iterable of them; any chunking, any integer / string widths: each is cast to
+    the export schema first, as `publish` takes its chunks), for a reader to verify a
+    version."""
+    from export.rows import as_table, export_schema, to_arrow
 
-    if isinstance(tables, pa.Table):
+    if isinstance(tables, pa.Table | pa.RecordBatch | pd.DataFrame):
         tables = [tables]
     check = None
     for t in tables:
+        t = to_arrow(t, "rows")
         if check is None:
             kinds = [
                 "int" if pa.types.is_integer(t.schema.field(c).type) else "str"

@@ -41,6 +41,7 @@ __all__ = [
     "id_kind",
     "export_schema",
     "as_table",
+    "to_arrow",
     "iter_tables",
 ]
 
@@ -88,7 +89,8 @@ def export_schema(learner_kind: str, course_kind: str) -> pa.Schema:
     )
 
 
-def _to_arrow(chunk: Any, name: str) -> pa.Table:
+def to_arrow(chunk: Any, name: str) -> pa.Table:
+    """A chunk (DataFrame, Arrow Table or RecordBatch) as an Arrow table, types unchecked."""
     if isinstance(chunk, pa.Table):
         return chunk
     if isinstance(chunk, pa.RecordBatch):
@@ -138,7 +140,7 @@ def _check_no_nul(col: pa.ChunkedArray, where: str) -> None:
 def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
     """`chunk` (DataFrame, Arrow Table or RecordBatch) as an Arrow table of `schema`, its
     columns in export order; raises `RowError` naming the column, the rule and examples."""
-    table = _to_arrow(chunk, name)
+    table = to_arrow(chunk, name)
     have = list(table.column_names)
     missing = [c for c in COLUMNS if c not in have]
     extra = [c for c in have if c not in COLUMNS]

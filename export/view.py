@@ -23,13 +23,19 @@ _N_EXAMPLES = 5
 
 
 def as_index(ids: Any, name: str) -> pd.Index:
-    """A set of caller ids (list, array, Series, Index, Arrow array or a watchlog IdMap) as a
-    pandas Index of unique ids of an integer or string dtype."""
+    """A set of caller ids (list, array, Series, Index, Arrow array or a watchlog IdMap;
+    categorical ones as their values) as a pandas Index of unique ids of an integer or string
+    dtype."""
     if type(ids).__name__ == "IdMap":  # watchlog.idmap.IdMap (not imported: see export.rows)
         ids = ids.index
     if isinstance(ids, pa.ChunkedArray | pa.Array):
         ids = ids.to_pandas()
-    index = pd.Index(pd.unique(pd.Series(ids)))
+    series = pd.Series(ids)
+    if isinstance(series.dtype, pd.CategoricalDtype) and not series.isna().any():
+        # the values in their categories' dtype, as the rows' categorical columns are taken
+        # (a categorical with missing values is left for the check below to name)
+        series = series.astype(series.dtype.categories.dtype)
+    index = pd.Index(pd.unique(series))
     if index.hasnans:
         raise RowError(f"{name}: ids must not be missing")
     if id_kind(index, name) == "str" and pd.api.types.is_object_dtype(index.dtype):

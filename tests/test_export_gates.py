@@ -322,6 +322,21 @@ def test_gate_config_stores_plain_int_and_float(tmp_path):
     assert result.manifest["gates"]["config"]["k"] == 5
 
 
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_categorical_id_sets_are_taken_as_their_values(tmp_path, string_ids):
+    # categorical row columns are accepted, so categorical learner / course tables must be too
+    data = lists(string_ids=string_ids)
+    result = run(
+        data.chunks(),
+        data,
+        tmp_path,
+        learners=pd.Series(data.learner_ids, dtype="category"),
+        catalogue=pa.array(data.course_ids).dictionary_encode(),
+    )
+    assert result.manifest["counts"]["learners"] == len(data.learner_ids)
+    assert result.manifest["schema"]["learner_id"] == ("string" if string_ids else "int64")
+
+
 @pytest.mark.parametrize("write_ahead", [-1, 0.5])
 def test_write_ahead_must_be_a_count_of_chunks(tmp_path, write_ahead):
     data = lists()

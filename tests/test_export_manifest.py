@@ -78,6 +78,15 @@ def test_string_ids_have_their_own_digest():
     assert rows_checksum(_changed(table, "course_id", 2, "C9999999")) != rows_checksum(table)
 
 
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_rows_checksum_takes_pandas_frames_as_publish_does(string_ids):
+    data = SyntheticLists(n_learners=10, k=3, n_courses=20, string_ids=string_ids)
+    table = pa.concat_tables(data.chunks())
+    frame = table.to_pandas()
+    assert rows_checksum(frame) == rows_checksum(table)
+    assert rows_checksum([frame.iloc[:7], frame.iloc[7:]]) == rows_checksum(table)
+
+
 def test_versions_sort_by_time():
     a = new_version(dt.datetime(2026, 12, 1, 9, 5, 3, 7, tzinfo=dt.UTC))
     b = new_version(dt.datetime(2026, 12, 1, 10, 0, 0, 0, tzinfo=dt.UTC))
