@@ -9,6 +9,7 @@
   `scores` gate, which names them, instead of failing here;
 - `source` (which path produced the list: "blend", "two_tower", "popular_segment", ...) and
   `model_version`: strings, never missing;
+- a pandas object column is taken when it holds strings only (pandas 2's default for text);
 - no string (ids included) holds a NUL character: PostgreSQL text cannot store one;
 - no other columns: a blender's extra score columns are dropped by the caller, on purpose;
 - chunks hold whole learners, a learner's rows contiguous and in rank order (checked where
@@ -96,15 +97,31 @@ def to_arrow(chunk: Any, name: str) -> pa.Table:
     if isinstance(chunk, pa.RecordBatch):
         return pa.Table.from_batches([chunk])
     if isinstance(chunk, pd.DataFrame):
-        objects = [c for c in chunk.columns if pd.api.types.is_object_dtype(chunk[c].dtype)]
-        if objects:
-            raise RowError(
-                f"{name}: column(s) {objects} have dtype object; ids and labels need an "
-                "integer or string dtype (e.g. frame[column].astype('str'))"
-            )
+        for column in chunk.columns:
+            if pd.api.types.is_object_dtype(chunk[column].dtype):
+                _check_object_strings(chunk[column], f"{name}.{column}")
         return pa.Table.from_pandas(chunk, preserve_index=False)
     raise RowError(
         f"{name}: expected a pandas DataFrame or an Arrow table, got {type(chunk).__name__}"
+    )
+
+
+def _check_object_strings(col: pd.Series, where: str) -> None:
+    """An object column is taken when its values are strings (missing ones are named by the
+    missing-value check): pandas 2 gives object for every string column of an ordinary
+    DataFrame and for Arrow strings read back with `to_pandas()`. Anything else (numbers
+    stored as objects, a mix) would reach Arrow as an unnamed conversion error, so it is
+    named here, with counts and examples (a per-value scan, on the error path only)."""
+    if pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+        return
+    other = ~col.map(lambda v: isinstance(v, str)).to_numpy(bool) & col.notna().to_numpy()
+    rows = np.flatnonzero(other)
+    examples = col.iloc[rows[:_N_EXAMPLES]].tolist()
+    raise RowError(
+        f"{where}: an object column must hold strings only (ids and labels are integers or "
+        f"strings, one kind per column); {len(rows):,} of {len(col):,} rows hold other values "
+        f"(e.g. rows {rows[:_N_EXAMPLES].tolist()}: {examples!r}); convert the column to one "
+        "kind, e.g. frame[column].astype('string') or .astype('int64')"
     )
 
 
@@ -153,6 +170,13 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
     for field in schema:
         col = table.column(field.name)
         t = col.type
+        if field.name != SCORE and col.null_count:
+            # before the type checks: a column of missing values only (pandas 2's object
+            # column of None) arrives typed `null`, and "missing" is what is wrong with it
+            raise RowError(
+                f"{name}.{field.name}: values must not be missing; {col.null_count:,} of "
+                f"{len(col):,} rows are (e.g. rows {_null_examples(table, field.name)})"
+            )
         if field.name in (LEARNER, COURSE):
             want = "integer" if pa.types.is_integer(field.type) else "string"
             ok = pa.types.is_integer(t) if want == "integer" else _is_string(t)
@@ -168,14 +192,9 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
             raise RowError(f"{name}.{SCORE}: scores must be floating point, got {t}")
         elif field.name in (SOURCE, MODEL_VERSION) and not _is_string(t):
             raise RowError(f"{name}.{field.name}: must be strings, got {t}")
-        if field.name == SCORE:
+        if field.name == SCORE and col.null_count:
             # pandas NaN arrives as null; the scores gate counts both as not finite.
-            col = pc.fill_null(col.cast(pa.float64()), np.nan) if col.null_count else col
-        elif col.null_count:
-            raise RowError(
-                f"{name}.{field.name}: values must not be missing; {col.null_count:,} of "
-                f"{len(col):,} rows are (e.g. rows {_null_examples(table, field.name)})"
-            )
+            col = pc.fill_null(col.cast(pa.float64()), np.nan)
         try:
             col = col.cast(field.type)  # safe cast: an out-of-range value raises
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

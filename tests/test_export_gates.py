@@ -17,6 +17,7 @@ from export import (
     WatchedPairs,
     current_version,
     publish,
+    rows_checksum,
 )
 from export.synthetic import SyntheticLists
 from tests.export_fakes import PROVENANCE
@@ -242,11 +243,15 @@ def test_a_failing_gate_stops_loading_the_sink_but_counts_to_the_end(tmp_path):
     [
         (lambda f: f.drop(columns="source"), r"missing \['source'\]"),
         (lambda f: f.assign(extra=1.0), r"unexpected \['extra'\]"),
-        (lambda f: f.assign(source=f.source.astype(object)), "dtype object"),
+        (
+            lambda f: f.assign(source=f.source.astype(object).where(f.index % 100 > 0, 7)),
+            r"rows\.source: an object column must hold strings only.*3 of 300 rows hold other "
+            r"values \(e\.g\. rows \[0, 100, 200\]: \[7, 7, 7\]\).*astype\('string'\)",
+        ),
         (lambda f: f.assign(rank=f["rank"].astype(float)), "ranks must be integers"),
         (lambda f: f.assign(learner_id=f.learner_id.astype("str")), "learner table's ids"),
         (lambda f: f.assign(score=f.score.astype(int)), "floating point"),
-        (lambda f: f.assign(model_version=pd.array([None] * len(f), "str")), "missing"),
+        (lambda f: f.assign(model_version=pd.array([None] * len(f), "string")), "missing"),
         (
             lambda f: f.assign(source=f.source.where(f.index % 7 > 0, "bl\x00end")),
             r"rows\.source: values must not contain a NUL.*43 of 300 rows.*rows \[0, 7, 14",
@@ -320,6 +325,20 @@ def test_gate_config_stores_plain_int_and_float(tmp_path):
     data = lists()
     result = run(data.chunks(), data, tmp_path, gates=config)
     assert result.manifest["gates"]["config"]["k"] == 5
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_object_columns_of_strings_are_taken(tmp_path, string_ids):
+    # what pandas 2 gives for every string column of an ordinary DataFrame
+    data = lists(string_ids=string_ids)
+    frame = data.frame()
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+    objects = frame.assign(**{c: frame[c].astype(object) for c in text})
+    assert len(text) == (4 if string_ids else 2) and all(
+        pd.api.types.is_object_dtype(objects[c]) for c in text
+    )
+    result = run(objects, data, tmp_path)
+    assert result.manifest["checksum"]["hex"] == rows_checksum(frame)
 
 
 @pytest.mark.parametrize("string_ids", [False, True])
