@@ -154,6 +154,21 @@ def _check_no_nul(col: pa.ChunkedArray, where: str) -> None:
         )
 
 
+def _check_integer_range(col: pa.ChunkedArray, field: pa.Field, name: str) -> None:
+    """Integers outside `field`'s type (a rank of 3e9 for int32, a uint64 id above 2**63-1)
+    named with counts and examples; Arrow's cast error names neither."""
+    info = np.iinfo(field.type.to_pandas_dtype())
+    values = col.to_numpy()  # no nulls here: checked before
+    outside = (values < info.min) | (values > info.max)  # numpy 2 compares mixed signs exactly
+    if outside.any():
+        rows = np.flatnonzero(outside)
+        raise RowError(
+            f"{name}.{field.name}: values must fit {field.type} ({info.min:,} to {info.max:,}); "
+            f"{len(rows):,} of {len(values):,} rows do not (e.g. rows "
+            f"{rows[:_N_EXAMPLES].tolist()}: {values[rows[:_N_EXAMPLES]].tolist()})"
+        )
+
+
 def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
     """`chunk` (DataFrame, Arrow Table or RecordBatch) as an Arrow table of `schema`, its
     columns in export order; raises `RowError` naming the column, the rule and examples."""
@@ -166,6 +181,10 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
             f"{name}: the export rows are exactly {list(COLUMNS)}; missing {missing}, "
             f"unexpected {extra} (select the export columns before publishing)"
         )
+    if table.num_rows == 0:
+        # no values to check: an empty DataFrame's columns are untyped (object, then Arrow
+        # `null`), and the stream's emptiness is what `publish` reports (EmptyInputError)
+        return schema.empty_table()
     columns = []
     for field in schema:
         col = table.column(field.name)
@@ -195,6 +214,8 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
         if field.name == SCORE and col.null_count:
             # pandas NaN arrives as null; the scores gate counts both as not finite.
             col = pc.fill_null(col.cast(pa.float64()), np.nan)
+        if pa.types.is_integer(t) and t != field.type:
+            _check_integer_range(col, field, name)
         try:
             col = col.cast(field.type)  # safe cast: an out-of-range value raises
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

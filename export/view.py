@@ -31,13 +31,17 @@ def as_index(ids: Any, name: str) -> pd.Index:
     if isinstance(ids, pa.ChunkedArray | pa.Array):
         ids = ids.to_pandas()
     series = pd.Series(ids)
-    if isinstance(series.dtype, pd.CategoricalDtype) and not series.isna().any():
+    missing = series.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise RowError(
+            f"{name}: ids must not be missing; {len(rows):,} of {len(series):,} are (e.g. "
+            f"positions {rows[:_N_EXAMPLES].tolist()})"
+        )
+    if isinstance(series.dtype, pd.CategoricalDtype):
         # the values in their categories' dtype, as the rows' categorical columns are taken
-        # (a categorical with missing values is left for the check below to name)
         series = series.astype(series.dtype.categories.dtype)
     index = pd.Index(pd.unique(series))
-    if index.hasnans:
-        raise RowError(f"{name}: ids must not be missing")
     if id_kind(index, name) == "str" and pd.api.types.is_object_dtype(index.dtype):
         index = index.astype("str")
     return index

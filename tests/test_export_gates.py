@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from export import (
+    COLUMNS,
     EmptyInputError,
     GateConfig,
     GateError,
@@ -251,6 +252,13 @@ def test_a_failing_gate_stops_loading_the_sink_but_counts_to_the_end(tmp_path):
         (lambda f: f.assign(rank=f["rank"].astype(float)), "ranks must be integers"),
         (lambda f: f.assign(learner_id=f.learner_id.astype("str")), "learner table's ids"),
         (lambda f: f.assign(score=f.score.astype(int)), "floating point"),
+        (
+            lambda f: f.assign(
+                rank=f["rank"].astype("int64").where(f.index % 100 > 0, 3_000_000_000)
+            ),
+            r"rows\.rank: values must fit int32 \(-2,147,483,648 to 2,147,483,647\); 3 of 300 "
+            r"rows do not \(e\.g\. rows \[0, 100, 200\]: \[3000000000, 3000000000, 3000000000\]\)",
+        ),
         (lambda f: f.assign(model_version=pd.array([None] * len(f), "string")), "missing"),
         (
             lambda f: f.assign(source=f.source.where(f.index % 7 > 0, "bl\x00end")),
@@ -275,13 +283,16 @@ def test_learner_rows_must_be_contiguous_and_in_one_chunk(tmp_path):
         run([frame.iloc[:3], frame.iloc[3:]], data, tmp_path / "b")
 
 
-@pytest.mark.parametrize("empty", [[], "frame", "chunks"])
+@pytest.mark.parametrize("empty", [[], "frame", "chunks", "untyped", "untyped chunks"])
 def test_empty_input_is_an_error_and_publishes_nothing(tmp_path, empty):
     data = lists()
     frame = data.frame()
     rows = {
         "frame": frame.iloc[:0],
         "chunks": [frame.iloc[:0], pa.Table.from_pandas(frame.iloc[:0])],
+        # no dtypes at all: object columns, Arrow `null` (was a RowError about the rank dtype)
+        "untyped": pd.DataFrame(columns=list(COLUMNS)),
+        "untyped chunks": [pd.DataFrame(columns=list(COLUMNS))],
     }
     with pytest.raises(EmptyInputError, match="no rows"):
         run(rows.get(empty, []) if empty != [] else [], data, tmp_path / "out")
@@ -294,6 +305,12 @@ def test_setup_errors_name_the_argument(tmp_path):
         run(data.chunks(), data, tmp_path, eligible_learners=[1, 10**9])
     with pytest.raises(ValueError, match="provenance keys \\['code_version'\\]"):
         run(data.chunks(), data, tmp_path, manifest={"config": {}, "data_fingerprint": "x"})
+    with pytest.raises(
+        RowError,
+        match=r"learners: ids must not be missing; 2 of 5 are "
+        r"\(e\.g\. positions \[1, 3\]\)",
+    ):
+        run(data.chunks(), data, tmp_path, learners=[1.0, np.nan, 3.0, None, 5.0])
     with pytest.raises(ValueError, match="GateConfig.k"):
         GateConfig(k=0)
     with pytest.raises(ValueError, match="min_coverage"):
