@@ -76,8 +76,21 @@ def test_versions_rotate_current_moves_and_old_ones_are_pruned(tmp_path):
 def test_part_files_roll_over_at_max_rows_per_file(tmp_path):
     result = run(lists(), ParquetSink(tmp_path / "lists", max_rows_per_file=200))
     files = result.manifest["files"]
-    assert [f["rows"] for f in files] == [300, 100]  # whole chunks of 150 rows per file
+    assert [f["rows"] for f in files] == [200, 200]  # chunks of 150 rows cut to fit
     assert read_version(result.location).num_rows == 400
+
+
+@pytest.mark.parametrize("kind", list(SINKS))
+def test_no_part_file_exceeds_max_rows_per_file_even_within_a_chunk(tmp_path, kind):
+    data = lists()  # chunks of 150 rows, a limit far below that
+    result = run(data, SINKS[kind](tmp_path / "lists", max_rows_per_file=7))
+    rows = [f["rows"] for f in result.manifest["files"]]
+    assert rows == [7] * 57 + [1]
+    folder = Path(result.location)
+    assert sorted(p.name for p in folder.glob("part-*")) == [
+        f["name"] for f in result.manifest["files"]
+    ]
+    assert read_version(folder).equals(pa.concat_tables(data.chunks()))
 
 
 def test_a_failed_gate_leaves_the_current_version_untouched(tmp_path):

@@ -2,7 +2,7 @@
 
     <root>/
       current -> versions/<version>          a relative symlink, swapped atomically
-      versions/<version>/part-00000.parquet  data part files (one per `max_rows_per_file` rows)
+      versions/<version>/part-00000.parquet  data part files (at most `max_rows_per_file` rows each)
       versions/<version>/manifest.json
       .lock                                  the publisher lock (flock)
       .history                               the versions made current, oldest first
@@ -265,15 +265,21 @@ class _FileStaging:
         return [*history, current] if current in on_disk else history
 
     def write(self, table: pa.Table) -> None:
-        if self._open is None:
-            name = f"part-{len(self._parts):05d}{self.sink.suffix}"
-            self._open = self.sink._part(self.dir / name, self.schema)
-            self._parts.append(self._open)
-        self._open.write(table)
+        """Append a chunk, cut where a part reaches `max_rows_per_file` (a chunk larger than
+        the limit spreads over several parts; slices are zero-copy views)."""
         limit = self.sink.max_rows_per_file
-        if limit is not None and self._open.rows >= limit:
-            self._open.close()
-            self._open = None
+        start = 0
+        while start < table.num_rows:
+            if self._open is None:
+                name = f"part-{len(self._parts):05d}{self.sink.suffix}"
+                self._open = self.sink._part(self.dir / name, self.schema)
+                self._parts.append(self._open)
+            room = table.num_rows - start if limit is None else limit - self._open.rows
+            self._open.write(table.slice(start, room))
+            start += room
+            if limit is not None and self._open.rows >= limit:
+                self._open.close()
+                self._open = None
 
     def commit(self, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # On an error publish() calls abort(): staging removed, lock released.
