@@ -21,8 +21,9 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from export.rows import export_schema
+from export.sinks.files import MANIFEST, OLD_MANIFEST
 
-__all__ = ["current_version", "read_manifest", "read_version"]
+__all__ = ["current_version", "manifest_file", "read_manifest", "read_version"]
 
 
 def current_version(root: str | os.PathLike) -> Path:
@@ -35,8 +36,22 @@ def current_version(root: str | os.PathLike) -> Path:
     return (link.parent / target).resolve()
 
 
+def manifest_file(version_dir: str | os.PathLike) -> Path | None:
+    """The manifest file of a version folder: `_manifest.json`, or `manifest.json` in versions
+    written before it was renamed (that name broke Parquet readers of the folder); None if
+    neither is there."""
+    for name in (MANIFEST, OLD_MANIFEST):
+        path = Path(version_dir) / name
+        if path.is_file():
+            return path
+    return None
+
+
 def read_manifest(version_dir: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(version_dir) / "manifest.json").read_text(encoding="utf-8"))
+    path = manifest_file(version_dir)
+    if path is None:
+        raise FileNotFoundError(f"{version_dir}: no {MANIFEST} (not a published version folder)")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _schema(manifest: dict[str, Any]) -> pa.Schema:

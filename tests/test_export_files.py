@@ -59,6 +59,31 @@ def test_round_trip_reads_back_the_published_rows(tmp_path, kind, string_ids):
     assert stored["schema"]["learner_id"] == ("string" if string_ids else "int64")
 
 
+def test_standard_parquet_readers_read_a_version_folder(tmp_path):
+    # the manifest is `_manifest.json`: dataset readers skip names starting with "_"
+    import pandas as pd
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    data = lists(string_ids=True)
+    run(data, ParquetSink(tmp_path / "lists", max_rows_per_file=150))
+    expected = pa.concat_tables(data.chunks())
+    current = tmp_path / "lists" / "current"
+    frame = pd.read_parquet(current)
+    assert len(frame) == 400 and rows_checksum(frame) == rows_checksum(expected)
+    assert pq.read_table(current).num_rows == 400
+    assert ds.dataset(current, format="parquet").to_table().num_rows == 400
+    assert (current / "_manifest.json").is_file() and not (current / "manifest.json").exists()
+
+
+def test_a_version_written_with_the_old_manifest_name_still_reads(tmp_path):
+    result = run(lists(), ParquetSink(tmp_path / "lists"))
+    folder = Path(result.location)
+    (folder / "_manifest.json").rename(folder / "manifest.json")  # as versions before it
+    assert read_manifest(folder)["version"] == result.version
+    assert read_version(folder).num_rows == 400
+
+
 def test_versions_rotate_current_moves_and_old_ones_are_pruned(tmp_path):
     root = tmp_path / "lists"
     sink = ParquetSink(root, keep_versions=2)

@@ -3,7 +3,7 @@
     <root>/
       current -> versions/<version>          a relative symlink, swapped atomically
       versions/<version>/part-00000.parquet  data part files (at most `max_rows_per_file` rows each)
-      versions/<version>/manifest.json
+      versions/<version>/_manifest.json      the manifest (named so that Parquet readers skip it)
       .lock                                  the publisher lock (flock)
       .history                               the versions made current, oldest first
 
@@ -20,6 +20,9 @@ included (a publish killed between its rename and the swap), is renamed to a hid
 then deleted, so a version folder is either whole or gone. A folder that cannot be removed is
 reported in `PublishResult.prune_errors` and retried by the next publish. A root written
 before `.history` existed counts its version folders in name (= time) order.
+
+A version folder is a plain Parquet (CSV, JSON) dataset: `pd.read_parquet(<root>/current)`,
+`pyarrow.dataset` and Spark read its part files (resolve `current` once, as above).
 
 Leftovers of a killed export (`versions/.staging-*`, `versions/.trash-*`, `.current-*`
 links) are hidden from readers and removed by the next publish to the same root, under the
@@ -45,8 +48,12 @@ import pyarrow.parquet as pq
 from export.manifest import to_json
 from export.sinks.base import FileLock, SinkError, check_keep_versions, fsync_dir, fsync_file
 
-__all__ = ["ParquetSink", "CsvSink", "JsonlSink", "VERSION_PATTERN"]
+__all__ = ["ParquetSink", "CsvSink", "JsonlSink", "VERSION_PATTERN", "MANIFEST", "OLD_MANIFEST"]
 
+# Arrow, pandas and Spark skip files whose names start with "_" or "." when they read a folder
+# as a dataset, so `pd.read_parquet(<root>/current)` reads the part files only; versions written
+# before this name read back through `export.readers.read_manifest` (OLD_MANIFEST).
+MANIFEST, OLD_MANIFEST = "_manifest.json", "manifest.json"
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{12}Z$")
 _HIDDEN = (".staging-", ".trash-")
 _HISTORY = ".history"
@@ -294,7 +301,7 @@ class _FileStaging:
                 {"name": part.path.name, "rows": part.rows, "bytes": part.path.stat().st_size}
             )
         manifest = {**manifest, "files": files}
-        path = self.dir / "manifest.json"
+        path = self.dir / MANIFEST
         path.write_text(to_json(manifest, indent=2) + "\n", encoding="utf-8")
         fsync_file(path)
         fsync_dir(self.dir)
