@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pyarrow as pa
 
-from export.checksum import CANONICAL
+from export.checksum import CANONICAL, ORDER_PUBLISH
 from export.gates import GateConfig, GateResult
 from export.view import ChunkView, Vocabulary
 
@@ -254,6 +254,7 @@ def build_manifest(
     counts: Counts,
     checksum: str,
     schema: pa.Schema,
+    checksum_order: str = ORDER_PUBLISH,
     created_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The manifest of one version, plain JSON types only."""
@@ -273,7 +274,12 @@ def build_manifest(
                 "results": [r.to_dict() for r in gate_results],
             },
             "counts": counts.to_dict(),
-            "checksum": {"algorithm": "sha256", "canonical": CANONICAL, "hex": checksum},
+            "checksum": {
+                "algorithm": "sha256",
+                "canonical": CANONICAL,
+                "order": checksum_order,
+                "hex": checksum,
+            },
             "schema": {f.name: str(f.type) for f in schema},
             **{k: v for k, v in provenance.items() if k not in PROVENANCE},
         }

@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 from export.rows import export_schema
 from export.sinks.files import MANIFEST, OLD_MANIFEST
 
-__all__ = ["current_version", "manifest_file", "read_manifest", "read_version"]
+__all__ = [
+    "current_version",
+    "manifest_file",
+    "manifest_schema",
+    "read_manifest",
+    "read_version",
+]
 
 
 def current_version(root: str | os.PathLike) -> Path:
@@ -54,7 +60,8 @@ def read_manifest(version_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _schema(manifest: dict[str, Any]) -> pa.Schema:
+def manifest_schema(manifest: dict[str, Any]) -> pa.Schema:
+    """The Arrow schema of a version's rows, from its manifest."""
     kinds = manifest["schema"]
     kind = {"int64": "int", "string": "str"}
     return export_schema(kind[kinds["learner_id"]], kind[kinds["course_id"]])
@@ -64,7 +71,7 @@ def read_version(version_dir: str | os.PathLike) -> pa.Table:
     """All rows of one version folder, parts in order, typed by its manifest's schema."""
     version_dir = Path(version_dir)
     manifest = read_manifest(version_dir)
-    schema = _schema(manifest)
+    schema = manifest_schema(manifest)
     tables = []
     for part in manifest["files"]:
         path = version_dir / part["name"]
