@@ -12,7 +12,9 @@ writes `versions/.staging-<version>/`, fsyncs every file and the folder, renames
 `versions/<version>`, then creates a new symlink beside `current` and `os.replace`s it over
 `current` (one atomic rename) and fsyncs the root; if that swap fails, the folder goes back to
 its staging name and is removed. A reader that resolves `current` once
-(`export.readers.current_version`) reads one version from start to end; opening
+(`export.readers.current_version`, or `read_version`) reads one version from start to end,
+provided at most `keep_versions - 1` publishes complete during its read (with keep_versions=1,
+none): the next one prunes the version it resolved, and `read_version` then says so. Opening
 `current/part-*` one by one across a swap could mix two versions, so resolve it first.
 The `keep_versions` versions most recently made current are kept (as recorded in `.history`,
 the one `current` names last); every other version folder, one that never became current
