@@ -81,17 +81,17 @@ def _manifest(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def _missing(where: str, names: TableNames, version: str | None, table: str | None) -> None:
+def _missing(where: str, names: TableNames, version: str | None) -> LookupError:
+    """The error for a manifest row that is absent, or names no table (a dropped version)."""
     if version is None:
-        raise LookupError(
+        return LookupError(
             f"{where}: no manifest row names table {names.live!r} as live (nothing published "
             "there by the export)"
         )
-    if table is None:
-        raise LookupError(
-            f"{where}: version {version} of {names.live!r} is not stored (never published, or "
-            "dropped after keep_versions newer ones)"
-        )
+    return LookupError(
+        f"{where}: version {version} of {names.live!r} is not stored (never published, or "
+        "dropped after keep_versions newer ones)"
+    )
 
 
 def _sqlite(database: str, names, version, consume, batch_rows):
@@ -122,7 +122,7 @@ def _sqlite(database: str, names, version, consume, batch_rows):
         except sqlite3.OperationalError as err:  # no manifest table
             raise LookupError(f"{where}: no export manifest table ({err})") from err
         if row is None or row[1] is None:
-            _missing(where, names, version, None)
+            raise _missing(where, names, version)
         manifest = _manifest(row[2])
         sql = _select(row[1], manifest, "sqlite")
         batches = _batches(
@@ -162,7 +162,7 @@ def _postgres(url: str, names, version, consume, batch_rows):
                 conn.execute(text(f"LOCK TABLE {quote(row[1])} IN ACCESS SHARE MODE"))
                 row = conn.execute(text(sql), {"k": key}).first()
             if row is None or row[1] is None:
-                _missing(where, names, version, None)
+                raise _missing(where, names, version)
             manifest = _manifest(row[2])
             sql = text(_select(row[1], manifest, "postgresql"))
             run = conn.execution_options(yield_per=batch_rows).execute
