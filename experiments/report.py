@@ -15,7 +15,7 @@ other file needed to view it), with one section per stage:
               blend/test_curves.parquet, blend weights, chosen variants, tournaments, replay)
     evaluation evaluation/metrics.json: the saved models' test metrics at every K with
               intervals, per segment, GLMix's AUC with its interval
-    export    export.json and the published version's manifest.json
+    export    export.json and the published version's _manifest.json
 
 A section whose stage was computed from outputs retrained since (`experiments.stages.
 stale_stages`, e.g. the blend after `python -m experiments.train_ncf run_dir=...`) opens with

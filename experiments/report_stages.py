@@ -155,9 +155,12 @@ def export_blocks(run_dir: Path) -> list[Block]:
 def _manifest_path(run_dir: Path, e: dict[str, Any]) -> Path | None:
     """The version's manifest at the recorded location, else under the run's lists/ (a run
     folder copied elsewhere)."""
-    candidates = []
+    from export.readers import manifest_file  # _manifest.json, or an older manifest.json
+
+    folders = []
     if e.get("location"):
-        candidates.append(Path(e["location"]) / "manifest.json")
+        folders.append(Path(e["location"]))
     if e.get("version"):
-        candidates.append(run_dir / "lists" / "versions" / str(e["version"]) / "manifest.json")
-    return next((p for p in candidates if p.is_file()), None)
+        folders.append(run_dir / "lists" / "versions" / str(e["version"]))
+    found = (manifest_file(f) for f in folders if f.is_dir())
+    return next((p for p in found if p is not None), None)

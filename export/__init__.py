@@ -12,10 +12,13 @@ Rows (`export.rows`): learner_id, rank, course_id, score, source, model_version,
 chunks of whole learners. Gates (`export.gates`) run chunk by chunk; a failure publishes
 nothing. Sinks (`export.sinks`): Parquet / CSV / JSONL version folders behind an atomically
 swapped `current` link, or a SQL table (SQLite file, PostgreSQL by URL) swapped in by renames
-in one transaction; each version carries a manifest (`export.manifest`).
+in one transaction; each version carries a manifest (`export.manifest`) with the rows'
+checksum (`export.checksum`). Readers: `export.readers` (file versions), `export.sqlread`
+(SQL tables, read back ORDER BY learner_id, rank, and verified when the checksum's order is
+that one: learners published in ascending id order).
 """
 
-from export.checksum import rows_checksum
+from export.checksum import ChecksumError, rows_checksum
 from export.gates import GateConfig, GateError, GateResult, WatchedPairs
 from export.manifest import redact_url
 from export.publish import PublishResult, publish
@@ -30,6 +33,7 @@ from export.sinks import (
     SqliteSink,
     make_sink,
 )
+from export.sqlread import read_sql_version, verify_sql_version
 
 
 def __getattr__(name: str):
@@ -63,5 +67,8 @@ __all__ = [
     "read_manifest",
     "read_version",
     "rows_checksum",
+    "ChecksumError",
+    "read_sql_version",
+    "verify_sql_version",
     "redact_url",
 ]

@@ -15,22 +15,45 @@ the sha256 of each of its streams. Streams are concatenations (a run that reache
 a chunk is held back until the next one tells whether it goes on), so a reader recomputes the
 same digest from any chunking of the same rows (`rows_checksum`); hashing a few large
 contiguous buffers keeps it cheap (hashlib releases the GIL for them).
+
+Row order: the digest covers the rows in publish order, which a file version keeps but a SQL
+table does not (PostgreSQL's COPY encoder even groups rows by label). `RowOrder` checks,
+chunk by chunk, whether that order is the canonical one: learners in ascending id order
+(integers by value, strings by their UTF-8 bytes, which is code point order), each learner's
+rows contiguous and in ascending rank. The manifest records the answer as the checksum's
+`order`: "learner_id, rank" (a SQL reader can recompute the digest from
+`ORDER BY learner_id, rank`, see `export.sqlread`) or "publish" (only a file version, read in
+its own order, verifies). `verify_rows` compares a version's rows with its manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["RowChecksum", "rows_checksum", "run_starts", "CANONICAL"]
+__all__ = [
+    "RowChecksum",
+    "RowOrder",
+    "ChecksumError",
+    "rows_checksum",
+    "verify_rows",
+    "run_starts",
+    "CANONICAL",
+    "ORDER_CANONICAL",
+    "ORDER_PUBLISH",
+]
 
 CANONICAL = (
     "sha256 over 'ncf-glmix export rows v2' and, per column in export order, its name, type "
-    "and the sha256 of each of its streams, rows in publish order: rank int32 LE, course_id "
+    "and the sha256 of each of its streams, rows in the order the manifest's checksum 'order' "
+    "names ('learner_id, rank': learners by ascending id, integers by value, strings by UTF-8 "
+    "bytes, each learner's rows by rank; 'publish': as published): rank int32 LE, course_id "
     "int64 LE or string, score float64 LE; learner_id, source, model_version as maximal runs "
     "(value, then run length int64 LE in a stream of its own); a string is its UTF-8 bytes "
     "with its byte length int32 LE in a stream of its own"
@@ -153,15 +176,18 @@ class RowChecksum:
         return self._digest
 
 
-def rows_checksum(tables: Iterable[pa.Table] | pa.Table) -> str:
-    """The checksum of rows read back (any chunking, any integer / string widths: each table
-    is cast to the export schema first), for a reader to verify a version."""
-    from export.rows import as_table, export_schema
+def rows_checksum(tables: Iterable[Any] | Any) -> str:
+    """The checksum of rows read back (Arrow tables or record batches or pandas DataFrames,
+    one or an iterable of them; any chunking, any integer / string widths: each is cast to
+    the export schema first, as `publish` takes its chunks), for a reader to verify a
+    version."""
+    from export.rows import as_table, export_schema, to_arrow
 
-    if isinstance(tables, pa.Table):
+    if isinstance(tables, pa.Table | pa.RecordBatch | pd.DataFrame):
         tables = [tables]
     check = None
     for t in tables:
+        t = to_arrow(t, "rows")
         if check is None:
             kinds = [
                 "int" if pa.types.is_integer(t.schema.field(c).type) else "str"
@@ -172,3 +198,71 @@ def rows_checksum(tables: Iterable[pa.Table] | pa.Table) -> str:
     if check is None:
         raise ValueError("rows_checksum: no tables")
     return check.hexdigest()
+
+
+ORDER_CANONICAL = "learner_id, rank"
+ORDER_PUBLISH = "publish"
+
+
+class ChecksumError(ValueError):
+    """Rows read back do not hash to their manifest's checksum, or cannot be verified."""
+
+
+class RowOrder:
+    """Whether the published rows are in canonical order (module docstring), found chunk by
+    chunk: `update(ids, starts, rank)` with a chunk's learner ids, the first row of each
+    learner's run (runs of one learner are contiguous and in one chunk, `export.view`), and
+    the ranks; `order` at the end. Vectorized per chunk; the first breach is kept for
+    messages (`reason`)."""
+
+    def __init__(self) -> None:
+        self.canonical = True
+        self.reason: str | None = None
+        self._last: Any = None  # the previous chunk's last learner id
+
+    def _breach(self, reason: str) -> None:
+        self.canonical, self.reason = False, reason
+
+    def update(self, ids: pa.Array, starts: np.ndarray, rank: np.ndarray) -> None:
+        if not self.canonical or len(ids) == 0:
+            return
+        run_ids = ids.take(pa.array(starts))
+        # Arrow compares strings by their bytes (UTF-8: code point order), integers by value
+        down = pc.less_equal(run_ids.slice(1), run_ids.slice(0, len(run_ids) - 1))
+        first, last = run_ids[0].as_py(), run_ids[len(run_ids) - 1].as_py()
+        if self._last is not None and not self._last < first:
+            self._breach(f"learner {first!r} follows {self._last!r}")
+        elif pc.any(down).as_py():
+            i = int(np.flatnonzero(down.to_numpy(zero_copy_only=False))[0])
+            self._breach(f"learner {run_ids[i + 1].as_py()!r} follows {run_ids[i].as_py()!r}")
+        else:
+            # within a learner's run every rank above the one before it
+            same = np.ones(len(rank), dtype=bool)
+            same[starts] = False
+            bad = np.flatnonzero(same[1:] & (rank[1:] <= rank[:-1]))
+            if len(bad):
+                row = int(bad[0]) + 1
+                learner = ids[row].as_py()
+                self._breach(f"learner {learner!r}'s ranks are not ascending (row {row})")
+        self._last = last
+
+    @property
+    def order(self) -> str:
+        return ORDER_CANONICAL if self.canonical else ORDER_PUBLISH
+
+
+def verify_rows(tables: Iterable[Any] | Any, manifest: dict[str, Any], *, where: str) -> None:
+    """Raise `ChecksumError` unless `tables` (rows read back, in the order the manifest's
+    checksum was taken over) hash to the manifest's checksum; `where` names the version."""
+    expected = manifest["checksum"]["hex"]
+    try:
+        actual = rows_checksum(tables)
+    except ValueError as err:  # no tables at all
+        raise ChecksumError(f"{where}: no rows were read back ({err})") from err
+    if actual != expected:
+        rows = manifest.get("counts", {}).get("rows")
+        raise ChecksumError(
+            f"{where}: the rows read back do not match the manifest's checksum (sha256 "
+            f"{actual[:12]}... instead of {expected[:12]}...; the manifest counts {rows} rows): "
+            "the version was altered, or read incompletely"
+        )

@@ -20,6 +20,7 @@ The gates themselves are in `export.checks`; watched pairs are prepared by `expo
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,24 @@ from export.watched import WatchedPairs, watched_matrix
 __all__ = ["GateConfig", "GateResult", "GateError", "WatchedPairs", "Gates"]
 
 
+def _integer(name: str, value: Any, *, least: int) -> int:
+    """`value` as an int >= `least`: an integer, or a float with an integral value (3.0)."""
+    ok = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer()
+    )
+    if isinstance(value, bool) or not ok or int(value) < least:
+        raise ValueError(f"GateConfig.{name}: must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _share(name: str, value: Any) -> float:
+    """`value` as a float in [0, 1] (a number, not a string or a bool)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not 0.0 <= float(value) <= 1.0:  # NaN fails the comparison too
+        raise ValueError(f"GateConfig.{name}: must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """Gate thresholds (the manifest records them with the results).
@@ -41,7 +60,10 @@ class GateConfig:
     k: list length every eligible learner must have; ranks run 1..k.
     min_coverage: least share of catalogue courses that must appear in some list.
     max_fallback_share: largest share of learners whose rows all come from `fallback_sources`.
-    n_examples: examples kept per failed gate."""
+    n_examples: examples kept per failed gate (>= 0).
+
+    Checked at construction: k an integer >= 1 and n_examples >= 0 (stored as int; 3.0 is
+    taken, 3.7 and "3" are not), the shares numbers in [0, 1] (stored as float)."""
 
     k: int
     min_coverage: float = 0.0
@@ -50,12 +72,13 @@ class GateConfig:
     n_examples: int = 5
 
     def __post_init__(self) -> None:
-        if int(self.k) < 1:
-            raise ValueError(f"GateConfig.k: must be >= 1, got {self.k}")
+        # Checked and converted here, at construction: a string or a fractional k used to
+        # fail deep inside numpy (or pass), and a string share only after the whole stream
+        # had been loaded into the sink.
+        object.__setattr__(self, "k", _integer("k", self.k, least=1))
         for name in ("min_coverage", "max_fallback_share"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"GateConfig.{name}: must be in [0, 1], got {value}")
+            object.__setattr__(self, name, _share(name, getattr(self, name)))
+        object.__setattr__(self, "n_examples", _integer("n_examples", self.n_examples, least=0))
         if isinstance(self.fallback_sources, str):
             raise ValueError("GateConfig.fallback_sources: a list of source names, not a string")
         object.__setattr__(self, "fallback_sources", tuple(str(s) for s in self.fallback_sources))

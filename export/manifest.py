@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pyarrow as pa
 
-from export.checksum import CANONICAL
+from export.checksum import CANONICAL, ORDER_PUBLISH
 from export.gates import GateConfig, GateResult
 from export.view import ChunkView, Vocabulary
 
@@ -41,20 +41,38 @@ def to_jsonable(obj: Any) -> Any:
     """Numpy / pandas scalars and containers to plain JSON types; the rules of
     watchlog.io.to_jsonable, without importing watchlog (see export.rows), except that every
     non-finite float (NaN, +-inf) becomes None: JSON has no such numbers, and Python's
-    `Infinity` is rejected by strict parsers and by PostgreSQL's jsonb."""
+    `Infinity` is rejected by strict parsers and by PostgreSQL's jsonb. Timestamps (datetime,
+    pd.Timestamp, np.datetime64 of any unit) become ISO 8601 strings in UTC with the offset
+    written (+00:00; naive values are UTC), NaT becomes None."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | np.ndarray):
         return [to_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, np.datetime64 | dt.datetime):  # pd.Timestamp and pd.NaT included
+        return _timestamp(obj)
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    if isinstance(obj, dt.datetime | dt.date):
+    if isinstance(obj, dt.date):
         return obj.isoformat()
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+def _timestamp(value: np.datetime64 | dt.datetime) -> str | None:
+    """An instant as ISO 8601 in UTC with its offset (+00:00), None for NaT. A naive value is
+    UTC (the project's rule), so it gets the offset that says so; an aware one is converted.
+    Through pandas: `np.datetime64[ns].item()` is a bare int and a datetime keeps no
+    nanoseconds, so neither would write every such value as a time."""
+    import pandas as pd  # loaded by export.rows already
+
+    stamp = pd.Timestamp(value)
+    if stamp is pd.NaT:
+        return None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
 
 
 def to_json(obj: Any, **kwargs: Any) -> str:
@@ -183,7 +201,21 @@ class Counts:
         }
 
 
-_RESERVED = ("format", "version", "created_at", "sink", "gates", "counts", "checksum", "schema")
+# Keys the export writes itself: `files` (file sinks' part list) and `table` (SQL sinks' live
+# and archived table names) are added by the sink at commit, after `build_manifest`, so a
+# caller's value would be overwritten without a word.
+_RESERVED = (
+    "format",
+    "version",
+    "created_at",
+    "sink",
+    "gates",
+    "counts",
+    "checksum",
+    "schema",
+    "files",
+    "table",
+)
 
 
 def check_provenance(provenance: Mapping[str, Any]) -> None:
@@ -222,6 +254,7 @@ def build_manifest(
     counts: Counts,
     checksum: str,
     schema: pa.Schema,
+    checksum_order: str = ORDER_PUBLISH,
     created_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The manifest of one version, plain JSON types only."""
@@ -241,7 +274,12 @@ def build_manifest(
                 "results": [r.to_dict() for r in gate_results],
             },
             "counts": counts.to_dict(),
-            "checksum": {"algorithm": "sha256", "canonical": CANONICAL, "hex": checksum},
+            "checksum": {
+                "algorithm": "sha256",
+                "canonical": CANONICAL,
+                "order": checksum_order,
+                "hex": checksum,
+            },
             "schema": {f.name: str(f.type) for f in schema},
             **{k: v for k, v in provenance.items() if k not in PROVENANCE},
         }

@@ -22,10 +22,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export.checksum import RowChecksum
+from export.checksum import RowChecksum, RowOrder
 from export.gates import GateConfig, GateError, Gates
 from export.manifest import Counts, build_manifest, check_provenance, new_version
-from export.rows import SCORE, EmptyInputError, export_schema, iter_tables
+from export.rows import LEARNER, SCORE, EmptyInputError, export_schema, iter_tables
 from export.sinks.base import Sink
 
 __all__ = ["publish", "PublishResult"]
@@ -128,7 +128,10 @@ def publish(
     write_ahead: chunks handed to the writer and the checksum threads and not yet done
         (0: both inline, no overlap).
 
-    Scores of -0.0 are written (and hashed) as 0.0.
+    Scores of -0.0 are written (and hashed) as 0.0. The manifest's `checksum.order` says
+    whether the rows came in canonical order ("learner_id, rank": ascending learner ids,
+    strings by UTF-8 bytes, ranks ascending), which lets a SQL table's rows be verified
+    (`export.sqlread`), or not ("publish"): publish learners sorted by id to get it.
 
     Raises `GateError` (gates failed), `RowError` (a chunk breaks the row contract),
     `EmptyInputError` (no rows), `SinkError` (the sink refused); in every case nothing was
@@ -150,6 +153,7 @@ def publish(
     schema = export_schema(checker.learner_kind, checker.course_kind)
     counts = Counts(checker.sources, checker.versions)
     checksum = RowChecksum(schema)
+    order = RowOrder()  # canonical order lets a SQL reader verify the checksum (ORDER BY)
     version = new_version()
     staging = sink.open(version, schema)  # connects and checks before any chunk is read
     workers: list[_Worker] = []
@@ -163,6 +167,7 @@ def publish(
             view = checker.view(table)
             checker.update(view)
             counts.update(view)
+            order.update(table.column(LEARNER).chunk(0), view.starts, view.rank)
             hasher.put((table, view.runs))
             if not checker.failing:  # once a gate has failed, count to the end, load no more
                 writer.put(table)
@@ -182,6 +187,7 @@ def publish(
             gate_results=results,
             counts=counts,
             checksum=checksum.hexdigest(),
+            checksum_order=order.order,
             schema=schema,
         )
         failed = [r for r in results if r.passed is False]

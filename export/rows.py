@@ -9,6 +9,7 @@
   `scores` gate, which names them, instead of failing here;
 - `source` (which path produced the list: "blend", "two_tower", "popular_segment", ...) and
   `model_version`: strings, never missing;
+- a pandas object column is taken when it holds strings only (pandas 2's default for text);
 - no string (ids included) holds a NUL character: PostgreSQL text cannot store one;
 - no other columns: a blender's extra score columns are dropped by the caller, on purpose;
 - chunks hold whole learners, a learner's rows contiguous and in rank order (checked where
@@ -41,6 +42,7 @@ __all__ = [
     "id_kind",
     "export_schema",
     "as_table",
+    "to_arrow",
     "iter_tables",
 ]
 
@@ -88,21 +90,38 @@ def export_schema(learner_kind: str, course_kind: str) -> pa.Schema:
     )
 
 
-def _to_arrow(chunk: Any, name: str) -> pa.Table:
+def to_arrow(chunk: Any, name: str) -> pa.Table:
+    """A chunk (DataFrame, Arrow Table or RecordBatch) as an Arrow table, types unchecked."""
     if isinstance(chunk, pa.Table):
         return chunk
     if isinstance(chunk, pa.RecordBatch):
         return pa.Table.from_batches([chunk])
     if isinstance(chunk, pd.DataFrame):
-        objects = [c for c in chunk.columns if pd.api.types.is_object_dtype(chunk[c].dtype)]
-        if objects:
-            raise RowError(
-                f"{name}: column(s) {objects} have dtype object; ids and labels need an "
-                "integer or string dtype (e.g. frame[column].astype('str'))"
-            )
+        for column in chunk.columns:
+            if pd.api.types.is_object_dtype(chunk[column].dtype):
+                _check_object_strings(chunk[column], f"{name}.{column}")
         return pa.Table.from_pandas(chunk, preserve_index=False)
     raise RowError(
         f"{name}: expected a pandas DataFrame or an Arrow table, got {type(chunk).__name__}"
+    )
+
+
+def _check_object_strings(col: pd.Series, where: str) -> None:
+    """An object column is taken when its values are strings (missing ones are named by the
+    missing-value check): pandas 2 gives object for every string column of an ordinary
+    DataFrame and for Arrow strings read back with `to_pandas()`. Anything else (numbers
+    stored as objects, a mix) would reach Arrow as an unnamed conversion error, so it is
+    named here, with counts and examples (a per-value scan, on the error path only)."""
+    if pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+        return
+    other = ~col.map(lambda v: isinstance(v, str)).to_numpy(bool) & col.notna().to_numpy()
+    rows = np.flatnonzero(other)
+    examples = col.iloc[rows[:_N_EXAMPLES]].tolist()
+    raise RowError(
+        f"{where}: an object column must hold strings only (ids and labels are integers or "
+        f"strings, one kind per column); {len(rows):,} of {len(col):,} rows hold other values "
+        f"(e.g. rows {rows[:_N_EXAMPLES].tolist()}: {examples!r}); convert the column to one "
+        "kind, e.g. frame[column].astype('string') or .astype('int64')"
     )
 
 
@@ -135,10 +154,25 @@ def _check_no_nul(col: pa.ChunkedArray, where: str) -> None:
         )
 
 
+def _check_integer_range(col: pa.ChunkedArray, field: pa.Field, name: str) -> None:
+    """Integers outside `field`'s type (a rank of 3e9 for int32, a uint64 id above 2**63-1)
+    named with counts and examples; Arrow's cast error names neither."""
+    info = np.iinfo(field.type.to_pandas_dtype())
+    values = col.to_numpy()  # no nulls here: checked before
+    outside = (values < info.min) | (values > info.max)  # numpy 2 compares mixed signs exactly
+    if outside.any():
+        rows = np.flatnonzero(outside)
+        raise RowError(
+            f"{name}.{field.name}: values must fit {field.type} ({info.min:,} to {info.max:,}); "
+            f"{len(rows):,} of {len(values):,} rows do not (e.g. rows "
+            f"{rows[:_N_EXAMPLES].tolist()}: {values[rows[:_N_EXAMPLES]].tolist()})"
+        )
+
+
 def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
     """`chunk` (DataFrame, Arrow Table or RecordBatch) as an Arrow table of `schema`, its
     columns in export order; raises `RowError` naming the column, the rule and examples."""
-    table = _to_arrow(chunk, name)
+    table = to_arrow(chunk, name)
     have = list(table.column_names)
     missing = [c for c in COLUMNS if c not in have]
     extra = [c for c in have if c not in COLUMNS]
@@ -147,10 +181,21 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
             f"{name}: the export rows are exactly {list(COLUMNS)}; missing {missing}, "
             f"unexpected {extra} (select the export columns before publishing)"
         )
+    if table.num_rows == 0:
+        # no values to check: an empty DataFrame's columns are untyped (object, then Arrow
+        # `null`), and the stream's emptiness is what `publish` reports (EmptyInputError)
+        return schema.empty_table()
     columns = []
     for field in schema:
         col = table.column(field.name)
         t = col.type
+        if field.name != SCORE and col.null_count:
+            # before the type checks: a column of missing values only (pandas 2's object
+            # column of None) arrives typed `null`, and "missing" is what is wrong with it
+            raise RowError(
+                f"{name}.{field.name}: values must not be missing; {col.null_count:,} of "
+                f"{len(col):,} rows are (e.g. rows {_null_examples(table, field.name)})"
+            )
         if field.name in (LEARNER, COURSE):
             want = "integer" if pa.types.is_integer(field.type) else "string"
             ok = pa.types.is_integer(t) if want == "integer" else _is_string(t)
@@ -166,14 +211,11 @@ def as_table(chunk: Any, schema: pa.Schema, *, name: str = "chunk") -> pa.Table:
             raise RowError(f"{name}.{SCORE}: scores must be floating point, got {t}")
         elif field.name in (SOURCE, MODEL_VERSION) and not _is_string(t):
             raise RowError(f"{name}.{field.name}: must be strings, got {t}")
-        if field.name == SCORE:
+        if field.name == SCORE and col.null_count:
             # pandas NaN arrives as null; the scores gate counts both as not finite.
-            col = pc.fill_null(col.cast(pa.float64()), np.nan) if col.null_count else col
-        elif col.null_count:
-            raise RowError(
-                f"{name}.{field.name}: values must not be missing; {col.null_count:,} of "
-                f"{len(col):,} rows are (e.g. rows {_null_examples(table, field.name)})"
-            )
+            col = pc.fill_null(col.cast(pa.float64()), np.nan)
+        if pa.types.is_integer(t) and t != field.type:
+            _check_integer_range(col, field, name)
         try:
             col = col.cast(field.type)  # safe cast: an out-of-range value raises
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

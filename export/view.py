@@ -23,15 +23,25 @@ _N_EXAMPLES = 5
 
 
 def as_index(ids: Any, name: str) -> pd.Index:
-    """A set of caller ids (list, array, Series, Index, Arrow array or a watchlog IdMap) as a
-    pandas Index of unique ids of an integer or string dtype."""
+    """A set of caller ids (list, array, Series, Index, Arrow array or a watchlog IdMap;
+    categorical ones as their values) as a pandas Index of unique ids of an integer or string
+    dtype."""
     if type(ids).__name__ == "IdMap":  # watchlog.idmap.IdMap (not imported: see export.rows)
         ids = ids.index
     if isinstance(ids, pa.ChunkedArray | pa.Array):
         ids = ids.to_pandas()
-    index = pd.Index(pd.unique(pd.Series(ids)))
-    if index.hasnans:
-        raise RowError(f"{name}: ids must not be missing")
+    series = pd.Series(ids)
+    missing = series.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise RowError(
+            f"{name}: ids must not be missing; {len(rows):,} of {len(series):,} are (e.g. "
+            f"positions {rows[:_N_EXAMPLES].tolist()})"
+        )
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # the values in their categories' dtype, as the rows' categorical columns are taken
+        series = series.astype(series.dtype.categories.dtype)
+    index = pd.Index(pd.unique(series))
     if id_kind(index, name) == "str" and pd.api.types.is_object_dtype(index.dtype):
         index = index.astype("str")
     return index

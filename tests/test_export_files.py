@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from export import (
+    ChecksumError,
     CsvSink,
     GateConfig,
     GateError,
@@ -59,6 +60,89 @@ def test_round_trip_reads_back_the_published_rows(tmp_path, kind, string_ids):
     assert stored["schema"]["learner_id"] == ("string" if string_ids else "int64")
 
 
+def test_standard_parquet_readers_read_a_version_folder(tmp_path):
+    # the manifest is `_manifest.json`: dataset readers skip names starting with "_"
+    import pandas as pd
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    data = lists(string_ids=True)
+    run(data, ParquetSink(tmp_path / "lists", max_rows_per_file=150))
+    expected = pa.concat_tables(data.chunks())
+    current = tmp_path / "lists" / "current"
+    frame = pd.read_parquet(current)
+    assert len(frame) == 400 and rows_checksum(frame) == rows_checksum(expected)
+    assert pq.read_table(current).num_rows == 400
+    assert ds.dataset(current, format="parquet").to_table().num_rows == 400
+    assert (current / "_manifest.json").is_file() and not (current / "manifest.json").exists()
+
+
+def test_a_version_written_with_the_old_manifest_name_still_reads(tmp_path):
+    result = run(lists(), ParquetSink(tmp_path / "lists"))
+    folder = Path(result.location)
+    (folder / "_manifest.json").rename(folder / "manifest.json")  # as versions before it
+    assert read_manifest(folder)["version"] == result.version
+    assert read_version(folder).num_rows == 400
+
+
+def test_read_version_resolves_current_once_so_a_publish_midway_mixes_nothing(
+    tmp_path, monkeypatch
+):
+    import export.readers as readers
+
+    data = lists()
+    first = run(data, ParquetSink(tmp_path / "lists"))
+    read_manifest_then_publish = readers.read_manifest
+
+    def publish_after_the_manifest(folder):
+        manifest = read_manifest_then_publish(folder)
+        monkeypatch.setattr(readers, "read_manifest", read_manifest_then_publish)
+        run(lists(model_version="m2"), ParquetSink(tmp_path / "lists"))  # lands mid-read
+        return manifest
+
+    monkeypatch.setattr(readers, "read_manifest", publish_after_the_manifest)
+    table = read_version(tmp_path / "lists" / "current", verify=True)
+    assert current_version(tmp_path / "lists").name != first.version  # the publish happened
+    assert rows_checksum(table) == first.manifest["checksum"]["hex"]
+
+
+def test_read_version_checks_part_row_counts_and_optionally_the_checksum(tmp_path):
+    import pyarrow.parquet as pq
+
+    result = run(lists(), ParquetSink(tmp_path / "lists", max_rows_per_file=150))
+    folder = Path(result.location)
+    part = folder / "part-00001.parquet"
+    rows = pq.read_table(part)
+    pq.write_table(rows.set_column(3, "score", pa.array(rows.column("score").to_numpy() + 1)), part)
+    read_version(folder)  # same counts: only the checksum sees a changed score
+    with pytest.raises(ChecksumError, match="do not match the manifest's checksum"):
+        read_version(folder, verify=True)
+    pq.write_table(rows.slice(0, 100), part)
+    with pytest.raises(
+        ChecksumError, match=r"part-00001.parquet: 100 rows read, the manifest lists 150"
+    ):
+        read_version(folder)
+
+
+@pytest.mark.parametrize(
+    ("keep_versions", "publishes", "survives"), [(1, 1, False), (2, 1, True), (2, 2, False)]
+)
+def test_a_version_pruned_during_a_read_says_why(tmp_path, keep_versions, publishes, survives):
+    sink = ParquetSink(tmp_path / "lists", keep_versions=keep_versions)
+    first = run(lists(), sink)
+    folder = current_version(tmp_path / "lists")  # a reader resolved it, then publishes land
+    for i in range(publishes):
+        run(lists(model_version=f"m{i + 2}"), sink)
+    if survives:  # at most keep_versions - 1 publishes during the read: still there
+        assert read_version(folder, verify=True).num_rows == first.manifest["counts"]["rows"]
+        return
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"removed while it was being read.*at most keep_versions - 1 publishes",
+    ):
+        read_version(folder)
+
+
 def test_versions_rotate_current_moves_and_old_ones_are_pruned(tmp_path):
     root = tmp_path / "lists"
     sink = ParquetSink(root, keep_versions=2)
@@ -76,8 +160,21 @@ def test_versions_rotate_current_moves_and_old_ones_are_pruned(tmp_path):
 def test_part_files_roll_over_at_max_rows_per_file(tmp_path):
     result = run(lists(), ParquetSink(tmp_path / "lists", max_rows_per_file=200))
     files = result.manifest["files"]
-    assert [f["rows"] for f in files] == [300, 100]  # whole chunks of 150 rows per file
+    assert [f["rows"] for f in files] == [200, 200]  # chunks of 150 rows cut to fit
     assert read_version(result.location).num_rows == 400
+
+
+@pytest.mark.parametrize("kind", list(SINKS))
+def test_no_part_file_exceeds_max_rows_per_file_even_within_a_chunk(tmp_path, kind):
+    data = lists()  # chunks of 150 rows, a limit far below that
+    result = run(data, SINKS[kind](tmp_path / "lists", max_rows_per_file=7))
+    rows = [f["rows"] for f in result.manifest["files"]]
+    assert rows == [7] * 57 + [1]
+    folder = Path(result.location)
+    assert sorted(p.name for p in folder.glob("part-*")) == [
+        f["name"] for f in result.manifest["files"]
+    ]
+    assert read_version(folder).equals(pa.concat_tables(data.chunks()))
 
 
 def test_a_failed_gate_leaves_the_current_version_untouched(tmp_path):

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from export import (
+    COLUMNS,
     EmptyInputError,
     GateConfig,
     GateError,
@@ -17,6 +18,7 @@ from export import (
     WatchedPairs,
     current_version,
     publish,
+    rows_checksum,
 )
 from export.synthetic import SyntheticLists
 from tests.export_fakes import PROVENANCE
@@ -242,11 +244,22 @@ def test_a_failing_gate_stops_loading_the_sink_but_counts_to_the_end(tmp_path):
     [
         (lambda f: f.drop(columns="source"), r"missing \['source'\]"),
         (lambda f: f.assign(extra=1.0), r"unexpected \['extra'\]"),
-        (lambda f: f.assign(source=f.source.astype(object)), "dtype object"),
+        (
+            lambda f: f.assign(source=f.source.astype(object).where(f.index % 100 > 0, 7)),
+            r"rows\.source: an object column must hold strings only.*3 of 300 rows hold other "
+            r"values \(e\.g\. rows \[0, 100, 200\]: \[7, 7, 7\]\).*astype\('string'\)",
+        ),
         (lambda f: f.assign(rank=f["rank"].astype(float)), "ranks must be integers"),
         (lambda f: f.assign(learner_id=f.learner_id.astype("str")), "learner table's ids"),
         (lambda f: f.assign(score=f.score.astype(int)), "floating point"),
-        (lambda f: f.assign(model_version=pd.array([None] * len(f), "str")), "missing"),
+        (
+            lambda f: f.assign(
+                rank=f["rank"].astype("int64").where(f.index % 100 > 0, 3_000_000_000)
+            ),
+            r"rows\.rank: values must fit int32 \(-2,147,483,648 to 2,147,483,647\); 3 of 300 "
+            r"rows do not \(e\.g\. rows \[0, 100, 200\]: \[3000000000, 3000000000, 3000000000\]\)",
+        ),
+        (lambda f: f.assign(model_version=pd.array([None] * len(f), "string")), "missing"),
         (
             lambda f: f.assign(source=f.source.where(f.index % 7 > 0, "bl\x00end")),
             r"rows\.source: values must not contain a NUL.*43 of 300 rows.*rows \[0, 7, 14",
@@ -270,13 +283,16 @@ def test_learner_rows_must_be_contiguous_and_in_one_chunk(tmp_path):
         run([frame.iloc[:3], frame.iloc[3:]], data, tmp_path / "b")
 
 
-@pytest.mark.parametrize("empty", [[], "frame", "chunks"])
+@pytest.mark.parametrize("empty", [[], "frame", "chunks", "untyped", "untyped chunks"])
 def test_empty_input_is_an_error_and_publishes_nothing(tmp_path, empty):
     data = lists()
     frame = data.frame()
     rows = {
         "frame": frame.iloc[:0],
         "chunks": [frame.iloc[:0], pa.Table.from_pandas(frame.iloc[:0])],
+        # no dtypes at all: object columns, Arrow `null` (was a RowError about the rank dtype)
+        "untyped": pd.DataFrame(columns=list(COLUMNS)),
+        "untyped chunks": [pd.DataFrame(columns=list(COLUMNS))],
     }
     with pytest.raises(EmptyInputError, match="no rows"):
         run(rows.get(empty, []) if empty != [] else [], data, tmp_path / "out")
@@ -289,10 +305,72 @@ def test_setup_errors_name_the_argument(tmp_path):
         run(data.chunks(), data, tmp_path, eligible_learners=[1, 10**9])
     with pytest.raises(ValueError, match="provenance keys \\['code_version'\\]"):
         run(data.chunks(), data, tmp_path, manifest={"config": {}, "data_fingerprint": "x"})
+    with pytest.raises(
+        RowError,
+        match=r"learners: ids must not be missing; 2 of 5 are "
+        r"\(e\.g\. positions \[1, 3\]\)",
+    ):
+        run(data.chunks(), data, tmp_path, learners=[1.0, np.nan, 3.0, None, 5.0])
     with pytest.raises(ValueError, match="GateConfig.k"):
         GateConfig(k=0)
     with pytest.raises(ValueError, match="min_coverage"):
         GateConfig(k=3, min_coverage=1.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"k": "3"}, r"GateConfig.k: must be an integer >= 1, got '3'"),
+        ({"k": 3.7}, r"GateConfig.k: must be an integer >= 1, got 3.7"),
+        ({"k": True}, r"GateConfig.k: must be an integer >= 1, got True"),
+        ({"k": 3, "min_coverage": "0.2"}, r"GateConfig.min_coverage: must be a number in \[0, 1\]"),
+        ({"k": 3, "max_fallback_share": float("nan")}, r"GateConfig.max_fallback_share: must be"),
+        ({"k": 3, "n_examples": -1}, r"GateConfig.n_examples: must be an integer >= 0, got -1"),
+        ({"k": 3, "n_examples": 2.5}, r"GateConfig.n_examples: must be an integer >= 0"),
+    ],
+)
+def test_gate_config_refuses_values_of_the_wrong_kind_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**kwargs)
+
+
+def test_gate_config_stores_plain_int_and_float(tmp_path):
+    config = GateConfig(k=np.int64(5), min_coverage=np.float32(0.25), n_examples=3.0)
+    assert type(config.k) is int and config.k == 5
+    assert type(config.min_coverage) is float and config.min_coverage == 0.25
+    assert type(config.max_fallback_share) is float and type(config.n_examples) is int
+    data = lists()
+    result = run(data.chunks(), data, tmp_path, gates=config)
+    assert result.manifest["gates"]["config"]["k"] == 5
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_object_columns_of_strings_are_taken(tmp_path, string_ids):
+    # what pandas 2 gives for every string column of an ordinary DataFrame
+    data = lists(string_ids=string_ids)
+    frame = data.frame()
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+    objects = frame.assign(**{c: frame[c].astype(object) for c in text})
+    assert len(text) == (4 if string_ids else 2) and all(
+        pd.api.types.is_object_dtype(objects[c]) for c in text
+    )
+    result = run(objects, data, tmp_path)
+    assert result.manifest["checksum"]["hex"] == rows_checksum(frame)
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_categorical_id_sets_are_taken_as_their_values(tmp_path, string_ids):
+    # categorical row columns are accepted, so categorical learner / course tables must be too
+    data = lists(string_ids=string_ids)
+    result = run(
+        data.chunks(),
+        data,
+        tmp_path,
+        learners=pd.Series(data.learner_ids, dtype="category"),
+        catalogue=pa.array(data.course_ids).dictionary_encode(),
+    )
+    assert result.manifest["counts"]["learners"] == len(data.learner_ids)
+    assert result.manifest["schema"]["learner_id"] == ("string" if string_ids else "int64")
 
 
 @pytest.mark.parametrize("write_ahead", [-1, 0.5])

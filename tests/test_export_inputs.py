@@ -204,7 +204,7 @@ def test_no_password_of_the_environments_url_reaches_the_manifest(tmp_path, monk
     out = export_run(cfg, data, run_dir)
     assert out["published"]
     version = current_version(run_dir / "lists")
-    stored = (version / "manifest.json").read_text()
+    stored = (version / "_manifest.json").read_text()
     assert "s3cret" not in stored
     assert "s3cret" not in (run_dir / "export.json").read_text()
     config = read_manifest(version)["config"]

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -77,6 +78,15 @@ def test_string_ids_have_their_own_digest():
     assert rows_checksum(_changed(table, "course_id", 2, "C9999999")) != rows_checksum(table)
 
 
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_rows_checksum_takes_pandas_frames_as_publish_does(string_ids):
+    data = SyntheticLists(n_learners=10, k=3, n_courses=20, string_ids=string_ids)
+    table = pa.concat_tables(data.chunks())
+    frame = table.to_pandas()
+    assert rows_checksum(frame) == rows_checksum(table)
+    assert rows_checksum([frame.iloc[:7], frame.iloc[7:]]) == rows_checksum(table)
+
+
 def test_versions_sort_by_time():
     a = new_version(dt.datetime(2026, 12, 1, 9, 5, 3, 7, tzinfo=dt.UTC))
     b = new_version(dt.datetime(2026, 12, 1, 10, 0, 0, 0, tzinfo=dt.UTC))
@@ -93,6 +103,14 @@ def test_provenance_must_be_given_and_must_not_clash():
         )
 
 
+@pytest.mark.parametrize("key", ["files", "table"])
+def test_provenance_keys_the_sinks_write_are_refused(key):
+    # the file sinks add `files` and the SQL sinks `table` at commit: a caller's value under
+    # either key would be overwritten silently
+    with pytest.raises(ValueError, match=rf"keys \['{key}'\] are written by the export"):
+        check_provenance({"config": {}, "data_fingerprint": "f", "code_version": "c", key: 1})
+
+
 def test_no_password_reaches_a_description():
     sink = PostgresSink("postgresql://svc:hunter2@db.internal:5432/recs?sslpassword=x2")
     text = f"{sink.describe()} {sink!r} {sink.where}"
@@ -107,6 +125,30 @@ def test_non_finite_floats_are_written_as_null_and_the_json_is_strict():
     text = to_json(value)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} written")) == expected
     check_provenance({"config": value, "data_fingerprint": "f", "code_version": "c"})
+
+
+def test_timestamps_are_written_as_utc_iso_strings_and_nat_as_null():
+    # naive = UTC (project rule); datetime64[ns] used to become a bare int and NaT 'NaT'
+    value = {
+        "ns": np.datetime64("2024-01-08T10:00:00.000000001"),
+        "us": np.datetime64("2024-01-08T10:00:00.000000"),
+        "naive": dt.datetime(2024, 1, 8, 10),
+        "aware": dt.datetime(2024, 1, 8, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        "pandas": pd.Timestamp("2024-01-08 10:00"),
+        "nat": pd.NaT,
+        "np_nat": np.datetime64("NaT"),
+        "date": dt.date(2024, 1, 8),
+    }
+    assert json.loads(to_json(value)) == {
+        "ns": "2024-01-08T10:00:00.000000001+00:00",
+        "us": "2024-01-08T10:00:00+00:00",
+        "naive": "2024-01-08T10:00:00+00:00",
+        "aware": "2024-01-08T10:00:00+00:00",
+        "pandas": "2024-01-08T10:00:00+00:00",
+        "nat": None,
+        "np_nat": None,
+        "date": "2024-01-08",
+    }
 
 
 def test_a_provenance_value_that_is_not_json_fails_before_the_sink_opens(tmp_path):

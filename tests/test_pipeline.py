@@ -104,6 +104,11 @@ def test_command_line_entry_point(tmp_path):
     assert {r["system"] for r in manifest["metrics"]["blend"]["test"]} >= {"two_tower", "glmix"}
     assert manifest["metrics"]["export"]["published"]
     assert "published lists: 5,000 rows, version" in out.stdout
+    # learners are published in id-map order: a checksum a SQL reader could verify
+    from export import current_version, read_manifest
+
+    published = read_manifest(current_version(tmp_path / "lists"))
+    assert published["checksum"]["order"] == "learner_id, rank"
     assert str(tmp_path / "lists") in out.stdout and "export gates: learners_known ok" in out.stdout
     # output to a pipe: log lines (one per epoch), no carriage-return progress updates
     assert "\r" not in out.stdout + out.stderr

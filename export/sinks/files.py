@@ -2,8 +2,8 @@
 
     <root>/
       current -> versions/<version>          a relative symlink, swapped atomically
-      versions/<version>/part-00000.parquet  data part files (one per `max_rows_per_file` rows)
-      versions/<version>/manifest.json
+      versions/<version>/part-00000.parquet  data part files (at most `max_rows_per_file` rows each)
+      versions/<version>/_manifest.json      the manifest (named so that Parquet readers skip it)
       .lock                                  the publisher lock (flock)
       .history                               the versions made current, oldest first
 
@@ -12,7 +12,9 @@ writes `versions/.staging-<version>/`, fsyncs every file and the folder, renames
 `versions/<version>`, then creates a new symlink beside `current` and `os.replace`s it over
 `current` (one atomic rename) and fsyncs the root; if that swap fails, the folder goes back to
 its staging name and is removed. A reader that resolves `current` once
-(`export.readers.current_version`) reads one version from start to end; opening
+(`export.readers.current_version`, or `read_version`) reads one version from start to end,
+provided at most `keep_versions - 1` publishes complete during its read (with keep_versions=1,
+none): the next one prunes the version it resolved, and `read_version` then says so. Opening
 `current/part-*` one by one across a swap could mix two versions, so resolve it first.
 The `keep_versions` versions most recently made current are kept (as recorded in `.history`,
 the one `current` names last); every other version folder, one that never became current
@@ -20,6 +22,9 @@ included (a publish killed between its rename and the swap), is renamed to a hid
 then deleted, so a version folder is either whole or gone. A folder that cannot be removed is
 reported in `PublishResult.prune_errors` and retried by the next publish. A root written
 before `.history` existed counts its version folders in name (= time) order.
+
+A version folder is a plain Parquet (CSV, JSON) dataset: `pd.read_parquet(<root>/current)`,
+`pyarrow.dataset` and Spark read its part files (resolve `current` once, as above).
 
 Leftovers of a killed export (`versions/.staging-*`, `versions/.trash-*`, `.current-*`
 links) are hidden from readers and removed by the next publish to the same root, under the
@@ -45,8 +50,12 @@ import pyarrow.parquet as pq
 from export.manifest import to_json
 from export.sinks.base import FileLock, SinkError, check_keep_versions, fsync_dir, fsync_file
 
-__all__ = ["ParquetSink", "CsvSink", "JsonlSink", "VERSION_PATTERN"]
+__all__ = ["ParquetSink", "CsvSink", "JsonlSink", "VERSION_PATTERN", "MANIFEST", "OLD_MANIFEST"]
 
+# Arrow, pandas and Spark skip files whose names start with "_" or "." when they read a folder
+# as a dataset, so `pd.read_parquet(<root>/current)` reads the part files only; versions written
+# before this name read back through `export.readers.read_manifest` (OLD_MANIFEST).
+MANIFEST, OLD_MANIFEST = "_manifest.json", "manifest.json"
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{12}Z$")
 _HIDDEN = (".staging-", ".trash-")
 _HISTORY = ".history"
@@ -265,15 +274,21 @@ class _FileStaging:
         return [*history, current] if current in on_disk else history
 
     def write(self, table: pa.Table) -> None:
-        if self._open is None:
-            name = f"part-{len(self._parts):05d}{self.sink.suffix}"
-            self._open = self.sink._part(self.dir / name, self.schema)
-            self._parts.append(self._open)
-        self._open.write(table)
+        """Append a chunk, cut where a part reaches `max_rows_per_file` (a chunk larger than
+        the limit spreads over several parts; slices are zero-copy views)."""
         limit = self.sink.max_rows_per_file
-        if limit is not None and self._open.rows >= limit:
-            self._open.close()
-            self._open = None
+        start = 0
+        while start < table.num_rows:
+            if self._open is None:
+                name = f"part-{len(self._parts):05d}{self.sink.suffix}"
+                self._open = self.sink._part(self.dir / name, self.schema)
+                self._parts.append(self._open)
+            room = table.num_rows - start if limit is None else limit - self._open.rows
+            self._open.write(table.slice(start, room))
+            start += room
+            if limit is not None and self._open.rows >= limit:
+                self._open.close()
+                self._open = None
 
     def commit(self, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # On an error publish() calls abort(): staging removed, lock released.
@@ -288,7 +303,7 @@ class _FileStaging:
                 {"name": part.path.name, "rows": part.rows, "bytes": part.path.stat().st_size}
             )
         manifest = {**manifest, "files": files}
-        path = self.dir / "manifest.json"
+        path = self.dir / MANIFEST
         path.write_text(to_json(manifest, indent=2) + "\n", encoding="utf-8")
         fsync_file(path)
         fsync_dir(self.dir)

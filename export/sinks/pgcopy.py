@@ -2,7 +2,8 @@
 
 Binary COPY: a header, then per row an int16 field count and per field an int32 byte length
 and the value in network byte order (int8 / int4 / float8 as big-endian, text as UTF-8
-bytes), then the trailer -1. `COPY` takes rows in any order, which the fast path uses:
+bytes), then the trailer -1. `COPY` takes rows in any order, which the fast path uses (a table keeps
+no row order anyway: readers verify it ordered by learner_id, rank, `export.sqlread`):
 
 - fast path: rows are grouped by their combination of string values (`source` and
   `model_version` have a handful of values, integer ids none); within a group every row has
