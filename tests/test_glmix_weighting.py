@@ -38,7 +38,7 @@ def test_bad_input():
         watch_time_weights([1], [1.0], kind="sqrt")
     with pytest.raises(ValueError, match="clicked: must be 0/1.*1 of 2"):
         watch_time_weights(pd.Series([1, None], dtype="Int8"), [1.0, 2.0])
-    with pytest.raises(ValueError, match="watch_seconds: must be >= 0"):
+    with pytest.raises(ValueError, match="watch_seconds: must be finite and >= 0"):
         watch_time_weights([1, 0], [-5.0, 0.0])
     with pytest.raises(ValueError, match="needs duration_seconds"):
         watch_time_weights([1], [5.0], kind="fraction")
