@@ -90,6 +90,15 @@ CASES = [
         "quote the fields that contain ','",
     ),
     Case(
+        "stray_quote.csv",
+        (HEADER + ROWS.replace("b,c2,", 'b,"c2,')).encode(),
+        (),
+        DataFileError,
+        "line 3",
+        "a quoted field opens on this line",
+        "set data.source.events.quoting=false",
+    ),
+    Case(
         "latin1.csv",
         (HEADER + ROWS + "c,caf\u00e9,2024-01-04T10:00:00Z,60,1,true\n").encode("latin-1"),
         (),

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from watchlog.loaders._lines import first_multiline_value, record_lines
 from watchlog.schema import Problem, SchemaError
 
 __all__ = ["DataFileError", "detect_delimiter", "read_delimited", "read_header"]
@@ -106,6 +107,7 @@ def read_delimited(
     include: Sequence[str] | None = None,
     encoding: str = "utf8",
     quoting: bool = True,
+    multiline: bool = False,
     setting: str | None = None,
 ) -> pa.Table:
     """Read a delimited text file (compressed by suffix, e.g. .gz) into an Arrow table.
@@ -117,6 +119,11 @@ def read_delimited(
     by substituting a single control character in memory (the file is read whole).
     An empty file, a ragged row or bytes not in `encoding` raise `DataFileError`;
     `setting` (e.g. "data.source.events") is the config prefix its fix names.
+
+    With `quoting`, a field opening with '"' runs to the closing '"' (delimiters and line
+    breaks inside are text; a quote inside an unquoted field is a literal character). A
+    quoted field spanning lines is a `DataFileError` naming the line it opens on unless
+    `multiline`: a stray '"' would otherwise swallow every later row without an error.
     """
     path = Path(path)
     source: str | io.BytesIO = str(path)
@@ -132,7 +139,11 @@ def read_delimited(
     )
     # Titles carry quote characters ("Shawshank..." 'n' all); MovieLens .dat/.item/.user
     # files never quote fields, so quoting is off for them.
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False)
+    parse_opts = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoting else False,
+        newlines_in_values=quoting and multiline,
+    )
     convert = dict(
         include_columns=list(include) if include is not None else None,
         strings_can_be_null=True,
@@ -177,7 +188,47 @@ def read_delimited(
         bad = _not_encoded(path, _raw_bytes(source), encoding, setting, binary)
         if bad is not None:
             raise bad
+    if quoting and not multiline:
+        _check_multiline(path, source, table, parse_opts, 1 if names is not None else 2, setting)
     return table
+
+
+def _check_multiline(
+    path: Path,
+    source: str | io.BytesIO,
+    table: pa.Table,
+    parse_opts: pacsv.ParseOptions,
+    first_record: int,
+    setting: str | None,
+) -> None:
+    """A text value with a line break came from a quoted field that spans lines: almost
+    always a stray '"' that swallowed the rows after it (the row count would silently
+    shrink), so it is an error unless the spec allows multi-line fields."""
+    hit = first_multiline_value(table)
+    if hit is None:
+        return
+    row, column, value = hit
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    record = row + first_record
+    line = record_lines(
+        _raw_bytes(source), [record], delimiter=parse_opts.delimiter, quote=parse_opts.quote_char
+    ).get(record)
+    raise _unclosed_quote(path, line, value.count("\n"), f"column {column!r}: {value}", setting)
+
+
+def _unclosed_quote(
+    path: Path, line: int | None, breaks: int, text: str, setting: str | None
+) -> DataFileError:
+    return DataFileError(
+        path,
+        line,
+        f"a quoted field opens on this line and runs over {breaks} line break(s) "
+        f"({text[:80]!r}); a stray '\"' swallows every row after it",
+        'remove the stray quote (or double it: "" is a literal quote inside a quoted field); '
+        f"if the file's quotes are literal text, set {_key(setting, 'quoting')}=false; if its "
+        f"fields really span lines, set {_key(setting, 'multiline')}=true",
+    )
 
 
 def read_header(
@@ -186,6 +237,7 @@ def read_header(
     delimiter: str,
     encoding: str = "utf8",
     quoting: bool = True,
+    multiline: bool = False,
     setting: str | None = None,
 ) -> list[str]:
     """Column names of a delimited file with a header, reading only its first block.
@@ -193,7 +245,11 @@ def read_header(
     Raises `DataFileError` for an empty file, a ragged row in that block, or a header
     that does not decode (`setting`: the config prefix the fix names)."""
     read_opts = pacsv.ReadOptions(encoding=encoding)
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False)
+    parse_opts = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoting else False,
+        newlines_in_values=quoting and multiline,
+    )
     try:
         reader = pacsv.open_csv(str(path), read_options=read_opts, parse_options=parse_opts)
     except pa.ArrowInvalid as err:
@@ -235,6 +291,9 @@ def _file_error(
             return bad
     if re.search(r"Expected \d+ columns, got \d+", message):
         ragged = _ragged_rows(source, read_opts, parse_opts)
+        if ragged and "\n" in ragged[0][3] and not parse_opts.newlines_in_values:
+            line, _, _, text = ragged[0]
+            return _unclosed_quote(path, line, text.count("\n"), text, setting)
         if ragged:
             line, expected, actual, text = ragged[0]
             others = (
@@ -258,8 +317,9 @@ def _file_error(
 def _ragged_rows(
     source: str | io.BytesIO, read_opts: pacsv.ReadOptions, parse_opts: pacsv.ParseOptions
 ) -> list[tuple[int, int, int, str]]:
-    """(line, expected fields, fields, text) of every row with the wrong field count. One
-    thread: pyarrow knows a row's physical line number only then."""
+    """(line, expected fields, fields, text) of every row with the wrong field count, the
+    line physical (1-based; blank lines and quoted line breaks counted). One thread: pyarrow
+    numbers a row's record only then; `record_lines` turns records into lines."""
     found: list[tuple[int, int, int, str]] = []
 
     def handler(row) -> str:
@@ -277,12 +337,25 @@ def _ragged_rows(
     parse = pacsv.ParseOptions(
         delimiter=parse_opts.delimiter,
         quote_char=parse_opts.quote_char,
+        newlines_in_values=parse_opts.newlines_in_values,
         invalid_row_handler=handler,
     )
     # Another problem past the ragged rows: the first ragged row is still the answer.
     with contextlib.suppress(pa.ArrowInvalid):
         pacsv.read_csv(source, read_options=opts, parse_options=parse)
-    return [r for r in found if r[0] is not None]
+    found = [r for r in found if r[0] is not None]
+    if not found:
+        return found
+    # pyarrow counts records (column_names given: the first line is record 1 all the same)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    lines = record_lines(
+        _raw_bytes(source),
+        [r[0] for r in found],
+        delimiter=parse_opts.delimiter,
+        quote=parse_opts.quote_char or None,
+    )
+    return [(lines.get(r[0], r[0]), *r[1:]) for r in found]
 
 
 def _conversion_problem(

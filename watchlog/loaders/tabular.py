@@ -9,6 +9,8 @@ A table spec is a mapping (a plain dict or a Hydra DictConfig) or just a path:
       extra: null                        # null: keep every unmapped column; or a list
       delimiter: null                    # CSV: null detects it from the header line
       encoding: utf8                     # CSV: the file's text encoding
+      quoting: true                      # CSV: '"' quotes fields; false: quotes are text
+      multiline: false                   # CSV: quoted fields may span lines (else an error)
 
 Rules: source columns already named like contract columns are taken as they are;
 contract columns neither mapped, present nor filled stay absent so validation names
@@ -68,6 +70,8 @@ class TableSpec:
     extra: tuple[str, ...] | None = None
     delimiter: str | None = None
     encoding: str = "utf8"
+    quoting: bool = True
+    multiline: bool = False
 
     @classmethod
     def parse(
@@ -82,6 +86,7 @@ class TableSpec:
         if not isinstance(spec, Mapping):
             raise TypeError(f"{table}: expected a path or a mapping, got {type(spec).__name__}")
         allowed = {"path", "format", "columns", "fill", "extra", "delimiter", "encoding"}
+        allowed |= {"quoting", "multiline"}
         unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ValueError(f"{table}: unknown spec key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -101,6 +106,8 @@ class TableSpec:
             extra=None if extra is None else tuple(str(c) for c in extra),
             delimiter=_TAB_NAMES.get(delimiter, delimiter),
             encoding=spec.get("encoding") or "utf8",
+            quoting=_flag(table, "quoting", spec.get("quoting"), True),
+            multiline=_flag(table, "multiline", spec.get("multiline"), False),
         )
 
     def resolved_format(self) -> str:
@@ -251,6 +258,15 @@ def read_table(
 # ---- helpers ------------------------------------------------------------------------
 
 
+def _flag(table: str, key: str, value: Any, default: bool) -> bool:
+    """A boolean spec key (null: the default); a string like "false" would read as true."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{table}: {key} must be true or false, got {value!r}")
+    return value
+
+
 def _default_delimiter(fmt: str) -> str:
     return "\t" if fmt == "tsv" else ","
 
@@ -261,7 +277,14 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
         raise FileNotFoundError(f"{spec.path}: no such file")
     if fmt == "parquet":
         return list(pq.read_schema(spec.path).names)
-    names = read_header(spec.path, delimiter=delimiter, encoding=spec.encoding, setting=setting)
+    names = read_header(
+        spec.path,
+        delimiter=delimiter,
+        encoding=spec.encoding,
+        quoting=spec.quoting,
+        multiline=spec.multiline,
+        setting=setting,
+    )
     if len(names) == 1:  # a given delimiter the file does not use: one column named "a;b;c"
         other = [c for c in DELIMITER_CANDIDATES if c != delimiter and c in names[0]]
         if other:
@@ -332,6 +355,8 @@ def _read_source(
             types={c: pa.string() for c in text},
             include=columns,
             encoding=spec.encoding,
+            quoting=spec.quoting,
+            multiline=spec.multiline,
             setting=setting,
         )
     return table.to_pandas(self_destruct=True, split_blocks=True)

@@ -1,0 +1,95 @@
+"""Delimited text read by `load_tables`: quoting, physical line numbers, what each text
+value becomes. Every case here is a file a user could hand the toolkit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watchlog.loaders import DataFileError, load_tables
+
+H = "learner_id,course_id,ts,watch_seconds\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---- quoting -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        'b,"c2,2024-01-02,60\n',  # a stray quote in a middle column
+        'b,c2,2024-01-02,"60\n',  # in the last column: the row count would silently shrink
+    ],
+)
+def test_a_stray_quote_is_an_error_naming_the_line_it_opens_on(tmp_path, row):
+    rest = "c,c3,2024-01-03,60\nd,c4,2024-01-04,60\n"
+    path = write(tmp_path, "q.csv", H + "a,c1,2024-01-01,60\n" + row + rest)
+    with pytest.raises(DataFileError) as err:
+        load_tables(path)
+    assert err.value.line == 3
+    assert "a quoted field opens on this line" in err.value.rule
+    assert "quoting=false" in err.value.fix and "multiline=true" in err.value.fix
+
+
+def test_a_stray_quote_after_a_blank_line_names_the_physical_line(tmp_path):
+    text = H + 'a,c1,2024-01-01,60\n\n\nb,c2,2024-01-02,60\nc,c3,2024-01-03,"60\ne,c,1,1\n'
+    path = write(tmp_path, "q.csv", text)
+    with pytest.raises(DataFileError) as err:
+        load_tables(path)
+    assert err.value.line == 6
+
+
+def test_quoting_off_reads_quotes_as_text(tmp_path):
+    text = H.strip() + ',title\na,c1,2024-01-01,60,x\nb,c2,2024-01-02,60,"12 inch\n'
+    path = write(tmp_path, "q.csv", text + "c,c3,2024-01-03,60,y\n")
+    log = load_tables({"path": path, "quoting": False})
+    assert len(log.events) == 3
+    assert log.events.set_index("learner_id").loc["b", "title"] == '"12 inch'
+
+
+def test_multiline_opts_into_quoted_line_breaks(tmp_path):
+    text = H.strip() + ',title\na,c1,2024-01-01,60,"two\nlines"\nb,c2,2024-01-02,60,y\n'
+    path = write(tmp_path, "m.csv", text)
+    with pytest.raises(DataFileError) as err:
+        load_tables(path)
+    assert err.value.line == 2
+    log = load_tables({"path": path, "multiline": True})
+    assert sorted(log.events["title"].astype(str)) == ["two\nlines", "y"]
+
+
+def test_quoted_fields_lose_their_quotes_when_quoting_is_on(tmp_path):
+    # Documented CSV behaviour: a field that opens with '"' is quoted, so its quotes go.
+    text = H.strip() + ',title\na,c1,2024-01-01,60,"Weird Al" Yankovic\nb,c2,2024-01-02,60,"a, b"\n'
+    log = load_tables(write(tmp_path, "w.csv", text))
+    assert sorted(log.events["title"].astype(str)) == ["Weird Al Yankovic", "a, b"]
+
+
+def test_the_quoting_keys_must_be_booleans(tmp_path):
+    path = write(tmp_path, "e.csv", H + "a,c1,2024-01-01,60\n")
+    with pytest.raises(ValueError, match="quoting must be true or false"):
+        load_tables({"path": path, "quoting": "false"})
+
+
+# ---- physical lines -------------------------------------------------------------------
+
+
+def test_a_ragged_row_after_a_blank_line_names_its_physical_line(tmp_path):
+    text = H + "a,c1,2024-01-01,60\n\nb,c1,2024-01-02,60\nc,c1,2024-01-03,60,X\n"
+    with pytest.raises(DataFileError) as err:
+        load_tables(write(tmp_path, "r.csv", text))
+    assert err.value.line == 5
+    assert "row has 5 fields" in err.value.rule
+
+
+def test_a_ragged_row_after_a_multiline_field_names_its_physical_line(tmp_path):
+    text = H.strip() + ',title\na,c1,2024-01-01,60,"x\ny\nz"\nb,c1,2024-01-02,60,t,X\n'
+    with pytest.raises(DataFileError) as err:
+        load_tables({"path": write(tmp_path, "r.csv", text), "multiline": True})
+    assert err.value.line == 5
