@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from watchlog import SchemaError
 from watchlog.loaders import DataFileError, load_tables
 
 H = "learner_id,course_id,ts,watch_seconds\n"
@@ -93,3 +94,37 @@ def test_a_ragged_row_after_a_multiline_field_names_its_physical_line(tmp_path):
     with pytest.raises(DataFileError) as err:
         load_tables({"path": write(tmp_path, "r.csv", text), "multiline": True})
     assert err.value.line == 5
+
+
+# ---- timestamps in text -----------------------------------------------------------------
+
+
+def dates(log) -> list[str]:
+    return [str(t.date()) for t in log.events.sort_values("learner_id")["ts"]]
+
+
+def test_non_iso_dates_are_read_in_one_explicit_format_for_the_column(tmp_path):
+    # Month first cannot read 13/1/24, so the whole column is day first: 1/8/24 is 1 August.
+    text = H + "a,c1,1/8/24,60\nb,c1,13/1/24,60\nc,c1,2/1/24,60\n"
+    assert dates(load_tables(write(tmp_path, "t.csv", text))) == [
+        "2024-08-01",
+        "2024-01-13",
+        "2024-01-02",
+    ]
+
+
+def test_dates_no_one_format_reads_are_reported_with_their_lines(tmp_path):
+    text = H + "a,c1,01/08/2024,60\nb,c1,15/01/2024,60\nc,c1,13/13/2024,60\n"
+    with pytest.raises(SchemaError) as err:
+        load_tables(write(tmp_path, "t.csv", text))
+    (problem,) = err.value.problems
+    assert (problem.column, problem.count, problem.examples) == ("ts", 1, [(4, "13/13/2024")])
+
+
+def test_a_value_in_another_format_than_the_columns_iso_is_unparseable(tmp_path):
+    text = H + "a,c1,2024-01-08,60\nb,c1,02/03/2024,60\n"
+    with pytest.raises(SchemaError) as err:
+        load_tables(write(tmp_path, "m.csv", text))
+    (problem,) = err.value.problems
+    assert "timestamp must be parseable" in problem.rule
+    assert problem.examples == [(3, "02/03/2024")]

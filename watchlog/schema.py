@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from watchlog.report import DataReport
 
@@ -192,11 +194,14 @@ def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np
         numeric = pd.to_numeric(values, errors="coerce")
         parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
     else:
+        # One format for the whole column, chosen by its first value: ISO 8601, or the one
+        # format inferred from it. A value in another format is NaT (reported unparseable,
+        # with its line), never read by a guess of its own: a per-value guess reads
+        # 2024-01-08 and 02/03/2024 both, and 1/8/24 and 13/1/24 in opposite orders.
         parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-        retry = parsed.isna().to_numpy() & present
-        if retry.any():  # not ISO 8601: one format for them all, never a guess per element
-            parsed = parsed.copy()
-            parsed[retry] = _one_format(values[retry])
+        first = np.flatnonzero(present)[:1]
+        if len(first) and pd.isna(parsed.iloc[first[0]]):
+            parsed = _one_format(values, values.iloc[first[0]])
     parsed = _in_ns_range(parsed).astype("datetime64[ns, UTC]")
     return parsed, present & parsed.isna().to_numpy()
 
@@ -252,19 +257,49 @@ def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
     return _problem(table, col, "ids must be all text or all numbers, not both", ids, rare)
 
 
-def _one_format(values: pd.Series) -> pd.Series:
-    """Non-ISO timestamps in the one format pandas infers from the first value, month first
-    (US) or, when that reads fewer of them, day first. A guess per element (format="mixed")
-    would read 08/01/2024 as August and 15/01/2024 as January in the same column, scrambling
-    the time order silently; here values that do not fit the column's format are NaT, which
-    validation reports as unparseable, with lines."""
-    with warnings.catch_warnings():  # "could not infer format": every value is then NaT
+def _one_format(values: pd.Series, first: Any) -> pd.Series:
+    """Non-ISO timestamps in one explicit format, inferred from the column's `first` value
+    by pandas' guess, month first (US) unless only day first reads every value; when
+    neither reads them all, the one that reads more (month first on a tie), the rest NaT.
+    Never `format="mixed"` or dateutil, which guess per element and would read 1/8/24 as
+    January and 13/1/24 as January 13 in the same column, scrambling the time order."""
+    sample = str(first).strip()
+    formats = []
+    for dayfirst in (False, True):
+        guess = _guess_format(sample, dayfirst)
+        if guess is not None and guess not in formats:
+            formats.append(guess)
+    best = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    n_present, n_best = int(values.notna().sum()), 0
+    for fmt in formats:
+        parsed = pd.to_datetime(values, utc=True, errors="coerce", format=fmt)
+        n = int(parsed.notna().sum())
+        if n == n_present:
+            return parsed
+        if n > n_best:
+            best, n_best = parsed, n
+    return best
+
+
+_PAD_DIGIT = re.compile(r"(?<!\d)(\d)(?!\d)")
+_SHORT_YEAR = re.compile(r"^(\d\d([/.-])\d\d\2)(\d\d)(?!\d)")
+
+
+def _guess_format(sample: str, dayfirst: bool) -> str | None:
+    """pandas' format guess for one value, or None. Unpadded numbers (1/8/24) and two-digit
+    years defeat the guess, so they are guessed padded (01/08/2024) and the year directive
+    put back to %y: an explicit %m / %d / %H still reads one or two digits."""
+    with warnings.catch_warnings():  # "parsing in %d/%m/%Y when dayfirst=False": both tried
         warnings.simplefilter("ignore", UserWarning)
-        month = pd.to_datetime(values, utc=True, errors="coerce")
-        if not month.isna().any():
-            return month
-        day = pd.to_datetime(values, utc=True, errors="coerce", dayfirst=True)
-    return day if day.notna().sum() > month.notna().sum() else month
+        guess = guess_datetime_format(sample, dayfirst=dayfirst)
+        if guess is None:
+            padded = _PAD_DIGIT.sub(r"0\1", sample)
+            guess = guess_datetime_format(padded, dayfirst=dayfirst)
+            long_year = _SHORT_YEAR.sub(r"\g<1>20\3", padded)
+            if guess is None and long_year != padded:
+                guess = guess_datetime_format(long_year, dayfirst=dayfirst)
+                guess = None if guess is None else guess.replace("%Y", "%y")
+    return guess
 
 
 def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
