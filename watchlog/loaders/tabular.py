@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
+from watchlog.loaders._ids import ID_COLUMNS, narrow_ids, reconcile_id_kinds, text_ids
 from watchlog.loaders._read import (
     DELIMITER_CANDIDATES,
     DataFileError,
@@ -53,8 +54,7 @@ __all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_tabl
 FORMATS = ("parquet", "csv", "tsv")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 _COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")  # pyarrow decompresses these by suffix
-_ID_COLUMNS = ("learner_id", "course_id")
-_INT32 = np.iinfo(np.int32)
+
 # Names a config can give for a tab (Hydra's override grammar keeps "\t" as two characters).
 _TAB_NAMES = {"tab": "\t", "\\t": "\t"}
 
@@ -199,7 +199,7 @@ def read_table(
     available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
     needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
-    id_sources = [spec.columns.get(c, c) for c in _ID_COLUMNS]
+    id_sources = [spec.columns.get(c, c) for c in ID_COLUMNS]
     text = [c for c in needed if c in id_sources] if delimiter is not None else []
     source = _read_source(spec, fmt, needed, delimiter, setting, text=text)
     if len(source) == 0:
@@ -225,8 +225,8 @@ def read_table(
         out[target] = _constant(value, n)
     out = out[_ordered(table, out.columns)]
     if delimiter is not None:
-        out = _text_ids(out, table, report)
-    out = _narrow_ids(out)
+        out = text_ids(out, table, report)
+    out = narrow_ids(out)
 
     if report is not None:
         how = ""
@@ -391,70 +391,3 @@ def _constant(value: Any, n: int) -> Any:
 def _ordered(table: str, columns: pd.Index) -> list[str]:
     contract = [c for c in CONTRACT_COLUMNS[table] if c in columns]
     return contract + [c for c in columns if c not in contract]
-
-
-_PLAIN_INTEGER = r"0|-?[1-9][0-9]{0,17}"  # what int64 reads and writes back unchanged ("-0": no)
-_NUMBER_LIKE = r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?"
-
-
-def _text_ids(frame: pd.DataFrame, table: str, report: DataReport | None) -> pd.DataFrame:
-    """Id columns read as text become integers only when every value is a plain integer
-    that reads back as the same text; otherwise they stay text, so "007", "7" and "7.0" stay
-    three ids and 123456789012345678901 is not rounded (a type-guessing reader would merge
-    the first three and turn the last into a float). Missing ids stay missing (validation
-    names them)."""
-    for col in _ID_COLUMNS:
-        if col not in frame.columns or not pd.api.types.is_string_dtype(frame[col].dtype):
-            continue
-        values = frame[col].astype("str") if frame[col].dtype == object else frame[col]
-        present = values.dropna()
-        plain = present.str.fullmatch(_PLAIN_INTEGER)
-        if len(present) and bool(plain.all()):
-            as_int = pd.to_numeric(values)
-            frame[col] = as_int.astype("int64" if len(present) == len(values) else "Int64")
-            continue
-        numeric = present[present.str.fullmatch(_NUMBER_LIKE) & ~plain]
-        if report is not None and len(numeric):
-            report.note(
-                f"{table}.{col}: read as text, not numbers: {len(numeric):,} value(s) are "
-                f"numbers that are not plain integers (e.g. {numeric.unique()[:3].tolist()}), "
-                "so each id is kept exactly as written"
-            )
-    return frame
-
-
-def reconcile_id_kinds(
-    frames: Mapping[str, pd.DataFrame | None], report: DataReport | None = None
-) -> None:
-    """In place: where one table holds an id column as integers and another as text (e.g.
-    a learners table with a "guest" id), the integers become their text, so the same id
-    matches in both (1 never equals "1"); noted in the report."""
-    pairs = {"learner_id": ("events", "learners"), "course_id": ("events", "courses")}
-    for col, names in pairs.items():
-        have = {n: frames[n] for n in names if frames.get(n) is not None and col in frames[n]}
-        kinds = {n: f[col].dtype.kind in "iu" or str(f[col].dtype) == "Int64"
-                 for n, f in have.items()}  # fmt: skip
-        if len(set(kinds.values())) < 2:
-            continue
-        for n, is_int in kinds.items():
-            if is_int:
-                f = have[n]
-                f[col] = f[col].astype("str").where(f[col].notna(), None)
-                if report is not None:
-                    text = [m for m, k in kinds.items() if not k]
-                    report.note(
-                        f"{n}.{col}: integers read as text, to match the text ids of the "
-                        f"{', '.join(text)} table"
-                    )
-
-
-def _narrow_ids(frame: pd.DataFrame) -> pd.DataFrame:
-    """Integer ids that fit go to int32 (half the memory; IdMaps compare by value)."""
-    for col in _ID_COLUMNS:
-        # numpy integers only: a nullable Int64 column has missing ids for validation to name
-        if col not in frame.columns or frame[col].dtype.kind not in "iu":
-            continue
-        ids = frame[col]
-        if len(ids) and ids.min() >= _INT32.min and ids.max() <= _INT32.max:
-            frame[col] = ids.astype(np.int32)
-    return frame
