@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from watchlog import SchemaError
@@ -128,3 +129,38 @@ def test_a_value_in_another_format_than_the_columns_iso_is_unparseable(tmp_path)
     (problem,) = err.value.problems
     assert "timestamp must be parseable" in problem.rule
     assert problem.examples == [(3, "02/03/2024")]
+
+
+# ---- what text values become ---------------------------------------------------------
+
+
+def test_ids_spelled_like_nulls_are_ids_and_an_empty_id_shows_as_empty(tmp_path):
+    rows = [f"{i},c1,2024-01-0{d},60\n" for d, i in enumerate(["NA", "null", "nan", "N/A"], 1)]
+    log = load_tables(write(tmp_path, "n.csv", H + "".join(rows)))
+    assert sorted(log.learner_ids.index) == ["N/A", "NA", "nan", "null"]
+    with pytest.raises(SchemaError) as err:
+        load_tables(write(tmp_path, "e.csv", H + "a,c1,2024-01-01,60\n,c1,2024-01-02,60\n"))
+    (problem,) = err.value.problems
+    assert (problem.rule, problem.examples) == ("id must not be missing", [(3, "")])
+
+
+def test_text_columns_are_read_as_written_like_parquet(tmp_path):
+    events = write(
+        tmp_path,
+        "s.csv",
+        H.strip() + ",channel\na,c1,2024-01-01,NA,007\nb,c1,2024-01-02,60,7\n",
+    )
+    learners = write(tmp_path, "l.csv", "learner_id,segment,zip\na,01,02134\nb,1,NA\n")
+    courses = write(tmp_path, "c.csv", "course_id,title,duration_seconds\nc1,NA,0600\n")
+    log = load_tables(events, learners=learners, courses=courses)
+    ev = log.events.set_index("learner_id")
+    assert ev["channel"].astype(str).to_dict() == {"a": "007", "b": "7"}
+    assert ev["watch_seconds"].isna().tolist() == [True, False]  # numbers: NA is missing
+    profile = log.learners.set_index("learner_id")
+    assert profile["segment"].astype(str).to_dict() == {"a": "01", "b": "1"}
+    assert profile.loc["a", "zip"] == "02134" and pd.isna(profile.loc["b", "zip"])
+    assert log.courses["title"].tolist() == ["NA"]  # a title, not a missing one
+    assert log.courses["duration_seconds"].tolist() == [600.0]
+    pd.read_csv(learners, dtype=str, keep_default_na=False).to_parquet(tmp_path / "l.parquet")
+    from_parquet = load_tables(events, learners=tmp_path / "l.parquet").learners
+    assert from_parquet["segment"].astype(str).tolist() == profile["segment"].astype(str).tolist()

@@ -36,6 +36,7 @@ __all__ = [
     "LEARNER_COLUMNS",
     "COURSE_COLUMNS",
     "CONTRACT_COLUMNS",
+    "TEXT_COLUMNS",
     "DUPLICATE_KEY",
     "Problem",
     "SchemaError",
@@ -62,6 +63,19 @@ COURSE_COLUMNS = (
     "skills",
     "title",
     "published_at",
+)
+# Contract columns that hold text (ids included): loaders read them from CSV exactly as
+# written (`007` stays `007`, `NA` is text: only an empty field is missing), as Parquet does.
+TEXT_COLUMNS = (
+    "learner_id",
+    "course_id",
+    "channel",
+    "segment",
+    "language",
+    "category",
+    "difficulty",
+    "skills",
+    "title",
 )
 # Every column the contract names, per table (loaders map sources onto these).
 CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -243,6 +257,16 @@ def _note_epoch_span(ts: pd.Series, raw: pd.Series, unit: str | None, report) ->
     logging.getLogger(__name__).warning("%s", report.notes[-1])
 
 
+def _missing_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
+    """Missing ids; from a file (indexed by line) the examples show what the file says there,
+    an empty field (the only thing a loader reads as a missing id)."""
+    missing = ids.isna().to_numpy()
+    if not missing.any():
+        return None
+    shown = pd.Series("", index=ids.index, dtype=object) if ids.index.name == "line" else ids
+    return _problem(table, col, "id must not be missing", shown, missing)
+
+
 def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
     """Ids of one type: in a column of Python objects mixing text and numbers, 3 and "3"
     would be two ids and 3 and 3.0 one, and the log could not be saved to Parquet. The rows
@@ -353,9 +377,7 @@ def normalize_events(
     for col in ("learner_id", "course_id"):
         if col in missing:
             continue
-        _collect(
-            problems, _problem(t, col, "id must not be missing", frame[col], frame[col].isna())
-        )
+        _collect(problems, _missing_ids(t, col, frame[col]))
         _collect(problems, _mixed_ids(t, col, frame[col]))
         out[col] = frame[col]
 
@@ -489,7 +511,7 @@ def _normalize_entity_table(
     if problems:
         return frame, problems
     ids = frame[id_col]
-    _collect(problems, _problem(table, id_col, "id must not be missing", ids, ids.isna()))
+    _collect(problems, _missing_ids(table, id_col, ids))
     _collect(problems, _mixed_ids(table, id_col, ids))
     dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
     _collect(problems, _problem(table, id_col, "id must be unique", ids, dup))

@@ -104,6 +104,7 @@ def read_delimited(
     delimiter: str,
     names: Sequence[str] | None = None,
     types: Mapping[str, pa.DataType] | None = None,
+    exact_text: Sequence[str] = (),
     include: Sequence[str] | None = None,
     encoding: str = "utf8",
     quoting: bool = True,
@@ -115,7 +116,9 @@ def read_delimited(
     `names` gives the column names of a header-less file (None: the first line is the
     header). `types` fixes column types (others are inferred); a value that does not
     convert raises `SchemaError` naming the file, column, count and examples (as file
-    lines). Empty strings are missing values. A multi-character `delimiter` is supported
+    lines). Empty fields are missing values, and so are pyarrow's null spellings (NA, null,
+    nan, N/A, ...) except in the `exact_text` columns (typed string in `types`), where they
+    are text as written. A multi-character `delimiter` is supported
     by substituting a single control character in memory (the file is read whole).
     An empty file, a ragged row or bytes not in `encoding` raise `DataFileError`;
     `setting` (e.g. "data.source.events") is the config prefix its fix names.
@@ -188,8 +191,40 @@ def read_delimited(
         bad = _not_encoded(path, _raw_bytes(source), encoding, setting, binary)
         if bad is not None:
             raise bad
+    table = _exact_text(table, source, read_opts, parse_opts, exact_text, convert)
     if quoting and not multiline:
         _check_multiline(path, source, table, parse_opts, 1 if names is not None else 2, setting)
+    return table
+
+
+def _exact_text(
+    table: pa.Table,
+    source: str | io.BytesIO,
+    read_opts: pacsv.ReadOptions,
+    parse_opts: pacsv.ParseOptions,
+    columns: Sequence[str],
+    convert: dict,
+) -> pa.Table:
+    """`columns` with their nulls read again with only the empty field as missing: pyarrow
+    has one list of null spellings for all columns, and a learner called NA is not a missing
+    id. Only columns that have nulls are read again (none, in most files)."""
+    again = [c for c in columns if c in table.column_names and table.column(c).null_count]
+    if not again:
+        return table
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    exact = pacsv.read_csv(
+        source,
+        read_options=read_opts,
+        parse_options=parse_opts,
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in again},
+            null_values=[""],
+            **{**convert, "include_columns": again},
+        ),
+    )
+    for c in again:
+        table = table.set_column(table.column_names.index(c), c, exact.column(c))
     return table
 
 

@@ -22,6 +22,8 @@ constant is `nan`. A mapping whose `path` is null is no table.
 
 A CSV file is indexed by its lines (header = line 1), so validation examples name file
 lines; a file that cannot be read as it is raises `DataFileError` (file, line, rule, fix).
+CSV columns are text as written except those feeding numeric contract columns; in ids and
+text contract columns only an empty field is missing (docs/data_contract.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
-from watchlog.loaders._ids import ID_COLUMNS, narrow_ids, reconcile_id_kinds, text_ids
+from watchlog.loaders._ids import narrow_ids, reconcile_id_kinds, text_ids
 from watchlog.loaders._read import (
     DELIMITER_CANDIDATES,
     DataFileError,
@@ -47,7 +49,7 @@ from watchlog.loaders._read import (
     read_header,
 )
 from watchlog.report import DataReport
-from watchlog.schema import CONTRACT_COLUMNS, SchemaError
+from watchlog.schema import CONTRACT_COLUMNS, TEXT_COLUMNS, SchemaError
 
 __all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_table"]
 
@@ -199,9 +201,15 @@ def read_table(
     available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
     needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
-    id_sources = [spec.columns.get(c, c) for c in ID_COLUMNS]
-    text = [c for c in needed if c in id_sources] if delimiter is not None else []
-    source = _read_source(spec, fmt, needed, delimiter, setting, text=text)
+    # CSV: every column is read as text except those feeding a numeric contract column
+    # (times, counts, flags), so `01` and `1` stay two segments and zip 02134 keeps its 0,
+    # as Parquet keeps them; text contract columns read only an empty field as missing.
+    numeric = {spec.columns.get(c, c) for c in CONTRACT_COLUMNS[table] if c not in TEXT_COLUMNS}
+    text = [c for c in needed if c not in numeric] if delimiter is not None else []
+    exact = {spec.columns.get(c, c) for c in TEXT_COLUMNS}
+    source = _read_source(
+        spec, fmt, needed, delimiter, setting, text=text, exact=[c for c in text if c in exact]
+    )
     if len(source) == 0:
         raise DataFileError(
             spec.path,
@@ -343,9 +351,11 @@ def _read_source(
     setting: str,
     *,
     text: Sequence[str] = (),
+    exact: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Only the needed columns, through pyarrow; `text` columns (delimited files' ids) are
-    read as text, never type-guessed."""
+    """Only the needed columns, through pyarrow; `text` columns of delimited files are read
+    as text, never type-guessed, and of those `exact` ones read only an empty field as
+    missing (NA, null, nan are text there)."""
     if fmt == "parquet":
         table = pq.read_table(spec.path, columns=columns)
     else:
@@ -353,6 +363,7 @@ def _read_source(
             spec.path,
             delimiter=delimiter,
             types={c: pa.string() for c in text},
+            exact_text=exact,
             include=columns,
             encoding=spec.encoding,
             quoting=spec.quoting,
