@@ -1,0 +1,42 @@
+"""Parquet tables read by `load_tables`: what other writers (Spark, Polars, pyarrow) put in a
+file loads as the same event log as a plain file."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from watchlog.idmap import IdMap
+from watchlog.loaders import load_tables
+
+
+def events_table() -> pa.Table:
+    return pa.table(
+        {
+            "learner_id": pa.array(["b", "a", "c", "a"]),
+            "course_id": pa.array(["y", "x", "x", "z"]),
+            "ts": pa.array([1, 2, 3, 4], pa.timestamp("s", tz="UTC")),
+            "watch_seconds": pa.array([1.0, 2.0, 3.0, 4.0]),
+        }
+    )
+
+
+def test_dictionary_encoded_ids_give_the_same_ids_order_and_fingerprint(tmp_path):
+    table = events_table()
+    pq.write_table(table, tmp_path / "plain.parquet")
+    encoded = table
+    for i in (0, 1):  # dictionary order is first-seen order: b, a, c / y, x, z
+        encoded = encoded.set_column(i, table.field(i).name, table.column(i).dictionary_encode())
+    pq.write_table(encoded, tmp_path / "dict.parquet")
+    plain, coded = (load_tables(tmp_path / f"{n}.parquet") for n in ("plain", "dict"))
+    assert list(coded.learner_ids.index) == list(plain.learner_ids.index) == ["a", "b", "c"]
+    assert list(coded.course_ids.index) == list(plain.course_ids.index) == ["x", "y", "z"]
+    assert coded.fingerprint() == plain.fingerprint()
+
+
+def test_idmap_of_categorical_ids_sorts_their_values():
+    ids = pa.array([3, 1, 2]).dictionary_encode().to_pandas()
+    assert list(IdMap(ids).index) == [1, 2, 3]
+    with pytest.raises(ValueError, match="must not be missing"):
+        IdMap(pa.array(["b", None]).dictionary_encode().to_pandas())
