@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from watchlog.idmap import IdMap
-from watchlog.loaders import load_tables
+from watchlog.loaders import DataFileError, load_tables
 
 
 def events_table() -> pa.Table:
@@ -40,3 +40,12 @@ def test_idmap_of_categorical_ids_sorts_their_values():
     assert list(IdMap(ids).index) == [1, 2, 3]
     with pytest.raises(ValueError, match="must not be missing"):
         IdMap(pa.array(["b", None]).dictionary_encode().to_pandas())
+
+
+def test_repeated_column_names_are_an_error(tmp_path):
+    table = events_table()
+    table = table.append_column("ts", pa.array([9, 9, 9, 9], pa.timestamp("s", tz="UTC")))
+    pq.write_table(table, tmp_path / "e.parquet")
+    with pytest.raises(DataFileError, match=r"repeated: 'ts' \(2 times\)") as err:
+        load_tables(tmp_path / "e.parquet")
+    assert err.value.line is None

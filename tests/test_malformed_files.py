@@ -99,6 +99,15 @@ CASES = [
         "set data.source.events.quoting=false",
     ),
     Case(
+        "repeated_header.csv",
+        (HEADER.replace("impression", "ts") + ROWS).encode(),
+        (),
+        DataFileError,
+        "line 1",
+        "column names must be distinct; repeated: 'ts' (2 times)",
+        "rename the repeated columns in the file",
+    ),
+    Case(
         "latin1.csv",
         (HEADER + ROWS + "c,caf\u00e9,2024-01-04T10:00:00Z,60,1,true\n").encode("latin-1"),
         (),

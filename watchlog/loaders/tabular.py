@@ -284,7 +284,7 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
     if not spec.path.exists():
         raise FileNotFoundError(f"{spec.path}: no such file")
     if fmt == "parquet":
-        return list(pq.read_schema(spec.path).names)
+        return _distinct(spec, list(pq.read_schema(spec.path).names), None, setting)
     names = read_header(
         spec.path,
         delimiter=delimiter,
@@ -304,6 +304,26 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
                 f"set {setting}.delimiter={_config_name(other[0])} "
                 "(or null to detect it from the header)",
             )
+    return _distinct(spec, names, 1, setting)
+
+
+def _distinct(spec: TableSpec, names: list[str], line: int | None, setting: str) -> list[str]:
+    """The names, when no two columns share one: a repeated name would be resolved to one of
+    the columns silently (which one depends on the reader)."""
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    repeated = {n: k for n, k in seen.items() if k > 1}
+    if repeated:
+        shown = ", ".join(f"{n!r} ({k} times)" for n, k in list(repeated.items())[:5])
+        raise DataFileError(
+            spec.path,
+            line,
+            f"column names must be distinct; repeated: {shown}",
+            "rename the repeated columns in the file (the header is the file's first line)"
+            if line is not None
+            else "rename the repeated columns where the file is written",
+        )
     return names
 
 
