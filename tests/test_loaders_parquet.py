@@ -3,10 +3,13 @@ file loads as the same event log as a plain file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from watchlog import DataReport, SchemaError
 from watchlog.idmap import IdMap
 from watchlog.loaders import DataFileError, load_tables
 
@@ -49,3 +52,29 @@ def test_repeated_column_names_are_an_error(tmp_path):
     with pytest.raises(DataFileError, match=r"repeated: 'ts' \(2 times\)") as err:
         load_tables(tmp_path / "e.parquet")
     assert err.value.line is None
+
+
+def float_ids_file(tmp_path: Path, ids: list[float | None]) -> Path:
+    table = events_table().slice(0, len(ids))
+    table = table.set_column(0, "learner_id", pa.array(ids, pa.float64()))
+    pq.write_table(table, tmp_path / "fl.parquet")
+    return tmp_path / "fl.parquet"
+
+
+def test_whole_float_ids_match_integer_ids_of_a_csv_table(tmp_path):
+    events = float_ids_file(tmp_path, [7.0, 8.0])
+    (tmp_path / "l.csv").write_text("learner_id,segment\n7,x\n8,y\n")
+    report = DataReport()
+    log = load_tables(events, learners=tmp_path / "l.csv", report=report)
+    assert list(log.learner_ids.index) == [7, 8]
+    assert "events.learner_id: float ids, all whole numbers, read as integers" in report.notes
+
+
+def test_float_ids_that_are_not_whole_are_named(tmp_path):
+    with pytest.raises(SchemaError) as err:
+        load_tables(float_ids_file(tmp_path, [7.0, 7.5, float("inf")]))
+    (problem,) = err.value.problems
+    assert problem.rule == "float ids must be whole numbers (read as integers)"
+    assert (problem.source, problem.count, problem.examples[0]) == ("fl.parquet", 2, (1, 7.5))
+    with pytest.raises(SchemaError, match="id must not be missing -- 1 row"):
+        load_tables(float_ids_file(tmp_path, [7.0, None]))

@@ -144,6 +144,12 @@ def test_ids_spelled_like_nulls_are_ids_and_an_empty_id_shows_as_empty(tmp_path)
     assert (problem.rule, problem.examples) == ("id must not be missing", [(3, "")])
 
 
+def test_a_missing_id_among_integer_ids_is_named_not_a_crash(tmp_path):
+    text = H + "7,c1,2024-01-01,60\n,c1,2024-01-02,60\n"
+    with pytest.raises(SchemaError, match="id must not be missing -- 1 row.*line 3: ''"):
+        load_tables(write(tmp_path, "e.csv", text))
+
+
 def test_text_columns_are_read_as_written_like_parquet(tmp_path):
     events = write(
         tmp_path,

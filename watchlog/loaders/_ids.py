@@ -1,5 +1,6 @@
 """Id columns of tables read from files: text ids that are plain integers become integers,
-integer and text ids of one column are reconciled across tables, small integers narrowed."""
+float ids that are whole numbers too, integer and text ids of one column are reconciled
+across tables, small integers narrowed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from watchlog.report import DataReport
+from watchlog.schema import Problem, SchemaError
 
-__all__ = ["ID_COLUMNS", "narrow_ids", "reconcile_id_kinds", "text_ids"]
+__all__ = ["ID_COLUMNS", "narrow_ids", "reconcile_id_kinds", "text_ids", "whole_float_ids"]
 
 ID_COLUMNS = ("learner_id", "course_id")
 _INT32 = np.iinfo(np.int32)
@@ -74,9 +76,48 @@ def narrow_ids(frame: pd.DataFrame) -> pd.DataFrame:
     """Integer ids that fit go to int32 (half the memory; IdMaps compare by value)."""
     for col in ID_COLUMNS:
         # numpy integers only: a nullable Int64 column has missing ids for validation to name
-        if col not in frame.columns or frame[col].dtype.kind not in "iu":
+        dtype = frame[col].dtype if col in frame.columns else None
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "iu":
             continue
         ids = frame[col]
         if len(ids) and ids.min() >= _INT32.min and ids.max() <= _INT32.max:
             frame[col] = ids.astype(np.int32)
+    return frame
+
+
+def whole_float_ids(
+    frame: pd.DataFrame, table: str, source: str, report: DataReport | None
+) -> pd.DataFrame:
+    """Float id columns (a Parquet writer's 7.0 for learner 7) become integers when every
+    value is a whole number, so they match integer ids of another table (7.0 as text would
+    be "7.0", never "7"); missing ids stay missing for validation to name. A value that is
+    not whole (7.5, inf) is a `SchemaError` naming the rows: it is no integer id."""
+    for col in ID_COLUMNS:
+        if col not in frame.columns or frame[col].dtype.kind != "f":
+            continue
+        values = frame[col].to_numpy(dtype=np.float64)
+        present = ~np.isnan(values)
+        whole = present & np.isfinite(values) & (values == np.round(values))
+        whole &= np.abs(values) < 2.0**63
+        bad = present & ~whole
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            examples = [(int(r), float(values[r])) for r in rows[:5]]
+            raise SchemaError(
+                [
+                    Problem(
+                        table,
+                        col,
+                        "float ids must be whole numbers (read as integers)",
+                        len(rows),
+                        examples,
+                        source=source,
+                        fix="write the ids as integers or text",
+                    )
+                ]
+            )
+        ints = np.where(present, values, 0).astype(np.int64)
+        frame[col] = ints if present.all() else pd.arrays.IntegerArray(ints, mask=~present)
+        if report is not None:
+            report.note(f"{table}.{col}: float ids, all whole numbers, read as integers")
     return frame

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
-from watchlog.loaders._ids import narrow_ids, reconcile_id_kinds, text_ids
+from watchlog.loaders._ids import narrow_ids, reconcile_id_kinds, text_ids, whole_float_ids
 from watchlog.loaders._read import (
     DELIMITER_CANDIDATES,
     DataFileError,
@@ -234,7 +234,7 @@ def read_table(
     out = out[_ordered(table, out.columns)]
     if delimiter is not None:
         out = text_ids(out, table, report)
-    out = narrow_ids(out)
+    out = narrow_ids(whole_float_ids(out, table, spec.path.name, report))
 
     if report is not None:
         how = ""
