@@ -79,6 +79,14 @@ def test_the_quoting_keys_must_be_booleans(tmp_path):
         load_tables({"path": path, "quoting": "false"})
 
 
+def test_utf16_without_a_byte_order_mark_is_named_by_its_nul_bytes(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_bytes((H + "a,c1,2024-01-01,60\n").encode("utf-16-le"))
+    with pytest.raises(DataFileError, match="NUL bytes") as err:
+        load_tables(path)
+    assert err.value.line == 1 and "encoding=utf-16-le" in err.value.fix
+
+
 # ---- physical lines -------------------------------------------------------------------
 
 

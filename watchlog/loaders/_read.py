@@ -81,10 +81,47 @@ def _not_encoded(
     return DataFileError(
         path,
         line,
-        f"not {encoding.upper().replace('UTF8', 'UTF-8')}: byte {byte:#04x} cannot be decoded{where}",
+        f"not {_shown(encoding)}: byte {byte:#04x} cannot be decoded{where}",
         f"set {_key(setting, 'encoding')}=latin-1 (or the file's encoding, e.g. cp1252), "
         "or save the file as UTF-8",
     )
+
+
+_BOMS = (  # longest first: a UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32", "utf-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32", "utf-32"),
+    (b"\xff\xfe", "UTF-16", "utf-16"),
+    (b"\xfe\xff", "UTF-16", "utf-16"),
+)
+
+
+def check_not_wide(path: str | os.PathLike, encoding: str, setting: str | None) -> None:
+    """A UTF-16/32 file read as UTF-8 (or another byte encoding) splits into fields of NUL
+    bytes ("row has 1 fields ... '\\x00'"): its byte-order mark, or a NUL byte in the first
+    block (no text file holds one), is named instead, with the encoding to set."""
+    if encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+        return
+    with pa.input_stream(str(path)) as stream:
+        head = stream.read(_SNIFF_BYTES)
+    fix = f"set {_key(setting, 'encoding')}=%s, or save the file as UTF-8"
+    for bom, name, value in _BOMS:
+        if head.startswith(bom):
+            raise DataFileError(
+                path, 1, f"not {_shown(encoding)} ({name} byte-order mark)", fix % value
+            )
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise DataFileError(
+            path,
+            head.count(b"\n", 0, nul) + 1,
+            f"not {_shown(encoding)}: NUL bytes (0x00), as in UTF-16 text without a byte-order "
+            "mark",
+            fix % "utf-16-le (or utf-16-be)",
+        )
+
+
+def _shown(encoding: str) -> str:
+    return encoding.upper().replace("UTF8", "UTF-8")
 
 
 def detect_delimiter(path: str | os.PathLike, default: str) -> str:
@@ -129,6 +166,7 @@ def read_delimited(
     `multiline`: a stray '"' would otherwise swallow every later row without an error.
     """
     path = Path(path)
+    check_not_wide(path, encoding, setting)
     source: str | io.BytesIO = str(path)
     if len(delimiter) > 1:
         raw = path.read_bytes()
@@ -279,6 +317,7 @@ def read_header(
 
     Raises `DataFileError` for an empty file, a ragged row in that block, or a header
     that does not decode (`setting`: the config prefix the fix names)."""
+    check_not_wide(path, encoding, setting)
     read_opts = pacsv.ReadOptions(encoding=encoding)
     parse_opts = pacsv.ParseOptions(
         delimiter=delimiter,
