@@ -178,3 +178,20 @@ def test_text_columns_are_read_as_written_like_parquet(tmp_path):
     pd.read_csv(learners, dtype=str, keep_default_na=False).to_parquet(tmp_path / "l.parquet")
     from_parquet = load_tables(events, learners=tmp_path / "l.parquet").learners
     assert from_parquet["segment"].astype(str).tolist() == profile["segment"].astype(str).tolist()
+
+
+def test_epochs_in_another_unit_say_which_unit_fits(tmp_path):
+    path = write(tmp_path, "ms.csv", H + "a,c1,1704708000000,60\nb,c1,1704708060000,60\n")
+    with pytest.raises(SchemaError) as err:
+        load_tables(path, ts_unit="s")
+    (problem,) = err.value.problems
+    assert problem.count == 2
+    assert "ts_unit=ms reads 1704708000000 as 2024-01-08 10:00:00+00:00" in problem.fix
+
+
+def test_text_epochs_with_one_bad_value_report_that_value_only(tmp_path):
+    text = H + "a,c1,1704708000,60\nb,c1,x,60\nc,c1,1704708060,60\n"
+    with pytest.raises(SchemaError) as err:
+        load_tables(write(tmp_path, "e.csv", text), ts_unit="s")
+    (problem,) = err.value.problems
+    assert (problem.count, problem.examples) == (1, [(3, "x")])

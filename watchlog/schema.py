@@ -17,14 +17,14 @@ Canonical dtypes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from watchlog.report import DataReport
-from watchlog.timestamps import note_epoch_span, ns_to_utc, to_utc
+from watchlog.timestamps import note_epoch_span, ns_to_utc, to_utc, unit_hint
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -269,7 +269,10 @@ def normalize_events(
             if bad.any() and pd.api.types.is_numeric_dtype(frame["ts"].dtype) and ts_unit is None
             else "timestamp must be parseable (years 1678-2261)"
         )
-        _collect(problems, _problem(t, "ts", rule, frame["ts"], bad))
+        unparseable = _problem(t, "ts", rule, frame["ts"], bad)
+        if unparseable is not None:  # epochs in another unit: say which one fits
+            unparseable = replace(unparseable, fix=unit_hint(frame["ts"], bad, ts_unit))
+        _collect(problems, unparseable)
         _collect(
             problems,
             _problem(t, "ts", "timestamp must not be missing", frame["ts"], frame["ts"].isna()),

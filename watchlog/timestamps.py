@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-__all__ = ["ns_to_utc", "to_utc", "note_epoch_span"]
+__all__ = ["ns_to_utc", "to_utc", "note_epoch_span", "unit_hint"]
 
 
 def ns_to_utc(ns: np.ndarray) -> pd.Series:
@@ -43,16 +43,54 @@ def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np
         numeric = pd.to_numeric(values, errors="coerce")
         parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
     else:
-        # One format for the whole column, chosen by its first value: ISO 8601, or the one
-        # format inferred from it. A value in another format is NaT (reported unparseable,
-        # with its line), never read by a guess of its own: a per-value guess reads
-        # 2024-01-08 and 02/03/2024 both, and 1/8/24 and 13/1/24 in opposite orders.
-        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
         first = np.flatnonzero(present)[:1]
-        if len(first) and pd.isna(parsed.iloc[first[0]]):
-            parsed = _one_format(values, values.iloc[first[0]])
+        if unit is not None and len(first) and _is_number(values.iloc[first[0]]):
+            # Epochs as text (a CSV column that one bad value kept from being numbers): each
+            # number is an epoch in `unit`, anything else unparseable, not the whole column.
+            numeric = pd.to_numeric(values.astype(object), errors="coerce")
+            parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
+        else:
+            # One format for the whole column, chosen by its first value: ISO 8601, or the
+            # one format inferred from it. A value in another format is NaT (reported
+            # unparseable, with its line), never read by a guess of its own: a per-value
+            # guess reads 2024-01-08 and 02/03/2024 both, and 1/8/24 and 13/1/24 in
+            # opposite orders.
+            parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+            if len(first) and pd.isna(parsed.iloc[first[0]]):
+                parsed = _one_format(values, values.iloc[first[0]])
     parsed = _in_ns_range(parsed).astype("datetime64[ns, UTC]")
     return parsed, present & parsed.isna().to_numpy()
+
+
+_NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+_UNITS = ("s", "ms", "us", "ns")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, str):
+        return _NUMBER.fullmatch(value) is not None
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+def unit_hint(raw: pd.Series, bad: np.ndarray, unit: str | None) -> str | None:
+    """For epochs that did not parse in `unit`: the other units that read the first such value
+    as a date in 1990-2100 (1704708000000 with unit s is milliseconds), as a fix; None when
+    the value is no number or no unit fits."""
+    rows = np.flatnonzero(bad)
+    if unit is None or not len(rows) or not _is_number(value := raw.iloc[rows[0]]):
+        return None
+    number = float(value)
+    value = value.item() if isinstance(value, np.generic) else value
+    fits = []
+    for other in _UNITS:
+        if other != unit:
+            with contextlib.suppress(OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+                ts = pd.to_datetime(number, unit=other, utc=True)
+                if 1990 <= ts.year <= 2100:
+                    fits.append(f"ts_unit={other} reads {value!r} as {ts}")
+    if not fits:
+        return None
+    return f"the epochs are not in ts_unit={unit}: " + "; ".join(fits) + " (data.source.ts_unit)"
 
 
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
