@@ -78,3 +78,21 @@ def test_float_ids_that_are_not_whole_are_named(tmp_path):
     assert (problem.source, problem.count, problem.examples[0]) == ("fl.parquet", 2, (1, 7.5))
     with pytest.raises(SchemaError, match="id must not be missing -- 1 row"):
         load_tables(float_ids_file(tmp_path, [7.0, None]))
+
+
+def test_a_parquet_dataset_folder_loads_like_one_file(tmp_path):
+    table = events_table()
+    pq.write_table(table, tmp_path / "one.parquet")
+    folder = tmp_path / "events.parquet"  # as Spark writes it: part files and a marker
+    folder.mkdir()
+    pq.write_table(table.slice(0, 2), folder / "part-00000.parquet")
+    pq.write_table(table.slice(2), folder / "part-00001.parquet")
+    (folder / "_SUCCESS").touch()
+    log = load_tables(folder)
+    assert log.fingerprint() == load_tables(tmp_path / "one.parquet").fingerprint()
+    (tmp_path / "empty.parquet").mkdir()
+    with pytest.raises(DataFileError, match="a folder without Parquet part files"):
+        load_tables(tmp_path / "empty.parquet")
+    (tmp_path / "events.csv").mkdir()
+    with pytest.raises(DataFileError, match="is a folder"):
+        load_tables(tmp_path / "events.csv")

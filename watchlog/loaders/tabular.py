@@ -3,7 +3,8 @@
 A table spec is a mapping (a plain dict or a Hydra DictConfig) or just a path:
 
     events:
-      path: data/events.parquet          # format from the suffix, or `format:`
+      path: data/events.parquet          # a file, or a Parquet dataset folder of part files
+      format: null                       # parquet | csv | tsv; null: from the suffix
       columns: {learner_id: user, course_id: item, ts: time}   # contract <- source
       fill: {impression: true}           # constant columns absent from the source
       extra: null                        # null: keep every unmapped column; or a list
@@ -197,6 +198,13 @@ def read_table(
     if fmt != "parquet":
         if not spec.path.exists():
             raise FileNotFoundError(f"{spec.path}: no such file")
+        if spec.path.is_dir():
+            raise DataFileError(
+                spec.path,
+                None,
+                f"is a folder; only a Parquet table can be a folder of part files, not {fmt}",
+                f"point {setting}.path at the file (format: parquet for a Parquet dataset)",
+            )
         delimiter = spec.delimiter or detect_delimiter(spec.path, _default_delimiter(fmt))
     available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
@@ -284,7 +292,7 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
     if not spec.path.exists():
         raise FileNotFoundError(f"{spec.path}: no such file")
     if fmt == "parquet":
-        return _distinct(spec, list(pq.read_schema(spec.path).names), None, setting)
+        return _distinct(spec, list(_parquet_schema(spec.path).names), None, setting)
     names = read_header(
         spec.path,
         delimiter=delimiter,
@@ -325,6 +333,19 @@ def _distinct(spec: TableSpec, names: list[str], line: int | None, setting: str)
             else "rename the repeated columns where the file is written",
         )
     return names
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file, or of a dataset folder of part files (Spark, Hive
+    partitions included) as pyarrow's dataset reader sees it; pq.read_table reads both."""
+    if not path.is_dir():
+        return pq.read_schema(path)
+    dataset = pq.ParquetDataset(path)
+    if not dataset.files:
+        raise DataFileError(
+            path, None, "a folder without Parquet part files", "point the path at the table"
+        )
+    return dataset.schema
 
 
 def _config_name(delimiter: str) -> str:
