@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from watchlog import SchemaError
+from watchlog import DataReport, SchemaError
 from watchlog.loaders import DataFileError, load_tables
 
 H = "learner_id,course_id,ts,watch_seconds\n"
@@ -195,3 +195,15 @@ def test_text_epochs_with_one_bad_value_report_that_value_only(tmp_path):
         load_tables(write(tmp_path, "e.csv", text), ts_unit="s")
     (problem,) = err.value.problems
     assert (problem.count, problem.examples) == (1, [(3, "x")])
+
+
+@pytest.mark.parametrize("name", ["Impression", " impression"])
+def test_clicked_without_an_impression_column_warns_naming_near_misses(tmp_path, name, caplog):
+    text = H.strip() + f",clicked,{name}\na,c1,2024-01-01,60,1,true\n"
+    report = DataReport()
+    with caplog.at_level("WARNING"):
+        log = load_tables(write(tmp_path, "e.csv", text), report=report)
+    assert log.events["clicked"].isna().all()  # organic: as documented, but warned
+    warned = [n for n in report.notes if "a clicked column but no impression column" in n]
+    assert len(warned) == 1 and repr(name) in warned[0]
+    assert "a clicked column but no impression column" in caplog.text

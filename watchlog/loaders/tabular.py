@@ -29,6 +29,7 @@ text contract columns only an empty field is missing (docs/data_contract.md).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -237,6 +238,8 @@ def read_table(
     for target, value in spec.fill.items():
         out[target] = _constant(value, n)
     organic = _organic_defaults(table, out.columns, spec.fill)
+    if "impression" in organic and "clicked" in out.columns and "clicked" not in spec.fill:
+        _warn_clicked_without_impression(table, available, setting, report)
     for target, value in organic.items():
         out[target] = _constant(value, n)
     out = out[_ordered(table, out.columns)]
@@ -427,6 +430,27 @@ def _organic_defaults(table: str, columns: pd.Index, fill: Mapping[str, Any]) ->
         return {}
     out = {} if "impression" in columns else {"impression": False}
     return out | ({} if "clicked" in columns else {"clicked": None})
+
+
+def _warn_clicked_without_impression(
+    table: str, available: list[str], setting: str, report: DataReport | None
+) -> None:
+    """A clicked column without an impression column makes an organic log whose every
+    clicked value becomes missing: warned (log and report), naming the columns that differ
+    from `impression` only in case or spaces (`Impression`, ` impression`), the usual cause."""
+    near = [c for c in available if c != "impression" and c.strip().lower() == "impression"]
+    hint = (
+        f"column(s) {near} look like it: map it ({setting}.columns.impression={near[0]!r})"
+        if near
+        else f"map or fill {setting}.columns.impression if the log holds impressions"
+    )
+    message = (
+        f"{table}: a clicked column but no impression column: every event is read as "
+        f"organic and every clicked value becomes missing; {hint}"
+    )
+    logging.getLogger(__name__).warning("%s", message)
+    if report is not None:
+        report.note(message)
 
 
 def _constant(value: Any, n: int) -> Any:
