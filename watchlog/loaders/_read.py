@@ -4,8 +4,8 @@ Typed reads fail fast in pyarrow; when they do, the file is read again as text t
 report *every* offending value (column, count, examples) as a `SchemaError`, the
 same way validation reports problems, instead of pyarrow's first-error message.
 
-A file pyarrow cannot take as it is (empty, a row with the wrong number of fields,
-bytes that are not in the encoding) raises `DataFileError`, which names the file, the
+A file pyarrow cannot take as it is (empty, a row with the wrong number of fields, a stray
+quote, bytes that are not in the encoding) raises `DataFileError`, which names the file, the
 line as an editor counts it (1-based, the header is line 1), the rule and the fix.
 The line is found by a second, single-threaded pass over the file, on error only.
 """
@@ -24,6 +24,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from watchlog.loaders._errors import (
+    SNIFF_BYTES,
+    DataFileError,
+    check_not_wide,
+    not_encoded,
+    raw_bytes,
+    setting_key,
+)
 from watchlog.loaders._lines import first_multiline_value, record_lines
 from watchlog.schema import Problem, SchemaError
 
@@ -35,100 +43,13 @@ _SEP_STANDIN = "\x1f"
 _N_EXAMPLES = 5
 # Delimiters `detect_delimiter` chooses among, in order of preference on a tie.
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
-_SNIFF_BYTES = 64 * 1024
-
-
-class DataFileError(ValueError):
-    """A file the reader cannot take: the file, the line (1-based; None when the problem is
-    the whole file), the rule it breaks and how to fix it."""
-
-    def __init__(self, path: str | os.PathLike, line: int | None, rule: str, fix: str):
-        self.path, self.line, self.rule, self.fix = Path(path), line, rule, fix
-        where = f"{self.path}" + (f", line {line}" if line is not None else "")
-        super().__init__(f"{where}: {rule}. Fix: {fix}")
-
-
-def _key(setting: str | None, name: str) -> str:
-    """How the caller sets option `name`: a config key when the caller gave its prefix."""
-    return f"{setting}.{name}" if setting else name
-
-
-def _raw_bytes(source: str | io.BytesIO) -> bytes:
-    """The file's bytes, decompressed by suffix as pyarrow does (on error paths only)."""
-    if isinstance(source, io.BytesIO):
-        return source.getvalue()
-    with pa.input_stream(source) as stream:
-        return stream.read()
-
-
-def _first_undecodable(raw: bytes, encoding: str) -> tuple[int, int] | None:
-    """(line, byte) of the first byte sequence `encoding` cannot decode, or None."""
-    try:
-        raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        return raw.count(b"\n", 0, err.start) + 1, raw[err.start]
-    return None
-
-
-def _not_encoded(
-    path: Path, raw: bytes, encoding: str, setting: str | None, columns: Sequence[str] = ()
-) -> DataFileError | None:
-    bad = _first_undecodable(raw, encoding)
-    if bad is None:
-        return None
-    line, byte = bad
-    where = f" (column(s) {list(columns)} would load as bytes)" if columns else ""
-    return DataFileError(
-        path,
-        line,
-        f"not {_shown(encoding)}: byte {byte:#04x} cannot be decoded{where}",
-        f"set {_key(setting, 'encoding')}=latin-1 (or the file's encoding, e.g. cp1252), "
-        "or save the file as UTF-8",
-    )
-
-
-_BOMS = (  # longest first: a UTF-32 LE mark starts with the UTF-16 LE one
-    (b"\xff\xfe\x00\x00", "UTF-32", "utf-32"),
-    (b"\x00\x00\xfe\xff", "UTF-32", "utf-32"),
-    (b"\xff\xfe", "UTF-16", "utf-16"),
-    (b"\xfe\xff", "UTF-16", "utf-16"),
-)
-
-
-def check_not_wide(path: str | os.PathLike, encoding: str, setting: str | None) -> None:
-    """A UTF-16/32 file read as UTF-8 (or another byte encoding) splits into fields of NUL
-    bytes ("row has 1 fields ... '\\x00'"): its byte-order mark, or a NUL byte in the first
-    block (no text file holds one), is named instead, with the encoding to set."""
-    if encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
-        return
-    with pa.input_stream(str(path)) as stream:
-        head = stream.read(_SNIFF_BYTES)
-    fix = f"set {_key(setting, 'encoding')}=%s, or save the file as UTF-8"
-    for bom, name, value in _BOMS:
-        if head.startswith(bom):
-            raise DataFileError(
-                path, 1, f"not {_shown(encoding)} ({name} byte-order mark)", fix % value
-            )
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise DataFileError(
-            path,
-            head.count(b"\n", 0, nul) + 1,
-            f"not {_shown(encoding)}: NUL bytes (0x00), as in UTF-16 text without a byte-order "
-            "mark",
-            fix % "utf-16-le (or utf-16-be)",
-        )
-
-
-def _shown(encoding: str) -> str:
-    return encoding.upper().replace("UTF8", "UTF-8")
 
 
 def detect_delimiter(path: str | os.PathLike, default: str) -> str:
     """The delimiter of a file's header line: the most frequent of DELIMITER_CANDIDATES in its
     first line (ties: the earlier candidate), `default` when the line has none of them."""
     with pa.input_stream(str(path)) as stream:
-        head = stream.read(_SNIFF_BYTES)
+        head = stream.read(SNIFF_BYTES)
     first = head.split(b"\n", 1)[0]
     counts = {c: first.count(c.encode()) for c in DELIMITER_CANDIDATES}
     best = max(DELIMITER_CANDIDATES, key=lambda c: (counts[c], c == default))
@@ -226,7 +147,7 @@ def read_delimited(
     if binary:
         if isinstance(source, io.BytesIO):
             source.seek(0)
-        bad = _not_encoded(path, _raw_bytes(source), encoding, setting, binary)
+        bad = not_encoded(path, raw_bytes(source), encoding, setting, binary)
         if bad is not None:
             raise bad
     table = _exact_text(table, source, read_opts, parse_opts, exact_text, convert)
@@ -285,7 +206,7 @@ def _check_multiline(
         source.seek(0)
     record = row + first_record
     line = record_lines(
-        _raw_bytes(source), [record], delimiter=parse_opts.delimiter, quote=parse_opts.quote_char
+        raw_bytes(source), [record], delimiter=parse_opts.delimiter, quote=parse_opts.quote_char
     ).get(record)
     raise _unclosed_quote(path, line, value.count("\n"), f"column {column!r}: {value}", setting)
 
@@ -299,8 +220,8 @@ def _unclosed_quote(
         f"a quoted field opens on this line and runs over {breaks} line break(s) "
         f"({text[:80]!r}); a stray '\"' swallows every row after it",
         'remove the stray quote (or double it: "" is a literal quote inside a quoted field); '
-        f"if the file's quotes are literal text, set {_key(setting, 'quoting')}=false; if its "
-        f"fields really span lines, set {_key(setting, 'multiline')}=true",
+        f"if the file's quotes are literal text, set {setting_key(setting, 'quoting')}=false; if its "
+        f"fields really span lines, set {setting_key(setting, 'multiline')}=true",
     )
 
 
@@ -335,7 +256,7 @@ def read_header(
     finally:
         reader.close()
     if any("\ufffd" in n for n in names):  # pyarrow replaces undecodable header bytes
-        bad = _not_encoded(Path(path), _raw_bytes(str(path)), encoding, setting)
+        bad = not_encoded(Path(path), raw_bytes(str(path)), encoding, setting)
         if bad is not None:
             raise bad
     return names
@@ -360,7 +281,7 @@ def _file_error(
             "check the path, or export the table again with its header",
         )
     if "UTF8" in message:
-        bad = _not_encoded(path, _raw_bytes(source), encoding, setting)
+        bad = not_encoded(path, raw_bytes(source), encoding, setting)
         if bad is not None:
             return bad
     if re.search(r"Expected \d+ columns, got \d+", message):
@@ -383,7 +304,7 @@ def _file_error(
                 f"row has {actual} fields, the header has {expected} "
                 f"(delimiter {delim!r}): {text[:80]!r}{others}",
                 f"quote the fields that contain {delim!r}, or remove the extra fields; "
-                f"if the file uses another delimiter, set {_key(setting, 'delimiter')}",
+                f"if the file uses another delimiter, set {setting_key(setting, 'delimiter')}",
             )
     return ValueError(f"{path}: {err}")
 
@@ -424,7 +345,7 @@ def _ragged_rows(
     if isinstance(source, io.BytesIO):
         source.seek(0)
     lines = record_lines(
-        _raw_bytes(source),
+        raw_bytes(source),
         [r[0] for r in found],
         delimiter=parse_opts.delimiter,
         quote=parse_opts.quote_char or None,
