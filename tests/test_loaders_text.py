@@ -105,6 +105,14 @@ def test_a_ragged_row_after_a_multiline_field_names_its_physical_line(tmp_path):
     assert err.value.line == 5
 
 
+def test_validation_examples_name_physical_lines(tmp_path):
+    text = H.strip() + ',title\na,c1,2024-01-01,60,"two\nlines"\n\n\nb,c1,2024-01-02,-5,t\n'
+    with pytest.raises(SchemaError) as err:
+        load_tables({"path": write(tmp_path, "v.csv", text), "multiline": True})
+    (problem,) = err.value.problems
+    assert (problem.column, problem.examples) == ("watch_seconds", [(6, -5)])
+
+
 # ---- timestamps in text -----------------------------------------------------------------
 
 

@@ -8,13 +8,18 @@ the data contract promises, so the error paths map record numbers back to lines 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["record_lines", "first_multiline_value"]
+from watchlog.loaders._errors import raw_bytes
+from watchlog.schema import Problem
+
+__all__ = ["record_lines", "first_multiline_value", "physical_examples"]
 
 
 def record_lines(
@@ -84,3 +89,28 @@ def first_multiline_value(table: pa.Table) -> tuple[int, str, str] | None:
         if best is None or row < best[0]:
             best = (row, name, column[row].as_py())
     return best
+
+
+def physical_examples(
+    problems: list[Problem], files: Mapping[str, tuple[Path, str, str | None]]
+) -> list[Problem]:
+    """Problems whose examples name lines of a CSV file, with each line made physical.
+
+    A CSV table is indexed by record number (data row i = record i + 2, what pyarrow
+    counts), which is the file's line until a blank line or a quoted line break shifts it;
+    here the records become lines, on the error path only. `files`: file name -> (path,
+    delimiter, quote character or None)."""
+    raw: dict[str, bytes] = {}
+    out = []
+    for p in problems:
+        f = files.get(p.source or "")
+        records = [r for r, _ in p.examples if isinstance(r, int)]
+        if f is None or p.unit != "line" or not records:
+            out.append(p)
+            continue
+        path, delimiter, quote = f
+        if p.source not in raw:
+            raw[p.source] = raw_bytes(str(path))
+        lines = record_lines(raw[p.source], records, delimiter=delimiter, quote=quote)
+        out.append(replace(p, examples=[(lines.get(r, r), v) for r, v in p.examples]))
+    return out

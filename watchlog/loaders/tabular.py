@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
 from watchlog.loaders._ids import narrow_ids, reconcile_id_kinds, text_ids, whole_float_ids
+from watchlog.loaders._lines import physical_examples
 from watchlog.loaders._read import (
     DELIMITER_CANDIDATES,
     DataFileError,
@@ -82,12 +83,12 @@ def load_tables(
     }
     if specs["events"] is None:
         raise ValueError("events: the spec needs a 'path' (it is null)")
-    frames = {
-        name: None if spec is None else read_table(spec, name, report=report)
-        for name, spec in specs.items()
-    }
-    reconcile_id_kinds(frames, report)
     try:
+        frames = {
+            name: None if spec is None else read_table(spec, name, report=report)
+            for name, spec in specs.items()
+        }
+        reconcile_id_kinds(frames, report)
         return EventLog.from_tables(
             frames["events"],
             frames["learners"],
@@ -103,7 +104,23 @@ def load_tables(
             replace(p, source=files[p.table]) if p.table in files and p.source is None else p
             for p in err.problems
         ]
-        raise SchemaError(named) from err
+        raise SchemaError(physical_examples(named, _delimited_files(specs))) from err
+
+
+def _delimited_files(
+    specs: Mapping[str, TableSpec | None],
+) -> dict[str, tuple[Path, str, str | None]]:
+    """File name -> (path, delimiter, quote) of the delimited tables (error path only)."""
+    out = {}
+    for spec in specs.values():
+        if spec is None or spec.resolved_format() == "parquet":
+            continue
+        fmt = spec.resolved_format()
+        delimiter = spec.delimiter or detect_delimiter(spec.path, _default_delimiter(fmt))
+        # a quote matters to line counting only with a one-character delimiter
+        quote = '"' if spec.quoting and len(delimiter) == 1 else None
+        out[spec.path.name] = (spec.path, delimiter, quote)
+    return out
 
 
 def read_table(
@@ -151,7 +168,7 @@ def read_table(
             "no data rows" + ("" if delimiter is None else ": the file has a header line only"),
             f"check the export of the {table} table, or point {setting}.path at the full file",
         )
-    if delimiter is not None:  # examples in validation messages name file lines
+    if delimiter is not None:  # examples name records; load_tables makes them physical lines
         source.index = pd.RangeIndex(2, len(source) + 2, name="line")
 
     out = pd.DataFrame(index=source.index)
