@@ -93,6 +93,9 @@ def test_a_parquet_dataset_folder_loads_like_one_file(tmp_path):
     (tmp_path / "empty.parquet").mkdir()
     with pytest.raises(DataFileError, match="a folder without Parquet part files"):
         load_tables(tmp_path / "empty.parquet")
+    pq.write_table(pa.table({"learner_id": ["a"]}), folder / "learners.parquet")
+    with pytest.raises(DataFileError, match="part files with other columns"):
+        load_tables(folder)
     (tmp_path / "events.csv").mkdir()
     with pytest.raises(DataFileError, match="is a folder"):
         load_tables(tmp_path / "events.csv")

@@ -281,6 +281,18 @@ def _parquet_schema(path: Path) -> pa.Schema:
         raise DataFileError(
             path, None, "a folder without Parquet part files", "point the path at the table"
         )
+    # The reader takes the first file's columns: part files of other tables (a saved
+    # EventLog folder: events, learners, courses) would be read as one table, silently.
+    first = set(pq.read_schema(dataset.files[0]).names)
+    for other in dataset.files[1:]:
+        if set(pq.read_schema(other).names) != first:
+            raise DataFileError(
+                path,
+                None,
+                f"part files with other columns: {Path(dataset.files[0]).name} and "
+                f"{Path(other).name} (one folder is one table)",
+                "point the path at one table's file or folder",
+            )
     return dataset.schema
 
 
