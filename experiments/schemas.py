@@ -209,6 +209,8 @@ class TableSpecSchema:  # watchlog.loaders.tabular.TableSpec as a mapping
     extra: list[str] | None = MISSING
     delimiter: str | None = MISSING
     encoding: str = MISSING
+    quoting: bool = MISSING
+    multiline: bool = MISSING
 
 
 @dataclass

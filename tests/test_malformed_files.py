@@ -90,6 +90,24 @@ CASES = [
         "quote the fields that contain ','",
     ),
     Case(
+        "stray_quote.csv",
+        (HEADER + ROWS.replace("b,c2,", 'b,"c2,')).encode(),
+        (),
+        DataFileError,
+        "line 3",
+        "a quoted field opens on this line",
+        "set data.source.events.quoting=false",
+    ),
+    Case(
+        "repeated_header.csv",
+        (HEADER.replace("impression", "ts") + ROWS).encode(),
+        (),
+        DataFileError,
+        "line 1",
+        "column names must be distinct; repeated: 'ts' (2 times)",
+        "rename the repeated columns in the file",
+    ),
+    Case(
         "latin1.csv",
         (HEADER + ROWS + "c,caf\u00e9,2024-01-04T10:00:00Z,60,1,true\n").encode("latin-1"),
         (),
@@ -97,6 +115,15 @@ CASES = [
         "line 5",
         "not UTF-8: byte 0xe9 cannot be decoded",
         "set data.source.events.encoding=latin-1",
+    ),
+    Case(
+        "utf16.csv",
+        (HEADER + ROWS).encode("utf-16"),
+        (),
+        DataFileError,
+        "line 1",
+        "not UTF-8 (UTF-16 byte-order mark)",
+        "set data.source.events.encoding=utf-16",
     ),
     Case(
         "semicolon.csv",
@@ -160,6 +187,13 @@ def test_the_ragged_line_is_the_editors_line_and_others_are_counted(tmp_path):
     assert err.value.line == 5
     assert "row has 4 fields, the header has 6" in err.value.rule
     assert "1 more such line(s), e.g. line(s) 9" in err.value.rule
+
+
+def test_the_encoding_named_loads_the_utf16_file(tmp_path):
+    case = next(c for c in CASES if c.name == "utf16.csv")
+    (tmp_path / case.name).write_bytes(case.content)
+    _, log, _ = load(tmp_path, case.name, "data.source.events.encoding=utf-16")
+    assert len(log.events) == 3
 
 
 def test_the_right_encoding_loads_the_latin1_file(tmp_path):

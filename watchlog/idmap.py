@@ -47,13 +47,20 @@ class UnknownIdError(KeyError):
 class IdMap:
     """A frozen bijection between caller ids and 0..n-1.
 
-    Ids are sorted when they are mutually comparable, so the same set of ids gives
-    the same indices whatever the row order of the input (`IdMap.ordered` keeps a given
-    order instead).
+    Ids are sorted (categorical ids by value, not category order) when they are mutually
+    comparable, so the same set of ids gives the same indices whatever the row order or
+    encoding of the input (`IdMap.ordered` keeps a given order instead).
     """
 
     def __init__(self, ids, name: str = "id"):
-        index = pd.Index(pd.unique(pd.Series(ids)))
+        unique = pd.unique(pd.Series(ids))
+        if isinstance(unique, pd.Categorical):
+            # Categorical ids (dictionary-encoded Parquet from Spark, Polars, pyarrow) as their
+            # plain values: a CategoricalIndex sorts by category order, which is the writer's
+            # first-seen order, so the same ids would get other indices (and fingerprint) than
+            # from a plain column. take() by code: no Python object per row.
+            unique = unique.categories.take(unique.codes, allow_fill=True)
+        index = pd.Index(unique)
         if index.hasnans:
             raise ValueError(f"{name}: ids must not be missing")
         with contextlib.suppress(TypeError):  # mixed id types: keep first-seen order

@@ -17,16 +17,14 @@ Canonical dtypes
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from watchlog.report import DataReport
+from watchlog.timestamps import note_epoch_span, ns_to_utc, to_utc, unit_hint
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -34,6 +32,7 @@ __all__ = [
     "LEARNER_COLUMNS",
     "COURSE_COLUMNS",
     "CONTRACT_COLUMNS",
+    "TEXT_COLUMNS",
     "DUPLICATE_KEY",
     "Problem",
     "SchemaError",
@@ -60,6 +59,19 @@ COURSE_COLUMNS = (
     "skills",
     "title",
     "published_at",
+)
+# Contract columns that hold text (ids included): loaders read them from CSV exactly as
+# written (`007` stays `007`, `NA` is text: only an empty field is missing), as Parquet does.
+TEXT_COLUMNS = (
+    "learner_id",
+    "course_id",
+    "channel",
+    "segment",
+    "language",
+    "category",
+    "difficulty",
+    "skills",
+    "title",
 )
 # Every column the contract names, per table (loaders map sources onto these).
 CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -168,74 +180,17 @@ def _missing_columns(frame: pd.DataFrame, table: str, required) -> list[Problem]
     ]
 
 
-def ns_to_utc(ns: np.ndarray) -> pd.Series:
-    """int64 UTC nanoseconds -> datetime64[ns, UTC] Series, without a pass through Python objects."""
-    return pd.Series(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).dt.tz_localize("UTC")
-
-
-def to_utc(values: pd.Series, *, unit: str | None = None) -> tuple[pd.Series, np.ndarray]:
-    """Parse timestamps to datetime64[ns, UTC]; return (parsed, mask of unparseable rows).
-
-    Naive datetimes are taken as UTC. Numbers are epochs and need `unit`
-    ('s', 'ms', 'us', 'ns'); without one every numeric row is reported.
-    """
-    present = values.notna().to_numpy()
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        parsed = values.dt.tz_convert("UTC")
-    elif pd.api.types.is_datetime64_dtype(values.dtype):
-        parsed = values.dt.tz_localize("UTC")
-    elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
-        values.dtype
-    ):
-        if unit is None:
-            return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]"), present
-        numeric = pd.to_numeric(values, errors="coerce")
-        parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
-    else:
-        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-        retry = parsed.isna().to_numpy() & present
-        if retry.any():  # not ISO 8601: one format for them all, never a guess per element
-            parsed = parsed.copy()
-            parsed[retry] = _one_format(values[retry])
-    parsed = _in_ns_range(parsed).astype("datetime64[ns, UTC]")
-    return parsed, present & parsed.isna().to_numpy()
-
-
 _POSITION_MAX = int(np.iinfo(np.int16).max)  # slate positions are held as Int16
-_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
-def _in_ns_range(parsed: pd.Series) -> pd.Series:
-    """NaT (reported as unparseable) for timestamps outside datetime64[ns] (1677-09-22 to
-    2262-04-11), which pandas may parse at a coarser unit but cannot hold in ns."""
-    unit_ok = parsed.dt.unit == "ns"
-    if unit_ok:
-        return parsed
-    out = (parsed >= _TS_MIN) & (parsed <= _TS_MAX)
-    return parsed.where(out.fillna(False))
-
-
-def _note_epoch_span(ts: pd.Series, raw: pd.Series, unit: str | None, report) -> None:
-    """Epochs read in the wrong unit land in 1970 (seconds read as ms) or far in the future:
-    a numeric column read with `unit` whose dates fall outside 1990-2100 is noted, with the
-    span and the other units' reading of its first value."""
-    if unit is None or report is None or not pd.api.types.is_numeric_dtype(raw.dtype):
-        return
-    lo, hi = ts.min(), ts.max()
-    if pd.isna(lo) or (lo.year >= 1990 and hi.year <= 2100):
-        return
-    first = raw.dropna().iloc[0]
-    others = []
-    for u in ("s", "ms", "us", "ns"):
-        if u != unit:
-            with contextlib.suppress(OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
-                others.append(f"{u}: {pd.to_datetime(first, unit=u, utc=True)}")
-    report.note(
-        f"events.ts: read with ts_unit={unit}, the events span {lo} to {hi}, outside 1990-2100; "
-        f"if the unit is wrong, data.source.ts_unit reads the first value {first} as "
-        + "; ".join(others)
-    )
-    logging.getLogger(__name__).warning("%s", report.notes[-1])
+def _missing_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
+    """Missing ids; from a file (indexed by line) the examples show what the file says there,
+    an empty field (the only thing a loader reads as a missing id)."""
+    missing = ids.isna().to_numpy()
+    if not missing.any():
+        return None
+    shown = pd.Series("", index=ids.index, dtype=object) if ids.index.name == "line" else ids
+    return _problem(table, col, "id must not be missing", shown, missing)
 
 
 def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
@@ -250,21 +205,6 @@ def _mixed_ids(table: str, col: str, ids: pd.Series) -> Problem | None:
     present = ids.notna().to_numpy()
     rare = is_text if is_text[present].sum() * 2 < present.sum() else ~is_text & present
     return _problem(table, col, "ids must be all text or all numbers, not both", ids, rare)
-
-
-def _one_format(values: pd.Series) -> pd.Series:
-    """Non-ISO timestamps in the one format pandas infers from the first value, month first
-    (US) or, when that reads fewer of them, day first. A guess per element (format="mixed")
-    would read 08/01/2024 as August and 15/01/2024 as January in the same column, scrambling
-    the time order silently; here values that do not fit the column's format are NaT, which
-    validation reports as unparseable, with lines."""
-    with warnings.catch_warnings():  # "could not infer format": every value is then NaT
-        warnings.simplefilter("ignore", UserWarning)
-        month = pd.to_datetime(values, utc=True, errors="coerce")
-        if not month.isna().any():
-            return month
-        day = pd.to_datetime(values, utc=True, errors="coerce", dayfirst=True)
-    return day if day.notna().sum() > month.notna().sum() else month
 
 
 def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -318,9 +258,7 @@ def normalize_events(
     for col in ("learner_id", "course_id"):
         if col in missing:
             continue
-        _collect(
-            problems, _problem(t, col, "id must not be missing", frame[col], frame[col].isna())
-        )
+        _collect(problems, _missing_ids(t, col, frame[col]))
         _collect(problems, _mixed_ids(t, col, frame[col]))
         out[col] = frame[col]
 
@@ -331,13 +269,16 @@ def normalize_events(
             if bad.any() and pd.api.types.is_numeric_dtype(frame["ts"].dtype) and ts_unit is None
             else "timestamp must be parseable (years 1678-2261)"
         )
-        _collect(problems, _problem(t, "ts", rule, frame["ts"], bad))
+        unparseable = _problem(t, "ts", rule, frame["ts"], bad)
+        if unparseable is not None:  # epochs in another unit: say which one fits
+            unparseable = replace(unparseable, fix=unit_hint(frame["ts"], bad, ts_unit))
+        _collect(problems, unparseable)
         _collect(
             problems,
             _problem(t, "ts", "timestamp must not be missing", frame["ts"], frame["ts"].isna()),
         )
         out["ts"] = ts
-        _note_epoch_span(ts, frame["ts"], ts_unit, report)
+        note_epoch_span(ts, frame["ts"], ts_unit, report)
 
     if "watch_seconds" not in missing:
         raw = frame["watch_seconds"]
@@ -454,7 +395,7 @@ def _normalize_entity_table(
     if problems:
         return frame, problems
     ids = frame[id_col]
-    _collect(problems, _problem(table, id_col, "id must not be missing", ids, ids.isna()))
+    _collect(problems, _missing_ids(table, id_col, ids))
     _collect(problems, _mixed_ids(table, id_col, ids))
     dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
     _collect(problems, _problem(table, id_col, "id must be unique", ids, dup))

@@ -12,7 +12,7 @@ Loaders never drop rows; filters belong to cleaning. A file that cannot be read 
 raises `DataFileError` (the file, the line, the rule, the fix).
 """
 
-from watchlog.loaders._read import DataFileError
+from watchlog.loaders._errors import DataFileError
 from watchlog.loaders.movielens import (
     ML1M_OCCUPATIONS,
     load_movielens,

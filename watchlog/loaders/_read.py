@@ -4,8 +4,8 @@ Typed reads fail fast in pyarrow; when they do, the file is read again as text t
 report *every* offending value (column, count, examples) as a `SchemaError`, the
 same way validation reports problems, instead of pyarrow's first-error message.
 
-A file pyarrow cannot take as it is (empty, a row with the wrong number of fields,
-bytes that are not in the encoding) raises `DataFileError`, which names the file, the
+A file pyarrow cannot take as it is (empty, a row with the wrong number of fields, a stray
+quote, bytes that are not in the encoding) raises `DataFileError`, which names the file, the
 line as an editor counts it (1-based, the header is line 1), the rule and the fix.
 The line is found by a second, single-threaded pass over the file, on error only.
 """
@@ -24,6 +24,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from watchlog.loaders._errors import (
+    SNIFF_BYTES,
+    DataFileError,
+    check_not_wide,
+    not_encoded,
+    raw_bytes,
+    setting_key,
+)
+from watchlog.loaders._lines import first_multiline_value, record_lines
 from watchlog.schema import Problem, SchemaError
 
 __all__ = ["DataFileError", "detect_delimiter", "read_delimited", "read_header"]
@@ -34,63 +43,13 @@ _SEP_STANDIN = "\x1f"
 _N_EXAMPLES = 5
 # Delimiters `detect_delimiter` chooses among, in order of preference on a tie.
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
-_SNIFF_BYTES = 64 * 1024
-
-
-class DataFileError(ValueError):
-    """A file the reader cannot take: the file, the line (1-based; None when the problem is
-    the whole file), the rule it breaks and how to fix it."""
-
-    def __init__(self, path: str | os.PathLike, line: int | None, rule: str, fix: str):
-        self.path, self.line, self.rule, self.fix = Path(path), line, rule, fix
-        where = f"{self.path}" + (f", line {line}" if line is not None else "")
-        super().__init__(f"{where}: {rule}. Fix: {fix}")
-
-
-def _key(setting: str | None, name: str) -> str:
-    """How the caller sets option `name`: a config key when the caller gave its prefix."""
-    return f"{setting}.{name}" if setting else name
-
-
-def _raw_bytes(source: str | io.BytesIO) -> bytes:
-    """The file's bytes, decompressed by suffix as pyarrow does (on error paths only)."""
-    if isinstance(source, io.BytesIO):
-        return source.getvalue()
-    with pa.input_stream(source) as stream:
-        return stream.read()
-
-
-def _first_undecodable(raw: bytes, encoding: str) -> tuple[int, int] | None:
-    """(line, byte) of the first byte sequence `encoding` cannot decode, or None."""
-    try:
-        raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        return raw.count(b"\n", 0, err.start) + 1, raw[err.start]
-    return None
-
-
-def _not_encoded(
-    path: Path, raw: bytes, encoding: str, setting: str | None, columns: Sequence[str] = ()
-) -> DataFileError | None:
-    bad = _first_undecodable(raw, encoding)
-    if bad is None:
-        return None
-    line, byte = bad
-    where = f" (column(s) {list(columns)} would load as bytes)" if columns else ""
-    return DataFileError(
-        path,
-        line,
-        f"not {encoding.upper().replace('UTF8', 'UTF-8')}: byte {byte:#04x} cannot be decoded{where}",
-        f"set {_key(setting, 'encoding')}=latin-1 (or the file's encoding, e.g. cp1252), "
-        "or save the file as UTF-8",
-    )
 
 
 def detect_delimiter(path: str | os.PathLike, default: str) -> str:
     """The delimiter of a file's header line: the most frequent of DELIMITER_CANDIDATES in its
     first line (ties: the earlier candidate), `default` when the line has none of them."""
     with pa.input_stream(str(path)) as stream:
-        head = stream.read(_SNIFF_BYTES)
+        head = stream.read(SNIFF_BYTES)
     first = head.split(b"\n", 1)[0]
     counts = {c: first.count(c.encode()) for c in DELIMITER_CANDIDATES}
     best = max(DELIMITER_CANDIDATES, key=lambda c: (counts[c], c == default))
@@ -103,9 +62,11 @@ def read_delimited(
     delimiter: str,
     names: Sequence[str] | None = None,
     types: Mapping[str, pa.DataType] | None = None,
+    exact_text: Sequence[str] = (),
     include: Sequence[str] | None = None,
     encoding: str = "utf8",
     quoting: bool = True,
+    multiline: bool = False,
     setting: str | None = None,
 ) -> pa.Table:
     """Read a delimited text file (compressed by suffix, e.g. .gz) into an Arrow table.
@@ -113,12 +74,20 @@ def read_delimited(
     `names` gives the column names of a header-less file (None: the first line is the
     header). `types` fixes column types (others are inferred); a value that does not
     convert raises `SchemaError` naming the file, column, count and examples (as file
-    lines). Empty strings are missing values. A multi-character `delimiter` is supported
+    lines). Empty fields are missing values, and so are pyarrow's null spellings (NA, null,
+    nan, N/A, ...) except in the `exact_text` columns (typed string in `types`), where they
+    are text as written. A multi-character `delimiter` is supported
     by substituting a single control character in memory (the file is read whole).
     An empty file, a ragged row or bytes not in `encoding` raise `DataFileError`;
     `setting` (e.g. "data.source.events") is the config prefix its fix names.
+
+    With `quoting`, a field opening with '"' runs to the closing '"' (delimiters and line
+    breaks inside are text; a quote inside an unquoted field is a literal character). A
+    quoted field spanning lines is a `DataFileError` naming the line it opens on unless
+    `multiline`: a stray '"' would otherwise swallow every later row without an error.
     """
     path = Path(path)
+    check_not_wide(path, encoding, setting)
     source: str | io.BytesIO = str(path)
     if len(delimiter) > 1:
         raw = path.read_bytes()
@@ -132,7 +101,11 @@ def read_delimited(
     )
     # Titles carry quote characters ("Shawshank..." 'n' all); MovieLens .dat/.item/.user
     # files never quote fields, so quoting is off for them.
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False)
+    parse_opts = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoting else False,
+        newlines_in_values=quoting and multiline,
+    )
     convert = dict(
         include_columns=list(include) if include is not None else None,
         strings_can_be_null=True,
@@ -174,10 +147,82 @@ def read_delimited(
     if binary:
         if isinstance(source, io.BytesIO):
             source.seek(0)
-        bad = _not_encoded(path, _raw_bytes(source), encoding, setting, binary)
+        bad = not_encoded(path, raw_bytes(source), encoding, setting, binary)
         if bad is not None:
             raise bad
+    table = _exact_text(table, source, read_opts, parse_opts, exact_text, convert)
+    if quoting and not multiline:
+        _check_multiline(path, source, table, parse_opts, 1 if names is not None else 2, setting)
     return table
+
+
+def _exact_text(
+    table: pa.Table,
+    source: str | io.BytesIO,
+    read_opts: pacsv.ReadOptions,
+    parse_opts: pacsv.ParseOptions,
+    columns: Sequence[str],
+    convert: dict,
+) -> pa.Table:
+    """`columns` with their nulls read again with only the empty field as missing: pyarrow
+    has one list of null spellings for all columns, and a learner called NA is not a missing
+    id. Only columns that have nulls are read again (none, in most files)."""
+    again = [c for c in columns if c in table.column_names and table.column(c).null_count]
+    if not again:
+        return table
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    exact = pacsv.read_csv(
+        source,
+        read_options=read_opts,
+        parse_options=parse_opts,
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in again},
+            null_values=[""],
+            **{**convert, "include_columns": again},
+        ),
+    )
+    for c in again:
+        table = table.set_column(table.column_names.index(c), c, exact.column(c))
+    return table
+
+
+def _check_multiline(
+    path: Path,
+    source: str | io.BytesIO,
+    table: pa.Table,
+    parse_opts: pacsv.ParseOptions,
+    first_record: int,
+    setting: str | None,
+) -> None:
+    """A text value with a line break came from a quoted field that spans lines: almost
+    always a stray '"' that swallowed the rows after it (the row count would silently
+    shrink), so it is an error unless the spec allows multi-line fields."""
+    hit = first_multiline_value(table)
+    if hit is None:
+        return
+    row, column, value = hit
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    record = row + first_record
+    line = record_lines(
+        raw_bytes(source), [record], delimiter=parse_opts.delimiter, quote=parse_opts.quote_char
+    ).get(record)
+    raise _unclosed_quote(path, line, value.count("\n"), f"column {column!r}: {value}", setting)
+
+
+def _unclosed_quote(
+    path: Path, line: int | None, breaks: int, text: str, setting: str | None
+) -> DataFileError:
+    return DataFileError(
+        path,
+        line,
+        f"a quoted field opens on this line and runs over {breaks} line break(s) "
+        f"({text[:80]!r}); a stray '\"' swallows every row after it",
+        'remove the stray quote (or double it: "" is a literal quote inside a quoted field); '
+        f"if the file's quotes are literal text, set {setting_key(setting, 'quoting')}=false; if its "
+        f"fields really span lines, set {setting_key(setting, 'multiline')}=true",
+    )
 
 
 def read_header(
@@ -186,14 +231,20 @@ def read_header(
     delimiter: str,
     encoding: str = "utf8",
     quoting: bool = True,
+    multiline: bool = False,
     setting: str | None = None,
 ) -> list[str]:
     """Column names of a delimited file with a header, reading only its first block.
 
     Raises `DataFileError` for an empty file, a ragged row in that block, or a header
     that does not decode (`setting`: the config prefix the fix names)."""
+    check_not_wide(path, encoding, setting)
     read_opts = pacsv.ReadOptions(encoding=encoding)
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False)
+    parse_opts = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoting else False,
+        newlines_in_values=quoting and multiline,
+    )
     try:
         reader = pacsv.open_csv(str(path), read_options=read_opts, parse_options=parse_opts)
     except pa.ArrowInvalid as err:
@@ -205,7 +256,7 @@ def read_header(
     finally:
         reader.close()
     if any("\ufffd" in n for n in names):  # pyarrow replaces undecodable header bytes
-        bad = _not_encoded(Path(path), _raw_bytes(str(path)), encoding, setting)
+        bad = not_encoded(Path(path), raw_bytes(str(path)), encoding, setting)
         if bad is not None:
             raise bad
     return names
@@ -230,11 +281,14 @@ def _file_error(
             "check the path, or export the table again with its header",
         )
     if "UTF8" in message:
-        bad = _not_encoded(path, _raw_bytes(source), encoding, setting)
+        bad = not_encoded(path, raw_bytes(source), encoding, setting)
         if bad is not None:
             return bad
     if re.search(r"Expected \d+ columns, got \d+", message):
         ragged = _ragged_rows(source, read_opts, parse_opts)
+        if ragged and "\n" in ragged[0][3] and not parse_opts.newlines_in_values:
+            line, _, _, text = ragged[0]
+            return _unclosed_quote(path, line, text.count("\n"), text, setting)
         if ragged:
             line, expected, actual, text = ragged[0]
             others = (
@@ -250,7 +304,7 @@ def _file_error(
                 f"row has {actual} fields, the header has {expected} "
                 f"(delimiter {delim!r}): {text[:80]!r}{others}",
                 f"quote the fields that contain {delim!r}, or remove the extra fields; "
-                f"if the file uses another delimiter, set {_key(setting, 'delimiter')}",
+                f"if the file uses another delimiter, set {setting_key(setting, 'delimiter')}",
             )
     return ValueError(f"{path}: {err}")
 
@@ -258,8 +312,9 @@ def _file_error(
 def _ragged_rows(
     source: str | io.BytesIO, read_opts: pacsv.ReadOptions, parse_opts: pacsv.ParseOptions
 ) -> list[tuple[int, int, int, str]]:
-    """(line, expected fields, fields, text) of every row with the wrong field count. One
-    thread: pyarrow knows a row's physical line number only then."""
+    """(line, expected fields, fields, text) of every row with the wrong field count, the
+    line physical (1-based; blank lines and quoted line breaks counted). One thread: pyarrow
+    numbers a row's record only then; `record_lines` turns records into lines."""
     found: list[tuple[int, int, int, str]] = []
 
     def handler(row) -> str:
@@ -277,12 +332,25 @@ def _ragged_rows(
     parse = pacsv.ParseOptions(
         delimiter=parse_opts.delimiter,
         quote_char=parse_opts.quote_char,
+        newlines_in_values=parse_opts.newlines_in_values,
         invalid_row_handler=handler,
     )
     # Another problem past the ragged rows: the first ragged row is still the answer.
     with contextlib.suppress(pa.ArrowInvalid):
         pacsv.read_csv(source, read_options=opts, parse_options=parse)
-    return [r for r in found if r[0] is not None]
+    found = [r for r in found if r[0] is not None]
+    if not found:
+        return found
+    # pyarrow counts records (column_names given: the first line is record 1 all the same)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    lines = record_lines(
+        raw_bytes(source),
+        [r[0] for r in found],
+        delimiter=parse_opts.delimiter,
+        quote=parse_opts.quote_char or None,
+    )
+    return [(lines.get(r[0], r[0]), *r[1:]) for r in found]
 
 
 def _conversion_problem(

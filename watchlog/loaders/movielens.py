@@ -4,7 +4,9 @@ releases (latest, latest-small, 20M, 25M, 32M: ratings.csv/movies.csv).
 Every rating becomes one impression event (see `watchlog.loaders.ratings`); movies
 become courses (title, genres as skills, first genre as category, release year) and
 users become learners. Nothing is dropped: movies without a release date or genres
-are kept with missing values, and every such gap is noted in the report.
+are kept with missing values, and every such gap is noted in the report. Ratings are
+checked (present, finite, on the release's scale) and every problem names its file and
+line (`watchlog.loaders._ml_checks`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ import pandas as pd
 import pyarrow as pa
 
 from watchlog.eventlog import EventLog
+from watchlog.loaders._ml_checks import (
+    SourceFile,
+    check_ratings,
+    occupation_names,
+    parse_release_dates,
+    validate,
+)
 from watchlog.loaders._read import read_delimited
 from watchlog.loaders.ratings import (
     DEFAULT_CLICK_THRESHOLD,
@@ -26,7 +35,6 @@ from watchlog.loaders.ratings import (
     ratings_to_events,
 )
 from watchlog.report import DataReport
-from watchlog.schema import Problem, SchemaError
 
 __all__ = [
     "ML1M_OCCUPATIONS",
@@ -65,6 +73,10 @@ _NO_GENRES = "(no genres listed)"
 # "Toy Story (1995)", "Babylon 5 (1994-1998)", "Fight Club (1999) " -> the first year.
 _TITLE_YEAR = r"\((\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$"
 _RATING_TYPES = {"user": pa.int32(), "item": pa.int32(), "rating": pa.float32(), "ts": pa.int64()}
+# Rating scales of the releases' READMEs: 100K and 1M whole stars 1-5; 10M (read by the 1M
+# loader) and the CSV releases half stars 0.5-5.
+_SCALE_100K = (1.0, 5.0)
+_SCALE_HALF_STARS = (0.5, 5.0)
 
 
 def load_movielens(
@@ -129,10 +141,15 @@ def load_movielens_100k(
     report = report if report is not None else DataReport()
     proxy = RatingProxy(watch, seconds_per_star, seconds, min_rating, click_threshold)
 
+    files = {
+        "events": SourceFile(path / "u.data", 1),
+        "courses": SourceFile(path / "u.item", 1),
+        "learners": SourceFile(path / "u.user", 1),
+    }
     ratings = _read(
         path / "u.data", report, delimiter="\t", names=list(_RATING_TYPES), types=_RATING_TYPES
     )
-    events = _ratings_frame(ratings, proxy, report)
+    events = _ratings_frame(ratings, proxy, report, files["events"], _SCALE_100K)
 
     genre_table = _read(path / "u.genre", report, delimiter="|", names=["genre", "code"])
     genre_names = genre_table.sort_values("code")["genre"].tolist()
@@ -147,7 +164,7 @@ def load_movielens_100k(
         encoding="latin-1",
     )
     genres, first = _join_flags(items[flag_cols].to_numpy(dtype=bool), genre_names)
-    published = _parse_release_dates(items["release_date"], path / "u.item")
+    published = parse_release_dates(items["release_date"], files["courses"])
     courses = pd.DataFrame(
         {
             "course_id": items["course_id"],
@@ -172,9 +189,7 @@ def load_movielens_100k(
         zip=users["zip"].astype("string"),
     )
     learners = _with_segment(learners, segment_column, report)
-    return EventLog.from_tables(
-        events, learners, courses, ts_unit="s", duplicates=duplicates, report=report
-    )
+    return validate(events, learners, courses, files, duplicates=duplicates, report=report)
 
 
 def load_movielens_1m(
@@ -201,6 +216,10 @@ def load_movielens_1m(
     report = report if report is not None else DataReport()
     proxy = RatingProxy(watch, seconds_per_star, seconds, min_rating, click_threshold)
 
+    files = {
+        "events": SourceFile(path / "ratings.dat", 1),
+        "courses": SourceFile(path / "movies.dat", 1),
+    }
     ratings = _read(
         path / "ratings.dat",
         report,
@@ -208,7 +227,7 @@ def load_movielens_1m(
         names=list(_RATING_TYPES),
         types=_RATING_TYPES,
     )
-    events = _ratings_frame(ratings, proxy, report)
+    events = _ratings_frame(ratings, proxy, report, files["events"], _SCALE_HALF_STARS)
     movies = _read(
         path / "movies.dat",
         report,
@@ -221,6 +240,7 @@ def load_movielens_1m(
 
     learners = None
     if (path / "users.dat").is_file():
+        users_file = files["learners"] = SourceFile(path / "users.dat", 1)
         users = _read(
             path / "users.dat",
             report,
@@ -236,15 +256,13 @@ def load_movielens_1m(
         )
         learners = users.assign(
             gender=users["gender"].astype("category"),
-            occupation=_occupation_names(users["occupation"], path / "users.dat"),
+            occupation=occupation_names(users["occupation"], users_file, ML1M_OCCUPATIONS),
             zip=users["zip"].astype("string"),
         )
         learners = _with_segment(learners, segment_column, report)
     else:
         report.note(f"{path}: no users.dat, learners derived from ratings (segment 'unknown')")
-    return EventLog.from_tables(
-        events, learners, courses, ts_unit="s", duplicates=duplicates, report=report
-    )
+    return validate(events, learners, courses, files, duplicates=duplicates, report=report)
 
 
 def load_movielens_csv(
@@ -277,7 +295,11 @@ def load_movielens_csv(
         include=source,
     )
     ratings.columns = list(_RATING_TYPES)
-    events = _ratings_frame(ratings, proxy, report)
+    files = {
+        "events": SourceFile(path / "ratings.csv", 2),
+        "courses": SourceFile(path / "movies.csv", 2),
+    }
+    events = _ratings_frame(ratings, proxy, report, files["events"], _SCALE_HALF_STARS)
     movies = _read(
         path / "movies.csv",
         report,
@@ -286,9 +308,7 @@ def load_movielens_csv(
         include=["movieId", "title", "genres"],
     ).rename(columns={"movieId": "course_id"})
     courses = _movies_to_courses(movies, report)
-    return EventLog.from_tables(
-        events, None, courses, ts_unit="s", duplicates=duplicates, report=report
-    )
+    return validate(events, None, courses, files, duplicates=duplicates, report=report)
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -319,7 +339,14 @@ def _read(
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
-def _ratings_frame(ratings: pd.DataFrame, proxy: RatingProxy, report: DataReport) -> pd.DataFrame:
+def _ratings_frame(
+    ratings: pd.DataFrame,
+    proxy: RatingProxy,
+    report: DataReport,
+    source: SourceFile,
+    scale: tuple[float, float],
+) -> pd.DataFrame:
+    check_ratings(ratings["rating"], source, scale)
     return ratings_to_events(
         ratings["user"], ratings["item"], ratings["rating"], ratings["ts"], proxy, report
     )
@@ -337,23 +364,6 @@ def _join_flags(flags: np.ndarray, names: list[str]) -> tuple[pd.Series, pd.Seri
     has_any = flags.any(axis=1)
     first = pd.Series(np.asarray(names, dtype=object)[flags.argmax(axis=1)], dtype="string")
     return joined, first.where(has_any)
-
-
-def _parse_release_dates(raw: pd.Series, source: Path) -> pd.Series:
-    """'01-Jan-1995' -> UTC timestamps; empty stays NaT, anything else unparseable raises."""
-    parsed = pd.to_datetime(raw, format="%d-%b-%Y", utc=True, errors="coerce")
-    bad = raw.notna().to_numpy() & parsed.isna().to_numpy()
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        examples = [(int(r), raw.iloc[r]) for r in rows[:5]]
-        raise SchemaError(
-            [
-                Problem(
-                    source.name, "release_date", "must look like 01-Jan-1995", len(rows), examples
-                )
-            ]
-        )
-    return parsed.astype("datetime64[ns, UTC]")
 
 
 def _movies_to_courses(movies: pd.DataFrame, report: DataReport) -> pd.DataFrame:
@@ -395,17 +405,6 @@ def _note_missing(report: DataReport, courses: pd.DataFrame, column: str, why: s
     if missing:
         ids = courses.loc[courses[column].isna(), "course_id"].head(5).tolist()
         report.note(f"courses: {column} missing for {missing:,} movie(s) ({why}; kept), e.g. {ids}")
-
-
-def _occupation_names(codes: pd.Series, source: Path) -> pd.Categorical:
-    """users.dat occupation codes 0..20 -> README names; an unknown code is an error."""
-    bad = (codes.isna() | (codes < 0) | (codes >= len(ML1M_OCCUPATIONS))).to_numpy()
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        examples = [(int(r), codes.iloc[r]) for r in rows[:5]]
-        rule = f"occupation code must be 0..{len(ML1M_OCCUPATIONS) - 1}"
-        raise SchemaError([Problem(source.name, "occupation", rule, len(rows), examples)])
-    return pd.Categorical.from_codes(codes.to_numpy(), ML1M_OCCUPATIONS)
 
 
 def _with_segment(

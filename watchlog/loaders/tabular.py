@@ -3,12 +3,15 @@
 A table spec is a mapping (a plain dict or a Hydra DictConfig) or just a path:
 
     events:
-      path: data/events.parquet          # format from the suffix, or `format:`
+      path: data/events.parquet          # a file, or a Parquet dataset folder of part files
+      format: null                       # parquet | csv | tsv; null: from the suffix
       columns: {learner_id: user, course_id: item, ts: time}   # contract <- source
       fill: {impression: true}           # constant columns absent from the source
       extra: null                        # null: keep every unmapped column; or a list
       delimiter: null                    # CSV: null detects it from the header line
       encoding: utf8                     # CSV: the file's text encoding
+      quoting: true                      # CSV: '"' quotes fields; false: quotes are text
+      multiline: false                   # CSV: quoted fields may span lines (else an error)
 
 Rules: source columns already named like contract columns are taken as they are;
 contract columns neither mapped, present nor filled stay absent so validation names
@@ -20,13 +23,16 @@ constant is `nan`. A mapping whose `path` is null is no table.
 
 A CSV file is indexed by its lines (header = line 1), so validation examples name file
 lines; a file that cannot be read as it is raises `DataFileError` (file, line, rule, fix).
+CSV columns are text as written except those feeding numeric contract columns; in ids and
+text contract columns only an empty field is missing (docs/data_contract.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from watchlog.eventlog import EventLog
+from watchlog.loaders._ids import narrow_ids, reconcile_id_kinds, text_ids, whole_float_ids
+from watchlog.loaders._lines import physical_examples
 from watchlog.loaders._read import (
     DELIMITER_CANDIDATES,
     DataFileError,
@@ -43,82 +51,11 @@ from watchlog.loaders._read import (
     read_delimited,
     read_header,
 )
+from watchlog.loaders._spec import FORMATS, TableSpec
 from watchlog.report import DataReport
-from watchlog.schema import CONTRACT_COLUMNS, SchemaError
+from watchlog.schema import CONTRACT_COLUMNS, TEXT_COLUMNS, SchemaError
 
 __all__ = ["FORMATS", "CONTRACT_COLUMNS", "TableSpec", "load_tables", "read_table"]
-
-FORMATS = ("parquet", "csv", "tsv")
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
-_COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")  # pyarrow decompresses these by suffix
-_ID_COLUMNS = ("learner_id", "course_id")
-_INT32 = np.iinfo(np.int32)
-# Names a config can give for a tab (Hydra's override grammar keeps "\t" as two characters).
-_TAB_NAMES = {"tab": "\t", "\\t": "\t"}
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """Where one table is and how its columns map onto the contract."""
-
-    path: Path
-    format: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-    fill: dict[str, Any] = field(default_factory=dict)
-    extra: tuple[str, ...] | None = None
-    delimiter: str | None = None
-    encoding: str = "utf8"
-
-    @classmethod
-    def parse(
-        cls, table: str, spec: TableSpec | Mapping[str, Any] | str | os.PathLike
-    ) -> TableSpec | None:
-        """A spec from a TableSpec, a mapping (dict / DictConfig) or a bare path; None for
-        a mapping whose path is null (no such table)."""
-        if isinstance(spec, TableSpec):
-            return spec
-        if isinstance(spec, str | os.PathLike):
-            return cls(Path(spec))
-        if not isinstance(spec, Mapping):
-            raise TypeError(f"{table}: expected a path or a mapping, got {type(spec).__name__}")
-        allowed = {"path", "format", "columns", "fill", "extra", "delimiter", "encoding"}
-        unknown = sorted(set(spec) - allowed)
-        if unknown:
-            raise ValueError(f"{table}: unknown spec key(s) {unknown}; allowed: {sorted(allowed)}")
-        if "path" not in spec:
-            raise ValueError(f"{table}: the spec needs a 'path'")
-        if spec["path"] is None:
-            return None
-        extra = spec.get("extra")
-        delimiter = spec.get("delimiter")
-        return cls(
-            path=Path(spec["path"]),
-            format=spec.get("format"),
-            columns={
-                str(k): str(v) for k, v in (spec.get("columns") or {}).items() if v is not None
-            },
-            fill={str(k): v for k, v in (spec.get("fill") or {}).items() if v is not None},
-            extra=None if extra is None else tuple(str(c) for c in extra),
-            delimiter=_TAB_NAMES.get(delimiter, delimiter),
-            encoding=spec.get("encoding") or "utf8",
-        )
-
-    def resolved_format(self) -> str:
-        """The explicit format, else the one named by the suffix (before any .gz etc.)."""
-        if self.format is not None:
-            if self.format not in FORMATS:
-                raise ValueError(
-                    f"{self.path}: format must be one of {FORMATS}, got {self.format!r}"
-                )
-            return self.format
-        suffixes = [s.lower() for s in self.path.suffixes]
-        if suffixes and suffixes[-1] in _COMPRESSION:
-            suffixes = suffixes[:-1]
-        if suffixes and suffixes[-1] in _SUFFIXES:
-            return _SUFFIXES[suffixes[-1]]
-        raise ValueError(
-            f"{self.path}: cannot tell the format from the suffix; give format: one of {FORMATS}"
-        )
 
 
 def load_tables(
@@ -146,12 +83,12 @@ def load_tables(
     }
     if specs["events"] is None:
         raise ValueError("events: the spec needs a 'path' (it is null)")
-    frames = {
-        name: None if spec is None else read_table(spec, name, report=report)
-        for name, spec in specs.items()
-    }
-    reconcile_id_kinds(frames, report)
     try:
+        frames = {
+            name: None if spec is None else read_table(spec, name, report=report)
+            for name, spec in specs.items()
+        }
+        reconcile_id_kinds(frames, report)
         return EventLog.from_tables(
             frames["events"],
             frames["learners"],
@@ -167,7 +104,23 @@ def load_tables(
             replace(p, source=files[p.table]) if p.table in files and p.source is None else p
             for p in err.problems
         ]
-        raise SchemaError(named) from err
+        raise SchemaError(physical_examples(named, _delimited_files(specs))) from err
+
+
+def _delimited_files(
+    specs: Mapping[str, TableSpec | None],
+) -> dict[str, tuple[Path, str, str | None]]:
+    """File name -> (path, delimiter, quote) of the delimited tables (error path only)."""
+    out = {}
+    for spec in specs.values():
+        if spec is None or spec.resolved_format() == "parquet":
+            continue
+        fmt = spec.resolved_format()
+        delimiter = spec.delimiter or detect_delimiter(spec.path, _default_delimiter(fmt))
+        # a quote matters to line counting only with a one-character delimiter
+        quote = '"' if spec.quoting and len(delimiter) == 1 else None
+        out[spec.path.name] = (spec.path, delimiter, quote)
+    return out
 
 
 def read_table(
@@ -188,13 +141,26 @@ def read_table(
     if fmt != "parquet":
         if not spec.path.exists():
             raise FileNotFoundError(f"{spec.path}: no such file")
+        if spec.path.is_dir():
+            raise DataFileError(
+                spec.path,
+                None,
+                f"is a folder; only a Parquet table can be a folder of part files, not {fmt}",
+                f"point {setting}.path at the file (format: parquet for a Parquet dataset)",
+            )
         delimiter = spec.delimiter or detect_delimiter(spec.path, _default_delimiter(fmt))
     available = _source_columns(spec, fmt, delimiter, setting)
     plan = _plan(table, spec, available)
     needed = list(dict.fromkeys([*spec.columns.values(), *plan]))
-    id_sources = [spec.columns.get(c, c) for c in _ID_COLUMNS]
-    text = [c for c in needed if c in id_sources] if delimiter is not None else []
-    source = _read_source(spec, fmt, needed, delimiter, setting, text=text)
+    # CSV: every column is read as text except those feeding a numeric contract column
+    # (times, counts, flags), so `01` and `1` stay two segments and zip 02134 keeps its 0,
+    # as Parquet keeps them; text contract columns read only an empty field as missing.
+    numeric = {spec.columns.get(c, c) for c in CONTRACT_COLUMNS[table] if c not in TEXT_COLUMNS}
+    text = [c for c in needed if c not in numeric] if delimiter is not None else []
+    exact = {spec.columns.get(c, c) for c in TEXT_COLUMNS}
+    source = _read_source(
+        spec, fmt, needed, delimiter, setting, text=text, exact=[c for c in text if c in exact]
+    )
     if len(source) == 0:
         raise DataFileError(
             spec.path,
@@ -202,7 +168,7 @@ def read_table(
             "no data rows" + ("" if delimiter is None else ": the file has a header line only"),
             f"check the export of the {table} table, or point {setting}.path at the full file",
         )
-    if delimiter is not None:  # examples in validation messages name file lines
+    if delimiter is not None:  # examples name records; load_tables makes them physical lines
         source.index = pd.RangeIndex(2, len(source) + 2, name="line")
 
     out = pd.DataFrame(index=source.index)
@@ -214,12 +180,14 @@ def read_table(
     for target, value in spec.fill.items():
         out[target] = _constant(value, n)
     organic = _organic_defaults(table, out.columns, spec.fill)
+    if "impression" in organic and "clicked" in out.columns and "clicked" not in spec.fill:
+        _warn_clicked_without_impression(table, available, setting, report)
     for target, value in organic.items():
         out[target] = _constant(value, n)
     out = out[_ordered(table, out.columns)]
     if delimiter is not None:
-        out = _text_ids(out, table, report)
-    out = _narrow_ids(out)
+        out = text_ids(out, table, report)
+    out = narrow_ids(whole_float_ids(out, table, spec.path.name, report))
 
     if report is not None:
         how = ""
@@ -260,8 +228,15 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
     if not spec.path.exists():
         raise FileNotFoundError(f"{spec.path}: no such file")
     if fmt == "parquet":
-        return list(pq.read_schema(spec.path).names)
-    names = read_header(spec.path, delimiter=delimiter, encoding=spec.encoding, setting=setting)
+        return _distinct(spec, list(_parquet_schema(spec.path).names), None, setting)
+    names = read_header(
+        spec.path,
+        delimiter=delimiter,
+        encoding=spec.encoding,
+        quoting=spec.quoting,
+        multiline=spec.multiline,
+        setting=setting,
+    )
     if len(names) == 1:  # a given delimiter the file does not use: one column named "a;b;c"
         other = [c for c in DELIMITER_CANDIDATES if c != delimiter and c in names[0]]
         if other:
@@ -273,7 +248,52 @@ def _source_columns(spec: TableSpec, fmt: str, delimiter: str | None, setting: s
                 f"set {setting}.delimiter={_config_name(other[0])} "
                 "(or null to detect it from the header)",
             )
+    return _distinct(spec, names, 1, setting)
+
+
+def _distinct(spec: TableSpec, names: list[str], line: int | None, setting: str) -> list[str]:
+    """The names, when no two columns share one: a repeated name would be resolved to one of
+    the columns silently (which one depends on the reader)."""
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    repeated = {n: k for n, k in seen.items() if k > 1}
+    if repeated:
+        shown = ", ".join(f"{n!r} ({k} times)" for n, k in list(repeated.items())[:5])
+        raise DataFileError(
+            spec.path,
+            line,
+            f"column names must be distinct; repeated: {shown}",
+            "rename the repeated columns in the file (the header is the file's first line)"
+            if line is not None
+            else "rename the repeated columns where the file is written",
+        )
     return names
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file, or of a dataset folder of part files (Spark, Hive
+    partitions included) as pyarrow's dataset reader sees it; pq.read_table reads both."""
+    if not path.is_dir():
+        return pq.read_schema(path)
+    dataset = pq.ParquetDataset(path)
+    if not dataset.files:
+        raise DataFileError(
+            path, None, "a folder without Parquet part files", "point the path at the table"
+        )
+    # The reader takes the first file's columns: part files of other tables (a saved
+    # EventLog folder: events, learners, courses) would be read as one table, silently.
+    first = set(pq.read_schema(dataset.files[0]).names)
+    for other in dataset.files[1:]:
+        if set(pq.read_schema(other).names) != first:
+            raise DataFileError(
+                path,
+                None,
+                f"part files with other columns: {Path(dataset.files[0]).name} and "
+                f"{Path(other).name} (one folder is one table)",
+                "point the path at one table's file or folder",
+            )
+    return dataset.schema
 
 
 def _config_name(delimiter: str) -> str:
@@ -320,9 +340,11 @@ def _read_source(
     setting: str,
     *,
     text: Sequence[str] = (),
+    exact: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Only the needed columns, through pyarrow; `text` columns (delimited files' ids) are
-    read as text, never type-guessed."""
+    """Only the needed columns, through pyarrow; `text` columns of delimited files are read
+    as text, never type-guessed, and of those `exact` ones read only an empty field as
+    missing (NA, null, nan are text there)."""
     if fmt == "parquet":
         table = pq.read_table(spec.path, columns=columns)
     else:
@@ -330,8 +352,11 @@ def _read_source(
             spec.path,
             delimiter=delimiter,
             types={c: pa.string() for c in text},
+            exact_text=exact,
             include=columns,
             encoding=spec.encoding,
+            quoting=spec.quoting,
+            multiline=spec.multiline,
             setting=setting,
         )
     return table.to_pandas(self_destruct=True, split_blocks=True)
@@ -352,6 +377,27 @@ def _organic_defaults(table: str, columns: pd.Index, fill: Mapping[str, Any]) ->
     return out | ({} if "clicked" in columns else {"clicked": None})
 
 
+def _warn_clicked_without_impression(
+    table: str, available: list[str], setting: str, report: DataReport | None
+) -> None:
+    """A clicked column without an impression column makes an organic log whose every
+    clicked value becomes missing: warned (log and report), naming the columns that differ
+    from `impression` only in case or spaces (`Impression`, ` impression`), the usual cause."""
+    near = [c for c in available if c != "impression" and c.strip().lower() == "impression"]
+    hint = (
+        f"column(s) {near} look like it: map it ({setting}.columns.impression={near[0]!r})"
+        if near
+        else f"map or fill {setting}.columns.impression if the log holds impressions"
+    )
+    message = (
+        f"{table}: a clicked column but no impression column: every event is read as "
+        f"organic and every clicked value becomes missing; {hint}"
+    )
+    logging.getLogger(__name__).warning("%s", message)
+    if report is not None:
+        report.note(message)
+
+
 def _constant(value: Any, n: int) -> Any:
     """A column of n copies of `value`, compact for strings (one category)."""
     if value is None:
@@ -366,70 +412,3 @@ def _constant(value: Any, n: int) -> Any:
 def _ordered(table: str, columns: pd.Index) -> list[str]:
     contract = [c for c in CONTRACT_COLUMNS[table] if c in columns]
     return contract + [c for c in columns if c not in contract]
-
-
-_PLAIN_INTEGER = r"0|-?[1-9][0-9]{0,17}"  # what int64 reads and writes back unchanged ("-0": no)
-_NUMBER_LIKE = r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?"
-
-
-def _text_ids(frame: pd.DataFrame, table: str, report: DataReport | None) -> pd.DataFrame:
-    """Id columns read as text become integers only when every value is a plain integer
-    that reads back as the same text; otherwise they stay text, so "007", "7" and "7.0" stay
-    three ids and 123456789012345678901 is not rounded (a type-guessing reader would merge
-    the first three and turn the last into a float). Missing ids stay missing (validation
-    names them)."""
-    for col in _ID_COLUMNS:
-        if col not in frame.columns or not pd.api.types.is_string_dtype(frame[col].dtype):
-            continue
-        values = frame[col].astype("str") if frame[col].dtype == object else frame[col]
-        present = values.dropna()
-        plain = present.str.fullmatch(_PLAIN_INTEGER)
-        if len(present) and bool(plain.all()):
-            as_int = pd.to_numeric(values)
-            frame[col] = as_int.astype("int64" if len(present) == len(values) else "Int64")
-            continue
-        numeric = present[present.str.fullmatch(_NUMBER_LIKE) & ~plain]
-        if report is not None and len(numeric):
-            report.note(
-                f"{table}.{col}: read as text, not numbers: {len(numeric):,} value(s) are "
-                f"numbers that are not plain integers (e.g. {numeric.unique()[:3].tolist()}), "
-                "so each id is kept exactly as written"
-            )
-    return frame
-
-
-def reconcile_id_kinds(
-    frames: Mapping[str, pd.DataFrame | None], report: DataReport | None = None
-) -> None:
-    """In place: where one table holds an id column as integers and another as text (e.g.
-    a learners table with a "guest" id), the integers become their text, so the same id
-    matches in both (1 never equals "1"); noted in the report."""
-    pairs = {"learner_id": ("events", "learners"), "course_id": ("events", "courses")}
-    for col, names in pairs.items():
-        have = {n: frames[n] for n in names if frames.get(n) is not None and col in frames[n]}
-        kinds = {n: f[col].dtype.kind in "iu" or str(f[col].dtype) == "Int64"
-                 for n, f in have.items()}  # fmt: skip
-        if len(set(kinds.values())) < 2:
-            continue
-        for n, is_int in kinds.items():
-            if is_int:
-                f = have[n]
-                f[col] = f[col].astype("str").where(f[col].notna(), None)
-                if report is not None:
-                    text = [m for m, k in kinds.items() if not k]
-                    report.note(
-                        f"{n}.{col}: integers read as text, to match the text ids of the "
-                        f"{', '.join(text)} table"
-                    )
-
-
-def _narrow_ids(frame: pd.DataFrame) -> pd.DataFrame:
-    """Integer ids that fit go to int32 (half the memory; IdMaps compare by value)."""
-    for col in _ID_COLUMNS:
-        # numpy integers only: a nullable Int64 column has missing ids for validation to name
-        if col not in frame.columns or frame[col].dtype.kind not in "iu":
-            continue
-        ids = frame[col]
-        if len(ids) and ids.min() >= _INT32.min and ids.max() <= _INT32.max:
-            frame[col] = ids.astype(np.int32)
-    return frame
