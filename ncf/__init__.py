@@ -6,7 +6,7 @@
     dm.setup()
     model = TwoTower(log.n_learners, log.n_courses, bag_dim=256, mlp=(128, 64))
     module = NCFModule(model, loss="full_softmax", course_popularity=dm.course_popularity())
-    result = fit_and_test(dm, module, "out/")          # epoch chosen on validation, test once
+    result = fit_and_test(dm, module, "out/")          # epoch chosen on validation, then test
     rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids, inputs=dm.inputs)
     ids, scores = rec.recommend(["u1", "u2"], N=10)    # caller ids, best first
     table = rec.recommend_table(["u1", "u2"], N=10)    # long table (watchlog.candidates)

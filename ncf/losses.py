@@ -78,9 +78,15 @@ def _without_inputs(logits: torch.Tensor, history: Bags | None) -> torch.Tensor:
 def full_softmax(
     L: torch.Tensor, courses: CourseFn, model: Scorer, labels: Bags, history: Bags | None
 ) -> torch.Tensor:
-    logits = _without_inputs(model.score(L, courses(None)), history)  # (B, n_courses)
-    logp = torch.log_softmax(logits, dim=1)  # (B, n_courses)
+    raw = model.score(L, courses(None))  # (B, n_courses)
     row = labels.bag_of_entry()  # (n_pos,)
+    # A positive that is also an input course (a re-watch, when labels keep watched courses:
+    # inputs.exclude_seen_from_labels=false) stays a candidate, as in sampled_softmax:
+    # masked, its log-probability was -inf and the loss inf.
+    logits = _without_inputs(raw, history).index_put(
+        (row, labels.indices), raw[row, labels.indices]
+    )
+    logp = torch.log_softmax(logits, dim=1)  # (B, n_courses)
     picked = logp[row, labels.indices] * labels.weights  # (n_pos,)
     per_row = torch.zeros(L.shape[0], device=L.device, dtype=picked.dtype).index_add(0, row, picked)
     total = torch.zeros_like(per_row).index_add(0, row, labels.weights)

@@ -13,8 +13,12 @@ val_recall@k, ... which early stopping and checkpointing monitor. The test snaps
 through the same code (`trainer.test`), and only after the epoch was chosen on validation.
 
 Data-parallel (DDP): a training batch is this rank's share of a global batch and its loss is
-multiplied by the batch's `loss_scale` (`ncf.batches.shard_batch`), so the averaged gradient
-is the global batch's. Each rank evaluates its share of the learners; the top-k lists are
+multiplied by the batch's `loss_scale` (`ncf.batches.shard_batch`: world size x this rank's
+labelled rows / the global batch's), so for a loss that averages over learner rows
+(`full_softmax`, the default) the averaged gradient is the global
+batch's. `bce` and `sampled_softmax` average over label weights and sampled candidates, and
+their in-batch candidates are each rank's own: under DDP their gradient is close to the
+global batch's, not equal to it. Each rank evaluates its share of the learners; the top-k lists are
 gathered on every rank before the metrics, so every rank logs the same numbers (computed
 over all learners, never an average of per-rank metrics) and early stopping and
 checkpointing choose the same epoch everywhere.

@@ -1,4 +1,4 @@
-"""Fit on validation, then test once: the loop every NCF run (experiment or benchmark) uses.
+"""Fit on validation, then test: the loop every NCF run (experiment or benchmark) uses.
 
     result = fit_and_test(datamodule, module, out_dir, callbacks=[...], trainer_kwargs={...})
 
@@ -12,7 +12,10 @@
    the ID vector of a learner unknown to the model, before validation is recomputed, so
    validation, test and the saved model see the same weights. The refit, trained on other
    snapshots, is treated the same way.
-3. `Trainer.test` on the test snapshot, once.
+3. `Trainer.test` on the test snapshot: the result. With a refit, the model chosen on
+   validation is tested too, before the refit replaces it (`test_before_refit` in the
+   metrics: reported, never used to choose anything; with the split moved one window
+   earlier it says whether refitting helps).
 With `resume=True` a fit killed half-way continues from `checkpoints/last.ckpt` (written
 atomically after every epoch, with the generator states: `ncf.checkpointing`) and ends with
 the weights an uninterrupted fit ends with; a finished fit (`checkpoints/fit_done.json`) is
@@ -188,7 +191,7 @@ def _fit_and_test(
     resume: bool = False,
     callbacks: Sequence[pl.Callback] | None = None,
 ) -> TrainResult:
-    """Fit with early stopping on `monitor` (max), reload the best weights, test once.
+    """Fit with early stopping on `monitor` (max), reload the best weights, test (module doc).
 
     callbacks: the Trainer's callbacks, used as given (None: `default_callbacks(monitor,
     patience)`; `patience` is used for nothing else). They must hold one `PhaseTimer` (the

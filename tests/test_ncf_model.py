@@ -88,6 +88,19 @@ def test_full_softmax_matches_dense_computation():
     torch.testing.assert_close(loss, expect)
 
 
+def test_full_softmax_keeps_a_rewatched_positive_as_a_candidate():
+    """Labels that keep watched courses (inputs.exclude_seen_from_labels=false): a positive
+    that is also an input course was masked to -inf, so the loss was inf every epoch."""
+    L, C = torch.randn(1, 3), torch.randn(4, 3)
+    labels, _ = _bags([[1, 0, 1, 0]])
+    history, _ = _bags([[1, 1, 0, 0]])  # course 0: watched before and again in the window
+    loss = full_softmax(L, lambda idx: C if idx is None else C[idx], _Dot(), labels, history)
+    logits = L @ C.T
+    logits[0, 1] = -np.inf  # the other input course is still no candidate
+    logp = torch.log_softmax(logits, 1)
+    torch.testing.assert_close(loss, -(logp[0, 0] + logp[0, 2]) / 2)
+
+
 def test_known_mask_and_bce_negatives_skip_known_courses():
     keys = torch.tensor([0 * 5 + 1, 1 * 5 + 4]).sort().values
     m = known_mask(torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 4, 1]), keys, 5)
