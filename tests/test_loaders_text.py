@@ -48,6 +48,31 @@ def test_a_stray_quote_after_a_blank_line_names_the_physical_line(tmp_path):
     assert err.value.line == 6
 
 
+@pytest.mark.parametrize("extra", [None, []], ids=["every column", "only mapped columns"])
+def test_a_stray_quote_in_a_column_not_read_is_still_found(tmp_path, extra):
+    """The check read the loaded columns only: with `extra: []` the stray quote in `comment`
+    swallowed two rows without a word."""
+    rows = ["L1,c1,2024-01-01,x", 'L2,c2,2024-01-02,"oops', "L3,c3,2024-01-03,y",
+            'L4,c4,2024-01-04,z"', "L5,c5,2024-01-05,w"]  # fmt: skip
+    path = write(tmp_path, "q.csv", "learner_id,course_id,ts,comment\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataFileError, match="a quoted field opens on this line") as err:
+        load_tables({"path": path, "fill": {"watch_seconds": 600}, "extra": extra})
+    assert err.value.line == 3
+
+
+def test_a_stray_quote_in_a_file_with_carriage_return_line_ends_is_found(tmp_path):
+    """Old Mac exports end lines with a lone CR; the check looked for LF only."""
+    rows = ["learner_id,course_id,ts,watch_seconds", "a,c1,2024-01-08,60", 'b,c2,2024-01-09,"60',
+            "c,c3,2024-01-10,60", "d,c4,2024-01-11,60"]  # fmt: skip
+    path = tmp_path / "cr.csv"
+    path.write_bytes("\r".join(rows).encode() + b"\r")
+    with pytest.raises(DataFileError, match="a quoted field opens on this line") as err:
+        load_tables(path)
+    assert err.value.line == 3
+    path.write_bytes("\r".join(rows[:2] + rows[3:]).encode() + b"\r")  # no stray quote
+    assert len(load_tables(path).events) == 3
+
+
 def test_quoting_off_reads_quotes_as_text(tmp_path):
     text = H.strip() + ',title\na,c1,2024-01-01,60,x\nb,c2,2024-01-02,60,"12 inch\n'
     path = write(tmp_path, "q.csv", text + "c,c3,2024-01-03,60,y\n")

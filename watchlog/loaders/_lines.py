@@ -8,18 +8,47 @@ the data contract promises, so the error paths map record numbers back to lines 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from watchlog.loaders._errors import raw_bytes
 from watchlog.schema import Problem
 
-__all__ = ["record_lines", "first_multiline_value", "physical_examples"]
+__all__ = ["count_records", "first_spanning_record", "physical_examples", "record_lines"]
+
+
+_BREAK = re.compile(rb"\r\n|\n|\r")  # a line end, as pyarrow reads them
+
+
+def _records(raw: bytes, delimiter: str, quote: str) -> Iterator[tuple[int, int, bytes]]:
+    """(record number from 1, the physical line it starts on, its text without the line end)
+    of every record of a file with quote characters, walked with one regular expression
+    match per record (error paths only)."""
+    d, qq = re.escape(delimiter.encode()), re.escape(quote.encode())
+    # A field that opens with a quote runs to the closing quote ("" is a literal quote),
+    # then to the delimiter; unclosed, it runs to the end of the file, as pyarrow reads it.
+    # A quote inside an unquoted field is a literal character, as in pyarrow's parser.
+    field = rb"(?:%s[^%s]*(?:%s%s[^%s]*)*(?:%s[^%s\r\n]*)?|[^%s\r\n]*)" % (
+        qq, qq, qq, qq, qq, qq, d, d,
+    )  # fmt: skip
+    record = re.compile(rb"(%s(?:%s%s)*)(?:\r\n|\n|\r|\Z)" % (field, d, field))
+    blank = re.compile(rb"(?:\r\n|\n|\r)+")
+    pos, line, number = 0, 1, 0
+    while pos < len(raw):
+        skip = blank.match(raw, pos)
+        if skip:  # blank lines are not records
+            line += len(_BREAK.findall(skip.group(0)))
+            pos = skip.end()
+            if pos >= len(raw):
+                break
+        m = record.match(raw, pos)
+        number += 1
+        yield number, line, m.group(1)
+        line += len(_BREAK.findall(m.group(0)))
+        pos = m.end() if m.end() > pos else pos + 1
 
 
 def record_lines(
@@ -28,67 +57,67 @@ def record_lines(
     """{record number (1-based, as pyarrow counts them): the physical line it starts on}.
 
     Without quote characters a record is a non-blank line, found with numpy in one pass.
-    With them a quoted field can hold line breaks, so records are walked with one regular
-    expression match per record, up to the last one asked for (error paths only)."""
+    With them a quoted field can hold line breaks, so records are walked (`_records`) up to
+    the last one asked for (error paths only)."""
     wanted = sorted({int(r) for r in records if r is not None and r >= 1})
     if not wanted:
         return {}
-    q = quote.encode() if quote else None
-    if q is None or q not in raw:
-        return _plain_record_lines(raw, wanted)
-    d, qq = re.escape(delimiter.encode()), re.escape(q)
-    # A field that opens with a quote runs to the closing quote ("" is a literal quote),
-    # then to the delimiter; unclosed, it runs to the end of the file, as pyarrow reads it.
-    # A quote inside an unquoted field is a literal character, as in pyarrow's parser.
-    field = rb"(?:%s[^%s]*(?:%s%s[^%s]*)*(?:%s[^%s\r\n]*)?|[^%s\r\n]*)" % (
-        qq, qq, qq, qq, qq, qq, d, d,
-    )  # fmt: skip
-    record = re.compile(rb"%s(?:%s%s)*(?:\r\n|\n|\r|\Z)" % (field, d, field))
-    blank = re.compile(rb"(?:\r?\n)+")
+    if not quote or quote.encode() not in raw:
+        lines = np.flatnonzero(_line_lengths(raw) > 0) + 1  # (records,) their lines
+        return {r: int(lines[r - 1]) for r in wanted if r <= len(lines)}
     out: dict[int, int] = {}
-    pos, line, number, last = 0, 1, 0, wanted[-1]
-    while pos < len(raw) and number < last:
-        skip = blank.match(raw, pos)
-        if skip:  # blank lines are not records
-            line += skip.group(0).count(b"\n")
-            pos = skip.end()
-            if pos >= len(raw):
-                break
-        m = record.match(raw, pos)
-        number += 1
+    for number, line, _ in _records(raw, delimiter, quote):
         out[number] = line
-        line += m.group(0).count(b"\n")
-        pos = m.end() if m.end() > pos else pos + 1
+        if number >= wanted[-1]:
+            break
     return {r: out[r] for r in wanted if r in out}
 
 
-def _plain_record_lines(raw: bytes, wanted: list[int]) -> dict[int, int]:
+def _line_lengths(raw: bytes) -> np.ndarray:
+    """(physical lines,) bytes of each line without its end (\r\n, \n or a lone \r)."""
     arr = np.frombuffer(raw, dtype=np.uint8)
-    breaks = np.flatnonzero(arr == 10)
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [len(arr)]])
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    nl, cr = arr == 10, arr == 13
+    lone_cr = cr.copy()
+    lone_cr[:-1] &= ~nl[1:]  # a \r followed by \n is part of a \r\n end
+    ends = np.flatnonzero(nl | lone_cr)  # (lines ended,) the last byte of each end
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [n]])
+    length = (stops - starts).astype(np.int64)
+    crlf = (arr[ends] == 10) & (ends > 0) & cr[np.maximum(ends - 1, 0)]
+    length[:-1] -= crlf  # the \r of a \r\n end is no content
+    return length
+
+
+def count_records(raw: bytes) -> int:
+    """The records a file parses into when no field spans lines: its non-blank lines.
+
+    When every line ends in \n or \r\n (the usual file; a C `find` says there is no \r at
+    all) one numpy pass over the \n positions counts them: 0.1 s at 144 MB, where the pass
+    over every byte that lone \r ends need (`_line_lengths`) takes 1 s."""
+    if not raw:
+        return 0
+    if raw.find(b"\r") != -1 and raw.count(b"\r") != raw.count(b"\r\n"):
+        return int((_line_lengths(raw) > 0).sum())  # some line ends in a lone \r
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)  # (lines ended,) the \n of each
+    starts = np.concatenate([[0], ends[:-1] + 1])
     length = ends - starts
-    first = arr[np.minimum(starts, max(len(arr) - 1, 0))] if len(arr) else np.zeros(0, np.uint8)
-    blank = (length == 0) | ((length == 1) & (first == 13))  # "" or "\r" (CRLF files)
-    lines = np.flatnonzero(~blank) + 1
-    return {r: int(lines[r - 1]) for r in wanted if r <= len(lines)}
+    length -= (length > 0) & (arr[np.maximum(ends - 1, 0)] == 13)  # a \r\n end's \r
+    tail = len(raw) - (int(ends[-1]) + 1 if len(ends) else 0)  # after the last \n
+    return int((length > 0).sum()) + (tail > 0)
 
 
-def first_multiline_value(table: pa.Table) -> tuple[int, str, str] | None:
-    """(row, column, value) of the first text value holding a line break, or None.
-
-    Vectorized per column (pyarrow compute); only the first hit is read into Python."""
-    best: tuple[int, str, str] | None = None
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            continue
-        hit = pc.fill_null(pc.match_substring(column, "\n"), False)
-        if not pc.any(hit).as_py():
-            continue
-        row = int(pc.indices_nonzero(hit.combine_chunks())[0].as_py())
-        if best is None or row < best[0]:
-            best = (row, name, column[row].as_py())
-    return best
+def first_spanning_record(raw: bytes, *, delimiter: str, quote: str) -> tuple[int, int, str] | None:
+    """(line, line breaks, text) of the first record that spans lines (a quoted field with a
+    line break in it), or None. Error paths only: one regular expression match per record."""
+    for _, line, text in _records(raw, delimiter, quote):
+        breaks = len(_BREAK.findall(text))
+        if breaks:
+            return line, breaks, text.decode("utf-8", "replace")
+    return None
 
 
 def physical_examples(

@@ -12,6 +12,7 @@ The line is found by a second, single-threaded pass over the file, on error only
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import os
@@ -32,7 +33,7 @@ from watchlog.loaders._errors import (
     raw_bytes,
     setting_key,
 )
-from watchlog.loaders._lines import first_multiline_value, record_lines
+from watchlog.loaders._lines import count_records, first_spanning_record, record_lines
 from watchlog.schema import Problem, SchemaError
 
 __all__ = ["DataFileError", "detect_delimiter", "read_delimited", "read_header"]
@@ -152,7 +153,8 @@ def read_delimited(
             raise bad
     table = _exact_text(table, source, read_opts, parse_opts, exact_text, convert)
     if quoting and not multiline:
-        _check_multiline(path, source, table, parse_opts, 1 if names is not None else 2, setting)
+        first = 1 if names is not None else 2
+        _check_multiline(path, source, table, parse_opts, first, encoding, setting)
     return table
 
 
@@ -193,22 +195,24 @@ def _check_multiline(
     table: pa.Table,
     parse_opts: pacsv.ParseOptions,
     first_record: int,
+    encoding: str,
     setting: str | None,
 ) -> None:
-    """A text value with a line break came from a quoted field that spans lines: almost
-    always a stray '"' that swallowed the rows after it (the row count would silently
-    shrink), so it is an error unless the spec allows multi-line fields."""
-    hit = first_multiline_value(table)
-    if hit is None:
-        return
-    row, column, value = hit
+    """A quoted field that spans lines is almost always a stray '"' that swallowed the rows
+    after it (the row count would silently shrink), so it is an error unless the spec allows
+    multi-line fields. Found by counting: the records parsed (header included) against the
+    file's non-blank lines, in every column whether read or not, one numpy pass; only when
+    they differ is the file walked record by record to name the line."""
     if isinstance(source, io.BytesIO):
         source.seek(0)
-    record = row + first_record
-    line = record_lines(
-        raw_bytes(source), [record], delimiter=parse_opts.delimiter, quote=parse_opts.quote_char
-    ).get(record)
-    raise _unclosed_quote(path, line, value.count("\n"), f"column {column!r}: {value}", setting)
+    raw = raw_bytes(source)
+    if codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig", "ascii"):
+        raw = raw.decode(encoding, "replace").encode("utf-8")  # line ends as UTF-8 bytes
+    if table.num_rows + first_record - 1 >= count_records(raw):
+        return
+    hit = first_spanning_record(raw, delimiter=parse_opts.delimiter, quote=parse_opts.quote_char)
+    line, breaks, text = hit if hit is not None else (None, 0, "")
+    raise _unclosed_quote(path, line, breaks, text, setting)
 
 
 def _unclosed_quote(
