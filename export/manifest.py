@@ -46,6 +46,8 @@ def to_jsonable(obj: Any) -> Any:
     written (+00:00; naive values are UTC), NaT becomes None."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "M":  # tolist(): ints for ns
+        return [_timestamp(v) for v in obj.ravel()]
     if isinstance(obj, list | tuple | set | np.ndarray):
         return [to_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
     if isinstance(obj, np.datetime64 | dt.datetime):  # pd.Timestamp and pd.NaT included

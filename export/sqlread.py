@@ -66,15 +66,28 @@ def _batches(
         yield pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _order_by(manifest: dict[str, Any], dialect: str) -> str:
+def _order_by(manifest: dict[str, Any], collation: str) -> str:
     string_ids = manifest["schema"]["learner_id"] == "string"
-    collate = {"postgresql": ' COLLATE "C"', "sqlite": " COLLATE BINARY"}[dialect]
-    return f"ORDER BY {quote('learner_id')}{collate if string_ids else ''}, {quote('rank')}"
+    collate = f" COLLATE {collation}" if string_ids else ""
+    return f"ORDER BY {quote('learner_id')}{collate}, {quote('rank')}"
 
 
-def _select(table: str, manifest: dict[str, Any], dialect: str) -> str:
+def _select(table: str, manifest: dict[str, Any], collation: str) -> str:
     columns = ", ".join(quote(c) for c in COLUMNS)
-    return f"SELECT {columns} FROM {quote(table)} {_order_by(manifest, dialect)}"
+    return f"SELECT {columns} FROM {quote(table)} {_order_by(manifest, collation)}"
+
+
+_CODEPOINT = "ncf_codepoint"  # SQLite collation registered on a UTF-16 database
+
+
+def _sqlite_collation(con: sqlite3.Connection) -> str:
+    """BINARY (byte order: code point order for UTF-8 text), or, in a database stored as
+    UTF-16 (PRAGMA encoding), where BINARY compares UTF-16 bytes, a code point collation:
+    Python compares str by code point."""
+    if con.execute("PRAGMA encoding").fetchone()[0] == "UTF-8":
+        return "BINARY"
+    con.create_collation(_CODEPOINT, lambda a, b: (a > b) - (a < b))
+    return _CODEPOINT
 
 
 def _manifest(value: Any) -> dict[str, Any]:
@@ -124,7 +137,7 @@ def _sqlite(database: str, names, version, consume, batch_rows):
         if row is None or row[1] is None:
             raise _missing(where, names, version)
         manifest = _manifest(row[2])
-        sql = _select(row[1], manifest, "sqlite")
+        sql = _select(row[1], manifest, _sqlite_collation(con))
         batches = _batches(
             lambda: con.execute(sql).fetchmany, manifest_schema(manifest), batch_rows
         )
@@ -164,7 +177,7 @@ def _postgres(url: str, names, version, consume, batch_rows):
             if row is None or row[1] is None:
                 raise _missing(where, names, version)
             manifest = _manifest(row[2])
-            sql = text(_select(row[1], manifest, "postgresql"))
+            sql = text(_select(row[1], manifest, '"C"'))
             run = conn.execution_options(yield_per=batch_rows).execute
             batches = _batches(lambda: run(sql).fetchmany, manifest_schema(manifest), batch_rows)
             out = consume(manifest, batches, f"{where} table {row[1]!r} (version {row[0]})")
@@ -215,15 +228,24 @@ def verify_sql_version(
     published in an order the table cannot give back (`checksum.order` "publish")."""
 
     def check(manifest, batches, what):
-        order = manifest["checksum"].get("order", "publish")  # older manifests: publish order
-        if order != ORDER_CANONICAL:
+        order = manifest["checksum"].get("order")  # None: published before orders were kept
+        if order is not None and order != ORDER_CANONICAL:
             raise ChecksumError(
                 f"{what}: its checksum covers the rows in the order they were published "
                 f"(checksum order {order!r}), and a SQL table keeps no row order to verify "
                 "against; publish learners in ascending id order (ranks ascending) to get a "
                 f"checksum over ({ORDER_CANONICAL}) that a SQL reader can verify"
             )
-        verify_rows(batches, manifest, where=what)
+        try:
+            verify_rows(batches, manifest, where=what)
+        except ChecksumError as err:
+            if order is None:  # it may simply have been published in another order
+                raise ChecksumError(
+                    f"{err}. Its manifest records no row order (published before orders were "
+                    f"recorded): it verifies only if it was published in ({ORDER_CANONICAL}) "
+                    "order, so a mismatch may mean another order, not an alteration"
+                ) from None
+            raise
         return manifest
 
     return with_sql_version(where, check, table=table, version=version)

@@ -138,6 +138,8 @@ def test_timestamps_are_written_as_utc_iso_strings_and_nat_as_null():
         "nat": pd.NaT,
         "np_nat": np.datetime64("NaT"),
         "date": dt.date(2024, 1, 8),
+        "ns_array": np.array(["2024-01-08T10:00", "NaT"], dtype="datetime64[ns]"),
+        "day_array": np.array(["2024-01-02"], dtype="datetime64[D]"),
     }
     assert json.loads(to_json(value)) == {
         "ns": "2024-01-08T10:00:00.000000001+00:00",
@@ -148,6 +150,8 @@ def test_timestamps_are_written_as_utc_iso_strings_and_nat_as_null():
         "nat": None,
         "np_nat": None,
         "date": "2024-01-08",
+        "ns_array": ["2024-01-08T10:00:00+00:00", None],  # tolist() gave ints
+        "day_array": ["2024-01-02T00:00:00+00:00"],  # as the scalar, not '2024-01-02'
     }
 
 

@@ -142,3 +142,41 @@ def test_row_order_is_canonical_only_for_ascending_ids_and_ranks(chunks, canonic
     assert order.canonical is canonical
     assert order.order == ("learner_id, rank" if canonical else "publish")
     assert (order.reason is None) is canonical
+
+
+def test_a_utf16_sqlite_database_orders_string_ids_by_code_point(tmp_path):
+    """BINARY compares a UTF-16 database's bytes: "ā" (U+0101) came before "a"."""
+    import sqlite3
+
+    path = tmp_path / "lists.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA encoding = 'UTF-16le'")
+    con.execute("CREATE TABLE keep (x)")  # the pragma takes effect with the first table
+    con.close()
+    result = publish_frame(frame(SORTED), SqliteSink(path))
+    table, _ = read_sql_version(SqliteSink(path))
+    assert table.column("learner_id").to_pylist() == list(np.repeat(SORTED, 2))
+    assert verify_sql_version(SqliteSink(path))["version"] == result.version
+
+
+def test_a_manifest_without_an_order_is_verified_in_id_order(tmp_path):
+    """Versions published before the order was recorded: tried in (learner_id, rank) order,
+    and a mismatch says the order may be why."""
+    import json
+    import sqlite3
+
+    for learners, verifies in ((SORTED, True), (SORTED[::-1], False)):
+        path = tmp_path / f"{verifies}.db"
+        publish_frame(frame(learners), SqliteSink(path))
+        con = sqlite3.connect(path)
+        (manifest,) = con.execute("SELECT manifest FROM recommendations__manifest").fetchone()
+        manifest = json.loads(manifest)
+        del manifest["checksum"]["order"]
+        con.execute("UPDATE recommendations__manifest SET manifest = ?", (json.dumps(manifest),))
+        con.commit()
+        con.close()
+        if verifies:
+            verify_sql_version(SqliteSink(path))
+        else:
+            with pytest.raises(ChecksumError, match=r"records no row order .* may mean another"):
+                verify_sql_version(SqliteSink(path))
