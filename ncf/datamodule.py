@@ -136,14 +136,22 @@ class NCFDataModule(pl.LightningDataModule):
         horizon = self.horizon_days
         if horizon is None:
             horizon = (self.split.test.cutoff - self.split.valid.cutoff) / pd.Timedelta(days=1)
-        folds = rolling_folds(
-            self.event_log,
-            before=before.cutoff,
-            n_cutoffs=self.n_cutoffs,
-            horizon_days=horizon,
-            spacing_days=self.spacing_days,
-            events=before.inputs,
-        )
+        try:
+            folds = rolling_folds(
+                self.event_log,
+                before=before.cutoff,
+                n_cutoffs=self.n_cutoffs,
+                horizon_days=horizon,
+                spacing_days=self.spacing_days,
+                events=before.inputs,
+            )
+        except ValueError as err:  # say which settings (and config keys) to change
+            raise ValueError(
+                f"training snapshots before the {before.name} cutoff: {err}. Settings: "
+                f"n_cutoffs={self.n_cutoffs}, horizon_days={horizon:g}, spacing_days="
+                f"{self.spacing_days} (config ncf.datamodule.n_cutoffs / horizon_days / "
+                "spacing_days; training=denoising needs no cutoffs)"
+            ) from None
         if before is self.split.test:
             folds = [replace(f, name=f"refit_{f.name}") for f in folds]
         folds = progress(folds, desc="training snapshots (history, co-watch, labels)",

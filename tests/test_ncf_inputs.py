@@ -140,6 +140,17 @@ def test_datamodule_rolling_cutoffs_and_refit_move_forward(small_platform):
     assert refit.train_snapshots[0].name == "refit_train_0"
 
 
+def test_too_many_rolling_cutoffs_name_the_settings_to_change(small_platform):
+    from ncf.datamodule import NCFDataModule
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    dm = NCFDataModule(log, split, InputBuilder(), training="rolling", n_cutoffs=100)
+    with pytest.raises(ValueError, match=r"before the valid cutoff: rolling_folds: cutoff .* "
+                                         r"n_cutoffs=100, .*ncf.datamodule.n_cutoffs"):  # fmt: skip
+        dm.setup()
+
+
 def test_a_log_without_watches_is_refused_at_setup_saying_why(small_platform):
     """Every watch below the threshold (e.g. a log without watch times): the datamodule says
     what a watch is and which setting to change, not a teacher or checkpoint error later."""
