@@ -47,7 +47,7 @@ from experiments.report_evaluate import evaluation_blocks
 from experiments.report_models import glmix_blocks, ncf_blocks
 from experiments.report_stages import data_blocks, export_blocks, run_blocks
 from experiments.run_log import log_into_run_folder
-from experiments.stages import stale_message, stale_stages
+from experiments.stages import RECORD_PATHS, stale_message, stale_stages
 from watchlog.io import write_text
 
 __all__ = ["build_report", "render", "run"]
@@ -106,6 +106,13 @@ def build_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: no such folder {run_dir}; give a pipeline run's output")
+    marks = ("run_manifest.json", "data_report.json", *RECORD_PATHS.values())
+    if not any((run_dir / m).is_file() for m in marks):  # e.g. outputs/pipeline, one level up
+        raise FileNotFoundError(
+            f"run_dir: {run_dir} is not a pipeline run folder (no run_manifest.json, "
+            "data_report.json or stage record in it); give one run's folder, e.g. "
+            "outputs/pipeline/<timestamp>"
+        )
     sections = [_section(*entry, run_dir) for entry in SECTIONS]
     stale = stale_stages(run_dir)
     for section in sections:

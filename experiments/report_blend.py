@@ -120,8 +120,11 @@ def _add_intervals(test: list[dict[str, Any]], frame: pd.DataFrame, intervals: I
             row[f"{metric} low"], row[f"{metric} high"] = ci.low, ci.high
 
 
-def segment_table(run_dir: Path, systems: list[str] | None = None) -> Table | Note:
-    """Mean test NDCG@k (the served length; and learners) per learner segment and system."""
+def segment_table(
+    run_dir: Path, systems: list[str] | None = None, where: str | None = None
+) -> Table | Note:
+    """Mean test NDCG@k (the served length; and learners) per learner segment and system;
+    `where` goes into the caption after the metric (what the figures are measured on)."""
     per_learner = run_dir / "blend" / "test_per_learner.parquet"
     learners = run_dir / "eventlog" / "learners.parquet"
     for p in (per_learner, learners):
@@ -143,7 +146,8 @@ def segment_table(run_dir: Path, systems: list[str] | None = None) -> Table | No
     return Table(
         [str(c) for c in out.columns],
         out.to_numpy(object).tolist(),
-        f"Test {metric} per learner segment (mean over the segment's judged learners)",
+        f"Test {metric} per learner segment"
+        + (f", {where}" if where else " (mean over the segment's judged learners)"),
     )
 
 

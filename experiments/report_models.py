@@ -67,18 +67,12 @@ def ncf_blocks(run_dir: Path) -> list[Block]:
                 "(agreement), against chance",
             )
         )
-    seg = segment_table(run_dir, systems=["two_tower"])
-    s.append(
-        seg
-        if isinstance(seg, Note)
-        else Table(
-            seg.columns,
-            seg.rows,
-            "Test per learner segment, on the blend's test candidates (the two-tower's own top "
-            "list: the same learners as the blend table). The two-tower stage itself saves no "
-            "per-segment figures.",
-        )
+    where = (
+        "on the blend's test candidates (the two-tower's own top list: the same learners as "
+        "the blend table; the Evaluation section's per-segment figures rank the whole "
+        "catalogue). The two-tower stage itself saves no per-segment figures."
     )
+    s.append(segment_table(run_dir, systems=["two_tower"], where=where))
     plots = run_dir / "ncf" / "plots"
     curves = plots / "training_curves.png"
     if curves.is_file():

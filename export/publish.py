@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PublishResult:
-    """version: the new version's name; location: its folder (file sinks) or the live table
+    """version: the new version's name; location: its folder (file sinks, absolute) or the live table
     name (SQL sinks); manifest: what was stored beside it; prune_errors: old versions the sink
     could not remove after the swap, with the reason ("<table or folder>: <reason>"; logged as
     a warning too). They stay, and the next publish tries again; the new version is live."""

@@ -375,3 +375,12 @@ def test_chunks_may_be_frames_tables_or_batches_and_ids_an_idmap(tmp_path):
     assert rows_checksum(read_version(result.location)) == rows_checksum(
         pa.Table.from_pandas(frame)
     )
+
+
+def test_a_relative_root_records_an_absolute_location(tmp_path, monkeypatch):
+    """export.json keeps the location; the report reads it later from another working
+    directory, where a relative one ('outputs/lists/versions/...') was not found."""
+    monkeypatch.chdir(tmp_path)
+    result = run(lists(), ParquetSink("lists"))
+    assert Path(result.location).is_absolute()
+    assert Path(result.location) == (tmp_path / "lists" / "versions" / result.version).resolve()

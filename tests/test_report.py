@@ -90,7 +90,8 @@ def test_the_pipeline_writes_a_report_with_every_section_and_inline_figures(run_
     ncf, glmix = page.section_text("ncf"), page.section_text("glmix")
     blend, export = page.section_text("blend"), page.section_text("export")
     assert "nearest neighbours" in ncf
-    assert "Test per learner segment" in ncf and "Test ndcg@10 per learner segment" in blend
+    assert "Test ndcg@10 per learner segment, on the blend's test candidates" in ncf
+    assert "Test ndcg@10 per learner segment" in blend
     assert "true topic interests" in glmix and "Validation history" in glmix
     for text in (
         "bootstrap intervals",
@@ -141,12 +142,19 @@ def test_a_run_without_glmix_or_curves_says_so_and_the_rest_is_still_there(run_d
     assert {page.status[s] for s in ("run", "data", "ncf", "export")} == {"ok"}
 
 
-def test_an_empty_folder_gives_a_page_of_not_run_sections(tmp_path):
+def test_a_folder_that_is_no_run_is_refused_and_a_bare_run_is_all_not_run(tmp_path):
+    """A folder one level too high (outputs/pipeline) got a page of 'not run' sections and
+    exit 0; a run folder whose stages all failed still gets its page."""
+    with pytest.raises(FileNotFoundError, match="is not a pipeline run folder"):
+        build_report(tmp_path)
+    assert not (tmp_path / REPORT).exists()
+    with pytest.raises(FileNotFoundError, match="run_dir: no such folder"):
+        build_report(tmp_path / "absent")
+    (tmp_path / "ncf").mkdir()
+    (tmp_path / "ncf" / "stage.json").write_text('{"status": "failed"}')
     page = _page(build_report(tmp_path))
     assert page.status == dict.fromkeys(SECTIONS, "not run")
     assert page.images == []
-    with pytest.raises(FileNotFoundError, match="run_dir: no such folder"):
-        build_report(tmp_path / "absent")
 
 
 def test_the_page_escapes_what_it_shows(tmp_path):

@@ -321,7 +321,8 @@ class _FileStaging:
             raise
         self.prune_errors = self._prune()
         self._lock.release()
-        return str(final), manifest
+        # absolute: a record of it (export.json) is read later from another working directory
+        return str(final.resolve()), manifest
 
     def _swap_current(self, final: Path) -> None:
         root = self.sink.root
