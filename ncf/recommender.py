@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -631,7 +630,7 @@ class NCFRecommender:
         try:
             state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except (RuntimeError, pickle.UnpicklingError) as err:
+        except Exception as err:  # a damaged file: RuntimeError, UnpicklingError, EOFError...
             raise CorruptFolderError(
                 f"{directory}/weights.pt: does not fit the model config.json describes, or "
                 f"is damaged ({str(err).splitlines()[0]})"

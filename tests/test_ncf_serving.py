@@ -702,6 +702,8 @@ def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
                                r"config.json: its model, .*lookback"),
         "other weights": (config_edit(lambda c: c["model"].update(bag_dim=3)),
                           r"weights.pt: does not fit the model config.json describes"),
+        "garbage weights": (lambda f: (f / "weights.pt").write_bytes(b"not a torch file"),
+                            r"weights.pt: does not fit .* or is damaged"),
     }  # fmt: skip
     for name, (edit, message) in cases.items():
         with pytest.raises(CorruptFolderError, match=message):
