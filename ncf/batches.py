@@ -9,6 +9,11 @@ course bags:
     course_bags  Bags, n_courses bags  course tower input of this snapshot (cached on device)
     content      Bags | None           course content features (cached on device)
     teacher      Teacher | None        distillation teacher of this snapshot (cached on device)
+    known        Bags | None           courses that are no negative: the history bag's plus
+                                       those watched before the lookback window (`older`);
+                                       None when there are none of the latter (the history
+                                       bag is the mask)
+    known_full   Bags | None           the same for `full_history` (distillation on it)
 
 Evaluation batches carry `seen` and `truth` as scipy CSR rows (for exclusion and metrics)
 instead of labels. The order of learners and batches is a function of (seed, epoch) only.
@@ -31,11 +36,13 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import IterableDataset
 
-from ncf.bags import csr_bags
+from ncf.bags import Bags, csr_bags
 from ncf.inputs import Snapshot, normalize_rows, split_history
 from ncf.teacher import Teacher
 
-__all__ = ["TrainBatches", "EvalBatches", "shard_batch", "trained_learners", "training_rows"]
+__all__ = [
+    "TrainBatches", "EvalBatches", "shard_batch", "trained_learners", "training_rows", "older",
+]  # fmt: skip
 
 
 def training_rows(snapshot: Snapshot, denoise: bool) -> np.ndarray:
@@ -43,6 +50,38 @@ def training_rows(snapshot: Snapshot, denoise: bool) -> np.ndarray:
     (or, denoised, with a history to draw labels from)."""
     m = snapshot.history if denoise else snapshot.labels
     return np.flatnonzero(np.diff(m.indptr) > 0)
+
+
+def older(snapshot: Snapshot) -> sp.csr_matrix | None:
+    """(n_learners, n_courses) binary CSR: courses each learner watched before the cutoff but
+    outside the lookback window (in `seen`, not in `history`), or None when there are none.
+
+    Evaluation removes everything seen from the ranking, so these courses are never
+    candidates there; training must not teach the model to rank them low either (they are
+    masked like the history, not counted as negatives)."""
+    seen, history = _pattern(snapshot.seen), _pattern(snapshot.history)
+    out = (seen - seen.multiply(history)).tocsr()
+    out.eliminate_zeros()
+    return out if out.nnz else None
+
+
+def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
+    """m's stored entries, all 1.0 (an entry stored with weight 0 is still an entry: the
+    history bags pass it to the towers)."""
+    out = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    out.data[:] = 1.0
+    return out
+
+
+def _known_bags(
+    inputs: sp.csr_matrix, old: sp.csr_matrix | None, learners: np.ndarray
+) -> Bags | None:
+    """Bags of `learners`' input courses plus their `older` ones (None when `old` is None)."""
+    if old is None:
+        return None
+    rows = np.asarray(learners, dtype=np.int64)
+    both = (_pattern(inputs[rows]) + old[rows]).tocsr()  # disjoint: old is outside the history
+    return csr_bags(both)
 
 
 def trained_learners(snapshots: Sequence[Snapshot], denoise: Sequence[bool]) -> np.ndarray:
@@ -129,6 +168,7 @@ class TrainBatches(IterableDataset):
         self.label_fraction = label_fraction
         self.content = None if content is None else csr_bags(content, key="content")
         self.course_bags = [csr_bags(s.course_bags, key=f"course_bags/{s.name}") for s in snapshots]
+        self.older = [older(s) for s in self.snapshots]  # None where the lookback covers all
         self.epoch = 0
         for s, d in zip(self.snapshots, self.denoise, strict=True):
             if not d and s.labels is None:
@@ -176,6 +216,7 @@ class TrainBatches(IterableDataset):
                 counted = np.asarray(labels[learners].sum(axis=1)).ravel() > 0
                 learners, scale = shard_batch(learners, counted, self.rank, self.world_size)
                 extra["loss_scale"] = scale
+            old = self.older[i]
             yield {
                 "learners": torch.from_numpy(learners.astype(np.int64)),
                 "history": csr_bags(inputs, learners),
@@ -184,6 +225,8 @@ class TrainBatches(IterableDataset):
                 "content": self.content,
                 "teacher": self.teachers[i],
                 "full_history": None if full is None else csr_bags(full, learners),
+                "known": _known_bags(inputs, old, learners),
+                "known_full": None if full is None else _known_bags(full, old, learners),
                 **extra,
             }
 

@@ -1,8 +1,11 @@
 """Training losses for a batch of B learners, all on the device.
 
 Every loss takes the learner embeddings `L` (B, d), a function giving course embeddings for
-any course indices, the batch's label bags (positives, with weights) and its history bags
-(the learner's input courses, never treated as negatives):
+any course indices, the batch's label bags (positives, with weights) and its history bags:
+the courses never treated as negatives, i.e. the learner's input courses plus, where the
+lookback window is shorter than the log, those watched before it (`ncf.batches.older`:
+evaluation removes every course watched before the cutoff, so training does not push them
+down either):
 
     full_softmax     softmax over every course; history courses masked out of the denominator;
                      cross-entropy averaged over each learner's positives (label-weighted).
@@ -202,8 +205,20 @@ def distillation(
     """
     if standardize:
         teacher_scores = standardize_scores(teacher_scores, history)
-    target = torch.softmax(_without_inputs(teacher_scores / temperature, history), dim=1)
-    logp = torch.log_softmax(_without_inputs(model.score(L, courses(None)), history), dim=1)
+    teacher_logits = _without_inputs(teacher_scores / temperature, history)  # (B, n_courses)
+    logits = _without_inputs(model.score(L, courses(None)), history)
+    # A learner with every course masked (it has watched them all) has no candidate: its row
+    # would be all -inf, its softmax NaN, and the NaN would reach every gradient. It gets a
+    # row of zeros instead, and no term.
+    empty = torch.isneginf(teacher_logits).all(dim=1, keepdim=True)  # (B, 1)
+    if empty.any():
+        teacher_logits = teacher_logits.masked_fill(empty, 0.0)
+        logits = logits.masked_fill(empty, 0.0)
+    target = torch.softmax(teacher_logits, dim=1)
+    logp = torch.log_softmax(logits, dim=1)
     # input courses: target 0 and logp -inf; 0 * -inf would be NaN, so they are zeroed
     logp = torch.where(target > 0, logp, torch.zeros_like(logp))
-    return -(target * logp).sum(dim=1).mean()
+    per_row = -(target * logp).sum(dim=1)  # (B,)
+    if empty.any():
+        return per_row[~empty[:, 0]].sum() / (~empty).sum().clamp_min(1)
+    return per_row.mean()

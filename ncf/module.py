@@ -54,6 +54,13 @@ _CPU_ONLY_KEYS = (
 _CACHED_KEYS = ("course_bags", "content", "teacher")  # same object every step: to the device once
 
 
+def _mask(batch: dict[str, Any], known: str, inputs: str) -> Bags | None:
+    """The courses a loss must not count as negatives: `batch[known]` when the batch has it
+    (inputs plus courses watched before the lookback window), else the input bags."""
+    bags = batch.get(known)
+    return batch[inputs] if bags is None else bags
+
+
 class NCFModule(pl.LightningModule):
     """Trains a `TwoTower`.
 
@@ -213,18 +220,19 @@ class NCFModule(pl.LightningModule):
                 every_course.append(self.course_embeddings(batch, None))  # (n_courses, d)
             return every_course[0]
 
-        labels, history = batch["labels"], batch["history"]
+        labels = batch["labels"]
+        known = _mask(batch, "known", "history")  # no negatives: inputs (+ older watches)
         if self.loss_kind == "full_softmax":
-            loss = full_softmax(L, courses, self.model, labels, history)
+            loss = full_softmax(L, courses, self.model, labels, known)
         elif self.loss_kind == "sampled_softmax":
             loss = sampled_softmax(
-                L, courses, self.model, labels, history,
+                L, courses, self.model, labels, known,
                 log_q=self.log_q, n_courses=self.model.n_courses,
                 extra_negatives=self.extra_negatives, generator=self._gen(),
             )  # fmt: skip
         else:
             loss = bce_sampled(
-                L, courses, self.model, labels, history,
+                L, courses, self.model, labels, known,
                 negative_probs=self.negative_probs, n_negatives=self.n_negatives,
                 n_courses=self.model.n_courses, generator=self._gen(),
             )  # fmt: skip
@@ -245,14 +253,15 @@ class NCFModule(pl.LightningModule):
         if self.distill_inputs in ("denoised", "both"):
             history = batch["history"]
             terms.append(distillation(
-                L, courses, self.model, teacher.scores(history), history,
+                L, courses, self.model, teacher.scores(history), _mask(batch, "known", "history"),
                 temperature=self.distill_temperature, standardize=self.distill_standardize,
             ))  # fmt: skip
         if self.distill_inputs in ("history", "both"):
             full = batch["full_history"]
             L_full = self.model.learners(full, batch["learners"])  # (B, d)
             terms.append(distillation(
-                L_full, courses, self.model, teacher.scores(full), full,
+                L_full, courses, self.model, teacher.scores(full),
+                _mask(batch, "known_full", "full_history"),
                 temperature=self.distill_temperature, standardize=self.distill_standardize,
             ))  # fmt: skip
         return sum(terms) / len(terms)

@@ -216,3 +216,31 @@ def test_inference_snapshot_matches_the_test_inputs(small_platform):
     assert serve.labels is None and serve.cutoff == split.test.cutoff
     for part in ("history", "seen", "course_bags"):
         assert (getattr(serve, part) != getattr(at_test, part)).nnz == 0
+
+
+def test_courses_watched_before_the_lookback_are_masked_in_training_not_negatives(small_platform):
+    """Evaluation removes every course seen before the cutoff; training batches carry those
+    outside the lookback window (`older`) with the inputs, so no loss counts them as negatives."""
+    from ncf.batches import TrainBatches, older
+
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = temporal_split(log, valid_days=30, test_days=30)
+    short = InputBuilder(lookback_days=30).snapshot(log, split.valid)
+    old = older(short)
+    seen = set(zip(*short.seen.nonzero(), strict=True))
+    hist = set(zip(*short.history.nonzero(), strict=True))
+    assert old is not None and set(zip(*old.nonzero(), strict=True)) == seen - hist
+    assert len(seen - hist) > 0
+    # a lookback covering the whole log: nothing older, the history alone is the mask
+    assert older(InputBuilder().snapshot(log, split.valid)) is None
+
+    batches = list(TrainBatches([short], batch_size=64, seed=0))
+    for b in batches:
+        rows = b["learners"].numpy()
+        known = np.zeros((len(rows), log.n_courses), bool)
+        known[b["known"].bag_of_entry().numpy(), b["known"].indices.numpy()] = True
+        want = (short.seen[rows].toarray() > 0) | (short.history[rows].toarray() > 0)
+        np.testing.assert_array_equal(known, want)
+        assert b["known_full"] is None  # no teacher: no distillation on the full history
+    long = TrainBatches([InputBuilder().snapshot(log, split.valid)], batch_size=64, seed=0)
+    assert all(b["known"] is None for b in long)

@@ -379,3 +379,54 @@ def test_cosine_lr_decay_has_a_fixed_length_so_a_shorter_refit_follows_it():
         rtol=1e-6,
     )  # fmt: skip
     assert isinstance(NCFModule(TwoTower(3, 6)).configure_optimizers(), torch.optim.Adam)
+
+
+def test_distillation_skips_a_learner_with_every_course_masked_without_nan():
+    """A learner who has watched the whole catalogue has no candidate: its row was all -inf,
+    the loss NaN, and the NaN reached every gradient."""
+    L = torch.randn(2, 3, requires_grad=True)
+    C = torch.randn(4, 3)
+    history = csr_bags(_history([[1, 1, 1, 1], [1, 0, 0, 0]]))
+    teacher = torch.randn(2, 4)
+    loss = distillation(L, lambda idx: C, _Dot(), teacher, history, temperature=0.5)
+    only = distillation(
+        L[1:], lambda idx: C, _Dot(), teacher[1:], csr_bags(_history([[1, 0, 0, 0]])),
+        temperature=0.5,
+    )  # fmt: skip
+    torch.testing.assert_close(loss, only)
+    loss.backward()
+    assert torch.isfinite(L.grad).all() and (L.grad[0] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_module_masks_the_known_courses_when_the_batch_has_them():
+    """Courses watched before the lookback window (`known` / `known_full`) are masked like the
+    inputs in the main loss and in both distillation terms."""
+    from ncf.losses import full_softmax
+
+    module, batch, teacher = _module_and_batch("both")
+    older = _history([[0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]])
+    part = _history([[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
+    full = _history([[1, 1, 0, 0, 1, 0], [0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 1, 1]])
+    known, known_full = csr_bags(part + older), csr_bags(((full + older) > 0).astype(np.float32))
+    batch = {**batch, "known": known, "known_full": known_full, "teacher": None}
+    batch["labels"] = csr_bags(
+        _history([[0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0]])
+    )
+    courses = lambda idx: module.course_embeddings(batch, idx)  # noqa: E731
+    L = module.learner_embeddings(batch)
+    got = module.training_step(batch, 0)
+    expect = full_softmax(L, courses, module.model, batch["labels"], known)
+    torch.testing.assert_close(got, expect)
+    assert not torch.allclose(
+        got, full_softmax(L, courses, module.model, batch["labels"], batch["history"])
+    )
+
+    def term(inputs, mask):
+        L_h = module.model.learners(inputs, batch["learners"])
+        return distillation(
+            L_h, courses, module.model, teacher.scores(inputs), mask, temperature=0.05
+        )
+
+    expect = (term(batch["history"], known) + term(batch["full_history"], known_full)) / 2
+    torch.testing.assert_close(module._distillation(batch, L, courses, teacher), expect)
