@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from watchlog.eventlog import DUPLICATE_HINT, DUPLICATE_POLICIES, EventLog, ts_ns, utc_ns
+from watchlog.eventlog import (
+    DUPLICATE_HINT,
+    DUPLICATE_POLICIES,
+    EventLog,
+    ts_ns,
+    utc_ns,
+    utc_timestamp,
+)
 from watchlog.report import DataReport
 from watchlog.schema import DUPLICATE_KEY, Problem, SchemaError, duplicate_event_mask
 
@@ -39,6 +46,11 @@ class CleaningConfig:
     min_learner_watches / min_course_watches: activity filters on watched events,
       OFF (0) by default and reported when on; `iterate` repeats them to a fixed
       point (k-core).
+    activity_before: the activity filters count only watched events strictly before this
+      time (a removed learner's or course's later events still go). None counts every
+      event, which lets events after a split's cutoff decide which earlier events stay:
+      `experiments.data.prepare_data` refuses a temporal split whose earliest cutoff is
+      before it (or None) while a filter is on.
     """
 
     duplicates: str = "error"
@@ -49,6 +61,7 @@ class CleaningConfig:
     min_learner_watches: int = 0
     min_course_watches: int = 0
     iterate: bool = False
+    activity_before: str | pd.Timestamp | None = None
 
 
 def clean(
@@ -73,6 +86,7 @@ def clean(
             min_learner_watches=cfg.min_learner_watches,
             min_course_watches=cfg.min_course_watches,
             iterate=cfg.iterate,
+            before=cfg.activity_before,
             report=report,
         )
     return log
@@ -208,25 +222,33 @@ def filter_min_activity(
     min_learner_watches: int = 0,
     min_course_watches: int = 0,
     iterate: bool = False,
+    before=None,
     report: DataReport | None = None,
     max_rounds: int = 100,
 ) -> EventLog:
     """Remove all events of learners / courses with fewer watched events than the minimums.
 
-    Counts are of `watched` events (run `mark_watched` first). With `iterate`, repeat
-    until both minimums hold (k-core). Learners and courses stay in their tables and
-    id maps; only their events go, and the report says how many of each.
+    Counts are of `watched` events (run `mark_watched` first), only those strictly before
+    `before` when it is given (so that events after a split's cutoff cannot decide which
+    earlier events stay); a removed learner's or course's events at or after it go too.
+    With `iterate`, repeat until both minimums hold (k-core). Learners and courses stay in
+    their tables and id maps; only their events go, and the report says how many of each.
     """
     if "watched" not in log.events.columns:
         raise ValueError("filter_min_activity counts watched events: run mark_watched first")
     ev = log.events
     keep = np.ones(len(ev), dtype=bool)
     li, ci, w = ev["learner_idx"].to_numpy(), ev["course_idx"].to_numpy(), ev["watched"].to_numpy()
+    # Events at or after `before` are not counted, but go with their learner or course.
+    late = (
+        ts_ns(ev["ts"]) >= utc_ns(before) if before is not None else np.zeros(len(ev), dtype=bool)
+    )
+    counted = w.astype(bool) & ~late
     rounds = 0
     while rounds < max_rounds:
         rounds += 1
-        lw = np.bincount(li[keep & w], minlength=log.n_learners)
-        cw = np.bincount(ci[keep & w], minlength=log.n_courses)
+        lw = np.bincount(li[keep & counted], minlength=log.n_learners)
+        cw = np.bincount(ci[keep & counted], minlength=log.n_courses)
         bad = keep & ((lw[li] < min_learner_watches) | (cw[ci] < min_course_watches))
         if not bad.any():
             break
@@ -242,6 +264,10 @@ def filter_min_activity(
             len(out),
             min_learner_watches=min_learner_watches,
             min_course_watches=min_course_watches,
+            counted_before=None if before is None else str(utc_timestamp(before)),
+            watches_counted=int(counted.sum()),
+            watches_not_counted=int((w.astype(bool) & late).sum()),
+            removed_at_or_after_before=int((late & ~keep).sum()),
             rounds=rounds,
             learners_removed=int(len(np.unique(li)) - len(np.unique(li[keep]))),
             courses_removed=int(len(np.unique(ci)) - len(np.unique(ci[keep]))),

@@ -138,6 +138,19 @@ class Split:
         test = _temporal_fold(events, "test", blend_start, valid_start)
         return Split("temporal", test, valid, {**self.params, "shifted_to": "blend"})
 
+    def earliest_cutoff(self) -> pd.Timestamp | None:
+        """The earliest time from which any fold of this split holds labels: its first cutoff,
+        or with a blend window, the validation cutoff of `for_blend_models` (the blend start
+        minus the validation length). None for splits without cutoffs (not temporal). Data
+        choices made before the split (e.g. cleaning's activity filters) may only look at
+        events before it."""
+        if self.kind != "temporal":
+            return None
+        cutoffs = [fold.cutoff for fold in self.folds()]
+        if self.blend is not None and self.valid is not None:
+            cutoffs.append(self.blend.cutoff - (self.test.cutoff - self.valid.cutoff))
+        return min(cutoffs)
+
     def report(self, report: DataReport) -> None:
         for fold in self.folds():
             report.add_split(fold.name, kind=fold.kind, **fold.describe())
