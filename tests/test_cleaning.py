@@ -88,8 +88,26 @@ def test_watch_fraction_threshold_with_fallback():
     # fraction 0.5: x needs 500 s, y needs 50 s, z has no duration -> falls back to 60 s
     out = mark_watched(tiny_log(), min_seconds=60, min_fraction=0.5)
     assert out.events["watched"].tolist() == [False, False, True, False, True, False]
-    with pytest.raises(ValueError, match="1 courses .* have no duration_seconds"):
+    with pytest.raises(ValueError, match="1 courses .* have no positive duration_seconds"):
         mark_watched(tiny_log(), min_seconds=None, min_fraction=0.5)
+
+
+def test_zero_duration_falls_back_to_min_seconds_and_is_counted():
+    log = tiny_log()
+    courses = log.courses.assign(duration_seconds=[0.0, 100.0, np.nan])  # x: duration 0
+    log = EventLog.from_tables(
+        log.events[["learner_id", "course_id", "ts", "watch_seconds", "clicked", "impression"]],
+        None,
+        courses,
+        duplicates="first",
+    )
+    report = DataReport()
+    out = mark_watched(log, min_seconds=60, min_fraction=0.5, report=report)
+    # x (duration 0): its 20 s watch against 60 s, not against 0 x 0.5 = 0 (any watch passes)
+    assert out.events["watched"].tolist() == [False, True, True, False, True, False]
+    assert report.steps[0]["min_seconds_for_no_duration"] == 4  # x's three events and z's one
+    with pytest.raises(ValueError, match="2 courses .* no positive duration_seconds"):
+        mark_watched(log, min_seconds=None, min_fraction=0.5)
 
 
 def test_lookback_window_reports_both_sides():

@@ -40,7 +40,7 @@ class CleaningConfig:
 
     min_watch_seconds / min_watch_fraction: an event counts as a watch when
       watch_seconds >= min_watch_seconds, or >= min_watch_fraction x the course
-      duration (courses without a duration fall back to min_watch_seconds).
+      duration (courses without a positive duration fall back to min_watch_seconds).
     lookback_days: keep only events within this many days before `end` (the last
       event when `end` is None). None keeps everything.
     min_learner_watches / min_course_watches: activity filters on watched events,
@@ -179,17 +179,19 @@ def mark_watched(
         duration = log.courses["duration_seconds"].to_numpy(dtype=np.float64)[
             ev["course_idx"].to_numpy()
         ]
-        threshold = min_fraction * duration
-        no_duration = np.isnan(threshold)
-        if no_duration.any():
-            if min_seconds is None:
-                n_courses = int(log.courses["duration_seconds"].isna().sum())
-                raise ValueError(
-                    f"min_watch_fraction: {n_courses:,} courses ({int(no_duration.sum()):,} events) have no duration_seconds; "
-                    "also give min_watch_seconds as their fallback"
-                )
-            threshold = np.where(no_duration, min_seconds, threshold)
+        # A duration of 0 would make any watch (even 0 seconds) pass: like a missing one, it
+        # says nothing about the course's length, so both fall back to min_seconds.
+        no_duration = ~(duration > 0)
+        if no_duration.any() and min_seconds is None:
+            course_durations = log.courses["duration_seconds"].to_numpy(dtype=np.float64)
+            n_courses = int((~(course_durations > 0)).sum())
+            raise ValueError(
+                f"min_watch_fraction: {n_courses:,} courses ({int(no_duration.sum()):,} events) have no "
+                "positive duration_seconds (missing or 0); also give min_watch_seconds as their fallback"
+            )
+        threshold = np.where(no_duration, min_seconds, min_fraction * duration)
     else:
+        no_duration = None
         threshold = np.full(len(ev), min_seconds, dtype=np.float64)
     watched = seconds >= threshold
     if report is not None:
@@ -205,6 +207,11 @@ def mark_watched(
             watched=int(watched.sum()),
             below_threshold=int((some & ~watched).sum()),
             missing_watch_time=int(np.isnan(seconds).sum()),
+            **(
+                {"min_seconds_for_no_duration": int(no_duration.sum())}
+                if no_duration is not None
+                else {}
+            ),
         )
         if "watched" in ev.columns:  # the caller's own column, or an earlier threshold's
             before = ev["watched"].fillna(False).astype(bool).to_numpy()
