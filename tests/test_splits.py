@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from watchlog import DataReport
+from watchlog import DataReport, EventLog
 from watchlog.cleaning import clean
 from watchlog.splits import (
     Fold,
@@ -259,3 +259,31 @@ def test_a_window_without_events_is_refused_with_the_data_span(small_platform):
         ValueError, match=r"no events in the window\(s\) valid \[.*, test \[.*split.fn.end"
     ):
         temporal_split(log, valid_days=20, test_days=20, end=last + pd.Timedelta(days=60))
+
+
+def test_leave_latest_random_ties_do_not_depend_on_the_input_row_order():
+    rng = np.random.default_rng(0)
+    n = 400
+    events = pd.DataFrame(
+        {
+            "learner_id": rng.integers(0, 40, n),
+            "course_id": rng.integers(0, 200, n),
+            # five distinct days: most learners' latest events are tied in time
+            "ts": pd.Timestamp("2020-01-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 5, n), unit="D"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    ).drop_duplicates(["learner_id", "course_id", "ts"])
+
+    def labels(df):
+        split = leave_latest_out(EventLog.from_tables(df), n_test=1, n_valid=1, ties="random")
+        assert split.params["learners_with_tied_test_label"] > 10  # the draw decides many
+        return [
+            set(zip(f.labels["learner_id"], f.labels["course_id"], f.labels["ts"], strict=True))
+            for f in (split.valid, split.test)
+        ]
+
+    shuffled = events.sample(frac=1, random_state=1).reset_index(drop=True)
+    assert labels(events) == labels(shuffled)

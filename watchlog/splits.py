@@ -431,7 +431,9 @@ def leave_latest_out(
     (a learner's test label tied with the event before it, or its validation label with the
     latest input). "error" (default): raise, with the counts, examples and the fix; "order":
     the log's order, i.e. the source file's row order (what earlier versions did, silently);
-    "random": a draw seeded by `seed`. The tied learners are counted in `params` and the report.
+    "random": a draw seeded by `seed`, independent of the input's row order (the uniforms are
+    drawn in the events' (learner, time, course, impression) order). The tied learners are
+    counted in `params` and the report.
     """
     if ties not in TIE_RULES:
         raise ValueError(f"leave_latest_out: ties must be one of {TIE_RULES}, got {ties!r}")
@@ -439,7 +441,7 @@ def leave_latest_out(
     li = ev["learner_idx"].to_numpy()
     ts = ts_ns(ev["ts"])
     pos = ev.index.to_numpy()  # the log's order: time, then the source file's row order
-    tiebreak = np.random.default_rng(seed).random(len(ev)) if ties == "random" else pos
+    tiebreak = _content_uniforms(ev, seed) if ties == "random" else pos
     order = np.lexsort((tiebreak, ts, li))
     counts = np.bincount(li, minlength=log.n_learners)
     sorted_l = li[order]
@@ -496,6 +498,19 @@ def leave_latest_out(
                 + f" chosen among events at one timestamp, by {rule} (split.fn.ties)"
             )
     return split
+
+
+def _content_uniforms(ev: pd.DataFrame, seed: int) -> np.ndarray:
+    """One seeded uniform per event, drawn in an order the events' content fixes (learner,
+    time, course, impression; indices come from sorted ids), not their rows' order: the same
+    events given in another row order get the same draw."""
+    keys = [ev["learner_idx"].to_numpy(), ts_ns(ev["ts"]), ev["course_idx"].to_numpy()]
+    if "impression" in ev.columns:
+        keys.append(ev["impression"].to_numpy(dtype=bool))
+    content_order = np.lexsort(keys[::-1])  # lexsort's last key is the primary one
+    uniforms = np.empty(len(ev))
+    uniforms[content_order] = np.random.default_rng(seed).random(len(ev))
+    return uniforms
 
 
 def _rule(ties: str) -> str:
