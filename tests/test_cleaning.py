@@ -256,3 +256,31 @@ def test_prepare_data_checks_activity_before_after_the_split():
         )
     with pytest.raises(LeakageError, match=r"data.cleaning.activity_before is None"):
         prepare_data(cfg.data, cfg.split)
+
+
+def test_k_core_runs_to_the_fixed_point_however_many_rounds():
+    # a chain: learner i watches courses i and i + 1; with minimums 2 / 2 each round peels
+    # the ends, so the k-core (empty) takes ~150 rounds, past any small cap
+    n = 300
+    learners = np.repeat(np.arange(n), 2)
+    courses = learners + np.tile([0, 1], n)
+    events = pd.DataFrame(
+        {
+            "learner_id": learners,
+            "course_id": courses,
+            "ts": pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(np.arange(2 * n), "s"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    report = DataReport()
+    out = filter_min_activity(
+        mark_watched(EventLog.from_tables(events)),
+        min_learner_watches=2,
+        min_course_watches=2,
+        iterate=True,
+        report=report,
+    )
+    assert len(out.events) == 0
+    assert report.steps[-1]["rounds"] > 100 and report.steps[-1]["learners_removed"] == n

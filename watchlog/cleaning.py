@@ -231,14 +231,14 @@ def filter_min_activity(
     iterate: bool = False,
     before=None,
     report: DataReport | None = None,
-    max_rounds: int = 100,
 ) -> EventLog:
     """Remove all events of learners / courses with fewer watched events than the minimums.
 
     Counts are of `watched` events (run `mark_watched` first), only those strictly before
     `before` when it is given (so that events after a split's cutoff cannot decide which
     earlier events stay); a removed learner's or course's events at or after it go too.
-    With `iterate`, repeat until both minimums hold (k-core). Learners and courses stay in
+    With `iterate`, repeat until both minimums hold (k-core): until a round removes nothing,
+    with no cap on the rounds (each removes at least one event, so it ends). Learners and courses stay in
     their tables and id maps; only their events go, and the report says how many of each.
     """
     if "watched" not in log.events.columns:
@@ -252,7 +252,7 @@ def filter_min_activity(
     )
     counted = w.astype(bool) & ~late
     rounds = 0
-    while rounds < max_rounds:
+    while True:  # each round is vectorized; a round that removes nothing ends the loop
         rounds += 1
         lw = np.bincount(li[keep & counted], minlength=log.n_learners)
         cw = np.bincount(ci[keep & counted], minlength=log.n_courses)
