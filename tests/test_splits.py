@@ -287,3 +287,31 @@ def test_leave_latest_random_ties_do_not_depend_on_the_input_row_order():
 
     shuffled = events.sample(frac=1, random_state=1).reset_index(drop=True)
     assert labels(events) == labels(shuffled)
+
+
+def test_stratified_valid_ratio_that_rounds_to_no_validation_pair_is_an_error():
+    rng = np.random.default_rng(0)
+    learners = np.repeat(np.arange(200), 4)  # 4 pairs each: 3 training pairs after the test
+    courses = np.concatenate([rng.choice(50, 4, replace=False) for _ in range(200)])
+    events = pd.DataFrame(
+        {
+            "learner_id": learners,
+            "course_id": courses,
+            "ts": pd.Timestamp("2020-01-01", tz="UTC")
+            + pd.to_timedelta(np.arange(len(learners)), "min"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    log = clean(EventLog.from_tables(events))
+    # round(0.9 x 3) = 3 of 3 training pairs stay training for every learner
+    with pytest.raises(
+        ValueError,
+        match=r"valid_ratio=0.1 gives no validation pair: round\(\(1 - valid_ratio\) x n\).*"
+        r"200 with 3 training pairs",
+    ):
+        stratified_split(log, test_ratio=0.25, valid_ratio=0.1, seed=1)
+    split = stratified_split(log, test_ratio=0.25, valid_ratio=0.2, seed=1)  # round(2.4) = 2
+    assert split.valid is not None and len(split.valid.labels) == 200
+    assert stratified_split(log, test_ratio=0.25, valid_ratio=0.0, seed=1).valid is None

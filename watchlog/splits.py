@@ -597,6 +597,8 @@ def stratified_split(
     on its own training output, with the same seed and ratio 1 - valid_ratio: the test set stays
     exactly the published 2-way one (a single 3-way call, ratio=[train, valid, test], rounds
     the cumulative shares anew and can move pairs at .5 boundaries in or out of the test set).
+    A valid_ratio > 0 that the per-group rounding leaves without any validation pair (every
+    group too small) is an error naming the group sizes, not a split without validation.
 
     draw="ours" is this project's earlier rule with NumPy's default_rng: in a random order, pair
     r of n is kept for training when r / n <= 1 - test_ratio (floor instead of half-to-even
@@ -644,7 +646,31 @@ def stratified_split(
                 "so the draw follows the log's time order; a library run on the source file "
                 "in its own row order gives another split"
             )
+    if valid_ratio and not is_valid.any():
+        raise ValueError(_no_validation_message(group[~is_test], valid_ratio, draw, by))
     return _random_kind_split(ev, is_test[inverse], is_valid[inverse], "stratified", params, report)
+
+
+def _no_validation_message(train_group: np.ndarray, valid_ratio: float, draw: str, by: str) -> str:
+    """Why the per-group rounding left no validation pair: the groups' training pair counts."""
+    sizes = np.bincount(train_group)
+    sizes = sizes[sizes > 0]
+    values, groups = np.unique(sizes, return_counts=True)
+    common = np.argsort(-groups, kind="stable")[:5]
+    counts = ", ".join(f"{groups[i]:,} with {values[i]:,}" for i in common)
+    rule = (
+        "round((1 - valid_ratio) x n), half to even, of a group's n training pairs stay training"
+        if draw == "recommenders"
+        else "pair r of a group's n training pairs (random order) is validation when "
+        "r / n > 1 - valid_ratio"
+    )
+    return (
+        f"stratified_split: valid_ratio={valid_ratio} gives no validation pair: {rule}, and "
+        f"every {by}'s n is too small for that to leave one out ({len(sizes):,} {by}s: "
+        f"{counts} training pairs; at most {int(sizes.max()):,}). A {by} with n training "
+        f"pairs gets one once valid_ratio x n > 0.5 (about); raise split.fn.valid_ratio, or "
+        "set it to 0 for no validation fold"
+    )
 
 
 def _library_ratio(share: float) -> float:
