@@ -28,6 +28,7 @@ recommender stores to rebuild its snapshots.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -319,6 +320,11 @@ class InputBuilder:
         label_weighting: str = "none",
         exclude_seen_from_labels: bool = True,
     ):
+        if lookback_days is not None and not _positive_days(lookback_days):
+            raise ValueError(
+                f"lookback_days (ncf.inputs.lookback_days): must be null (all inputs) or a number "
+                f"of days > 0, got {lookback_days!r}"
+            )
         self.lookback_days = lookback_days
         self.weighting = weighting
         self.weight_column = weight_column
@@ -434,7 +440,14 @@ class InputBuilder:
     ) -> Snapshot:
         """Inputs from every watch before `cutoff` (a timestamp, naive = UTC; default: the
         whole log), no labels; `learners` / `courses` as in `snapshot`. The snapshot's
-        cutoff is UTC, so a recommender can compare it with others."""
+        cutoff is UTC, so a recommender can compare it with others. An empty log is an error
+        (there is nothing to serve from, nor a last event to default the cutoff to)."""
+        if len(log.events) == 0:
+            raise ValueError(
+                f"inference_snapshot: the event log has no events ({log.n_learners:,} learners, "
+                f"{log.n_courses:,} courses), so there are no histories to serve from; give the "
+                "log of watches up to the serving time"
+            )
         if cutoff is not None:
             from ncf.serving import as_cutoff  # here: ncf.serving imports this module
 
@@ -444,6 +457,13 @@ class InputBuilder:
         fold = Fold(name, "temporal", events, events.iloc[:0], end, end)
         snap = self.snapshot(log, fold, name=name, learners=learners, courses=courses)
         return Snapshot(name, snap.history, snap.seen, snap.course_bags, None, cutoff)
+
+
+def _positive_days(x) -> bool:
+    """A finite number > 0 (not a bool, a string or NaN)."""
+    return (
+        isinstance(x, numbers.Real) and not isinstance(x, bool) and bool(np.isfinite(x)) and x > 0
+    )
 
 
 def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:

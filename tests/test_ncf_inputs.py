@@ -310,3 +310,22 @@ def test_old_watches_stay_in_the_history_and_the_cowatch_bags_with_recency():
     assert (snaps["recency"].history.data > 0).all()
     assert (snaps["recency"].course_bags != snaps["binary"].course_bags).nnz == 0
     assert snaps["binary"].course_bags.nnz == 2
+
+
+@pytest.mark.parametrize("days", [0, -5, float("nan"), float("inf"), "30", True])
+def test_lookback_days_must_be_positive_days(days):
+    with pytest.raises(ValueError, match=r"lookback_days \(ncf.inputs.lookback_days\): must be"):
+        InputBuilder(lookback_days=days)
+
+
+def test_lookback_days_accepts_none_and_positive_numbers():
+    for days in (None, 1, 0.5, np.int64(30), np.float32(7.0)):
+        assert InputBuilder(lookback_days=days).lookback_days == days
+
+
+def test_inference_snapshot_of_an_empty_log_says_so(small_platform):
+    log = clean(small_platform.log)
+    empty = log.with_events(log.events.iloc[:0])
+    for cutoff in (None, "2024-06-01"):
+        with pytest.raises(ValueError, match="inference_snapshot: the event log has no events"):
+            InputBuilder().inference_snapshot(empty, cutoff)
