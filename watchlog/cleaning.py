@@ -39,8 +39,10 @@ class CleaningConfig:
     """What `clean` does, in order: duplicates, time window, watched flag, activity filters.
 
     min_watch_seconds / min_watch_fraction: an event counts as a watch when
-      watch_seconds >= min_watch_seconds, or >= min_watch_fraction x the course
-      duration (courses without a positive duration fall back to min_watch_seconds).
+      watch_seconds >= min_watch_seconds; with min_watch_fraction, instead when
+      watch_seconds >= min_watch_fraction x its course's duration (not "either one":
+      min_watch_seconds is then only the threshold of courses without a positive
+      duration, and must be given when there are such courses).
     lookback_days: keep only events within this many days before `end` (the last
       event when `end` is None). None keeps everything.
     min_learner_watches / min_course_watches: activity filters on watched events,
@@ -164,7 +166,10 @@ def mark_watched(
     min_fraction: float | None = None,
     report: DataReport | None = None,
 ) -> EventLog:
-    """Add `watched` (bool): the event passes the watch-time threshold. Drops nothing."""
+    """Add `watched` (bool): the event passes the watch-time threshold. Drops nothing.
+
+    The threshold is min_seconds, or with min_fraction, min_fraction x the course's duration
+    (min_seconds for courses without a positive duration). Missing watch time never passes."""
     if min_seconds is None and min_fraction is None:
         raise ValueError("watch threshold: give min_seconds, min_fraction, or both")
     if min_fraction is not None and not 0 < min_fraction <= 1:
