@@ -224,6 +224,20 @@ def test_blend_models_split_sees_nothing_from_the_blend_window_on(log):
         assert_no_leakage(fold)
         assert fold.inputs["ts"].max() < split.blend.cutoff
     assert shifted.valid.labels["ts"].max() < split.blend.cutoff
+    # its params describe its own windows, as temporal_split gives them for those cutoffs
+    same = temporal_split(
+        log,
+        split.valid.inputs,
+        valid_start=shifted.valid.cutoff,
+        test_start=shifted.test.cutoff,
+        end=shifted.test.label_end,
+    )
+    assert {k: shifted.params[k] for k in same.params} == {
+        **same.params,
+        # every event from the validation start on is after the shifted end
+        "events_after_end": len(log.events) - len(split.valid.inputs),
+    }
+    assert shifted.params["shifted_to"] == "blend"
 
 
 def test_blend_window_needs_validation_and_room(log):

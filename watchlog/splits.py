@@ -136,7 +136,22 @@ class Split:
             )
         valid = _temporal_fold(events, "valid", blend_start - valid_len, blend_start)
         test = _temporal_fold(events, "test", blend_start, valid_start)
-        return Split("temporal", test, valid, {**self.params, "shifted_to": "blend"})
+        # The windows' own params, as temporal_split would give them for these cutoffs: the
+        # events at or after the shifted end are this split's validation and test labels
+        # and whatever was after its end.
+        after = (
+            self.params.get("events_after_end", 0) + len(self.valid.labels) + len(self.test.labels)
+        )
+        params = {
+            **self.params,
+            "blend_start": None,
+            "valid_start": valid.cutoff,
+            "test_start": test.cutoff,
+            "end": test.label_end,
+            "events_after_end": int(after),
+            "shifted_to": "blend",
+        }
+        return Split("temporal", test, valid, params)
 
     def earliest_cutoff(self) -> pd.Timestamp | None:
         """The earliest time from which any fold of this split holds labels: its first cutoff,
