@@ -12,10 +12,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from watchlog import DataReport, EventLog
 from watchlog.cleaning import clean
-from watchlog.splits import Split
+from watchlog.eventlog import utc_timestamp
+from watchlog.splits import LeakageError, Split
 from watchlog.synthetic import PlatformTruth, SyntheticPlatform
 
-__all__ = ["PreparedData", "check_rolling_history", "load_run", "prepare_data", "use_threads"]
+__all__ = [
+    "PreparedData",
+    "check_activity_before",
+    "check_rolling_history",
+    "load_run",
+    "prepare_data",
+    "use_threads",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +58,36 @@ def prepare_data(
     split_fn = instantiate(split_cfg.fn)
     split = split_fn(log, log.select(split_cfg.events), report=report)
     timings["split"] = time.perf_counter() - start
+    check_activity_before(data_cfg.cleaning, split, report)
     return PreparedData(log, split, report, truth, timings)
+
+
+def check_activity_before(cleaning_cfg: DictConfig, split: Split, report: DataReport) -> None:
+    """Refuse activity filters that counted events at or after the split's earliest cutoff:
+    the filter runs before the split, so validation and test events would decide which
+    training events survive. Splits without cutoffs (random, stratified, leave-latest-out:
+    the published protocols) count every event, which the report notes."""
+    if not (cleaning_cfg.min_learner_watches or cleaning_cfg.min_course_watches):
+        return
+    before = cleaning_cfg.get("activity_before")
+    earliest = split.earliest_cutoff()
+    if earliest is None:
+        if before is None:
+            report.note(
+                f"activity filters: watches counted over all events, labels included (a "
+                f"{split.kind} split has no cutoff in time; the published protocols filter so)"
+            )
+        return
+    if before is None or utc_timestamp(before) > earliest:
+        raise LeakageError(
+            f"data.cleaning.activity_before is {before}, but the activity filters "
+            f"(min_learner_watches={cleaning_cfg.min_learner_watches}, min_course_watches="
+            f"{cleaning_cfg.min_course_watches}) must count only events before the split's "
+            f"earliest cutoff, {earliest}: they run before the split, so later (blend, "
+            "validation, test) events would decide which training events stay. Set "
+            f"data.cleaning.activity_before={earliest.isoformat()} (or earlier), or turn the "
+            "filters off (data.cleaning.min_learner_watches=0, min_course_watches=0)"
+        )
 
 
 def use_threads(threads: int | None) -> None:

@@ -168,6 +168,7 @@ class CleaningSchema:  # watchlog.cleaning.CleaningConfig
     min_learner_watches: int = MISSING
     min_course_watches: int = MISSING
     iterate: bool = MISSING
+    activity_before: str | None = MISSING
 
 
 @dataclass

@@ -11,7 +11,8 @@ tests/test_glmix_weighting.py). With ws = watch seconds of a watched click:
     fraction        1 + (cap - 1) * min(ws / duration, 1)    cap; needs the course duration
 
 Every weight is >= 1, so a watched click never counts less than a non-click. A row is a
-"watched click" when clicked == 1 and watch_seconds > min_watch_seconds. Clicked rows with
+"watched click" when clicked == 1 and watch_seconds >= min_watch_seconds (the comparison the
+cleaning's watch threshold makes, so a click on a watched event is a watched click). Clicked rows with
 missing watch time, and (for "fraction") watched clicks whose duration is missing or 0, get
 weight 1; every such case is counted in `counts`.
 """
@@ -86,7 +87,8 @@ def watch_time_weights(
         )
     click = c == 1
     missing_ws = click & np.isnan(ws)
-    watched = click & (np.nan_to_num(ws, nan=0.0) > min_watch_seconds)
+    # >= as in watchlog.cleaning.mark_watched; missing watch time never passes
+    watched = click & ~np.isnan(ws) & (np.nan_to_num(ws, nan=0.0) >= min_watch_seconds)
     w = np.ones(n)
     counts = {
         "rows": n,

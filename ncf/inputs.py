@@ -28,6 +28,7 @@ recommender stores to rebuild its snapshots.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,12 @@ WEIGHTINGS = ("binary", "log_watch", "recency", "column")
 NORMALIZATIONS = ("mean", "sqrt", "none")
 _DAY_NS = 86_400 * 10**9
 _N_EXAMPLES = 5
+# A watched pair is an input (or a label) whatever its weight: a weight of 0 would make it
+# vanish from sparse matrices, so every weighting has a positive floor. log_watch: one second
+# of watching (a 0-second watch passes a 0-second threshold); recency and column: the
+# smallest normal float32 (a pair older than ~126 half-lives underflows to 0 in float32).
+_MIN_WATCH_SECONDS = 1.0
+_MIN_PAIR_WEIGHT = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,9 +130,14 @@ def history_matrix(
     """Learner x course CSR float32 of pair weights from watch events (one entry per pair).
 
     binary     1 per watched pair
-    log_watch  log1p(total watch minutes of the pair)
-    recency    0.5 ** (age of the pair's latest watch / half_life_days), age from reference_time
-    column     max of `weight_column` over the pair's events (e.g. a rating)
+    log_watch  log1p(total watch minutes of the pair), at least that of one second
+    recency    0.5 ** (age of the pair's latest watch / half_life_days), age from reference_time,
+               at least the smallest normal float32
+    column     max of `weight_column` over the pair's events (e.g. a rating), at least the
+               smallest normal float32
+
+    Every pair of `events` gets a positive weight (the floors), so none of them vanishes
+    from the sparse matrix: the events are watches.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting: must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -155,10 +167,12 @@ def history_matrix(
     pair = pd.Series(per_event).groupby(key, sort=True).agg(agg)  # hash group-by, sorted keys
     keys, value = pair.index.to_numpy(np.int64), pair.to_numpy(np.float64)
     if weighting == "log_watch":
-        value = np.log1p(value / 60.0)
+        value = np.log1p(np.maximum(value, _MIN_WATCH_SECONDS) / 60.0)
     elif weighting == "recency":
         ref = utc_ns(reference_time) if reference_time is not None else value.max(initial=0)
         value = 0.5 ** (np.maximum(ref - value, 0) / (half_life_days * _DAY_NS))
+    if weighting in ("recency", "column"):
+        value = np.maximum(value, _MIN_PAIR_WEIGHT)
     out = sp.csr_matrix(
         (value.astype(np.float32), (keys // n_courses, keys % n_courses)),
         shape=shape,
@@ -288,7 +302,8 @@ class InputBuilder:
     lookback_days: learner history and co-watch window before the cutoff (None: all inputs).
     weighting / weight_column / half_life_days: the learner bag weights (`history_matrix`).
     cowatch_measure / cowatch_top_k / self_weight: the course bags (`course_bags`).
-    label_weighting: "none" (1 per positive) or "log_watch" (log1p watch minutes).
+    label_weighting: "none" (1 per positive) or "log_watch" (log1p watch minutes, at least
+      that of one second, so a watched label never gets weight 0).
     exclude_seen_from_labels: positives already watched before the cutoff are not labels
       (they would be filtered at recommendation time anyway); the count goes to the report.
     """
@@ -305,6 +320,11 @@ class InputBuilder:
         label_weighting: str = "none",
         exclude_seen_from_labels: bool = True,
     ):
+        if lookback_days is not None and not _positive_days(lookback_days):
+            raise ValueError(
+                f"lookback_days (ncf.inputs.lookback_days): must be null (all inputs) or a number "
+                f"of days > 0, got {lookback_days!r}"
+            )
         self.lookback_days = lookback_days
         self.weighting = weighting
         self.weight_column = weight_column
@@ -374,7 +394,7 @@ class InputBuilder:
         if courses is not None:
             history, seen = courses.columns(history), courses.columns(seen)
         bags = course_bags(
-            (history > 0).astype(np.float32),
+            _pattern(history),  # who watched what in the window, whatever the weights
             measure=self.cowatch_measure,
             top_k=self.cowatch_top_k,
             self_weight=self.self_weight,
@@ -389,15 +409,15 @@ class InputBuilder:
         )
         labels = _reindex(labels, learners, courses)
         if self.exclude_seen_from_labels and labels.nnz:
-            already = labels.multiply(seen).astype(bool)
-            n_seen = int(already.nnz)
+            n_labels = int(labels.nnz)  # counted before anything is removed
+            already = _pattern(labels).multiply(seen).astype(bool)
             labels = (labels - labels.multiply(already)).tocsr()
             labels.eliminate_zeros()
             if report is not None:
                 report.add_step(
                     f"ncf labels {name}: drop courses already watched before the cutoff",
                     "label pairs",
-                    before=int(labels.nnz + n_seen),
+                    before=n_labels,
                     after=int(labels.nnz),
                 )
         if not temporal and self.lookback_days is not None and report is not None:
@@ -420,7 +440,14 @@ class InputBuilder:
     ) -> Snapshot:
         """Inputs from every watch before `cutoff` (a timestamp, naive = UTC; default: the
         whole log), no labels; `learners` / `courses` as in `snapshot`. The snapshot's
-        cutoff is UTC, so a recommender can compare it with others."""
+        cutoff is UTC, so a recommender can compare it with others. An empty log is an error
+        (there is nothing to serve from, nor a last event to default the cutoff to)."""
+        if len(log.events) == 0:
+            raise ValueError(
+                f"inference_snapshot: the event log has no events ({log.n_learners:,} learners, "
+                f"{log.n_courses:,} courses), so there are no histories to serve from; give the "
+                "log of watches up to the serving time"
+            )
         if cutoff is not None:
             from ncf.serving import as_cutoff  # here: ncf.serving imports this module
 
@@ -430,6 +457,20 @@ class InputBuilder:
         fold = Fold(name, "temporal", events, events.iloc[:0], end, end)
         snap = self.snapshot(log, fold, name=name, learners=learners, courses=courses)
         return Snapshot(name, snap.history, snap.seen, snap.course_bags, None, cutoff)
+
+
+def _positive_days(x) -> bool:
+    """A finite number > 0 (not a bool, a string or NaN)."""
+    return (
+        isinstance(x, numbers.Real) and not isinstance(x, bool) and bool(np.isfinite(x)) and x > 0
+    )
+
+
+def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
+    """1 at every stored entry of `m` (float32), whatever its value."""
+    out = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    out.data[:] = 1.0
+    return out
 
 
 def _watched(events: pd.DataFrame) -> pd.DataFrame:

@@ -88,8 +88,26 @@ def test_watch_fraction_threshold_with_fallback():
     # fraction 0.5: x needs 500 s, y needs 50 s, z has no duration -> falls back to 60 s
     out = mark_watched(tiny_log(), min_seconds=60, min_fraction=0.5)
     assert out.events["watched"].tolist() == [False, False, True, False, True, False]
-    with pytest.raises(ValueError, match="1 courses .* have no duration_seconds"):
+    with pytest.raises(ValueError, match="1 courses .* have no positive duration_seconds"):
         mark_watched(tiny_log(), min_seconds=None, min_fraction=0.5)
+
+
+def test_zero_duration_falls_back_to_min_seconds_and_is_counted():
+    log = tiny_log()
+    courses = log.courses.assign(duration_seconds=[0.0, 100.0, np.nan])  # x: duration 0
+    log = EventLog.from_tables(
+        log.events[["learner_id", "course_id", "ts", "watch_seconds", "clicked", "impression"]],
+        None,
+        courses,
+        duplicates="first",
+    )
+    report = DataReport()
+    out = mark_watched(log, min_seconds=60, min_fraction=0.5, report=report)
+    # x (duration 0): its 20 s watch against 60 s, not against 0 x 0.5 = 0 (any watch passes)
+    assert out.events["watched"].tolist() == [False, True, True, False, True, False]
+    assert report.steps[0]["min_seconds_for_no_duration"] == 4  # x's three events and z's one
+    with pytest.raises(ValueError, match="2 courses .* no positive duration_seconds"):
+        mark_watched(log, min_seconds=None, min_fraction=0.5)
 
 
 def test_lookback_window_reports_both_sides():
@@ -139,3 +157,130 @@ def test_clean_lookback_counts_back_from_last_event(small_platform):
     ts = out.events["ts"]
     assert ts.max() - ts.min() <= pd.Timedelta(days=30)
     assert report.steps[1]["step"] == "lookback_window"
+
+
+def leak_log() -> EventLog:
+    """Learner A has one watch before 2020-01-10 and one after; C has three before."""
+    t = pd.Timestamp
+    events = pd.DataFrame(
+        {
+            "learner_id": ["A", "A", "B", "C", "C", "C", "C"],
+            "course_id": [1, 2, 1, 1, 2, 3, 1],
+            "ts": [
+                t(d, tz="UTC")
+                for d in (
+                    "2020-01-02",
+                    "2020-01-25",
+                    "2020-01-03",
+                    "2020-01-04",
+                    "2020-01-05",
+                    "2020-01-12",
+                    "2020-01-20",
+                )
+            ],  # fmt: skip
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    return EventLog.from_tables(events)
+
+
+def test_activity_before_counts_only_earlier_watches_and_removes_later_events():
+    report = DataReport()
+    cfg = CleaningConfig(min_learner_watches=2, activity_before="2020-01-10")
+    out = clean(leak_log(), cfg, report)
+    # A has 1 watch before the cutoff: all of A's events go, the later one too; counted over
+    # the whole log, A's later (validation) watch would have kept its training event.
+    assert sorted(set(out.events["learner_id"])) == ["C"]
+    assert len(out.events) == 4
+    step = report.steps[-1]
+    assert step["counted_before"] == "2020-01-10 00:00:00+00:00"
+    assert (step["watches_counted"], step["watches_not_counted"]) == (4, 3)
+    assert step["removed_at_or_after_before"] == 1  # A's 2020-01-25 event
+    assert step["rows_before"] - step["rows_after"] == 3
+    whole = clean(leak_log(), CleaningConfig(min_learner_watches=2))
+    assert "A" in set(whole.events["learner_id"])  # the leak the setting closes
+
+
+def test_data_stage_refuses_activity_counted_past_the_earliest_cutoff():
+    from omegaconf import OmegaConf
+
+    from experiments.data import check_activity_before
+    from watchlog.splits import LeakageError, stratified_split, temporal_split
+
+    log = mark_watched(leak_log())
+    split = temporal_split(log, valid_start="2020-01-10", test_start="2020-01-20", end="2020-02-01")
+    assert split.earliest_cutoff() == pd.Timestamp("2020-01-10", tz="UTC")
+
+    def cfg(before):
+        return OmegaConf.create(
+            {"min_learner_watches": 2, "min_course_watches": 0, "activity_before": before}
+        )
+
+    for before in (None, "2020-01-11"):
+        with pytest.raises(LeakageError, match=r"data.cleaning.activity_before=2020-01-10T00:00"):
+            check_activity_before(cfg(before), split, DataReport())
+    check_activity_before(cfg("2020-01-10"), split, DataReport())  # at the cutoff: fine
+    off = OmegaConf.create({"min_learner_watches": 0, "min_course_watches": 0})
+    check_activity_before(off, split, DataReport())  # filters off: nothing to check
+    report = DataReport()
+    check_activity_before(cfg(None), stratified_split(log, test_ratio=0.25), report)
+    assert any("counted over all events" in n for n in report.notes)
+
+
+def test_earliest_cutoff_includes_the_blend_models_validation_start():
+    from watchlog.splits import temporal_split
+
+    log = mark_watched(leak_log())
+    split = temporal_split(
+        log, blend_start="2020-01-05", valid_start="2020-01-12", test_start="2020-01-20",
+        end="2020-02-01",
+    )  # fmt: skip
+    # the blend models validate on [blend start - validation length, blend start)
+    assert split.earliest_cutoff() == pd.Timestamp("2020-01-05", tz="UTC") - pd.Timedelta(days=8)
+
+
+def test_prepare_data_checks_activity_before_after_the_split():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from experiments.data import prepare_data
+    from watchlog.splits import LeakageError
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            "pipeline", overrides=["data=synthetic_small", "data.cleaning.min_learner_watches=2"]
+        )
+    with pytest.raises(LeakageError, match=r"data.cleaning.activity_before is None"):
+        prepare_data(cfg.data, cfg.split)
+
+
+def test_k_core_runs_to_the_fixed_point_however_many_rounds():
+    # a chain: learner i watches courses i and i + 1; with minimums 2 / 2 each round peels
+    # the ends, so the k-core (empty) takes ~150 rounds, past any small cap
+    n = 300
+    learners = np.repeat(np.arange(n), 2)
+    courses = learners + np.tile([0, 1], n)
+    events = pd.DataFrame(
+        {
+            "learner_id": learners,
+            "course_id": courses,
+            "ts": pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(np.arange(2 * n), "s"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    report = DataReport()
+    out = filter_min_activity(
+        mark_watched(EventLog.from_tables(events)),
+        min_learner_watches=2,
+        min_course_watches=2,
+        iterate=True,
+        report=report,
+    )
+    assert len(out.events) == 0
+    assert report.steps[-1]["rounds"] > 100 and report.steps[-1]["learners_removed"] == n

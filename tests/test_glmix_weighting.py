@@ -15,7 +15,7 @@ def test_weights_per_kind_and_counts():
     clicked = pd.Series([0, 1, 1, 1, 1, 0], dtype="Int8")
     ws = np.array([0.0, 0.0, 60.0, 6000.0, np.nan, 30.0])
     dur = np.array([100.0, 100.0, 120.0, 3000.0, 100.0, 100.0])
-    r = watch_time_weights(clicked, ws)
+    r = watch_time_weights(clicked, ws, min_watch_seconds=30)
     np.testing.assert_allclose(r.weights, [1, 1, 1 + np.log(2), 1 + np.log(101), 1, 1], rtol=1e-6)
     assert r.counts == {
         "rows": 6,
@@ -31,6 +31,28 @@ def test_weights_per_kind_and_counts():
     np.testing.assert_allclose(frac.weights, [1, 1, 1 + 4 * 0.5, 5, 1, 1])
     assert frac.counts["capped"] == 1  # watched longer than the course: fraction 1
     assert (r.weights >= 1).all() and r.weights.dtype == np.float32
+
+
+def test_watched_click_threshold_is_the_cleaning_one():
+    from watchlog import EventLog
+    from watchlog.cleaning import mark_watched
+
+    events = pd.DataFrame(
+        {
+            "learner_id": [1, 1, 1],
+            "course_id": [10, 11, 12],
+            "ts": pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03"], utc=True),
+            "watch_seconds": [59.0, 60.0, 61.0],
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    watched = mark_watched(EventLog.from_tables(events), min_seconds=60).events["watched"]
+    w = watch_time_weights(events["clicked"], events["watch_seconds"], min_watch_seconds=60)
+    # a click on an event the cleaning marks watched (60 s: >= 60) is a watched click
+    assert watched.tolist() == [False, True, True]
+    assert (w.weights > 1).tolist() == [False, True, True]
+    assert w.counts["watched_clicks"] == 2 and w.counts["clicks_without_watching"] == 1
 
 
 def test_bad_input():

@@ -244,3 +244,88 @@ def test_courses_watched_before_the_lookback_are_masked_in_training_not_negative
         assert b["known_full"] is None  # no teacher: no distillation on the full history
     long = TrainBatches([InputBuilder().snapshot(log, split.valid)], batch_size=64, seed=0)
     assert all(b["known"] is None for b in long)
+
+
+def test_a_watched_pair_never_gets_weight_zero():
+    # pair (1, 1): a 0-second watch (passes a 0-second threshold), ~200 days before the
+    # reference (recency underflows float32 past ~126 half-lives), a 0 in the weight column
+    ev = _events(learner_idx=[0, 1], course_idx=[0, 1], watch_seconds=[600.0, 0.0])
+    ev = ev.assign(ts=pd.to_datetime(["2024-07-20", "2024-01-01"], utc=True), r=[2.0, 0.0])
+    for weighting in ("log_watch", "recency", "column"):
+        m = history_matrix(
+            ev, (2, 2), weighting=weighting, weight_column="r", half_life_days=1.0,
+            reference_time="2024-07-21",
+        )  # fmt: skip
+        assert m.nnz == 2 and (m.data > 0).all(), weighting
+    logw = history_matrix(ev, (2, 2), weighting="log_watch")
+    assert logw[1, 1] == pytest.approx(np.log1p(1 / 60))  # as if watched for one second
+
+
+def _tiny_log(watch_seconds, days):
+    events = pd.DataFrame(
+        {
+            "learner_id": [1, 1, 2, 2, 3, 3],
+            "course_id": [10, 11, 10, 11, 12, 10],
+            "ts": pd.to_datetime(days, utc=True),
+            "watch_seconds": watch_seconds,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    from watchlog import EventLog
+
+    return clean(EventLog.from_tables(events), CleaningConfig(min_watch_seconds=0))
+
+
+def test_zero_second_label_is_kept_with_log_watch_and_counted():
+    from watchlog import DataReport
+
+    log = _tiny_log(
+        [100.0, 100.0, 100.0, 100.0, 0.0, 300.0],
+        ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04", "2020-01-11", "2020-01-12"],
+    )
+    split = temporal_split(log, test_start="2020-01-10", end="2020-01-20")
+    counts = {}
+    for weighting in ("none", "log_watch"):
+        report = DataReport()
+        snap = InputBuilder(label_weighting=weighting).snapshot(log, split.test, report=report)
+        step = next(s for s in report.steps if s["step"].startswith("ncf labels"))
+        counts[weighting] = (snap.labels.nnz, step["rows_before"], step["removed"])
+        assert (snap.labels.data > 0).all()
+    # learner 3's 0-second watch of course 12 is a label either way; learner 3's course 10 too
+    assert counts["log_watch"] == counts["none"] == (2, 2, 0)
+
+
+def test_old_watches_stay_in_the_history_and_the_cowatch_bags_with_recency():
+    log = _tiny_log(
+        100.0, ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04", "2020-07-20", "2020-08-05"]
+    )
+    split = temporal_split(log, test_start="2020-07-25", end="2020-08-10")
+    snaps = {
+        w: InputBuilder(lookback_days=365, weighting=w, half_life_days=1).snapshot(log, split.test)
+        for w in ("binary", "recency")
+    }
+    # courses 10 and 11, co-watched ~200 half-lives before the cutoff, are still co-watched
+    assert snaps["recency"].history.nnz == snaps["binary"].history.nnz == 5
+    assert (snaps["recency"].history.data > 0).all()
+    assert (snaps["recency"].course_bags != snaps["binary"].course_bags).nnz == 0
+    assert snaps["binary"].course_bags.nnz == 2
+
+
+@pytest.mark.parametrize("days", [0, -5, float("nan"), float("inf"), "30", True])
+def test_lookback_days_must_be_positive_days(days):
+    with pytest.raises(ValueError, match=r"lookback_days \(ncf.inputs.lookback_days\): must be"):
+        InputBuilder(lookback_days=days)
+
+
+def test_lookback_days_accepts_none_and_positive_numbers():
+    for days in (None, 1, 0.5, np.int64(30), np.float32(7.0)):
+        assert InputBuilder(lookback_days=days).lookback_days == days
+
+
+def test_inference_snapshot_of_an_empty_log_says_so(small_platform):
+    log = clean(small_platform.log)
+    empty = log.with_events(log.events.iloc[:0])
+    for cutoff in (None, "2024-06-01"):
+        with pytest.raises(ValueError, match="inference_snapshot: the event log has no events"):
+            InputBuilder().inference_snapshot(empty, cutoff)

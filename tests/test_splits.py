@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from watchlog import DataReport
+from watchlog import DataReport, EventLog
 from watchlog.cleaning import clean
 from watchlog.splits import (
     Fold,
@@ -224,6 +224,20 @@ def test_blend_models_split_sees_nothing_from_the_blend_window_on(log):
         assert_no_leakage(fold)
         assert fold.inputs["ts"].max() < split.blend.cutoff
     assert shifted.valid.labels["ts"].max() < split.blend.cutoff
+    # its params describe its own windows, as temporal_split gives them for those cutoffs
+    same = temporal_split(
+        log,
+        split.valid.inputs,
+        valid_start=shifted.valid.cutoff,
+        test_start=shifted.test.cutoff,
+        end=shifted.test.label_end,
+    )
+    assert {k: shifted.params[k] for k in same.params} == {
+        **same.params,
+        # every event from the validation start on is after the shifted end
+        "events_after_end": len(log.events) - len(split.valid.inputs),
+    }
+    assert shifted.params["shifted_to"] == "blend"
 
 
 def test_blend_window_needs_validation_and_room(log):
@@ -259,3 +273,59 @@ def test_a_window_without_events_is_refused_with_the_data_span(small_platform):
         ValueError, match=r"no events in the window\(s\) valid \[.*, test \[.*split.fn.end"
     ):
         temporal_split(log, valid_days=20, test_days=20, end=last + pd.Timedelta(days=60))
+
+
+def test_leave_latest_random_ties_do_not_depend_on_the_input_row_order():
+    rng = np.random.default_rng(0)
+    n = 400
+    events = pd.DataFrame(
+        {
+            "learner_id": rng.integers(0, 40, n),
+            "course_id": rng.integers(0, 200, n),
+            # five distinct days: most learners' latest events are tied in time
+            "ts": pd.Timestamp("2020-01-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 5, n), unit="D"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    ).drop_duplicates(["learner_id", "course_id", "ts"])
+
+    def labels(df):
+        split = leave_latest_out(EventLog.from_tables(df), n_test=1, n_valid=1, ties="random")
+        assert split.params["learners_with_tied_test_label"] > 10  # the draw decides many
+        return [
+            set(zip(f.labels["learner_id"], f.labels["course_id"], f.labels["ts"], strict=True))
+            for f in (split.valid, split.test)
+        ]
+
+    shuffled = events.sample(frac=1, random_state=1).reset_index(drop=True)
+    assert labels(events) == labels(shuffled)
+
+
+def test_stratified_valid_ratio_that_rounds_to_no_validation_pair_is_an_error():
+    rng = np.random.default_rng(0)
+    learners = np.repeat(np.arange(200), 4)  # 4 pairs each: 3 training pairs after the test
+    courses = np.concatenate([rng.choice(50, 4, replace=False) for _ in range(200)])
+    events = pd.DataFrame(
+        {
+            "learner_id": learners,
+            "course_id": courses,
+            "ts": pd.Timestamp("2020-01-01", tz="UTC")
+            + pd.to_timedelta(np.arange(len(learners)), "min"),
+            "watch_seconds": 100.0,
+            "clicked": 1,
+            "impression": True,
+        }
+    )
+    log = clean(EventLog.from_tables(events))
+    # round(0.9 x 3) = 3 of 3 training pairs stay training for every learner
+    with pytest.raises(
+        ValueError,
+        match=r"valid_ratio=0.1 gives no validation pair: round\(\(1 - valid_ratio\) x n\).*"
+        r"200 with 3 training pairs",
+    ):
+        stratified_split(log, test_ratio=0.25, valid_ratio=0.1, seed=1)
+    split = stratified_split(log, test_ratio=0.25, valid_ratio=0.2, seed=1)  # round(2.4) = 2
+    assert split.valid is not None and len(split.valid.labels) == 200
+    assert stratified_split(log, test_ratio=0.25, valid_ratio=0.0, seed=1).valid is None

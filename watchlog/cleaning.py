@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from watchlog.eventlog import DUPLICATE_HINT, DUPLICATE_POLICIES, EventLog, ts_ns, utc_ns
+from watchlog.eventlog import (
+    DUPLICATE_HINT,
+    DUPLICATE_POLICIES,
+    EventLog,
+    ts_ns,
+    utc_ns,
+    utc_timestamp,
+)
 from watchlog.report import DataReport
 from watchlog.schema import DUPLICATE_KEY, Problem, SchemaError, duplicate_event_mask
 
@@ -32,13 +39,20 @@ class CleaningConfig:
     """What `clean` does, in order: duplicates, time window, watched flag, activity filters.
 
     min_watch_seconds / min_watch_fraction: an event counts as a watch when
-      watch_seconds >= min_watch_seconds, or >= min_watch_fraction x the course
-      duration (courses without a duration fall back to min_watch_seconds).
+      watch_seconds >= min_watch_seconds; with min_watch_fraction, instead when
+      watch_seconds >= min_watch_fraction x its course's duration (not "either one":
+      min_watch_seconds is then only the threshold of courses without a positive
+      duration, and must be given when there are such courses).
     lookback_days: keep only events within this many days before `end` (the last
       event when `end` is None). None keeps everything.
     min_learner_watches / min_course_watches: activity filters on watched events,
       OFF (0) by default and reported when on; `iterate` repeats them to a fixed
       point (k-core).
+    activity_before: the activity filters count only watched events strictly before this
+      time (a removed learner's or course's later events still go). None counts every
+      event, which lets events after a split's cutoff decide which earlier events stay:
+      `experiments.data.prepare_data` refuses a temporal split whose earliest cutoff is
+      before it (or None) while a filter is on.
     """
 
     duplicates: str = "error"
@@ -49,6 +63,7 @@ class CleaningConfig:
     min_learner_watches: int = 0
     min_course_watches: int = 0
     iterate: bool = False
+    activity_before: str | pd.Timestamp | None = None
 
 
 def clean(
@@ -73,6 +88,7 @@ def clean(
             min_learner_watches=cfg.min_learner_watches,
             min_course_watches=cfg.min_course_watches,
             iterate=cfg.iterate,
+            before=cfg.activity_before,
             report=report,
         )
     return log
@@ -150,7 +166,10 @@ def mark_watched(
     min_fraction: float | None = None,
     report: DataReport | None = None,
 ) -> EventLog:
-    """Add `watched` (bool): the event passes the watch-time threshold. Drops nothing."""
+    """Add `watched` (bool): the event passes the watch-time threshold. Drops nothing.
+
+    The threshold is min_seconds, or with min_fraction, min_fraction x the course's duration
+    (min_seconds for courses without a positive duration). Missing watch time never passes."""
     if min_seconds is None and min_fraction is None:
         raise ValueError("watch threshold: give min_seconds, min_fraction, or both")
     if min_fraction is not None and not 0 < min_fraction <= 1:
@@ -165,17 +184,19 @@ def mark_watched(
         duration = log.courses["duration_seconds"].to_numpy(dtype=np.float64)[
             ev["course_idx"].to_numpy()
         ]
-        threshold = min_fraction * duration
-        no_duration = np.isnan(threshold)
-        if no_duration.any():
-            if min_seconds is None:
-                n_courses = int(log.courses["duration_seconds"].isna().sum())
-                raise ValueError(
-                    f"min_watch_fraction: {n_courses:,} courses ({int(no_duration.sum()):,} events) have no duration_seconds; "
-                    "also give min_watch_seconds as their fallback"
-                )
-            threshold = np.where(no_duration, min_seconds, threshold)
+        # A duration of 0 would make any watch (even 0 seconds) pass: like a missing one, it
+        # says nothing about the course's length, so both fall back to min_seconds.
+        no_duration = ~(duration > 0)
+        if no_duration.any() and min_seconds is None:
+            course_durations = log.courses["duration_seconds"].to_numpy(dtype=np.float64)
+            n_courses = int((~(course_durations > 0)).sum())
+            raise ValueError(
+                f"min_watch_fraction: {n_courses:,} courses ({int(no_duration.sum()):,} events) have no "
+                "positive duration_seconds (missing or 0); also give min_watch_seconds as their fallback"
+            )
+        threshold = np.where(no_duration, min_seconds, min_fraction * duration)
     else:
+        no_duration = None
         threshold = np.full(len(ev), min_seconds, dtype=np.float64)
     watched = seconds >= threshold
     if report is not None:
@@ -191,6 +212,11 @@ def mark_watched(
             watched=int(watched.sum()),
             below_threshold=int((some & ~watched).sum()),
             missing_watch_time=int(np.isnan(seconds).sum()),
+            **(
+                {"min_seconds_for_no_duration": int(no_duration.sum())}
+                if no_duration is not None
+                else {}
+            ),
         )
         if "watched" in ev.columns:  # the caller's own column, or an earlier threshold's
             before = ev["watched"].fillna(False).astype(bool).to_numpy()
@@ -208,25 +234,33 @@ def filter_min_activity(
     min_learner_watches: int = 0,
     min_course_watches: int = 0,
     iterate: bool = False,
+    before=None,
     report: DataReport | None = None,
-    max_rounds: int = 100,
 ) -> EventLog:
     """Remove all events of learners / courses with fewer watched events than the minimums.
 
-    Counts are of `watched` events (run `mark_watched` first). With `iterate`, repeat
-    until both minimums hold (k-core). Learners and courses stay in their tables and
-    id maps; only their events go, and the report says how many of each.
+    Counts are of `watched` events (run `mark_watched` first), only those strictly before
+    `before` when it is given (so that events after a split's cutoff cannot decide which
+    earlier events stay); a removed learner's or course's events at or after it go too.
+    With `iterate`, repeat until both minimums hold (k-core): until a round removes nothing,
+    with no cap on the rounds (each removes at least one event, so it ends). Learners and courses stay in
+    their tables and id maps; only their events go, and the report says how many of each.
     """
     if "watched" not in log.events.columns:
         raise ValueError("filter_min_activity counts watched events: run mark_watched first")
     ev = log.events
     keep = np.ones(len(ev), dtype=bool)
     li, ci, w = ev["learner_idx"].to_numpy(), ev["course_idx"].to_numpy(), ev["watched"].to_numpy()
+    # Events at or after `before` are not counted, but go with their learner or course.
+    late = (
+        ts_ns(ev["ts"]) >= utc_ns(before) if before is not None else np.zeros(len(ev), dtype=bool)
+    )
+    counted = w.astype(bool) & ~late
     rounds = 0
-    while rounds < max_rounds:
+    while True:  # each round is vectorized; a round that removes nothing ends the loop
         rounds += 1
-        lw = np.bincount(li[keep & w], minlength=log.n_learners)
-        cw = np.bincount(ci[keep & w], minlength=log.n_courses)
+        lw = np.bincount(li[keep & counted], minlength=log.n_learners)
+        cw = np.bincount(ci[keep & counted], minlength=log.n_courses)
         bad = keep & ((lw[li] < min_learner_watches) | (cw[ci] < min_course_watches))
         if not bad.any():
             break
@@ -242,6 +276,10 @@ def filter_min_activity(
             len(out),
             min_learner_watches=min_learner_watches,
             min_course_watches=min_course_watches,
+            counted_before=None if before is None else str(utc_timestamp(before)),
+            watches_counted=int(counted.sum()),
+            watches_not_counted=int((w.astype(bool) & late).sum()),
+            removed_at_or_after_before=int((late & ~keep).sum()),
             rounds=rounds,
             learners_removed=int(len(np.unique(li)) - len(np.unique(li[keep]))),
             courses_removed=int(len(np.unique(ci)) - len(np.unique(ci[keep]))),

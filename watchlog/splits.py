@@ -136,7 +136,35 @@ class Split:
             )
         valid = _temporal_fold(events, "valid", blend_start - valid_len, blend_start)
         test = _temporal_fold(events, "test", blend_start, valid_start)
-        return Split("temporal", test, valid, {**self.params, "shifted_to": "blend"})
+        # The windows' own params, as temporal_split would give them for these cutoffs: the
+        # events at or after the shifted end are this split's validation and test labels
+        # and whatever was after its end.
+        after = (
+            self.params.get("events_after_end", 0) + len(self.valid.labels) + len(self.test.labels)
+        )
+        params = {
+            **self.params,
+            "blend_start": None,
+            "valid_start": valid.cutoff,
+            "test_start": test.cutoff,
+            "end": test.label_end,
+            "events_after_end": int(after),
+            "shifted_to": "blend",
+        }
+        return Split("temporal", test, valid, params)
+
+    def earliest_cutoff(self) -> pd.Timestamp | None:
+        """The earliest time from which any fold of this split holds labels: its first cutoff,
+        or with a blend window, the validation cutoff of `for_blend_models` (the blend start
+        minus the validation length). None for splits without cutoffs (not temporal). Data
+        choices made before the split (e.g. cleaning's activity filters) may only look at
+        events before it."""
+        if self.kind != "temporal":
+            return None
+        cutoffs = [fold.cutoff for fold in self.folds()]
+        if self.blend is not None and self.valid is not None:
+            cutoffs.append(self.blend.cutoff - (self.test.cutoff - self.valid.cutoff))
+        return min(cutoffs)
 
     def report(self, report: DataReport) -> None:
         for fold in self.folds():
@@ -418,7 +446,9 @@ def leave_latest_out(
     (a learner's test label tied with the event before it, or its validation label with the
     latest input). "error" (default): raise, with the counts, examples and the fix; "order":
     the log's order, i.e. the source file's row order (what earlier versions did, silently);
-    "random": a draw seeded by `seed`. The tied learners are counted in `params` and the report.
+    "random": a draw seeded by `seed`, independent of the input's row order (the uniforms are
+    drawn in the events' (learner, time, course, impression) order). The tied learners are
+    counted in `params` and the report.
     """
     if ties not in TIE_RULES:
         raise ValueError(f"leave_latest_out: ties must be one of {TIE_RULES}, got {ties!r}")
@@ -426,7 +456,7 @@ def leave_latest_out(
     li = ev["learner_idx"].to_numpy()
     ts = ts_ns(ev["ts"])
     pos = ev.index.to_numpy()  # the log's order: time, then the source file's row order
-    tiebreak = np.random.default_rng(seed).random(len(ev)) if ties == "random" else pos
+    tiebreak = _content_uniforms(ev, seed) if ties == "random" else pos
     order = np.lexsort((tiebreak, ts, li))
     counts = np.bincount(li, minlength=log.n_learners)
     sorted_l = li[order]
@@ -483,6 +513,19 @@ def leave_latest_out(
                 + f" chosen among events at one timestamp, by {rule} (split.fn.ties)"
             )
     return split
+
+
+def _content_uniforms(ev: pd.DataFrame, seed: int) -> np.ndarray:
+    """One seeded uniform per event, drawn in an order the events' content fixes (learner,
+    time, course, impression; indices come from sorted ids), not their rows' order: the same
+    events given in another row order get the same draw."""
+    keys = [ev["learner_idx"].to_numpy(), ts_ns(ev["ts"]), ev["course_idx"].to_numpy()]
+    if "impression" in ev.columns:
+        keys.append(ev["impression"].to_numpy(dtype=bool))
+    content_order = np.lexsort(keys[::-1])  # lexsort's last key is the primary one
+    uniforms = np.empty(len(ev))
+    uniforms[content_order] = np.random.default_rng(seed).random(len(ev))
+    return uniforms
 
 
 def _rule(ties: str) -> str:
@@ -569,6 +612,8 @@ def stratified_split(
     on its own training output, with the same seed and ratio 1 - valid_ratio: the test set stays
     exactly the published 2-way one (a single 3-way call, ratio=[train, valid, test], rounds
     the cumulative shares anew and can move pairs at .5 boundaries in or out of the test set).
+    A valid_ratio > 0 that the per-group rounding leaves without any validation pair (every
+    group too small) is an error naming the group sizes, not a split without validation.
 
     draw="ours" is this project's earlier rule with NumPy's default_rng: in a random order, pair
     r of n is kept for training when r / n <= 1 - test_ratio (floor instead of half-to-even
@@ -616,7 +661,31 @@ def stratified_split(
                 "so the draw follows the log's time order; a library run on the source file "
                 "in its own row order gives another split"
             )
+    if valid_ratio and not is_valid.any():
+        raise ValueError(_no_validation_message(group[~is_test], valid_ratio, draw, by))
     return _random_kind_split(ev, is_test[inverse], is_valid[inverse], "stratified", params, report)
+
+
+def _no_validation_message(train_group: np.ndarray, valid_ratio: float, draw: str, by: str) -> str:
+    """Why the per-group rounding left no validation pair: the groups' training pair counts."""
+    sizes = np.bincount(train_group)
+    sizes = sizes[sizes > 0]
+    values, groups = np.unique(sizes, return_counts=True)
+    common = np.argsort(-groups, kind="stable")[:5]
+    counts = ", ".join(f"{groups[i]:,} with {values[i]:,}" for i in common)
+    rule = (
+        "round((1 - valid_ratio) x n), half to even, of a group's n training pairs stay training"
+        if draw == "recommenders"
+        else "pair r of a group's n training pairs (random order) is validation when "
+        "r / n > 1 - valid_ratio"
+    )
+    return (
+        f"stratified_split: valid_ratio={valid_ratio} gives no validation pair: {rule}, and "
+        f"every {by}'s n is too small for that to leave one out ({len(sizes):,} {by}s: "
+        f"{counts} training pairs; at most {int(sizes.max()):,}). A {by} with n training "
+        f"pairs gets one once valid_ratio x n > 0.5 (about); raise split.fn.valid_ratio, or "
+        "set it to 0 for no validation fold"
+    )
 
 
 def _library_ratio(share: float) -> float:
