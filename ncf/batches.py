@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ncf.bags import Bags, csr_bags
-from ncf.inputs import Snapshot, normalize_rows, split_history
+from ncf.inputs import Snapshot, normalize_rows, pattern, split_history
 from ncf.teacher import Teacher
 
 __all__ = [
@@ -59,18 +59,10 @@ def older(snapshot: Snapshot) -> sp.csr_matrix | None:
     Evaluation removes everything seen from the ranking, so these courses are never
     candidates there; training must not teach the model to rank them low either (they are
     masked like the history, not counted as negatives)."""
-    seen, history = _pattern(snapshot.seen), _pattern(snapshot.history)
+    seen, history = pattern(snapshot.seen), pattern(snapshot.history)
     out = (seen - seen.multiply(history)).tocsr()
     out.eliminate_zeros()
     return out if out.nnz else None
-
-
-def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
-    """m's stored entries, all 1.0 (an entry stored with weight 0 is still an entry: the
-    history bags pass it to the towers)."""
-    out = sp.csr_matrix(m, dtype=np.float32, copy=True)
-    out.data[:] = 1.0
-    return out
 
 
 def _known_bags(
@@ -80,7 +72,7 @@ def _known_bags(
     if old is None:
         return None
     rows = np.asarray(learners, dtype=np.int64)
-    both = (_pattern(inputs[rows]) + old[rows]).tocsr()  # disjoint: old is outside the history
+    both = (pattern(inputs[rows]) + old[rows]).tocsr()  # disjoint: old is outside the history
     return csr_bags(both)
 
 

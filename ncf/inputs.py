@@ -51,6 +51,7 @@ __all__ = [
     "history_matrix",
     "course_bags",
     "normalize_rows",
+    "pattern",
     "split_history",
 ]
 
@@ -394,7 +395,7 @@ class InputBuilder:
         if courses is not None:
             history, seen = courses.columns(history), courses.columns(seen)
         bags = course_bags(
-            _pattern(history),  # who watched what in the window, whatever the weights
+            pattern(history),  # who watched what in the window, whatever the weights
             measure=self.cowatch_measure,
             top_k=self.cowatch_top_k,
             self_weight=self.self_weight,
@@ -410,7 +411,7 @@ class InputBuilder:
         labels = _reindex(labels, learners, courses)
         if self.exclude_seen_from_labels and labels.nnz:
             n_labels = int(labels.nnz)  # counted before anything is removed
-            already = _pattern(labels).multiply(seen).astype(bool)
+            already = pattern(labels).multiply(seen).astype(bool)
             labels = (labels - labels.multiply(already)).tocsr()
             labels.eliminate_zeros()
             if report is not None:
@@ -466,8 +467,9 @@ def _positive_days(x) -> bool:
     )
 
 
-def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
-    """1 at every stored entry of `m` (float32), whatever its value."""
+def pattern(m: sp.csr_matrix) -> sp.csr_matrix:
+    """1 at every stored entry of `m` (float32), whatever its value (an entry stored with
+    weight 0 is still an entry: bags pass it to the towers)."""
     out = sp.csr_matrix(m, dtype=np.float32, copy=True)
     out.data[:] = 1.0
     return out
