@@ -96,6 +96,34 @@ def test_repeated_learner_ids_are_refused(world):
         )
 
 
+def test_learner_ids_of_another_kind_than_the_logs_are_refused_not_served_as_unknown(world):
+    """Number ids against a log of text ids matched no learner: every learner silently got
+    the global fallback list, no segment, no labels and an empty judged list."""
+    from blend.candidates import seen_in
+    from blend.evaluate import candidate_labels, list_metrics, window_truth
+    from blend.features import add_features
+
+    log, truth, fold = world
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=5)
+    rec = NoisyTruthRetriever(log, truth)
+    with pytest.raises(TypeError, match=r"learner_ids: 2 int ids .*learner_id map holds str"):
+        builder.build([3, 10], log=log, fold=fold, retriever=rec)
+    table = builder.build(["L0003", "L0010"], log=log, fold=fold, retriever=rec)
+    numbers = table.assign(learner_id=table["learner_id"].str[1:].astype("int64"))
+    labels = window_truth(log, fold, seen_in(log, fold.inputs))
+    with pytest.raises(TypeError, match=r"candidate_labels: table.learner_id: .*int ids"):
+        candidate_labels(numbers, log, labels)
+    lists = numbers.assign(rank=table.groupby("learner_id").cumcount() + 1)
+    with pytest.raises(TypeError, match=r"list_metrics: lists.learner_id: .*int ids"):
+        list_metrics(lists, log, labels)
+    stats = rec.score_stats(pd.Index(["L0003", "L0010"]))
+    with pytest.raises(TypeError, match=r"add_features: table.learner_id: .*int ids"):
+        add_features(
+            numbers, stats=stats.assign(learner_id=[3, 10]), log=log,
+            popularity=builder.context(log, fold).popularity,
+        )  # fmt: skip
+
+
 def _toy(n_learners: int = 30, n_courses: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = pd.DataFrame(
