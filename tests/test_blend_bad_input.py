@@ -124,6 +124,38 @@ def test_learner_ids_of_another_kind_than_the_logs_are_refused_not_served_as_unk
         )  # fmt: skip
 
 
+def test_a_scorer_trained_after_the_folds_cutoff_is_refused_also_with_a_context(world):
+    """A GLMix fitted on events after the window's cutoff has learned its labels; a caller
+    passing builder.context(log, fold) skipped every check."""
+    from types import SimpleNamespace
+
+    from watchlog.splits import LeakageError
+
+    log, truth, fold = world
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=5)
+    rec = NoisyTruthRetriever(log, truth)
+    late = SimpleNamespace(trained_through=fold.cutoff + pd.Timedelta(days=1))
+    context = builder.context(log, fold)
+    for ctx in (None, context):
+        with pytest.raises(LeakageError, match=r"GLMix scorer .*trained_through.*after the"):
+            builder.build(["L0003"], log=log, fold=fold, retriever=rec, scorer=late, context=ctx)
+    with pytest.raises(LeakageError, match=r"GLMix scorer"):
+        next(builder.chunks(["L0003"], log=log, fold=fold, retriever=rec, scorer=late))
+    naive = SimpleNamespace(trained_through=fold.cutoff.tz_localize(None) + pd.Timedelta(hours=1))
+    with pytest.raises(LeakageError, match=r"GLMix scorer"):  # a naive time is UTC
+        builder.build(["L0003"], log=log, fold=fold, retriever=rec, scorer=naive)
+    # trained up to the cutoff (or unknown): checked and served
+    on_time = SimpleNamespace(trained_through=fold.cutoff)
+    unknown = SimpleNamespace(trained_through=None)
+    check = [builder.context(log, fold), builder.context(log, fold)]
+    for scorer, ctx in zip((on_time, unknown), check, strict=True):
+        ctx.check_serves(rec, scorer, log, fold)
+        assert ctx.checked == [(rec, None, scorer)]
+    with pytest.raises(ValueError, match=r"context: made for the test fold .*given with the"):
+        builder.build(["L0003"], log=log, fold=fold.__class__(**{**vars(fold), "name": "other"}),
+                      retriever=rec, context=context)  # fmt: skip
+
+
 def _toy(n_learners: int = 30, n_courses: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = pd.DataFrame(
