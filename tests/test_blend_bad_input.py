@@ -188,6 +188,45 @@ def test_a_personalized_blender_refuses_ids_of_another_kind_than_fitted():
     assert p.known_learners(np.arange(30)).all()
 
 
+def test_unfitted_blenders_say_call_fit_first_and_rank_fusion_needs_no_fit():
+    """known_learners, coefficients and with_weights of an unfitted blender raised an
+    AttributeError from deep inside (model_, mean_)."""
+    from sklearn.base import clone
+
+    from blend import LinearBlender, LogisticBlender, RankBlender, RankFusionBlender
+
+    t, y = _toy()
+    unfitted = [
+        lambda: PersonalizedBlender(["a"]).known_learners([1]),
+        lambda: PersonalizedBlender(["a"]).coefficients(),
+        lambda: LogisticBlender(["a"]).coefficients(),
+        lambda: RankBlender(["a", "b"]).coefficients(),
+        lambda: LinearBlender({"a": 1.0}).with_weights([2.0]),
+        lambda: PersonalizedBlender(["a"]).score(t),
+    ]
+    for call in unfitted:
+        with pytest.raises(RuntimeError, match=r"Blender is not fitted: call fit first"):
+            call()
+    # reciprocal-rank fusion learns nothing: unfitted, it scores as fitted
+    rrf = RankFusionBlender(["a", "b"])
+    np.testing.assert_array_equal(rrf.score(t), clone(rrf).fit(t, y).score(t))
+    fitted = LinearBlender({"a": 1.0, "b": 0.5}).fit(t)
+    assert fitted.with_weights([2.0, 1.0]).coefficients() == {"a": 2.0, "b": 1.0}
+
+
+def test_a_route_naming_a_learner_twice_is_refused_with_examples(world):
+    """A repeated learner in the routes failed deep in pandas ("cannot reindex on an axis
+    with duplicate labels")."""
+    log, truth, fold = world
+    table = CandidateBuilder(n_retrieve=5, n_fallback=5).build(
+        ["L0003", "L0010"], log=log, fold=fold, retriever=NoisyTruthRetriever(log, truth)
+    )
+    route = pd.Series(["blend", "popular", "two_tower"], index=["L0003", "L0003", "L0010"])
+    with pytest.raises(ValueError, match=r"one route per learner; 1 learner ids of 3 routes "
+                                         r"are repeated, e.g. \['L0003'\]"):  # fmt: skip
+        served_lists(table, "ncf_score", 5, route=route)
+
+
 def test_blenders_refuse_repeated_pairs_scattered_learners_and_empty_tables():
     from blend import LinearBlender, LogisticBlender, RankBlender, RankFusionBlender
 
