@@ -114,6 +114,13 @@ class _Standardized(BaseEstimator):
     """Shared: learn the features' mean and scale on fit; transform to z-scores."""
 
     features: Sequence[str]
+    _fitted_attributes: tuple[str, ...] = ("mean_", "scale_")  # what fit sets
+
+    def _check_fitted(self) -> None:
+        """The module's error for a blender used before `fit`, not an AttributeError from
+        deep inside."""
+        if not all(hasattr(self, a) for a in self._fitted_attributes):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit first")
 
     def _fit_scaler(self, X: np.ndarray) -> None:
         self.mean_ = X.mean(axis=0)
@@ -129,8 +136,7 @@ class _Standardized(BaseEstimator):
         return (X - self.mean_) / self.scale_, y
 
     def _z(self, candidates: pd.DataFrame) -> np.ndarray:
-        if not hasattr(self, "mean_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit first")
+        self._check_fitted()
         return (feature_matrix(candidates, self.features) - self.mean_) / self.scale_
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
@@ -139,6 +145,7 @@ class _Standardized(BaseEstimator):
 
     def coefficients(self) -> dict[str, float]:
         """Global weights per feature, on the standardized scale."""
+        self._check_fitted()
         return dict(zip(self.features, map(float, self._global_coef()), strict=True))
 
 
@@ -161,13 +168,17 @@ class LinearBlender(_Standardized):
 
     def with_weights(self, w: Sequence[float]) -> LinearBlender:
         """A copy with new weights (same features, same fitted standardization)."""
+        self._check_fitted()
         out = LinearBlender(dict(zip(self.features, map(float, w), strict=True)))
         out.mean_, out.scale_ = self.mean_, self.scale_
         return out
 
 
 class RankFusionBlender(BaseEstimator):
-    """Reciprocal-rank fusion: score = sum_c 1 / (k + rank_c), rank_c within the learner."""
+    """Reciprocal-rank fusion: score = sum_c 1 / (k + rank_c), rank_c within the learner.
+
+    It learns nothing, so `score` needs no `fit` (its ranks come from the table scored);
+    `fit` only checks the table as the other blenders' fit does, for the common interface."""
 
     def __init__(self, columns: Sequence[str] = ("ncf_score", "glmix_logit"), k: float = 60.0):
         self.columns = columns
@@ -216,6 +227,8 @@ def _labels(labels, n: int) -> np.ndarray:
 class LogisticBlender(_Standardized):
     """One global L2 logistic regression on the standardized features."""
 
+    _fitted_attributes = ("mean_", "scale_", "model_")
+
     def __init__(self, features: Sequence[str], l2: float = 1.0):
         self.features = features
         self.l2 = l2
@@ -250,6 +263,8 @@ class RankBlender(_Standardized):
     Memory: one (engagement, other candidate of its learner) pair per row of the surrogate,
     ~40 bytes each; above `max_pairs` a seeded sample of the learners with an engagement is
     fitted on (`fit_learners_` of `learners_with_engagement_` says how many)."""
+
+    _fitted_attributes = ("mean_", "scale_", "weights_")
 
     def __init__(
         self,
@@ -315,6 +330,8 @@ class PersonalizedBlender(_Standardized):
     which does not change the order within a learner); passes: coordinate-descent passes.
     segment_column: the candidates' column of learner segments (None: no segment level)."""
 
+    _fitted_attributes = ("mean_", "scale_", "model_")
+
     def __init__(
         self,
         features: Sequence[str],
@@ -378,6 +395,7 @@ class PersonalizedBlender(_Standardized):
 
     def known_learners(self, learner_ids) -> np.ndarray:
         """(n,) bool: learners with their own coefficients."""
+        self._check_fitted()
         self._check_id_kind(pd.Series(learner_ids), "known_learners: learner_ids")
         ids = self.model_.coordinates_["per_learner"].ids_
         return ids.to_index(learner_ids, strict=False) >= 0

@@ -74,12 +74,15 @@ def seen_in(log: EventLog, events: pd.DataFrame) -> sp.csr_matrix:
 
 def as_learner_ids(learner_ids: Sequence[Any], log: EventLog) -> pd.Index:
     """The learner ids as an Index of the log's id dtype family (never `object`: an empty
-    list or a list of Python strings would otherwise be one)."""
+    list or a list of Python strings would otherwise be one). Ids of another kind than the
+    log's (text '3' against integer 3) raise a TypeError naming both kinds: none would match,
+    and every learner would silently be served as unknown."""
     ids = pd.Index(learner_ids)
     if len(ids) == 0:
         return pd.Index([], dtype=log.learner_ids.index.dtype)
     if pd.api.types.is_object_dtype(ids.dtype) and all(isinstance(i, str) for i in ids):
-        return ids.astype("str")
+        ids = ids.astype("str")
+    log.learner_ids.check_kind(ids, "learner_ids")
     return ids
 
 

@@ -68,7 +68,10 @@ def window_truth(
     return m.astype(np.float32)
 
 
-def _indices(log: EventLog, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _indices(log: EventLog, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(learner index, -1 if unknown; course index) of each row. Learner ids of another kind
+    than the log's raise a TypeError (they would all be unknown: no labels, empty lists)."""
+    log.learner_ids.check_kind(frame[LEARNER], f"{what}.{LEARNER}")
     learner = log.learner_ids.to_index(frame[LEARNER], strict=False).astype(np.int64)
     course = log.course_ids.to_index(frame[COURSE]).astype(np.int64)
     return learner, course
@@ -79,7 +82,7 @@ def candidate_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels (n,) int8, gains (n,) float64) of each candidate from a truth matrix; learners
     unknown to the log have no labels."""
-    learner, course = _indices(log, table)
+    learner, course = _indices(log, table, "candidate_labels: table")
     gains = np.zeros(len(table))
     ok = learner >= 0
     gains[ok] = np.asarray(truth[learner[ok], course[ok]]).ravel()
@@ -103,7 +106,7 @@ def list_metrics(
     learners = np.asarray(learners, dtype=np.int64)
     k = max(ks)
     topk = np.full((len(learners), k), -1, dtype=np.int64)  # (n, k) course index, -1 padding
-    learner, course = _indices(log, lists)
+    learner, course = _indices(log, lists, "list_metrics: lists")
     row = pd.Index(learners).get_indexer(learner)
     rank = lists["rank"].to_numpy(np.int64)
     ok = (row >= 0) & (rank <= k)

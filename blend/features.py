@@ -60,6 +60,8 @@ def add_features(
     out["course_age"] = _course_age(log, popularity.cutoff)[course]
     out["retrieval_rank"] = np.log(table["ncf_rank"].to_numpy(np.float64))
     if segment_column is not None and segment_column in log.learners.columns:
+        # ids of another kind than the log's would all look absent: every segment missing
+        log.learner_ids.check_kind(table[LEARNER], f"add_features: table.{LEARNER}")
         learner = log.learner_ids.to_index(table[LEARNER], strict=False)
         values = log.learners[segment_column].astype("string").to_numpy(dtype=object)
         seg = np.where(learner >= 0, values[np.maximum(learner, 0)], None)

@@ -92,13 +92,20 @@ def served_lists(
     """The served top-k lists with their source (see the module docstring).
 
     table: candidates from `build_candidates` (ncf_score, retrieved, fallback_rank,
-    fallback_source) plus `score_column`; route: learner_id -> route, for every learner of
-    the table. Returns learner_id, rank, course_id, score, source. The table is checked
+    fallback_source) plus `score_column`; route: learner_id -> route, one for every learner
+    of the table (a learner id repeated in it raises). Returns learner_id, rank, course_id, score, source. The table is checked
     against the candidate contract first (a repeated pair would be served twice)."""
     validate_candidates(table, score_columns=[score_column], name="served_lists: table")
     group, bounds = _group(table)
     first = table[LEARNER].array.take(bounds[:-1])
-    r = pd.Series(route).reindex(pd.Index(first))
+    route = pd.Series(route)
+    if route.index.has_duplicates:  # which of its routes would a learner take?
+        repeated = route.index[route.index.duplicated()].unique()
+        raise ValueError(
+            f"route: one route per learner; {len(repeated):,} learner ids of {len(route):,} "
+            f"routes are repeated, e.g. {repeated[:5].tolist()}"
+        )
+    r = route.reindex(pd.Index(first))
     if r.isna().any():
         missing = list(pd.Index(first)[r.isna().to_numpy()][:5])
         raise KeyError(f"route: no route for learners {missing}")

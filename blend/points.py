@@ -8,7 +8,11 @@ A fold (`watchlog.splits.Fold`) says what is known: its inputs are what the lear
 watched (never in a list) and what popularity is counted on (the last `popularity_days`
 before a temporal fold's cutoff; all inputs of a random / stratified fold, which has none).
 The retriever must serve those inputs: one whose snapshot is another (a later cutoff, other
-watched pairs) is refused with a LeakageError (`check_serves_fold`).
+watched pairs), or a model trained on events after a temporal fold's cutoff (the two-tower's
+`model_cutoff`, GLMix's `trained_through`: it learned the window's labels, even when its
+snapshot is moved back with `rec.at(..., allow_earlier=True)`), is refused with a
+LeakageError (`check_serves_fold`). Every `build` is checked, also one given a `context`: the
+context records the models it has checked, so a chunked build checks them once.
 
 The table holds, per candidate: the retrieval columns (`blend.candidates`), GLMix's logit and
 components (when a scorer is given), the features (`blend.features`), the learner's segment,
@@ -27,7 +31,7 @@ chain reads. Models are reached only through these methods (what `NCFRecommender
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +45,7 @@ from blend.item_item import ItemItem
 from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, validate_candidates
+from watchlog.eventlog import utc_timestamp
 from watchlog.splits import Fold, LeakageError
 
 __all__ = ["CandidateBuilder", "FoldContext", "check_serves_fold"]
@@ -48,11 +53,30 @@ __all__ = ["CandidateBuilder", "FoldContext", "check_serves_fold"]
 
 @dataclass(frozen=True)
 class FoldContext:
-    """What every chunk of a fold shares."""
+    """What every chunk of a fold shares, made by `CandidateBuilder.context` for one fold."""
 
     seen: sp.csr_matrix  # (n_learners, n_courses) 1 = watched in the fold's inputs
     popularity: Popularity
     item_item: ItemItem | None  # fitted on `seen`, when the builder has one
+    fold: Fold | None = field(default=None, compare=False, repr=False)  # the one it was made for
+    # (retriever, its snapshot, scorer) already checked against `fold`: the check (a sparse
+    # comparison of the whole snapshot) runs once per fold and models, not once per chunk
+    checked: list = field(default_factory=list, compare=False, repr=False)
+
+    def check_serves(self, retriever: Any, scorer: Any, log: EventLog, fold: Fold) -> None:
+        """`check_serves_fold` unless these models were already checked for this fold; a
+        context made for another fold is refused (its `seen` and popularity are another's)."""
+        if self.fold is not None and self.fold is not fold:
+            raise ValueError(
+                f"context: made for the {self.fold.name} fold (cutoff {self.fold.cutoff}), "
+                f"given with the {fold.name} fold (cutoff {fold.cutoff}): make it with "
+                "builder.context(log, fold) for the fold being built"
+            )
+        models = (retriever, getattr(retriever, "snapshot", None), scorer)
+        if any(all(a is b for a, b in zip(seen, models, strict=True)) for seen in self.checked):
+            return
+        check_serves_fold(retriever, log, fold, self.seen, scorer=scorer)
+        self.checked.append(models)
 
 
 class CandidateBuilder:
@@ -88,7 +112,7 @@ class CandidateBuilder:
         pop = Popularity.from_events(log, events, when, group_columns=self.group_columns)
         seen = seen_in(log, fold.inputs)
         item = None if self.item_item is None else clone(self.item_item).fit(seen)
-        return FoldContext(seen, pop, item)
+        return FoldContext(seen, pop, item, fold=fold)
 
     def build(
         self,
@@ -100,13 +124,12 @@ class CandidateBuilder:
         scorer: Any | None = None,
         context: FoldContext | None = None,
     ) -> pd.DataFrame:
-        """The scored candidate table of `learner_ids` (one chunk; see `chunks`). Without a
-        `context` (a single call) the retriever is checked against the fold
-        (`check_serves_fold`); `chunks` checks it once for all of them."""
-        ctx = context
-        if ctx is None:
-            ctx = self.context(log, fold)
-            check_serves_fold(retriever, log, fold, ctx.seen)
+        """The scored candidate table of `learner_ids` (one chunk; see `chunks`). The models
+        are checked against the fold (`check_serves_fold`), always: a given `context` (from
+        `context(log, fold)`) records the models it has checked, so chunks sharing it pay
+        for the check once."""
+        ctx = self.context(log, fold) if context is None else context
+        ctx.check_serves(retriever, scorer, log, fold)
         pop = ctx.popularity
         ids = as_learner_ids(learner_ids, log)
         table = build_candidates(
@@ -151,7 +174,7 @@ class CandidateBuilder:
         """`build` for consecutive chunks of learners: memory bounded by the chunk."""
         ids = unique_learner_ids(learner_ids, log)  # `build` checks one chunk; this, all
         context = self.context(log, fold)
-        check_serves_fold(retriever, log, fold, context.seen)
+        context.check_serves(retriever, scorer, log, fold)  # once, before the first chunk
         for lo in range(0, len(ids), learners_per_chunk):
             yield self.build(
                 ids[lo : lo + learners_per_chunk], log=log, fold=fold,
@@ -159,14 +182,32 @@ class CandidateBuilder:
             )  # fmt: skip
 
 
-def check_serves_fold(retriever: Any, log: EventLog, fold: Fold, seen: sp.csr_matrix) -> None:
-    """Refuse a retriever whose snapshot is not the fold's inputs (a LeakageError naming
-    both). A snapshot taken later holds the fold's labels among its inputs and leaves them
-    out of its lists as already watched, so a blender would be fitted or judged on
-    candidates without the fold's positives; an earlier one serves stale histories.
+def check_serves_fold(
+    retriever: Any, log: EventLog, fold: Fold, seen: sp.csr_matrix, *, scorer: Any = None
+) -> None:
+    """Refuse models that would see the fold's labels (a LeakageError naming both sides):
+
+    - a retriever whose snapshot is not the fold's inputs. A snapshot taken later holds the
+      fold's labels among its inputs and leaves them out of its lists as already watched, so
+      a blender would be fitted or judged on candidates without the fold's positives; an
+      earlier one serves stale histories;
+    - on a temporal fold, a retriever trained on events after the cutoff (`model_cutoff` later
+      than it), or a scorer fitted on them (`trained_through` later than it): the model has
+      learned the window's labels, whatever snapshot it serves (`rec.at(log, cutoff,
+      allow_earlier=True)` moves the snapshot, not the weights).
+
     seen: the fold's (n_learners, n_courses) watched-in-inputs matrix (`seen_in`); a
-    retriever without a `snapshot` (any object with the `Retriever` methods) is not checked,
-    and the watched pairs are compared only when its id maps are the log's (same rows)."""
+    retriever without a `snapshot` (any object with the `Retriever` methods) is not checked
+    for it, the watched pairs are compared only when its id maps are the log's (same rows),
+    and a model without a training end (None, or no such attribute: e.g. a GLMix scorer
+    saved before it recorded one) is not checked for that."""
+    if fold.kind == "temporal":
+        _check_trained_before(
+            "the two-tower", getattr(retriever, "model_cutoff", None), "model_cutoff", fold
+        )
+        _check_trained_before(
+            "the GLMix scorer", getattr(scorer, "trained_through", None), "trained_through", fold
+        )
     snap = getattr(retriever, "snapshot", None)
     if snap is None:
         return
@@ -184,4 +225,18 @@ def check_serves_fold(retriever: Any, log: EventLog, fold: Fold, seen: sp.csr_ma
             f"{fold.cutoff}, {seen.nnz:,} watched pairs): its lists would hold the window's "
             "labels as already watched (or stale histories). Serve the fold's inputs: "
             "rec.at(log, fold.cutoff), or the model trained for that window"
+        )
+
+
+def _check_trained_before(model: str, trained_through: Any, attribute: str, fold: Fold) -> None:
+    """LeakageError if a model's training data reach past the fold's cutoff (a naive time is
+    read as UTC, as the events' own)."""
+    if trained_through is None:
+        return
+    if utc_timestamp(trained_through) > utc_timestamp(fold.cutoff):
+        raise LeakageError(
+            f"{model} scoring the {fold.name} window was trained on events up to "
+            f"{trained_through} ({attribute}), after the window's cutoff {fold.cutoff}: it has "
+            "learned the window's labels (moving its snapshot earlier does not unlearn them). "
+            "Use the model trained for that window (trained strictly before its cutoff)"
         )

@@ -120,14 +120,20 @@ class Popularity:
 
         Returns columns learner (position in `learner_idx`), course_idx, rank (1-based),
         source ("popular_segment" | "popular_global"); courses with no watch at all are never
-        returned, so a list can be shorter than k."""
+        returned, so a list can be shorter than k.
+
+        Work and memory follow the chunk: only `learner_idx`'s rows of `exclude` are read,
+        and each learner reads k + its own excluded count of each list (not k + the chunk's
+        largest)."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
         n = len(learner_idx)
-        seen_max = 0
+        # Only the chunk's rows of `exclude` are read (memory and time follow the chunk, not
+        # the whole matrix); row p is learner_idx[p]'s, empty for a learner not in the table.
+        excluded = None
         if exclude is not None and n:
-            rows = exclude[np.maximum(learner_idx, 0)]
-            seen_max = int(np.diff(rows.indptr).max(initial=0))
-        fetch = k + seen_max  # enough to still have k after removing every excluded course
+            excluded = exclude.tocsr()[np.maximum(learner_idx, 0)]
+            excluded = excluded.multiply((learner_idx >= 0)[:, None]).tocsr()
+            excluded.eliminate_zeros()
         group = np.where(learner_idx >= 0, self.group_of[np.maximum(learner_idx, 0)], -1)
         group_count, count = self.group_count, self.count
         if allowed is not None:  # a course not allowed counts as never watched
@@ -138,24 +144,30 @@ class Popularity:
                     f"{allowed.shape}"
                 )
             group_count, count = group_count * allowed, count * allowed
+        # Each learner reads k + (its own excluded courses) of each list: at most that many
+        # are removed from the group list, and at most that many plus the group's courses it
+        # kept are skipped in the global list, so k remain whenever k exist (one heavy
+        # learner no longer sizes every learner's share).
+        n_excluded = np.zeros(n, np.int64) if excluded is None else np.diff(excluded.indptr)
         parts = []
-        for source, lists, owner in (
-            (GROUP, _top(group_count, fetch), group),
-            (GLOBAL, _top(count[None, :], fetch), np.zeros(n, dtype=np.int64)),
+        for source, counts, owner in (
+            (GROUP, group_count, group),
+            (GLOBAL, count[None, :], np.zeros(n, dtype=np.int64)),
         ):
-            has = owner >= 0
-            pos = np.flatnonzero(has)  # (m,) learners with such a list
-            cand = lists[owner[pos]]  # (m, fetch) course indices, -1 where no watches
-            learner = np.repeat(pos, cand.shape[1])
-            course = cand.ravel()
-            parts.append((source, learner, course, np.tile(np.arange(cand.shape[1]), len(pos))))
+            lists = _top(counts, counts.shape[1])  # (n_lists, n_courses): tens x thousands
+            pos = np.flatnonzero(owner >= 0)  # (m,) learners with such a list
+            length = np.minimum(k + n_excluded[pos], lists.shape[1])
+            learner = np.repeat(pos, length)
+            at = _ragged_arange(length)  # position in the list
+            parts.append((source, learner, lists[owner[learner], at], at))
         learner = np.concatenate([p[1] for p in parts])
         course = np.concatenate([p[2] for p in parts])
-        order_in = np.concatenate([p[3] + i * fetch for i, p in enumerate(parts)])
+        width = len(self.count) + 1  # any offset past the longest list: group rows come first
+        order_in = np.concatenate([p[3] + i * width for i, p in enumerate(parts)])
         source = np.concatenate([np.full(len(p[1]), i, dtype=np.int8) for i, p in enumerate(parts)])
         keep = course >= 0
-        if exclude is not None and n:
-            keep &= ~_in_rows(exclude, np.where(learner_idx >= 0, learner_idx, -1)[learner], course)
+        if excluded is not None:
+            keep &= ~_in_rows(excluded, learner, course)
         learner, course, order_in, source = (a[keep] for a in (learner, course, order_in, source))
         # One row per (learner, course): the group row wins over the global one (it comes first).
         order = np.lexsort((order_in, learner))
@@ -196,9 +208,18 @@ def _top(counts: np.ndarray, k: int) -> np.ndarray:
     return np.where(np.take_along_axis(counts, order, axis=1) > 0, order, -1)
 
 
+def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """0..lengths[0]-1, 0..lengths[1]-1, ... concatenated."""
+    total = int(lengths.sum())
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(total, dtype=np.int64) - starts
+
+
 def _in_rows(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(n,) bool: is (rows[i], cols[i]) a stored entry of CSR m? Rows -1 are never in m."""
     m = sp.csr_matrix(m)
+    if m.nnz == 0:  # e.g. a chunk of learners without history: nothing to look up
+        return np.zeros(len(rows), dtype=bool)
     m.sort_indices()
     r = np.maximum(rows, 0)
     n_cols = m.shape[1]

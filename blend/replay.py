@@ -4,8 +4,9 @@ For each held-out engagement (a candidate the learner went on to watch), its ran
 learner's candidates under the blended score s = X w (X: standardized features). Objectives:
 
     mean_rank         mean over engagements of the rank (lower is better)
-    expected_clicks   mean over engagements of ctr(rank), ctr a click-by-position curve
-                      estimated from the impressions' `position` column (higher is better)
+    expected_clicks   mean over engagements of ctr(rank), ctr = a * rank ** -b a click-by-
+                      position curve fitted by maximum likelihood on the impressions'
+                      `position` column, positions without a click included (higher is better)
     ndcg              mean over engaged learners of DCG / ideal DCG, gain 1 / log2(1 + rank)
                       per engagement, untruncated (higher is better): the offline metric's
                       own shape, each learner counted once however many engagements they have
@@ -41,6 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 from scipy.special import expit
+from sklearn.linear_model import PoissonRegressor
 
 from watchlog.candidates import learner_bounds
 
@@ -71,7 +73,16 @@ class PositionCurve:
     @classmethod
     def from_impressions(cls, events: pd.DataFrame, min_impressions: int = 100) -> PositionCurve:
         """Fit on impressions with a position and a click label; falls back to `default()`
-        (a DCG-like 1 / log2(1 + position) shape) when there are none."""
+        (a DCG-like 1 / log2(1 + position) shape) when there are none, when fewer than two
+        positions have `min_impressions`, or when those have no click at all.
+
+        The fit is maximum likelihood over every position with `min_impressions`, those
+        without a click included (dropping them, as a least-squares fit of log ctr must,
+        keeps only the lucky deep positions and flattens the curve): a Poisson regression
+        of the click rate on log(position) weighted by impressions (scikit-learn's
+        PoissonRegressor, unpenalized; its log link is the power law), i.e. clicks ~
+        Poisson(impressions * a * position ** -b), close to the binomial likelihood at the
+        small click rates of a slate."""
         if not {"impression", "position", "clicked"} <= set(events.columns):
             return cls.default()
         imp = events[events["impression"].to_numpy(bool)]
@@ -81,14 +92,13 @@ class PositionCurve:
         pos = imp["position"].to_numpy(np.int64)
         clicks = np.bincount(pos, weights=imp["clicked"].to_numpy(np.float64))
         shown = np.bincount(pos).astype(np.float64)
-        p = np.flatnonzero((shown >= min_impressions) & (clicks > 0) & (np.arange(len(shown)) > 0))
-        if len(p) < 2:
+        p = np.flatnonzero((shown >= min_impressions) & (np.arange(len(shown)) > 0))
+        if len(p) < 2 or clicks[p].sum() == 0:  # no slope to fit, or a rate of 0 everywhere
             return cls.default()
-        # weighted least squares of log ctr on log position (weights: impressions)
-        x, y, w = np.log(p), np.log(clicks[p] / shown[p]), shown[p]
-        b_neg, log_a = np.polyfit(x, y, 1, w=np.sqrt(w))
+        fit = PoissonRegressor(alpha=0.0, tol=1e-10, max_iter=1_000)
+        fit.fit(np.log(p)[:, None], clicks[p] / shown[p], sample_weight=shown[p])
         observed = {int(q): (int(shown[q]), int(clicks[q])) for q in p}
-        return cls(float(np.exp(log_a)), float(-b_neg), observed, "impressions")
+        return cls(float(np.exp(fit.intercept_)), float(-fit.coef_[0]), observed, "impressions")
 
     @classmethod
     def default(cls) -> PositionCurve:

@@ -30,9 +30,15 @@ the column (codes for labels, another case), which would move every score silent
 be of one kind on all sides (integers or strings: pairs, the tables' id columns, the model's
 id maps); categorical and object columns are read as their values.
 
+`trained_through`: the end of the events the model was fitted on (`glmix.fit_on_split` sets
+it on a temporal split: the cutoff of its training rows' window), or None when unknown. The
+blend refuses to score a window whose cutoff is before it (`blend.check_serves_fold`): the
+model would have learned that window's labels.
+
 Folder (`save`, atomic; no pickle, read with allow_pickle=False): model.json + arrays.npz
 (`GLMix.save`'s files, so `GLMix.load` reads the model alone), scorer.json (format version,
-featurizer state) and, with label factors, factors.npz (learner_ids, learner, course_ids,
+featurizer state, trained_through: absent in folders written before it was recorded, which
+load as None) and, with label factors, factors.npz (learner_ids, learner, course_ids,
 course).
 """
 
@@ -53,6 +59,7 @@ from glmix.featurizer import EntityFeaturizer
 from glmix.io import CorruptFolderError, ids_array, load_model, write_model_files
 from glmix.model import GLMix
 from glmix.random_effect import RandomEffect
+from watchlog.eventlog import utc_timestamp
 from watchlog.idmap import id_kind
 from watchlog.io import atomic_directory, read_folder_json, to_jsonable
 
@@ -132,10 +139,18 @@ class GLMixScorer:
 
     model: a fitted GLMix whose random effects are keyed by "learner" and/or "course";
     featurizer: the fitted EntityFeaturizer its designs came from; chunk_pairs: pairs
-    scored at a time.
+    scored at a time; trained_through: the end of the events it was fitted on (a time; a
+    naive one is UTC), None if unknown (see the module docstring).
     """
 
-    def __init__(self, model: GLMix, featurizer: EntityFeaturizer, *, chunk_pairs: int = 1_000_000):
+    def __init__(
+        self,
+        model: GLMix,
+        featurizer: EntityFeaturizer,
+        *,
+        chunk_pairs: int = 1_000_000,
+        trained_through: Any = None,
+    ):
         model._check_fitted()
         featurizer._check_fitted()
         if int(chunk_pairs) < 1:
@@ -150,6 +165,7 @@ class GLMixScorer:
         self.model = model
         self.featurizer = featurizer
         self.chunk_pairs = int(chunk_pairs)
+        self.trained_through = None if trained_through is None else utc_timestamp(trained_through)
         # (table, column)s whose unseen values were logged: a caller scoring chunk by chunk
         # (the blend) gets one warning per column, not one per chunk
         self._warned_unseen: set[tuple[str, str]] = set()
@@ -325,6 +341,9 @@ class GLMixScorer:
             "format_version": SCORER_FORMAT,
             "chunk_pairs": self.chunk_pairs,
             "featurizer": self.featurizer.to_dict(),
+            "trained_through": None
+            if self.trained_through is None
+            else self.trained_through.isoformat(),
         }
         factors = self.featurizer.factor_arrays()
         with atomic_directory(path) as tmp:
@@ -371,7 +390,11 @@ class GLMixScorer:
             raise CorruptFolderError(
                 f"{path}: incomplete GLMixScorer folder: scorer.json / factors.npz lack {err}"
             ) from err
-        return cls(model, featurizer, chunk_pairs=chunk_pairs)
+        try:  # absent from folders written before it was recorded: unknown, not checked
+            trained_through = state.get("trained_through")
+            return cls(model, featurizer, chunk_pairs=chunk_pairs, trained_through=trained_through)
+        except ValueError as err:  # not a time
+            raise CorruptFolderError(f"{path}/scorer.json: trained_through: {err}") from err
 
 
 def _feature_counts(

@@ -153,7 +153,12 @@ def fit_on_split(
     rows = {k: rows[k] if k in rows else again[k] for k in ROLES}
 
     final, train_rows = selected, rows["train"]
-    selected_scorer = GLMixScorer(selected, feats)
+    # The end of each model's fitted rows (validation's inputs; the refit's: test's inputs), so
+    # the blend can refuse a window the model has learned the labels of. Unknown on an
+    # untimed (random, stratified) split.
+    temporal = split.kind == "temporal"
+    selected_end = split.valid.cutoff if temporal else None
+    selected_scorer = GLMixScorer(selected, feats, trained_through=selected_end)
     if refit:
         t = time.perf_counter()
         final, feats, enc = _refit(
@@ -197,7 +202,8 @@ def fit_on_split(
     for path in states.values():
         if path is not None:
             path.unlink(missing_ok=True)
-    scorer = GLMixScorer(final, feats) if refit else selected_scorer
+    refit_end = split.test.cutoff if temporal else None
+    scorer = GLMixScorer(final, feats, trained_through=refit_end) if refit else selected_scorer
     return TrainedGLMix(
         scorer, selected, metrics, rows, test_scores, timings, selected_scorer=selected_scorer
     )

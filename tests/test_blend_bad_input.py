@@ -96,6 +96,66 @@ def test_repeated_learner_ids_are_refused(world):
         )
 
 
+def test_learner_ids_of_another_kind_than_the_logs_are_refused_not_served_as_unknown(world):
+    """Number ids against a log of text ids matched no learner: every learner silently got
+    the global fallback list, no segment, no labels and an empty judged list."""
+    from blend.candidates import seen_in
+    from blend.evaluate import candidate_labels, list_metrics, window_truth
+    from blend.features import add_features
+
+    log, truth, fold = world
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=5)
+    rec = NoisyTruthRetriever(log, truth)
+    with pytest.raises(TypeError, match=r"learner_ids: 2 int ids .*learner_id map holds str"):
+        builder.build([3, 10], log=log, fold=fold, retriever=rec)
+    table = builder.build(["L0003", "L0010"], log=log, fold=fold, retriever=rec)
+    numbers = table.assign(learner_id=table["learner_id"].str[1:].astype("int64"))
+    labels = window_truth(log, fold, seen_in(log, fold.inputs))
+    with pytest.raises(TypeError, match=r"candidate_labels: table.learner_id: .*int ids"):
+        candidate_labels(numbers, log, labels)
+    lists = numbers.assign(rank=table.groupby("learner_id").cumcount() + 1)
+    with pytest.raises(TypeError, match=r"list_metrics: lists.learner_id: .*int ids"):
+        list_metrics(lists, log, labels)
+    stats = rec.score_stats(pd.Index(["L0003", "L0010"]))
+    with pytest.raises(TypeError, match=r"add_features: table.learner_id: .*int ids"):
+        add_features(
+            numbers, stats=stats.assign(learner_id=[3, 10]), log=log,
+            popularity=builder.context(log, fold).popularity,
+        )  # fmt: skip
+
+
+def test_a_scorer_trained_after_the_folds_cutoff_is_refused_also_with_a_context(world):
+    """A GLMix fitted on events after the window's cutoff has learned its labels; a caller
+    passing builder.context(log, fold) skipped every check."""
+    from types import SimpleNamespace
+
+    from watchlog.splits import LeakageError
+
+    log, truth, fold = world
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=5)
+    rec = NoisyTruthRetriever(log, truth)
+    late = SimpleNamespace(trained_through=fold.cutoff + pd.Timedelta(days=1))
+    context = builder.context(log, fold)
+    for ctx in (None, context):
+        with pytest.raises(LeakageError, match=r"GLMix scorer .*trained_through.*after the"):
+            builder.build(["L0003"], log=log, fold=fold, retriever=rec, scorer=late, context=ctx)
+    with pytest.raises(LeakageError, match=r"GLMix scorer"):
+        next(builder.chunks(["L0003"], log=log, fold=fold, retriever=rec, scorer=late))
+    naive = SimpleNamespace(trained_through=fold.cutoff.tz_localize(None) + pd.Timedelta(hours=1))
+    with pytest.raises(LeakageError, match=r"GLMix scorer"):  # a naive time is UTC
+        builder.build(["L0003"], log=log, fold=fold, retriever=rec, scorer=naive)
+    # trained up to the cutoff (or unknown): checked and served
+    on_time = SimpleNamespace(trained_through=fold.cutoff)
+    unknown = SimpleNamespace(trained_through=None)
+    check = [builder.context(log, fold), builder.context(log, fold)]
+    for scorer, ctx in zip((on_time, unknown), check, strict=True):
+        ctx.check_serves(rec, scorer, log, fold)
+        assert ctx.checked == [(rec, None, scorer)]
+    with pytest.raises(ValueError, match=r"context: made for the test fold .*given with the"):
+        builder.build(["L0003"], log=log, fold=fold.__class__(**{**vars(fold), "name": "other"}),
+                      retriever=rec, context=context)  # fmt: skip
+
+
 def _toy(n_learners: int = 30, n_courses: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = pd.DataFrame(
@@ -126,6 +186,45 @@ def test_a_personalized_blender_refuses_ids_of_another_kind_than_fitted():
     np.testing.assert_allclose(p.score(same), p.score(t))
     np.testing.assert_allclose(p.score(t.astype({"learner_id": "category"})), p.score(t))
     assert p.known_learners(np.arange(30)).all()
+
+
+def test_unfitted_blenders_say_call_fit_first_and_rank_fusion_needs_no_fit():
+    """known_learners, coefficients and with_weights of an unfitted blender raised an
+    AttributeError from deep inside (model_, mean_)."""
+    from sklearn.base import clone
+
+    from blend import LinearBlender, LogisticBlender, RankBlender, RankFusionBlender
+
+    t, y = _toy()
+    unfitted = [
+        lambda: PersonalizedBlender(["a"]).known_learners([1]),
+        lambda: PersonalizedBlender(["a"]).coefficients(),
+        lambda: LogisticBlender(["a"]).coefficients(),
+        lambda: RankBlender(["a", "b"]).coefficients(),
+        lambda: LinearBlender({"a": 1.0}).with_weights([2.0]),
+        lambda: PersonalizedBlender(["a"]).score(t),
+    ]
+    for call in unfitted:
+        with pytest.raises(RuntimeError, match=r"Blender is not fitted: call fit first"):
+            call()
+    # reciprocal-rank fusion learns nothing: unfitted, it scores as fitted
+    rrf = RankFusionBlender(["a", "b"])
+    np.testing.assert_array_equal(rrf.score(t), clone(rrf).fit(t, y).score(t))
+    fitted = LinearBlender({"a": 1.0, "b": 0.5}).fit(t)
+    assert fitted.with_weights([2.0, 1.0]).coefficients() == {"a": 2.0, "b": 1.0}
+
+
+def test_a_route_naming_a_learner_twice_is_refused_with_examples(world):
+    """A repeated learner in the routes failed deep in pandas ("cannot reindex on an axis
+    with duplicate labels")."""
+    log, truth, fold = world
+    table = CandidateBuilder(n_retrieve=5, n_fallback=5).build(
+        ["L0003", "L0010"], log=log, fold=fold, retriever=NoisyTruthRetriever(log, truth)
+    )
+    route = pd.Series(["blend", "popular", "two_tower"], index=["L0003", "L0003", "L0010"])
+    with pytest.raises(ValueError, match=r"one route per learner; 1 learner ids of 3 routes "
+                                         r"are repeated, e.g. \['L0003'\]"):  # fmt: skip
+        served_lists(table, "ncf_score", 5, route=route)
 
 
 def test_blenders_refuse_repeated_pairs_scattered_learners_and_empty_tables():

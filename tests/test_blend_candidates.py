@@ -69,6 +69,81 @@ def test_fallback_lists_prefer_the_group_skip_watched_and_fill_from_global(world
         assert src == sorted(src, key=lambda s: s != "popular_segment")
 
 
+def _fallback_by_hand(pop, li, k, exclude, allowed):
+    """One learner's fallback list the slow, obvious way: its group's courses by count, then
+    the global ones, skipping excluded, not allowed, unwatched and repeated courses."""
+    skip = set(exclude[li].indices) if li >= 0 else set()
+    out: list[tuple[int, str]] = []
+    group = pop.group_of[li] if li >= 0 else -1
+    lists = [(pop.count * allowed, "popular_global")]
+    if group >= 0:
+        lists.insert(0, (pop.group_count[group] * allowed, "popular_segment"))
+    for counts, source in lists:
+        for c in np.argsort(-counts, kind="stable"):
+            if counts[c] > 0 and c not in skip and c not in {o[0] for o in out}:
+                out.append((int(c), source))
+    return out[:k]
+
+
+def _random_popularity(rng, n_learners, n_courses, n_groups):
+    group_count = rng.integers(0, 4, (n_groups, n_courses)) * (
+        rng.random((n_groups, n_courses)) < 0.4
+    )
+    return Popularity(
+        group_count.sum(axis=0) + rng.integers(0, 2, n_courses), rng.integers(-1, n_groups, n_learners),
+        group_count.astype(float), pd.DataFrame(index=range(n_groups)), pd.Timestamp("2024-01-01", tz="UTC"),
+    )  # fmt: skip
+
+
+def test_fallback_lists_match_a_list_built_by_hand_for_light_and_heavy_learners():
+    """Each learner reads k + its own watched count of each list: enough when its group list
+    runs out and the global list repeats the group's courses (few courses, many watched)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        n_learners, n_courses = 60, int(rng.integers(5, 40))
+        pop = _random_popularity(rng, n_learners, n_courses, n_groups=3)
+        exclude = sp.random(n_learners, n_courses, density=0.1 * trial, random_state=trial)
+        exclude = exclude.tocsr()
+        allowed = rng.random(n_courses) > 0.2
+        learners = np.r_[rng.permutation(n_learners)[:25], -1]
+        k = int(rng.integers(1, 12))
+        fb = pop.fallback_pairs(learners, k, exclude=exclude, allowed=allowed)
+        for pos, li in enumerate(learners):
+            mine = fb[fb["learner"] == pos]
+            assert list(zip(mine["course_idx"], mine["source"], strict=True)) == _fallback_by_hand(
+                pop, li, k, exclude, allowed
+            )
+            assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
+
+
+def test_fallback_memory_follows_the_chunk_not_the_heaviest_learner_nor_the_whole_log():
+    """A chunk's lists read the chunk's rows of the watched matrix and k + each learner's own
+    watched count per list: one learner with 1,500 watched courses made every learner's
+    arrays that long, and every chunk indexed all 50,000 learners' watches (173 MiB)."""
+    import tracemalloc
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n_learners, n_courses = 50_000, 2_000
+    pop = _random_popularity(rng, n_learners, n_courses, n_groups=10)
+    rows = np.r_[np.repeat(np.arange(n_learners), 20), np.zeros(1_500, dtype=np.int64)]
+    cols = np.r_[rng.integers(0, n_courses, n_learners * 20), rng.permutation(n_courses)[:1_500]]
+    seen = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_learners, n_courses))
+    seen.sum_duplicates()
+    tracemalloc.start()
+    try:
+        fb = pop.fallback_pairs(np.arange(500), 20, exclude=seen)  # learner 0 is the heavy one
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert (fb.groupby("learner").size() == 20).all()
+    assert not seen[0, fb.loc[fb["learner"] == 0, "course_idx"].to_numpy()].toarray().any()
+
+
 def test_candidates_join_retrieval_and_fallback_on_the_callers_ids(world):
     log, truth, _, cutoff = world
     ret = NoisyTruthRetriever(log, truth)

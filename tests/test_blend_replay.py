@@ -148,6 +148,27 @@ def test_position_curve_recovers_a_power_law_from_impressions():
     assert PositionCurve.from_impressions(ev.drop(columns="position")).source.startswith("default")
 
 
+def test_position_curve_counts_positions_shown_without_a_click():
+    """Deep positions with few expected clicks (0.1 / p at 300 impressions each): a fit of log
+    ctr could only use the positions that happened to get a click, the lucky ones, and
+    flattened the curve (b 0.76 on average over 20 seeds); the likelihood uses them all."""
+    fits = []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        pos = np.repeat(np.arange(1, 51), 300)
+        clicked = (rng.random(pos.size) < 0.1 / pos).astype(int)
+        ev = pd.DataFrame({"impression": True, "position": pos, "clicked": clicked})
+        curve = PositionCurve.from_impressions(ev)
+        assert set(curve.observed) == set(range(1, 51))  # zero-click positions too
+        assert any(c == 0 for _, c in curve.observed.values())
+        fits.append((curve.a, curve.b))
+    a, b = np.mean(fits, axis=0)
+    assert a == pytest.approx(0.1, rel=0.1) and b == pytest.approx(1.0, abs=0.05)
+    # impressions but no click anywhere: no rate to fit, the default
+    ev = pd.DataFrame({"impression": True, "position": np.repeat([1, 2], 200), "clicked": 0})
+    assert PositionCurve.from_impressions(ev).source.startswith("default")
+
+
 @pytest.fixture(scope="module")
 def log_split(small_platform):
     log = clean(small_platform.log)

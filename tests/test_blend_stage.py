@@ -189,7 +189,8 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
 def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(tmp_path):
     """ncf.refit=false, no blend window: the blender is fitted on validation with the
     two-tower serving the validation snapshot (saved beside model/); the final model serves
-    the test snapshot, whose inputs hold the validation watches, and is refused there."""
+    the test snapshot, whose inputs hold the validation watches, and was trained on them: it
+    is refused there."""
     from blend import CandidateBuilder
     from experiments.blend import Models, _point
     from experiments.data import load_run
@@ -209,7 +210,10 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
     final = Models.load(tmp_path)
     from watchlog.splits import LeakageError
 
-    with pytest.raises(LeakageError, match=r"blend: the two-tower scoring the valid window serves"):
+    # trained through the test cutoff: refused for what it learned, before its snapshot
+    with pytest.raises(
+        LeakageError, match=r"blend: the two-tower scoring the valid window was trained on events"
+    ):
         _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, final, "binary")
 
 

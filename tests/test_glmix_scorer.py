@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,29 @@ def test_folder_is_npz_and_json_and_label_factors_come_back(trained, saved):
     assert "course.cf0" in names
     # GLMix.load reads the model alone from the same folder
     assert GLMix.load(path).history_ == loaded.model.history_
+
+
+def test_the_scorer_records_the_end_of_its_training_events_and_the_folder_keeps_it(
+    trained, saved, tmp_path
+):
+    """The blend refuses a window whose cutoff is before the scorer's training end: the
+    scorer must know it (fit_on_split sets it) and keep it through save / load; a folder
+    written before it was recorded loads with None (unknown: not checked)."""
+    from watchlog.splits import temporal_split
+
+    log, tr = trained
+    split = temporal_split(log, valid_days=45, test_days=45)
+    # no refit: the selected model's rows are validation's inputs, before its cutoff
+    assert tr.scorer.trained_through == split.valid.cutoff
+    assert tr.selected_scorer.trained_through == split.valid.cutoff
+    path, loaded = saved
+    assert loaded.trained_through == split.valid.cutoff
+    state = json.loads((path / "scorer.json").read_text())
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    del state["trained_through"]
+    (old / "scorer.json").write_text(json.dumps(state))
+    assert GLMixScorer.load(old).trained_through is None
 
 
 def test_shuffled_tables_chunks_and_candidates_agree(trained, saved):
@@ -441,7 +465,6 @@ def test_a_missing_feature_column_names_its_table(trained, saved):
 
 
 def test_a_corrupt_folder_says_which_file_and_what(saved, tmp_path):
-    import shutil
 
     from glmix.io import CorruptFolderError
 

@@ -739,3 +739,30 @@ def test_the_candidate_builder_refuses_a_two_tower_serving_another_snapshot(rec,
         with pytest.raises(LeakageError, match=r"the two-tower scoring the valid window serves "
                                                r"the snapshot at .*not the window's inputs"):  # fmt: skip
             call(learners, log=log, fold=fold, retriever=later)
+    # a context from the builder (what a chunked caller passes) no longer skips the check
+    with pytest.raises(LeakageError, match=r"serves the snapshot at .*not the window's inputs"):
+        builder.build(learners, log=log, fold=fold, retriever=later,
+                      context=builder.context(log, fold))  # fmt: skip
+
+
+def test_a_two_tower_trained_after_the_folds_cutoff_is_refused_at_any_snapshot(rec, log):
+    """rec.at(..., allow_earlier=True) moves the snapshot back, not the weights: a model
+    trained through a later cutoff has learned the earlier window's labels."""
+    from blend import CandidateBuilder
+    from watchlog.splits import Fold, LeakageError
+
+    T = rec.snapshot.cutoff
+    early = T - 10 * DAY
+    events = log.events
+    fold = Fold(
+        "blend", "temporal", events[events["ts"] < early], events[events["ts"] >= early],
+        early, T,
+    )  # fmt: skip
+    moved = rec.at(log, early, allow_earlier=True)
+    assert moved.snapshot.cutoff == early and moved.model_cutoff == T
+    builder = CandidateBuilder(n_retrieve=5, n_fallback=3, item_item=None)
+    learners = list(log.learner_ids.index[:10])
+    for ctx in (None, builder.context(log, fold)):
+        with pytest.raises(LeakageError, match=r"two-tower scoring the blend window was trained "
+                                               r"on events up to .*\(model_cutoff\), after"):  # fmt: skip
+            builder.build(learners, log=log, fold=fold, retriever=moved, context=ctx)

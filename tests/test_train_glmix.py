@@ -119,6 +119,9 @@ def test_fit_takes_the_split_and_refits_up_to_the_kept_update(tmp_path):
     assert len(lf.learner_ids) == trained.rows["refit"].events["learner_id"].nunique()
     trained.scorer.save(tmp_path / "scorer")
     loaded = GLMixScorer.load(tmp_path / "scorer")
+    # training ends: the refit's rows are test's inputs, the selected model's validation's
+    assert loaded.trained_through == trained.scorer.trained_through == earlier.test.cutoff
+    assert trained.selected_scorer.trained_through == earlier.valid.cutoff
     test = trained.rows["test"]
     table = loaded.score_table(
         test.learner_ids, test.course_ids, learners=data.log.learners, courses=data.log.courses

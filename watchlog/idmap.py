@@ -92,6 +92,25 @@ class IdMap:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and self.index.equals(other.index)
 
+    def check_kind(self, ids, what: str) -> None:
+        """Refuse `ids` of another kind than the map's (text against integers: "3" never
+        matches 3, so a lenient lookup would call every id unknown, silently): a TypeError
+        naming `what`, both kinds and a few examples. O(1) for typed ids; an object column's
+        values are inspected once."""
+        if not len(ids):
+            return
+        arr = ids if hasattr(ids, "dtype") else pd.Index(ids)
+        mine = id_kind(self.index.dtype, self.index)
+        given = id_kind(arr.dtype, arr)
+        if mine is not None and given is not None and mine != given:
+            head = np.asarray(arr[:3]).tolist()
+            raise TypeError(
+                f"{what}: {len(arr):,} {given} ids (dtype {arr.dtype}, e.g. {head}), but the "
+                f"{self.name} map holds {mine} ids (dtype {self.index.dtype}, e.g. "
+                f"{self.index[:3].tolist()}): no id would match; convert one side "
+                "(.astype(str) or .astype(int))"
+            )
+
     def to_index(self, ids, *, strict: bool = True) -> np.ndarray:
         """Dense int32 indices of `ids`; unknown ids raise (strict) or map to -1."""
         idx = positions_in(self.index, ids)
