@@ -11,8 +11,12 @@ atomically, once its outputs are all written (`status: done`):
   raises the same reason at once;
 - running, same key: a run was killed in it; the stage runs again in the same folder and its
   model fits resume from their checkpoints (`ncf.training`, `glmix.state`);
-- another key (or none): the folder's old outputs are removed first (renamed aside in one
-  step, then deleted), so a folder never mixes the outputs of two configs.
+- another key (or none): the folder's old outputs are moved aside first (one rename, to
+  `.<folder>.previous` beside it), so a folder never mixes the outputs of two configs. They
+  are deleted once the stage is done; a recompute that fails puts them back (swapped in one
+  step), so a failed rerun never loses the last finished outputs, and the stage's record
+  still names their key. A run killed meanwhile leaves them aside: the same command resumes
+  and then deletes them; a run that fails when resuming puts them back.
 
 The model stages' `outputs` (which files they write: model, embeddings, plots, test scores)
 are not in their keys: they choose what is written, not what is computed. Their record keeps
@@ -60,7 +64,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import code_version
 from watchlog import DataReport, EventLog
-from watchlog.io import atomic_path, write_json
+from watchlog.io import atomic_path, exchange_paths, write_json
 from watchlog.synthetic import PlatformTruth
 
 __all__ = [
@@ -190,6 +194,48 @@ def _clear(folder: Path) -> None:
         aside = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
         os.replace(folder, aside)
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _kept_path(folder: Path) -> Path:
+    """Where a stage folder's last good outputs wait while the stage is computed again."""
+    return folder.with_name(f".{folder.name}.previous")
+
+
+def _is_done(folder: Path) -> bool:
+    record = read_record(folder / RECORD)
+    return record is not None and record.get("status") == "done"
+
+
+def _keep_previous(folder: Path) -> Path | None:
+    """Before a stage is computed again with another key: its folder's finished outputs moved
+    aside whole (`_kept_path`, one rename), so a failed recompute can put them back. A folder
+    a killed or failed run left (not done) is removed, keeping the finished outputs an earlier
+    recompute set aside, if any. Returns where the kept outputs are (None: nothing kept)."""
+    kept = _kept_path(folder)
+    if _is_done(folder):
+        _clear(kept)
+        os.replace(folder, kept)
+        return kept
+    _clear(folder)
+    if _is_done(kept):
+        return kept
+    _clear(kept)
+    return None
+
+
+def _restore_previous(folder: Path, kept: Path) -> None:
+    """Put a stage's kept outputs back in `folder` in place of a failed recompute's: the two
+    swapped in one step where the system can (`exchange_paths`), then the failed ones
+    removed."""
+    if folder.exists() and exchange_paths(kept, folder):
+        _clear(kept)  # the failed recompute's files now live at the kept name
+        return
+    _clear(folder)
+    os.replace(kept, folder)
+
+
+def _metrics(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def _metrics(folder: Path) -> dict[str, Any]:
@@ -340,8 +386,8 @@ class Stages:
     ) -> Any:
         """`compute(folder)` unless the stage's record says it is done with this key (then
         `load(folder)`). record: where the record lives (default `folder/stage.json`);
-        clear: remove the folder's outputs of another key first (False where the folder is
-        shared, e.g. the run folder itself)."""
+        clear: set the folder's earlier outputs aside first, deleted once this run is done and
+        put back if it fails (False where the folder is shared, e.g. the run folder itself)."""
         key = self.keys[name] = self.key(name)
         if self.distributed:  # computed on every rank, no record (module docstring)
             return compute(folder)
@@ -356,11 +402,14 @@ class Stages:
         if self.reuse and done:
             log.info("recomputing %s (key %s): outputs asks for files its run did not write "
                      "(then %s, now %s)", name, key, previous.get("outputs"), outputs)  # fmt: skip
-        if self.reuse and same and previous.get("status") in ("running", "failed"):
+        resuming = self.reuse and same and previous.get("status") in ("running", "failed")
+        kept = None
+        if resuming:
             log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
                      "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip
+            kept = _kept_path(folder) if clear and _is_done(_kept_path(folder)) else None
         elif clear:
-            _clear(folder)
+            kept = _keep_previous(folder)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
                  "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
                  "code_version": self.code_version}  # fmt: skip
@@ -372,6 +421,12 @@ class Stages:
         except Exception as err:
             if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
                 write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+                if kept is not None:  # outputs this data cannot have: not to be put back
+                    _clear(kept)
+            elif kept is not None:  # the last good outputs back, as if this run had not been
+                _restore_previous(folder, kept)
+                log.warning("%s failed (key %s); the outputs of its last finished run are "
+                            "back in %s", name, key, folder)  # fmt: skip
             else:  # resumable like a killed run (same key), and the record says why it stopped
                 write_json(record, {**entry, "status": "failed",
                                     "error": f"{type(err).__name__}: {err}"})  # fmt: skip
@@ -381,4 +436,6 @@ class Stages:
             {**entry, "status": "done",
              "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         )  # fmt: skip
+        if clear:
+            _clear(_kept_path(folder))  # the outputs this run replaced
         return result

@@ -219,6 +219,72 @@ def test_failed_stage_records_its_error_and_resumes_like_a_killed_one(tmp_path):
     assert seen == ["epoch 3"]
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_failed_recompute_puts_the_previous_outputs_back(tmp_path, caplog):
+    """A rerun with another key that fails leaves the last finished outputs as they were
+    (same bytes, record still done with their key); one with the same key then reuses them."""
+    calls: list[str] = []
+    _ncf_stage(_cfg(), tmp_path, calls)
+    (tmp_path / "ncf" / "model").mkdir()
+    (tmp_path / "ncf" / "model" / "weights").write_bytes(b"trained")
+    before = _files(tmp_path / "ncf")
+    stages = Stages(_cfg(trainer={"max_epochs": 3}), tmp_path)
+    stages.fingerprint = "f" * 64
+
+    def fails(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text("half")  # written as it goes, then it fails
+        raise ValueError("plot_method: unknown")
+
+    with pytest.raises(ValueError, match="plot_method"):
+        stages.run("ncf", tmp_path / "ncf", fails)
+    assert _files(tmp_path / "ncf") == before
+    assert not (tmp_path / ".ncf.previous").exists()
+    assert "outputs of its last finished run are back" in caplog.text
+    _ncf_stage(_cfg(), tmp_path, calls)
+    assert calls == ["2"]  # reused: still the old key's outputs
+    # a recompute that succeeds replaces them and leaves nothing aside
+    _ncf_stage(_cfg(trainer={"max_epochs": 3}), tmp_path, calls)
+    assert calls == ["2", "3"] and not (tmp_path / "ncf" / "model").exists()
+    assert not (tmp_path / ".ncf.previous").exists()
+
+
+def test_a_killed_recompute_keeps_the_previous_outputs_aside_until_it_is_done(tmp_path):
+    """Killed while recomputing with another key: the same command resumes from its
+    checkpoint; had it failed instead, the last finished outputs come back."""
+    calls: list[str] = []
+    _ncf_stage(_cfg(), tmp_path, calls)
+    before = _files(tmp_path / "ncf")
+    stages = Stages(_cfg(trainer={"max_epochs": 3}), tmp_path)
+    stages.fingerprint = "f" * 64
+
+    def killed(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoint").write_text("epoch 1")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("ncf", tmp_path / "ncf", killed)
+    assert _files(tmp_path / ".ncf.previous") == before
+
+    def fails_on_resume(folder: Path):
+        assert (folder / "checkpoint").read_text() == "epoch 1"  # resumed in its folder
+        raise ValueError("diverged")
+
+    with pytest.raises(ValueError):
+        stages.run("ncf", tmp_path / "ncf", fails_on_resume)
+    assert _files(tmp_path / "ncf") == before
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("ncf", tmp_path / "ncf", killed)
+    stages.run("ncf", tmp_path / "ncf", lambda f: (f / "checkpoint").read_text())
+    assert json.loads((tmp_path / "ncf" / "stage.json").read_text())["status"] == "done"
+    assert (tmp_path / "ncf" / "checkpoint").exists()
+    assert not (tmp_path / ".ncf.previous").exists()
+
+
 # ---- the pipeline (slow) ------------------------------------------------------------------------
 def _command(out: Path, *overrides: str) -> list[str]:
     return [
