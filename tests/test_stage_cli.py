@@ -304,3 +304,22 @@ def test_merge_relinks_the_copies_a_saved_config_lost(monkeypatch):
     pg = ["export.sink.kind=postgresql"]
     merged = merge_stage_settings(saved, compose_cfg("export", "run_dir=x", *pg), pg, "export")
     assert merged.export.sink.url == "postgresql://u:pw@h:5432/db"
+
+
+def test_a_blend_k_change_reaches_the_export_gates_the_run_linked_to_it():
+    """conf/pipeline.yaml links export.gates.k to blend.k; the saved config holds copies, and
+    the blend command's config has no export keys. `blend.k=5` in run_dir mode changes the
+    gates' k (and its saved copy export.publish.gates.k) so the export checks lists of 5; a
+    gate k the run had set apart stays."""
+    run = compose_cfg("pipeline", "paths.output_dir=/tmp/x")
+    saved = OmegaConf.create(OmegaConf.to_container(run, resolve=True))  # as written
+    assert saved.export.gates.k == saved.export.publish.gates.k == saved.blend.k == 10
+    cmd = compose_cfg("blend", "run_dir=x", "blend.k=5")
+    merged = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.k=5"], "blend")
+    assert merged.blend.k == merged.export.gates.k == merged.export.publish.gates.k == 5
+    assert merged.export.gates.min_coverage == saved.export.gates.min_coverage
+    unchanged = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.serve=logistic"], "blend")
+    assert unchanged.export.gates.k == 10
+    saved.export.gates.k = saved.export.publish.gates.k = 20  # set apart by the run
+    apart = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.k=5"], "blend")
+    assert apart.export.gates.k == apart.export.publish.gates.k == 20
