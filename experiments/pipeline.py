@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from experiments.data import check_rolling_history
 from experiments.objective import objective_value, require_objective_for_optuna
+from experiments.paths import pin_relative_paths
 from experiments.provenance import manifest_metrics, write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
 from experiments.run_log import log_into_run_folder
@@ -47,6 +48,7 @@ _log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
     check_config(cfg)  # keys added with `+` past the schemas, before any work
+    pin_relative_paths(cfg)  # the saved config names the same files from any directory
     out_dir = Path(cfg.paths.output_dir)
     # Under trainer=ddp* every rank runs this; rank 0 writes, the others join the collective fits
     # (the two-tower's, GLMix's, the blend models'), then stop. Such runs never reuse or resume.

@@ -45,6 +45,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, load_run
+from experiments.paths import pin_relative_paths
 from experiments.provenance import update_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel
 from experiments.schemas import check_config
@@ -343,6 +344,7 @@ def _open_run(
             "run. Give the output folder of `python -m experiments.pipeline`."
         )
     merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
+    pin_relative_paths(merged)  # a relative path given here: against this directory
     check_config(merged)  # the command's `+key`s and out-of-range values, before any work
     stages = Stages(merged, run_dir)
     if "reuse" in run_cfg:  # this command's `reuse=false` is for this command, not the run's
