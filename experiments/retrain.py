@@ -292,6 +292,7 @@ def rerun_in_run(
         record = read_record(run_dir / RECORD_PATHS[upstream])
         if record is not None and record.get("key"):
             stages.keys[upstream] = record["key"]
+            stages.wrote[upstream] = record.get("outputs")
     record = run_dir / RECORD_PATHS[stage]
     kwargs = {"record": record, "clear": clear} | ({"load": load} if load else {})
     out = stages.run(stage, run_dir / folder, lambda f: compute(merged, data, f), **kwargs)

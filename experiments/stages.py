@@ -22,7 +22,10 @@ The model stages' `outputs` (which files they write: model, embeddings, plots, t
 are not in their keys: they choose what is written, not what is computed. Their record keeps
 the `outputs` they wrote; a done stage is reused when those cover what is asked for now (the
 same, or fewer: `outputs.plots=false` after a run with plots reuses the model and leaves its
-plots in place), and recomputed when more is asked for (files the run never wrote).
+plots in place), and recomputed when more is asked for (files the run never wrote). The
+evaluation judges the saved models, so its key also holds whether they were saved
+(`READS_OUTPUTS`: the `outputs.model` the model stages' records say they wrote with): a run
+with `outputs.model=true` after one without evaluates the models it now saves.
 
 `reuse: false` in the config recomputes every stage. Code changes are not part of the key
 (a change to the blender should not retrain the models), so after changing the code run with
@@ -68,7 +71,8 @@ from watchlog.io import atomic_path, exchange_paths, write_json
 from watchlog.synthetic import PlatformTruth
 
 __all__ = [
-    "DEPENDS", "OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM", "outputs_cover",
+    "DEPENDS", "OUTPUTS", "READS_OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM",
+    "outputs_cover",
     "read_record", "stale_message", "stale_stages", "warn_stale",
 ]  # fmt: skip
 
@@ -95,6 +99,11 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "ncf": ("model", "embeddings", "plots", "plot_method", "neighbour_course"),
     "glmix": ("model", "test_scores"),
 }
+# The `outputs.*` settings of its upstream model stages a stage's results depend on, beyond
+# their keys: the evaluation judges the saved models (`outputs.model`) and skips a model its
+# stage did not save, so a model saved since is judged again. The settings the upstream
+# stage's outputs were written with (its record's), not the ones asked for now.
+READS_OUTPUTS: dict[str, tuple[str, ...]] = {"evaluate": ("model",)}
 # The stages whose outputs a stage reads: their keys are part of its key.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "blend": ("ncf", "glmix", "blend_models"),
@@ -262,6 +271,9 @@ class Stages:
         self.fingerprint: str | None = None
         self.code_version = code_version()
         self.computed_by: dict[str, str | None] = {}  # stage -> code version of its outputs
+        self.wrote: dict[
+            str, Any
+        ] = {}  # model stage -> the `outputs` its outputs were written with
 
     def key(self, name: str) -> str:
         """The stage's key: its config keys, the data fingerprint, its upstream keys."""
@@ -271,8 +283,18 @@ class Stages:
             "data": None if name == "data" else self.fingerprint,
             "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
         }
+        if name in READS_OUTPUTS:
+            blob["upstream_outputs"] = self._upstream_outputs(name)
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _upstream_outputs(self, name: str) -> dict[str, dict[str, Any]]:
+        """{upstream model stage: {setting: value}} of the `READS_OUTPUTS` of stage `name`, as
+        the upstream's outputs were written (`wrote`; None where unknown)."""
+        return {
+            u: {o: (self.wrote.get(u) or {}).get(o) for o in READS_OUTPUTS[name]}
+            for u in UPSTREAM.get(name, ()) if u in OUTPUTS
+        }  # fmt: skip
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """{stage: {key, reused, code_version}} of the stages run so far (for the run
@@ -390,6 +412,7 @@ class Stages:
         put back if it fails (False where the folder is shared, e.g. the run folder itself)."""
         key = self.keys[name] = self.key(name)
         if self.distributed:  # computed on every rank, no record (module docstring)
+            self.wrote[name] = self._outputs(name)
             return compute(folder)
         record = folder / RECORD if record is None else record
         previous = read_record(record)
@@ -398,7 +421,9 @@ class Stages:
         done = same and previous.get("status") == "done"
         if self.reuse and done and outputs_cover(previous.get("outputs"), outputs):
             self._reused(name, key, previous)
+            self.wrote[name] = previous.get("outputs")
             return load(folder)
+        self.wrote[name] = outputs
         if self.reuse and done:
             log.info("recomputing %s (key %s): outputs asks for files its run did not write "
                      "(then %s, now %s)", name, key, previous.get("outputs"), outputs)  # fmt: skip

@@ -219,6 +219,27 @@ def test_failed_stage_records_its_error_and_resumes_like_a_killed_one(tmp_path):
     assert seen == ["epoch 3"]
 
 
+def test_evaluation_is_recomputed_when_a_model_it_skipped_is_saved_since(tmp_path):
+    """A run with outputs.model=false evaluates no model (none saved); the same run with
+    outputs.model=true saves the models (the stage recomputed, same key) and so evaluates
+    them again. Asking for fewer outputs afterwards keeps both."""
+    calls: list[str] = []
+
+    def pipeline(model: bool) -> None:
+        stages = Stages(_cfg(outputs={"model": model}, evaluate={"ci": 0.95}), tmp_path)
+        stages.fingerprint = "f" * 64
+        for name in ("ncf", "glmix"):
+            stages.run(name, tmp_path / name, lambda f, n=name: calls.append(n), load=lambda f: {})
+        stages.run("evaluate", tmp_path / "evaluation", lambda f: calls.append("evaluate"),
+                   load=lambda f: {})  # fmt: skip
+
+    pipeline(model=False)
+    pipeline(model=True)
+    assert calls == ["ncf", "glmix", "evaluate"] * 2
+    pipeline(model=False)  # fewer outputs: the saved models stay, so does their evaluation
+    assert calls == ["ncf", "glmix", "evaluate"] * 2
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
