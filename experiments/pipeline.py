@@ -38,7 +38,7 @@ from experiments.ranks import is_data_parallel, is_writer
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.stages import Stages, stale_stages, warn_stale
-from experiments.summary import StageMeter, headline_metrics, summary_text
+from experiments.summary import Intervals, StageMeter, headline_metrics, summary_text
 
 __all__ = ["fit_blend_models", "run"]
 
@@ -71,11 +71,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ncf_metrics = glmix_metrics = blend_metrics = export_result = None
     if cfg.stages.ncf:
         with meter.stage("ncf"):  # the import (torch, Lightning) belongs to the stage's time
-            from experiments.train_ncf import train_and_report
+            from experiments.train_ncf import redraw_test_intervals, train_and_report
 
             ncf_metrics = stages.run(
-                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume)
-            )
+                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume),
+                load=lambda f: redraw_test_intervals(f, Intervals.of(cfg)),  # evaluate.ci's
+            )  # fmt: skip
     skipped: dict[str, str] = {}  # stage -> why this data cannot run it
     if cfg.stages.glmix:
         with meter.stage("glmix"):
