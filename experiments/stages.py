@@ -243,8 +243,44 @@ def _restore_previous(folder: Path, kept: Path) -> None:
     os.replace(kept, folder)
 
 
+def _after_failure(
+    name: str, err: Exception, folder: Path, record: Path, entry: dict, kept: Path | None
+) -> None:
+    """The record and folder of a stage whose compute raised `err`: skipped (the data cannot
+    run it); else the last finished outputs put back where there are any (`kept`); else
+    failed, with the error, resumable like a killed run."""
+    if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
+        write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+        if kept is not None:  # outputs this data cannot have: not to be put back
+            _clear(kept)
+    elif kept is not None:  # the last good outputs back, as if this run had not been
+        _restore_previous(folder, kept)
+        log.warning("%s failed (key %s); the outputs of its last finished run are back in %s",
+                    name, entry["key"], folder)  # fmt: skip
+    else:
+        write_json(record, {**entry, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+
+
 def _metrics(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "metrics.json").read_text())
+
+
+def _after_failure(
+    name: str, err: Exception, folder: Path, record: Path, entry: dict, kept: Path | None
+) -> None:
+    """The record and folder of a stage whose compute raised `err`: skipped (the data cannot
+    run it); else the last finished outputs put back where there are any (`kept`); else
+    failed, with the error, resumable like a killed run."""
+    if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
+        write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+        if kept is not None:  # outputs this data cannot have: not to be put back
+            _clear(kept)
+    elif kept is not None:  # the last good outputs back, as if this run had not been
+        _restore_previous(folder, kept)
+        log.warning("%s failed (key %s); the outputs of its last finished run are back in %s",
+                    name, entry["key"], folder)  # fmt: skip
+    else:
+        write_json(record, {**entry, "status": "failed", "error": f"{type(err).__name__}: {err}"})
 
 
 def _metrics(folder: Path) -> dict[str, Any]:
@@ -326,6 +362,20 @@ class Stages:
             )  # fmt: skip
         else:
             log.info("reused %s (key %s)", name, key)
+
+    def _make_room(
+        self, name: str, key: str, folder: Path, same_key: dict[str, Any] | None, clear: bool
+    ) -> Path | None:
+        """Before `name` is computed in `folder`: a run of this key that was killed or failed
+        is resumed there (its checkpoints kept); else, with `clear`, the folder's earlier
+        outputs are set aside (`_keep_previous`). Returns where the last finished outputs
+        wait (None: none)."""
+        status = (same_key or {}).get("status")
+        if self.reuse and status in ("running", "failed"):
+            log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
+                     "killed" if status == "running" else "failed", folder)  # fmt: skip
+            return _kept_path(folder) if clear and _is_done(_kept_path(folder)) else None
+        return _keep_previous(folder) if clear else None
 
     # ---- the data stage ----------------------------------------------------------------------
     def data(self) -> PreparedData:
@@ -427,14 +477,7 @@ class Stages:
         if self.reuse and done:
             log.info("recomputing %s (key %s): outputs asks for files its run did not write "
                      "(then %s, now %s)", name, key, previous.get("outputs"), outputs)  # fmt: skip
-        resuming = self.reuse and same and previous.get("status") in ("running", "failed")
-        kept = None
-        if resuming:
-            log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
-                     "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip
-            kept = _kept_path(folder) if clear and _is_done(_kept_path(folder)) else None
-        elif clear:
-            kept = _keep_previous(folder)
+        kept = self._make_room(name, key, folder, previous if same else None, clear)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
                  "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
                  "code_version": self.code_version}  # fmt: skip
@@ -444,17 +487,7 @@ class Stages:
         try:
             result = compute(folder)
         except Exception as err:
-            if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
-                write_json(record, {**entry, "status": "skipped", "reason": str(err)})
-                if kept is not None:  # outputs this data cannot have: not to be put back
-                    _clear(kept)
-            elif kept is not None:  # the last good outputs back, as if this run had not been
-                _restore_previous(folder, kept)
-                log.warning("%s failed (key %s); the outputs of its last finished run are "
-                            "back in %s", name, key, folder)  # fmt: skip
-            else:  # resumable like a killed run (same key), and the record says why it stopped
-                write_json(record, {**entry, "status": "failed",
-                                    "error": f"{type(err).__name__}: {err}"})  # fmt: skip
+            _after_failure(name, err, folder, record, entry, kept)
             raise
         write_json(
             record,
