@@ -138,7 +138,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def stale_stages(run_dir: str | os.PathLike) -> dict[str, list[str]]:
     """{stage: [its upstream stages computed again since]} of a run folder: a done stage
     whose record names another key of an upstream stage than that stage's record holds now
-    (the blend and evaluation after `python -m experiments.train_ncf run_dir=...`). Its
+    (the blend and evaluation after `python -m experiments.train_ncf run_dir=...`), or other
+    `READS_OUTPUTS` settings (the evaluation after a model was saved since). Its
     outputs were computed from the upstream's earlier outputs; running its command with the
     same run_dir brings it up to date."""
     run_dir = Path(run_dir)
@@ -152,11 +153,23 @@ def stale_stages(run_dir: str | os.PathLike) -> dict[str, list[str]]:
         changed = [
             u for u in upstream
             if (used.get(u) and records.get(u) and records[u].get("key") != used[u])
+            or _wrote_otherwise(record, u, records.get(u))
             or u in stale  # computed from a stage that is itself stale (UPSTREAM's order)
         ]  # fmt: skip
         if changed:
             stale[name] = changed
     return stale
+
+
+def _wrote_otherwise(record: dict[str, Any], upstream: str, now: dict[str, Any] | None) -> bool:
+    """Whether upstream stage `upstream` (record `now`) was written since with other
+    `READS_OUTPUTS` settings than `record`'s stage was computed from (its `upstream_outputs`;
+    False for records without them)."""
+    used = (record.get("upstream_outputs") or {}).get(upstream)
+    if used is None or not now:
+        return False
+    wrote = now.get("outputs") or {}
+    return any(wrote.get(o) != v for o, v in used.items())
 
 
 # The command that brings each downstream stage up to date in a run folder.
@@ -483,6 +496,8 @@ class Stages:
                  "code_version": self.code_version}  # fmt: skip
         if name in OUTPUTS:
             entry["outputs"] = outputs
+        if name in READS_OUTPUTS:
+            entry["upstream_outputs"] = self._upstream_outputs(name)
         write_json(record, {**entry, "status": "running"})
         try:
             result = compute(folder)

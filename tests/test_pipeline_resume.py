@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.stages import Stages
+from experiments.stages import Stages, stale_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,7 +237,16 @@ def test_evaluation_is_recomputed_when_a_model_it_skipped_is_saved_since(tmp_pat
     pipeline(model=True)
     assert calls == ["ncf", "glmix", "evaluate"] * 2
     pipeline(model=False)  # fewer outputs: the saved models stay, so does their evaluation
-    assert calls == ["ncf", "glmix", "evaluate"] * 2
+    assert calls == ["ncf", "glmix", "evaluate"] * 2 and stale_stages(tmp_path) == {}
+    # the two-tower alone saved since (as `train_ncf run_dir=... outputs.model=true` after a
+    # run without models): its evaluation is out of date
+    (tmp_path / "ncf" / "stage.json").unlink()
+    (tmp_path / "evaluation" / "stage.json").unlink()
+    pipeline(model=False)
+    stages = Stages(_cfg(outputs={"model": True}), tmp_path)
+    stages.fingerprint = "f" * 64
+    stages.run("ncf", tmp_path / "ncf", lambda f: None, load=lambda f: {})
+    assert stale_stages(tmp_path) == {"evaluate": ["ncf"]}
 
 
 def _files(folder: Path) -> dict[str, bytes]:
