@@ -285,9 +285,21 @@ def run(cfg: DictConfig, overrides: Sequence[str] | None) -> dict[str, Any]:
     use_threads(cfg.get("threads"))
     run_dir = Path(cfg.run_dir)
     return rerun_in_run(
-        cfg, overrides, "evaluate", lambda merged, data, f: evaluate_run(merged, data, run_dir),
+        cfg, overrides, "evaluate", lambda merged, data, f: _evaluate_in_run(merged, data, run_dir),
         folder=EVALUATION,
     )  # fmt: skip
+
+
+def _evaluate_in_run(cfg: DictConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    """`evaluate_run`, then the two-tower stage's own test intervals drawn as this evaluation
+    draws them (`evaluate.ci`, `evaluate.n_boot` may have changed; the pipeline does the same
+    when it reuses the stage), so the run's figures keep one interval each."""
+    out = evaluate_run(cfg, data, run_dir)
+    if "ncf" in out and (run_dir / "ncf" / "metrics.json").is_file():
+        from experiments.train_ncf import redraw_test_intervals
+
+        redraw_test_intervals(run_dir / "ncf", Intervals.of(cfg))
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

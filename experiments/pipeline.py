@@ -32,12 +32,13 @@ from omegaconf import DictConfig
 
 from experiments.data import check_rolling_history
 from experiments.objective import objective_value, require_objective_for_optuna
+from experiments.paths import pin_relative_paths
 from experiments.provenance import manifest_metrics, write_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel, is_writer
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.stages import Stages, stale_stages, warn_stale
-from experiments.summary import StageMeter, headline_metrics, summary_text
+from experiments.summary import Intervals, StageMeter, headline_metrics, summary_text
 
 __all__ = ["fit_blend_models", "run"]
 
@@ -47,6 +48,7 @@ _log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config; returns the metrics it wrote."""
     check_config(cfg)  # keys added with `+` past the schemas, before any work
+    pin_relative_paths(cfg)  # the saved config names the same files from any directory
     out_dir = Path(cfg.paths.output_dir)
     # Under trainer=ddp* every rank runs this; rank 0 writes, the others join the collective fits
     # (the two-tower's, GLMix's, the blend models'), then stop. Such runs never reuse or resume.
@@ -69,11 +71,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ncf_metrics = glmix_metrics = blend_metrics = export_result = None
     if cfg.stages.ncf:
         with meter.stage("ncf"):  # the import (torch, Lightning) belongs to the stage's time
-            from experiments.train_ncf import train_and_report
+            from experiments.train_ncf import redraw_test_intervals, train_and_report
 
             ncf_metrics = stages.run(
-                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume)
-            )
+                "ncf", out_dir / "ncf", lambda f: train_and_report(cfg, data, f, resume=resume),
+                load=lambda f: redraw_test_intervals(f, Intervals.of(cfg)),  # evaluate.ci's
+            )  # fmt: skip
     skipped: dict[str, str] = {}  # stage -> why this data cannot run it
     if cfg.stages.glmix:
         with meter.stage("glmix"):

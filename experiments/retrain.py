@@ -11,7 +11,8 @@ Where each setting comes from:
   A group choice (`ncf=mf`, `trainer=cpu`) replaces the run's whole group by the command's;
   a dotted key (`trainer.max_epochs=5`, `'~trainer.callbacks.early_stopping'`) changes that
   key alone. The command's defaults do not count: with no override the run's settings stay
-  and the stage is reused. An override of any other key is an error (data and split are
+  and the stage is reused. A key that conf/pipeline.yaml copies into another stage's keys
+  (`export.gates.k: ${blend.k}`) takes its copy along (`cross_links`). An override of any other key is an error (data and split are
   fixed by the saved event log; the other stages have their own commands).
 
 The merged config then goes through `experiments.stages.Stages(...).run(<stage>, ...)` in the
@@ -44,6 +45,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data import PreparedData, load_run
+from experiments.paths import pin_relative_paths
 from experiments.provenance import update_manifest, write_resolved_config
 from experiments.ranks import is_data_parallel
 from experiments.schemas import check_config
@@ -128,6 +130,7 @@ def merge_stage_settings(
             node = OmegaConf.select(merged, parent) if parent else merged
             if isinstance(node, DictConfig) and last in node:
                 del node[last]
+    _follow_cross_links(merged, run_values, allowed, paths)
     return merged
 
 
@@ -165,6 +168,55 @@ def _relink(
                 saved is None or (isinstance(saved, str) and "***" in saved)
             ):  # redacted, or the run's environment did not have it: read it now
                 OmegaConf.update(merged, path, value, merge=False)
+
+
+_PIPELINE_CONF = Path(__file__).resolve().parents[1] / "conf" / "pipeline.yaml"
+
+
+def cross_links() -> list[tuple[str, str]]:
+    """(copy, source) of conf/pipeline.yaml's links from one stage's key to another stage's
+    (`export.gates.k: ${blend.k}`): a stage command composes its own config, which lacks them."""
+    conf = OmegaConf.to_container(OmegaConf.load(_PIPELINE_CONF), resolve=False)
+    links = []
+    for group, tree in conf.items():
+        for path, value in _leaves(tree, group) if isinstance(tree, dict) else ():
+            ref = _REFERENCE.match(value) if isinstance(value, str) else None
+            if ref is not None and not ref.group(1) and ref.group(2).split(".")[0] != group:
+                links.append((path, ref.group(2)))
+    return links
+
+
+def _follow_cross_links(
+    merged: DictConfig, run_values: dict, groups: Sequence[str], overridden: list
+) -> None:
+    """In place: a copy in another stage's keys of a key this command changed (`cross_links`:
+    the blend's `blend.k` is the export gates' `k`) takes the new value, where the run held
+    the same value at both ends; and so do the copies of the copy's node the saved config
+    holds (`export.publish.gates` of `export.gates`). Else `experiments.export run_dir=...`
+    after `experiments.blend run_dir=... blend.k=5` would gate lists of 5 against k=10."""
+    for copy, source in cross_links():
+        if source.split(".")[0] not in groups or not any(
+            source == p or source.startswith(p + ".") for p in overridden
+        ):
+            continue
+        found, old = _lookup(run_values, source)
+        has_copy, saved = _lookup(run_values, copy)
+        if not (found and has_copy and saved == old):
+            continue  # the run set its copy apart: it stays
+        new = OmegaConf.select(merged, source)
+        parent, _, leaf = copy.rpartition(".")
+        _, node = _lookup(run_values, parent)
+        for path, value in _nodes(run_values.get(copy.split(".")[0]), copy.split(".")[0]):
+            if path == parent or (isinstance(value, dict) and value == node):
+                OmegaConf.update(merged, f"{path}.{leaf}", new, merge=False)
+
+
+def _nodes(tree: Any, prefix: str):
+    """(dotted path, node) of every dict node under `tree`, `tree` included."""
+    if isinstance(tree, dict):
+        yield prefix, tree
+        for k, v in tree.items():
+            yield from _nodes(v, f"{prefix}.{k}")
 
 
 def _leaves(tree: Any, prefix: str):
@@ -240,6 +292,7 @@ def rerun_in_run(
         record = read_record(run_dir / RECORD_PATHS[upstream])
         if record is not None and record.get("key"):
             stages.keys[upstream] = record["key"]
+            stages.wrote[upstream] = record.get("outputs")
     record = run_dir / RECORD_PATHS[stage]
     kwargs = {"record": record, "clear": clear} | ({"load": load} if load else {})
     out = stages.run(stage, run_dir / folder, lambda f: compute(merged, data, f), **kwargs)
@@ -292,6 +345,7 @@ def _open_run(
             "run. Give the output folder of `python -m experiments.pipeline`."
         )
     merged = merge_stage_settings(run_cfg, cfg, overrides, stage)
+    pin_relative_paths(merged)  # a relative path given here: against this directory
     check_config(merged)  # the command's `+key`s and out-of-range values, before any work
     stages = Stages(merged, run_dir)
     if "reuse" in run_cfg:  # this command's `reuse=false` is for this command, not the run's

@@ -11,14 +11,21 @@ atomically, once its outputs are all written (`status: done`):
   raises the same reason at once;
 - running, same key: a run was killed in it; the stage runs again in the same folder and its
   model fits resume from their checkpoints (`ncf.training`, `glmix.state`);
-- another key (or none): the folder's old outputs are removed first (renamed aside in one
-  step, then deleted), so a folder never mixes the outputs of two configs.
+- another key (or none): the folder's old outputs are moved aside first (one rename, to
+  `.<folder>.previous` beside it), so a folder never mixes the outputs of two configs. They
+  are deleted once the stage is done; a recompute that fails puts them back (swapped in one
+  step), so a failed rerun never loses the last finished outputs, and the stage's record
+  still names their key. A run killed meanwhile leaves them aside: the same command resumes
+  and then deletes them; a run that fails when resuming puts them back.
 
 The model stages' `outputs` (which files they write: model, embeddings, plots, test scores)
 are not in their keys: they choose what is written, not what is computed. Their record keeps
 the `outputs` they wrote; a done stage is reused when those cover what is asked for now (the
 same, or fewer: `outputs.plots=false` after a run with plots reuses the model and leaves its
-plots in place), and recomputed when more is asked for (files the run never wrote).
+plots in place), and recomputed when more is asked for (files the run never wrote). The
+evaluation judges the saved models, so its key also holds whether they were saved
+(`READS_OUTPUTS`: the `outputs.model` the model stages' records say they wrote with): a run
+with `outputs.model=true` after one without evaluates the models it now saves.
 
 `reuse: false` in the config recomputes every stage. Code changes are not part of the key
 (a change to the blender should not retrain the models), so after changing the code run with
@@ -60,11 +67,12 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data import PreparedData, prepare_data
 from experiments.provenance import code_version
 from watchlog import DataReport, EventLog
-from watchlog.io import atomic_path, write_json
+from watchlog.io import atomic_path, exchange_paths, write_json
 from watchlog.synthetic import PlatformTruth
 
 __all__ = [
-    "DEPENDS", "OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM", "outputs_cover",
+    "DEPENDS", "OUTPUTS", "READS_OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM",
+    "outputs_cover",
     "read_record", "stale_message", "stale_stages", "warn_stale",
 ]  # fmt: skip
 
@@ -91,6 +99,11 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "ncf": ("model", "embeddings", "plots", "plot_method", "neighbour_course"),
     "glmix": ("model", "test_scores"),
 }
+# The `outputs.*` settings of its upstream model stages a stage's results depend on, beyond
+# their keys: the evaluation judges the saved models (`outputs.model`) and skips a model its
+# stage did not save, so a model saved since is judged again. The settings the upstream
+# stage's outputs were written with (its record's), not the ones asked for now.
+READS_OUTPUTS: dict[str, tuple[str, ...]] = {"evaluate": ("model",)}
 # The stages whose outputs a stage reads: their keys are part of its key.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "blend": ("ncf", "glmix", "blend_models"),
@@ -125,7 +138,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def stale_stages(run_dir: str | os.PathLike) -> dict[str, list[str]]:
     """{stage: [its upstream stages computed again since]} of a run folder: a done stage
     whose record names another key of an upstream stage than that stage's record holds now
-    (the blend and evaluation after `python -m experiments.train_ncf run_dir=...`). Its
+    (the blend and evaluation after `python -m experiments.train_ncf run_dir=...`), or other
+    `READS_OUTPUTS` settings (the evaluation after a model was saved since). Its
     outputs were computed from the upstream's earlier outputs; running its command with the
     same run_dir brings it up to date."""
     run_dir = Path(run_dir)
@@ -139,11 +153,23 @@ def stale_stages(run_dir: str | os.PathLike) -> dict[str, list[str]]:
         changed = [
             u for u in upstream
             if (used.get(u) and records.get(u) and records[u].get("key") != used[u])
+            or _wrote_otherwise(record, u, records.get(u))
             or u in stale  # computed from a stage that is itself stale (UPSTREAM's order)
         ]  # fmt: skip
         if changed:
             stale[name] = changed
     return stale
+
+
+def _wrote_otherwise(record: dict[str, Any], upstream: str, now: dict[str, Any] | None) -> bool:
+    """Whether upstream stage `upstream` (record `now`) was written since with other
+    `READS_OUTPUTS` settings than `record`'s stage was computed from (its `upstream_outputs`;
+    False for records without them)."""
+    used = (record.get("upstream_outputs") or {}).get(upstream)
+    if used is None or not now:
+        return False
+    wrote = now.get("outputs") or {}
+    return any(wrote.get(o) != v for o, v in used.items())
 
 
 # The command that brings each downstream stage up to date in a run folder.
@@ -192,6 +218,84 @@ def _clear(folder: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+def _kept_path(folder: Path) -> Path:
+    """Where a stage folder's last good outputs wait while the stage is computed again."""
+    return folder.with_name(f".{folder.name}.previous")
+
+
+def _is_done(folder: Path) -> bool:
+    record = read_record(folder / RECORD)
+    return record is not None and record.get("status") == "done"
+
+
+def _keep_previous(folder: Path) -> Path | None:
+    """Before a stage is computed again with another key: its folder's finished outputs moved
+    aside whole (`_kept_path`, one rename), so a failed recompute can put them back. A folder
+    a killed or failed run left (not done) is removed, keeping the finished outputs an earlier
+    recompute set aside, if any. Returns where the kept outputs are (None: nothing kept)."""
+    kept = _kept_path(folder)
+    if _is_done(folder):
+        _clear(kept)
+        os.replace(folder, kept)
+        return kept
+    _clear(folder)
+    if _is_done(kept):
+        return kept
+    _clear(kept)
+    return None
+
+
+def _restore_previous(folder: Path, kept: Path) -> None:
+    """Put a stage's kept outputs back in `folder` in place of a failed recompute's: the two
+    swapped in one step where the system can (`exchange_paths`), then the failed ones
+    removed."""
+    if folder.exists() and exchange_paths(kept, folder):
+        _clear(kept)  # the failed recompute's files now live at the kept name
+        return
+    _clear(folder)
+    os.replace(kept, folder)
+
+
+def _after_failure(
+    name: str, err: Exception, folder: Path, record: Path, entry: dict, kept: Path | None
+) -> None:
+    """The record and folder of a stage whose compute raised `err`: skipped (the data cannot
+    run it); else the last finished outputs put back where there are any (`kept`); else
+    failed, with the error, resumable like a killed run."""
+    if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
+        write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+        if kept is not None:  # outputs this data cannot have: not to be put back
+            _clear(kept)
+    elif kept is not None:  # the last good outputs back, as if this run had not been
+        _restore_previous(folder, kept)
+        log.warning("%s failed (key %s); the outputs of its last finished run are back in %s",
+                    name, entry["key"], folder)  # fmt: skip
+    else:
+        write_json(record, {**entry, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+
+
+def _metrics(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def _after_failure(
+    name: str, err: Exception, folder: Path, record: Path, entry: dict, kept: Path | None
+) -> None:
+    """The record and folder of a stage whose compute raised `err`: skipped (the data cannot
+    run it); else the last finished outputs put back where there are any (`kept`); else
+    failed, with the error, resumable like a killed run."""
+    if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
+        write_json(record, {**entry, "status": "skipped", "reason": str(err)})
+        if kept is not None:  # outputs this data cannot have: not to be put back
+            _clear(kept)
+    elif kept is not None:  # the last good outputs back, as if this run had not been
+        _restore_previous(folder, kept)
+        log.warning("%s failed (key %s); the outputs of its last finished run are back in %s",
+                    name, entry["key"], folder)  # fmt: skip
+    else:
+        write_json(record, {**entry, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+
+
 def _metrics(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "metrics.json").read_text())
 
@@ -216,6 +320,9 @@ class Stages:
         self.fingerprint: str | None = None
         self.code_version = code_version()
         self.computed_by: dict[str, str | None] = {}  # stage -> code version of its outputs
+        self.wrote: dict[
+            str, Any
+        ] = {}  # model stage -> the `outputs` its outputs were written with
 
     def key(self, name: str) -> str:
         """The stage's key: its config keys, the data fingerprint, its upstream keys."""
@@ -225,8 +332,18 @@ class Stages:
             "data": None if name == "data" else self.fingerprint,
             "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
         }
+        if name in READS_OUTPUTS:
+            blob["upstream_outputs"] = self._upstream_outputs(name)
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _upstream_outputs(self, name: str) -> dict[str, dict[str, Any]]:
+        """{upstream model stage: {setting: value}} of the `READS_OUTPUTS` of stage `name`, as
+        the upstream's outputs were written (`wrote`; None where unknown)."""
+        return {
+            u: {o: (self.wrote.get(u) or {}).get(o) for o in READS_OUTPUTS[name]}
+            for u in UPSTREAM.get(name, ()) if u in OUTPUTS
+        }  # fmt: skip
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """{stage: {key, reused, code_version}} of the stages run so far (for the run
@@ -258,6 +375,20 @@ class Stages:
             )  # fmt: skip
         else:
             log.info("reused %s (key %s)", name, key)
+
+    def _make_room(
+        self, name: str, key: str, folder: Path, same_key: dict[str, Any] | None, clear: bool
+    ) -> Path | None:
+        """Before `name` is computed in `folder`: a run of this key that was killed or failed
+        is resumed there (its checkpoints kept); else, with `clear`, the folder's earlier
+        outputs are set aside (`_keep_previous`). Returns where the last finished outputs
+        wait (None: none)."""
+        status = (same_key or {}).get("status")
+        if self.reuse and status in ("running", "failed"):
+            log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
+                     "killed" if status == "running" else "failed", folder)  # fmt: skip
+            return _kept_path(folder) if clear and _is_done(_kept_path(folder)) else None
+        return _keep_previous(folder) if clear else None
 
     # ---- the data stage ----------------------------------------------------------------------
     def data(self) -> PreparedData:
@@ -340,10 +471,11 @@ class Stages:
     ) -> Any:
         """`compute(folder)` unless the stage's record says it is done with this key (then
         `load(folder)`). record: where the record lives (default `folder/stage.json`);
-        clear: remove the folder's outputs of another key first (False where the folder is
-        shared, e.g. the run folder itself)."""
+        clear: set the folder's earlier outputs aside first, deleted once this run is done and
+        put back if it fails (False where the folder is shared, e.g. the run folder itself)."""
         key = self.keys[name] = self.key(name)
         if self.distributed:  # computed on every rank, no record (module docstring)
+            self.wrote[name] = self._outputs(name)
             return compute(folder)
         record = folder / RECORD if record is None else record
         previous = read_record(record)
@@ -352,33 +484,31 @@ class Stages:
         done = same and previous.get("status") == "done"
         if self.reuse and done and outputs_cover(previous.get("outputs"), outputs):
             self._reused(name, key, previous)
+            self.wrote[name] = previous.get("outputs")
             return load(folder)
+        self.wrote[name] = outputs
         if self.reuse and done:
             log.info("recomputing %s (key %s): outputs asks for files its run did not write "
                      "(then %s, now %s)", name, key, previous.get("outputs"), outputs)  # fmt: skip
-        if self.reuse and same and previous.get("status") in ("running", "failed"):
-            log.info("resuming %s (key %s) from what a %s run left in %s", name, key,
-                     "killed" if previous["status"] == "running" else "failed", folder)  # fmt: skip
-        elif clear:
-            _clear(folder)
+        kept = self._make_room(name, key, folder, previous if same else None, clear)
         entry = {"stage": name, "key": key, "data_fingerprint": self.fingerprint,
                  "upstream": {u: self.keys.get(u) for u in UPSTREAM.get(name, ())},
                  "code_version": self.code_version}  # fmt: skip
         if name in OUTPUTS:
             entry["outputs"] = outputs
+        if name in READS_OUTPUTS:
+            entry["upstream_outputs"] = self._upstream_outputs(name)
         write_json(record, {**entry, "status": "running"})
         try:
             result = compute(folder)
         except Exception as err:
-            if getattr(err, "skips_stage", False):  # the data cannot run it: not a killed run
-                write_json(record, {**entry, "status": "skipped", "reason": str(err)})
-            else:  # resumable like a killed run (same key), and the record says why it stopped
-                write_json(record, {**entry, "status": "failed",
-                                    "error": f"{type(err).__name__}: {err}"})  # fmt: skip
+            _after_failure(name, err, folder, record, entry, kept)
             raise
         write_json(
             record,
             {**entry, "status": "done",
              "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         )  # fmt: skip
+        if clear:
+            _clear(_kept_path(folder))  # the outputs this run replaced
         return result

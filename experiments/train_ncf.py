@@ -2,12 +2,16 @@
 again inside a pipeline run's folder: `... run_dir=<run> [ncf/trainer/outputs overrides]`.
 
 data stage -> NCFDataModule (snapshots) -> TwoTower + NCFModule -> fit on validation, test
-once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, manifest.
+once (`ncf.training.fit_and_test`) -> model folder, embeddings, plots, metrics, manifest, and
+the test's per-learner NDCG@10 / Recall@10 (`test_per_learner.parquet`), from which the
+metrics' `test_ci` is drawn again for other interval settings (`redraw_test_intervals`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,6 +21,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -36,13 +41,15 @@ from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
 from ncf.training import TrainResult, fit_and_test, zero_untrained_id_rows
-from watchlog.io import write_json
+from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
 __all__ = [
     "MODEL_BEFORE_REFIT",
+    "TEST_PER_LEARNER",
     "TrainedNCF",
     "fit",
+    "redraw_test_intervals",
     "run",
     "train_and_report",
     "trainer_callbacks",
@@ -205,9 +212,11 @@ def train_and_report(
         # the model chosen on validation, before the refit (with ncf.refit only)
         "test_before_refit": result.extra.get("test_before_refit"),
         "test_ci": test_intervals(result.test_per_user, Intervals.of(cfg)),
+        "test_ci_drawn": dataclasses.asdict(Intervals.of(cfg)),
         "embedding_quality": quality,
         "snapshots": {s.name: s.describe() for s in [*dm.train_snapshots, dm.valid, dm.test]},
     }
+    write_test_per_learner(result.test_per_user, out_dir)
     timings = {"prepare": trained.prepare_s, **result.timings, "total": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", {**metrics, "timings": timings, "outputs": outputs})
     write_manifest(
@@ -217,6 +226,41 @@ def train_and_report(
     return {**metrics, "timings": timings}
 
 
+# The test figures `test_ci` bands, per learner, kept (TEST_PER_LEARNER) so the bands can be
+# drawn again for other interval settings without training again (`redraw_test_intervals`).
+CI_METRICS = ("ndcg@10", "recall@10")
+TEST_PER_LEARNER = "test_per_learner.parquet"
+
+
+def write_test_per_learner(per_user, out_dir: Path) -> None:
+    """`<out_dir>/test_per_learner.parquet`: learner (index), then each of CI_METRICS the
+    test kept; nothing when the per-learner values were not kept."""
+    if per_user is None:
+        return
+    columns = {n: per_user.per_user[n] for n in CI_METRICS if n in per_user.per_user}
+    write_parquet(out_dir / TEST_PER_LEARNER, pd.DataFrame({"learner": per_user.users, **columns}))
+
+
+def redraw_test_intervals(folder: Path, intervals: Intervals) -> dict[str, Any]:
+    """A finished two-tower stage's metrics (`<folder>/metrics.json`) with `test_ci` drawn as
+    `intervals` draws them: the file as it is when they were drawn so, else the bands drawn
+    again from the kept per-learner values (TEST_PER_LEARNER) and the file rewritten
+    (atomically). A CI or resample count changed for the evaluation then changes the
+    two-tower's bands too, without training again."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    wanted = dataclasses.asdict(intervals)
+    if metrics.get("test_ci_drawn") == wanted or not (folder / TEST_PER_LEARNER).is_file():
+        return metrics
+    table = pd.read_parquet(folder / TEST_PER_LEARNER)
+    per_learner = {n: table[n].to_numpy(np.float64) for n in CI_METRICS if n in table}
+    metrics["test_ci"] = {f"test_{n}": intervals.band(v) for n, v in per_learner.items()}
+    metrics["test_ci_drawn"] = wanted
+    write_json(folder / "metrics.json", metrics)
+    _log.info("two-tower test intervals drawn again from %s: %s", folder / TEST_PER_LEARNER,
+              intervals.describe())  # fmt: skip
+    return metrics
+
+
 def test_intervals(per_user, intervals: Intervals) -> dict[str, dict[str, float]]:
     """Bootstrap intervals over learners of the test NDCG@10 and Recall@10, drawn as the
     run's evaluate stage draws them (`Intervals.of`: the same figure, the same interval);
@@ -224,7 +268,7 @@ def test_intervals(per_user, intervals: Intervals) -> dict[str, dict[str, float]
     if per_user is None:
         return {}
     out = {}
-    for name in ("ndcg@10", "recall@10"):
+    for name in CI_METRICS:
         if name in per_user.per_user:
             out[f"test_{name}"] = intervals.band(per_user.per_user[name])
     return out

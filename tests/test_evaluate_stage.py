@@ -133,6 +133,20 @@ def test_the_entry_point_evaluates_a_run_folder_with_its_own_settings(run_dir, t
     assert "segment" not in pd.read_parquet(copy / "evaluation" / "ncf_per_learner.parquet")
 
 
+def test_a_ci_change_from_the_run_folder_redraws_the_two_tower_intervals(run_dir, tmp_path):
+    """evaluate.ci changed in run_dir mode: the two-tower's own test band (ncf/metrics.json,
+    what the summary shows) is drawn again as the evaluation draws NDCG@10's, untrained."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    before = _read(copy / "ncf" / "metrics.json")["test_ci"]["test_ndcg@10"]
+    rerun(run_evaluate, "evaluate", f"run_dir={copy}", "evaluate.ci=0.5")
+    rows = _read(copy / "evaluation" / "metrics.json")["ncf"]["intervals"]
+    at10 = next(r for r in rows if r["name"] == "ndcg" and r["k"] == 10)
+    after = _read(copy / "ncf" / "metrics.json")["test_ci"]["test_ndcg@10"]
+    assert (after["low"], after["high"]) == pytest.approx((at10["low"], at10["high"]))
+    assert before["low"] < after["low"] <= after["high"] < before["high"]
+    assert _read(copy / "ncf" / "stage.json") == _read(run_dir / "ncf" / "stage.json")
+
+
 def test_a_run_folder_without_glmix_evaluates_the_two_tower_only(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

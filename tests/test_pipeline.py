@@ -197,3 +197,31 @@ def test_generic_tables_config(tmp_path):
     assert metrics["events"] == n
     notes = json.loads((out / "data_report.json").read_text())["notes"]
     assert any("impression" in note for note in notes)  # the filled column is reported
+
+
+def test_a_ci_change_redraws_the_two_tower_intervals_without_training_again(tmp_path):
+    """The two-tower's test intervals follow evaluate.ci / evaluate.n_boot: a rerun with
+    evaluate.ci=0.5 reuses the trained stage (same key) and draws its bands again from the
+    kept per-learner values: the same band the evaluation gives NDCG@10, narrower than 95%."""
+    from tests.pipeline_fakes import FAST
+
+    ncf = [o for o in FAST if not o.startswith(("blend.", "split.fn.blend_days"))]
+    args = ["stages.ncf=true", "stages.evaluate=true", "stages.report=false", *ncf]
+
+    def bands() -> tuple[dict, dict]:
+        ncf_ci = json.loads((tmp_path / "ncf" / "metrics.json").read_text())["test_ci"]
+        rows = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["ncf"]
+        at10 = next(r for r in rows["intervals"] if r["name"] == "ndcg" and r["k"] == 10)
+        return ncf_ci["test_ndcg@10"], at10
+
+    run(compose_cfg(tmp_path, *args))
+    wide, evaluated = bands()
+    assert (wide["low"], wide["high"]) == pytest.approx((evaluated["low"], evaluated["high"]))
+    run(compose_cfg(tmp_path, *args, "evaluate.ci=0.5"))
+    stages = json.loads((tmp_path / "run_manifest.json").read_text())["stages"]
+    assert stages["ncf"]["reused"] and not stages["evaluate"]["reused"]
+    narrow, evaluated = bands()
+    assert (narrow["low"], narrow["high"]) == pytest.approx((evaluated["low"], evaluated["high"]))
+    assert wide["low"] < narrow["low"] <= narrow["high"] < wide["high"]
+    manifest = json.loads((tmp_path / "run_manifest.json").read_text())["metrics"]["ncf"]
+    assert manifest["test_ci"]["test_ndcg@10"] == narrow  # what the run reports

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.stages import Stages
+from experiments.stages import Stages, stale_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,6 +217,102 @@ def test_failed_stage_records_its_error_and_resumes_like_a_killed_one(tmp_path):
     seen = []
     stages.run("ncf", tmp_path / "ncf", lambda f: seen.append((f / "checkpoint").read_text()))
     assert seen == ["epoch 3"]
+
+
+def test_evaluation_is_recomputed_when_a_model_it_skipped_is_saved_since(tmp_path):
+    """A run with outputs.model=false evaluates no model (none saved); the same run with
+    outputs.model=true saves the models (the stage recomputed, same key) and so evaluates
+    them again. Asking for fewer outputs afterwards keeps both."""
+    calls: list[str] = []
+
+    def pipeline(model: bool) -> None:
+        stages = Stages(_cfg(outputs={"model": model}, evaluate={"ci": 0.95}), tmp_path)
+        stages.fingerprint = "f" * 64
+        for name in ("ncf", "glmix"):
+            stages.run(name, tmp_path / name, lambda f, n=name: calls.append(n), load=lambda f: {})
+        stages.run("evaluate", tmp_path / "evaluation", lambda f: calls.append("evaluate"),
+                   load=lambda f: {})  # fmt: skip
+
+    pipeline(model=False)
+    pipeline(model=True)
+    assert calls == ["ncf", "glmix", "evaluate"] * 2
+    pipeline(model=False)  # fewer outputs: the saved models stay, so does their evaluation
+    assert calls == ["ncf", "glmix", "evaluate"] * 2 and stale_stages(tmp_path) == {}
+    # the two-tower alone saved since (as `train_ncf run_dir=... outputs.model=true` after a
+    # run without models): its evaluation is out of date
+    (tmp_path / "ncf" / "stage.json").unlink()
+    (tmp_path / "evaluation" / "stage.json").unlink()
+    pipeline(model=False)
+    stages = Stages(_cfg(outputs={"model": True}), tmp_path)
+    stages.fingerprint = "f" * 64
+    stages.run("ncf", tmp_path / "ncf", lambda f: None, load=lambda f: {})
+    assert stale_stages(tmp_path) == {"evaluate": ["ncf"]}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_failed_recompute_puts_the_previous_outputs_back(tmp_path, caplog):
+    """A rerun with another key that fails leaves the last finished outputs as they were
+    (same bytes, record still done with their key); one with the same key then reuses them."""
+    calls: list[str] = []
+    _ncf_stage(_cfg(), tmp_path, calls)
+    (tmp_path / "ncf" / "model").mkdir()
+    (tmp_path / "ncf" / "model" / "weights").write_bytes(b"trained")
+    before = _files(tmp_path / "ncf")
+    stages = Stages(_cfg(trainer={"max_epochs": 3}), tmp_path)
+    stages.fingerprint = "f" * 64
+
+    def fails(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text("half")  # written as it goes, then it fails
+        raise ValueError("plot_method: unknown")
+
+    with pytest.raises(ValueError, match="plot_method"):
+        stages.run("ncf", tmp_path / "ncf", fails)
+    assert _files(tmp_path / "ncf") == before
+    assert not (tmp_path / ".ncf.previous").exists()
+    assert "outputs of its last finished run are back" in caplog.text
+    _ncf_stage(_cfg(), tmp_path, calls)
+    assert calls == ["2"]  # reused: still the old key's outputs
+    # a recompute that succeeds replaces them and leaves nothing aside
+    _ncf_stage(_cfg(trainer={"max_epochs": 3}), tmp_path, calls)
+    assert calls == ["2", "3"] and not (tmp_path / "ncf" / "model").exists()
+    assert not (tmp_path / ".ncf.previous").exists()
+
+
+def test_a_killed_recompute_keeps_the_previous_outputs_aside_until_it_is_done(tmp_path):
+    """Killed while recomputing with another key: the same command resumes from its
+    checkpoint; had it failed instead, the last finished outputs come back."""
+    calls: list[str] = []
+    _ncf_stage(_cfg(), tmp_path, calls)
+    before = _files(tmp_path / "ncf")
+    stages = Stages(_cfg(trainer={"max_epochs": 3}), tmp_path)
+    stages.fingerprint = "f" * 64
+
+    def killed(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoint").write_text("epoch 1")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("ncf", tmp_path / "ncf", killed)
+    assert _files(tmp_path / ".ncf.previous") == before
+
+    def fails_on_resume(folder: Path):
+        assert (folder / "checkpoint").read_text() == "epoch 1"  # resumed in its folder
+        raise ValueError("diverged")
+
+    with pytest.raises(ValueError):
+        stages.run("ncf", tmp_path / "ncf", fails_on_resume)
+    assert _files(tmp_path / "ncf") == before
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("ncf", tmp_path / "ncf", killed)
+    stages.run("ncf", tmp_path / "ncf", lambda f: (f / "checkpoint").read_text())
+    assert json.loads((tmp_path / "ncf" / "stage.json").read_text())["status"] == "done"
+    assert (tmp_path / "ncf" / "checkpoint").exists()
+    assert not (tmp_path / ".ncf.previous").exists()
 
 
 # ---- the pipeline (slow) ------------------------------------------------------------------------

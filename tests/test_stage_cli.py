@@ -304,3 +304,58 @@ def test_merge_relinks_the_copies_a_saved_config_lost(monkeypatch):
     pg = ["export.sink.kind=postgresql"]
     merged = merge_stage_settings(saved, compose_cfg("export", "run_dir=x", *pg), pg, "export")
     assert merged.export.sink.url == "postgresql://u:pw@h:5432/db"
+
+
+def test_a_blend_k_change_reaches_the_export_gates_the_run_linked_to_it():
+    """conf/pipeline.yaml links export.gates.k to blend.k; the saved config holds copies, and
+    the blend command's config has no export keys. `blend.k=5` in run_dir mode changes the
+    gates' k (and its saved copy export.publish.gates.k) so the export checks lists of 5; a
+    gate k the run had set apart stays."""
+    run = compose_cfg("pipeline", "paths.output_dir=/tmp/x")
+    saved = OmegaConf.create(OmegaConf.to_container(run, resolve=True))  # as written
+    assert saved.export.gates.k == saved.export.publish.gates.k == saved.blend.k == 10
+    cmd = compose_cfg("blend", "run_dir=x", "blend.k=5")
+    merged = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.k=5"], "blend")
+    assert merged.blend.k == merged.export.gates.k == merged.export.publish.gates.k == 5
+    assert merged.export.gates.min_coverage == saved.export.gates.min_coverage
+    unchanged = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.serve=logistic"], "blend")
+    assert unchanged.export.gates.k == 10
+    saved.export.gates.k = saved.export.publish.gates.k = 20  # set apart by the run
+    apart = merge_stage_settings(saved, cmd, ["run_dir=x", "blend.k=5"], "blend")
+    assert apart.export.gates.k == apart.export.publish.gates.k == 20
+
+
+def test_a_run_saves_absolute_paths_so_an_export_elsewhere_publishes_where_it_did(
+    tmp_path, monkeypatch
+):
+    """A run made from directory A saves its list root under A (the default, built on
+    paths.root_dir, and a relative `export.sink.path` given on its command line); the export
+    command run from directory B with that run_dir publishes there, not under B."""
+    from experiments.paths import pin_relative_paths
+    from experiments.provenance import write_resolved_config
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    monkeypatch.chdir(a)
+    for given, root in (
+        ([], a / "outputs" / "lists"),
+        (["export.sink.path=lists.db"], a / "lists.db"),
+    ):
+        run = compose_cfg("pipeline", f"paths.output_dir={a / 'run'}", *given)
+        pin_relative_paths(run)  # as the pipeline does before it saves its config
+        write_resolved_config(a / "run", run)
+        saved = OmegaConf.load(a / "run" / "resolved_config.yaml")
+        assert saved.paths.root_dir == str(a) and saved.paths.data_root == str(a / "data")
+        assert saved.export.sink.path == saved.export.publish.sink.path == str(root)
+        monkeypatch.chdir(b)
+        cmd = compose_cfg("export", "run_dir=x")
+        merged = merge_stage_settings(saved, cmd, ["run_dir=x"], "export")
+        assert merged.export.publish.sink.path == str(root)
+        monkeypatch.chdir(a)
+    # a relative path given to the export command is this command's directory's
+    monkeypatch.chdir(b)
+    cmd = compose_cfg("export", "run_dir=x", "export.sink.path=here")
+    merged = merge_stage_settings(saved, cmd, ["run_dir=x", "export.sink.path=here"], "export")
+    pin_relative_paths(merged)
+    assert merged.export.publish.sink.path == str(b / "here")
