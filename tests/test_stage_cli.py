@@ -337,6 +337,7 @@ def test_a_run_saves_absolute_paths_so_an_export_elsewhere_publishes_where_it_di
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    monkeypatch.delenv("NCF_GLMIX_DATA_ROOT", raising=False)  # CI sets it: data_root's default
     monkeypatch.chdir(a)
     for given, root in (
         ([], a / "outputs" / "lists"),
