@@ -500,6 +500,10 @@ def _share(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
 
 
+def _open_share(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1
+
+
 # Values a stage would refuse only when it runs (after the earlier stages trained): checked
 # up front. (dotted key, test, the rule); a key the config lacks is not checked.
 _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
@@ -518,7 +522,23 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
     ("export.gates.k", _positive_int, "an int >= 1"),
     ("export.gates.min_coverage", _share, "a share in [0, 1]"),
     ("export.gates.max_fallback_share", _share, "a share in [0, 1]"),
+    ("export.sink.keep_versions", _positive_int,
+     "an int >= 1 (versions kept, the current one included)"),
+    ("evaluate.ci", _open_share, "a level in (0, 1), e.g. 0.95"),
 )  # fmt: skip
+
+
+# Values that must be one of the code's own names: (dotted key, module, constant). The
+# constant is imported when a config is checked (importing blend or ncf here, at import, would
+# load torch for every command); a key whose value is a list checks each item.
+_CHOICE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("export.sink.kind", "export.sinks", "SINK_KINDS"),
+    ("outputs.plot_method", "ncf.plots", "METHODS"),
+    ("blend.variants.kinds", "blend.variants", "KINDS"),
+    ("blend.variants.rank.objective", "blend.blenders", "RANK_OBJECTIVES"),
+    ("blend.replay.methods", "blend.replay", "METHODS"),
+    ("blend.replay.objectives", "blend.replay", "OBJECTIVES"),
+)
 
 
 # Values that must agree with another key: (key, other key, test(value, other), the rule).
@@ -552,6 +572,7 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
             ok = False
         if not ok:
             out.append((key, value, rule))
+    out.extend(_choice_problems(cfg))
     for key, other_key, test, rule in _RELATION_RULES:
         (found, value), (found_other, other) = _select(cfg, key), _select(cfg, other_key)
         if not (found and found_other) or value is None or other is None:
@@ -562,6 +583,28 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
             ok = True  # an ill-typed value: its own rule (or schema) names it
         if not ok:
             out.append((key, value, rule.format(other=other)))
+    return out
+
+
+def _choice_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
+    """(key, value, rule) of every `_CHOICE_RULES` key whose value (or an item of its list)
+    is not one of the code's names for it."""
+    from importlib import import_module
+
+    out = []
+    for key, module, constant in _CHOICE_RULES:
+        found, value = _select(cfg, key)
+        if not found or value is None:
+            continue
+        choices = tuple(getattr(import_module(module), constant))
+        items = value if isinstance(value, list) else [value]
+        unknown = [v for v in items if not isinstance(v, str) or v not in choices]
+        if not unknown:
+            continue
+        rule = f"one of {', '.join(choices)} ({module}.{constant})"
+        if isinstance(value, list):
+            rule = f"a list of {rule[7:]}; unknown: {', '.join(map(repr, unknown))}"
+        out.append((key, value, rule))
     return out
 
 
