@@ -33,6 +33,8 @@ point, test and benchmark that imports from it before composing gets them.
 """
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -472,12 +474,12 @@ def check_config(cfg: DictConfig) -> None:
     Composition already rejects unknown keys from yaml files and plain overrides; only Hydra's
     `+key=value` gets them in, and a constructor would then fail far later (after the data
     stage) or, for a key read by name, the value would be ignored."""
-    problems = _problems(cfg, "")
+    problems = _problems(cfg, "") + _unknown_key_problems(cfg)
     if problems:
         raise ConfigSchemaError(
-            "config keys outside their group's schema (experiments/schemas.py):\n"
+            "config keys outside their group's schema or yaml files (experiments/schemas.py):\n"
             + "\n".join(f"  {key}: {why}" for key, why in problems)
-            + "\nFix the spelling or the type; a new key goes in the yaml and in its schema."
+            + "\nFix the spelling or the type; a new key goes in the yaml (and in its schema)."
         )
     bad = _value_problems(cfg)
     if bad:
@@ -584,6 +586,89 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
         if not ok:
             out.append((key, value, rule.format(other=other)))
     return out
+
+
+# Groups and nodes without a schema: their known keys are those their yaml files set (the
+# group's options, conf/<group>/*.yaml; for `stages` and `outputs` the commands' own configs,
+# conf/*.yaml) and, for `trainer`, the keywords of Lightning's Trainer too. Nested keys are
+# checked below the yaml's own mappings, except under `trainer.callbacks` (named by the user).
+_CONF = Path(__file__).resolve().parents[1] / "conf"
+_UNSCHEMED_NODES = ("trainer", "export", "evaluate", "stages", "outputs")
+
+
+def _unknown_key_problems(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(key, why) of every key of an unschemed node (`_UNSCHEMED_NODES`) that its yaml files
+    do not set, with the closest known keys; for `trainer`, Lightning's Trainer keywords
+    count as known."""
+    from experiments.objective import closest
+
+    out: list[tuple[str, str]] = []
+    for name in _UNSCHEMED_NODES:
+        node = cfg.get(name) if isinstance(cfg, DictConfig) else None
+        if not isinstance(node, DictConfig):
+            continue
+        known = _yaml_keys(name)
+        unknown = [k for k in _dotted_keys(node, name, known) if k not in known]
+        if name == "trainer" and unknown:
+            known |= {f"trainer.{k}" for k in _trainer_keywords()}
+            unknown = [k for k in unknown if k not in known]
+        where = "Lightning's Trainer keywords and " if name == "trainer" else ""
+        for key in unknown:
+            parent, leaf = key.rsplit(".", 1)
+            siblings = sorted(k.rsplit(".", 1)[1] for k in known if k.rsplit(".", 1)[0] == parent)
+            close = [f"{parent}.{k}" for k in closest(leaf, siblings)]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            out.append((key, f"not a known key of {name} ({where}its yaml files){hint}"))
+    return out
+
+
+def _dotted_keys(node: DictConfig, prefix: str, known: set[str]) -> list[str]:
+    """The node's keys as dotted names, into the mappings the yaml files have too (a key
+    the yaml holds as a value, e.g. the resolved copy `export.publish.sink`, is a leaf)."""
+    keys = []
+    for key in node:
+        full = f"{prefix}.{key}"
+        keys.append(full)
+        child = node._get_node(key)
+        branch = any(k.startswith(f"{full}.") for k in known)
+        if isinstance(child, DictConfig) and not _is_value_less(child) and branch:
+            keys.extend(_dotted_keys(child, full, known))
+    return keys
+
+
+@cache
+def _yaml_keys(name: str) -> set[str]:
+    """Dotted keys of `name` as its yaml files set them: conf/<name>/*.yaml (a group) and the
+    `name` node of the commands' configs (conf/*.yaml); none under `trainer.callbacks`."""
+    trees = [OmegaConf.load(p) for p in sorted((_CONF / name).glob("*.yaml"))]
+    trees += [c[name] for c in (OmegaConf.load(p) for p in sorted(_CONF.glob("*.yaml")))
+              if isinstance(c.get(name), DictConfig)]  # fmt: skip
+    keys: set[str] = set()
+    for tree in trees:
+        keys |= _tree_keys(tree, name)
+    return keys
+
+
+def _tree_keys(node: DictConfig, prefix: str) -> set[str]:
+    keys: set[str] = set()
+    for key in node:
+        if key == "defaults":
+            continue
+        full = f"{prefix}.{key}"
+        keys.add(full)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and full != "trainer.callbacks":
+            keys |= _tree_keys(child, full)
+    return keys
+
+
+@cache
+def _trainer_keywords() -> tuple[str, ...]:
+    import inspect
+
+    from pytorch_lightning import Trainer  # here: only when a trainer key is not the yaml's
+
+    return tuple(p for p in inspect.signature(Trainer.__init__).parameters if p != "self")
 
 
 def _choice_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:

@@ -485,3 +485,45 @@ def test_an_unknown_neighbour_course_is_refused_before_training(tmp_path, monkey
     log = prepare_data(cfg.data, cfg.split).log
     known = log.course_ids.index[0]
     train_ncf.check_neighbour_course(OmegaConf.create({"neighbour_course": known}), log)
+
+
+@pytest.mark.parametrize(
+    "name, override, key, suggestion",
+    [
+        ("pipeline", "+evaluate.n_boots=10", "evaluate.n_boots", "evaluate.n_boot"),
+        ("pipeline", "+trainer.max_epoch=3", "trainer.max_epoch", "trainer.max_epochs"),
+        ("pipeline", "+export.gates.min_coverag=0.1", "export.gates.min_coverag",
+         "export.gates.min_coverage"),
+        ("pipeline", "+export.sink.keep_version=2", "export.sink.keep_version",
+         "export.sink.keep_versions"),
+        ("pipeline", "+stages.blnd=false", "stages.blnd", "stages.blend"),
+        ("train_ncf", "+outputs.plot=true", "outputs.plot", "outputs.plots"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_plus_key_outside_the_schemas_fails_naming_the_closest_key(
+    name, override, key, suggestion
+):
+    """`+key` outside the schema groups was taken silently (evaluate, stages, outputs: the key
+    is read by name) or failed late (trainer: a TypeError from the Trainer; export: the gates)."""
+    with pytest.raises(ConfigSchemaError) as err:
+        check_config(compose_cfg(name, override))
+    line = next(x for x in str(err.value).splitlines() if x.strip().startswith(f"{key}:"))
+    assert f"did you mean {suggestion}" in line
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+trainer.precision=bf16-mixed",  # a Trainer keyword no yaml sets
+        "+trainer.callbacks.lr_monitor={_target_: pytorch_lightning.callbacks.LearningRateMonitor}",
+        "~trainer.callbacks.early_stopping",
+    ],
+)
+def test_trainer_keywords_and_callbacks_added_with_plus_pass(override):
+    check_config(compose_cfg("pipeline", override))
+
+
+def test_a_run_folders_resolved_config_passes_the_known_key_check():
+    """A saved config holds resolved copies (export.publish.sink, .gates): not new keys."""
+    cfg = compose_cfg("pipeline", "paths.output_dir=/tmp/x")
+    check_config(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
