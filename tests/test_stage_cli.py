@@ -304,3 +304,18 @@ def test_merge_relinks_the_copies_a_saved_config_lost(monkeypatch):
     pg = ["export.sink.kind=postgresql"]
     merged = merge_stage_settings(saved, compose_cfg("export", "run_dir=x", *pg), pg, "export")
     assert merged.export.sink.url == "postgresql://u:pw@h:5432/db"
+
+
+def test_a_trainer_choice_keeps_the_runs_epoch_budget(caplog):
+    """`trainer=cpu` replaces the run's trainer group but not its max_epochs (it became the
+    group's default, 60: six times the pipeline's 10); naming the key changes it."""
+    run = compose_cfg("pipeline", "trainer.max_epochs=2", "paths.output_dir=/tmp/x")
+    saved = OmegaConf.create(OmegaConf.to_container(run, resolve=True))  # as written
+    overrides = ["run_dir=x", "trainer=cpu"]
+    with caplog.at_level(logging.INFO, logger="experiments.retrain"):
+        merged = merge_stage_settings(saved, compose_cfg("train_ncf", *overrides), overrides, "ncf")
+    assert merged.trainer.accelerator == "cpu" and merged.trainer.max_epochs == 2
+    assert "trainer.max_epochs: the run's 2 kept with the group choice" in caplog.text
+    overrides = ["run_dir=x", "trainer=cpu", "trainer.max_epochs=5"]
+    merged = merge_stage_settings(saved, compose_cfg("train_ncf", *overrides), overrides, "ncf")
+    assert merged.trainer.max_epochs == 5
