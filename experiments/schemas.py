@@ -484,7 +484,8 @@ def check_config(cfg: DictConfig) -> None:
     bad = _value_problems(cfg)
     if bad:
         raise ConfigSchemaError(
-            "config values out of range, found before any work:\n"
+            "config values a stage would refuse (out of range, unknown or of the wrong type), "
+            "found before any work:\n"
             + "\n".join(f"  {key}={value!r}: {rule}" for key, value, rule in bad)
         )
 
@@ -492,6 +493,10 @@ def check_config(cfg: DictConfig) -> None:
 # blend.variants.KINDS and "best" (written out: importing blend would import torch here;
 # tests/test_config_schemas.py checks they agree)
 SERVE_CHOICES = ("best", "fixed", "rrf", "logistic", "rank", "personalized")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _positive_int(v: Any) -> bool:
@@ -509,6 +514,7 @@ def _open_share(v: Any) -> bool:
 # Values a stage would refuse only when it runs (after the earlier stages trained): checked
 # up front. (dotted key, test, the rule); a key the config lacks is not checked.
 _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("seed", _int, "an int (it seeds the data, the models' fits and the intervals)"),
     ("threads", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
     ("trainer.max_epochs", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
     ("ncf.module.lr", lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
@@ -543,6 +549,9 @@ _CHOICE_RULES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The rules above that judge null too (for the others null is left to the code reading it).
+_CHECKED_WHEN_NULL = ("seed", "threads", "trainer.max_epochs")
+
 # Values that must agree with another key: (key, other key, test(value, other), the rule).
 _RELATION_RULES: tuple[tuple[str, str, Any, str], ...] = (
     ("blend.candidates.n_fallback", "blend.k", lambda n, k: n >= k,
@@ -566,7 +575,7 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
     out = []
     for key, test, rule in _VALUE_RULES:
         found, value = _select(cfg, key)
-        if not found or (value is None and key not in ("threads", "trainer.max_epochs")):
+        if not found or (value is None and key not in _CHECKED_WHEN_NULL):
             continue
         try:
             ok = bool(test(value))

@@ -397,6 +397,7 @@ def test_trainer_gpu_trains_on_the_gpu(tmp_path):
         ("ncf.module.lr=-0.1", "ncf.module.lr"), ("glmix.model.passes=0", "glmix.model.passes"),
         ("blend.candidates.n_retrieve=0", "blend.candidates.n_retrieve"),
         ("blend.k=30", "blend.candidates.n_fallback"),  # 20 popular courses: lists of 20
+        ("seed=abc", "seed"), ("seed=null", "seed"), ("seed=1.5", "seed"),
     ],
 )  # fmt: skip
 def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, key):
