@@ -562,10 +562,14 @@ _RELATION_RULES: tuple[tuple[str, str, Any, str], ...] = (
 
 
 def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
-    """(found, value) of a dotted key, resolved; not found when it cannot resolve here."""
+    """(found, value) of a dotted key, resolved; not found when the config lacks it (a null
+    value is found) or it cannot resolve here."""
+    absent = object()
     try:
-        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        node = OmegaConf.select(cfg, key, default=absent, throw_on_missing=False)
     except Exception:  # an interpolation that cannot resolve here (e.g. hydra:...)
+        return False, None
+    if node is absent:
         return False, None
     value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     return True, value

@@ -407,6 +407,12 @@ def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, 
         check_config(compose_cfg("pipeline", override))
 
 
+@pytest.mark.parametrize("name", ["blend", "evaluate", "export", "report"])
+def test_a_command_config_without_a_seed_passes(name):
+    """The run_dir commands' own configs have no seed (it is the run's): absent is not null."""
+    check_config(compose_cfg(name, "run_dir=x"))
+
+
 def test_a_fallback_list_shorter_than_the_served_list_is_refused_naming_both_keys():
     from experiments.schemas import ConfigSchemaError, check_config
 
