@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from experiments.objective import flatten
+from experiments.objective import closest, flatten, name_list
 from experiments.tables import markdown_table
 from watchlog.io import atomic_path, write_text
 
@@ -46,8 +46,12 @@ logger = logging.getLogger(__name__)
 # Columns every table has (where a job reports them): two-tower test NDCG@10, blend served
 # NDCG@10, GLMix test AUC, as the pipeline's run_manifest.json "metrics" nests them.
 HEADLINE_METRICS = ("ncf.test.test_ndcg@10", "blend.served.ndcg@10", "glmix.test.auc")
-# The sort metric when none is given: the first of these that some job has.
-DEFAULT_METRICS = ("blend.served.ndcg@10", "ncf.test.test_ndcg@10")
+# The sort metric when none is given: the first of these that some job has (the pipeline's
+# served and two-tower NDCG@10, then the train_ncf and train_glmix commands' own test figures);
+# failing those, the first test metric every finished job reports (`_common_test_metric`).
+DEFAULT_METRICS = (
+    "blend.served.ndcg@10", "ncf.test.test_ndcg@10", "test.test_ndcg@10", "test.auc",
+)  # fmt: skip
 # Config keys that differ between jobs without being settings (fnmatch patterns on dotted keys).
 DEFAULT_IGNORE = (
     "paths.*",
@@ -196,15 +200,34 @@ def collapse_copies(jobs: list[Job], swept: list[str]) -> tuple[list[str], dict[
 
 
 def _choose_metric(jobs: list[Job], metric: str | None) -> str | None:
-    available = {k for j in jobs for k, v in j.metrics.items() if _is_number(v)}
+    available = sorted({k for j in jobs for k, v in j.metrics.items() if _is_number(v)})
     if metric is not None:
         if metric not in available:
+            close = closest(metric, available)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise KeyError(
-                f"metric={metric!r}: no job in the sweep reports it; numeric metrics found: "
-                f"{', '.join(sorted(available)[:40]) or 'none (no job has finished)'}"
+                f"metric={metric!r}: no job in the sweep reports it.{hint} Numeric metrics "
+                f"found: {name_list(available) or 'none (no job has finished)'}"
             )
         return metric
-    return next((m for m in DEFAULT_METRICS if m in available), None)
+    default = next((m for m in DEFAULT_METRICS if m in available), None)
+    if default is None and (default := _common_test_metric(jobs)) is not None:
+        logger.info("sorting by %s: the first test metric every finished job reports (none "
+                    "reports %s; --metric chooses another)", default, " or ".join(DEFAULT_METRICS))  # fmt: skip
+    return default
+
+
+def _common_test_metric(jobs: list[Job]) -> str | None:
+    """The first (sorted) numeric metric with a `test` part in its dotted key that every
+    finished job reports; None when there is none."""
+    finished = [j for j in jobs if j.status == STATUS_OK]
+    if not finished:
+        return None
+    common = set.intersection(
+        *({k for k, v in j.metrics.items() if _is_number(v)} for j in finished)
+    )
+    tests = [k for k in sorted(common) if any(p.startswith("test") for p in k.split("."))]
+    return tests[0] if tests else None
 
 
 def _is_number(value: Any) -> bool:
@@ -323,7 +346,12 @@ def run(
     )
     plot = None
     if metric is None:
-        logger.warning("no job reports %s: table written, no plot", " or ".join(DEFAULT_METRICS))
+        found = sorted({k for j in jobs for k, v in j.metrics.items() if _is_number(v)})
+        logger.warning(
+            "no job reports %s, nor a test metric common to every finished job: table written "
+            "without a metric column, no plot; choose one with --metric (numeric metrics found: "
+            "%s)", " or ".join(DEFAULT_METRICS), name_list(found) or "none",
+        )  # fmt: skip
     else:
         plot = plot_metric_by_key(table, swept, metric, out_dir / "sweep_compare.png")
     n_failed = sum(j.status != STATUS_OK for j in jobs)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -20,10 +21,15 @@ __all__ = [
     "PreparedData",
     "check_activity_before",
     "check_rolling_history",
+    "TRUTH",
     "load_run",
+    "load_truth",
     "prepare_data",
     "use_threads",
 ]
+
+
+TRUTH = "truth.npz"  # the synthetic platform's ground truth, beside the saved event log
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +107,8 @@ def use_threads(threads: int | None) -> None:
 def load_run(run_dir: str | Path) -> tuple[DictConfig, PreparedData]:
     """A finished run's resolved config and its data: the cleaned event log it saved
     (`<run_dir>/eventlog`, validated again on load) split again by its split config, which
-    gives the same folds. The synthetic platform's truth is not saved (data.truth is None)."""
+    gives the same folds, and the synthetic platform's ground truth saved beside it
+    (`load_truth`; None for other sources)."""
     run_dir = Path(run_dir)
     cfg_path, log_dir = run_dir / "resolved_config.yaml", run_dir / "eventlog"
     for path, what in ((cfg_path, "resolved config"), (log_dir, "saved event log (save_data)")):
@@ -117,7 +124,17 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, PreparedData]:
     start = time.perf_counter()
     split = instantiate(cfg.split.fn)(log, log.select(cfg.split.events), report=report)
     timings["split"] = time.perf_counter() - start
-    return cfg, PreparedData(log, split, report, None, timings)
+    return cfg, PreparedData(log, split, report, load_truth(log_dir), timings)
+
+
+def load_truth(log_dir: str | Path) -> PlatformTruth | None:
+    """The synthetic platform's ground truth saved beside an event log (`<log_dir>/truth.npz`,
+    written by the pipeline's data stage); None when there is none (a loaded data set)."""
+    path = Path(log_dir) / TRUTH
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return PlatformTruth(**{k: z[k] for k in z.files})
 
 
 def check_rolling_history(

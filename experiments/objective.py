@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-__all__ = ["flatten", "objective_value", "require_objective_for_optuna"]
+__all__ = ["closest", "flatten", "name_list", "objective_value", "require_objective_for_optuna"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def closest(name: str, known: list[str], n: int = 3) -> list[str]:
+    """Up to `n` of `known` closest to a misspelt `name` (difflib), best first."""
+    return difflib.get_close_matches(name, known, n=n, cutoff=0.5)
+
+
+def name_list(names: list[str], limit: int = 40) -> str:
+    """`names` joined, the first `limit` only, saying how many there are when cut."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, ... ({len(names):,} in all)"
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -45,12 +57,12 @@ def objective_value(metrics: Mapping[str, Any], key: str | None) -> float | None
     flat = flatten(metrics)
     if key not in flat:
         numeric = sorted(k for k, v in flat.items() if _is_number(v))
-        close = difflib.get_close_matches(key, numeric, n=3, cutoff=0.5)
+        close = closest(key, numeric)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(
             f"objective={key!r}: no such metric in this run (is its stage switched on in "
             f"`stages`?).{hint} Set objective to one of the run's numeric metrics: "
-            f"{', '.join(numeric[:40])}{' ...' if len(numeric) > 40 else ''}"
+            f"{name_list(numeric)}"
         )
     value = flat[key]
     if not _is_number(value):

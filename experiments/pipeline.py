@@ -38,7 +38,7 @@ from experiments.ranks import is_data_parallel, is_writer
 from experiments.run_log import log_into_run_folder
 from experiments.schemas import check_config
 from experiments.stages import Stages, stale_stages, warn_stale
-from experiments.summary import Intervals, StageMeter, headline_metrics, summary_text
+from experiments.summary import Intervals, StageMeter, run_summary
 
 __all__ = ["fit_blend_models", "run"]
 
@@ -145,8 +145,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             from experiments.report import build_report
 
             build_report(out_dir)  # <output>/report.html
-    _log.info("%s", summary_text(meter.records, headline_metrics(out_dir), _where(
-        cfg, out_dir, export_result)))  # fmt: skip
+    _log.info("%s", run_summary(meter.records, out_dir, _where(cfg, out_dir, export_result)))
     return metrics
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from watchlog.io import write_json, write_text
 
 __all__ = [
-    "code_version", "manifest_metrics", "versions", "machine", "update_manifest",
+    "code_version", "manifest_metrics", "redact_overrides", "versions", "machine", "update_manifest",
     "write_manifest", "write_resolved_config",
 ]  # fmt: skip
 
@@ -156,6 +156,20 @@ def manifest_metrics(stage: str, result: dict[str, Any] | None) -> dict[str, Any
     return None if keys is None else {k: result[k] for k in keys if k in result}
 
 
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """The command line's overrides with every URL's password in their values replaced by ***
+    (`export.redact_url`): `export.sink.url=postgresql://u:pw@host/db` given on the command
+    line must not reach the run manifest in plain text. A value is what follows the first `=`.
+    """
+    from export.manifest import redact_urls
+
+    redacted = []
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        redacted.append(f"{key}{sep}{redact_urls(value)}" if sep else override)
+    return redacted
+
+
 def update_manifest(
     out_dir: str | os.PathLike,
     resolved: dict[str, Any],
@@ -189,7 +203,7 @@ def update_manifest(
     manifest.setdefault("stages", {}).update(stages)
     manifest.setdefault("updates", []).append(
         {"stage": stage, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-         "code_version": code_version(), "overrides": list(overrides),
+         "code_version": code_version(), "overrides": redact_overrides(overrides),
          "reused": all(s.get("reused") for s in stages.values())}
     )  # fmt: skip
     manifest["stale"] = stale

@@ -8,7 +8,8 @@ Where each setting comes from:
   export, `stages`, `reuse`, ...) and its saved event log (`eventlog/`, `load_run`) are the
   starting point, so the stage sees the same data and folds as the run did;
 - the command line: only the overrides it gives under the stage's own keys (`STAGE_KEYS`).
-  A group choice (`ncf=mf`, `trainer=cpu`) replaces the run's whole group by the command's;
+  A group choice (`ncf=mf`, `trainer=cpu`) replaces the run's whole group by the command's
+  (but for `KEPT_ON_GROUP_CHOICE`: `trainer=cpu` keeps the run's `trainer.max_epochs`);
   a dotted key (`trainer.max_epochs=5`, `'~trainer.callbacks.early_stopping'`) changes that
   key alone. The command's defaults do not count: with no override the run's settings stay
   and the stage is reused. A key that conf/pipeline.yaml copies into another stage's keys
@@ -131,7 +132,32 @@ def merge_stage_settings(
             if isinstance(node, DictConfig) and last in node:
                 del node[last]
     _follow_cross_links(merged, run_values, allowed, paths)
+    _keep_run_values_over_group_choices(merged, run_values, paths)
     return merged
+
+
+# Keys a group choice leaves at the run's value unless the command line names them:
+# trainer.max_epochs is the run's training budget (set by the pipeline's own config, 10, or
+# its command line over the trainer group's default, 60), not part of the device choice, so
+# `trainer=cpu` must not quietly train six times longer.
+KEPT_ON_GROUP_CHOICE = ("trainer.max_epochs",)
+
+
+def _keep_run_values_over_group_choices(
+    merged: DictConfig, run_values: dict, paths: Sequence[str]
+) -> None:
+    """In place: every `KEPT_ON_GROUP_CHOICE` key whose group the command line chose
+    (`trainer=cpu`) without naming the key itself back at the run's value, said in the log."""
+    for key in KEPT_ON_GROUP_CHOICE:
+        group = key.split(".")[0]
+        found, value = _lookup(run_values, key)
+        if group not in paths or key in paths or not found:
+            continue
+        chosen = OmegaConf.select(merged, key)
+        if chosen != value:
+            _log.info("%s: the run's %s kept with the group choice (the group's default is %s; "
+                      "give %s=... to change it)", key, value, chosen, key)  # fmt: skip
+            OmegaConf.update(merged, key, value, merge=False)
 
 
 _REFERENCE = re.compile(r"^\$\{(\.*)([A-Za-z_][\w.]*)\}$")  # ${a.b} or ${..b}: a node

@@ -33,6 +33,8 @@ point, test and benchmark that imports from it before composing gets them.
 """
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -472,17 +474,18 @@ def check_config(cfg: DictConfig) -> None:
     Composition already rejects unknown keys from yaml files and plain overrides; only Hydra's
     `+key=value` gets them in, and a constructor would then fail far later (after the data
     stage) or, for a key read by name, the value would be ignored."""
-    problems = _problems(cfg, "")
+    problems = _problems(cfg, "") + _unknown_key_problems(cfg)
     if problems:
         raise ConfigSchemaError(
-            "config keys outside their group's schema (experiments/schemas.py):\n"
+            "config keys outside their group's schema or yaml files (experiments/schemas.py):\n"
             + "\n".join(f"  {key}: {why}" for key, why in problems)
-            + "\nFix the spelling or the type; a new key goes in the yaml and in its schema."
+            + "\nFix the spelling or the type; a new key goes in the yaml (and in its schema)."
         )
     bad = _value_problems(cfg)
     if bad:
         raise ConfigSchemaError(
-            "config values out of range, found before any work:\n"
+            "config values a stage would refuse (out of range, unknown or of the wrong type), "
+            "found before any work:\n"
             + "\n".join(f"  {key}={value!r}: {rule}" for key, value, rule in bad)
         )
 
@@ -490,6 +493,10 @@ def check_config(cfg: DictConfig) -> None:
 # blend.variants.KINDS and "best" (written out: importing blend would import torch here;
 # tests/test_config_schemas.py checks they agree)
 SERVE_CHOICES = ("best", "fixed", "rrf", "logistic", "rank", "personalized")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _positive_int(v: Any) -> bool:
@@ -500,9 +507,14 @@ def _share(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
 
 
+def _open_share(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1
+
+
 # Values a stage would refuse only when it runs (after the earlier stages trained): checked
 # up front. (dotted key, test, the rule); a key the config lacks is not checked.
 _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("seed", _int, "an int (it seeds the data, the models' fits and the intervals)"),
     ("threads", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
     ("trainer.max_epochs", lambda v: v is None or _positive_int(v), "null or an int >= 1"),
     ("ncf.module.lr", lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
@@ -518,8 +530,27 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
     ("export.gates.k", _positive_int, "an int >= 1"),
     ("export.gates.min_coverage", _share, "a share in [0, 1]"),
     ("export.gates.max_fallback_share", _share, "a share in [0, 1]"),
+    ("export.sink.keep_versions", _positive_int,
+     "an int >= 1 (versions kept, the current one included)"),
+    ("evaluate.ci", _open_share, "a level in (0, 1), e.g. 0.95"),
 )  # fmt: skip
 
+
+# Values that must be one of the code's own names: (dotted key, module, constant). The
+# constant is imported when a config is checked (importing blend or ncf here, at import, would
+# load torch for every command); a key whose value is a list checks each item.
+_CHOICE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("export.sink.kind", "export.sinks", "SINK_KINDS"),
+    ("outputs.plot_method", "ncf.plots", "METHODS"),
+    ("blend.variants.kinds", "blend.variants", "KINDS"),
+    ("blend.variants.rank.objective", "blend.blenders", "RANK_OBJECTIVES"),
+    ("blend.replay.methods", "blend.replay", "METHODS"),
+    ("blend.replay.objectives", "blend.replay", "OBJECTIVES"),
+)
+
+
+# The rules above that judge null too (for the others null is left to the code reading it).
+_CHECKED_WHEN_NULL = ("seed", "threads", "trainer.max_epochs")
 
 # Values that must agree with another key: (key, other key, test(value, other), the rule).
 _RELATION_RULES: tuple[tuple[str, str, Any, str], ...] = (
@@ -531,10 +562,14 @@ _RELATION_RULES: tuple[tuple[str, str, Any, str], ...] = (
 
 
 def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
-    """(found, value) of a dotted key, resolved; not found when it cannot resolve here."""
+    """(found, value) of a dotted key, resolved; not found when the config lacks it (a null
+    value is found) or it cannot resolve here."""
+    absent = object()
     try:
-        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        node = OmegaConf.select(cfg, key, default=absent, throw_on_missing=False)
     except Exception:  # an interpolation that cannot resolve here (e.g. hydra:...)
+        return False, None
+    if node is absent:
         return False, None
     value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     return True, value
@@ -544,7 +579,7 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
     out = []
     for key, test, rule in _VALUE_RULES:
         found, value = _select(cfg, key)
-        if not found or (value is None and key not in ("threads", "trainer.max_epochs")):
+        if not found or (value is None and key not in _CHECKED_WHEN_NULL):
             continue
         try:
             ok = bool(test(value))
@@ -552,6 +587,7 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
             ok = False
         if not ok:
             out.append((key, value, rule))
+    out.extend(_choice_problems(cfg))
     for key, other_key, test, rule in _RELATION_RULES:
         (found, value), (found_other, other) = _select(cfg, key), _select(cfg, other_key)
         if not (found and found_other) or value is None or other is None:
@@ -562,6 +598,111 @@ def _value_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
             ok = True  # an ill-typed value: its own rule (or schema) names it
         if not ok:
             out.append((key, value, rule.format(other=other)))
+    return out
+
+
+# Groups and nodes without a schema: their known keys are those their yaml files set (the
+# group's options, conf/<group>/*.yaml; for `stages` and `outputs` the commands' own configs,
+# conf/*.yaml) and, for `trainer`, the keywords of Lightning's Trainer too. Nested keys are
+# checked below the yaml's own mappings, except under `trainer.callbacks` (named by the user).
+_CONF = Path(__file__).resolve().parents[1] / "conf"
+_UNSCHEMED_NODES = ("trainer", "export", "evaluate", "stages", "outputs")
+
+
+def _unknown_key_problems(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(key, why) of every key of an unschemed node (`_UNSCHEMED_NODES`) that its yaml files
+    do not set, with the closest known keys; for `trainer`, Lightning's Trainer keywords
+    count as known."""
+    from experiments.objective import closest
+
+    out: list[tuple[str, str]] = []
+    for name in _UNSCHEMED_NODES:
+        node = cfg.get(name) if isinstance(cfg, DictConfig) else None
+        if not isinstance(node, DictConfig):
+            continue
+        known = _yaml_keys(name)
+        unknown = [k for k in _dotted_keys(node, name, known) if k not in known]
+        if name == "trainer" and unknown:
+            known |= {f"trainer.{k}" for k in _trainer_keywords()}
+            unknown = [k for k in unknown if k not in known]
+        where = "Lightning's Trainer keywords and " if name == "trainer" else ""
+        for key in unknown:
+            parent, leaf = key.rsplit(".", 1)
+            siblings = sorted(k.rsplit(".", 1)[1] for k in known if k.rsplit(".", 1)[0] == parent)
+            close = [f"{parent}.{k}" for k in closest(leaf, siblings)]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            out.append((key, f"not a known key of {name} ({where}its yaml files){hint}"))
+    return out
+
+
+def _dotted_keys(node: DictConfig, prefix: str, known: set[str]) -> list[str]:
+    """The node's keys as dotted names, into the mappings the yaml files have too (a key
+    the yaml holds as a value, e.g. the resolved copy `export.publish.sink`, is a leaf)."""
+    keys = []
+    for key in node:
+        full = f"{prefix}.{key}"
+        keys.append(full)
+        child = node._get_node(key)
+        branch = any(k.startswith(f"{full}.") for k in known)
+        if isinstance(child, DictConfig) and not _is_value_less(child) and branch:
+            keys.extend(_dotted_keys(child, full, known))
+    return keys
+
+
+@cache
+def _yaml_keys(name: str) -> set[str]:
+    """Dotted keys of `name` as its yaml files set them: conf/<name>/*.yaml (a group) and the
+    `name` node of the commands' configs (conf/*.yaml); none under `trainer.callbacks`."""
+    trees = [OmegaConf.load(p) for p in sorted((_CONF / name).glob("*.yaml"))]
+    trees += [c[name] for c in (OmegaConf.load(p) for p in sorted(_CONF.glob("*.yaml")))
+              if isinstance(c.get(name), DictConfig)]  # fmt: skip
+    keys: set[str] = set()
+    for tree in trees:
+        keys |= _tree_keys(tree, name)
+    return keys
+
+
+def _tree_keys(node: DictConfig, prefix: str) -> set[str]:
+    keys: set[str] = set()
+    for key in node:
+        if key == "defaults":
+            continue
+        full = f"{prefix}.{key}"
+        keys.add(full)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and full != "trainer.callbacks":
+            keys |= _tree_keys(child, full)
+    return keys
+
+
+@cache
+def _trainer_keywords() -> tuple[str, ...]:
+    import inspect
+
+    from pytorch_lightning import Trainer  # here: only when a trainer key is not the yaml's
+
+    return tuple(p for p in inspect.signature(Trainer.__init__).parameters if p != "self")
+
+
+def _choice_problems(cfg: DictConfig) -> list[tuple[str, Any, str]]:
+    """(key, value, rule) of every `_CHOICE_RULES` key whose value (or an item of its list)
+    is not one of the code's names for it."""
+    from importlib import import_module
+
+    out = []
+    for key, module, constant in _CHOICE_RULES:
+        found, value = _select(cfg, key)
+        if not found or value is None:
+            continue
+        choices = tuple(getattr(import_module(module), constant))
+        items = value if isinstance(value, list) else [value]
+        unknown = [v for v in items if not isinstance(v, str) or v not in choices]
+        if not unknown:
+            continue
+        rule = f"one of {', '.join(choices)} ({module}.{constant})"
+        if isinstance(value, list):
+            rule = f"a list of {rule[7:]}; unknown: {', '.join(map(repr, unknown))}"
+        out.append((key, value, rule))
     return out
 
 

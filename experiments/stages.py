@@ -64,11 +64,10 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data import PreparedData, prepare_data
+from experiments.data import TRUTH, PreparedData, load_truth, prepare_data
 from experiments.provenance import code_version
 from watchlog import DataReport, EventLog
 from watchlog.io import atomic_path, exchange_paths, write_json
-from watchlog.synthetic import PlatformTruth
 
 __all__ = [
     "DEPENDS", "OUTPUTS", "READS_OUTPUTS", "RECORD", "RECORD_PATHS", "Stages", "UPSTREAM",
@@ -79,7 +78,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RECORD = "stage.json"
-TRUTH = "truth.npz"  # the synthetic platform's ground truth, beside the saved event log
 
 # The resolved config keys each stage's outputs depend on (dotted paths).
 DEPENDS: dict[str, tuple[str, ...]] = {
@@ -449,13 +447,9 @@ class Stages:
         split_cfg = self.cfg.split
         split = instantiate(split_cfg.fn)(loaded, loaded.select(split_cfg.events),
                                           report=DataReport())  # fmt: skip
-        truth = None
-        if (folder / TRUTH).exists():
-            with np.load(folder / TRUTH, allow_pickle=False) as z:
-                truth = PlatformTruth(**{k: z[k] for k in z.files})
         report = DataReport(**record["report"])
         return PreparedData(
-            loaded, split, report, truth, {"load_saved": time.perf_counter() - start}
+            loaded, split, report, load_truth(folder), {"load_saved": time.perf_counter() - start}
         )
 
     # ---- model and later stages --------------------------------------------------------------

@@ -4,7 +4,7 @@ metrics with their bootstrap intervals, and where the outputs are.
     meter = StageMeter()
     with meter.stage("ncf"):
         ...
-    log.info("%s", summary_text(meter.records, headline_metrics(out_dir), where))
+    log.info("%s", run_summary(meter.records, out_dir, where))
 
 Peak memory is the process's resident peak (VmHWM) *during* the stage: Linux resets it when
 `5` is written to /proc/self/clear_refs, so each stage starts from its current size. Where that
@@ -30,7 +30,7 @@ from evaluation import BootstrapCI, bootstrap_ci
 
 __all__ = [
     "Intervals", "StageMeter", "StageRecord", "headline_metrics", "peak_rss_gib",
-    "summary_text", "system_intervals",
+    "run_summary", "summary_text", "system_intervals",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -236,10 +236,22 @@ def _band(m: dict[str, Any]) -> str:
     return f"[{m['low']:.4f}, {m['high']:.4f}]"
 
 
+def run_summary(records: list[StageRecord], out_dir: Path, where: dict[str, str]) -> str:
+    """`summary_text` of a run folder: its headline metrics with the run's own intervals
+    (`Intervals.of_run`: evaluate.ci, n_boot, seed), the header naming their level."""
+    intervals = Intervals.of_run(out_dir)
+    return summary_text(records, headline_metrics(out_dir, intervals), where, ci=intervals.ci)
+
+
 def summary_text(
-    records: list[StageRecord], metrics: list[dict[str, Any]], where: dict[str, str]
+    records: list[StageRecord],
+    metrics: list[dict[str, Any]],
+    where: dict[str, str],
+    *,
+    ci: float,
 ) -> str:
-    """The run's closing summary: stages, headline metrics, locations (plain text tables)."""
+    """The run's closing summary: stages, headline metrics with their `ci` intervals,
+    locations (plain text tables)."""
     total = sum(r.seconds for r in records) or 1e-9
     lines = ["", "run summary", "", f"{'stage':<14} {'time':>14} {'share':>6} {'peak GiB':>9}"]
     for r in records:
@@ -257,7 +269,7 @@ def summary_text(
             (m["stage"], str(m["system"]), m["metric"], f"{m['value']:.4f}", _band(m))
             for m in metrics
         ]
-        head = ("stage", "system", "metric", "value", "95% interval")
+        head = ("stage", "system", "metric", "value", f"{ci * 100:g}% interval")
         widths = [max(len(c[i]) for c in [head, *cells]) for i in range(4)]
         lines.append("")
         for c in [head, *cells]:

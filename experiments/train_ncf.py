@@ -41,6 +41,7 @@ from ncf.datamodule import NCFDataModule
 from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
 from ncf.training import TrainResult, fit_and_test, zero_untrained_id_rows
+from watchlog.idmap import positions_in
 from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
@@ -48,6 +49,7 @@ __all__ = [
     "MODEL_BEFORE_REFIT",
     "TEST_PER_LEARNER",
     "TrainedNCF",
+    "check_neighbour_course",
     "fit",
     "redraw_test_intervals",
     "run",
@@ -102,6 +104,7 @@ def fit(
     data = prepare_data(cfg.data, cfg.split) if data is None else data
     split = data.split if split is None else split
     log = data.log
+    check_neighbour_course(cfg.get("outputs"), log)  # the plots come after training
     content = None
     if cfg.ncf.content:
         content = course_content(log.courses, **OmegaConf.to_container(cfg.ncf.content))
@@ -134,6 +137,23 @@ def fit(
         log.learner_ids, log.course_ids, **serve,
     )  # fmt: skip
     return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
+
+
+def check_neighbour_course(outputs_cfg: DictConfig | None, log) -> None:
+    """Raise, before any training, when `outputs.neighbour_course` (the neighbour figure's
+    course) is not a course id of the data; null (the most watched course) passes."""
+    course = outputs_cfg.get("neighbour_course") if outputs_cfg is not None else None
+    if course is None:
+        return
+    ids = log.course_ids.index
+    if (positions_in(ids, [course]) >= 0).all():
+        return
+    examples = ", ".join(repr(x) for x in ids[:3])
+    raise ValueError(
+        f"outputs.neighbour_course={course!r} ({type(course).__name__}): not a course id of "
+        f"the data ({len(ids):,} courses, ids like {examples}, {ids.dtype}); give one of "
+        "them, or null for the most watched course"
+    )
 
 
 def trainer_callbacks(trainer_cfg: DictConfig) -> list[pl.Callback]:

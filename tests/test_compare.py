@@ -129,6 +129,42 @@ def test_compare_unknown_metric_names_it(sweep):
         compare.run(sweep, metric="ncf.test.ndcg")
 
 
+def test_compare_unknown_metric_suggests_the_closest_and_counts_them(tmp_path):
+    """More metrics than are listed: the closest named, and how many there are (the first
+    40 were listed with nothing saying the list was cut)."""
+    sweep = tmp_path / "sweep"
+    many = {"ncf": {"test": {f"test_m{i:02d}": 0.1 for i in range(60)}}}
+    many["ncf"]["test"]["test_ndcg@10"] = 0.2
+    _finished_job(sweep, "0", 16, ["gradient"], many)
+    with pytest.raises(KeyError) as err:
+        compare.run(sweep, metric="ncf.test.test_ndgc@10")
+    text = str(err.value)
+    assert "Did you mean ncf.test.test_ndcg@10" in text and "(61 in all)" in text
+
+
+def test_a_train_ncf_sweep_is_sorted_by_its_own_test_metric(tmp_path):
+    """The train_ncf command's manifest nests its figures at the top (test.test_ndcg@10):
+    the table had no metric column and no plot."""
+    sweep = tmp_path / "sweep"
+    for name, bag_dim, ndcg in (("0", 16, 0.1), ("1", 32, 0.3)):
+        metrics = {"test": {"test_ndcg@10": ndcg}, "valid": {"val_ndcg@10": ndcg / 2}}
+        _finished_job(sweep, name, bag_dim, ["gradient"], metrics)
+    result = compare.run(sweep)
+    assert result.metric == "test.test_ndcg@10"
+    assert result.table["test.test_ndcg@10"].tolist() == [0.3, 0.1]
+    assert result.plot is not None
+
+
+def test_without_a_default_metric_the_first_common_test_metric_sorts(tmp_path, caplog):
+    sweep = tmp_path / "sweep"
+    _finished_job(sweep, "0", 16, ["gradient"], {"events": 3, "x": {"test": {"hr@5": 0.2}}})
+    _finished_job(sweep, "1", 32, ["gradient"], {"events": 3, "x": {"test": {"hr@5": 0.4}}})
+    with caplog.at_level("INFO", logger="experiments.compare"):
+        result = compare.run(sweep)
+    assert result.metric == "x.test.hr@5" and result.table["x.test.hr@5"].tolist() == [0.4, 0.2]
+    assert "the first test metric every finished job reports" in caplog.text
+
+
 def test_compare_categorical_keys_and_ncf_only_sweeps(tmp_path):
     sweep = tmp_path / "sweep"
     _finished_job(sweep, "0", 16, ["gradient"], {"ncf": {"test": {"test_ndcg@10": 0.1}}})

@@ -397,6 +397,7 @@ def test_trainer_gpu_trains_on_the_gpu(tmp_path):
         ("ncf.module.lr=-0.1", "ncf.module.lr"), ("glmix.model.passes=0", "glmix.model.passes"),
         ("blend.candidates.n_retrieve=0", "blend.candidates.n_retrieve"),
         ("blend.k=30", "blend.candidates.n_fallback"),  # 20 popular courses: lists of 20
+        ("seed=abc", "seed"), ("seed=null", "seed"), ("seed=1.5", "seed"),
     ],
 )  # fmt: skip
 def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, key):
@@ -404,6 +405,12 @@ def test_values_a_stage_would_refuse_late_are_refused_before_any_work(override, 
 
     with pytest.raises(ConfigSchemaError, match=rf"{re.escape(key)}=.*: "):
         check_config(compose_cfg("pipeline", override))
+
+
+@pytest.mark.parametrize("name", ["blend", "evaluate", "export", "report"])
+def test_a_command_config_without_a_seed_passes(name):
+    """The run_dir commands' own configs have no seed (it is the run's): absent is not null."""
+    check_config(compose_cfg(name, "run_dir=x"))
 
 
 def test_a_fallback_list_shorter_than_the_served_list_is_refused_naming_both_keys():
@@ -419,3 +426,111 @@ def test_the_serve_choices_checked_up_front_are_the_blender_kinds():
     from experiments.schemas import SERVE_CHOICES
 
     assert ("best", *KINDS) == SERVE_CHOICES
+
+
+def _choices(module: str, constant: str) -> tuple[str, ...]:
+    from importlib import import_module
+
+    return tuple(getattr(import_module(module), constant))
+
+
+@pytest.mark.parametrize(
+    "override, key, value, allowed",
+    [
+        ("export.sink.kind=parqet", "export.sink.kind", "'parqet'",
+         ", ".join(_choices("export.sinks", "SINK_KINDS"))),
+        ("export.sink.keep_versions=0", "export.sink.keep_versions", "0", "an int >= 1"),
+        ("outputs.plot_method=tsne", "outputs.plot_method", "'tsne'",
+         ", ".join(_choices("ncf.plots", "METHODS"))),
+        ("evaluate.ci=1.5", "evaluate.ci", "1.5", "a level in (0, 1)"),
+        ("evaluate.ci=0", "evaluate.ci", "0", "a level in (0, 1)"),
+        ("blend.variants.rank.objective=[ndgc]", "blend.variants.rank.objective", "['ndgc']",
+         ", ".join(_choices("blend.blenders", "RANK_OBJECTIVES"))),
+        ("blend.replay.methods=[gradient,newton]", "blend.replay.methods",
+         "['gradient', 'newton']", ", ".join(_choices("blend.replay", "METHODS"))),
+        ("blend.replay.objectives=[clicks]", "blend.replay.objectives", "['clicks']",
+         ", ".join(_choices("blend.replay", "OBJECTIVES"))),
+        ("blend.variants.kinds=[fixed,logistc]", "blend.variants.kinds",
+         "['fixed', 'logistc']", ", ".join(_choices("blend.variants", "KINDS"))),
+    ],
+)  # fmt: skip
+def test_unknown_names_and_bad_levels_are_refused_at_composition(override, key, value, allowed):
+    """Each named the key, the value and what is allowed (the code's own names), before any
+    work (the sink, the plots, the intervals and the blend study refused them late)."""
+    with pytest.raises(ConfigSchemaError) as err:
+        check_config(compose_cfg("pipeline", override))
+    line = next(x for x in str(err.value).splitlines() if x.strip().startswith(f"{key}="))
+    assert line.strip().startswith(f"{key}={value}: ") and allowed in line
+
+
+def test_the_pipeline_refuses_a_bad_level_before_writing_anything(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigSchemaError, match=r"evaluate.ci=1.5: a level in \(0, 1\)"):
+        run_pipeline(compose_cfg("pipeline", f"paths.output_dir={out}", "evaluate.ci=1.5"))
+    assert not out.exists()
+
+
+def test_an_unknown_neighbour_course_is_refused_before_training(tmp_path, monkeypatch):
+    """outputs.neighbour_course needs the data's course ids: refused once the data is
+    there, before the fit (the plots, after training, raised UnknownIdError)."""
+    import experiments.train_ncf as train_ncf
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the neighbour course")
+
+    monkeypatch.setattr(train_ncf, "fit_and_test", no_training)
+    cfg = _small_fit_cfg(tmp_path, "outputs.plots=true", "outputs.neighbour_course=no_such_course")
+    with pytest.raises(
+        ValueError,
+        match=r"outputs.neighbour_course='no_such_course' \(str\): "
+        r"not a course id of the data \(\d+ courses, ids like",
+    ):
+        train_ncf.train_and_report(cfg, None, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+    from experiments.data import prepare_data
+
+    log = prepare_data(cfg.data, cfg.split).log
+    known = log.course_ids.index[0]
+    train_ncf.check_neighbour_course(OmegaConf.create({"neighbour_course": known}), log)
+
+
+@pytest.mark.parametrize(
+    "name, override, key, suggestion",
+    [
+        ("pipeline", "+evaluate.n_boots=10", "evaluate.n_boots", "evaluate.n_boot"),
+        ("pipeline", "+trainer.max_epoch=3", "trainer.max_epoch", "trainer.max_epochs"),
+        ("pipeline", "+export.gates.min_coverag=0.1", "export.gates.min_coverag",
+         "export.gates.min_coverage"),
+        ("pipeline", "+export.sink.keep_version=2", "export.sink.keep_version",
+         "export.sink.keep_versions"),
+        ("pipeline", "+stages.blnd=false", "stages.blnd", "stages.blend"),
+        ("train_ncf", "+outputs.plot=true", "outputs.plot", "outputs.plots"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_plus_key_outside_the_schemas_fails_naming_the_closest_key(
+    name, override, key, suggestion
+):
+    """`+key` outside the schema groups was taken silently (evaluate, stages, outputs: the key
+    is read by name) or failed late (trainer: a TypeError from the Trainer; export: the gates)."""
+    with pytest.raises(ConfigSchemaError) as err:
+        check_config(compose_cfg(name, override))
+    line = next(x for x in str(err.value).splitlines() if x.strip().startswith(f"{key}:"))
+    assert f"did you mean {suggestion}" in line
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+trainer.precision=bf16-mixed",  # a Trainer keyword no yaml sets
+        "+trainer.callbacks.lr_monitor={_target_: pytorch_lightning.callbacks.LearningRateMonitor}",
+        "~trainer.callbacks.early_stopping",
+    ],
+)
+def test_trainer_keywords_and_callbacks_added_with_plus_pass(override):
+    check_config(compose_cfg("pipeline", override))
+
+
+def test_a_run_folders_resolved_config_passes_the_known_key_check():
+    """A saved config holds resolved copies (export.publish.sink, .gates): not new keys."""
+    cfg = compose_cfg("pipeline", "paths.output_dir=/tmp/x")
+    check_config(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))

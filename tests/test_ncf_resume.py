@@ -84,3 +84,24 @@ def test_last_checkpoint_is_written_after_every_epoch(tmp_path, monkeypatch):
     trained = fit(compose_cfg(tmp_path, "ncf.patience=10"), resume=True)
     assert trained.result.epochs_run == 3
     assert saved[:3] == [0, 1, 2]  # one per epoch, as it ends (then at train end)
+
+
+def test_the_epoch_log_of_a_resumed_fit_keeps_the_best_so_far(tmp_path, monkeypatch, caplog):
+    """The "(best ...)" of the one-line-per-epoch log starts from the restored checkpoint
+    callback's best score (it restarted from the first epoch after the resume)."""
+    import logging
+
+    monkeypatch.setenv("NCF_GLMIX_PROGRESS", "log")  # the EpochLog, not Lightning's bar
+    part = tmp_path / "part"
+    fit(compose_cfg(part, "trainer.max_epochs=1"), resume=True)
+    ckpt = part / "checkpoints"
+    (ckpt / "fit_done.json").unlink()
+    state = torch.load(ckpt / "last.ckpt", weights_only=False)
+    (key,) = [k for k in state["callbacks"]  # the best-epoch one, not last.ckpt's own
+              if k.startswith("ModelCheckpoint{'monitor': 'val_ndcg@10'")]  # fmt: skip
+    state["callbacks"][key]["best_model_score"] = torch.tensor(0.99)  # a better earlier epoch
+    torch.save(state, ckpt / "last.ckpt")
+    with caplog.at_level(logging.INFO, logger="ncf.epoch_log"):
+        fit(compose_cfg(part, "trainer.max_epochs=2"), resume=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ncf.epoch_log"]
+    assert lines and lines[0].startswith("epoch 2/2:") and lines[0].endswith("(best 0.9900)")

@@ -17,6 +17,7 @@ from experiments.summary import (
     StageMeter,
     StageRecord,
     headline_metrics,
+    run_summary,
     summary_text,
 )
 from ncf.epoch_log import use_progress_bar
@@ -116,13 +117,13 @@ def test_stage_meter_and_summary_table(tmp_path):
         [{"stage": "blend (test)", "system": "served", "metric": "ndcg@10", "value": 0.2,
           "low": 0.18, "high": 0.22, "n": 100}],
         {"published lists": "/x/lists"},
+        ci=0.95,
     )  # fmt: skip
     assert "data" in text and "model" in text and "total" in text
     assert "[0.1800, 0.2200]" in text and "published lists: /x/lists" in text
     rec = StageRecord("glmix", 90.0, 1.0, per_stage=False)
-    assert "1 min 30.0 s" in summary_text([rec], [], {}) and "peak so far" in summary_text(
-        [rec], [], {}
-    )
+    assert "1 min 30.0 s" in summary_text([rec], [], {}, ci=0.95)
+    assert "peak so far" in summary_text([rec], [], {}, ci=0.95)
 
 
 @pytest.mark.parametrize("k", [10, 5])
@@ -143,6 +144,24 @@ def test_headline_metrics_from_a_run_folder(tmp_path, k):
     assert [r["system"] for r in rows] == ["two_tower", "personalized"]  # rrf is no headline
     for r in rows:
         assert r["low"] < r["value"] < r["high"] and r["n"] == 200 and r["metric"] == f"ndcg@{k}"
+
+
+def test_the_summary_names_the_runs_interval_level(tmp_path):
+    """evaluate.ci=0.5: the header says 50% (it said 95% whatever the level) and the bands
+    are the run's 50% ones, narrower than 95% ones of the same values."""
+    import numpy as np
+    import pandas as pd
+
+    (tmp_path / "blend").mkdir()
+    values = np.random.default_rng(0).uniform(0.1, 0.3, 300)
+    frame = pd.DataFrame({"system": "two_tower", "learner_id": np.arange(300), "ndcg@10": values})
+    frame.to_parquet(tmp_path / "blend" / "test_per_learner.parquet")
+    (tmp_path / "blend" / "metrics.json").write_text(json.dumps({"serve": "two_tower"}))
+    (tmp_path / "resolved_config.yaml").write_text("seed: 0\nevaluate: {ci: 0.5, n_boot: 300}\n")
+    text = run_summary([StageRecord("blend", 1.0, 0.1, per_stage=True)], tmp_path, {})
+    assert "50% interval" in text and "95% interval" not in text
+    half = Intervals(n_boot=300, ci=0.5).ci_of(values)
+    assert f"[{half.low:.4f}, {half.high:.4f}]" in text
 
 
 def test_importing_the_toolkit_sets_no_warning_filters():

@@ -48,3 +48,26 @@ def test_machine_names_the_cpu_model(tmp_path):
     assert _cpu_model(str(info)) == "Some CPU @ 2.0GHz"
     assert _cpu_model(str(tmp_path / "missing")) is None
     assert "cpu_model" in machine()
+
+
+def test_a_password_given_on_the_command_line_is_not_written_to_the_manifest(tmp_path):
+    """A run_dir command's overrides go into run_manifest.json "updates": a database URL's
+    password among them is masked as the resolved config's is."""
+    import json
+
+    (tmp_path / "run_manifest.json").write_text(json.dumps({"config": {}}))
+    overrides = [
+        f"run_dir={tmp_path}",
+        "export.sink.kind=postgresql",
+        "export.sink.url=postgresql://u:secretpw@db.example:5432/recs",
+        "'export.sink.url=postgresql://u:secret=pw@db.example/recs'",
+        "~trainer.callbacks.early_stopping",
+    ]
+    provenance.update_manifest(
+        tmp_path, {}, "export", None, stages={}, overrides=overrides, stale={}
+    )
+    text = (tmp_path / "run_manifest.json").read_text()
+    assert "secretpw" not in text and "secret=pw" not in text
+    written = json.loads(text)["updates"][-1]["overrides"]
+    assert written[:2] == overrides[:2] and written[-1] == overrides[-1]
+    assert written[2] == "export.sink.url=postgresql://u:***@db.example:5432/recs"

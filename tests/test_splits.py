@@ -122,6 +122,9 @@ def test_leave_latest_out_breaks_timestamp_ties_by_position_when_told():
     log = EventLog.from_tables(events)
     with pytest.raises(ValueError, match=r"ties in time decide the labels of 1 learners' test"):
         leave_latest_out(log)  # the default: a stated rule or an error, never file order unseen
+    with pytest.raises(ValueError) as err:
+        leave_latest_out(log)
+    assert "(e.g. learner 1 (3 events at its latest timestamp))" in str(err.value)  # not np.int
     split = leave_latest_out(log, ties="order")
     assert split.test.labels["course_id"].tolist() == ["c"]
     assert split.valid.labels["course_id"].tolist() == ["b"]

@@ -360,3 +360,18 @@ def test_a_run_saves_absolute_paths_so_an_export_elsewhere_publishes_where_it_di
     merged = merge_stage_settings(saved, cmd, ["run_dir=x", "export.sink.path=here"], "export")
     pin_relative_paths(merged)
     assert merged.export.publish.sink.path == str(b / "here")
+
+
+def test_a_trainer_choice_keeps_the_runs_epoch_budget(caplog):
+    """`trainer=cpu` replaces the run's trainer group but not its max_epochs (it became the
+    group's default, 60: six times the pipeline's 10); naming the key changes it."""
+    run = compose_cfg("pipeline", "trainer.max_epochs=2", "paths.output_dir=/tmp/x")
+    saved = OmegaConf.create(OmegaConf.to_container(run, resolve=True))  # as written
+    overrides = ["run_dir=x", "trainer=cpu"]
+    with caplog.at_level(logging.INFO, logger="experiments.retrain"):
+        merged = merge_stage_settings(saved, compose_cfg("train_ncf", *overrides), overrides, "ncf")
+    assert merged.trainer.accelerator == "cpu" and merged.trainer.max_epochs == 2
+    assert "trainer.max_epochs: the run's 2 kept with the group choice" in caplog.text
+    overrides = ["run_dir=x", "trainer=cpu", "trainer.max_epochs=5"]
+    merged = merge_stage_settings(saved, compose_cfg("train_ncf", *overrides), overrides, "ncf")
+    assert merged.trainer.max_epochs == 5

@@ -559,9 +559,11 @@ def _ties_message(
     for kind, t in tied.items():
         if not t["learners"]:
             continue
+        examples = t["examples"][:3]
+        plain_ids = log.learner_ids.index[examples].tolist()  # 2, not np.int32(2)
         ex = ", ".join(
-            f"{log.learner_ids.index[i]!r} ({at_latest[i]:,} events at its latest timestamp)"
-            for i in t["examples"][:3]
+            f"{learner!r} ({at_latest[i]:,} events at its latest timestamp)"
+            for learner, i in zip(plain_ids, examples, strict=True)
         )
         parts.append(f"{t['learners']:,} learners' {kind} label (e.g. learner {ex})")
     labelled = int((np.bincount(li, minlength=log.n_learners) >= n_test + min_inputs).sum())
