@@ -404,7 +404,7 @@ def blas_rows(courses: list[int], queries: int = 1_999, repeats: int = 3) -> lis
     return rows
 
 
-def random_recommender(n: int, m: int, chunk: int = CHUNK):
+def random_recommender(n: int, m: int, chunk: int = CHUNK, device: str = "cpu"):
     """A random two-tower (default towers) over n learners with ~20 watched courses each,
     50 co-watch neighbours per course (also what `bench_ncf_speed --part recommend` serves)."""
     from ncf.inputs import Snapshot
@@ -427,7 +427,7 @@ def random_recommender(n: int, m: int, chunk: int = CHUNK):
     torch.manual_seed(0)
     return NCFRecommender(
         TwoTower(n, m), Snapshot("bench", hist, hist, bags), IdMap(np.arange(n), "learner_id"),
-        IdMap(np.arange(m), "course_id"), device="cpu", chunk_size=chunk,
+        IdMap(np.arange(m), "course_id"), device=device, chunk_size=chunk,
     )  # fmt: skip
 
 

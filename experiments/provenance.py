@@ -42,13 +42,17 @@ def _git(*args: str) -> str:
 def code_version() -> str:
     """The checkout's commit (`git describe --always`), `-dirty` when a tracked file differs
     from it, results files under benchmarks/results/ aside (they are outputs: one benchmark's
-    fresh results must not mark the next one's code as changed); else the package version."""
+    fresh results must not mark the next one's code as changed). Outside a git checkout (a
+    copy of the source tree, a container image): $NCF_GLMIX_CODE_VERSION when set (the commit
+    the copy was made from, set by whoever made it), else the package version."""
     try:
         described = _git("describe", "--always")
         changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
                        ":(exclude)benchmarks/results")  # fmt: skip
         return f"{described}-dirty" if changed else described
     except (OSError, subprocess.CalledProcessError):
+        if os.environ.get("NCF_GLMIX_CODE_VERSION"):
+            return os.environ["NCF_GLMIX_CODE_VERSION"]
         try:
             return f"ncf-glmix {metadata.version('ncf-glmix')}"
         except metadata.PackageNotFoundError:

@@ -39,6 +39,19 @@ def test_a_changed_results_file_is_not_a_code_change(repo):
     assert provenance.code_version() == f"{clean}-dirty"
 
 
+def test_outside_a_checkout_the_version_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "_REPO", tmp_path)  # no .git here: git describe fails
+    monkeypatch.setenv("NCF_GLMIX_CODE_VERSION", "abc1234")
+    assert provenance.code_version() == "abc1234"
+    monkeypatch.delenv("NCF_GLMIX_CODE_VERSION")
+    assert provenance.code_version() != "abc1234"  # the package version, or "unknown"
+
+
+def test_in_a_checkout_git_wins_over_the_environment(repo, monkeypatch):
+    monkeypatch.setenv("NCF_GLMIX_CODE_VERSION", "abc1234")
+    assert provenance.code_version() not in ("abc1234", "")
+
+
 def test_machine_names_the_cpu_model(tmp_path):
     """Results from two boxes of one architecture ('x86_64') must be told apart."""
     from experiments.provenance import _cpu_model, machine
