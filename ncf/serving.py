@@ -67,9 +67,14 @@ def as_cutoff(cutoff: Any, what: str = "cutoff") -> pd.Timestamp:
 
 def index_of(ids_map: IdMap, ids: Any, what: str, *, strict: bool = True) -> np.ndarray:
     """(n,) int64 dense indices of `ids`; unknown ids raise `UnknownIdError` naming `what`
-    (strict) or map to -1."""
+    (strict) or map to -1. Ids of another kind than the map's (text against integer ids or
+    the reverse: "3" never matches 3) raise a TypeError naming `what`, both kinds and dtypes
+    and a few examples (`IdMap.check_kind`), strict or not: a lenient look-up would call
+    every id unknown (cold starts, NaN scores) without saying why."""
+    index = as_index(ids, what)
+    ids_map.check_kind(index, what)
     try:
-        return ids_map.to_index(as_index(ids, what), strict=strict).astype(np.int64)
+        return ids_map.to_index(index, strict=strict).astype(np.int64)
     except UnknownIdError as e:
         raise UnknownIdError(what, e.unknown, e.total) from None
 

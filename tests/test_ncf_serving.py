@@ -339,6 +339,41 @@ def test_score_bad_inputs_and_cold_start(rec):
     np.testing.assert_allclose(cold.score(["nobody"] * 5, ids[0]), scores[0], rtol=1e-6)
 
 
+def test_ids_of_another_kind_than_the_maps_are_a_type_error_naming_the_argument(rec):
+    """Integer ids against a map of text ids (or text against integers) never match: the
+    lenient look-ups called every id unknown (all cold starts, NaN scores) and the strict
+    ones reported every id as unknown, without saying why."""
+    lid, cid = rec.learner_ids.index[:3].tolist(), rec.course_ids.index[:3].tolist()
+    cold = copy_of(rec, cold_start="empty_history")
+    ints = [0, 1, 2]
+    for call, what in (
+        (lambda: cold.known_learners(ints), "learner_ids"),
+        (lambda: cold.history_sizes(np.arange(3)), "learner_ids"),
+        (lambda: cold.recommend(ints, N=3), "learner_ids"),
+        (lambda: cold.score_stats(pd.Series(ints)), "learner_ids"),
+        (lambda: rec.known_courses(ints), "course_ids"),
+        (lambda: rec.score(lid, ints), "course_ids"),
+        (lambda: rec.recommend(lid, N=3, candidates=ints), "candidates"),
+    ):
+        with pytest.raises(TypeError, match=rf"{what}: 3 int ids \(dtype int64, e.g. \[0, 1, 2\]\),"
+                                             r" but the \w+ map holds str ids"):  # fmt: skip
+            call()
+    frame = pd.DataFrame({"learner_id": ints, "course_id": cid})
+    with pytest.raises(TypeError, match=r"frame.learner_id: 3 int ids .* holds str ids"):
+        cold.score_table(frame, unknown="nan")
+    # the reverse: text ids against integer maps, with the dtypes and examples of both
+    n_l, n_c = len(rec.learner_ids), len(rec.course_ids)
+    int_rec = NCFRecommender(
+        rec.model, rec.snapshot, IdMap(np.arange(n_l), "learner_id"),
+        IdMap(np.arange(n_c), "course_id"), device="cpu", cold_start="empty_history",
+    )  # fmt: skip
+    with pytest.raises(TypeError, match=r"learner_ids: 2 str ids \(dtype \w+, e.g. \['1', '2'\]\)"
+                                        r", but the learner_id map holds int ids \(dtype int64, "
+                                        r"e.g. \[0, 1, 2\]\)"):  # fmt: skip
+        int_rec.known_learners(["1", "2"])
+    assert int_rec.known_learners([1, n_l]).tolist() == [True, False]  # same kind: as before
+
+
 def test_recommend_table_is_recommend_as_a_long_table(rec):
     learners = rec.learner_ids.index[:25].tolist()
     ids, scores = rec.recommend(learners, N=10)
