@@ -521,6 +521,8 @@ class NCFRecommender:
         from their history; a pure-ID model (no history input) can only serve them the
         cold-start list (its `history_sizes` are 0, and a warning counts their watches).
         `serving_report["new_learners"]` counts the log's learners without a row (ID row).
+        The log's ids must be of the model's kinds (text or integer, per map): another kind
+        is a TypeError naming `log.learner_ids` / `log.course_ids`, both dtypes and examples.
         Ids in neither the model nor the log are unknown: `UnknownIdError` under
         cold_start="error", the cold-start list under "empty_history".
         A cutoff before `model_cutoff` raises unless `allow_earlier` (the model was trained
@@ -534,6 +536,10 @@ class NCFRecommender:
                 "set rec.inputs = InputBuilder(...) as trained (conf/ncf/*.yaml `inputs`), then "
                 "rec.save(folder)"
             )
+        # Ids of another kind (integer learner ids in the log, text ones in the model) never
+        # match: every learner would be new, every course unknown, without saying why.
+        self.learner_ids.check_kind(log.learner_ids.index, "log.learner_ids")
+        self.course_ids.check_kind(log.course_ids.index, "log.course_ids")
         cutoff = serving.as_cutoff(cutoff)
         if self.model_cutoff is not None and cutoff < self.model_cutoff and not allow_earlier:
             raise ValueError(

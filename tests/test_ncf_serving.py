@@ -187,6 +187,35 @@ def test_at_checks_the_cutoff(rec, log):
         rec.at(log.with_events(log.events.drop(columns="watched")), T)
 
 
+def with_int_ids(log: EventLog, *, learners: bool, courses: bool) -> EventLog:
+    """`log` with its learner and/or course ids replaced by their dense indices (integers)."""
+    events, tables, maps = log.events, {}, {}
+    for side, table, on in (("learner", log.learners, learners), ("course", log.courses, courses)):
+        ids = getattr(log, f"{side}_ids")
+        if on:
+            events = events.assign(**{f"{side}_id": events[f"{side}_idx"].astype(np.int64)})
+            table = table.assign(
+                **{f"{side}_id": ids.to_index(table[f"{side}_id"]).astype(np.int64)}
+            )
+            ids = IdMap(np.arange(len(ids), dtype=np.int64), f"{side}_id")
+        tables[side], maps[side] = table, ids
+    return EventLog(events, tables["learner"], tables["course"], maps["learner"], maps["course"])
+
+
+def test_at_refuses_a_log_whose_ids_are_of_another_kind(rec, log):
+    """Integer learner ids in the log against the model's text ids: every learner was served
+    as new since training (from its history, with a serving_report of 100% new learners);
+    integer course ids: a ValueError that only said none was known."""
+    T = rec.snapshot.cutoff + DAY
+    with pytest.raises(TypeError, match=r"log.learner_ids: [\d,]+ int ids \(dtype int64, e.g. "
+                                        r"\[0, 1, 2\]\), but the learner_id map holds str ids"):  # fmt: skip
+        rec.at(with_int_ids(log, learners=True, courses=False), T)
+    with pytest.raises(TypeError, match=r"log.course_ids: [\d,]+ int ids .* course_id map holds "
+                                        r"str ids \(dtype \w+, e.g. \['C"):  # fmt: skip
+        rec.at(with_int_ids(log, learners=False, courses=True), T)
+    rec.at(log, T)  # the same kinds: served
+
+
 def test_at_maps_other_ids_drops_unknown_courses_and_serves_new_learners(rec, log):
     # Three co-watch neighbours per course (the fixture's 50 are never all filled here), so a
     # new course left in the co-watch computation would push a known neighbour out.
