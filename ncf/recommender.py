@@ -14,7 +14,10 @@ Learner embeddings are computed in chunks from the snapshot's history bags; retr
 exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: masked products and a threshold
 select, faiss's flat search, or matmul + `torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
 (or `recommend(..., method=)`) searches approximately instead, for catalogues of 100k+
-courses: the index is built once per recommender and method; `method="exact"` always wins
+courses: the index is built once per recommender, method and state of the model's weights
+(course vectors are recomputed, and indexes refitted, after further training or
+load_state_dict: `_weights_key`; a caller's fitted index must match the course vectors'
+SHA-256, `ncf.ann.ItemIndex.check_items`); `method="exact"` always wins
 (evaluation passes it). The setting is not saved with the model: a loaded recommender is
 exact until given one (the pipeline sets it for the served lists: `blend.serve_retrieval`).
 Every score here (recommend, recommend_table, score, score_table, score_stats) is the one
@@ -169,17 +172,37 @@ class NCFRecommender:
         self.format_version: int | None = None  # set by `load`: the folder's format version
         self.model.to(self.device).eval()
         self._history = normalize_rows(snapshot.history, normalize)
+        # Course vectors, computed once per state of the model's weights (`_weights_key`:
+        # further training or load_state_dict changes it), and the scoring items from them.
         self._courses: torch.Tensor | None = None
-        # how recommend / recommend_table search (None: exact); fitted indexes per method
+        self._courses_key: tuple | None = None
+        self._items_of: tuple[torch.Tensor, torch.Tensor] | None = None  # (courses, items)
+        # how recommend / recommend_table search (None: exact); fitted indexes per method,
+        # over the current course vectors (dropped when they are recomputed)
         self._indexes: dict[str, ItemIndex] = {}
         self.retrieval = retrieval
 
     # ---- embeddings -------------------------------------------------------------------------
-    @torch.inference_mode()
+    def _weights_key(self) -> tuple | None:
+        """What identifies the model's current weights without reading them: per parameter and
+        buffer its storage, dtype, device and version counter (bumped by every in-place
+        change: an optimizer step, load_state_dict, a no_grad edit). None: a tensor keeps no
+        version counter (created in inference mode), so nothing computed from it is kept."""
+        key = []
+        for t in (*self.model.parameters(), *self.model.buffers()):
+            if t.is_inference():
+                return None
+            key.append((t.data_ptr(), t.dtype, t.device, t._version))
+        return tuple(key)
+
+    @torch.no_grad()  # not inference_mode: the vectors keep a version counter (ncf.ann memo)
     def course_embeddings(self, *, with_bias: bool = True) -> torch.Tensor:
-        """(n_courses, d) on the device, computed once; with a course bias, its column is last
+        """(n_courses, d) on the device, computed once per state of the model's weights (again
+        after further training or load_state_dict; an approximate index fitted on the old
+        vectors is dropped with them); with a course bias, its column is last
         (`with_bias=False` drops it, e.g. for plots and neighbour searches)."""
-        if self._courses is None:
+        key = self._weights_key()
+        if self._courses is None or key is None or key != self._courses_key:
             dev = self.device
             content = None if self.content is None else csr_bags(self.content).to(dev)
             self._courses = self.model.courses(
@@ -187,6 +210,8 @@ class NCFRecommender:
                 torch.arange(self.model.n_courses, device=dev),
                 content,
             )
+            self._courses_key = key
+            self._indexes.clear()  # fitted on the old vectors
         if not with_bias and self.model.course_bias is not None:
             return self._courses[:, :-1]
         return self._courses
@@ -254,8 +279,15 @@ class NCFRecommender:
         return check_finite("learner embeddings", q, learners)
 
     def _items(self) -> torch.Tensor:
-        items = self.model.normalize(self.course_embeddings())  # (n_courses, d)
-        return check_finite("course embeddings", items, self.course_ids.to_ids)
+        """(n_courses, d) the scoring items, one tensor per state of the course vectors (so a
+        fitted index checks them once, `ItemIndex.check_items`)."""
+        courses = self.course_embeddings()  # recomputed when the weights changed
+        if self._items_of is None or self._items_of[0] is not courses:
+            with torch.no_grad():
+                items = self.model.normalize(courses)  # (n_courses, d)
+            check_finite("course embeddings", items, self.course_ids.to_ids)
+            self._items_of = (courses, items)
+        return self._items_of[1]
 
     def _seen_rows(self, learner_idx: np.ndarray) -> sp.csr_matrix:
         """(c, n_courses) courses watched before the cutoff; unknown learners (-1): none."""
@@ -361,15 +393,16 @@ class NCFRecommender:
         (built on first use; the settings of `self.retrieval` when it is of that method).
         An `ItemIndex` is the caller's: a fitted one is searched as is (it must be fitted on
         this recommender's course vectors), an unfitted one is fitted for this call only."""
+        items = self._items()  # first: new course vectors drop the indexes fitted on old ones
         if isinstance(method, ItemIndex):  # the caller's index: used as is once fitted
-            return method if method.fitted else method.clone().fit(self._items())
+            return method if method.fitted else method.clone().fit(items)
         method = self.retrieval_method if method is None else check_method(method)
         if method == "exact":
             return "exact"
         if method not in self._indexes:
             same = self.retrieval is not None and self.retrieval.method == method
             index = self.retrieval.clone() if same else ItemIndex(method)
-            self._indexes[method] = index.fit(self._items())
+            self._indexes[method] = index.fit(items)
         return self._indexes[method]
 
     def _ranked(

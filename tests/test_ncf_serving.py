@@ -735,6 +735,42 @@ def test_recommend_searches_with_the_callers_item_index(rec):
         rec.recommend(ids, 5, method=other)
 
 
+def test_course_vectors_and_indexes_follow_the_models_weights(rec):
+    """Course vectors were computed once per recommender and kept: after load_state_dict
+    or further training it served the old model's lists and scores, and an approximate
+    index fitted on the old vectors kept serving."""
+    import copy
+
+    pytest.importorskip("faiss")
+    r = copy.deepcopy(rec)
+    ids, cids = list(r.learner_ids.index[:20]), list(r.course_ids.index[:20])
+    before = r.recommend(ids, 5, method="exact")
+    r.recommend(ids, 5, method="ivf")
+    old_index = r._indexes["ivf"]
+    torch.manual_seed(1)
+    r.model.load_state_dict(TwoTower(**r.model.config).state_dict())  # other weights
+
+    def same_as_a_fresh_recommender() -> None:
+        fresh = copy_of(r)  # built on the model as it is now: nothing cached
+        for method in ("exact", "ivf"):
+            got, want = r.recommend(ids, 5, method=method), fresh.recommend(ids, 5, method=method)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(r.score(ids, cids), fresh.score(ids, cids))
+        pd.testing.assert_frame_equal(r.score_stats(ids), fresh.score_stats(ids))
+        torch.testing.assert_close(r.course_embeddings(), fresh.course_embeddings())
+
+    same_as_a_fresh_recommender()
+    assert r._indexes["ivf"] is not old_index  # refitted on the new vectors
+    assert not np.array_equal(r.recommend(ids, 5, method="exact")[1], before[1])
+    with torch.no_grad():  # an in-place update, as an optimizer step makes
+        for p in r.model.course_tower.parameters():
+            p.mul_(0.5)
+    same_as_a_fresh_recommender()
+    kept = r.course_embeddings()
+    assert r.course_embeddings() is kept  # unchanged weights: computed once, not per call
+
+
 def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
     """A folder edited by hand, damaged or from newer code: errors that name the file, not a
     bare JSONDecodeError / TypeError / ambiguous id map."""
