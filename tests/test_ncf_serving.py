@@ -566,6 +566,39 @@ def test_a_cosine_model_is_served_by_its_cosine_score(rec, log):
     np.testing.assert_allclose(cos.score_stats(learners)["ncf_mean"], full.mean(1), atol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["trained", "attention"])
+def test_a_model_in_another_float_dtype_serves_the_same_scores(rec, which):
+    """model.double() (or bfloat16) failed in every scoring path: the history and co-watch
+    bags are float32, and EmbeddingBag refuses per_sample_weights of another dtype than
+    its table. The bag weights now take the table's dtype."""
+    import copy
+
+    model = rec.model
+    if which == "attention":
+        torch.manual_seed(0)
+        config = {**rec.model.config, "pooling": "attention", "course_bias": True}
+        model = TwoTower(**config).eval()
+    r32 = NCFRecommender(model, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+    learners = rec.learner_ids.index[:30].tolist()
+    picks = np.random.default_rng(0).integers(0, len(rec.course_ids), size=len(learners))
+    courses = rec.course_ids.index[picks].tolist()
+    want_ids, want = r32.recommend(learners, N=10)
+    for dtype, tol in ((torch.float64, 1e-5), (torch.bfloat16, 0.1)):
+        other = copy.deepcopy(model).to(dtype)
+        r = NCFRecommender(other, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+        assert r.course_embeddings().dtype == dtype
+        ids, got = r.recommend(learners, N=10)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(r.score(learners, courses), r32.score(learners, courses),
+                                   rtol=tol, atol=tol)  # fmt: skip
+        stats, stats32 = r.score_stats(learners), r32.score_stats(learners)
+        for col in ("ncf_mean", "ncf_std", "ncf_logsumexp"):
+            np.testing.assert_allclose(stats[col], stats32[col], rtol=tol, atol=tol)
+        if dtype == torch.float64:  # the same lists (bfloat16 may swap near-equal scores)
+            np.testing.assert_array_equal(ids, want_ids)
+
+
 # ---- persistence -----------------------------------------------------------------------------
 def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_path):
     T = rec.snapshot.cutoff
