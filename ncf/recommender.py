@@ -88,12 +88,17 @@ from watchlog.io import (
 )
 from watchlog.report import DataReport
 
-__all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "NCFRecommender"]
+__all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "SCORE_BLOCK", "NCFRecommender"]
 
 COLD_START_POLICIES = ("error", "empty_history")
 FORMAT_VERSION = 2  # 1: before input settings were saved (no `format_version` key)
 _SNAPSHOT_PARTS = ("history", "seen", "course_bags")
 _UNKNOWN_PAIRS = ("error", "nan")
+# The most scores `score` and `score_stats` hold at once: (learners, n_courses) float32 blocks
+# of max(1, SCORE_BLOCK // n_courses) learners (64 MB; the statistics' float64 copies 128 MB
+# each), so their memory does not grow with the learners asked for (4,096 learners of a
+# 50,000-course catalogue held 0.8 GB of scores, and score_stats 5.3 GB, in one chunk).
+SCORE_BLOCK = 2**24
 
 
 class NCFRecommender:
@@ -448,8 +453,9 @@ class NCFRecommender:
     def score(self, learner_ids: Sequence[Any], course_ids: Sequence[Any]) -> np.ndarray:
         """(n,) float32 model scores of the pairs (learner_ids[i], course_ids[i]): the score
         `recommend` ranks by. Unknown learners follow `cold_start`; unknown courses raise
-        `UnknownIdError`. Costs one (chunk, n_courses) matmul per chunk of distinct learners,
-        as `recommend` does; courses already watched are scored like any other."""
+        `UnknownIdError`. Costs one (block, n_courses) matmul per block of distinct learners
+        (at most SCORE_BLOCK scores, so memory does not grow with the learners), the product
+        `recommend` ranks by; courses already watched are scored like any other."""
         n_l = len(serving.as_index(learner_ids, "learner_ids"))
         n_c = len(serving.as_index(course_ids, "course_ids"))
         if n_l != n_c:
@@ -461,19 +467,34 @@ class NCFRecommender:
         cidx = serving.index_of(self.course_ids, course_ids, "course_ids")
         return self._score_index(lidx, cidx)
 
+    def _score_rows(self) -> int:
+        """Learners per block of `score` / `score_stats`: at most SCORE_BLOCK scores (and
+        chunk_size learners), at least one learner."""
+        return max(1, min(self.chunk_size, SCORE_BLOCK // max(1, len(self.course_ids))))
+
+    def _score_blocks(self, learner_idx: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, (b, n_courses) float32 scores) for the learners `learner_idx`, in
+        blocks of `_score_rows()` learners. The learner vectors are computed per chunk of
+        chunk_size learners, as before and as `recommend` does (a chunk's vectors are small),
+        and each block's rows of them multiplied by the items: a block's scores are the same
+        numbers whatever the block size."""
+        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses), as top_k
+        block = self._score_rows()
+        for lo in range(0, len(learner_idx), self.chunk_size):
+            q = self._queries(learner_idx[lo : lo + self.chunk_size]).to(torch.float32)
+            for b in range(0, q.shape[0], block):
+                yield lo + b, q[b : b + block] @ item_t  # (b, n_courses) fresh buffer
+
     @torch.inference_mode()
     def _score_index(self, lidx: np.ndarray, cidx: np.ndarray) -> np.ndarray:
         out = np.empty(len(lidx), dtype=np.float32)
         if not len(lidx):
             return out
-        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses), as top_k
         learners, inv = np.unique(lidx, return_inverse=True)  # (u,), (n,) pair -> learner
         order = np.argsort(inv, kind="stable")  # pairs grouped by learner
         bounds = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(learners)))])
-        for lo in range(0, len(learners), self.chunk_size):
-            hi = min(lo + self.chunk_size, len(learners))
-            pairs = order[bounds[lo] : bounds[hi]]  # (p,) the pairs of these learners
-            s = self._queries(learners[lo:hi]).to(torch.float32) @ item_t  # (c, n_courses)
+        for lo, s in self._score_blocks(learners):  # s: (b, n_courses)
+            pairs = order[bounds[lo] : bounds[lo + s.shape[0]]]  # (p,) these learners' pairs
             rows = torch.from_numpy(inv[pairs] - lo).to(self.device)
             cols = torch.from_numpy(cidx[pairs]).to(self.device)
             out[pairs] = s[rows, cols].cpu().numpy()
@@ -511,13 +532,10 @@ class NCFRecommender:
         candidates): `<prefix>_mean`, `<prefix>_std` (population, ddof 0) and
         `<prefix>_logsumexp` of its scores, float64, one row per given id in order. For a
         per-learner z-score (s - mean) / std or log-softmax s - logsumexp. One float32
-        matmul per chunk of learners; the statistics are accumulated in float64."""
+        matmul per block of learners (at most SCORE_BLOCK scores: memory does not grow with
+        the learners asked for); the statistics are accumulated in float64."""
         idx = self._learner_index(learner_ids)
-        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses)
-        parts = []
-        for lo in range(0, len(idx), self.chunk_size):
-            s = self._queries(idx[lo : lo + self.chunk_size]).to(torch.float32) @ item_t
-            parts.append(serving.score_moments(s))  # (c, n_courses) -> 3 x (c,)
+        parts = [serving.score_moments(s) for _, s in self._score_blocks(idx)]  # 3 x (b,) each
         mean, std, lse = (
             np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3)
         )

@@ -213,10 +213,11 @@ def long_table(
 def score_moments(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of `s` (c, m): mean, standard deviation (population, ddof 0) and log-sum-exp,
     in float64 (a float32 sum over a large catalogue loses digits the z-score needs)."""
-    s64 = s.to(torch.float64)  # (c, m)
+    s64 = s.to(torch.float64, copy=True)  # (c, m) ours: changed in place below
     mean = s64.mean(dim=1)  # (c,)
-    std = (s64 - mean[:, None]).square().mean(dim=1).sqrt()  # two-pass: no cancellation
     lse = torch.logsumexp(s64, dim=1)  # (c,) max-shifted, so large scores do not overflow
+    s64 -= mean[:, None]  # in place: one (c, m) float64 buffer, not three
+    std = s64.square_().mean(dim=1).sqrt()  # two-pass: no cancellation
     return tuple(t.cpu().numpy() for t in (mean, std, lse))  # type: ignore[return-value]
 
 

@@ -536,6 +536,42 @@ def test_score_stats_match_a_dense_computation(rec):
     assert z == pytest.approx((dense[0, 7] - dense[0].mean()) / dense[0].std(), rel=1e-4)
 
 
+def test_score_and_score_stats_hold_at_most_a_block_of_scores(rec, monkeypatch):
+    """score and score_stats held a (chunk_size, n_courses) float32 score matrix (and
+    score_stats three float64 copies): 4,096 learners x 50,000 courses took 0.8 and 5.3 GB.
+    They now go by blocks of max(1, SCORE_BLOCK // n_courses) learners, same results: the
+    learner vectors are computed per chunk as before; only the product's float32 rounding
+    may differ in the last bit (BLAS kernels differ by row count), as between chunk sizes."""
+    import ncf.recommender as recommender
+
+    cold = copy_of(rec, cold_start="empty_history")
+    learners = [*rec.learner_ids.index[:40].tolist(), "nobody", *rec.learner_ids.index[:5]]
+    picks = np.random.default_rng(0).integers(0, len(rec.course_ids), size=len(learners))
+    courses = rec.course_ids.index[picks].tolist()
+    whole_score, whole_stats = cold.score(learners, courses), cold.score_stats(learners)
+    assert cold._score_rows() == cold.chunk_size  # this catalogue: one block of 4,096
+    n_courses = len(rec.course_ids)
+    blocks = []  # the learners of every score matrix formed
+    score_blocks = NCFRecommender._score_blocks
+
+    def recorded(self, idx):
+        for lo, s in score_blocks(self, idx):
+            assert s.shape[1] == n_courses
+            blocks.append(s.shape[0])
+            yield lo, s
+
+    monkeypatch.setattr(NCFRecommender, "_score_blocks", recorded)
+    for block_scores, rows in ((3 * n_courses, 3), (n_courses + 1, 1), (5, 1)):
+        monkeypatch.setattr(recommender, "SCORE_BLOCK", block_scores)
+        blocks.clear()
+        got = cold.score(learners, courses)
+        np.testing.assert_allclose(got, whole_score, rtol=1e-6, atol=1e-6)
+        assert max(blocks) == rows and sum(blocks) == 41  # the distinct learners, in blocks
+        blocks.clear()
+        pd.testing.assert_frame_equal(cold.score_stats(learners), whole_stats, rtol=1e-6)
+        assert max(blocks) == rows and sum(blocks) == len(learners)
+
+
 def test_learner_embeddings_by_caller_ids(rec):
     ids = rec.learner_ids.index[[7, 2, 7]].tolist()
     by_id = rec.learner_embeddings(ids)
