@@ -50,7 +50,8 @@ the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True
 was trained on labels after T', so scores there are not a fair backtest.
 
 Saved folders (`save`) carry `format_version` 2: weights, config.json (model, input settings,
-normalize, content presence, cutoffs), id maps and snapshot. A folder from before version 2
+normalize, cold_start, chunk_size, content presence, cutoffs), id maps and snapshot (a folder
+saved without chunk_size loads with the default, 4096). A folder from before version 2
 still loads and serves its snapshot; its `at()` raises until it is re-saved with `inputs`.
 """
 
@@ -94,6 +95,7 @@ COLD_START_POLICIES = ("error", "empty_history")
 FORMAT_VERSION = 2  # 1: before input settings were saved (no `format_version` key)
 _SNAPSHOT_PARTS = ("history", "seen", "course_bags")
 _UNKNOWN_PAIRS = ("error", "nan")
+_DEFAULT_CHUNK = 4096  # learners per chunk; saved with the model (a folder without it: this)
 # The most scores `score` and `score_stats` hold at once: (learners, n_courses) float32 blocks
 # of max(1, SCORE_BLOCK // n_courses) learners (64 MB; the statistics' float64 copies 128 MB
 # each), so their memory does not grow with the learners asked for (4,096 learners of a
@@ -129,7 +131,7 @@ class NCFRecommender:
         normalize: str = "mean",
         cold_start: str = "error",
         device: str | torch.device = "auto",
-        chunk_size: int = 4096,
+        chunk_size: int = _DEFAULT_CHUNK,
         model_cutoff: Any = None,
         retrieval: ItemIndex | None = None,
     ):
@@ -629,7 +631,8 @@ class NCFRecommender:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Weights (torch state dict), config JSON (format_version, model, input settings,
-        normalize, content presence, cutoffs), id maps (Parquet), snapshot (npz): no pickle.
+        normalize, cold_start, chunk_size, content presence, cutoffs), id maps (Parquet),
+        snapshot (npz): no pickle.
         The folder is replaced atomically."""
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
@@ -642,6 +645,7 @@ class NCFRecommender:
                     "inputs": None if self.inputs is None else self.inputs.config,
                     "normalize": self.normalize,
                     "cold_start": self.cold_start,
+                    "chunk_size": self.chunk_size,
                     "content": self.content is not None,
                     "cutoff": _when(self.snapshot.cutoff),
                     "model_cutoff": _when(self.model_cutoff),
@@ -679,9 +683,11 @@ class NCFRecommender:
             model = TwoTower(**config["model"])
             inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
             cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
+            # absent from folders saved before it was: the default
+            chunk_size = positive_int("chunk_size", config.get("chunk_size", _DEFAULT_CHUNK))
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptFolderError(
-                f"{directory}/config.json: its model, inputs or cutoff settings cannot be read "
+                f"{directory}/config.json: its model, inputs, cutoff or chunk_size settings cannot be read "
                 f"by this code ({type(err).__name__}: {err})"
             ) from err
         try:
@@ -708,6 +714,7 @@ class NCFRecommender:
             content=sp.load_npz(content_path).tocsr() if content_path.exists() else None,
             normalize=config["normalize"], cold_start=config["cold_start"], device=device,
             model_cutoff=pd.Timestamp(model_cutoff) if model_cutoff else None,
+            chunk_size=chunk_size,
         )  # fmt: skip
         rec.serving_report = config.get("serving_report")
         rec.format_version = version  # the version the folder was written with

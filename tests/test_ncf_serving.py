@@ -657,6 +657,20 @@ def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_pa
         loaded.at(log, T - DAY)  # the model's cutoff survived the round trip
 
 
+def test_save_load_keeps_chunk_size(rec, tmp_path):
+    """chunk_size was not saved: a loaded recommender served in chunks of the default 4096."""
+    small = copy_of(rec, chunk_size=7)
+    folder = small.save(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["chunk_size"] == 7
+    loaded = NCFRecommender.load(folder, device="cpu")
+    assert loaded.chunk_size == 7
+    assert NCFRecommender.load(rec.save(tmp_path / "default"), device="cpu").chunk_size == 4096
+    del config["chunk_size"]  # a folder saved before chunk_size was: the default
+    (folder / "config.json").write_text(json.dumps(config))
+    assert NCFRecommender.load(folder, device="cpu").chunk_size == 4096
+
+
 def test_naive_and_string_cutoffs_are_read_as_utc(rec, log, tmp_path):
     """A naive snapshot cutoff or a string model cutoff is UTC, as `at` reads its cutoff:
     `at` compares them (not a tz TypeError) and a save / load round trip keeps them."""
@@ -865,8 +879,10 @@ def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
         "truncated": (lambda f: (f / "config.json").write_text('{"model": '),
                       r"config.json: unreadable \(Expecting value"),
         "unknown model key": (config_edit(lambda c: c["model"].update(wings=2)),
-                              r"config.json: its model, inputs or cutoff settings cannot be read"
-                              r" by this code \(TypeError: .*wings"),
+                              r"config.json: its model, inputs, cutoff or chunk_size settings "
+                              r"cannot be read by this code \(TypeError: .*wings"),
+        "bad chunk_size": (config_edit(lambda c: c.update(chunk_size=0)),
+                           r"config.json: its model, .*chunk_size: must be a positive int; got 0"),
         "unknown inputs key": (config_edit(lambda c: c["inputs"].update(lookback=3)),
                                r"config.json: its model, .*lookback"),
         "other weights": (config_edit(lambda c: c["model"].update(bag_dim=3)),
