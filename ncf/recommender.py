@@ -212,11 +212,14 @@ class NCFRecommender:
         if self._courses is None or key is None or key != self._courses_key:
             dev = self.device
             content = None if self.content is None else csr_bags(self.content).to(dev)
-            self._courses = self.model.courses(
-                csr_bags(self.snapshot.course_bags).to(dev),
-                torch.arange(self.model.n_courses, device=dev),
-                content,
-            )
+            # plain tensors even when called in inference mode (score, score_stats), so the
+            # vectors and the items made from them have a version counter
+            with torch.inference_mode(False), torch.no_grad():
+                self._courses = self.model.courses(
+                    csr_bags(self.snapshot.course_bags).to(dev),
+                    torch.arange(self.model.n_courses, device=dev),
+                    content,
+                )
             self._courses_key = key
             self._indexes.clear()  # fitted on the old vectors
         if not with_bias and self.model.course_bias is not None:
@@ -290,7 +293,7 @@ class NCFRecommender:
         fitted index checks them once, `ItemIndex.check_items`)."""
         courses = self.course_embeddings()  # recomputed when the weights changed
         if self._items_of is None or self._items_of[0] is not courses:
-            with torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad():  # as course_embeddings
                 items = self.model.normalize(courses)  # (n_courses, d)
             check_finite("course embeddings", items, self.course_ids.to_ids)
             self._items_of = (courses, items)

@@ -854,6 +854,27 @@ def test_course_vectors_and_indexes_follow_the_models_weights(rec):
     assert r.course_embeddings() is kept  # unchanged weights: computed once, not per call
 
 
+def test_a_fitted_index_hashes_the_course_vectors_once_not_per_chunk(rec, monkeypatch):
+    """The SHA-256 check of a fitted index is paid once per course vectors, not per chunk
+    of learners, also when score_stats computed the vectors first (in inference mode, where
+    tensors keep no version counter and every chunk was hashed again)."""
+    pytest.importorskip("faiss")
+    import ncf.ann as ann
+    from ncf.ann import ItemIndex
+
+    r = copy_of(rec, chunk_size=7)
+    ids = list(r.learner_ids.index[:40])  # 6 chunks
+    r.score_stats(ids[:2])  # the course vectors are computed here first
+    hashed = []
+    real = ann.items_sha256
+    monkeypatch.setattr(ann, "items_sha256", lambda x: hashed.append(1) or real(x))
+    index = ItemIndex("exact").fit(r._items())
+    want = r.recommend(ids, 5, method="exact")
+    got = r.recommend(ids, 5, method=index)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert len(hashed) == 1  # at the fit; the 6 chunks' checks found the same tensor
+
+
 def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
     """A folder edited by hand, damaged or from newer code: errors that name the file, not a
     bare JSONDecodeError / TypeError / ambiguous id map."""
