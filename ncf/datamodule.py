@@ -237,18 +237,34 @@ class NCFDataModule(pl.LightningDataModule):
 
     def teachers(self) -> list[Teacher | None]:
         """One teacher per training snapshot: EASE on its history for denoising snapshots
-        (their labels come from that history), None for rolling ones and without teacher_l2."""
+        (their labels come from that history), None for rolling ones and without teacher_l2.
+
+        Fitted once per training snapshot and setting (the snapshots themselves, L2, rank,
+        seed): `train_dataloader` runs again at every reload (Lightning's
+        `reload_dataloaders_every_n_epochs`), and each run refitted every teacher, a
+        randomized SVD (or dense inverse) of the same history per epoch."""
         self.setup()
         flags = self.denoise_flags(self.train_snapshots)
         choice = self.teacher_choice()
         if choice is None:
             return [None] * len(flags)
-        return [
+        snapshots, settings = tuple(self.train_snapshots), (choice.l2, self.teacher_rank, self.seed)
+        cached = getattr(self, "_teachers", None)  # (snapshots, settings, teachers)
+        if (
+            cached is not None
+            and len(cached[0]) == len(snapshots)
+            and all(a is b for a, b in zip(cached[0], snapshots, strict=True))
+            and cached[1] == settings
+        ):
+            return list(cached[2])  # the refit's copy (for_refit) has other snapshots: refitted
+        teachers = [
             None if not d
             else choice.teacher if s is self.valid and choice.teacher is not None  # already fitted
             else fit_teacher(s, choice.l2, rank=self.teacher_rank, seed=self.seed)
-            for s, d in zip(self.train_snapshots, flags, strict=True)
+            for s, d in zip(snapshots, flags, strict=True)
         ]  # fmt: skip
+        self._teachers = (snapshots, settings, teachers)
+        return list(teachers)
 
     def teacher_choice(self) -> TeacherChoice | None:
         """The teacher's L2 (None: no teacher): `teacher_l2` itself, or from a list the value

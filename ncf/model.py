@@ -30,6 +30,14 @@ POOLINGS = ("sum", "attention")
 SCORES = ("dot", "cosine")
 
 
+def bag_weights(bags: Bags, like: torch.Tensor) -> torch.Tensor:
+    """(nnz,) the bags' weights in the dtype of `like` (an embedding table): bags are built
+    float32 (`ncf.bags.csr_bags`), and a model in float64 or bfloat16 (`model.double()`)
+    would otherwise fail in `EmbeddingBag` (per_sample_weights must match the table) or
+    pool in mixed precision. No copy when the dtypes already agree."""
+    return bags.weights if bags.weights.dtype == like.dtype else bags.weights.to(like.dtype)
+
+
 class AttentionPool(nn.Module):
     """Softmax attention over a bag's entries; the bag weights enter as a log prior.
 
@@ -45,7 +53,7 @@ class AttentionPool(nn.Module):
     def forward(self, table: torch.Tensor, bags: Bags) -> torch.Tensor:
         e = table[bags.indices]  # (nnz, dim)
         logit = self.query(torch.tanh(self.proj(e))).squeeze(-1)  # (nnz,)
-        logit = logit + torch.log(bags.weights.clamp_min(1e-12))
+        logit = logit + torch.log(bag_weights(bags, logit).clamp_min(1e-12))
         bag = bags.bag_of_entry()  # (nnz,)
         n = bags.n_bags
         peak = torch.full((n,), float("-inf"), device=e.device, dtype=logit.dtype)
@@ -120,8 +128,9 @@ class Tower(nn.Module):
             if self.attention is not None:
                 parts.append(self.attention(self.bag.weight, bags))
             else:
+                weights = bag_weights(bags, self.bag.weight)
                 parts.append(
-                    self.bag(bags.indices, bags.offsets, per_sample_weights=bags.weights)
+                    self.bag(bags.indices, bags.offsets, per_sample_weights=weights)
                 )  # (B, bag_dim)
         if self.ids is not None:
             if ids is None:
@@ -133,9 +142,8 @@ class Tower(nn.Module):
         if self.content is not None:
             if content is None:
                 raise ValueError("this tower has content features: pass its content Bags")
-            parts.append(
-                self.content(content.indices, content.offsets, per_sample_weights=content.weights)
-            )
+            weights = bag_weights(content, self.content.weight)
+            parts.append(self.content(content.indices, content.offsets, per_sample_weights=weights))
         pooled = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
         return self.mlp(pooled)  # (B, out_dim)
 

@@ -14,7 +14,10 @@ Learner embeddings are computed in chunks from the snapshot's history bags; retr
 exact top-k per chunk (`ncf.retrieval.top_k_by_dot`: masked products and a threshold
 select, faiss's flat search, or matmul + `torch.topk`), so memory is bounded by the chunk. `retrieval=ItemIndex("hnsw" | "ivf", ...)`
 (or `recommend(..., method=)`) searches approximately instead, for catalogues of 100k+
-courses: the index is built once per recommender and method; `method="exact"` always wins
+courses: the index is built once per recommender, method and state of the model's weights
+(course vectors are recomputed, and indexes refitted, after further training or
+load_state_dict: `_weights_key`; a caller's fitted index must match the course vectors'
+SHA-256, `ncf.ann.ItemIndex.check_items`); `method="exact"` always wins
 (evaluation passes it). The setting is not saved with the model: a loaded recommender is
 exact until given one (the pipeline sets it for the served lists: `blend.serve_retrieval`).
 Every score here (recommend, recommend_table, score, score_table, score_stats) is the one
@@ -47,7 +50,8 @@ the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True
 was trained on labels after T', so scores there are not a fair backtest.
 
 Saved folders (`save`) carry `format_version` 2: weights, config.json (model, input settings,
-normalize, content presence, cutoffs), id maps and snapshot. A folder from before version 2
+normalize, cold_start, chunk_size, content presence, cutoffs), id maps and snapshot (a folder
+saved without chunk_size loads with the default, 4096). A folder from before version 2
 still loads and serves its snapshot; its `at()` raises until it is re-saved with `inputs`.
 """
 
@@ -85,12 +89,18 @@ from watchlog.io import (
 )
 from watchlog.report import DataReport
 
-__all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "NCFRecommender"]
+__all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "SCORE_BLOCK", "NCFRecommender"]
 
 COLD_START_POLICIES = ("error", "empty_history")
 FORMAT_VERSION = 2  # 1: before input settings were saved (no `format_version` key)
 _SNAPSHOT_PARTS = ("history", "seen", "course_bags")
 _UNKNOWN_PAIRS = ("error", "nan")
+_DEFAULT_CHUNK = 4096  # learners per chunk; saved with the model (a folder without it: this)
+# The most scores `score` and `score_stats` hold at once: (learners, n_courses) float32 blocks
+# of max(1, SCORE_BLOCK // n_courses) learners (64 MB; the statistics' float64 copies 128 MB
+# each), so their memory does not grow with the learners asked for (4,096 learners of a
+# 50,000-course catalogue held 0.8 GB of scores, and score_stats 5.3 GB, in one chunk).
+SCORE_BLOCK = 2**24
 
 
 class NCFRecommender:
@@ -121,7 +131,7 @@ class NCFRecommender:
         normalize: str = "mean",
         cold_start: str = "error",
         device: str | torch.device = "auto",
-        chunk_size: int = 4096,
+        chunk_size: int = _DEFAULT_CHUNK,
         model_cutoff: Any = None,
         retrieval: ItemIndex | None = None,
     ):
@@ -169,24 +179,49 @@ class NCFRecommender:
         self.format_version: int | None = None  # set by `load`: the folder's format version
         self.model.to(self.device).eval()
         self._history = normalize_rows(snapshot.history, normalize)
+        # Course vectors, computed once per state of the model's weights (`_weights_key`:
+        # further training or load_state_dict changes it), and the scoring items from them.
         self._courses: torch.Tensor | None = None
-        # how recommend / recommend_table search (None: exact); fitted indexes per method
+        self._courses_key: tuple | None = None
+        self._items_of: tuple[torch.Tensor, torch.Tensor] | None = None  # (courses, items)
+        # how recommend / recommend_table search (None: exact); fitted indexes per method,
+        # over the current course vectors (dropped when they are recomputed)
         self._indexes: dict[str, ItemIndex] = {}
         self.retrieval = retrieval
 
     # ---- embeddings -------------------------------------------------------------------------
-    @torch.inference_mode()
+    def _weights_key(self) -> tuple | None:
+        """What identifies the model's current weights without reading them: per parameter and
+        buffer its storage, dtype, device and version counter (bumped by every in-place
+        change: an optimizer step, load_state_dict, a no_grad edit). None: a tensor keeps no
+        version counter (created in inference mode), so nothing computed from it is kept."""
+        key = []
+        for t in (*self.model.parameters(), *self.model.buffers()):
+            if t.is_inference():
+                return None
+            key.append((t.data_ptr(), t.dtype, t.device, t._version))
+        return tuple(key)
+
+    @torch.no_grad()  # not inference_mode: the vectors keep a version counter (ncf.ann memo)
     def course_embeddings(self, *, with_bias: bool = True) -> torch.Tensor:
-        """(n_courses, d) on the device, computed once; with a course bias, its column is last
+        """(n_courses, d) on the device, computed once per state of the model's weights (again
+        after further training or load_state_dict; an approximate index fitted on the old
+        vectors is dropped with them); with a course bias, its column is last
         (`with_bias=False` drops it, e.g. for plots and neighbour searches)."""
-        if self._courses is None:
+        key = self._weights_key()
+        if self._courses is None or key is None or key != self._courses_key:
             dev = self.device
             content = None if self.content is None else csr_bags(self.content).to(dev)
-            self._courses = self.model.courses(
-                csr_bags(self.snapshot.course_bags).to(dev),
-                torch.arange(self.model.n_courses, device=dev),
-                content,
-            )
+            # plain tensors even when called in inference mode (score, score_stats), so the
+            # vectors and the items made from them have a version counter
+            with torch.inference_mode(False), torch.no_grad():
+                self._courses = self.model.courses(
+                    csr_bags(self.snapshot.course_bags).to(dev),
+                    torch.arange(self.model.n_courses, device=dev),
+                    content,
+                )
+            self._courses_key = key
+            self._indexes.clear()  # fitted on the old vectors
         if not with_bias and self.model.course_bias is not None:
             return self._courses[:, :-1]
         return self._courses
@@ -254,8 +289,15 @@ class NCFRecommender:
         return check_finite("learner embeddings", q, learners)
 
     def _items(self) -> torch.Tensor:
-        items = self.model.normalize(self.course_embeddings())  # (n_courses, d)
-        return check_finite("course embeddings", items, self.course_ids.to_ids)
+        """(n_courses, d) the scoring items, one tensor per state of the course vectors (so a
+        fitted index checks them once, `ItemIndex.check_items`)."""
+        courses = self.course_embeddings()  # recomputed when the weights changed
+        if self._items_of is None or self._items_of[0] is not courses:
+            with torch.inference_mode(False), torch.no_grad():  # as course_embeddings
+                items = self.model.normalize(courses)  # (n_courses, d)
+            check_finite("course embeddings", items, self.course_ids.to_ids)
+            self._items_of = (courses, items)
+        return self._items_of[1]
 
     def _seen_rows(self, learner_idx: np.ndarray) -> sp.csr_matrix:
         """(c, n_courses) courses watched before the cutoff; unknown learners (-1): none."""
@@ -361,15 +403,16 @@ class NCFRecommender:
         (built on first use; the settings of `self.retrieval` when it is of that method).
         An `ItemIndex` is the caller's: a fitted one is searched as is (it must be fitted on
         this recommender's course vectors), an unfitted one is fitted for this call only."""
+        items = self._items()  # first: new course vectors drop the indexes fitted on old ones
         if isinstance(method, ItemIndex):  # the caller's index: used as is once fitted
-            return method if method.fitted else method.clone().fit(self._items())
+            return method if method.fitted else method.clone().fit(items)
         method = self.retrieval_method if method is None else check_method(method)
         if method == "exact":
             return "exact"
         if method not in self._indexes:
             same = self.retrieval is not None and self.retrieval.method == method
             index = self.retrieval.clone() if same else ItemIndex(method)
-            self._indexes[method] = index.fit(self._items())
+            self._indexes[method] = index.fit(items)
         return self._indexes[method]
 
     def _ranked(
@@ -415,8 +458,9 @@ class NCFRecommender:
     def score(self, learner_ids: Sequence[Any], course_ids: Sequence[Any]) -> np.ndarray:
         """(n,) float32 model scores of the pairs (learner_ids[i], course_ids[i]): the score
         `recommend` ranks by. Unknown learners follow `cold_start`; unknown courses raise
-        `UnknownIdError`. Costs one (chunk, n_courses) matmul per chunk of distinct learners,
-        as `recommend` does; courses already watched are scored like any other."""
+        `UnknownIdError`. Costs one (block, n_courses) matmul per block of distinct learners
+        (at most SCORE_BLOCK scores, so memory does not grow with the learners), the product
+        `recommend` ranks by; courses already watched are scored like any other."""
         n_l = len(serving.as_index(learner_ids, "learner_ids"))
         n_c = len(serving.as_index(course_ids, "course_ids"))
         if n_l != n_c:
@@ -428,19 +472,34 @@ class NCFRecommender:
         cidx = serving.index_of(self.course_ids, course_ids, "course_ids")
         return self._score_index(lidx, cidx)
 
+    def _score_rows(self) -> int:
+        """Learners per block of `score` / `score_stats`: at most SCORE_BLOCK scores (and
+        chunk_size learners), at least one learner."""
+        return max(1, min(self.chunk_size, SCORE_BLOCK // max(1, len(self.course_ids))))
+
+    def _score_blocks(self, learner_idx: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, (b, n_courses) float32 scores) for the learners `learner_idx`, in
+        blocks of `_score_rows()` learners. The learner vectors are computed per chunk of
+        chunk_size learners, as before and as `recommend` does (a chunk's vectors are small),
+        and each block's rows of them multiplied by the items: a block's scores are the same
+        numbers whatever the block size."""
+        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses), as top_k
+        block = self._score_rows()
+        for lo in range(0, len(learner_idx), self.chunk_size):
+            q = self._queries(learner_idx[lo : lo + self.chunk_size]).to(torch.float32)
+            for b in range(0, q.shape[0], block):
+                yield lo + b, q[b : b + block] @ item_t  # (b, n_courses) fresh buffer
+
     @torch.inference_mode()
     def _score_index(self, lidx: np.ndarray, cidx: np.ndarray) -> np.ndarray:
         out = np.empty(len(lidx), dtype=np.float32)
         if not len(lidx):
             return out
-        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses), as top_k
         learners, inv = np.unique(lidx, return_inverse=True)  # (u,), (n,) pair -> learner
         order = np.argsort(inv, kind="stable")  # pairs grouped by learner
         bounds = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(learners)))])
-        for lo in range(0, len(learners), self.chunk_size):
-            hi = min(lo + self.chunk_size, len(learners))
-            pairs = order[bounds[lo] : bounds[hi]]  # (p,) the pairs of these learners
-            s = self._queries(learners[lo:hi]).to(torch.float32) @ item_t  # (c, n_courses)
+        for lo, s in self._score_blocks(learners):  # s: (b, n_courses)
+            pairs = order[bounds[lo] : bounds[lo + s.shape[0]]]  # (p,) these learners' pairs
             rows = torch.from_numpy(inv[pairs] - lo).to(self.device)
             cols = torch.from_numpy(cidx[pairs]).to(self.device)
             out[pairs] = s[rows, cols].cpu().numpy()
@@ -478,13 +537,10 @@ class NCFRecommender:
         candidates): `<prefix>_mean`, `<prefix>_std` (population, ddof 0) and
         `<prefix>_logsumexp` of its scores, float64, one row per given id in order. For a
         per-learner z-score (s - mean) / std or log-softmax s - logsumexp. One float32
-        matmul per chunk of learners; the statistics are accumulated in float64."""
+        matmul per block of learners (at most SCORE_BLOCK scores: memory does not grow with
+        the learners asked for); the statistics are accumulated in float64."""
         idx = self._learner_index(learner_ids)
-        item_t = self._items().to(torch.float32).T.contiguous()  # (d, n_courses)
-        parts = []
-        for lo in range(0, len(idx), self.chunk_size):
-            s = self._queries(idx[lo : lo + self.chunk_size]).to(torch.float32) @ item_t
-            parts.append(serving.score_moments(s))  # (c, n_courses) -> 3 x (c,)
+        parts = [serving.score_moments(s) for _, s in self._score_blocks(idx)]  # 3 x (b,) each
         mean, std, lse = (
             np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3)
         )
@@ -521,6 +577,8 @@ class NCFRecommender:
         from their history; a pure-ID model (no history input) can only serve them the
         cold-start list (its `history_sizes` are 0, and a warning counts their watches).
         `serving_report["new_learners"]` counts the log's learners without a row (ID row).
+        The log's ids must be of the model's kinds (text or integer, per map): another kind
+        is a TypeError naming `log.learner_ids` / `log.course_ids`, both dtypes and examples.
         Ids in neither the model nor the log are unknown: `UnknownIdError` under
         cold_start="error", the cold-start list under "empty_history".
         A cutoff before `model_cutoff` raises unless `allow_earlier` (the model was trained
@@ -534,6 +592,10 @@ class NCFRecommender:
                 "set rec.inputs = InputBuilder(...) as trained (conf/ncf/*.yaml `inputs`), then "
                 "rec.save(folder)"
             )
+        # Ids of another kind (integer learner ids in the log, text ones in the model) never
+        # match: every learner would be new, every course unknown, without saying why.
+        self.learner_ids.check_kind(log.learner_ids.index, "log.learner_ids")
+        self.course_ids.check_kind(log.course_ids.index, "log.course_ids")
         cutoff = serving.as_cutoff(cutoff)
         if self.model_cutoff is not None and cutoff < self.model_cutoff and not allow_earlier:
             raise ValueError(
@@ -572,7 +634,8 @@ class NCFRecommender:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Weights (torch state dict), config JSON (format_version, model, input settings,
-        normalize, content presence, cutoffs), id maps (Parquet), snapshot (npz): no pickle.
+        normalize, cold_start, chunk_size, content presence, cutoffs), id maps (Parquet),
+        snapshot (npz): no pickle.
         The folder is replaced atomically."""
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
@@ -585,6 +648,7 @@ class NCFRecommender:
                     "inputs": None if self.inputs is None else self.inputs.config,
                     "normalize": self.normalize,
                     "cold_start": self.cold_start,
+                    "chunk_size": self.chunk_size,
                     "content": self.content is not None,
                     "cutoff": _when(self.snapshot.cutoff),
                     "model_cutoff": _when(self.model_cutoff),
@@ -622,9 +686,11 @@ class NCFRecommender:
             model = TwoTower(**config["model"])
             inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
             cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
+            # absent from folders saved before it was: the default
+            chunk_size = positive_int("chunk_size", config.get("chunk_size", _DEFAULT_CHUNK))
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptFolderError(
-                f"{directory}/config.json: its model, inputs or cutoff settings cannot be read "
+                f"{directory}/config.json: its model, inputs, cutoff or chunk_size settings cannot be read "
                 f"by this code ({type(err).__name__}: {err})"
             ) from err
         try:
@@ -651,6 +717,7 @@ class NCFRecommender:
             content=sp.load_npz(content_path).tocsr() if content_path.exists() else None,
             normalize=config["normalize"], cold_start=config["cold_start"], device=device,
             model_cutoff=pd.Timestamp(model_cutoff) if model_cutoff else None,
+            chunk_size=chunk_size,
         )  # fmt: skip
         rec.serving_report = config.get("serving_report")
         rec.format_version = version  # the version the folder was written with

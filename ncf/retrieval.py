@@ -171,7 +171,8 @@ def top_k_by_dot(
     chunk_size: queries per block; memory ~ chunk_size x m float32 scores on the torch path,
         chunk_size x (N + excluded per row) on the faiss path.
     method: 'exact' (default), 'hnsw' or 'ivf' (an index is built over `items` for this call),
-        or a fitted `ncf.ann.ItemIndex` over these items (reused across calls; see ncf.ann).
+        or a fitted `ncf.ann.ItemIndex` over these items (reused across calls; see ncf.ann;
+        items of another shape or other values than it was fitted on raise a ValueError).
     Returns (idx (n, N) int64, scores (n, N) float32), best first, ties to the lower item
     index; rows with fewer than N allowed items are padded with -1 / -inf (see module doc).
     """
@@ -185,11 +186,8 @@ def top_k_by_dot(
     q = _as_matrix("queries", queries, d)
     n = int(q.shape[0])
     ex = None if exclude is None else _check_csr("exclude", exclude, (n, m))
-    if index.fitted and (index.n_items_, index.dim_) != (m, d):
-        raise ValueError(
-            f"method: the ItemIndex was fitted on items of shape ({index.n_items_:,}, "
-            f"{index.dim_}), not these ({m:,}, {d}); fit it on the items searched"
-        )
+    if index.fitted:  # the items it was fitted on: shape, then SHA-256 of the values
+        index.check_items(items if isinstance(items, torch.Tensor) else it, "method")
 
     allowed: np.ndarray | None = None  # global candidate set, (m_sub,) sorted item indices
     per_row: sp.csr_array | None = None

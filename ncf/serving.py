@@ -67,9 +67,14 @@ def as_cutoff(cutoff: Any, what: str = "cutoff") -> pd.Timestamp:
 
 def index_of(ids_map: IdMap, ids: Any, what: str, *, strict: bool = True) -> np.ndarray:
     """(n,) int64 dense indices of `ids`; unknown ids raise `UnknownIdError` naming `what`
-    (strict) or map to -1."""
+    (strict) or map to -1. Ids of another kind than the map's (text against integer ids or
+    the reverse: "3" never matches 3) raise a TypeError naming `what`, both kinds and dtypes
+    and a few examples (`IdMap.check_kind`), strict or not: a lenient look-up would call
+    every id unknown (cold starts, NaN scores) without saying why."""
+    index = as_index(ids, what)
+    ids_map.check_kind(index, what)
     try:
-        return ids_map.to_index(as_index(ids, what), strict=strict).astype(np.int64)
+        return ids_map.to_index(index, strict=strict).astype(np.int64)
     except UnknownIdError as e:
         raise UnknownIdError(what, e.unknown, e.total) from None
 
@@ -208,10 +213,11 @@ def long_table(
 def score_moments(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of `s` (c, m): mean, standard deviation (population, ddof 0) and log-sum-exp,
     in float64 (a float32 sum over a large catalogue loses digits the z-score needs)."""
-    s64 = s.to(torch.float64)  # (c, m)
+    s64 = s.to(torch.float64, copy=True)  # (c, m) ours: changed in place below
     mean = s64.mean(dim=1)  # (c,)
-    std = (s64 - mean[:, None]).square().mean(dim=1).sqrt()  # two-pass: no cancellation
     lse = torch.logsumexp(s64, dim=1)  # (c,) max-shifted, so large scores do not overflow
+    s64 -= mean[:, None]  # in place: one (c, m) float64 buffer, not three
+    std = s64.square_().mean(dim=1).sqrt()  # two-pass: no cancellation
     return tuple(t.cpu().numpy() for t in (mean, std, lse))  # type: ignore[return-value]
 
 

@@ -309,6 +309,36 @@ def test_bad_method_and_mismatched_index_are_clear_errors(emb):
         ItemIndex("ivf").search(q, 5)
 
 
+def test_an_index_knows_its_items_by_their_sha256_not_their_shape(emb):
+    """An index fitted on other vectors of the same shape (a model trained further, reloaded
+    or refitted) was searched as if it were this one: stale lists, only the shape checked."""
+    import hashlib
+
+    import torch
+
+    from ncf.ann import items_sha256
+
+    q, items = emb
+    t = torch.from_numpy(items.copy())
+    index = ItemIndex("hnsw").fit(t)
+    head = np.asarray(items.shape, dtype=np.int64).tobytes()
+    assert index.items_sha256_ == hashlib.sha256(head + items.tobytes()).hexdigest()
+    assert items_sha256(t.double()) == index.items_sha256_  # as the index reads them: float32
+    assert items_sha256(items.T.copy().T) == index.items_sha256_  # order of the copy: no matter
+    top_k_by_dot(q, t, 5, method=index)  # the items it was fitted on
+    top_k_by_dot(q, items, 5, method=index)  # the same values in numpy
+    changed = t.clone()
+    changed[7, 0] += 1.0  # one value of 300 x 16
+    for other in (changed, changed.numpy()):
+        with pytest.raises(ValueError, match=r"method: the ItemIndex was fitted on other items "
+                                             r"of the same shape \(300, 16\): SHA-256 "):  # fmt: skip
+            top_k_by_dot(q, other, 5, method=index)
+    with torch.no_grad():
+        t[3] *= 2  # in place, after it passed: its version counter moved, so it is hashed again
+    with pytest.raises(ValueError, match="fitted on other items of the same shape"):
+        top_k_by_dot(q, t, 5, method=index)
+
+
 def test_overflowing_scores_take_the_torch_path_and_its_checks(monkeypatch):
     q = np.full((2, 4), 1e20, np.float32)
     items = np.full((3, 4), 1e20, np.float32)

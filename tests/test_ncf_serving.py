@@ -187,6 +187,35 @@ def test_at_checks_the_cutoff(rec, log):
         rec.at(log.with_events(log.events.drop(columns="watched")), T)
 
 
+def with_int_ids(log: EventLog, *, learners: bool, courses: bool) -> EventLog:
+    """`log` with its learner and/or course ids replaced by their dense indices (integers)."""
+    events, tables, maps = log.events, {}, {}
+    for side, table, on in (("learner", log.learners, learners), ("course", log.courses, courses)):
+        ids = getattr(log, f"{side}_ids")
+        if on:
+            events = events.assign(**{f"{side}_id": events[f"{side}_idx"].astype(np.int64)})
+            table = table.assign(
+                **{f"{side}_id": ids.to_index(table[f"{side}_id"]).astype(np.int64)}
+            )
+            ids = IdMap(np.arange(len(ids), dtype=np.int64), f"{side}_id")
+        tables[side], maps[side] = table, ids
+    return EventLog(events, tables["learner"], tables["course"], maps["learner"], maps["course"])
+
+
+def test_at_refuses_a_log_whose_ids_are_of_another_kind(rec, log):
+    """Integer learner ids in the log against the model's text ids: every learner was served
+    as new since training (from its history, with a serving_report of 100% new learners);
+    integer course ids: a ValueError that only said none was known."""
+    T = rec.snapshot.cutoff + DAY
+    with pytest.raises(TypeError, match=r"log.learner_ids: [\d,]+ int ids \(dtype int64, e.g. "
+                                        r"\[0, 1, 2\]\), but the learner_id map holds str ids"):  # fmt: skip
+        rec.at(with_int_ids(log, learners=True, courses=False), T)
+    with pytest.raises(TypeError, match=r"log.course_ids: [\d,]+ int ids .* course_id map holds "
+                                        r"str ids \(dtype \w+, e.g. \['C"):  # fmt: skip
+        rec.at(with_int_ids(log, learners=False, courses=True), T)
+    rec.at(log, T)  # the same kinds: served
+
+
 def test_at_maps_other_ids_drops_unknown_courses_and_serves_new_learners(rec, log):
     # Three co-watch neighbours per course (the fixture's 50 are never all filled here), so a
     # new course left in the co-watch computation would push a known neighbour out.
@@ -339,6 +368,41 @@ def test_score_bad_inputs_and_cold_start(rec):
     np.testing.assert_allclose(cold.score(["nobody"] * 5, ids[0]), scores[0], rtol=1e-6)
 
 
+def test_ids_of_another_kind_than_the_maps_are_a_type_error_naming_the_argument(rec):
+    """Integer ids against a map of text ids (or text against integers) never match: the
+    lenient look-ups called every id unknown (all cold starts, NaN scores) and the strict
+    ones reported every id as unknown, without saying why."""
+    lid, cid = rec.learner_ids.index[:3].tolist(), rec.course_ids.index[:3].tolist()
+    cold = copy_of(rec, cold_start="empty_history")
+    ints = [0, 1, 2]
+    for call, what in (
+        (lambda: cold.known_learners(ints), "learner_ids"),
+        (lambda: cold.history_sizes(np.arange(3)), "learner_ids"),
+        (lambda: cold.recommend(ints, N=3), "learner_ids"),
+        (lambda: cold.score_stats(pd.Series(ints)), "learner_ids"),
+        (lambda: rec.known_courses(ints), "course_ids"),
+        (lambda: rec.score(lid, ints), "course_ids"),
+        (lambda: rec.recommend(lid, N=3, candidates=ints), "candidates"),
+    ):
+        with pytest.raises(TypeError, match=rf"{what}: 3 int ids \(dtype int64, e.g. \[0, 1, 2\]\),"
+                                             r" but the \w+ map holds str ids"):  # fmt: skip
+            call()
+    frame = pd.DataFrame({"learner_id": ints, "course_id": cid})
+    with pytest.raises(TypeError, match=r"frame.learner_id: 3 int ids .* holds str ids"):
+        cold.score_table(frame, unknown="nan")
+    # the reverse: text ids against integer maps, with the dtypes and examples of both
+    n_l, n_c = len(rec.learner_ids), len(rec.course_ids)
+    int_rec = NCFRecommender(
+        rec.model, rec.snapshot, IdMap(np.arange(n_l), "learner_id"),
+        IdMap(np.arange(n_c), "course_id"), device="cpu", cold_start="empty_history",
+    )  # fmt: skip
+    with pytest.raises(TypeError, match=r"learner_ids: 2 str ids \(dtype \w+, e.g. \['1', '2'\]\)"
+                                        r", but the learner_id map holds int ids \(dtype int64, "
+                                        r"e.g. \[0, 1, 2\]\)"):  # fmt: skip
+        int_rec.known_learners(["1", "2"])
+    assert int_rec.known_learners([1, n_l]).tolist() == [True, False]  # same kind: as before
+
+
 def test_recommend_table_is_recommend_as_a_long_table(rec):
     learners = rec.learner_ids.index[:25].tolist()
     ids, scores = rec.recommend(learners, N=10)
@@ -472,6 +536,42 @@ def test_score_stats_match_a_dense_computation(rec):
     assert z == pytest.approx((dense[0, 7] - dense[0].mean()) / dense[0].std(), rel=1e-4)
 
 
+def test_score_and_score_stats_hold_at_most_a_block_of_scores(rec, monkeypatch):
+    """score and score_stats held a (chunk_size, n_courses) float32 score matrix (and
+    score_stats three float64 copies): 4,096 learners x 50,000 courses took 0.8 and 5.3 GB.
+    They now go by blocks of max(1, SCORE_BLOCK // n_courses) learners, same results: the
+    learner vectors are computed per chunk as before; only the product's float32 rounding
+    may differ in the last bit (BLAS kernels differ by row count), as between chunk sizes."""
+    import ncf.recommender as recommender
+
+    cold = copy_of(rec, cold_start="empty_history")
+    learners = [*rec.learner_ids.index[:40].tolist(), "nobody", *rec.learner_ids.index[:5]]
+    picks = np.random.default_rng(0).integers(0, len(rec.course_ids), size=len(learners))
+    courses = rec.course_ids.index[picks].tolist()
+    whole_score, whole_stats = cold.score(learners, courses), cold.score_stats(learners)
+    assert cold._score_rows() == cold.chunk_size  # this catalogue: one block of 4,096
+    n_courses = len(rec.course_ids)
+    blocks = []  # the learners of every score matrix formed
+    score_blocks = NCFRecommender._score_blocks
+
+    def recorded(self, idx):
+        for lo, s in score_blocks(self, idx):
+            assert s.shape[1] == n_courses
+            blocks.append(s.shape[0])
+            yield lo, s
+
+    monkeypatch.setattr(NCFRecommender, "_score_blocks", recorded)
+    for block_scores, rows in ((3 * n_courses, 3), (n_courses + 1, 1), (5, 1)):
+        monkeypatch.setattr(recommender, "SCORE_BLOCK", block_scores)
+        blocks.clear()
+        got = cold.score(learners, courses)
+        np.testing.assert_allclose(got, whole_score, rtol=1e-6, atol=1e-6)
+        assert max(blocks) == rows and sum(blocks) == 41  # the distinct learners, in blocks
+        blocks.clear()
+        pd.testing.assert_frame_equal(cold.score_stats(learners), whole_stats, rtol=1e-6)
+        assert max(blocks) == rows and sum(blocks) == len(learners)
+
+
 def test_learner_embeddings_by_caller_ids(rec):
     ids = rec.learner_ids.index[[7, 2, 7]].tolist()
     by_id = rec.learner_embeddings(ids)
@@ -502,6 +602,39 @@ def test_a_cosine_model_is_served_by_its_cosine_score(rec, log):
     np.testing.assert_allclose(cos.score_stats(learners)["ncf_mean"], full.mean(1), atol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["trained", "attention"])
+def test_a_model_in_another_float_dtype_serves_the_same_scores(rec, which):
+    """model.double() (or bfloat16) failed in every scoring path: the history and co-watch
+    bags are float32, and EmbeddingBag refuses per_sample_weights of another dtype than
+    its table. The bag weights now take the table's dtype."""
+    import copy
+
+    model = rec.model
+    if which == "attention":
+        torch.manual_seed(0)
+        config = {**rec.model.config, "pooling": "attention", "course_bias": True}
+        model = TwoTower(**config).eval()
+    r32 = NCFRecommender(model, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+    learners = rec.learner_ids.index[:30].tolist()
+    picks = np.random.default_rng(0).integers(0, len(rec.course_ids), size=len(learners))
+    courses = rec.course_ids.index[picks].tolist()
+    want_ids, want = r32.recommend(learners, N=10)
+    for dtype, tol in ((torch.float64, 1e-5), (torch.bfloat16, 0.1)):
+        other = copy.deepcopy(model).to(dtype)
+        r = NCFRecommender(other, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+        assert r.course_embeddings().dtype == dtype
+        ids, got = r.recommend(learners, N=10)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(r.score(learners, courses), r32.score(learners, courses),
+                                   rtol=tol, atol=tol)  # fmt: skip
+        stats, stats32 = r.score_stats(learners), r32.score_stats(learners)
+        for col in ("ncf_mean", "ncf_std", "ncf_logsumexp"):
+            np.testing.assert_allclose(stats[col], stats32[col], rtol=tol, atol=tol)
+        if dtype == torch.float64:  # the same lists (bfloat16 may swap near-equal scores)
+            np.testing.assert_array_equal(ids, want_ids)
+
+
 # ---- persistence -----------------------------------------------------------------------------
 def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_path):
     T = rec.snapshot.cutoff
@@ -522,6 +655,20 @@ def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_pa
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="before the model's training cutoff"):
         loaded.at(log, T - DAY)  # the model's cutoff survived the round trip
+
+
+def test_save_load_keeps_chunk_size(rec, tmp_path):
+    """chunk_size was not saved: a loaded recommender served in chunks of the default 4096."""
+    small = copy_of(rec, chunk_size=7)
+    folder = small.save(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["chunk_size"] == 7
+    loaded = NCFRecommender.load(folder, device="cpu")
+    assert loaded.chunk_size == 7
+    assert NCFRecommender.load(rec.save(tmp_path / "default"), device="cpu").chunk_size == 4096
+    del config["chunk_size"]  # a folder saved before chunk_size was: the default
+    (folder / "config.json").write_text(json.dumps(config))
+    assert NCFRecommender.load(folder, device="cpu").chunk_size == 4096
 
 
 def test_naive_and_string_cutoffs_are_read_as_utc(rec, log, tmp_path):
@@ -671,6 +818,63 @@ def test_recommend_searches_with_the_callers_item_index(rec):
         rec.recommend(ids, 5, method=other)
 
 
+def test_course_vectors_and_indexes_follow_the_models_weights(rec):
+    """Course vectors were computed once per recommender and kept: after load_state_dict
+    or further training it served the old model's lists and scores, and an approximate
+    index fitted on the old vectors kept serving."""
+    import copy
+
+    pytest.importorskip("faiss")
+    r = copy.deepcopy(rec)
+    ids, cids = list(r.learner_ids.index[:20]), list(r.course_ids.index[:20])
+    before = r.recommend(ids, 5, method="exact")
+    r.recommend(ids, 5, method="ivf")
+    old_index = r._indexes["ivf"]
+    torch.manual_seed(1)
+    r.model.load_state_dict(TwoTower(**r.model.config).state_dict())  # other weights
+
+    def same_as_a_fresh_recommender() -> None:
+        fresh = copy_of(r)  # built on the model as it is now: nothing cached
+        for method in ("exact", "ivf"):
+            got, want = r.recommend(ids, 5, method=method), fresh.recommend(ids, 5, method=method)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(r.score(ids, cids), fresh.score(ids, cids))
+        pd.testing.assert_frame_equal(r.score_stats(ids), fresh.score_stats(ids))
+        torch.testing.assert_close(r.course_embeddings(), fresh.course_embeddings())
+
+    same_as_a_fresh_recommender()
+    assert r._indexes["ivf"] is not old_index  # refitted on the new vectors
+    assert not np.array_equal(r.recommend(ids, 5, method="exact")[1], before[1])
+    with torch.no_grad():  # an in-place update, as an optimizer step makes
+        for p in r.model.course_tower.parameters():
+            p.mul_(0.5)
+    same_as_a_fresh_recommender()
+    kept = r.course_embeddings()
+    assert r.course_embeddings() is kept  # unchanged weights: computed once, not per call
+
+
+def test_a_fitted_index_hashes_the_course_vectors_once_not_per_chunk(rec, monkeypatch):
+    """The SHA-256 check of a fitted index is paid once per course vectors, not per chunk
+    of learners, also when score_stats computed the vectors first (in inference mode, where
+    tensors keep no version counter and every chunk was hashed again)."""
+    pytest.importorskip("faiss")
+    import ncf.ann as ann
+    from ncf.ann import ItemIndex
+
+    r = copy_of(rec, chunk_size=7)
+    ids = list(r.learner_ids.index[:40])  # 6 chunks
+    r.score_stats(ids[:2])  # the course vectors are computed here first
+    hashed = []
+    real = ann.items_sha256
+    monkeypatch.setattr(ann, "items_sha256", lambda x: hashed.append(1) or real(x))
+    index = ItemIndex("exact").fit(r._items())
+    want = r.recommend(ids, 5, method="exact")
+    got = r.recommend(ids, 5, method=index)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert len(hashed) == 1  # at the fit; the 6 chunks' checks found the same tensor
+
+
 def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
     """A folder edited by hand, damaged or from newer code: errors that name the file, not a
     bare JSONDecodeError / TypeError / ambiguous id map."""
@@ -696,8 +900,10 @@ def test_a_damaged_saved_folder_is_a_named_error(rec, tmp_path):
         "truncated": (lambda f: (f / "config.json").write_text('{"model": '),
                       r"config.json: unreadable \(Expecting value"),
         "unknown model key": (config_edit(lambda c: c["model"].update(wings=2)),
-                              r"config.json: its model, inputs or cutoff settings cannot be read"
-                              r" by this code \(TypeError: .*wings"),
+                              r"config.json: its model, inputs, cutoff or chunk_size settings "
+                              r"cannot be read by this code \(TypeError: .*wings"),
+        "bad chunk_size": (config_edit(lambda c: c.update(chunk_size=0)),
+                           r"config.json: its model, .*chunk_size: must be a positive int; got 0"),
         "unknown inputs key": (config_edit(lambda c: c["inputs"].update(lookback=3)),
                                r"config.json: its model, .*lookback"),
         "other weights": (config_edit(lambda c: c["model"].update(bag_dim=3)),

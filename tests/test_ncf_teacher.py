@@ -227,6 +227,38 @@ def test_the_chosen_teacher_is_reused_for_the_validation_snapshot(small_platform
     assert refit_teacher.key == "teacher/test" and refit_teacher is not teacher
 
 
+def test_a_snapshots_teacher_is_fitted_once_however_often_the_loader_is_built(
+    small_platform, monkeypatch
+):
+    """train_dataloader runs at every reload (Lightning's reload_dataloaders_every_n_epochs):
+    each run refitted the teacher, a randomized SVD of the same history per epoch (measured:
+    3 SVDs of the validation history in a 3-epoch fit with a fixed teacher_l2)."""
+    import baselines.ease_low_rank as elr
+    from ncf.datamodule import NCFDataModule
+
+    svds = []
+    real = elr.randomized_svd
+    monkeypatch.setattr(elr, "randomized_svd", lambda *a, **k: svds.append(1) or real(*a, **k))
+    log = clean(small_platform.log, CleaningConfig(min_watch_seconds=60))
+    split = stratified_split(log, log.select("watched"), test_ratio=0.25, valid_ratio=0.1)
+    dm = NCFDataModule(log, split, InputBuilder(), teacher_l2=20.0, teacher_rank=4, batch_size=16)
+    dm.setup()  # as Lightning does before building a loader
+    loaders = [dm.train_dataloader() for _ in range(3)]  # three epochs' reloads
+    assert len(svds) == 1
+    (teacher,) = dm.teachers()
+    assert all(loader.dataset.teachers[0] is teacher for loader in loaders)
+    expect = low_rank_ease(dm.valid.history, 20.0, rank=4, seed=0)  # the same numbers
+    np.testing.assert_array_equal(teacher.weights.numpy(), expect.left)
+    np.testing.assert_array_equal(teacher.right.numpy(), expect.right)
+    refit = dm.for_refit()  # other snapshots: their own teacher, once
+    svds.clear()
+    for _ in range(3):
+        (refit_teacher,) = refit.train_dataloader().dataset.teachers
+    assert len(svds) == 1
+    assert refit_teacher.key == "teacher/test" and refit.teachers()[0] is refit_teacher
+    assert dm.teachers()[0] is teacher and len(svds) == 1  # the copy left the original's alone
+
+
 def test_datamodule_chooses_the_teacher_l2_on_validation_once_and_the_refit_keeps_it(
     small_platform, monkeypatch
 ):

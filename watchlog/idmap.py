@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -100,7 +101,7 @@ class IdMap:
         if not len(ids):
             return
         arr = ids if hasattr(ids, "dtype") else pd.Index(ids)
-        mine = id_kind(self.index.dtype, self.index)
+        mine = self._kind
         given = id_kind(arr.dtype, arr)
         if mine is not None and given is not None and mine != given:
             head = np.asarray(arr[:3]).tolist()
@@ -110,6 +111,12 @@ class IdMap:
                 f"{self.index[:3].tolist()}): no id would match; convert one side "
                 "(.astype(str) or .astype(int))"
             )
+
+    @functools.cached_property
+    def _kind(self) -> str | None:
+        """The map's own id kind, inspected once (an object index's values are O(n) to
+        infer, and `check_kind` runs on every serving call)."""
+        return id_kind(self.index.dtype, self.index)
 
     def to_index(self, ids, *, strict: bool = True) -> np.ndarray:
         """Dense int32 indices of `ids`; unknown ids raise (strict) or map to -1."""
