@@ -96,7 +96,7 @@ def test_the_epoch_log_of_a_resumed_fit_keeps_the_best_so_far(tmp_path, monkeypa
     fit(compose_cfg(part, "trainer.max_epochs=1"), resume=True)
     ckpt = part / "checkpoints"
     (ckpt / "fit_done.json").unlink()
-    state = torch.load(ckpt / "last.ckpt", weights_only=False)
+    state = torch.load(ckpt / "last.ckpt", weights_only=True)
     (key,) = [k for k in state["callbacks"]  # the best-epoch one, not last.ckpt's own
               if k.startswith("ModelCheckpoint{'monitor': 'val_ndcg@10'")]  # fmt: skip
     state["callbacks"][key]["best_model_score"] = torch.tensor(0.99)  # a better earlier epoch
