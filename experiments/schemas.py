@@ -154,6 +154,7 @@ class NCFSchema:
     monitor: str = MISSING
     patience: int = MISSING
     refit: bool = MISSING
+    ema_decay: float | None = MISSING
 
 
 # --- data: conf/data/*.yaml ---------------------------------------------------------------

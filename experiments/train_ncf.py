@@ -128,6 +128,7 @@ def fit(
         dm, module, out_dir,
         monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
         trainer_kwargs=trainer_kwargs, callbacks=trainer_callbacks(cfg.trainer), resume=resume,
+        ema_decay=cfg.ncf.ema_decay,
     )  # fmt: skip
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.

@@ -12,6 +12,9 @@
    the ID vector of a learner unknown to the model, before validation is recomputed, so
    validation, test and the saved model see the same weights. The refit, trained on other
    snapshots, is treated the same way.
+   With weight averaging (`ema_decay`, or a Lightning `WeightAveraging` among the callbacks)
+   the averaged weights are the model: validation scores them, the best checkpoint holds
+   them, the refit averages too, and they are tested and served.
 3. `Trainer.test` on the test snapshot: the result. With a refit, the model chosen on
    validation is tested too, before the refit replaces it (`test_before_refit` in the
    metrics: reported, never used to choose anything; with the split moved one window
@@ -41,7 +44,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    WeightAveraging,
+)
 from pytorch_lightning.loggers import CSVLogger
 
 from evaluation import RankingMetrics
@@ -190,6 +198,7 @@ def _fit_and_test(
     refit: bool = False,
     resume: bool = False,
     callbacks: Sequence[pl.Callback] | None = None,
+    ema_decay: float | None = None,
 ) -> TrainResult:
     """Fit with early stopping on `monitor` (max), reload the best weights, test (module doc).
 
@@ -207,6 +216,12 @@ def _fit_and_test(
     resume: continue a fit that `out_dir` holds (see the module docstring); the caller makes
     sure the folder belongs to the same data and settings. False: start afresh (a previous
     run's resume files there are removed).
+    ema_decay: keep an exponential moving average of the weights, updated after every
+    optimizer step with this decay (Lightning's `EMAWeightAveraging`; None: no averaging).
+    Any `WeightAveraging` (this one or one among `callbacks`) is swapped in for every
+    validation, so the epoch is chosen on the averaged weights; the best checkpoint is then
+    saved whole (Lightning puts the averaged weights in its state_dict only there, not in a
+    weights-only one), and the refit averages with a fresh copy of the same callback.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -237,6 +252,11 @@ def _fit_and_test(
         )
     if checkpoint.dirpath is None:  # as Lightning resolves a dirpath given to the constructor
         checkpoint.dirpath = os.path.realpath(out_dir / "checkpoints")
+    averaging = _weight_averaging(callbacks, ema_decay)
+    if averaging:
+        callbacks += [a for a in averaging if a not in callbacks]
+        checkpoint.save_weights_only = False  # else best.ckpt holds the raw weights
+    refit_averaging = copy.deepcopy(averaging)  # unused copies: no average yet
     if "callbacks" in (trainer_kwargs or {}):
         raise TypeError("pass the callbacks as callbacks=, not in trainer_kwargs")
     if resume:
@@ -307,7 +327,7 @@ def _fit_and_test(
                   "training data", best_epoch + 1)  # fmt: skip
         again = pl.Trainer(
             **{**kwargs, "max_epochs": best_epoch + 1, "limit_val_batches": 0},
-            logger=False, enable_checkpointing=False,
+            logger=False, enable_checkpointing=False, callbacks=refit_averaging,
         )  # fmt: skip
         refit_data = datamodule.for_refit()
         again.fit(initial, datamodule=refit_data)
@@ -349,6 +369,30 @@ def _fit_and_test(
         test_per_user=test_per_user,
         extra=extra,
     )
+
+
+def _weight_averaging(
+    callbacks: list[pl.Callback], ema_decay: float | None
+) -> list[WeightAveraging]:
+    """The weight averaging of a fit: the `WeightAveraging` among the callbacks, or a new
+    `EMAWeightAveraging(decay=ema_decay)`; at most one (two would both swap their average in)."""
+    given = [c for c in callbacks if isinstance(c, WeightAveraging)]
+    if ema_decay is not None:
+        if not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay (ncf.ema_decay) must lie in (0, 1), got {ema_decay!r}")
+        if given:
+            raise ValueError(
+                f"ema_decay={ema_decay} (ncf.ema_decay) and {type(given[0]).__name__} in the "
+                "callbacks (trainer.callbacks) both average the weights: keep one (set "
+                "ncf.ema_decay=null, or remove the callback)"
+            )
+        return [EMAWeightAveraging(decay=float(ema_decay))]
+    if len(given) > 1:
+        raise ValueError(
+            f"{len(given)} weight-averaging callbacks ({[type(c).__name__ for c in given]}): "
+            "each would swap its own average in for validation; keep one"
+        )
+    return given
 
 
 def _zero_untrained(module: NCFModule, datamodule: NCFDataModule, what: str) -> int | None:

@@ -34,18 +34,21 @@ def _weights(trained) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trained.recommender.model.state_dict().items()}
 
 
-def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path):
-    whole = fit(compose_cfg(tmp_path / "whole"), resume=True)
+@pytest.mark.parametrize("averaging", ["ncf.ema_decay=null", "ncf.ema_decay=0.9"])
+def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path, averaging):
+    """With weight averaging the average resumes too (Lightning's WeightAveraging keeps it
+    in last.ckpt): the same weights, checkpoint and metrics as the uninterrupted fit."""
+    whole = fit(compose_cfg(tmp_path / "whole", averaging), resume=True)
     # "Crash" after the first epoch: a 1-epoch fit leaves last.ckpt of epoch 0; without its
     # done marker the next call resumes from it and trains epochs 1 and 2.
     part = tmp_path / "part"
-    fit(compose_cfg(part, "trainer.max_epochs=1"), resume=True)
+    fit(compose_cfg(part, "trainer.max_epochs=1", averaging), resume=True)
     ckpt = part / "checkpoints"
     loops = torch.load(ckpt / "last.ckpt", weights_only=True)["loops"]
     # written as epoch 0 ends (at its validation): processed, and not yet marked completed
     assert loops["fit_loop"]["epoch_progress"]["current"]["processed"] == 1
     (ckpt / "fit_done.json").unlink()
-    resumed = fit(compose_cfg(part), resume=True)
+    resumed = fit(compose_cfg(part, averaging), resume=True)
     assert resumed.result.epochs_run == whole.result.epochs_run
     assert resumed.result.valid == whole.result.valid
     assert resumed.result.test == whole.result.test
@@ -53,7 +56,7 @@ def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished fit is not run again: the same result from its done marker
     done = json.loads((ckpt / "fit_done.json").read_text())
-    again = fit(compose_cfg(part), resume=True)
+    again = fit(compose_cfg(part, averaging), resume=True)
     assert again.result.test == whole.result.test and done["epochs_run"] == 3
 
 
