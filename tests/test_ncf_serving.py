@@ -417,7 +417,8 @@ def test_recommend_table_is_recommend_as_a_long_table(rec):
     np.testing.assert_array_equal(table["ncf_score"].to_numpy(), scores.ravel().astype(np.float64))
     np.testing.assert_array_equal(table["ncf_rank"].to_numpy(), np.tile(np.arange(1, 11), 25))
     chunked = copy_of(rec, chunk_size=4).recommend_table(learners, N=10)
-    pd.testing.assert_frame_equal(chunked, table, check_exact=False, rtol=1e-6)
+    # float32 products in other batch shapes round differently (~1e-6 relative at d = 128)
+    pd.testing.assert_frame_equal(chunked, table, check_exact=False, rtol=1e-5)
     shared = rec.course_ids.index[:6].tolist()  # one list for all, fewer than N: ragged
     small = rec.recommend_table(learners, N=10, candidates=shared, filter_already_watched=False)
     assert len(small) == 25 * 6 and set(small["course_id"]) == set(shared)
