@@ -97,6 +97,9 @@ def test_two_averages_are_refused(tmp_path):
         fit_and_test(None, None, tmp_path, ema_decay=0.9,
                      callbacks=[*default_callbacks(), EMAWeightAveraging()])  # fmt: skip
     with pytest.raises(ValueError, match="2 weight-averaging callbacks"):
-        fit_and_test(None, None, tmp_path,
-                     callbacks=[*default_callbacks(), EMAWeightAveraging(), EMAWeightAveraging()])
-
+        fit_and_test(
+            None,
+            None,
+            tmp_path,
+            callbacks=[*default_callbacks(), EMAWeightAveraging(), EMAWeightAveraging()],
+        )
