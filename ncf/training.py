@@ -301,6 +301,9 @@ def _fit_and_test(
     else:
         _log.info("two-tower fit already finished in %s; reusing its best checkpoint", ckpt_dir)
     fit_s = time.perf_counter() - start
+    # Averaging is over: the best checkpoint holds its epoch's average. Left on the trainer, a
+    # WeightAveraging would swap its last average in for the validation below.
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     state = torch.load(done["best_model_path"], map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     untrained = _zero_untrained(module, datamodule, "the best checkpoint")

@@ -56,6 +56,20 @@ def test_the_best_checkpoint_holds_the_averaged_weights_validation_scored(log, t
     assert res.valid["val_ndcg@10"] == pytest.approx(res.best_score, abs=1e-6)
 
 
+def test_the_reported_validation_is_the_best_epochs_not_the_last_average(log, tmp_path):
+    """A checkpoint kept on the *lowest* validation score: the chosen epoch is then not the
+    last one, so the average at the end of training differs from the chosen epoch's. The
+    validation reported is the chosen checkpoint's; the average left on the trainer after
+    the fit is not swapped in for it."""
+    dm, module = _setup(log)
+    timer, worst, _ = default_callbacks()
+    worst.mode = "min"  # keeps the worst epoch: the first here, while the average moves on
+    res = fit_and_test(dm, module, tmp_path, ema_decay=0.9, callbacks=[timer, worst],
+                       trainer_kwargs=TRAINER)  # fmt: skip
+    assert res.best_epoch < res.epochs_run - 1
+    assert res.valid["val_ndcg@10"] == pytest.approx(res.best_score, abs=1e-6)
+
+
 def test_without_averaging_the_checkpoint_stays_weights_only(log, tmp_path):
     dm, module = _setup(log)
     res = fit_and_test(dm, module, tmp_path, trainer_kwargs=TRAINER)
