@@ -253,10 +253,12 @@ def _fit_and_test(
     if checkpoint.dirpath is None:  # as Lightning resolves a dirpath given to the constructor
         checkpoint.dirpath = os.path.realpath(out_dir / "checkpoints")
     averaging = _weight_averaging(callbacks, ema_decay)
-    if averaging:
-        callbacks += [a for a in averaging if a not in callbacks]
+    refit_callbacks = []
+    if averaging is not None:
+        if averaging not in callbacks:
+            callbacks.append(averaging)
         checkpoint.save_weights_only = False  # else best.ckpt holds the raw weights
-    refit_averaging = copy.deepcopy(averaging)  # unused copies: no average yet
+        refit_callbacks.append(copy.deepcopy(averaging))  # before the fit: no average yet
     if "callbacks" in (trainer_kwargs or {}):
         raise TypeError("pass the callbacks as callbacks=, not in trainer_kwargs")
     if resume:
@@ -330,7 +332,7 @@ def _fit_and_test(
                   "training data", best_epoch + 1)  # fmt: skip
         again = pl.Trainer(
             **{**kwargs, "max_epochs": best_epoch + 1, "limit_val_batches": 0},
-            logger=False, enable_checkpointing=False, callbacks=refit_averaging,
+            logger=False, enable_checkpointing=False, callbacks=refit_callbacks,
         )  # fmt: skip
         refit_data = datamodule.for_refit()
         again.fit(initial, datamodule=refit_data)
@@ -376,9 +378,10 @@ def _fit_and_test(
 
 def _weight_averaging(
     callbacks: list[pl.Callback], ema_decay: float | None
-) -> list[WeightAveraging]:
+) -> WeightAveraging | None:
     """The weight averaging of a fit: the `WeightAveraging` among the callbacks, or a new
-    `EMAWeightAveraging(decay=ema_decay)`; at most one (two would both swap their average in)."""
+    `EMAWeightAveraging(decay=ema_decay)`, or None; at most one (two would both swap their
+    average in)."""
     given = [c for c in callbacks if isinstance(c, WeightAveraging)]
     if ema_decay is not None:
         if not 0.0 < float(ema_decay) < 1.0:
@@ -389,13 +392,13 @@ def _weight_averaging(
                 "callbacks (trainer.callbacks) both average the weights: keep one (set "
                 "ncf.ema_decay=null, or remove the callback)"
             )
-        return [EMAWeightAveraging(decay=float(ema_decay))]
+        return EMAWeightAveraging(decay=float(ema_decay))
     if len(given) > 1:
         raise ValueError(
             f"{len(given)} weight-averaging callbacks ({[type(c).__name__ for c in given]}): "
             "each would swap its own average in for validation; keep one"
         )
-    return given
+    return given[0] if given else None
 
 
 def _zero_untrained(module: NCFModule, datamodule: NCFDataModule, what: str) -> int | None:
