@@ -177,7 +177,7 @@ class NCFRecommender:
         self.chunk_size = positive_int("chunk_size", chunk_size)
         self.serving_report: dict[str, Any] | None = None  # what `at` dropped; None otherwise
         self.format_version: int | None = None  # set by `load`: the folder's format version
-        self.model.to(self.device).eval()
+        self._placed_model()
         self._history = normalize_rows(snapshot.history, normalize)
         # Course vectors, computed once per state of the model's weights (`_weights_key`:
         # further training or load_state_dict changes it), and the scoring items from them.
@@ -190,6 +190,21 @@ class NCFRecommender:
         self.retrieval = retrieval
 
     # ---- embeddings -------------------------------------------------------------------------
+    def _placed_model(self) -> TwoTower:
+        """The model on this recommender's device and in eval mode, as every scoring path needs
+        it. Recommenders may share one model (`at`, a copy with other serving options, one per
+        device) and `.to` moves it in place: without this, the last one built would leave the
+        others indexing a model on another device (or, after further training, in train mode:
+        dropout in the scores). A move changes the weights' storage, so the course vectors
+        are recomputed (`_weights_key`)."""
+        p = next(self.model.parameters(), None)
+        if p is not None and not _same_device(p.device, self.device):
+            with torch.inference_mode(False):  # real parameters, even from an inference path
+                self.model.to(self.device)
+        if self.model.training:
+            self.model.eval()
+        return self.model
+
     def _weights_key(self) -> tuple | None:
         """What identifies the model's current weights without reading them: per parameter and
         buffer its storage, dtype, device and version counter (bumped by every in-place
@@ -208,6 +223,7 @@ class NCFRecommender:
         after further training or load_state_dict; an approximate index fitted on the old
         vectors is dropped with them); with a course bias, its column is last
         (`with_bias=False` drops it, e.g. for plots and neighbour searches)."""
+        self._placed_model()
         key = self._weights_key()
         if self._courses is None or key is None or key != self._courses_key:
             dev = self.device
@@ -237,6 +253,7 @@ class NCFRecommender:
         With learner ID embeddings, index i < model.n_learners is ID row i; the learners
         after them (new since training, see `at`) have none: their history, zero ID vector."""
         learner_idx = np.asarray(learner_idx, dtype=np.int64)
+        self._placed_model()
         out = []
         for start in range(0, len(learner_idx), self.chunk_size):
             part = learner_idx[start : start + self.chunk_size]
@@ -744,3 +761,14 @@ def _write_embeddings(path: Path, ids: IdMap, emb: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 are one device when 0 is the current one (`.to("cuda")` puts tensors on
+    cuda:<current>, whose device then compares unequal to torch.device("cuda"))."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return a.index is None or b.index is None or a.index == b.index
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)

@@ -603,6 +603,41 @@ def test_a_cosine_model_is_served_by_its_cosine_score(rec, log):
     np.testing.assert_allclose(cos.score_stats(learners)["ncf_mean"], full.mean(1), atol=1e-5)
 
 
+def test_a_model_put_back_in_train_mode_is_served_in_eval_mode(rec):
+    """Further training leaves the shared model in train mode: dropout (0.5 here) would put
+    noise in every score. Each scoring path puts it back in eval mode first."""
+    torch.manual_seed(0)
+    model = TwoTower(len(rec.learner_ids), len(rec.course_ids), bag_dim=16, mlp=[8], dropout=0.5)
+    r = NCFRecommender(model, rec.snapshot, rec.learner_ids, rec.course_ids, device="cpu")
+    learners = rec.learner_ids.index[:20].tolist()
+    want_ids, want = r.recommend(learners, N=5)
+    want_embeddings = r.learner_embeddings(learners)
+    model.train()
+    ids, got = r.recommend(learners, N=5)
+    assert not model.training
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(got, want)
+    model.train()
+    torch.testing.assert_close(r.learner_embeddings(learners), want_embeddings, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_recommenders_sharing_one_model_on_two_devices_each_serve_on_their_own(rec):
+    """NCFRecommender moves the model it is given in place (`.to`). A second recommender on
+    another device used to leave the first indexing a model on the wrong device (an
+    embedding_bag device error); each one now puts the shared model on its device first."""
+    gpu = copy_of(rec, device="cuda")
+    cpu = copy_of(rec, device="cpu")  # moves the shared model to the CPU
+    learners = rec.learner_ids.index[:30].tolist()
+    ids_gpu, s_gpu = gpu.recommend(learners, N=10)  # moves it back
+    assert next(rec.model.parameters()).is_cuda
+    ids_cpu, s_cpu = cpu.recommend(learners, N=10)
+    assert next(rec.model.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(s_gpu, s_cpu, rtol=1e-5, atol=1e-5)
+    assert (ids_gpu == ids_cpu).mean() > 0.99  # near-equal scores may swap across devices
+    rec.recommend(learners[:1])  # the fixture's own recommender, for the tests after this one
+
+
 @pytest.mark.parametrize("which", ["trained", "attention"])
 def test_a_model_in_another_float_dtype_serves_the_same_scores(rec, which):
     """model.double() (or bfloat16) failed in every scoring path: the history and co-watch
@@ -644,7 +679,7 @@ def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_pa
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["format_version"] == FORMAT_VERSION == 2
     assert config["inputs"] == rec.inputs.config and config["content"] is False
-    loaded = NCFRecommender.load(tmp_path / "model", device="cpu")
+    loaded = NCFRecommender.load(tmp_path / "model", device=rec.device)  # as rec: same kernels
     assert loaded.inputs.config == rec.inputs.config and loaded.normalize == rec.normalize
     assert loaded.model_cutoff == T and loaded.snapshot.cutoff == T + 10 * DAY
     assert loaded.serving_report == later.serving_report and loaded.format_version == 2
@@ -704,7 +739,7 @@ def test_old_format_folders_serve_their_snapshot_but_at_asks_for_a_re_save(rec, 
     config = json.loads(path.read_text())
     old = {k: config[k] for k in ("model", "normalize", "cold_start", "cutoff", "snapshot")}
     path.write_text(json.dumps(old))  # what save wrote before format_version 2
-    loaded = NCFRecommender.load(tmp_path / "model", device="cpu")
+    loaded = NCFRecommender.load(tmp_path / "model", device=rec.device)  # as rec: same kernels
     assert loaded.inputs is None and loaded.format_version == 1
     learners = rec.learner_ids.index[:20]
     np.testing.assert_array_equal(loaded.recommend(learners)[1], rec.recommend(learners)[1])
@@ -835,7 +870,7 @@ def test_course_vectors_and_indexes_follow_the_models_weights(rec):
     r.model.load_state_dict(TwoTower(**r.model.config).state_dict())  # other weights
 
     def same_as_a_fresh_recommender() -> None:
-        fresh = copy_of(r)  # built on the model as it is now: nothing cached
+        fresh = copy_of(r, device=r.device)  # on the model as it is now: nothing cached
         for method in ("exact", "ivf"):
             got, want = r.recommend(ids, 5, method=method), fresh.recommend(ids, 5, method=method)
             np.testing.assert_array_equal(got[0], want[0])
