@@ -245,7 +245,7 @@ def test_neumf_learns_two_groups_and_scores_for_full_ranking():
     assert set(out) >= {"samples_per_s", "seconds_per_epoch", "losses", "model"}
     assert out["samples_per_epoch"] == x.nnz * 5 and out["samples_per_s"] > 0
     assert out["losses"][-1] < out["losses"][0]
-    s = out["model"].score(np.arange(80)).numpy()  # (80, 20) logits
+    s = out["model"].score(np.arange(80)).cpu().numpy()  # (80, 20) logits
     assert s.shape == (80, 20)
     own = np.where(
         group[:, None] == 0, s[:, :10].mean(1, keepdims=True), s[:, 10:].mean(1, keepdims=True)

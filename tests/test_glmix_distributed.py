@@ -11,10 +11,14 @@ from glmix import FixedEffect, GLMix, RandomEffect, run_distributed
 
 def make_model(distributed: bool) -> GLMix:
     return GLMix(
-        fixed=FixedEffect(l2=1.0),
+        # on the CPU: gloo processes, forked below (a child cannot use CUDA once the parent
+        # has, and with device "auto" the single-process fit would have)
+        fixed=FixedEffect(l2=1.0, device="cpu"),
         random={
-            "per_learner": RandomEffect(key="learner", l2=2.0, dtype="float64", variances=True),
-            "per_course": RandomEffect(key="course", l2=2.0, dtype="float64"),
+            "per_learner": RandomEffect(
+                key="learner", l2=2.0, dtype="float64", variances=True, device="cpu"
+            ),
+            "per_course": RandomEffect(key="course", l2=2.0, dtype="float64", device="cpu"),
         },
         passes=2,
         distributed=distributed,

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 import glmix.model
+from tests.reproducibility import assert_same_run
 from tests.test_glmix_model import make_data, model, split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,7 +57,7 @@ def test_killed_fit_resumes_after_last_update_and_ends_the_same(tmp_path, monkey
     assert [h["objective"] for h in h1[4:]] == pytest.approx([h["objective"] for h in h2[4:]])
     assert resumed.best_ == whole.best_
     for name, est in whole.coordinates_.items():
-        np.testing.assert_array_equal(resumed.coordinates_[name].coef_, est.coef_)
+        assert_same_run(resumed.coordinates_[name].coef_, est.coef_, err_msg=name)
 
 
 def test_state_of_another_fit_is_not_used(tmp_path):
@@ -64,9 +65,7 @@ def test_state_of_another_fit_is_not_used(tmp_path):
     model(passes=1).fit(*split(*make_data(), 0, 4500), state_path=path)
     again = _fit(path)  # other settings (passes): a fresh fit, which then owns the file
     assert len(again.history_) == 9
-    np.testing.assert_array_equal(
-        again.coordinates_["global"].coef_, _fit().coordinates_["global"].coef_
-    )
+    assert_same_run(again.coordinates_["global"].coef_, _fit().coordinates_["global"].coef_)
 
 
 def test_state_of_a_fit_on_other_inputs_is_not_used(tmp_path, caplog):
@@ -94,4 +93,4 @@ def test_state_of_a_fit_on_other_inputs_is_not_used(tmp_path, caplog):
         again = _fit(path)  # the real inputs: the state above is another fit's
         assert "belongs to another fit" in caplog.text
         for name, est in fresh.coordinates_.items():
-            np.testing.assert_array_equal(again.coordinates_[name].coef_, est.coef_)
+            assert_same_run(again.coordinates_[name].coef_, est.coef_, err_msg=name)

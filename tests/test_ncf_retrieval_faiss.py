@@ -110,7 +110,8 @@ def test_faiss_path_is_the_one_taken(emb, monkeypatch):
 def test_masked_path_up_to_max_items_with_or_without_exclusion_and_faiss_search_above(
     emb, monkeypatch
 ):
-    """The equalities above compare different paths: which one ran is observed, not assumed."""
+    """The equalities above compare different paths: which one ran is observed, not assumed.
+    These are the CPU paths (on CUDA, torch.topk on the device serves every catalogue)."""
     q, items = emb
     ex = exclusion(200, 300, seed=1)
     masked, searched = [], []
@@ -120,15 +121,15 @@ def test_masked_path_up_to_max_items_with_or_without_exclusion_and_faiss_search_
     monkeypatch.setattr(ItemIndex, "search",
                         lambda self, *a, **k: searched.append(1) or real_search(self, *a, **k))  # fmt: skip
     for kwargs in ({"exclude": ex}, {}):
-        top_k_by_dot(q, items, 5, **kwargs)
+        top_k_by_dot(q, items, 5, device="cpu", **kwargs)
         assert masked and not searched, kwargs
         masked.clear()
     monkeypatch.setattr(retrieval, "MAX_ITEMS", 299)  # a catalogue above the limit
     for kwargs in ({"exclude": ex}, {}):
-        top_k_by_dot(q, items, 5, **kwargs)
+        top_k_by_dot(q, items, 5, device="cpu", **kwargs)
         assert searched and not masked, kwargs
         searched.clear()
-    top_k_by_dot(q, items, 5, method="ivf")  # approximate: never the masked path
+    top_k_by_dot(q, items, 5, method="ivf", device="cpu")  # approximate: never the masked path
     assert searched and not masked
 
 
