@@ -258,7 +258,7 @@ class NCFRecommender:
         for start in range(0, len(learner_idx), self.chunk_size):
             part = learner_idx[start : start + self.chunk_size]
             # An unknown learner (-1) gets an empty bag: its row of the history is zeroed.
-            rows = sp.diags((part >= 0).astype(np.float32)) @ self._history[np.maximum(part, 0)]
+            rows = serving.rows_or_empty(self._history, part)
             rows.eliminate_zeros()
             id_row = np.where(part < self.model.n_learners, part, -1)  # -1: no ID row
             ids = torch.from_numpy(id_row).to(self.device)
@@ -318,8 +318,9 @@ class NCFRecommender:
 
     def _seen_rows(self, learner_idx: np.ndarray) -> sp.csr_matrix:
         """(c, n_courses) courses watched before the cutoff; unknown learners (-1): none."""
-        seen = self.snapshot.seen[np.maximum(learner_idx, 0)]
-        return sp.csr_matrix(sp.diags((learner_idx >= 0).astype(np.float32)) @ seen)
+        rows = serving.rows_or_empty(self.snapshot.seen, learner_idx)
+        rows.eliminate_zeros()  # a stored zero is not a watch (as the diagonal product had it)
+        return rows
 
     # ---- retrieval ----------------------------------------------------------------------------
     def recommend(

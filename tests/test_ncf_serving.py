@@ -1008,3 +1008,19 @@ def test_a_two_tower_trained_after_the_folds_cutoff_is_refused_at_any_snapshot(r
         with pytest.raises(LeakageError, match=r"two-tower scoring the blend window was trained "
                                                r"on events up to .*\(model_cutoff\), after"):  # fmt: skip
             builder.build(learners, log=log, fold=fold, retriever=moved, context=ctx)
+
+
+def test_rows_or_empty_is_the_rows_asked_for_with_unknown_ones_empty():
+    from ncf.serving import rows_or_empty
+
+    m = sp.random(6, 9, density=0.4, format="csr", dtype=np.float32, random_state=0)
+    m.data[0] = 0.0  # a stored zero stays stored: what the caller asked for is the rows
+    for idx in ([4, -1, 0, 4, -1], [2, 5], [-1, -1], []):
+        idx = np.asarray(idx, dtype=np.int64)
+        got = rows_or_empty(m, idx)
+        want = np.where((idx >= 0)[:, None], m.toarray()[np.maximum(idx, 0)], 0.0)
+        assert got.shape == (len(idx), 9) and got.has_canonical_format
+        np.testing.assert_array_equal(got.toarray(), want)
+        assert (np.diff(got.indptr)[idx < 0] == 0).all()  # unknown rows hold no entry
+        known = idx >= 0
+        assert got.nnz == np.diff(m.indptr)[idx[known]].sum()

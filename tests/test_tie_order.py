@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from evaluation.full_ranking import full_ranking_topk, ties_to_lower_index
+from evaluation.full_ranking import full_ranking_topk, out_of_order_rows, ties_to_lower_index
 from evaluation.threshold_select import dot_top_k
 from ncf.retrieval import MAX_ITEMS, top_k_by_dot
 
@@ -178,6 +178,10 @@ def test_ties_to_lower_index_reorders_only_what_is_out_of_order():
         np.float32,
     )
     untouched = scores[1].copy()
+    # the rows to sort, found alike in numpy and in torch (where `_torch_top_k` finds them)
+    assert out_of_order_rows(idx, scores).tolist() == [True, False, True]
+    as_torch = out_of_order_rows(torch.from_numpy(idx), torch.from_numpy(scores))
+    assert as_torch.tolist() == [True, False, True]
     got_i, got_s = ties_to_lower_index(idx, scores)
     assert got_i.tolist() == [[3, 7, 1, 5, -1, -1], [0, 1, 2, 3, 4, 5], [8, 9, 2, 4, 6, 7]]
     np.testing.assert_array_equal(got_s[0], [2, 2, 1, 1, -np.inf, -np.inf])
