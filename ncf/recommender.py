@@ -117,6 +117,10 @@ class NCFRecommender:
     model_cutoff: the latest cutoff the model's training saw (default: the snapshot's).
     Both cutoffs are kept as UTC timestamps (`serving.as_cutoff`: a naive one is read as UTC,
     a string parsed), so `at` can compare them with its cutoff and `save` writes them alike.
+    device: where the model scores ("auto": CUDA when present). The model is the caller's
+      object, not a copy (further training shows in the next scores): every scoring call puts
+      it on this device and in eval mode first, so recommenders on two devices may share it
+      (each call then moves it; give each its own copy to avoid the moves).
     """
 
     def __init__(
