@@ -35,6 +35,8 @@ __all__ = [
     "window_truth",
     "candidate_labels",
     "list_metrics",
+    "indexed_list_metrics",
+    "row_indices",
     "candidate_auc",
     "tournament",
     "aligned",
@@ -68,7 +70,7 @@ def window_truth(
     return m.astype(np.float32)
 
 
-def _indices(log: EventLog, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
+def row_indices(log: EventLog, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
     """(learner index, -1 if unknown; course index) of each row. Learner ids of another kind
     than the log's raise a TypeError (they would all be unknown: no labels, empty lists)."""
     log.learner_ids.check_kind(frame[LEARNER], f"{what}.{LEARNER}")
@@ -82,7 +84,7 @@ def candidate_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels (n,) int8, gains (n,) float64) of each candidate from a truth matrix; learners
     unknown to the log have no labels."""
-    learner, course = _indices(log, table, "candidate_labels: table")
+    learner, course = row_indices(log, table, "candidate_labels: table")
     gains = np.zeros(len(table))
     ok = learner >= 0
     gains[ok] = np.asarray(truth[learner[ok], course[ok]]).ravel()
@@ -101,14 +103,29 @@ def list_metrics(
 
     learners: the learner indices to judge (default: every learner with truth); a learner
     without a list counts as an empty list (all misses), never as skipped."""
+    learner, course = row_indices(log, lists, "list_metrics: lists")
+    rank = lists["rank"].to_numpy(np.int64)
+    return indexed_list_metrics(learner, course, rank, truth, ks=ks, learners=learners)
+
+
+def indexed_list_metrics(
+    learner: np.ndarray,
+    course: np.ndarray,
+    rank: np.ndarray,
+    truth: sp.csr_matrix,
+    *,
+    ks: Sequence[int] = (10,),
+    learners: np.ndarray | None = None,
+) -> RankingMetrics:
+    """`list_metrics` of lists given as (r,) arrays: learner index (-1: unknown, left out),
+    course index and 1-based rank of each listed course. For a caller that judges many
+    rankings of one table (`blend.selection.LabelledPoint.judge`) and maps its ids once."""
     if learners is None:
         learners = np.flatnonzero(np.diff(truth.indptr) > 0)
     learners = np.asarray(learners, dtype=np.int64)
     k = max(ks)
     topk = np.full((len(learners), k), -1, dtype=np.int64)  # (n, k) course index, -1 padding
-    learner, course = _indices(log, lists, "list_metrics: lists")
     row = pd.Index(learners).get_indexer(learner)
-    rank = lists["rank"].to_numpy(np.int64)
     ok = (row >= 0) & (rank <= k)
     topk[row[ok], rank[ok] - 1] = course[ok]
     # ranks are 1..n per learner, so padding is only at the end of a row

@@ -31,7 +31,7 @@ import pandas as pd
 
 from watchlog.candidates import COURSE, LEARNER, learner_bounds, validate_candidates
 
-__all__ = ["ROUTES", "top_k", "served_lists", "routes"]
+__all__ = ["ROUTES", "top_k", "top_rows", "ranking_keys", "served_lists", "routes"]
 
 ROUTES = ("blend", "two_tower", "popular")
 
@@ -57,17 +57,32 @@ def _course_order(table: pd.DataFrame) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def ranking_keys(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(group, course order), (n,) int64 each: each row's learner (0, 1, ... in table order)
+    and its course's tie key. What `top_rows` ranks by beside the score: a caller ranking one
+    table many times computes them once."""
+    return _group(table)[0], _course_order(table)
+
+
+def top_rows(
+    group: np.ndarray, course_order: np.ndarray, score: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, rank): the k best rows of each group by `score` (ties: the lower course order),
+    in (group, rank) order, with their 1-based rank."""
+    order = np.lexsort((course_order, -score, group))
+    rank = _rank_in_group(group, order)
+    top = rank <= k
+    return order[top], rank[top].astype(np.int64)
+
+
 def top_k(table: pd.DataFrame, score_column: str, k: int) -> pd.DataFrame:
     """The k best rows of each learner by `score_column` (ties: the lower course id)."""
-    group, _ = _group(table)
     score = table[score_column].to_numpy(np.float64)
-    order = np.lexsort((_course_order(table), -score, group))
-    rank = _rank_in_group(group, order)
-    keep = order[rank <= k]
+    keep, rank = top_rows(*ranking_keys(table), score, k)
     return pd.DataFrame(
         {
             LEARNER: table[LEARNER].array.take(keep),
-            "rank": rank[rank <= k].astype(np.int64),
+            "rank": rank,
             COURSE: table[COURSE].array.take(keep),
             "score": score[keep],
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from blend.evaluate import candidate_auc, candidate_labels, list_metrics
-from blend.lists import top_k
+from blend.evaluate import candidate_auc, candidate_labels, indexed_list_metrics, row_indices
+from blend.lists import ranking_keys, top_rows
 from evaluation import RankingMetrics
 from glmix import watch_time_weights
 from watchlog import EventLog
@@ -101,8 +102,22 @@ class LabelledPoint:
         """Per-learner metrics of the top k of `scores` over learners with truth (at every k
         of `ks` instead, when given)."""
         ks = (k,) if ks is None else tuple(int(x) for x in ks)
-        t = self.table.assign(_score=scores)
-        return list_metrics(top_k(t, "_score", max(ks)), self.log, self.truth, ks=ks)
+        group, course_order, learner, course = self._judge_keys
+        score = np.asarray(scores, dtype=np.float64)
+        if score.shape != group.shape:
+            raise ValueError(
+                f"scores: expected shape {group.shape}, one per candidate; got {score.shape}"
+            )
+        rows, rank = top_rows(group, course_order, score, max(ks))
+        return indexed_list_metrics(learner[rows], course[rows], rank, self.truth, ks=ks)
+
+    @cached_property
+    def _judge_keys(self) -> tuple[np.ndarray, ...]:
+        """(group, course order, learner index, course index), (n,) each, computed once: every
+        variant is judged on the same table (mapping its ids and sorting its course ids took
+        more time than ranking the scores)."""
+        learner, course = row_indices(self.log, self.table, "LabelledPoint table")
+        return (*ranking_keys(self.table), learner, course)
 
 
 @dataclass

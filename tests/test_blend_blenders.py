@@ -208,6 +208,33 @@ def test_metric_curves_match_the_judged_figures_and_reach_full_recall():
     assert a.loc[5, "ndcg"] > noise.loc[5, "ndcg"]  # `a` is half the learners' taste
 
 
+def test_judge_equals_list_metrics_of_the_top_k_table_ties_included():
+    """LabelledPoint.judge ranks with keys it computed once (learner groups, course order,
+    the ids mapped to indices): the same metrics as top_k's table through list_metrics,
+    with many tied scores too (ties go to the lower course id)."""
+    import scipy.sparse as sp
+
+    from blend.evaluate import list_metrics
+    from blend.lists import top_k
+
+    table, y = _two_tastes(n_learners=120, n_cand=30, seed=5)
+    log = _Log(table)
+    li = log.learner_ids.to_index(table["learner_id"])
+    ci = log.course_ids.to_index(table["course_id"])
+    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(len(log.learner_ids), 30))
+    truth.eliminate_zeros()
+    point = LabelledPoint.from_table(table, log, truth)
+    rng = np.random.default_rng(0)
+    for scores in (table["a"].to_numpy(), rng.integers(0, 3, len(table)).astype(float)):
+        for ks in ((10,), (1, 5, 30)):
+            want = list_metrics(
+                top_k(table.assign(_s=scores), "_s", max(ks)), log, truth, ks=ks
+            ).summary()
+            assert point.judge(scores, ks=ks).summary() == want
+    with pytest.raises(ValueError, match="one per candidate"):
+        point.judge(np.zeros(len(table) - 1))
+
+
 def test_rank_fusion_gives_tied_rows_their_mean_rank_whatever_the_row_order():
     table = pd.DataFrame(
         {
