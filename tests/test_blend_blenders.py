@@ -126,23 +126,26 @@ class _Log:
         self.course_ids = IdMap(np.unique(table["course_id"]), "course_id")
 
 
-def test_compare_fits_on_one_window_and_keeps_the_best_on_the_other():
+def _labelled_point(table, labels, log) -> LabelledPoint:
+    """The candidates `table` labelled by `labels` (1 = watched), a truth matrix over `log`."""
     import scipy.sparse as sp
+
+    li = log.learner_ids.to_index(table["learner_id"])
+    ci = log.course_ids.to_index(table["course_id"])
+    truth = sp.csr_matrix(
+        (labels.astype(float), (li, ci)), shape=(len(log.learner_ids), len(log.course_ids))
+    )
+    truth.eliminate_zeros()
+    return LabelledPoint.from_table(table, log, truth)
+
+
+def test_compare_fits_on_one_window_and_keeps_the_best_on_the_other():
 
     table, y = _two_tastes(seed=5)
     fresh, y_fresh = _two_tastes(seed=6)
     log = _Log(table)
 
-    def point(t, labels):
-        li = log.learner_ids.to_index(t["learner_id"])
-        ci = log.course_ids.to_index(t["course_id"])
-        truth = sp.csr_matrix(
-            (labels.astype(float), (li, ci)), shape=(len(log.learner_ids), len(log.course_ids))
-        )
-        truth.eliminate_zeros()
-        return LabelledPoint.from_table(t, log, truth)
-
-    fit, judge = point(table, y), point(fresh, y_fresh)
+    fit, judge = _labelled_point(table, y, log), _labelled_point(fresh, y_fresh, log)
     assert fit.fit_rows()[1]["learners_with_labels"] == 300
     variants = make_variants(
         context=["b", "noise"], normalizations=(), kinds=("rrf",), rrf_columns=["a", "b"]
@@ -163,15 +166,11 @@ def test_compare_fits_on_one_window_and_keeps_the_best_on_the_other():
 
 
 def test_split_labels_divides_the_labelled_pairs_between_fit_and_judge():
-    import scipy.sparse as sp
 
     table, y = _two_tastes(n_learners=200, n_cand=10, seed=7)
     log = _Log(table)
-    li = log.learner_ids.to_index(table["learner_id"])
-    ci = log.course_ids.to_index(table["course_id"])
-    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(200, 10))
-    truth.eliminate_zeros()
-    point = LabelledPoint.from_table(table, log, truth)
+    point = _labelled_point(table, y, log)
+    truth = point.truth
     fit, judge = point.split_labels(0.25, seed=1)
     assert fit.truth.multiply(judge.truth).nnz == 0
     assert fit.truth.nnz + judge.truth.nnz == truth.nnz
@@ -182,17 +181,12 @@ def test_split_labels_divides_the_labelled_pairs_between_fit_and_judge():
 
 
 def test_metric_curves_match_the_judged_figures_and_reach_full_recall():
-    import scipy.sparse as sp
 
     from blend.study import metric_curves
 
     table, y = _two_tastes(n_learners=100, n_cand=30, seed=3)
     log = _Log(table)
-    li = log.learner_ids.to_index(table["learner_id"])
-    ci = log.course_ids.to_index(table["course_id"])
-    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(len(log.learner_ids), 30))
-    truth.eliminate_zeros()
-    point = LabelledPoint.from_table(table, log, truth)
+    point = _labelled_point(table, y, log)
     scores = {"a": table["a"].to_numpy(), "noise": table["noise"].to_numpy()}
     curves = metric_curves(point, scores, ks=range(1, 31))
     assert list(curves.columns) == ["system", "k", "ndcg", "recall", "learners"]
@@ -212,18 +206,14 @@ def test_judge_equals_list_metrics_of_the_top_k_table_ties_included():
     """LabelledPoint.judge ranks with keys it computed once (learner groups, course order,
     the ids mapped to indices): the same metrics as top_k's table through list_metrics,
     with many tied scores too (ties go to the lower course id)."""
-    import scipy.sparse as sp
 
     from blend.evaluate import list_metrics
     from blend.lists import top_k
 
     table, y = _two_tastes(n_learners=120, n_cand=30, seed=5)
     log = _Log(table)
-    li = log.learner_ids.to_index(table["learner_id"])
-    ci = log.course_ids.to_index(table["course_id"])
-    truth = sp.csr_matrix((y.astype(float), (li, ci)), shape=(len(log.learner_ids), 30))
-    truth.eliminate_zeros()
-    point = LabelledPoint.from_table(table, log, truth)
+    point = _labelled_point(table, y, log)
+    truth = point.truth
     rng = np.random.default_rng(0)
     for scores in (table["a"].to_numpy(), rng.integers(0, 3, len(table)).astype(float)):
         for ks in ((10,), (1, 5, 30)):
