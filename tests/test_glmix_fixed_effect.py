@@ -232,7 +232,9 @@ def test_smooth_in_place_equals_the_plain_expressions(added):
         if dev.type == "cpu":
             assert torch.equal(g_got, g_want)
         else:  # cuSPARSE's X^T r may sum in another order from one call to the next
-            torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12 * g_want.abs().max())
+            torch.testing.assert_close(
+                g_got, g_want, rtol=1e-12, atol=1e-12 * g_want.abs().max().item()
+            )
     prob.release()
     assert prob._buffers is None and prob.X._scratch is None
 
