@@ -25,23 +25,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 
 from benchmarks.bench_blend_movielens import ML100K
 from benchmarks.blend_harness import CONF
 from benchmarks.common import print_table, write_result
-from benchmarks.diagnose_blend_movielens import _z_by_learner
+from benchmarks.diagnose_blend_movielens import z_by_learner
 from blend import RankBlender
 from blend.selection import LabelledPoint
 from experiments.blend import Models, make_points
 from experiments.data import prepare_data
 from ncf.recommender import NCFRecommender
-
-# the features beside the two-tower's, as conf/blend/default.yaml lists them
-FEATURES = ["glmix_global", "glmix_per_learner", "glmix_per_course", "log_popularity",
-            "course_age", "retrieval_rank", "ease_z"]  # fmt: skip
 
 
 def with_second(point: LabelledPoint, second: NCFRecommender) -> LabelledPoint:
@@ -49,7 +44,7 @@ def with_second(point: LabelledPoint, second: NCFRecommender) -> LabelledPoint:
     and `ncf_avg_z` (the mean of the two z-scores)."""
     t = point.table
     t = t.assign(ncf2=second.score(t["learner_id"].tolist(), t["course_id"].tolist()))
-    t = t.assign(ncf2_z=_z_by_learner(t, "ncf2"))
+    t = t.assign(ncf2_z=z_by_learner(t, "ncf2"))
     t = t.assign(ncf_avg_z=(t["ncf_z"] + t["ncf2_z"]) / 2)
     return LabelledPoint.from_table(t, point.log, point.truth)
 
@@ -60,21 +55,22 @@ def pair_rows(cfg, data, run_a: Path, run_b: Path) -> list[dict]:
     points = make_points(cfg.blend, data, final, early, seed=0)
     fit = with_second(points.refit_on, Models.load_early(run_b).serving().ncf)
     test = with_second(points.test, Models.load(run_b).serving().ncf)
+    context = list(cfg.blend.features)  # the features beside the two-tower's (conf/blend)
     rows_, _ = fit.fit_rows()
     train = fit.table.iloc[rows_].reset_index(drop=True)
     y, w = fit.labels[rows_], fit.sample_weight(rows_)
 
     def ndcg(scores) -> float:
-        return round(float(test.judge(pd.Series(scores).to_numpy()).summary()["ndcg@10"]), 4)
+        return round(float(test.judge(scores).summary()["ndcg@10"]), 4)
 
     row = {"run": run_a.name, "second_run": run_b.name}
     for column, name in (("ncf_z", "two-tower"), ("ncf2_z", "second two-tower"),
                          ("ncf_avg_z", "average of the two")):  # fmt: skip
         row[f"{name} alone"] = ndcg(test.table[column])
     for name, features in (
-        ("blend: base", ["ncf_z", *FEATURES]),
-        ("blend: + second two-tower", ["ncf_z", *FEATURES, "ncf2_z"]),
-        ("blend: average of the two", ["ncf_avg_z", *FEATURES]),
+        ("blend: base", ["ncf_z", *context]),
+        ("blend: + second two-tower", ["ncf_z", *context, "ncf2_z"]),
+        ("blend: average of the two", ["ncf_avg_z", *context]),
     ):
         blender = RankBlender(features, tau=0.1).fit(train, y, sample_weight=w)
         row[name] = ndcg(blender.score(test.table))

@@ -42,7 +42,7 @@ BASE = ["ncf_z", "glmix_global", "glmix_per_learner", "glmix_per_course", "log_p
         "course_age", "retrieval_rank"]  # fmt: skip
 
 
-def _z_by_learner(t, column: str):
+def z_by_learner(t, column: str):
     g = t.groupby("learner_id", sort=False)[column]
     return (t[column] - g.transform("mean")) / g.transform("std").replace(0.0, 1.0).fillna(1.0)
 
@@ -56,7 +56,7 @@ def with_closed_form(point: LabelledPoint, fold, ease_l2: float) -> LabelledPoin
     ease = np.asarray(X @ ease_weights(X, ease_l2))[li, ci]  # (n_candidates,)
     knn = np.asarray((X @ cowatch_similarity(X, "cosine", top_k=200).T).todense())[li, ci]
     t = point.table.assign(ease=ease, knn=knn)
-    t = t.assign(ease_z=_z_by_learner(t, "ease"), knn_z=_z_by_learner(t, "knn"))
+    t = t.assign(ease_z=z_by_learner(t, "ease"), knn_z=z_by_learner(t, "knn"))
     return LabelledPoint.from_table(t, log, point.truth)
 
 

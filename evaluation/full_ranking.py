@@ -306,15 +306,15 @@ def _torch_top_k(s: torch.Tensor, k: int, users: np.ndarray) -> tuple[np.ndarray
         order = torch.sort(sub + 0.0, dim=1, descending=True, stable=True).indices[:, :k]
         vals[rows], idx[rows] = sub.gather(1, order), order
     idx = idx.masked_fill(vals == float("-inf"), -1)
-    # which rows need ordering, found where the lists are (on CUDA the host's numpy pass
-    # over 1M x 100 lists took 0.55 s of a 3.4 s recommend()); usually none
-    unordered = out_of_order_rows(idx, vals).cpu().numpy() if k >= 2 else None
+    # which rows need ordering, found where the lists are: on CUDA, a pass on the device
+    # instead of the host's numpy pass over every list (usually no row needs it)
+    unordered = out_of_order_rows(idx, vals).cpu().numpy()
     out_i, out_v = ties_to_lower_index(idx.cpu().numpy(), vals.cpu().numpy(), unordered)
     return out_v, out_i
 
 
 def out_of_order_rows(idx, scores):
-    """(c,) bool, numpy or torch as given: the rows of the lists `idx` (c, k >= 2) with their
+    """(c,) bool, numpy or torch as given: the rows of the lists `idx` (c, k) with their
     `scores` that hold an adjacent pair out of (descending score, ascending index) order;
     padding (-1 / -inf) at the end may come in any order. One O(c x k) pass."""
     a, b = scores[:, :-1], scores[:, 1:]  # (c, k - 1) each adjacent pair
