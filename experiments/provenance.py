@@ -26,7 +26,7 @@ _log = logging.getLogger(__name__)
 
 # What each stage's result gives the pipeline manifest's "metrics" (export: the whole result).
 MANIFEST_METRICS: dict[str, tuple[str, ...]] = {
-    "ncf": ("best_epoch", "valid", "test", "test_ci"),
+    "ncf": ("best_epoch", "valid", "test", "test_ci", "members"),  # members: an ensemble's
     "glmix": ("valid", "test"),
     "blend": ("serve", "chosen", "test", "served"),
 }

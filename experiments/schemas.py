@@ -155,6 +155,7 @@ class NCFSchema:
     patience: int = MISSING
     refit: bool = MISSING
     ema_decay: float | None = MISSING
+    ensemble_size: int = MISSING
 
 
 # --- data: conf/data/*.yaml ---------------------------------------------------------------

@@ -38,9 +38,10 @@ from experiments.schemas import check_config
 from experiments.summary import Intervals
 from ncf.content import course_content
 from ncf.datamodule import NCFDataModule
+from ncf.ensemble import TwoTowerEnsemble
 from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
-from ncf.training import TrainResult, fit_and_test, zero_untrained_id_rows
+from ncf.training import TrainResult, evaluate, fit_and_test, zero_untrained_id_rows
 from watchlog.idmap import positions_in
 from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
@@ -116,28 +117,111 @@ def fit(
     prepare_s = time.perf_counter() - start
 
     n_content = 0 if content is None else content.shape[1]
-    model = instantiate(cfg.ncf.model, _convert_="all")(
-        log.n_learners, log.n_courses, n_content_features=n_content
-    )
-    module = instantiate(cfg.ncf.module, _convert_="all")(
-        model, course_popularity=dm.course_popularity()
-    )
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs.pop("callbacks", None)
-    result = fit_and_test(
-        dm, module, out_dir,
-        monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
-        trainer_kwargs=trainer_kwargs, callbacks=trainer_callbacks(cfg.trainer), resume=resume,
-        ema_decay=cfg.ncf.ema_decay,
-    )  # fmt: skip
+    size = int(cfg.ncf.ensemble_size)
+    if size > 1 and cfg.ncf.model.score != "dot":  # before any training, not after K fits
+        raise ValueError(
+            f"ncf.ensemble_size={size} needs ncf.model.score=dot, got {cfg.ncf.model.score!r}: "
+            "an ensemble serves the mean of its members' dot products"
+        )
+    if size == 1:
+        model, result = _fit_member(cfg, dm, n_content, out_dir, resume=resume)
+        valid_model = _best_checkpoint_model(model, result.checkpoint, dm.trained_learners())
+    else:  # members differ in their seed alone; each fits and chooses its epoch on its own
+        seeds = [int(cfg.seed) + i for i in range(size)]
+        members = [
+            _fit_member(cfg, dm.reseeded(s), n_content, out_dir / "members" / str(i),
+                        seed=s, resume=resume)
+            for i, s in enumerate(seeds)
+        ]  # fmt: skip
+        model = TwoTowerEnsemble([m for m, _ in members])
+        valid_model = TwoTowerEnsemble(
+            [_best_checkpoint_model(m, r.checkpoint, dm.trained_learners()) for m, r in members]
+        )
+        result = _ensemble_result(cfg, dm, model, valid_model, [r for _, r in members], seeds)
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
     # Serve from the test snapshot: inputs up to the test cutoff, as the test metrics were.
     rec = NCFRecommender(model, dm.test, log.learner_ids, log.course_ids, **serve)
-    valid_rec = NCFRecommender(
-        _best_checkpoint_model(model, result.checkpoint, dm.trained_learners()), dm.valid,
-        log.learner_ids, log.course_ids, **serve,
-    )  # fmt: skip
+    valid_rec = NCFRecommender(valid_model, dm.valid, log.learner_ids, log.course_ids, **serve)
     return TrainedNCF(data, dm, rec, result, prepare_s, valid_rec)
+
+
+def _fit_member(
+    cfg: DictConfig,
+    dm: NCFDataModule,
+    n_content: int,
+    out_dir: Path,
+    *,
+    seed: int | None = None,
+    resume: bool = False,
+) -> tuple[TwoTower, TrainResult]:
+    """One two-tower built from `cfg.ncf`, fitted on validation and tested
+    (`fit_and_test`, its checkpoints and logs under `out_dir`). seed: an ensemble member's
+    (reseeds the initial weights and the module's draws); None: the run's, already set."""
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+    log = dm.event_log
+    model = instantiate(cfg.ncf.model, _convert_="all")(
+        log.n_learners, log.n_courses, n_content_features=n_content
+    )
+    seeded = {} if seed is None else {"seed": seed}
+    module = instantiate(cfg.ncf.module, _convert_="all", **seeded)(
+        model, course_popularity=dm.course_popularity()
+    )
+    result = fit_and_test(
+        dm, module, out_dir,
+        monitor=cfg.ncf.monitor, patience=cfg.ncf.patience, refit=cfg.ncf.refit,
+        trainer_kwargs=_trainer_kwargs(cfg), callbacks=trainer_callbacks(cfg.trainer),
+        resume=resume, ema_decay=cfg.ncf.ema_decay,
+    )  # fmt: skip
+    return model, result
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("callbacks", None)  # built by trainer_callbacks
+    return kwargs
+
+
+def _ensemble_result(
+    cfg: DictConfig,
+    dm: NCFDataModule,
+    model: TwoTowerEnsemble,
+    valid_model: TwoTowerEnsemble,
+    members: list[TrainResult],
+    seeds: list[int],
+) -> TrainResult:
+    """The ensemble's own validation and test metrics, as `fit_and_test` reports one model's:
+    validation scores the members chosen on it (`valid_model`), test the tested members
+    (refitted with `ncf.refit`; `test_before_refit` the chosen ones). Each member's epoch,
+    metrics and timings are kept under `extra["members"]`; `best_epoch`, `epochs_run`, the
+    checkpoint and the training curve are the first member's."""
+
+    def module(m: TwoTowerEnsemble):
+        return instantiate(cfg.ncf.module, _convert_="all")(
+            m, course_popularity=dm.course_popularity()
+        )
+
+    kwargs = _trainer_kwargs(cfg)
+    valid, _ = evaluate(module(valid_model), dm, "validate", trainer_kwargs=kwargs)
+    extra: dict[str, Any] = {"world_size": members[0].extra.get("world_size", 1)}
+    if cfg.ncf.refit:
+        before, _ = evaluate(module(valid_model), dm, "test", trainer_kwargs=kwargs)
+        extra["test_before_refit"] = before
+    test, per_user = evaluate(module(model), dm, "test", trainer_kwargs=kwargs)
+    extra["members"] = [
+        {"seed": s, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "valid": r.valid,
+         "test": r.test, "test_before_refit": r.extra.get("test_before_refit"),
+         "timings": r.timings}
+        for s, r in zip(seeds, members, strict=True)
+    ]  # fmt: skip
+    timings = {k: sum(r.timings.get(k, 0.0) for r in members) for k in ("fit", "refit", "test")}
+    first = members[0]
+    return TrainResult(
+        best_epoch=first.best_epoch, best_score=valid[cfg.ncf.monitor],
+        epochs_run=first.epochs_run, valid=valid, test=test, timings=timings,
+        checkpoint=first.checkpoint, metrics_csv=first.metrics_csv, test_per_user=per_user,
+        extra=extra,
+    )  # fmt: skip
 
 
 def check_neighbour_course(outputs_cfg: DictConfig | None, log) -> None:
@@ -232,6 +316,8 @@ def train_and_report(
         "test": result.test,
         # the model chosen on validation, before the refit (with ncf.refit only)
         "test_before_refit": result.extra.get("test_before_refit"),
+        # an ensemble's members (ncf.ensemble_size > 1): seed, epoch, metrics, timings each
+        **({"members": result.extra["members"]} if "members" in result.extra else {}),
         "test_ci": test_intervals(result.test_per_user, Intervals.of(cfg)),
         "test_ci_drawn": dataclasses.asdict(Intervals.of(cfg)),
         "embedding_quality": quality,

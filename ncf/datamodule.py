@@ -179,6 +179,19 @@ class NCFDataModule(pl.LightningDataModule):
         out.train_snapshots = self._training_snapshots(before=self.split.test)
         return out
 
+    def reseeded(self, seed: int) -> NCFDataModule:
+        """The same snapshots and teacher (its L2 chosen once, on validation), another seed:
+        the batches' order and label draws follow `seed` (and the sketches of teachers fitted
+        later, the refit's). An ensemble's members each train on one (`experiments.train_ncf`).
+        Call it before a fit: the copy starts with no epochs drawn and no trainer."""
+        self.setup()
+        self.teacher_choice()
+        out = copy.copy(self)
+        out.seed, out.trainer = int(seed), None
+        for state in ("_train_batches", "_resume_epoch", "_teachers"):
+            out.__dict__.pop(state, None)  # drawn, and fitted, afresh by the copy
+        return out
+
     def trained_learners(self) -> np.ndarray:
         """(n_learners,) bool: learners with a training row in this module's training
         snapshots (`ncf.batches.trained_learners`): the learners whose ID rows, if the model

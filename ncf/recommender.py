@@ -49,9 +49,10 @@ cold-start list, and `history_sizes` 0). T' before
 the model's training cutoff `model_cutoff` is refused unless `allow_earlier=True`: the model
 was trained on labels after T', so scores there are not a fair backtest.
 
-Saved folders (`save`) carry `format_version` 2: weights, config.json (model, input settings,
+Saved folders (`save`) carry `format_version` 3: weights, config.json (model, input settings,
 normalize, cold_start, chunk_size, content presence, cutoffs), id maps and snapshot (a folder
-saved without chunk_size loads with the default, 4096). A folder from before version 2
+saved without chunk_size loads with the default, 4096). The model may be an ensemble of
+two-towers (`ncf.ensemble.TwoTowerEnsemble`, served as one: version 3 lists its members). A folder from before version 2
 still loads and serves its snapshot; its `at()` raises until it is re-saved with `inputs`.
 """
 
@@ -74,6 +75,7 @@ from evaluation import resolve_device
 from ncf import serving
 from ncf.ann import ItemIndex, check_method, positive_int
 from ncf.bags import csr_bags
+from ncf.ensemble import TwoTowerEnsemble, model_from_config
 from ncf.inputs import InputBuilder, Snapshot, normalize_rows
 from ncf.model import TwoTower
 from ncf.retrieval import check_finite, similar_by_cosine, top_k_by_dot
@@ -92,7 +94,9 @@ from watchlog.report import DataReport
 __all__ = ["COLD_START_POLICIES", "FORMAT_VERSION", "SCORE_BLOCK", "NCFRecommender"]
 
 COLD_START_POLICIES = ("error", "empty_history")
-FORMAT_VERSION = 2  # 1: before input settings were saved (no `format_version` key)
+# 1: before input settings were saved (no `format_version` key); 2: before ensembles (a
+# model config with `members`)
+FORMAT_VERSION = 3
 _SNAPSHOT_PARTS = ("history", "seen", "course_bags")
 _UNKNOWN_PAIRS = ("error", "nan")
 _DEFAULT_CHUNK = 4096  # learners per chunk; saved with the model (a folder without it: this)
@@ -106,8 +110,8 @@ SCORE_BLOCK = 2**24
 class NCFRecommender:
     """See the module docstring.
 
-    model, snapshot: the trained `TwoTower` and what it serves from (`Snapshot`, no labels
-      needed); learner_ids / course_ids: the id maps of the snapshot's rows and columns (the
+    model, snapshot: the trained `TwoTower` (or `TwoTowerEnsemble`) and what it serves from
+      (`Snapshot`, no labels needed); learner_ids / course_ids: the id maps of the snapshot's rows and columns (the
       course map is the model's). With learner ID embeddings the learner map's first
       model.n_learners ids are the model's, in its order (index i = ID row i); any after them
       have no ID row (a zero ID vector: `at` appends learners new since training there).
@@ -125,7 +129,7 @@ class NCFRecommender:
 
     def __init__(
         self,
-        model: TwoTower,
+        model: TwoTower | TwoTowerEnsemble,
         snapshot: Snapshot,
         learner_ids: IdMap,
         course_ids: IdMap,
@@ -194,7 +198,7 @@ class NCFRecommender:
         self.retrieval = retrieval
 
     # ---- embeddings -------------------------------------------------------------------------
-    def _placed_model(self) -> TwoTower:
+    def _placed_model(self) -> TwoTower | TwoTowerEnsemble:
         """The model on this recommender's device and in eval mode, as every scoring path needs
         it. Recommenders may share one model (`at`, a copy with other serving options, one per
         device) and `.to` moves it in place: without this, the last one built would leave the
@@ -705,7 +709,7 @@ class NCFRecommender:
                 f"{FORMAT_VERSION} (update ncf-glmix)"
             )
         try:  # settings this code does not know (a newer or edited file): a named error
-            model = TwoTower(**config["model"])
+            model = model_from_config(config["model"])
             inputs = InputBuilder(**config["inputs"]) if config.get("inputs") is not None else None
             cutoff = pd.Timestamp(config["cutoff"]) if config["cutoff"] else None
             # absent from folders saved before it was: the default

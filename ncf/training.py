@@ -61,8 +61,8 @@ from ncf.module import NCFModule
 from watchlog.io import write_json
 
 __all__ = [
-    "PhaseTimer", "TrainResult", "default_callbacks", "expected_warnings_silenced", "fit_and_test",
-    "zero_untrained_id_rows",
+    "PhaseTimer", "TrainResult", "default_callbacks", "evaluate", "expected_warnings_silenced",
+    "fit_and_test", "zero_untrained_id_rows",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -374,6 +374,30 @@ def _fit_and_test(
         test_per_user=test_per_user,
         extra=extra,
     )
+
+
+def evaluate(
+    module: NCFModule,
+    datamodule: NCFDataModule,
+    stage: str,
+    *,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> tuple[dict[str, float], RankingMetrics | None]:
+    """`module`'s metrics on the validation (`stage="validate"`) or test snapshot
+    (`"test"`), without training: (metrics, the per-learner values the test keeps). A
+    Trainer of `trainer_kwargs` (the devices and precision of the fit) with no logger,
+    checkpoint or callbacks; how a model fitted elsewhere (an ensemble of fitted members) is
+    judged exactly as `fit_and_test` judges the model it fits."""
+    if stage not in ("validate", "test"):
+        raise ValueError(f"stage: 'validate' or 'test', got {stage!r}")
+    kwargs = {"accelerator": "auto", "devices": 1, **(trainer_kwargs or {})}
+    kwargs.update(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                  enable_progress_bar=False, callbacks=[])  # fmt: skip
+    with expected_warnings_silenced():
+        trainer = pl.Trainer(**kwargs)
+        metrics = getattr(trainer, stage)(module, datamodule=datamodule, verbose=False)[0]
+    per_user = getattr(module, "last_evaluation_", None) if stage == "test" else None
+    return {k: float(v) for k, v in metrics.items()}, per_user
 
 
 def _weight_averaging(

@@ -677,12 +677,12 @@ def test_save_load_keeps_input_settings_and_at_works_after_load(rec, log, tmp_pa
     later = rec.at(log, T + 10 * DAY)
     later.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 2
+    assert config["format_version"] == FORMAT_VERSION == 3
     assert config["inputs"] == rec.inputs.config and config["content"] is False
     loaded = NCFRecommender.load(tmp_path / "model", device=rec.device)  # as rec: same kernels
     assert loaded.inputs.config == rec.inputs.config and loaded.normalize == rec.normalize
     assert loaded.model_cutoff == T and loaded.snapshot.cutoff == T + 10 * DAY
-    assert loaded.serving_report == later.serving_report and loaded.format_version == 2
+    assert loaded.serving_report == later.serving_report and loaded.format_version == 3
     learners = rec.learner_ids.index[:30]
     np.testing.assert_array_equal(loaded.recommend(learners)[1], later.recommend(learners)[1])
     a = loaded.at(log, T + 30 * DAY).recommend(learners)

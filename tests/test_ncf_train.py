@@ -68,7 +68,7 @@ def test_run_writes_metrics_model_embeddings_and_manifest(trained):
     assert (out / "logs" / "metrics.csv").exists() and (out / "model" / "weights.pt").exists()
     # the saved folder carries the input settings, so it can be served at later cutoffs
     config = json.loads((out / "model" / "config.json").read_text())
-    assert config["format_version"] == 2
+    assert config["format_version"] == 3
     wanted = {k: v for k, v in manifest["config"]["ncf"]["inputs"].items() if k != "_target_"}
     assert config["inputs"] == wanted and config["model_cutoff"] == config["cutoff"]
 
