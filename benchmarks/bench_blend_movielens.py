@@ -50,7 +50,7 @@ def main() -> None:
     overrides = [
         *ML100K,
         "trainer.max_epochs=200",  # as bench_ncf_movielens
-        # two two-towers (seeds seed, seed + 1) served as one: the mean of their scores
+        # two two-towers (seeds seed, seed + 1000) served as one: the mean of their scores
         # (benchmarks/README, "The next lever: a second two-tower")
         "ncf.ensemble_size=2",
         "blend.gain=binary",

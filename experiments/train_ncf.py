@@ -47,6 +47,7 @@ from watchlog.io import write_json, write_parquet
 from watchlog.splits import Split
 
 __all__ = [
+    "MEMBER_SEED_STRIDE",
     "MODEL_BEFORE_REFIT",
     "TEST_PER_LEARNER",
     "TrainedNCF",
@@ -65,6 +66,11 @@ _log = logging.getLogger(__name__)
 # with or without a refit: model/ serves the test snapshot, whose inputs hold the validation
 # window's watches (and exclude them from its lists as already watched).
 MODEL_BEFORE_REFIT = "model_before_refit"
+
+# An ensemble's member i (ncf.ensemble_size > 1) is seeded seed + MEMBER_SEED_STRIDE * i: the
+# first member is seeded as a single model is, and runs of nearby seeds (0, 1, 2) share no
+# member (with seed + i, seed 0's second member would be seed 1's first).
+MEMBER_SEED_STRIDE = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +133,7 @@ def fit(
         model, result = _fit_member(cfg, dm, n_content, out_dir, resume=resume)
         valid_model = _best_checkpoint_model(model, result.checkpoint, dm.trained_learners())
     else:  # members differ in their seed alone; each fits and chooses its epoch on its own
-        seeds = [int(cfg.seed) + i for i in range(size)]
+        seeds = [int(cfg.seed) + MEMBER_SEED_STRIDE * i for i in range(size)]
         members = [
             _fit_member(cfg, dm.reseeded(s), n_content, out_dir / "members" / str(i),
                         seed=s, resume=resume)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from evaluation import evaluate_full_ranking
-from experiments.train_ncf import fit
+from experiments.train_ncf import MEMBER_SEED_STRIDE, fit
 from ncf.bags import csr_bags
 from ncf.ensemble import TwoTowerEnsemble, model_from_config
 from ncf.model import TwoTower
@@ -98,7 +98,7 @@ def ensemble(tmp_path_factory):
 def test_members_differ_in_their_seed_and_each_fits_in_its_own_folder(ensemble):
     cfg, trained = ensemble
     members = trained.result.extra["members"]
-    assert [m["seed"] for m in members] == [cfg.seed, cfg.seed + 1]
+    assert [m["seed"] for m in members] == [cfg.seed, cfg.seed + MEMBER_SEED_STRIDE]
     model = trained.recommender.model
     assert isinstance(model, TwoTowerEnsemble) and len(model.members) == 2
     a, b = (m.state_dict() for m in model.members)
