@@ -45,6 +45,18 @@ def ncf_blocks(run_dir: Path) -> list[Block]:
             "Training",
         )
     )  # fmt: skip
+    if m.get("members"):  # an ensemble (ncf.ensemble_size > 1): the metrics below are its own
+        s.append(
+            Table.from_records(
+                [{"seed": e["seed"], "best epoch": e["best_epoch"] + 1,
+                  "epochs run": e["epochs_run"],
+                  "validation ndcg@10": (e.get("valid") or {}).get("val_ndcg@10"),
+                  "test ndcg@10": (e.get("test") or {}).get("test_ndcg@10")}
+                 for e in m["members"]],
+                "Ensemble members, each fitted and its epoch chosen alone; the model serves the "
+                "mean of their scores (the Training table's epochs are the first member's)",
+            )
+        )  # fmt: skip
     valid, test = (
         strip_prefix(m.get("valid") or {}, "val_"),
         strip_prefix(m.get("test") or {}, "test_"),

@@ -142,6 +142,24 @@ def test_a_run_without_glmix_or_curves_says_so_and_the_rest_is_still_there(run_d
     assert {page.status[s] for s in ("run", "data", "ncf", "export")} == {"ok"}
 
 
+def test_an_ensembles_members_get_their_own_table(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    path = copy / "ncf" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    assert "Ensemble members" not in _page(build_report(copy)).section_text("ncf")
+    metrics["members"] = [
+        {"seed": 7 + i, "best_epoch": 2 * i, "epochs_run": 9,
+         "valid": {"val_ndcg@10": 0.111 + i}, "test": {"test_ndcg@10": 0.222 + i}}
+        for i in range(2)
+    ]  # fmt: skip
+    path.write_text(json.dumps(metrics))
+    text = _page(build_report(copy)).section_text("ncf")
+    assert "Ensemble members, each fitted and its epoch chosen alone" in text
+    for value in ("0.111", "1.111", "0.222", "1.222"):
+        assert value in text
+
+
 def test_a_folder_that_is_no_run_is_refused_and_a_bare_run_is_all_not_run(tmp_path):
     """A folder one level too high (outputs/pipeline) got a page of 'not run' sections and
     exit 0; a run folder whose stages all failed still gets its page."""
