@@ -381,7 +381,7 @@ def run_fixed_time(n_rows: int, rounds: int) -> dict[str, Any]:
 
 def run_fixed_memory(n_rows: int, path: str) -> dict[str, Any]:
     """One fit by `path` in this process: the resident peak during the fit, input included."""
-    from experiments.summary import _reset_peak
+    from experiments.summary import reset_peak_rss
 
     data = make_fixed_problem(n_rows)
     input_gib = (
@@ -389,7 +389,7 @@ def run_fixed_memory(n_rows: int, path: str) -> dict[str, Any]:
         + data["y"].nbytes
         + data["w"].nbytes
     ) / 2**30
-    per_fit = _reset_peak()  # the generation's temporaries are not the fit's
+    per_fit = reset_peak_rss()  # the generation's temporaries are not the fit's
     res = fit_fixed(data, path)
     return {
         "path": path,

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.common import print_table, run_child, write_result
-from experiments.summary import _reset_peak, peak_rss_gib
+from experiments.summary import peak_rss_gib, reset_peak_rss
 
 N_LEARNERS, N_COURSES = 4096, 50_000
 WAYS = {"blocked (SCORE_BLOCK 2^24)": None, "one block per chunk (peer)": 2**40}
@@ -61,7 +61,7 @@ def _measure(call: str, score_block: int | None) -> dict[str, Any]:
     courses = np.random.default_rng(0).integers(0, N_COURSES, size=N_LEARNERS)
     rec.score(learners[:2], courses[:2])  # warm-up: course vectors, items, allocator
     rec.score_stats(learners[:2])
-    _reset_peak()  # VmHWM from here (where /proc lacks it: the lifetime peak)
+    reset_peak_rss()  # VmHWM from here (where /proc lacks it: the lifetime peak)
     base = peak_rss_gib()
     start = time.perf_counter()
     if call == "score":

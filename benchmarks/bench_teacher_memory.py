@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks.common import print_table, write_result
-from experiments.summary import _reset_peak, peak_rss_gib
+from experiments.summary import peak_rss_gib, reset_peak_rss
 
 RANK = 256
 GIB = 2**30
@@ -50,7 +50,7 @@ def _child(form: str, n_learners: int, n_courses: int, watches: float) -> dict:
     from baselines import ease_weights, low_rank_ease
 
     x = watch_matrix(n_learners, n_courses, watches)
-    _reset_peak()  # the peak from here on: the matrix and the interpreter, then the fit
+    reset_peak_rss()  # the peak from here on: the matrix and the interpreter, then the fit
     base = peak_rss_gib()
     start = time.perf_counter()
     if form == "low-rank":

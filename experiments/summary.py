@@ -30,7 +30,7 @@ from evaluation import BootstrapCI, bootstrap_ci
 
 __all__ = [
     "Intervals", "StageMeter", "StageRecord", "headline_metrics", "peak_rss_gib",
-    "run_summary", "summary_text", "system_intervals",
+    "reset_peak_rss", "run_summary", "summary_text", "system_intervals",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class StageRecord:
         return asdict(self)
 
 
-def _reset_peak() -> bool:
+def reset_peak_rss() -> bool:
+    """Start a new resident-memory peak (VmHWM) for this process, so `peak_rss_gib` measures
+    from here; False where /proc cannot reset it (the peak stays the process's so far)."""
     try:
         _CLEAR_REFS.write_text("5")
         return True
@@ -80,7 +82,7 @@ class StageMeter:
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        per_stage = _reset_peak()
+        per_stage = reset_peak_rss()
         _log.info("-- %s", name)
         start = time.perf_counter()
         failed: BaseException | None = None
