@@ -4,8 +4,8 @@
     python -m benchmarks.bench_blend_movielens --summarize 0 1 2 # results/blend_movielens.json
 
 Split: 75/25 per user (seed 42), validation = 10% of each user's training items. The
-two-tower (`conf/ncf/two_tower_ml100k`, an ensemble of two seeds: `ncf.ensemble_size=2`, each
-member choosing its epoch alone) and GLMix (`conf/glmix/tuned_ml100k`: rating > 3 on
+two-tower (`conf/ncf/two_tower_ml100k`; add `ncf.ensemble_size=2` for an ensemble of two
+seeds, benchmarks/README "A second two-tower, built and measured") and GLMix (`conf/glmix/tuned_ml100k`: rating > 3 on
 every rating) choose their epoch / update on validation; the blender is fitted on the
 validation part with those models (half of each user's validation items fit it, the other
 half choose its settings and its kind: `blend.serve=best`), then refitted on all of it and
@@ -50,9 +50,6 @@ def main() -> None:
     overrides = [
         *ML100K,
         "trainer.max_epochs=200",  # as bench_ncf_movielens
-        # two two-towers (seeds seed, seed + 1000) served as one: the mean of their scores
-        # (benchmarks/README, "The next lever: a second two-tower")
-        "ncf.ensemble_size=2",
         "blend.gain=binary",
         "blend.candidates.group_columns=[segment]",  # MovieLens learners have no language
         "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
