@@ -3,6 +3,8 @@ and what training costs.
 
     python -m benchmarks.bench_ncf_synthetic               # the default platform (10k learners)
     python -m benchmarks.bench_ncf_synthetic --data synthetic_small
+    python -m benchmarks.bench_ncf_synthetic --name ncf_synthetic_ensemble2 --models two_tower \
+        ncf.ensemble_size=2                                  # a variant, in its own files
 
 Split: the temporal default (validation = 45 days before the last 45; test = the last 45).
 The two-tower trains on 4 rolling cutoffs before the validation cutoff; its epoch is chosen on
@@ -40,12 +42,26 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=3")
     p.add_argument("--out", default="/tmp/bench_ncf_synthetic")
+    p.add_argument(
+        "--name",
+        default="ncf_synthetic",
+        help="results/<name>.json for seed 0, <name>_seed<N>.json for the others",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["two_tower", "mf"],
+        choices=["two_tower", "mf"],
+        help="the trained models (baselines always run)",
+    )
     args = p.parse_args()
+    if "two_tower" not in args.models:  # its snapshots are the baselines' windows
+        p.error("--models must include two_tower")
     torch.set_num_threads(2)
     out = Path(args.out)
 
     rows, detail = [], {}
-    for ncf in ("two_tower", "mf"):
+    for ncf in args.models:
         cfg = compose_cfg(
             out / ncf, f"data={args.data}", f"ncf={ncf}", f"seed={args.seed}", *args.overrides
         )
@@ -92,7 +108,7 @@ def main() -> None:
     print_table(quality, "Course embeddings: k-NN (k=10) label agreement")
     # One file per seed (seed 0 keeps the plain name), so seeds can run side by side.
     write_result(
-        "ncf_synthetic" if args.seed == 0 else f"ncf_synthetic_seed{args.seed}", rows,
+        args.name if args.seed == 0 else f"{args.name}_seed{args.seed}", rows,
         units={"seconds": "s"}, cost=cost, embedding_quality=quality, detail=detail,
         peak_rss_gib=peak_rss_gib(),
     )  # fmt: skip
