@@ -220,7 +220,7 @@ def _ensemble_result(
          "timings": r.timings}
         for s, r in zip(seeds, members, strict=True)
     ]  # fmt: skip
-    timings = {k: sum(r.timings.get(k, 0.0) for r in members) for k in ("fit", "refit", "test")}
+    timings = _ensemble_timings([r.timings for r in members])
     first = members[0]
     return TrainResult(
         best_epoch=first.best_epoch, best_score=valid[cfg.ncf.monitor],
@@ -228,6 +228,19 @@ def _ensemble_result(
         checkpoint=first.checkpoint, metrics_csv=first.metrics_csv, test_per_user=per_user,
         extra=extra,
     )  # fmt: skip
+
+
+def _ensemble_timings(members: list[dict[str, float]]) -> dict[str, float]:
+    """The keys of one fit's timings (`fit_and_test`) for K members: seconds summed, rates
+    and seconds per epoch averaged, the evaluation share recomputed from the sums."""
+    seconds = ("fit", "train_batches", "validation", "refit", "test")
+    out = {k: sum(t.get(k, 0.0) for t in members) for k in seconds}
+    for k in ("train_learners_per_s", "train_positives_per_s", "seconds_per_epoch"):
+        out[k] = sum(t.get(k, 0.0) for t in members) / len(members)
+    out["evaluation_share_of_training"] = (out["validation"] + out["test"]) / max(
+        out["train_batches"] + out["refit"], 1e-9
+    )
+    return out
 
 
 def check_neighbour_course(outputs_cfg: DictConfig | None, log) -> None:

@@ -109,6 +109,16 @@ def test_members_differ_in_their_seed_and_each_fits_in_its_own_folder(ensemble):
     assert Path(trained.result.checkpoint) == root / "0" / "checkpoints" / "best.ckpt"
 
 
+def test_the_ensembles_timings_have_every_key_of_one_fits(ensemble):
+    """Callers read a fit's timings by key (the synthetic benchmark's cost table read
+    train_batches and crashed on an ensemble): the same keys, seconds summed over members."""
+    _, trained = ensemble
+    res, members = trained.result, trained.result.extra["members"]
+    assert set(res.timings) == set(members[0]["timings"])
+    for key in ("fit", "train_batches", "validation", "refit"):
+        assert res.timings[key] == pytest.approx(sum(m["timings"][key] for m in members))
+
+
 def test_the_ensembles_metrics_are_its_own_rankings(ensemble):
     """The reported test and validation NDCG@10 are those of the ensemble's rankings (the
     recommenders' embeddings over the whole catalogue), not a member's."""
