@@ -11,13 +11,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from evaluation import evaluate_full_ranking
 from experiments.train_ncf import MEMBER_SEED_STRIDE, fit
 from ncf.bags import csr_bags
 from ncf.ensemble import TwoTowerEnsemble, model_from_config
 from ncf.model import TwoTower
 from ncf.recommender import NCFRecommender
-from tests.test_ncf_train import compose_cfg, valid_ndcg_again
+from tests.test_ncf_train import compose_cfg, ndcg_again
 
 N_L, N_C = 30, 12
 
@@ -124,15 +123,9 @@ def test_the_ensembles_metrics_are_its_own_rankings(ensemble):
     recommenders' embeddings over the whole catalogue), not a member's."""
     _, trained = ensemble
     rec, res = trained.recommender, trained.result
-    test = trained.datamodule.test
-    learners = rec.learner_embeddings_at(np.arange(len(rec.learner_ids)))
-    courses = rec.course_embeddings()
-    again = evaluate_full_ranking(
-        lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
-        test.labels, exclude=test.seen,
-    )  # fmt: skip
-    assert again.summary()["ndcg@10"] == pytest.approx(res.test["test_ndcg@10"], abs=1e-6)
-    assert valid_ndcg_again(trained.valid_recommender) == pytest.approx(
+    assert rec.snapshot is trained.datamodule.test
+    assert ndcg_again(rec) == pytest.approx(res.test["test_ndcg@10"], abs=1e-6)
+    assert ndcg_again(trained.valid_recommender) == pytest.approx(
         res.valid["val_ndcg@10"], abs=1e-6
     )
     member_tests = [m["test"]["test_ndcg@10"] for m in res.extra["members"]]

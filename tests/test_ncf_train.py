@@ -230,17 +230,18 @@ def test_valid_recommender_is_the_model_chosen_on_validation_before_the_refit(re
     for name, weights in mine.items():
         torch.testing.assert_close(weights.cpu(), best[f"model.{name}"], msg=name)
     assert any(not torch.equal(mine[k].cpu(), refit[k].cpu()) for k in mine)  # refit moved on
-    assert valid_ndcg_again(valid) == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)
+    assert ndcg_again(valid) == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)
 
 
-def valid_ndcg_again(valid) -> float:
-    """NDCG@10 of `valid` (a recommender serving the validation snapshot) ranking the whole
-    catalogue with its own embeddings: what the fit reported as val_ndcg@10."""
-    learners = valid.learner_embeddings_at(np.arange(len(valid.learner_ids)))
-    courses = valid.course_embeddings()
+def ndcg_again(rec) -> float:
+    """NDCG@10 of `rec` ranking the whole catalogue with its own embeddings against its
+    snapshot's labels: what the fit reported as val_ndcg@10 for a recommender serving the
+    validation snapshot (test_ndcg@10 for one serving the test snapshot)."""
+    learners = rec.learner_embeddings_at(np.arange(len(rec.learner_ids)))
+    courses = rec.course_embeddings()
     again = evaluate_full_ranking(
-        lambda idx: valid.model.score(learners[torch.from_numpy(idx)], courses),
-        valid.snapshot.labels, exclude=valid.snapshot.seen,
+        lambda idx: rec.model.score(learners[torch.from_numpy(idx)], courses),
+        rec.snapshot.labels, exclude=rec.snapshot.seen,
     )  # fmt: skip
     return again.summary()["ndcg@10"]
 
@@ -301,4 +302,4 @@ def test_mf_learner_id_rows_without_training_data_are_zero_in_both_recommenders(
         cold = rec.learner_embeddings_at(np.flatnonzero(rows)[:1])  # no bag, zero ID row
         torch.testing.assert_close(cold, rec.learner_embeddings_at(np.array([-1])))
     valid = trained.valid_recommender
-    assert valid_ndcg_again(valid) == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)
+    assert ndcg_again(valid) == pytest.approx(res.valid["val_ndcg@10"], abs=1e-6)
