@@ -140,8 +140,9 @@ def fit(
             for i, s in enumerate(seeds)
         ]  # fmt: skip
         model = TwoTowerEnsemble([m for m, _ in members])
+        trained = dm.trained_learners()  # the members' snapshots are dm's
         valid_model = TwoTowerEnsemble(
-            [_best_checkpoint_model(m, r.checkpoint, dm.trained_learners()) for m, r in members]
+            [_best_checkpoint_model(m, r.checkpoint, trained) for m, r in members]
         )
         result = _ensemble_result(cfg, dm, model, valid_model, [r for _, r in members], seeds)
     serve = dict(inputs=inputs, content=content, normalize=dm.normalize)
@@ -202,10 +203,10 @@ def _ensemble_result(
     metrics and timings are kept under `extra["members"]`; `best_epoch`, `epochs_run`, the
     checkpoint and the training curve are the first member's."""
 
+    popularity = dm.course_popularity()
+
     def module(m: TwoTowerEnsemble):
-        return instantiate(cfg.ncf.module, _convert_="all")(
-            m, course_popularity=dm.course_popularity()
-        )
+        return instantiate(cfg.ncf.module, _convert_="all")(m, course_popularity=popularity)
 
     kwargs = _trainer_kwargs(cfg)
     valid, _ = evaluate(module(valid_model), dm, "validate", trainer_kwargs=kwargs)
