@@ -3,18 +3,20 @@
     python -m benchmarks.bench_blend_movielens --seed 0          # results/blend_movielens_seed0.json
     python -m benchmarks.bench_blend_movielens --summarize 0 1 2 # results/blend_movielens.json
 
-Split: 75/25 per user (seed 42), validation = 10% of each user's training items. The
-two-tower (`conf/ncf/two_tower_ml100k`; add `ncf.ensemble_size=2` for an ensemble of two
-seeds, benchmarks/README "A second two-tower, built and measured") and GLMix (`conf/glmix/tuned_ml100k`: rating > 3 on
-every rating) choose their epoch / update on validation; the blender is fitted on the
-validation part with those models (half of each user's validation items fit it, the other
-half choose its settings and its kind: `blend.serve=best`), then refitted on all of it and
-kept while the models are refitted on train + validation and serve test. The candidates carry
-the item-item feature (EASE at L2 500, exact: rank 1024 >= the 943 learners). Test, once, on the same candidates (the two-tower's top
-200 plus popular fallbacks per occupation): NDCG@10 with binary gain, as the published figures
-(seen items removed, all 943 users), Recall@10 and per-user AUC. EASE (L2 chosen on
-validation, refitted on the whole training part) ranks the whole catalogue, as in
-bench_ncf_movielens; the paired comparison of the blend against it uses the same users.
+Split: 75/25 stratified per course (seed 42, the recommenders library's draw), validation = 10%
+of each course's training pairs, drawn the same way. The two-tower
+(`conf/ncf/two_tower_ml100k`; add `ncf.ensemble_size=2` for an ensemble of two seeds,
+benchmarks/README "A second two-tower, built and measured") and GLMix
+(`conf/glmix/tuned_ml100k`: rating > 3 on every rating) choose their epoch / update on
+validation; the blender is fitted on the validation part with those models (half of the
+validation pairs, drawn at random, fit it, the other half choose its settings and its kind:
+`blend.serve=best`), then refitted on all of it and kept while the models are refitted on train
++ validation and serve test. The candidates carry the item-item feature (EASE at L2 500, exact:
+rank 1024 >= the 943 learners). Test, once, on the same candidates (the two-tower's top 200
+plus popular fallbacks per occupation): NDCG@10 with binary gain, as the published figures
+(seen items removed, all 943 users), Recall@10 and per-user AUC. EASE (L2 chosen on validation,
+refitted on the whole training part) ranks the whole catalogue, as in bench_ncf_movielens; the
+paired comparison of the blend against it uses the same users.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
         "standardized T 0.7" "standardized T 2.5"   # neighbours: results/ncf_dev_split_more
 
 The 10% validation part of the stratified split is too noisy (sd 0.0008 over seeds) to tell
-teacher settings apart, so they were compared on a development split: 25% of each learner's
-*training* courses as validation (`split.fn.valid_ratio=0.25`), no refit, test never read.
+teacher settings apart, so they were compared on a development split: 25% of each course's
+*training* pairs as validation (`split.fn.valid_ratio=0.25`), no refit, test never read.
 The figure is the mean validation NDCG@10 over the last 10 of 200 epochs (less noisy than the
 best epoch), plus the best epoch and where patience 30 would have stopped. Beside them, on
 the same split: EASE over an L2 grid, and why the teacher is standardized (the correlation
