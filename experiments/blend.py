@@ -112,7 +112,7 @@ def _before_refit(stage_dir: Path) -> Path | None:
     return None
 
 
-def _point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
+def labelled_point(builder, log: EventLog, fold: Fold, models: Models, gain: str) -> LabelledPoint:
     """Scored candidates of every learner with a label in the fold's window."""
     if models.ncf.retrieval_method != "exact":  # metrics never depend on an approximation
         raise RuntimeError(
@@ -142,13 +142,13 @@ def make_points(
     """Which models serve which window (see blend.workflow)."""
     builder: CandidateBuilder = instantiate(b.candidates, _convert_="all")
     log, split = data.log, data.split
-    test = _point(builder, log, split.test, final, b.gain)
+    test = labelled_point(builder, log, split.test, final, b.gain)
     if split.blend is not None:
-        fit = _point(builder, log, split.blend, early, b.gain)
+        fit = labelled_point(builder, log, split.blend, early, b.gain)
         later = Models(early.ncf.at(log, split.valid.cutoff), early.glmix).serving()
-        valid = _point(builder, log, split.valid, later, b.gain)
+        valid = labelled_point(builder, log, split.valid, later, b.gain)
         return Points(fit, valid, test)
-    whole = _point(builder, log, split.valid, early, b.gain)
+    whole = labelled_point(builder, log, split.valid, early, b.gain)
     fit, valid = whole.split_labels(float(b.holdout_fraction), seed=seed)
     return Points(fit, valid, test, refit_on=whole)
 
