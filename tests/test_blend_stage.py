@@ -193,7 +193,7 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
     the test snapshot, whose inputs hold the validation watches, and was trained on them: it
     is refused there."""
     from blend import CandidateBuilder
-    from experiments.blend import Models, _point
+    from experiments.blend import Models, labelled_point
     from experiments.data import load_run
 
     fast = [o for o in FAST if o != "split.fn.blend_days=20"]
@@ -206,7 +206,9 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
     _, data = load_run(tmp_path)
     assert data.split.blend is None
     assert early.ncf.snapshot.cutoff == data.split.valid.cutoff
-    point = _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, early, "binary")
+    point = labelled_point(
+        CandidateBuilder(n_retrieve=40), data.log, data.split.valid, early, "binary"
+    )
     assert point.labels.sum() > 0  # the validation positives are among the candidates
     final = Models.load(tmp_path)
     from watchlog.splits import LeakageError
@@ -215,7 +217,7 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
     with pytest.raises(
         LeakageError, match=r"blend: the two-tower scoring the valid window was trained on events"
     ):
-        _point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, final, "binary")
+        labelled_point(CandidateBuilder(n_retrieve=40), data.log, data.split.valid, final, "binary")
 
 
 def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(

@@ -400,11 +400,11 @@ def test_recommender_retrieval_option(monkeypatch):
 def test_the_blend_judges_only_exactly_retrieved_candidates():
     from types import SimpleNamespace
 
-    from experiments.blend import _point
+    from experiments.blend import labelled_point
 
     models = SimpleNamespace(ncf=small_recommender(ItemIndex("ivf")), glmix=None)
     with pytest.raises(RuntimeError, match="must be retrieved exactly"):
-        _point(None, None, None, models, "binary")
+        labelled_point(None, None, None, models, "binary")
 
 
 def test_tensors_that_require_grad_are_searched_without_a_graph(emb, monkeypatch):
