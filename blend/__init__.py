@@ -34,7 +34,7 @@ from blend.blenders import (
 from blend.candidates import build_candidates, seen_before
 from blend.evaluate import candidate_auc, candidate_labels, list_metrics, tournament, window_truth
 from blend.features import CONTEXT_FEATURES, NCF_NORMALIZATIONS, add_features
-from blend.item_item import ItemItem
+from blend.item_item import ItemItem, LearnerLearner
 from blend.lists import ROUTES, routes, served_lists, top_k
 from blend.points import CandidateBuilder, check_serves_fold
 from blend.popularity import Popularity
@@ -52,6 +52,7 @@ __all__ = [
     "CandidateBuilder",
     "check_serves_fold",
     "ItemItem",
+    "LearnerLearner",
     "LabelledPoint",
     "LinearBlender",
     "LogisticBlender",

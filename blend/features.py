@@ -9,6 +9,8 @@
     retrieval_rank    log(the two-tower's retrieval rank); n_retrieve + 1 for fallback-only pairs
     ease_z            the item-item (EASE) score as a z-score over the learner's candidates,
                       when the candidate builder has an item-item scorer (`blend.item_item`)
+    learner_ease_z    the learner-learner (EASE with learners as items) score, likewise, when
+                      it has one (`blend.LearnerLearner`; off by default)
 
 The two normalizations of the two-tower score answer different questions (how far above this
 learner's typical course, vs. how much of this learner's probability mass): the blend stage

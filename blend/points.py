@@ -41,7 +41,7 @@ from sklearn.base import clone
 
 from blend.candidates import as_learner_ids, build_candidates, seen_in, unique_learner_ids
 from blend.features import add_features, zscore_within_learner
-from blend.item_item import ItemItem
+from blend.item_item import ItemItem, LearnerLearner
 from blend.popularity import Popularity
 from watchlog import EventLog
 from watchlog.candidates import COURSE, LEARNER, validate_candidates
@@ -58,6 +58,7 @@ class FoldContext:
     seen: sp.csr_matrix  # (n_learners, n_courses) 1 = watched in the fold's inputs
     popularity: Popularity
     item_item: ItemItem | None  # fitted on `seen`, when the builder has one
+    learner_learner: LearnerLearner | None = None  # likewise
     fold: Fold | None = field(default=None, compare=False, repr=False)  # the one it was made for
     # (retriever, its snapshot, scorer) already checked against `fold`: the check (a sparse
     # comparison of the whole snapshot) runs once per fold and models, not once per chunk
@@ -87,7 +88,9 @@ class CandidateBuilder:
     popularity counts before the cutoff (None: everything before it); group_columns: the
     learner-table columns that define "popular in the learner's segment and language";
     item_item: an unfitted `ItemItem` (EASE), fitted on each fold's inputs, whose score of
-    each candidate becomes `ease_score` and its per-learner z-score `ease_z` (None: none)."""
+    each candidate becomes `ease_score` and its per-learner z-score `ease_z` (None: none);
+    learner_learner: an unfitted `LearnerLearner` (EASE with learners as the items), likewise
+    -> `learner_ease_score` and `learner_ease_z` (None: none, the default)."""
 
     def __init__(
         self,
@@ -96,15 +99,18 @@ class CandidateBuilder:
         popularity_days: float | None = 90.0,
         group_columns: Sequence[str] = ("segment", "language"),
         item_item: ItemItem | None = None,
+        learner_learner: LearnerLearner | None = None,
     ):
         self.n_retrieve = n_retrieve
         self.n_fallback = n_fallback
         self.popularity_days = popularity_days
         self.group_columns = group_columns
         self.item_item = item_item
+        self.learner_learner = learner_learner
 
     def context(self, log: EventLog, fold: Fold) -> FoldContext:
-        """What every chunk of a fold shares: seen in its inputs, popularity, item-item."""
+        """What every chunk of a fold shares: seen in its inputs, popularity, the fitted
+        closed-form scorers."""
         if fold.kind == "temporal":
             events, when = fold.lookback(self.popularity_days), fold.cutoff
         else:
@@ -112,7 +118,8 @@ class CandidateBuilder:
         pop = Popularity.from_events(log, events, when, group_columns=self.group_columns)
         seen = seen_in(log, fold.inputs)
         item = None if self.item_item is None else clone(self.item_item).fit(seen)
-        return FoldContext(seen, pop, item, fold=fold)
+        peers = None if self.learner_learner is None else clone(self.learner_learner).fit(seen)
+        return FoldContext(seen, pop, item, peers, fold=fold)
 
     def build(
         self,
@@ -140,11 +147,14 @@ class CandidateBuilder:
             table = scorer.score_candidates(table, learners=log.learners, courses=log.courses)
         stats = retriever.score_stats(ids)
         table = add_features(table, stats=stats, log=log, popularity=pop)
-        if ctx.item_item is not None:
-            learner = log.learner_ids.to_index(table[LEARNER], strict=False)
+        closed_form = {"ease": ctx.item_item, "learner_ease": ctx.learner_learner}
+        closed_form = {prefix: m for prefix, m in closed_form.items() if m is not None}
+        if closed_form:
+            learner = log.learner_ids.to_index(table[LEARNER], strict=False)  # -1: unknown
             course = log.course_ids.to_index(table[COURSE])
-            table["ease_score"] = ctx.item_item.score_pairs(ctx.seen, learner, course)
-            table["ease_z"] = zscore_within_learner(table, "ease_score")
+        for prefix, model in closed_form.items():
+            table[f"{prefix}_score"] = model.score_pairs(ctx.seen, learner, course)
+            table[f"{prefix}_z"] = zscore_within_learner(table, f"{prefix}_score")
         per_learner = pd.DataFrame(
             {
                 "has_history": np.asarray(retriever.history_sizes(ids)) > 0,

@@ -274,6 +274,7 @@ class CandidatesSchema:  # blend.CandidateBuilder
     popularity_days: float | None = MISSING
     group_columns: list[str] = MISSING
     item_item: ItemItemSchema | None = MISSING
+    learner_learner: ItemItemSchema | None = None  # blend.LearnerLearner (same arguments)
 
 
 @dataclass

@@ -10,6 +10,8 @@ import pytest
 
 from blend import (
     CandidateBuilder,
+    ItemItem,
+    LearnerLearner,
     Popularity,
     add_features,
     build_candidates,
@@ -18,6 +20,8 @@ from blend import (
     served_lists,
     top_k,
 )
+from blend.candidates import seen_in
+from blend.features import zscore_within_learner
 from tests.blend_fakes import NoisyTruthRetriever
 from watchlog.candidates import validate_candidates
 from watchlog.cleaning import clean
@@ -189,6 +193,35 @@ def test_features_normalize_the_two_tower_score_per_learner(world):
     seg = log.learners.set_index("learner_id").loc[table["learner_id"], "segment"]
     assert (table["segment"].to_numpy() == seg.to_numpy()).all()
     assert table["has_history"].all() and table["known_to_glmix"].all()
+
+
+def test_closed_form_features_score_each_candidate_from_the_folds_inputs(world):
+    log, truth, split, _ = world
+    fold = split.blend
+    ret = NoisyTruthRetriever(log, truth)
+    ids = pd.Index(["L0003", "L0010", "nobody"])
+    plain = CandidateBuilder(n_retrieve=20, n_fallback=5, item_item=None)
+    table = plain.build(ids, log=log, fold=fold, retriever=ret)
+    assert not {"ease_z", "learner_ease_z"} & set(table.columns)  # both off
+    builder = CandidateBuilder(
+        n_retrieve=20, n_fallback=5, item_item=ItemItem(l2=50.0, rank=64),
+        learner_learner=LearnerLearner(l2=50.0, rank=64),
+    )  # fmt: skip
+    table = builder.build(ids, log=log, fold=fold, retriever=ret)
+    seen = seen_in(log, fold.inputs)  # what the learners had watched before the window
+    li = log.learner_ids.to_index(table["learner_id"], strict=False)
+    ci = log.course_ids.to_index(table["course_id"])
+    for column, model in (("ease", ItemItem(l2=50.0, rank=64)),
+                          ("learner_ease", LearnerLearner(l2=50.0, rank=64))):  # fmt: skip
+        expected = model.fit(seen).score_pairs(seen, li, ci)
+        np.testing.assert_allclose(table[f"{column}_score"], expected, rtol=1e-6)
+        np.testing.assert_allclose(
+            table[f"{column}_z"], zscore_within_learner(table, f"{column}_score")
+        )
+        known = table["learner_id"] != "nobody"
+        assert table.loc[known, f"{column}_z"].std() > 0.5
+        assert (table.loc[~known, f"{column}_score"] == 0).all()  # unknown to the log: 0
+    assert not np.allclose(table["ease_z"], table["learner_ease_z"])
 
 
 def test_add_features_needs_stats_for_every_learner(world):

@@ -1,4 +1,5 @@
-"""The item-item blend feature (EASE at each cutoff) and the rank blender."""
+"""The closed-form blend features (item-item and learner-learner EASE at each cutoff) and the
+rank blender."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from baselines.ease import ease_weights
-from blend import ItemItem, RankBlender
+from blend import ItemItem, LearnerLearner, RankBlender
 from blend.features import zscore_within_learner
 
 
@@ -41,6 +42,39 @@ def test_item_item_unknown_learners_score_zero_and_shapes_are_checked():
         item.score_pairs(_watches(n_courses=30), np.array([1]), np.array([1]))
     with pytest.raises(RuntimeError, match="not fitted"):
         ItemItem().score_pairs(X, np.array([1]), np.array([1]))
+
+
+def test_learner_learner_pair_scores_are_exact_ease_on_learners_at_full_rank():
+    X = _watches()  # (60 learners, 25 courses)
+    Xt = sp.csr_matrix(X.T)
+    full = np.asarray(Xt @ ease_weights(Xt, 5.0)).T  # (learners, courses): learners as items
+    rng = np.random.default_rng(1)
+    li, ci = rng.integers(0, 60, 500), rng.integers(0, 25, 500)
+    peers = LearnerLearner(l2=5.0, rank=100).fit(X)  # rank >= 25 = min(60, 25): exact
+    got = peers.score_pairs(X, li, ci)
+    seen = np.asarray(X[li, ci]).ravel() > 0  # low-rank B's diagonal is not zero: unseen only
+    assert (~seen).sum() > 300
+    np.testing.assert_allclose(got[~seen], full[li, ci][~seen], rtol=1e-4, atol=1e-5)
+    # not the item-item direction: the two features differ
+    item = ItemItem(l2=5.0, rank=100).fit(X).score_pairs(X, li, ci)
+    assert np.corrcoef(item[~seen], got[~seen])[0, 1] < 0.99
+
+
+def test_learner_learner_scores_zero_without_history_and_refuses_another_matrix():
+    X = _watches().tolil()
+    X[7, :] = 0  # learner 7 watched nothing
+    X = sp.csr_matrix(X)
+    peers = LearnerLearner(l2=5.0, rank=100).fit(X)
+    s = peers.score_pairs(X, np.array([-1, 7, 3]), np.array([2, 2, 2]))
+    assert s[0] == 0.0 and s[2] != 0.0
+    assert abs(s[1]) < 1e-6  # their column of the weights is 0
+    other = _watches(seed=5)
+    with pytest.raises(ValueError, match="not the one the scorer was fitted on"):
+        peers.score_pairs(other, np.array([1]), np.array([1]))
+    with pytest.raises(ValueError, match="one length"):
+        peers.score_pairs(X, np.array([1, 2]), np.array([1]))
+    with pytest.raises(RuntimeError, match="LearnerLearner is not fitted"):
+        LearnerLearner().score_pairs(X, np.array([1]), np.array([1]))
 
 
 def test_zscore_within_learner_standardizes_each_learners_rows():

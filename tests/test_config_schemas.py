@@ -60,6 +60,26 @@ def test_every_option_composes_typed_and_complete(group, option):
     check_config(cfg)
 
 
+def test_the_learner_learner_option_is_the_default_blend_plus_its_feature():
+    from hydra.utils import instantiate
+
+    from blend import LearnerLearner
+
+    default = compose_cfg("pipeline").blend
+    peers = compose_cfg("pipeline", "blend=learner_learner").blend
+    assert default.candidates.learner_learner is None  # off by default
+    assert list(peers.features) == [*default.features, "learner_ease_z"]
+    built = instantiate(peers.candidates, _convert_="all")
+    assert isinstance(built.learner_learner, LearnerLearner) and built.learner_learner.l2 == 300.0
+
+    def rest(b):
+        c = OmegaConf.to_container(b)
+        c["candidates"].pop("learner_learner")
+        return {k: v for k, v in c.items() if k not in ("name", "features")}
+
+    assert rest(peers) == rest(default)  # nothing else changes
+
+
 @pytest.mark.parametrize("option", options("glmix"))
 def test_every_glmix_option_builds_its_model_and_featurizer(option):
     from hydra.utils import instantiate
@@ -124,6 +144,10 @@ def test_every_glmix_option_builds_its_model_and_featurizer(option):
         ("train_glmix", ["data=synthetic", "data.source.n_learners=2000",
                          "data.source.n_courses=200", "glmix.model.fixed.tol=0.0001"]),
         ("train_glmix", ["experiment=ml100k_gdmix", "glmix=gdmix_ml100k", "seed=3"]),
+        # benchmarks/bench_blend_movielens.py
+        ("pipeline", ["experiment=ml100k_stratified", "ncf=two_tower_ml100k", "glmix=tuned_ml100k",
+                      "blend=learner_learner", "blend.candidates.learner_learner.rank=1024",
+                      "blend.candidates.item_item.rank=1024", "blend.serve=best"]),
     ],
 )  # fmt: skip
 def test_existing_configs_and_overrides_compose(name, overrides):
