@@ -12,11 +12,12 @@ validation; the blender is fitted on the validation part with those models (half
 validation pairs, drawn at random, fit it, the other half choose its settings and its kind:
 `blend.serve=best`), then refitted on all of it and kept while the models are refitted on train
 + validation and serve test. The candidates carry the item-item feature (EASE at L2 500, exact:
-rank 1024 >= the 943 learners). Test, once, on the same candidates (the two-tower's top 200
-plus popular fallbacks per occupation): NDCG@10 with binary gain, as the published figures
-(seen items removed, all 943 users), Recall@10 and per-user AUC. EASE (L2 chosen on validation,
-refitted on the whole training part) ranks the whole catalogue, as in bench_ncf_movielens; the
-paired comparison of the blend against it uses the same users.
+rank 1024 >= the 943 learners) and the learner-learner one (`blend=learner_learner`: EASE with
+learners as the items, L2 300, exact; chosen on the development split). Test, once, on the same
+candidates (the two-tower's top 200 plus popular fallbacks per occupation): NDCG@10 with binary
+gain, as the published figures (seen items removed, all 943 users), Recall@10 and per-user AUC.
+EASE (L2 chosen on validation, refitted on the whole training part) ranks the whole catalogue,
+as in bench_ncf_movielens; the paired comparison of the blend against it uses the same users.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
         "blend.candidates.group_columns=[segment]",  # MovieLens learners have no language
         "blend.replay.methods=[gradient,nelder_mead,differential_evolution]",
         "blend.candidates.item_item.rank=1024",  # >= min(learners, courses): exact EASE
+        # the learner-learner feature, chosen on the development split (README, "More
+        # features for the rank blender"); exact as well
+        "blend=learner_learner",
+        "blend.candidates.learner_learner.rank=1024",
         "blend.serve=best",  # the kind best on validation serves (and is the blend judged)
         *extra,
     ]
