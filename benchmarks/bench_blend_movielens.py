@@ -22,6 +22,7 @@ as in bench_ncf_movielens; the paired comparison of the blend against it uses th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -35,9 +36,11 @@ NAME = "blend_movielens"
 ML100K = ["experiment=ml100k_stratified", "ncf=two_tower_ml100k", "glmix=tuned_ml100k"]
 
 
-def ease_per_user(out: Path, seed: int) -> tuple[pd.Series, dict]:
-    """EASE's per-user test NDCG@10 by learner id on the same split, and its summary row."""
-    cfg = compose_cfg(out, ML100K[0], f"seed={seed}")
+def ease_per_user(out: Path, seed: int, paths: Sequence[str] = ()) -> tuple[pd.Series, dict]:
+    """EASE's per-user test NDCG@10 by learner id on the same split, and its summary row.
+    paths: the command's `paths.*` overrides (where the data is), which the baseline's own
+    config needs as the pipeline's does."""
+    cfg = compose_cfg(out, ML100K[0], f"seed={seed}", *paths)
     per_user: dict = {}
     rows = closed_form_baselines(cfg, per_user)
     log = prepare_data(cfg.data, cfg.split).log  # the same log: users are its learner rows
@@ -65,7 +68,7 @@ def main() -> None:
         *extra,
     ]
     res = run_seed(out, seed, overrides)
-    ease, ease_row = ease_per_user(out / "ease", seed)
+    ease, ease_row = ease_per_user(out / "ease", seed, [o for o in extra if o.startswith("paths.")])
     extra_rows = [{"system": "EASE (whole catalogue)", "ndcg@10": ease_row["ndcg@10"],
                    "recall@10": ease_row["recall@10"], "auc": float("nan"),
                    "learners": len(ease)}]  # fmt: skip
