@@ -38,6 +38,18 @@ __all__ = ["ItemItem", "LearnerLearner"]
 _BLOCK_BYTES = 64 << 20  # each of the two (block, rank) float32 gathers of a block of pairs
 
 
+def _pair_indices(learner_idx, course_idx) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' (learner, course) indices as int64, checked: 1-d, one length."""
+    learner_idx = np.asarray(learner_idx, dtype=np.int64)
+    course_idx = np.asarray(course_idx, dtype=np.int64)
+    if learner_idx.shape != course_idx.shape or learner_idx.ndim != 1:
+        raise ValueError(
+            f"score_pairs: learner_idx and course_idx must be 1-d of one length; got "
+            f"{learner_idx.shape} and {course_idx.shape}"
+        )
+    return learner_idx, course_idx
+
+
 class ItemItem(BaseEstimator):
     """EASE (L2 `l2`) with a rank-`rank` Gram matrix; see the module docstring."""
 
@@ -60,13 +72,7 @@ class ItemItem(BaseEstimator):
         history (or a row of -1: unknown to the log) scores 0 on every course."""
         if not hasattr(self, "ease_"):
             raise RuntimeError("ItemItem is not fitted: call fit first")
-        learner_idx = np.asarray(learner_idx, dtype=np.int64)
-        course_idx = np.asarray(course_idx, dtype=np.int64)
-        if learner_idx.shape != course_idx.shape or learner_idx.ndim != 1:
-            raise ValueError(
-                f"score_pairs: learner_idx and course_idx must be 1-d of one length; got "
-                f"{learner_idx.shape} and {course_idx.shape}"
-            )
+        learner_idx, course_idx = _pair_indices(learner_idx, course_idx)
         if watch_matrix.shape[1] != self.n_courses_:
             raise ValueError(
                 f"score_pairs: the watch matrix has {watch_matrix.shape[1]:,} courses, the "
@@ -100,7 +106,6 @@ class LearnerLearner(ItemItem):
         by_course = sp.csr_matrix(watch_matrix).T.tocsr()  # (n_courses, n_learners)
         super().fit(by_course)
         self.by_course_ = by_course
-        self.shape_ = tuple(watch_matrix.shape)
         return self
 
     def score_pairs(
@@ -111,17 +116,12 @@ class LearnerLearner(ItemItem):
         watched it, which is fixed at fit."""
         if not hasattr(self, "by_course_"):
             raise RuntimeError("LearnerLearner is not fitted: call fit first")
-        learner_idx = np.asarray(learner_idx, dtype=np.int64)
-        course_idx = np.asarray(course_idx, dtype=np.int64)
-        if learner_idx.shape != course_idx.shape or learner_idx.ndim != 1:
-            raise ValueError(
-                f"score_pairs: learner_idx and course_idx must be 1-d of one length; got "
-                f"{learner_idx.shape} and {course_idx.shape}"
-            )
-        if tuple(watch_matrix.shape) != self.shape_ or watch_matrix.nnz != self.by_course_.nnz:
+        learner_idx, course_idx = _pair_indices(learner_idx, course_idx)
+        fitted = self.by_course_.shape[::-1]  # (n_learners, n_courses)
+        if tuple(watch_matrix.shape) != fitted or watch_matrix.nnz != self.by_course_.nnz:
             raise ValueError(
                 f"score_pairs: the watch matrix ({watch_matrix.shape}, {watch_matrix.nnz:,} "
-                f"entries) is not the one the scorer was fitted on ({self.shape_}, "
+                f"entries) is not the one the scorer was fitted on ({fitted}, "
                 f"{self.by_course_.nnz:,} entries)"
             )
         out = np.zeros(len(learner_idx), dtype=np.float64)
