@@ -6,13 +6,15 @@ validation tell?
 
 `--runs`: finished `bench_blend_movielens --seed N` runs. For each, the candidates of its fit
 point (the validation part, the models before their refit) and of test are rebuilt, and the
-rank blender (mean rank, temperature 0.1: what validation chose on every seed) is fitted with
-the benchmark's features (`base`) and with each set of extra ones, all computed from the
-point's own inputs (what the learners had watched before it):
+rank blender (mean rank, temperature 0.1, `ncf_z` first: what validation chose on every seed
+of the runs without the feature, but for the log-softmax on two) is fitted with the
+benchmark's features (`base`) and with each set of extra ones, all computed from the point's
+own inputs (what the learners had watched before it):
 
-- `+ learner-learner EASE (L2 l)`: EASE on the transposed watch matrix (learners as items):
-  a course scores by what the learners most like this one watched, z-scored over each
-  learner's candidates (the item-item feature `ease_z` is the other direction);
+- `+ learner-learner EASE (L2 l)`: `blend.LearnerLearner`, EASE on the transposed watch
+  matrix (learners as items), exact: a course scores by what the learners most like this one
+  watched, z-scored over each learner's candidates (the item-item feature `ease_z` is the
+  other direction);
 - `+ history-length interactions`: `ncf_z` and `ease_z` times the learner's standardized
   log history length, so the weights of the two may change with it (per-learner constants
   cancel in a rank loss; products with them do not).
@@ -39,12 +41,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from baselines.ease import ease_weights
 from benchmarks.bench_blend_movielens import ML100K
 from benchmarks.blend_harness import CONF
 from benchmarks.common import print_table, write_result
 from benchmarks.diagnose_blend_movielens import z_by_learner
-from blend import RankBlender
+from blend import LearnerLearner, RankBlender
 from blend.candidates import seen_in
 from blend.selection import LabelledPoint
 from experiments.blend import Models, labelled_point
@@ -54,6 +55,7 @@ TAU = 0.1
 LEARNER_L2 = (30.0, 100.0, 300.0)
 DRAWS = 4  # label halvings; each half fits once and judges once
 DEV = "split.fn.valid_ratio=0.25"
+EXACT_RANK = 1024  # >= the 943 learners: the low-rank Gram is exact, as in the benchmark
 
 
 def with_extra(point: LabelledPoint, fold) -> LabelledPoint:
@@ -63,11 +65,9 @@ def with_extra(point: LabelledPoint, fold) -> LabelledPoint:
     x = seen_in(log, fold.inputs)  # (n_learners, n_courses) 1 = watched before the cutoff
     li = log.learner_ids.to_index(t["learner_id"])
     ci = log.course_ids.to_index(t["course_id"])
-    xt = x.T.tocsr()  # (n_courses, n_learners): learners as the items of EASE
-    cols = {}
-    for l2 in LEARNER_L2:
-        scores = np.asarray(xt @ ease_weights(xt, l2))  # (n_courses, n_learners)
-        cols[f"uu{l2:g}"] = scores[ci, li]
+    # the pipeline's scorer (blend=learner_learner), exact: rank >= min(learners, courses)
+    cols = {f"uu{l2:g}": LearnerLearner(l2=l2, rank=EXACT_RANK).fit(x).score_pairs(x, li, ci)
+            for l2 in LEARNER_L2}  # fmt: skip
     hist = np.log1p(np.asarray(x.sum(axis=1)).ravel()[li])  # (n_candidates,)
     hist = (hist - hist.mean()) / hist.std()
     t = t.assign(**cols, ncf_x_history=t["ncf_z"] * hist, ease_x_history=t["ease_z"] * hist)
