@@ -13,7 +13,8 @@ Stages of the package, one module each:
     blenders              fixed-weight linear, reciprocal-rank fusion, global logistic, rank
                           (soft-rank loss), and
                           the personalized GLMix blender (per-segment + per-learner effects)
-    selection / variants  fit on the blend window, choose settings on validation
+    selection / variants  fit on the blend window, choose settings on validation (without
+                          one: on the mean over random divisions of one window's labels)
     replay                tune linear weights by offline replay (mean rank, expected clicks
                           under a click-by-position curve): gradient, Nelder-Mead, DE
     evaluate / study      metrics, the tournament (paired bootstrap over learners)
@@ -39,7 +40,7 @@ from blend.lists import ROUTES, routes, served_lists, top_k
 from blend.points import CandidateBuilder, check_serves_fold
 from blend.popularity import Popularity
 from blend.replay import PositionCurve, ReplaySet, tune_weights
-from blend.selection import LabelledPoint, Variant, compare
+from blend.selection import LabelledPoint, Variant, compare, compare_draws, label_draws
 from blend.study import choose_blenders, judge_systems, replay_study
 from blend.variants import KINDS, make_variants
 from blend.workflow import Points, run_study
@@ -70,7 +71,9 @@ __all__ = [
     "candidate_labels",
     "choose_blenders",
     "compare",
+    "compare_draws",
     "judge_systems",
+    "label_draws",
     "list_metrics",
     "make_variants",
     "replay_study",

@@ -5,6 +5,11 @@
     results = compare(variants, fit_pt, val_pt)     # every variant fitted, then judged
     best = best_by_kind(results)                    # kind -> the variant best on validation
 
+    # no later window (random / stratified splits): the window's labels divided at random
+    # several times; a variant's validation figures are its means over the divisions
+    draws = label_draws(whole, 0.5, 4, seed=seed)   # [(fit, judge)] * 4
+    results = compare_draws(variants, draws)
+
 A variant is a named blender with its settings (`Variant("personalized", "learner_l2=30",
 PersonalizedBlender(...))`); `variants_grid` expands settings grids. Blenders are fitted on
 the candidates of learners with at least one label in the window (learners with none teach
@@ -34,7 +39,15 @@ from glmix import watch_time_weights
 from watchlog import EventLog
 from watchlog.candidates import learner_bounds, validate_candidates
 
-__all__ = ["LabelledPoint", "Variant", "VariantResult", "compare", "best_by_kind"]
+__all__ = [
+    "LabelledPoint",
+    "Variant",
+    "VariantResult",
+    "compare",
+    "compare_draws",
+    "best_by_kind",
+    "label_draws",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +86,13 @@ class LabelledPoint:
         y = self.labels[rows]
         return watch_time_weights(y, self.gains[rows], kind="log1p", scale=60.0).weights
 
-    def split_labels(self, fraction: float, seed: int = 0) -> tuple[LabelledPoint, LabelledPoint]:
+    def split_labels(
+        self, fraction: float, seed: int | Sequence[int] = 0
+    ) -> tuple[LabelledPoint, LabelledPoint]:
         """(fit, judge): the same candidates with the window's labelled pairs divided at
         random, `fraction` of them to judge on. For splits without a later window to choose
-        settings on (random / stratified): fit on one part, judge on the other."""
+        settings on (random / stratified): fit on one part, judge on the other. seed: an int
+        or a sequence of ints (`numpy.random.default_rng`), e.g. (run seed, draw number)."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction: must be in (0, 1), got {fraction}")
         t = self.truth.tocsr()
@@ -120,6 +136,18 @@ class LabelledPoint:
         return (*ranking_keys(self.table), learner, course)
 
 
+def label_draws(
+    point: LabelledPoint, fraction: float, n: int, *, seed: int
+) -> list[tuple[LabelledPoint, LabelledPoint]]:
+    """n random divisions of the point's labels into (fit, judge) (`split_labels`): the
+    first drawn with `seed` (what one `split_labels(fraction, seed)` gives), the i-th with
+    (seed, i). The judging parts of different draws overlap: their figures are not
+    independent, but their mean varies less than one draw's."""
+    if n < 1:
+        raise ValueError(f"n: the number of draws must be at least 1, got {n}")
+    return [point.split_labels(fraction, seed=seed if i == 0 else (seed, i)) for i in range(n)]
+
+
 @dataclass
 class Variant:
     kind: str  # e.g. "personalized"
@@ -131,10 +159,11 @@ class Variant:
 @dataclass
 class VariantResult:
     variant: Variant
-    fitted: Any
-    valid: dict[str, float]
-    per_user: RankingMetrics
-    fit_seconds: float
+    fitted: Any  # fitted on the (first) fit point
+    valid: dict[str, float]  # validation figures (the means over draws: compare_draws)
+    per_user: RankingMetrics  # on the (first) judging point
+    fit_seconds: float  # of one fit (the mean over draws)
+    draws: list[dict[str, float]] = field(default_factory=list)  # each draw's figures
 
 
 def compare(
@@ -142,6 +171,40 @@ def compare(
 ) -> list[VariantResult]:
     """Fit every variant on `fit` (learners with labels), judge it on `judge`; best first
     by validation NDCG@k."""
+    return _best_first(_fit_and_judge(list(variants), fit, judge, k), k)
+
+
+def compare_draws(
+    variants: Iterable[Variant],
+    draws: Sequence[tuple[LabelledPoint, LabelledPoint]],
+    *,
+    k: int = 10,
+) -> list[VariantResult]:
+    """`compare` on each (fit, judge) draw, e.g. several random divisions of one window's
+    labels (`LabelledPoint.split_labels`): a variant's `valid` figures are their means over
+    the draws (each draw's in `draws`), so a choice between variants whose figures differ by
+    less than one division's noise is not left to that one division. Best first by the mean
+    validation NDCG@k (ties: the order of `variants`); `fitted` and `per_user` are the first
+    draw's."""
+    variants = list(variants)
+    if not draws:
+        raise ValueError("draws: expected at least one (fit, judge) pair of points, got none")
+    runs = [_fit_and_judge(variants, fit, judge, k) for fit, judge in draws]
+    out = []
+    for i in range(len(variants)):
+        each = [run[i] for run in runs]  # this variant on every draw
+        figures = [r.valid for r in each]
+        mean = {key: float(np.mean([f[key] for f in figures])) for key in figures[0]}
+        seconds = float(np.mean([r.fit_seconds for r in each]))
+        out.append(VariantResult(variants[i], each[0].fitted, mean, each[0].per_user, seconds,
+                                 figures))  # fmt: skip
+    return _best_first(out, k)
+
+
+def _fit_and_judge(
+    variants: list[Variant], fit: LabelledPoint, judge: LabelledPoint, k: int
+) -> list[VariantResult]:
+    """One result per variant, in the order of `variants`."""
     rows, _ = fit.fit_rows()
     train = fit.table.iloc[rows].reset_index(drop=True)
     y, w = fit.labels[rows], fit.sample_weight(rows)
@@ -158,8 +221,12 @@ def compare(
             f"recall@{k}": summary[f"recall@{k}"],
             "auc": candidate_auc(judge.table.assign(_s=scores), "_s", judge.labels),
         }
-        out.append(VariantResult(v, b, valid, per_user, seconds))
-    return sorted(out, key=lambda r: -r.valid[f"ndcg@{k}"])
+        out.append(VariantResult(v, b, valid, per_user, seconds, [valid]))
+    return out
+
+
+def _best_first(results: list[VariantResult], k: int) -> list[VariantResult]:
+    return sorted(results, key=lambda r: -r.valid[f"ndcg@{k}"])  # stable: ties keep order
 
 
 def best_by_kind(results: list[VariantResult]) -> dict[str, VariantResult]:

@@ -1,6 +1,6 @@
 """The blend study of one run: choose on validation, judge once on test, tune by replay.
 
-    outcome = choose_blenders(variants, fit_point, valid_point)       # kind -> best variant
+    outcome = choose_blenders(variants, [(fit_point, valid_point)])   # kind -> best variant
     rows, per_user = judge_systems(test_point, {"two_tower": ..., "personalized": ...})
     replay = replay_study(fit_point, valid_point, features, curve)    # three optimizers
     t = tournament(per_user["two_tower"], per_user["personalized"])   # blend.evaluate
@@ -25,7 +25,7 @@ import pandas as pd
 from blend.blenders import LinearBlender
 from blend.evaluate import candidate_auc
 from blend.replay import METHODS, OBJECTIVES, PositionCurve, ReplaySet, tune_weights
-from blend.selection import LabelledPoint, Variant, VariantResult, best_by_kind, compare
+from blend.selection import LabelledPoint, Variant, VariantResult, best_by_kind, compare_draws
 from evaluation import RankingMetrics
 
 __all__ = ["Choice", "choose_blenders", "judge_systems", "metric_curves", "replay_study"]
@@ -36,18 +36,36 @@ class Choice:
     results: list[VariantResult]  # every variant, best first on validation
     best: dict[str, VariantResult]  # kind -> its best variant
 
+    @property
+    def n_draws(self) -> int:
+        """How many (fit, validation) draws every variant was judged on."""
+        return len(self.results[0].draws) if self.results else 0
+
     def table(self) -> list[dict[str, Any]]:
-        return [
-            {"kind": r.variant.kind, "variant": r.variant.name, **r.valid,
-             "fit_seconds": r.fit_seconds}
-            for r in self.results
-        ]  # fmt: skip
+        """One row per variant, best first: its validation figures (means over draws), and
+        with several draws, how many and the standard deviation of each figure over them."""
+        rows = []
+        for r in self.results:
+            row = {"kind": r.variant.kind, "variant": r.variant.name, **r.valid,
+                   "fit_seconds": r.fit_seconds}  # fmt: skip
+            if len(r.draws) > 1:
+                row["draws"] = len(r.draws)
+                row.update({f"{key}_sd": float(np.std([d[key] for d in r.draws], ddof=1))
+                            for key in r.valid})  # fmt: skip
+            rows.append(row)
+        return rows
 
 
 def choose_blenders(
-    variants: Sequence[Variant], fit: LabelledPoint, valid: LabelledPoint, *, k: int = 10
+    variants: Sequence[Variant],
+    draws: Sequence[tuple[LabelledPoint, LabelledPoint]],
+    *,
+    k: int = 10,
 ) -> Choice:
-    results = compare(variants, fit, valid, k=k)
+    """Every variant fitted on each draw's fit point and judged on its validation point
+    (one draw: a blend window and a later validation window; several: random divisions of
+    one window's labels); the choice follows the mean validation NDCG@k."""
+    results = compare_draws(variants, draws, k=k)
     return Choice(results, best_by_kind(results))
 
 

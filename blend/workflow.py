@@ -13,8 +13,10 @@ Where the points come from (the experiment wires models to folds):
                                  test  = test window, the final models
     split without one           fit   = the validation part with the models chosen before the
     (random / stratified)               refit, its labels divided at random: blenders fit on
-                                        one part, settings judged on the other (`valid`), then
-                                        the chosen ones refitted on all of it
+                                        one part, settings judged on the other (`valid`); with
+                                        `more_draws`, further such divisions, and settings are
+                                        chosen on the mean over all; then the chosen ones are
+                                        refitted on all of it
                                  test  = the test part, the refitted models; blender kept
 
 Nothing is chosen on test. On test every system ranks the same candidates of the same
@@ -51,6 +53,21 @@ class Points:
     valid: LabelledPoint  # settings are chosen on it
     test: LabelledPoint  # judged once
     refit_on: LabelledPoint | None = None  # without a blend window: refit the choice on it
+    # without a blend window: further (fit, valid) divisions of refit_on's labels
+    # (blend.selection.label_draws); validation figures are the means over every draw
+    more_draws: Sequence[tuple[LabelledPoint, LabelledPoint]] = ()
+
+    def __post_init__(self) -> None:
+        if self.more_draws and self.refit_on is None:
+            raise ValueError(
+                "more_draws: further divisions of one window's labels need refit_on (that "
+                "window), where the chosen blenders are refitted"
+            )
+
+    @property
+    def draws(self) -> list[tuple[LabelledPoint, LabelledPoint]]:
+        """Every (fit, valid) pair settings are judged on, the first (fit, valid)."""
+        return [(self.fit, self.valid), *self.more_draws]
 
 
 @dataclass
@@ -91,6 +108,7 @@ class StudyReport:
                 k: b.coefficients() for k, b in self.fitted.items() if hasattr(b, "coefficients")
             },
             "validation": self.choice.table(),
+            "validation_draws": self.choice.n_draws,
             "test": self.test_rows,
             "tournaments": {k: vars(v) for k, v in self.tournaments.items()},
             "served": self.served,
@@ -139,7 +157,7 @@ def run_study(
     with); replay: keywords of `replay_study` (methods, objectives, tau);
     oracle: (n_test_candidates,) scores of the truth, judged as a ceiling; curve_k: also
     every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`)."""
-    choice = choose_blenders(variants, points.fit, points.valid, k=k)
+    choice = choose_blenders(variants, points.draws, k=k)
     if serve == "best":  # the kind of the variant best on validation (results: best first)
         serve = choice.results[0].variant.kind
     if serve not in choice.best:
@@ -239,7 +257,10 @@ def _replay_blender(fit: LabelledPoint, rep: Mapping[str, Any]) -> LinearBlender
 
 
 def _valid_ndcg(choice: Choice, points: Points, system: str, k: int) -> float:
-    """A single model's validation NDCG@k (to name the better single model without test)."""
+    """A single model's validation NDCG@k (to name the better single model without test),
+    the mean over the draws as the blenders'."""
     column = {"two_tower": "ncf_score", "glmix": "glmix_logit"}[system]
-    res = points.valid.judge(points.valid.table[column].to_numpy(np.float64), k=k)
-    return res.summary()[f"ndcg@{k}"]
+    return float(np.mean([
+        valid.judge(valid.table[column].to_numpy(np.float64), k=k).summary()[f"ndcg@{k}"]
+        for _, valid in points.draws
+    ]))  # fmt: skip

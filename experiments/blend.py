@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from blend import CandidateBuilder, LabelledPoint, PositionCurve, make_variants, window_truth
 from blend.candidates import seen_in
 from blend.lists import served_lists
+from blend.selection import label_draws
 from blend.workflow import Points, learner_routes, run_study
 from experiments.data import PreparedData, use_threads
 from experiments.provenance import write_manifest
@@ -144,13 +145,20 @@ def make_points(
     log, split = data.log, data.split
     test = labelled_point(builder, log, split.test, final, b.gain)
     if split.blend is not None:
+        if int(b.holdout_draws) != 1:
+            _log.warning(
+                "blend.holdout_draws=%s has no effect: the split has a blend window, "
+                "so settings are judged on the later validation window",
+                b.holdout_draws,
+            )
         fit = labelled_point(builder, log, split.blend, early, b.gain)
         later = Models(early.ncf.at(log, split.valid.cutoff), early.glmix).serving()
         valid = labelled_point(builder, log, split.valid, later, b.gain)
         return Points(fit, valid, test)
     whole = labelled_point(builder, log, split.valid, early, b.gain)
-    fit, valid = whole.split_labels(float(b.holdout_fraction), seed=seed)
-    return Points(fit, valid, test, refit_on=whole)
+    draws = label_draws(whole, float(b.holdout_fraction), int(b.holdout_draws), seed=seed)
+    (fit, valid), *more = draws
+    return Points(fit, valid, test, refit_on=whole, more_draws=more)
 
 
 def fit_fold(data: PreparedData) -> Fold:

@@ -342,6 +342,7 @@ class BlendSchema:
     replay: ReplaySchema = MISSING
     n_boot: int = MISSING
     holdout_fraction: float = MISSING
+    holdout_draws: int = MISSING
     learners_per_chunk: int = MISSING
     curve_k: int = MISSING  # metric-vs-K curves on test up to this K (0: none)
 

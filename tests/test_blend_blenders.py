@@ -15,7 +15,7 @@ from blend import (
     make_variants,
 )
 from blend.blenders import ranks_within_learner
-from blend.selection import best_by_kind, compare
+from blend.selection import Variant, best_by_kind, compare, compare_draws, label_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,6 +178,82 @@ def test_split_labels_divides_the_labelled_pairs_between_fit_and_judge():
     np.testing.assert_array_equal(fit.labels + judge.labels, point.labels)
     with pytest.raises(ValueError, match="fraction"):
         point.split_labels(1.0)
+
+
+def _top2_labels(table: pd.DataFrame, column: str) -> np.ndarray:
+    """1 on each learner's two candidates highest on `column`."""
+    rank = table.groupby("learner_id", sort=False)[column].rank(ascending=False, method="first")
+    return (rank <= 2).to_numpy(np.int8)
+
+
+def test_compare_draws_chooses_on_the_mean_over_draws_not_on_the_first():
+    """Two fixed-weight variants, `a` alone and `b` alone. The first draw's judging labels
+    follow `a`, the two others' follow `b`: the first draw alone chooses `a`, the mean over
+    the three `b`; each draw's figures are kept, `valid` is their mean, and one draw is
+    `compare` itself."""
+    table, _ = _two_tastes(n_learners=120, n_cand=20, seed=8)
+    log = _Log(table)
+    by_a, by_b = (_labelled_point(table, _top2_labels(table, c), log) for c in ("a", "b"))
+    variants = [Variant("fixed", "a", LinearBlender({"a": 1.0})),
+                Variant("fixed", "b", LinearBlender({"b": 1.0}))]  # fmt: skip
+    draws = [(by_a, by_a), (by_a, by_b), (by_a, by_b)]
+
+    first = compare(variants, *draws[0])
+    assert first[0].variant.name == "a"
+    one = compare_draws(variants, draws[:1])
+    assert [(r.variant.name, r.valid) for r in one] == [(r.variant.name, r.valid) for r in first]
+
+    results = compare_draws(variants, draws)
+    assert [r.variant.name for r in results] == ["b", "a"]
+    assert best_by_kind(results)["fixed"].variant.name == "b"
+    for r in results:
+        each = [next(x.valid for x in compare(variants, f, j) if x.variant.name == r.variant.name)
+                for f, j in draws]  # fmt: skip
+        assert r.draws == each
+        for key in r.valid:
+            assert r.valid[key] == pytest.approx(np.mean([d[key] for d in each]))
+    with pytest.raises(ValueError, match="at least one"):
+        compare_draws(variants, [])
+
+
+def test_label_draws_first_is_one_split_and_the_others_differ():
+    table, y = _two_tastes(n_learners=200, n_cand=10, seed=7)
+    point = _labelled_point(table, y, _Log(table))
+    draws = label_draws(point, 0.5, 3, seed=4)
+    assert len(draws) == 3
+    fit0, judge0 = point.split_labels(0.5, seed=4)
+    np.testing.assert_array_equal(draws[0][1].labels, judge0.labels)
+    np.testing.assert_array_equal(draws[0][0].labels, fit0.labels)
+    judged = [j.labels for _, j in draws]
+    assert not np.array_equal(judged[0], judged[1]) and not np.array_equal(judged[1], judged[2])
+    for fit, judge in draws:  # every draw divides the same labels
+        np.testing.assert_array_equal(fit.labels + judge.labels, point.labels)
+    again = label_draws(point, 0.5, 3, seed=4)  # the same seed, the same draws
+    np.testing.assert_array_equal(again[2][1].labels, judged[2])
+    with pytest.raises(ValueError, match="at least 1"):
+        label_draws(point, 0.5, 0, seed=4)
+
+
+def test_points_with_more_draws_need_the_window_to_refit_on_and_choice_reports_the_spread():
+    from blend.study import choose_blenders
+    from blend.workflow import Points
+
+    table, _ = _two_tastes(n_learners=60, n_cand=10, seed=9)
+    log = _Log(table)
+    by_a, by_b = (_labelled_point(table, _top2_labels(table, c), log) for c in ("a", "b"))
+    with pytest.raises(ValueError, match="refit_on"):
+        Points(by_a, by_a, by_a, more_draws=[(by_a, by_b)])
+    points = Points(by_a, by_a, by_a, refit_on=by_a, more_draws=[(by_a, by_b)])
+    assert points.draws == [(by_a, by_a), (by_a, by_b)]
+    variants = [Variant("fixed", "a", LinearBlender({"a": 1.0}))]
+    choice = choose_blenders(variants, points.draws)
+    assert choice.n_draws == 2
+    (row,) = choice.table()
+    assert row["draws"] == 2
+    figures = [d["ndcg@10"] for d in choice.results[0].draws]
+    assert row["ndcg@10_sd"] == pytest.approx(np.std(figures, ddof=1)) and row["ndcg@10_sd"] > 0
+    single = choose_blenders(variants, points.draws[:1]).table()[0]
+    assert "draws" not in single and "ndcg@10_sd" not in single
 
 
 def test_metric_curves_match_the_judged_figures_and_reach_full_recall():

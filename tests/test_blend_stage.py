@@ -166,19 +166,22 @@ def test_each_stage_runs_again_from_the_run_folder(run_dir, tmp_path):
 
 def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(tmp_path):
     """Stratified split (no time): the blender is fitted on the validation part with the
-    models chosen before the refit. Without GLMix (the platform's stratified split keeps
-    watched events only, so every impression row is a click) the blend goes on without its
-    columns, and says so."""
+    models chosen before the refit, settings chosen on the mean over three random divisions
+    of its labels. Without GLMix (the platform's stratified split keeps watched events only,
+    so every impression row is a click) the blend goes on without its columns, and says so."""
     fast = [o for o in FAST if not o.startswith("split.")]
     cfg = compose_cfg(
         "pipeline", *fast, "split=stratified", "ncf.refit=true", "stages.glmix=false",
-        "stages.export=false", f"paths.output_dir={tmp_path}",
+        "stages.export=false", "blend.holdout_draws=3", f"paths.output_dir={tmp_path}",
     )  # fmt: skip
     metrics = run_pipeline(cfg)
     assert (tmp_path / "ncf" / "model_before_refit").exists()
     assert not (tmp_path / "blend_models").exists()
     m = json.loads((tmp_path / "blend" / "metrics.json").read_text())
     assert "blend" not in m["windows"]
+    assert m["validation_draws"] == 3
+    assert all(r["draws"] == 3 and r["ndcg@10_sd"] >= 0 for r in m["validation"])
+    assert any(r["ndcg@10_sd"] > 0 for r in m["validation"])  # the draws differ
     assert m["features_absent"] == ["glmix_global", "glmix_per_learner", "glmix_per_course"]
     assert "rrf" not in m["chosen"]  # its columns (ncf_score, glmix_logit) are not all there
     assert {r["system"] for r in metrics["blend"]["test"]} >= {"two_tower", "personalized"}
@@ -221,7 +224,7 @@ def test_without_refit_or_blend_window_the_blender_sees_the_validation_snapshot(
 
 
 def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
-    run_dir, monkeypatch
+    run_dir, monkeypatch, caplog
 ):
     import experiments.blend as blend_stage
     from experiments.blend import run as run_blend
@@ -235,7 +238,10 @@ def test_serve_best_serves_the_kind_best_on_validation_and_item_item_can_be_off(
     m = rerun(
         run_blend, "blend", f"run_dir={run_dir}", *[o for o in FAST if o.startswith("blend.")],
         "blend.serve=best", "blend.candidates.item_item=null", "blend.normalizations=[log_softmax]",
+        "blend.holdout_draws=2",  # no effect with a blend window, and said so
     )  # fmt: skip
+    assert m["validation_draws"] == 1 and "draws" not in m["validation"][0]
+    assert "holdout_draws=2 has no effect" in caplog.text
     # replay tunes the two-tower column of the normalization validation chose (the only one)
     assert m["replay"]["features"][0] == "ncf_log_softmax"
     best_kind = m["validation"][0]["kind"]  # best first
