@@ -66,7 +66,7 @@ class Points:
 
     @property
     def draws(self) -> list[tuple[LabelledPoint, LabelledPoint]]:
-        """Every (fit, valid) pair settings are judged on, the first (fit, valid)."""
+        """Every (fit, valid) pair the settings are judged on; the first is (fit, valid)."""
         return [(self.fit, self.valid), *self.more_draws]
 
 
@@ -156,7 +156,9 @@ def run_study(
     normalization validation chose for the fixed-weight blend, which replay is compared
     with); replay: keywords of `replay_study` (methods, objectives, tau);
     oracle: (n_test_candidates,) scores of the truth, judged as a ceiling; curve_k: also
-    every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`)."""
+    every system's test NDCG@k / Recall@k for k = 1..curve_k (`StudyReport.curves`).
+    With several draws (`Points.more_draws`) the settings, the serving kind and the better
+    single model follow the means over the draws; replay tunes on the first (fit, valid)."""
     choice = choose_blenders(variants, points.draws, k=k)
     if serve == "best":  # the kind of the variant best on validation (results: best first)
         serve = choice.results[0].variant.kind
