@@ -82,7 +82,12 @@ def blend_blocks(run_dir: Path) -> list[Block]:
             )
         )
     if m.get("validation"):
-        s.append(Table.from_records(m["validation"], "Every variant on validation"))
+        draws = int(m.get("validation_draws") or 1)
+        caption = "Every variant on validation" + (
+            f" (means over {draws} random divisions of its labels; _sd: their spread)"
+            if draws > 1 else ""
+        )  # fmt: skip
+        s.append(Table.from_records(m["validation"], caption))
     served = m.get("served") or {}
     if served:
         s.append(

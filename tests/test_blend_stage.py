@@ -182,6 +182,7 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
     assert m["validation_draws"] == 3
     assert all(r["draws"] == 3 and r["ndcg@10_sd"] >= 0 for r in m["validation"])
     assert any(r["ndcg@10_sd"] > 0 for r in m["validation"])  # the draws differ
+    assert "means over 3 random divisions" in (tmp_path / "report.html").read_text()
     assert m["features_absent"] == ["glmix_global", "glmix_per_learner", "glmix_per_course"]
     assert "rrf" not in m["chosen"]  # its columns (ncf_score, glmix_logit) are not all there
     assert {r["system"] for r in metrics["blend"]["test"]} >= {"two_tower", "personalized"}
