@@ -228,6 +228,8 @@ def test_label_draws_first_is_one_split_and_the_others_differ():
     assert not np.array_equal(judged[0], judged[1]) and not np.array_equal(judged[1], judged[2])
     for fit, judge in draws:  # every draw divides the same labels
         np.testing.assert_array_equal(fit.labels + judge.labels, point.labels)
+    for fit, judge in draws:  # one copy of the table's judging keys, shared by every part
+        assert fit._judge_keys is point._judge_keys and judge._judge_keys is point._judge_keys
     again = label_draws(point, 0.5, 3, seed=4)  # the same seed, the same draws
     np.testing.assert_array_equal(again[2][1].labels, judged[2])
     with pytest.raises(ValueError, match="at least 1"):
