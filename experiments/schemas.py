@@ -527,6 +527,8 @@ _VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
     ("blend.candidates.n_retrieve", _positive_int, "an int >= 1"),
     ("blend.candidates.n_fallback", _positive_int, "an int >= 1"),
     ("blend.n_boot", _positive_int, "an int >= 1"),
+    ("blend.holdout_fraction", _open_share, "a share in (0, 1) of the validation labels"),
+    ("blend.holdout_draws", _positive_int, "an int >= 1 (random divisions of the labels)"),
     ("blend.serve", lambda v: v in SERVE_CHOICES, f"one of {', '.join(SERVE_CHOICES)}"),
     ("evaluate.ks", lambda v: len(v) > 0 and all(_positive_int(k) for k in v),
      "a list of ints >= 1"),

@@ -114,7 +114,8 @@ def test_every_glmix_option_builds_its_model_and_featurizer(option):
           for g in options("glmix")],  # fmt: skip
         # the overrides README.md, tests and benchmarks use
         ("pipeline", ["experiment=ml100k_stratified", "ncf=two_tower_ml100k",
-                      "glmix=tuned_ml100k", "blend.candidates.group_columns=[segment]"]),
+                      "glmix=tuned_ml100k", "blend.candidates.group_columns=[segment]",
+                      "blend.holdout_draws=8"]),
         ("pipeline", ["data=synthetic_small", "blend.candidates.n_retrieve=40",
                       "blend.variants.logistic.l2=[1.0]",
                       "blend.variants.personalized.learner_l2=[30.0]",
@@ -147,7 +148,8 @@ def test_every_glmix_option_builds_its_model_and_featurizer(option):
         # benchmarks/bench_blend_movielens.py
         ("pipeline", ["experiment=ml100k_stratified", "ncf=two_tower_ml100k", "glmix=tuned_ml100k",
                       "blend=learner_learner", "blend.candidates.learner_learner.rank=1024",
-                      "blend.candidates.item_item.rank=1024", "blend.serve=best"]),
+                      "blend.candidates.item_item.rank=1024", "blend.serve=best",
+                      "blend.holdout_draws=8"]),
     ],
 )  # fmt: skip
 def test_existing_configs_and_overrides_compose(name, overrides):
@@ -420,6 +422,8 @@ def test_trainer_gpu_trains_on_the_gpu(tmp_path):
         ("blend.serve=personalised", "blend.serve"), ("threads=0", "threads"),
         ("ncf.module.lr=-0.1", "ncf.module.lr"), ("glmix.model.passes=0", "glmix.model.passes"),
         ("blend.candidates.n_retrieve=0", "blend.candidates.n_retrieve"),
+        ("blend.holdout_draws=0", "blend.holdout_draws"),
+        ("blend.holdout_fraction=1.0", "blend.holdout_fraction"),
         ("blend.k=30", "blend.candidates.n_fallback"),  # 20 popular courses: lists of 20
         ("seed=abc", "seed"), ("seed=null", "seed"), ("seed=1.5", "seed"),
     ],
