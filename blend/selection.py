@@ -193,15 +193,16 @@ def compare_draws(
     variants = list(variants)
     if not draws:
         raise ValueError("draws: expected at least one (fit, judge) pair of points, got none")
-    runs = [_fit_and_judge(variants, fit, judge, k) for fit, judge in draws]
+    first = _fit_and_judge(variants, *draws[0], k)
+    # later draws keep their figures only: their fitted blenders and per-learner metrics go
+    later = [[(r.valid, r.fit_seconds) for r in _fit_and_judge(variants, fit, judge, k)]
+             for fit, judge in draws[1:]]  # fmt: skip
     out = []
-    for i in range(len(variants)):
-        each = [run[i] for run in runs]  # this variant on every draw
-        figures = [r.valid for r in each]
+    for i, r in enumerate(first):
+        figures = [r.valid, *(run[i][0] for run in later)]  # this variant on every draw
         mean = {key: float(np.mean([f[key] for f in figures])) for key in figures[0]}
-        seconds = float(np.mean([r.fit_seconds for r in each]))
-        out.append(VariantResult(variants[i], each[0].fitted, mean, each[0].per_user, seconds,
-                                 figures))  # fmt: skip
+        seconds = float(np.mean([r.fit_seconds, *(run[i][1] for run in later)]))
+        out.append(VariantResult(r.variant, r.fitted, mean, r.per_user, seconds, figures))
     return _best_first(out, k)
 
 
