@@ -41,6 +41,26 @@ class Choice:
         """How many (fit, validation) draws every variant was judged on."""
         return len(self.results[0].draws) if self.results else 0
 
+    def margin(self, kind: str, k: int = 10) -> dict[str, Any] | None:
+        """How far the chosen variant of `kind` leads the best variant of any other kind on
+        validation NDCG@k: the runner-up, the mean difference (negative: it trails), and over
+        the draws how many it leads on and the spread of the difference (paired: both were
+        judged on the same labels of each draw). None when no other kind was tried."""
+        rivals = [r for r in self.results if r.variant.kind != kind]  # best first
+        if kind not in self.best or not rivals:
+            return None
+        mine, rival, key = self.best[kind], rivals[0], f"ndcg@{k}"
+        diff = np.array([a[key] - b[key] for a, b in zip(mine.draws, rival.draws, strict=True)])
+        return {
+            "kind": kind,
+            "runner_up": rival.variant.kind,
+            "runner_up_variant": rival.variant.name,
+            f"{key}_diff": float(diff.mean()),
+            f"{key}_diff_sd": float(diff.std(ddof=1)) if len(diff) > 1 else None,
+            "draws": len(diff),
+            "draws_ahead": int((diff > 0).sum()),
+        }
+
     def table(self) -> list[dict[str, Any]]:
         """One row per variant, best first: its validation figures (means over draws), and
         with several draws, how many and the standard deviation of each figure over them."""

@@ -83,6 +83,7 @@ class StudyReport:
     fit_counts: dict[str, int] = field(default_factory=dict)
     per_user: dict[str, RankingMetrics] = field(default_factory=dict)  # system -> test metrics
     curves: pd.DataFrame | None = None  # test NDCG / Recall of every system at each k
+    serve_margin: dict[str, Any] | None = None  # the serving kind's lead on validation
 
     def per_learner_frame(self, log) -> pd.DataFrame:
         """One row per (system, judged learner): learner_id and the per-learner test metrics
@@ -109,6 +110,7 @@ class StudyReport:
             },
             "validation": self.choice.table(),
             "validation_draws": self.choice.n_draws,
+            "serve_margin": self.serve_margin,
             "test": self.test_rows,
             "tournaments": {k: vars(v) for k, v in self.tournaments.items()},
             "served": self.served,
@@ -231,7 +233,7 @@ def run_study(
             )
     return StudyReport(
         choice, fitted, fitted[serve], serve, rows, tournaments, served, rep,
-        points.fit.fit_rows()[1], per_user, curves,
+        points.fit.fit_rows()[1], per_user, curves, choice.margin(serve, k),
     )  # fmt: skip
 
 

@@ -322,6 +322,10 @@ def _has(points: Points, columns) -> bool:
 
 def _print_summary(report, lists, absent, timings, out_dir: Path) -> None:
     log_table(report.choice.table()[:10], "Blenders on validation (best 10)", _log)
+    if (m := report.serve_margin) is not None:
+        diff = next(v for key, v in m.items() if key.endswith("_diff"))
+        _log.info("serving %s: %+.4f on validation against the next kind (%s), ahead on %d of "
+                  "%d draws", m["kind"], diff, m["runner_up"], m["draws_ahead"], m["draws"])  # fmt: skip
     log_table(report.test_rows, "Test: every system on the same candidates", _log)
     rows = [{"duel": k, "diff": v.mean_diff, "low": v.low, "high": v.high,
              "win_rate": v.win_rate} for k, v in report.tournaments.items()]  # fmt: skip

@@ -258,6 +258,32 @@ def test_points_with_more_draws_need_the_window_to_refit_on_and_choice_reports_t
     assert "draws" not in single and "ndcg@10_sd" not in single
 
 
+def test_choice_margin_is_the_paired_lead_over_the_best_other_kind_on_each_draw():
+    """`fixed` (weights on `a`) against `logistic` (a fixed-weight blend on `b`, given the
+    kind logistic here): the first draw judges by `a`, the two others by `b`."""
+    from blend.study import choose_blenders
+
+    table, _ = _two_tastes(n_learners=120, n_cand=20, seed=8)
+    log = _Log(table)
+    by_a, by_b = (_labelled_point(table, _top2_labels(table, c), log) for c in ("a", "b"))
+    variants = [Variant("fixed", "a", LinearBlender({"a": 1.0})),
+                Variant("logistic", "b", LinearBlender({"b": 1.0})),
+                Variant("logistic", "noise", LinearBlender({"noise": 1.0}))]  # fmt: skip
+    choice = choose_blenders(variants, [(by_a, by_a), (by_a, by_b), (by_a, by_b)])
+    a, b = choice.best["fixed"], choice.best["logistic"]
+    assert b.variant.name == "b"
+    diff = [x["ndcg@10"] - y["ndcg@10"] for x, y in zip(a.draws, b.draws, strict=True)]
+    m = choice.margin("fixed")
+    assert m["runner_up"] == "logistic" and m["runner_up_variant"] == "b"
+    assert m["ndcg@10_diff"] == pytest.approx(np.mean(diff)) and m["ndcg@10_diff"] < 0
+    assert m["ndcg@10_diff_sd"] == pytest.approx(np.std(diff, ddof=1))
+    assert (m["draws"], m["draws_ahead"]) == (3, 1)  # ahead where `a` judges only
+    assert choice.margin("logistic")["draws_ahead"] == 2
+    assert choice.margin("rank") is None  # a kind not tried
+    alone = choose_blenders(variants[:1], [(by_a, by_a)])
+    assert alone.margin("fixed") is None  # no other kind
+
+
 def test_metric_curves_match_the_judged_figures_and_reach_full_recall():
 
     from blend.study import metric_curves

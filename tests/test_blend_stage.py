@@ -183,6 +183,12 @@ def test_a_split_without_blend_window_fits_on_validation_then_keeps_the_blender(
     assert all(r["draws"] == 3 and r["ndcg@10_sd"] >= 0 for r in m["validation"])
     assert any(r["ndcg@10_sd"] > 0 for r in m["validation"])  # the draws differ
     assert "means over 3 random divisions" in (tmp_path / "report.html").read_text()
+    lead = m["serve_margin"]  # the serving kind against the best other kind, draw by draw
+    assert lead["kind"] == m["serve"] and lead["runner_up"] != m["serve"]
+    assert lead["draws"] == 3 and 0 <= lead["draws_ahead"] <= 3
+    rival = next(r for r in m["validation"] if r["kind"] == lead["runner_up"])
+    mine = m["chosen"][m["serve"]]
+    assert lead["ndcg@10_diff"] == pytest.approx(mine["ndcg@10"] - rival["ndcg@10"])
     assert m["features_absent"] == ["glmix_global", "glmix_per_learner", "glmix_per_course"]
     assert "rrf" not in m["chosen"]  # its columns (ncf_score, glmix_logit) are not all there
     assert {r["system"] for r in metrics["blend"]["test"]} >= {"two_tower", "personalized"}
