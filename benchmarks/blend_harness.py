@@ -96,6 +96,8 @@ def seed_result(name: str, res: dict[str, Any], extra_rows=(), extra: dict | Non
     chosen = [{"kind": k, "variant": v["variant"], "valid_ndcg@10": v["ndcg@10"]}
               for k, v in blend["chosen"].items()]  # fmt: skip
     print_table(chosen, "Chosen on validation")
+    if blend.get("serve_margin"):
+        print_table([blend["serve_margin"]], "The serving kind against the best other kind")
     replay = None
     if blend.get("replay"):
         replay = [{k: r[k] for k in ("objective", "method", "fit_objective", "valid_objective",
@@ -105,6 +107,7 @@ def seed_result(name: str, res: dict[str, Any], extra_rows=(), extra: dict | Non
     return write_result(
         f"{name}_seed{res['seed']}", rows, units={"seconds": "s"},
         tournaments=blend["tournaments"], chosen=blend["chosen"], validation=blend["validation"],
+        validation_draws=blend.get("validation_draws"), serve_margin=blend.get("serve_margin"),
         replay=blend.get("replay"), served=blend["served"], fit=blend["fit"],
         coefficients=blend["coefficients"], pipeline_seconds=res["seconds"],
         blend_timings=blend["timings"], ncf=res["ncf"], glmix=res["glmix"], **(extra or {}),
