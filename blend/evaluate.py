@@ -84,8 +84,15 @@ def candidate_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels (n,) int8, gains (n,) float64) of each candidate from a truth matrix; learners
     unknown to the log have no labels."""
-    learner, course = row_indices(log, table, "candidate_labels: table")
-    gains = np.zeros(len(table))
+    return indexed_labels(*row_indices(log, table, "candidate_labels: table"), truth)
+
+
+def indexed_labels(
+    learner: np.ndarray, course: np.ndarray, truth: sp.csr_matrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """`candidate_labels` of rows already mapped to (learner index, -1 if unknown; course
+    index), (n,) each: a caller labelling one table by several truths maps its ids once."""
+    gains = np.zeros(len(learner))
     ok = learner >= 0
     gains[ok] = np.asarray(truth[learner[ok], course[ok]]).ravel()
     return (gains > 0).astype(np.int8), gains

@@ -32,7 +32,13 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from blend.evaluate import candidate_auc, candidate_labels, indexed_list_metrics, row_indices
+from blend.evaluate import (
+    candidate_auc,
+    candidate_labels,
+    indexed_labels,
+    indexed_list_metrics,
+    row_indices,
+)
 from blend.lists import ranking_keys, top_rows
 from evaluation import RankingMetrics
 from glmix import watch_time_weights
@@ -108,12 +114,12 @@ class LabelledPoint:
 
     def _with_truth(self, truth: sp.csr_matrix) -> LabelledPoint:
         """The same (already checked) candidates labelled by another truth. The table's
-        judging keys are shared, not recomputed: every division of the labels (label_draws)
-        adds only its labels and gains, 9 bytes a candidate, not 32 more of keys."""
-        out = LabelledPoint(
-            self.table, self.log, truth, *candidate_labels(self.table, self.log, truth)
-        )
-        out.__dict__["_judge_keys"] = self._judge_keys  # the same table: the same keys
+        judging keys (its ids mapped to indices among them) are shared, not recomputed: every
+        division of the labels (label_draws) adds only its labels and gains, 9 bytes a
+        candidate, not 32 more of keys."""
+        keys = self._judge_keys  # (group, course order, learner index, course index)
+        out = LabelledPoint(self.table, self.log, truth, *indexed_labels(*keys[2:], truth))
+        out.__dict__["_judge_keys"] = keys  # the same table: the same keys
         return out
 
     def judge(
