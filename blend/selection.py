@@ -181,7 +181,7 @@ def compare(
 ) -> list[VariantResult]:
     """Fit every variant on `fit` (learners with labels), judge it on `judge`; best first
     by validation NDCG@k."""
-    return _best_first(_fit_and_judge(list(variants), fit, judge, k), k)
+    return compare_draws(variants, [(fit, judge)], k=k)
 
 
 def compare_draws(
@@ -209,7 +209,7 @@ def compare_draws(
         mean = {key: float(np.mean([f[key] for f in figures])) for key in figures[0]}
         seconds = float(np.mean([r.fit_seconds, *(run[i][1] for run in later)]))
         out.append(VariantResult(r.variant, r.fitted, mean, r.per_user, seconds, figures))
-    return _best_first(out, k)
+    return sorted(out, key=lambda r: -r.valid[f"ndcg@{k}"])  # stable: ties keep their order
 
 
 def _fit_and_judge(
@@ -234,10 +234,6 @@ def _fit_and_judge(
         }
         out.append(VariantResult(v, b, valid, per_user, seconds, [valid]))
     return out
-
-
-def _best_first(results: list[VariantResult], k: int) -> list[VariantResult]:
-    return sorted(results, key=lambda r: -r.valid[f"ndcg@{k}"])  # stable: ties keep order
 
 
 def best_by_kind(results: list[VariantResult]) -> dict[str, VariantResult]:

@@ -201,7 +201,7 @@ def run_study(
     }
 
     singles = [s for s in ("two_tower", "glmix") if s in per_user]
-    better = max(singles, key=lambda s: _valid_ndcg(choice, points, s, k))
+    better = max(singles, key=lambda s: _valid_ndcg(points, s, k))
     duels = {f"{serve} vs {s}": (s, serve) for s in singles}
     duels[f"{serve} vs better single model on validation ({better})"] = (better, serve)
     if "logistic" in per_user and serve != "logistic":
@@ -260,7 +260,7 @@ def _replay_blender(fit: LabelledPoint, rep: Mapping[str, Any]) -> LinearBlender
     return LinearBlender(run["weights"]).fit(fit.table.iloc[rows].reset_index(drop=True))
 
 
-def _valid_ndcg(choice: Choice, points: Points, system: str, k: int) -> float:
+def _valid_ndcg(points: Points, system: str, k: int) -> float:
     """A single model's validation NDCG@k (to name the better single model without test),
     the mean over the draws as the blenders'."""
     column = {"two_tower": "ncf_score", "glmix": "glmix_logit"}[system]
