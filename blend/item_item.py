@@ -112,7 +112,7 @@ class LearnerLearner(ItemItem):
         self, watch_matrix: sp.spmatrix, learner_idx: np.ndarray, course_idx: np.ndarray
     ) -> np.ndarray:
         """(m,) float64 score of each (learner row, course column) pair. `watch_matrix` must be
-        the matrix it was fitted on (checked by shape and entries): a course's "history" is who
+        the matrix it was fitted on (checked by shape and number of entries): a course's "history" is who
         watched it, which is fixed at fit."""
         if not hasattr(self, "by_course_"):
             raise RuntimeError("LearnerLearner is not fitted: call fit first")
